@@ -1,0 +1,278 @@
+//! The items of the two tables (DESIGN §3.2) and the validated values they are made of.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::counting::Tally;
+use crate::key::{HashedKey, KeyId};
+use crate::time::Day;
+
+/// A customer's e-mail address: who a key's usage is billed to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+/// A value given for a key's fields that the contract does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// Not an e-mail address.
+    #[error("{0:?} is not a valid e-mail address")]
+    Email(String),
+    /// Not a plan name.
+    #[error("{0:?} is not a valid plan name (1 to 64 letters, digits, '-', '_' or '.')")]
+    Plan(String),
+    /// Not a usable key name.
+    #[error("the key name must be 1 to 200 characters without control characters")]
+    Name,
+    /// Not a key status.
+    #[error("{0:?} is not a key status (active or revoked)")]
+    Status(String),
+}
+
+impl Email {
+    /// Validates an address (surrounding white space is ignored).
+    pub fn parse(text: &str) -> Result<Self, FieldError> {
+        let text = text.trim();
+        if text.len() <= 254 && email_address::EmailAddress::is_valid(text) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(FieldError::Email(text.to_owned()))
+        }
+    }
+
+    /// The address as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The name of a pricing plan.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct PlanName(String);
+
+impl PlanName {
+    /// Validates a plan name.
+    pub fn parse(text: &str) -> Result<Self, FieldError> {
+        let valid = !text.is_empty()
+            && text.len() <= 64
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if valid { Ok(Self(text.to_owned())) } else { Err(FieldError::Plan(text.to_owned())) }
+    }
+
+    /// The name as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PlanName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Validates a key's display name.
+pub fn validate_name(text: &str) -> Result<String, FieldError> {
+    let valid = !text.trim().is_empty() && text.chars().count() <= 200 && !text.chars().any(char::is_control);
+    if valid { Ok(text.trim().to_owned()) } else { Err(FieldError::Name) }
+}
+
+/// Whether a key is accepted by the authorizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    /// Accepted.
+    Active,
+    /// Refused from now on; usage made before still counts.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// The stored spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Reads the stored spelling.
+    pub fn parse(text: &str) -> Result<Self, FieldError> {
+        match text {
+            "active" => Ok(Self::Active),
+            "revoked" => Ok(Self::Revoked),
+            other => Err(FieldError::Status(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What it takes to create a key item: everything but the counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    /// The key's id.
+    pub id: KeyId,
+    /// SHA-256 of the whole key.
+    pub hashed_key: HashedKey,
+    /// Who the key's usage is billed to.
+    pub user_email: Email,
+    /// The pricing plan, when not the default.
+    pub plan: Option<PlanName>,
+    /// A name for people.
+    pub name: Option<String>,
+    /// When the key was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An item of `ApiKeys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRecord {
+    /// Primary key.
+    #[serde(serialize_with = "display")]
+    pub id: KeyId,
+    /// SHA-256 of the whole key; the only stored form of it.
+    #[serde(serialize_with = "display_hash")]
+    pub hashed_key: HashedKey,
+    /// Who the key's usage is billed to.
+    pub user_email: Email,
+    /// Whether the key is accepted.
+    pub status: KeyStatus,
+    /// The pricing plan, when not the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanName>,
+    /// A name for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// When the key was created.
+    pub created_at: DateTime<Utc>,
+    /// When the key was revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Timestamp of the latest counted call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<DateTime<Utc>>,
+    /// Lifetime counters.
+    #[serde(flatten)]
+    pub totals: Tally,
+}
+
+impl ApiKeyRecord {
+    /// A fresh, active key item with zero counters.
+    #[must_use]
+    pub fn new(key: NewKey) -> Self {
+        Self {
+            id: key.id,
+            hashed_key: key.hashed_key,
+            user_email: key.user_email,
+            status: KeyStatus::Active,
+            plan: key.plan,
+            name: key.name,
+            created_at: key.created_at,
+            revoked_at: None,
+            last_used: None,
+            totals: Tally::default(),
+        }
+    }
+}
+
+fn display<S: serde::Serializer>(value: &KeyId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value.as_str())
+}
+
+fn display_hash<S: serde::Serializer>(value: &HashedKey, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value.as_str())
+}
+
+/// An item of `UsageCounters`: one key's counts on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayUsage {
+    /// The key.
+    pub key_id: KeyId,
+    /// The UTC day.
+    pub day: Day,
+    /// The day's counters.
+    pub tally: Tally,
+    /// Timestamp of the latest counted call that day.
+    pub last_used: Option<DateTime<Utc>>,
+    /// When reconciliation last set this item.
+    pub reconciled_at: Option<DateTime<Utc>>,
+}
+
+/// Counters over a period (lifetime or a month) with the latest use in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    /// The counters.
+    pub tally: Tally,
+    /// Timestamp of the latest counted call.
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+impl UsageTotals {
+    /// Sums day items.
+    #[must_use]
+    pub fn of_days(days: &[DayUsage]) -> Self {
+        Self {
+            tally: days.iter().map(|d| d.tally).sum(),
+            last_used: days.iter().filter_map(|d| d.last_used).max(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_validated_and_trimmed() {
+        assert_eq!(Email::parse(" ada@example.com ").unwrap().as_str(), "ada@example.com");
+        for bad in ["", "ada", "ada@", "@example.com", "a b@example.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plan_and_name_rules() {
+        assert!(PlanName::parse("pro-2026.v1").is_ok());
+        assert!(PlanName::parse("").is_err());
+        assert!(PlanName::parse("has space").is_err());
+        assert_eq!(validate_name("  checkout service ").unwrap(), "checkout service");
+        assert!(validate_name("   ").is_err());
+        assert!(validate_name("tab\there").is_err());
+    }
+
+    #[test]
+    fn month_totals_sum_days_and_take_the_latest_use() {
+        let key = KeyId::parse("0123456789ab").unwrap();
+        let day = |d: &str, n: u64, used: &str| DayUsage {
+            key_id: key.clone(),
+            day: d.parse().unwrap(),
+            tally: Tally { successful_calls: n, failed_calls: 1, usage_count: n + 1 },
+            last_used: Some(crate::time::parse_instant(used).unwrap()),
+            reconciled_at: None,
+        };
+        let totals = UsageTotals::of_days(&[
+            day("2026-11-02", 5, "2026-11-02T10:00:00Z"),
+            day("2026-11-01", 2, "2026-11-01T23:00:00Z"),
+        ]);
+        assert_eq!(totals.tally, Tally { successful_calls: 7, failed_calls: 2, usage_count: 9 });
+        assert_eq!(totals.last_used.unwrap().to_rfc3339(), "2026-11-02T10:00:00+00:00");
+    }
+}

@@ -1,0 +1,17 @@
+//! The domain of the meter: what a usage event is, how calls are counted, what an API key looks like,
+//! how time is bucketed, what the tables hold, and the ports (traits) through which every stage reaches
+//! storage. Nothing here does I/O, so every rule is testable on its own and shared by all stages.
+
+pub mod counting;
+pub mod items;
+pub mod key;
+pub mod ports;
+pub mod time;
+pub mod usage;
+
+pub use counting::Tally;
+pub use items::{ApiKeyRecord, DayUsage, Email, FieldError, KeyStatus, NewKey, PlanName, UsageTotals};
+pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
+pub use ports::{KeyStore, Revocation, StoreError, UsageReader};
+pub use time::{Clock, Day, ManualClock, Month, SystemClock};
+pub use usage::{LineOutcome, RejectReason, UsageEvent, parse_line};

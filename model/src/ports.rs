@@ -1,0 +1,130 @@
+//! The ports: the narrow traits through which stages reach storage. The SQLite, DynamoDB and test
+//! adapters implement them; handlers are generic over them and never see an SDK type.
+
+use std::error::Error as StdError;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::items::{ApiKeyRecord, DayUsage};
+use crate::key::{HashedKey, KeyId};
+use crate::time::Month;
+
+/// A boxed underlying error, kept for the error chain.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What can go wrong with a store, in domain terms. Adapters translate their own errors into these.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The item does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// An item with that key exists already.
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What was to be created.
+        what: String,
+    },
+    /// A conditional write found the item changed since it was read.
+    #[error("conditional write failed: {what}")]
+    ConditionFailed {
+        /// Which write.
+        what: String,
+    },
+    /// Throttled or briefly unavailable: the same call may succeed if retried.
+    #[error("store busy or throttled during {operation}; retry")]
+    Retryable {
+        /// The operation.
+        operation: String,
+        /// The adapter's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store cannot be reached or is not set up (no such file, table or endpoint).
+    #[error("store unavailable during {operation}: {hint}")]
+    Unavailable {
+        /// The operation.
+        operation: String,
+        /// What to check.
+        hint: String,
+        /// The adapter's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// An item in the store does not follow the contract.
+    #[error("stored item is not valid: {detail}")]
+    Corrupt {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Anything else the adapter reports.
+    #[error("store error during {operation}")]
+    Other {
+        /// The operation.
+        operation: String,
+        /// The adapter's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the same call may succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable { .. } | Self::ConditionFailed { .. })
+    }
+}
+
+/// The outcome of revoking a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The key as it is now (revoked).
+    pub record: ApiKeyRecord,
+    /// Whether it was revoked already before this call (revoking again is harmless).
+    pub was_already_revoked: bool,
+    /// The revocation epoch after this call; warm authorizers drop their caches when it moves.
+    pub epoch: u64,
+}
+
+/// The `ApiKeys` table and the revocation epoch.
+pub trait KeyStore: Send + Sync {
+    /// Creates a key item; fails with [`StoreError::AlreadyExists`] if the id is taken.
+    fn insert_key(&self, record: &ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads a key item by id with a strongly consistent read.
+    fn get_key(&self, id: &KeyId) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Finds a key item by its hash (keys of another format), then reads it consistently by id.
+    fn find_key_by_hash(
+        &self,
+        hashed_key: &HashedKey,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Every key item, ordered by id. An operator's listing: never used on the request path.
+    fn list_keys(&self) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Marks a key revoked (keeping the first revocation time) and bumps the revocation epoch, in one
+    /// atomic write. Fails with [`StoreError::NotFound`] for an unknown id.
+    fn revoke_key(
+        &self,
+        id: &KeyId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Revocation, StoreError>> + Send;
+
+    /// The current revocation epoch (0 before any revocation).
+    fn revocation_epoch(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Reading the `UsageCounters` table.
+pub trait UsageReader: Send + Sync {
+    /// A key's day items in a month, ordered by day.
+    fn month_usage(
+        &self,
+        key_id: &KeyId,
+        month: Month,
+    ) -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
+}

@@ -1,0 +1,543 @@
+//! The usage line (DESIGN §3.3): one JSON object per request, printed by the API backend, read back from
+//! CloudWatch Logs in any of the three shapes Lambda produces.
+//!
+//! Parsing is strict about what it bills and lenient about what it skips: a line that is not a usage
+//! line is [`LineOutcome::Skipped`]; a usage line that breaks the contract is
+//! [`LineOutcome::Rejected`] with a reason, so that it is counted and kept, never silently dropped.
+//! Strings are borrowed from the input where they need no unescaping, which keeps the hot path free
+//! of allocation for ordinary lines.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::counting::Tally;
+
+/// The `type` that marks a usage line.
+pub const USAGE_TYPE: &str = "API_USAGE";
+/// Longest accepted `requestId` (API Gateway's are 36 characters).
+pub const MAX_REQUEST_ID_LEN: usize = 256;
+/// Longest accepted `keyId`.
+pub const MAX_KEY_ID_LEN: usize = crate::key::MAX_ID_LEN;
+/// Longest accepted `method`.
+pub const MAX_METHOD_LEN: usize = 32;
+/// Longest accepted `resource`.
+pub const MAX_RESOURCE_LEN: usize = 2048;
+
+/// One valid usage event: a request that the backend answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEvent<'a> {
+    /// Identifies the request; a request is counted once.
+    pub request_id: Cow<'a, str>,
+    /// The id of the API key that made the request.
+    pub key_id: Cow<'a, str>,
+    /// When the request happened (UTC); decides its day and month.
+    pub timestamp: DateTime<Utc>,
+    /// HTTP status of the response, 100–599.
+    pub status_code: u16,
+    /// Whether the backend marked the call billable; absent means false.
+    pub should_count: bool,
+    /// HTTP method, when given.
+    pub method: Option<Cow<'a, str>>,
+    /// API resource (route template), when given.
+    pub resource: Option<Cow<'a, str>>,
+    /// Backend latency in milliseconds, when given (fits an int32).
+    pub latency_ms: Option<u32>,
+}
+
+impl UsageEvent<'_> {
+    /// What this event contributes to the counters.
+    #[must_use]
+    pub fn tally(&self) -> Tally {
+        Tally::of_call(self.status_code, self.should_count)
+    }
+
+    /// The event with its strings owned, free of the input's lifetime.
+    #[must_use]
+    pub fn into_owned(self) -> UsageEvent<'static> {
+        UsageEvent {
+            request_id: Cow::Owned(self.request_id.into_owned()),
+            key_id: Cow::Owned(self.key_id.into_owned()),
+            timestamp: self.timestamp,
+            status_code: self.status_code,
+            should_count: self.should_count,
+            method: self.method.map(|m| Cow::Owned(m.into_owned())),
+            resource: self.resource.map(|r| Cow::Owned(r.into_owned())),
+            latency_ms: self.latency_ms,
+        }
+    }
+}
+
+/// Why a usage line was rejected. The text names the field and the rule, never the line's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum RejectReason {
+    /// The line looked like a usage line but is not valid JSON.
+    #[error("malformed JSON")]
+    MalformedJson,
+    /// A required field is absent or null.
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    /// A field has the wrong JSON type or shape.
+    #[error("{field} must be {expected}")]
+    Invalid {
+        /// The field's name in the usage line.
+        field: &'static str,
+        /// What the contract requires of it.
+        expected: &'static str,
+    },
+}
+
+impl RejectReason {
+    /// A short stable code for metrics and files (`missing_keyId`, `invalid_statusCode`, …).
+    #[must_use]
+    pub fn code(&self) -> String {
+        match self {
+            Self::MalformedJson => "malformed_json".to_owned(),
+            Self::Missing(field) => format!("missing_{field}"),
+            Self::Invalid { field, .. } => format!("invalid_{field}"),
+        }
+    }
+}
+
+/// What one log message turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineOutcome<'a> {
+    /// A valid usage event.
+    Usage(UsageEvent<'a>),
+    /// Not a usage line (other log output); ignored.
+    Skipped,
+    /// A usage line that breaks the contract.
+    Rejected(RejectReason),
+}
+
+/// Reads one log message. `log_timestamp` is the CloudWatch log event's timestamp, used when the line
+/// carries none; without either, the line is rejected.
+#[must_use]
+pub fn parse_line(message: &str, log_timestamp: Option<DateTime<Utc>>) -> LineOutcome<'_> {
+    // Most log lines are not usage lines; this scan lets them go without any JSON parsing.
+    if memchr::memmem::find(message.as_bytes(), USAGE_TYPE.as_bytes()).is_none() {
+        return LineOutcome::Skipped;
+    }
+    let Some(json) = json_part(message) else {
+        return LineOutcome::Skipped;
+    };
+    let fields: Fields<'_> = match serde_json::from_str(json) {
+        Ok(fields) => fields,
+        Err(_) => return LineOutcome::Rejected(RejectReason::MalformedJson),
+    };
+    if fields.is_usage() {
+        return fields.validate(log_timestamp);
+    }
+    // Lambda's JSON log format: the usage line is the `message`, as an object or as a string.
+    let Some(inner) = fields.message else {
+        return LineOutcome::Skipped;
+    };
+    match inner.get().as_bytes().first() {
+        Some(b'{') => match serde_json::from_str::<Fields<'_>>(inner.get()) {
+            Ok(inner) if inner.is_usage() => inner.validate(log_timestamp),
+            Ok(_) => LineOutcome::Skipped,
+            Err(_) => LineOutcome::Rejected(RejectReason::MalformedJson),
+        },
+        Some(b'"') => {
+            let Ok(text) = serde_json::from_str::<Cow<'_, str>>(inner.get()) else {
+                return LineOutcome::Skipped;
+            };
+            match parse_line(&text, log_timestamp) {
+                LineOutcome::Usage(event) => LineOutcome::Usage(event.into_owned()),
+                LineOutcome::Skipped => LineOutcome::Skipped,
+                LineOutcome::Rejected(reason) => LineOutcome::Rejected(reason),
+            }
+        }
+        _ => LineOutcome::Skipped,
+    }
+}
+
+/// The JSON object of a bare line or of Lambda's text format (`<time>\t<requestId>\t<LEVEL>\t{...}`).
+/// JSON strings cannot hold raw tabs, so splitting on the first three tabs is exact.
+fn json_part(message: &str) -> Option<&str> {
+    let trimmed = message.trim();
+    if trimmed.starts_with('{') {
+        return Some(trimmed);
+    }
+    let mut parts = trimmed.splitn(4, '\t');
+    let (_time, _request, _level) = (parts.next()?, parts.next()?, parts.next()?);
+    let json = parts.next()?.trim_start();
+    json.starts_with('{').then_some(json)
+}
+
+/// The fields of a usage line, each kept as raw JSON so that a wrong type becomes a precise
+/// rejection rather than a generic parse failure.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(rename = "requestId", borrow)]
+    request_id: Option<&'a RawValue>,
+    #[serde(rename = "keyId", borrow)]
+    key_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(rename = "statusCode", borrow)]
+    status_code: Option<&'a RawValue>,
+    #[serde(rename = "shouldCount", borrow)]
+    should_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow)]
+    resource: Option<&'a RawValue>,
+    #[serde(rename = "latencyMs", borrow)]
+    latency_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    message: Option<&'a RawValue>,
+}
+
+impl<'a> Fields<'a> {
+    fn is_usage(&self) -> bool {
+        self.kind.and_then(json_str).is_some_and(|kind| kind == USAGE_TYPE)
+    }
+
+    fn validate(self, log_timestamp: Option<DateTime<Utc>>) -> LineOutcome<'a> {
+        match self.event(log_timestamp) {
+            Ok(event) => LineOutcome::Usage(event),
+            Err(reason) => LineOutcome::Rejected(reason),
+        }
+    }
+
+    fn event(self, log_timestamp: Option<DateTime<Utc>>) -> Result<UsageEvent<'a>, RejectReason> {
+        let request_id = required_text(self.request_id, "requestId", MAX_REQUEST_ID_LEN, || {
+            invalid("requestId", "a non-empty string of at most 256 printable characters")
+        })?;
+        let key_id = required_text(self.key_id, "keyId", MAX_KEY_ID_LEN, || {
+            invalid("keyId", "a non-empty string of at most 128 printable characters, not starting with '#'")
+        })?;
+        if key_id.starts_with('#') {
+            return Err(invalid("keyId", "a key id, not a bookkeeping name starting with '#'"));
+        }
+        let status_code = match self.status_code {
+            None => return Err(RejectReason::Missing("statusCode")),
+            Some(raw) => json_int(raw)
+                .and_then(|code| u16::try_from(code).ok())
+                .filter(|code| (100..=599).contains(code))
+                .ok_or_else(|| invalid("statusCode", "an integer from 100 to 599"))?,
+        };
+        let should_count = match self.should_count {
+            None => false,
+            Some(raw) => match raw.get() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid("shouldCount", "a JSON boolean")),
+            },
+        };
+        let timestamp = match self.timestamp {
+            None => log_timestamp.ok_or(RejectReason::Missing("timestamp"))?,
+            Some(raw) => json_timestamp(raw).ok_or_else(|| {
+                invalid("timestamp", "an ISO-8601 UTC time or epoch milliseconds, in years 1970 to 9999")
+            })?,
+        };
+        let method = optional_text(self.method, MAX_METHOD_LEN)
+            .map_err(|()| invalid("method", "a string of at most 32 printable characters"))?;
+        let resource = optional_text(self.resource, MAX_RESOURCE_LEN)
+            .map_err(|()| invalid("resource", "a string of at most 2048 printable characters"))?;
+        let latency_ms = match self.latency_ms {
+            None => None,
+            Some(raw) => Some(
+                json_int(raw)
+                    .and_then(|ms| u32::try_from(ms).ok())
+                    .filter(|&ms| i32::try_from(ms).is_ok())
+                    .ok_or_else(|| invalid("latencyMs", "a non-negative integer that fits in 32 bits"))?,
+            ),
+        };
+        Ok(UsageEvent { request_id, key_id, timestamp, status_code, should_count, method, resource, latency_ms })
+    }
+}
+
+fn invalid(field: &'static str, expected: &'static str) -> RejectReason {
+    RejectReason::Invalid { field, expected }
+}
+
+fn required_text<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+    max_len: usize,
+    wrong: impl FnOnce() -> RejectReason,
+) -> Result<Cow<'a, str>, RejectReason> {
+    let raw = raw.ok_or(RejectReason::Missing(field))?;
+    json_str(raw).filter(|s| is_printable(s, max_len)).ok_or_else(wrong)
+}
+
+fn optional_text(raw: Option<&RawValue>, max_len: usize) -> Result<Option<Cow<'_, str>>, ()> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => json_str(raw).filter(|s| s.len() <= max_len && !has_control(s)).map(Some).ok_or(()),
+    }
+}
+
+fn is_printable(text: &str, max_len: usize) -> bool {
+    !text.is_empty() && text.len() <= max_len && !has_control(text)
+}
+
+fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+/// A JSON string's value, borrowed when it holds no escapes.
+fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
+}
+
+/// A JSON integer (no fraction, no exponent).
+fn json_int(raw: &RawValue) -> Option<i64> {
+    raw.get().parse().ok()
+}
+
+fn json_timestamp(raw: &RawValue) -> Option<DateTime<Utc>> {
+    let at = match json_int(raw) {
+        Some(millis) => DateTime::from_timestamp_millis(millis)?,
+        None => DateTime::parse_from_rfc3339(&json_str(raw)?).ok()?.to_utc(),
+    };
+    // Four-digit years only: every day must have a `year=YYYY` partition and a `YYYY-MM-DD` bucket.
+    (1970..=9999).contains(&at.year()).then_some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::parse_instant;
+    use proptest::prelude::*;
+
+    const LINE: &str = r#"{"type":"API_USAGE","requestId":"c6af9ac6-7b61-11e6-9a41-93e8deadbeef","keyId":"0123456789ab","timestamp":"2026-11-29T14:03:07.123Z","statusCode":200,"shouldCount":true,"method":"GET","resource":"/v1/items/{id}","latencyMs":42}"#;
+
+    fn log_time() -> Option<DateTime<Utc>> {
+        Some(parse_instant("2026-11-29T14:03:08.000Z").unwrap())
+    }
+
+    fn expected() -> UsageEvent<'static> {
+        UsageEvent {
+            request_id: "c6af9ac6-7b61-11e6-9a41-93e8deadbeef".into(),
+            key_id: "0123456789ab".into(),
+            timestamp: parse_instant("2026-11-29T14:03:07.123Z").unwrap(),
+            status_code: 200,
+            should_count: true,
+            method: Some("GET".into()),
+            resource: Some("/v1/items/{id}".into()),
+            latency_ms: Some(42),
+        }
+    }
+
+    fn rejected(line: &str) -> RejectReason {
+        match parse_line(line, log_time()) {
+            LineOutcome::Rejected(reason) => reason,
+            other => panic!("expected a rejection for {line}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_bare_line() {
+        assert_eq!(parse_line(LINE, None), LineOutcome::Usage(expected()));
+        assert_eq!(parse_line(&format!("  {LINE}\n"), None), LineOutcome::Usage(expected()));
+    }
+
+    #[test]
+    fn reads_lambda_text_format() {
+        let line = format!("2026-11-29T14:03:07.125Z\t8f5e5b43-1b2c-4a7e-9c1d-2f0e7d3b9a11\tINFO\t{LINE}\n");
+        assert_eq!(parse_line(&line, None), LineOutcome::Usage(expected()));
+    }
+
+    #[test]
+    fn reads_lambda_json_format_with_object_and_string_messages() {
+        let object = format!(
+            r#"{{"timestamp":"2026-11-29T14:03:07.125Z","level":"INFO","requestId":"8f5e5b43-1b2c","message":{LINE}}}"#
+        );
+        assert_eq!(parse_line(&object, None), LineOutcome::Usage(expected()));
+        let string = format!(
+            r#"{{"timestamp":"2026-11-29T14:03:07.125Z","level":"INFO","requestId":"8f5e5b43-1b2c","message":{}}}"#,
+            serde_json::to_string(LINE).unwrap()
+        );
+        assert_eq!(parse_line(&string, None), LineOutcome::Usage(expected()));
+    }
+
+    #[test]
+    fn skips_lines_that_are_not_usage_lines() {
+        for line in [
+            "START RequestId: 8f5e5b43 Version: $LATEST",
+            "2026-11-29T14:03:07.125Z\t8f5e5b43\tINFO\tprocessing API_USAGE batch",
+            r#"{"type":"OTHER","note":"API_USAGE"}"#,
+            r#"{"level":"INFO","message":"flushing API_USAGE lines"}"#,
+            r#"{"level":"INFO","message":{"type":"AUDIT","what":"API_USAGE"}}"#,
+            "",
+        ] {
+            assert_eq!(parse_line(line, log_time()), LineOutcome::Skipped, "{line}");
+        }
+    }
+
+    #[test]
+    fn should_count_defaults_to_false_and_timestamp_to_the_log_event() {
+        let line = r#"{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":204}"#;
+        let LineOutcome::Usage(event) = parse_line(line, log_time()) else { panic!() };
+        assert!(!event.should_count);
+        assert_eq!(Some(event.timestamp), log_time());
+        assert_eq!(event.tally(), Tally { successful_calls: 0, failed_calls: 0, usage_count: 1 });
+    }
+
+    #[test]
+    fn accepts_epoch_milliseconds_and_offsets() {
+        let ms = r#"{"type":"API_USAGE","requestId":"r","keyId":"k","statusCode":200,"timestamp":1795960987123}"#;
+        let LineOutcome::Usage(event) = parse_line(ms, None) else { panic!() };
+        assert_eq!(event.timestamp, parse_instant("2026-11-29T14:03:07.123Z").unwrap());
+        let offset =
+            r#"{"type":"API_USAGE","requestId":"r","keyId":"k","statusCode":200,"timestamp":"2026-11-29T15:03:07.123+01:00"}"#;
+        let LineOutcome::Usage(event) = parse_line(offset, None) else { panic!() };
+        assert_eq!(event.timestamp, parse_instant("2026-11-29T14:03:07.123Z").unwrap());
+    }
+
+    #[test]
+    fn unescapes_strings_that_need_it() {
+        let line = r#"{"type":"API_USAGE","requestId":"r\u002d1","keyId":"k","statusCode":200,"resource":"/a\"b"}"#;
+        let LineOutcome::Usage(event) = parse_line(line, log_time()) else { panic!() };
+        assert_eq!(event.request_id, "r-1");
+        assert_eq!(event.resource.as_deref(), Some("/a\"b"));
+    }
+
+    #[test]
+    fn rejects_contract_violations_with_a_precise_reason() {
+        let base = r#""type":"API_USAGE","requestId":"r1","keyId":"k1""#;
+        assert_eq!(rejected(r#"{"type":"API_USAGE","requestId":"r1","#), RejectReason::MalformedJson);
+        assert_eq!(rejected(&format!("{{{base}}}")), RejectReason::Missing("statusCode"));
+        assert_eq!(
+            rejected(r#"{"type":"API_USAGE","keyId":"k1","statusCode":200}"#),
+            RejectReason::Missing("requestId")
+        );
+        assert_eq!(
+            rejected(r#"{"type":"API_USAGE","requestId":"r1","statusCode":200}"#),
+            RejectReason::Missing("keyId")
+        );
+        for (extra, field) in [
+            (r#""statusCode":"200""#, "statusCode"),
+            (r#""statusCode":200.0"#, "statusCode"),
+            (r#""statusCode":99"#, "statusCode"),
+            (r#""statusCode":600"#, "statusCode"),
+            (r#""statusCode":70000"#, "statusCode"),
+            (r#""statusCode":200,"shouldCount":"true""#, "shouldCount"),
+            (r#""statusCode":200,"shouldCount":1"#, "shouldCount"),
+            (r#""statusCode":200,"timestamp":"yesterday""#, "timestamp"),
+            (r#""statusCode":200,"timestamp":"2026-11-29T14:03:07""#, "timestamp"),
+            (r#""statusCode":200,"timestamp":-1"#, "timestamp"),
+            (r#""statusCode":200,"timestamp":99999999999999999"#, "timestamp"),
+            (r#""statusCode":200,"latencyMs":-5"#, "latencyMs"),
+            (r#""statusCode":200,"latencyMs":3000000000"#, "latencyMs"),
+            (r#""statusCode":200,"method":7"#, "method"),
+        ] {
+            let line = format!("{{{base},{extra}}}");
+            assert!(
+                matches!(rejected(&line), RejectReason::Invalid { field: f, .. } if f == field),
+                "{line}"
+            );
+        }
+        for (line, field) in [
+            (r#"{"type":"API_USAGE","requestId":"","keyId":"k","statusCode":200}"#, "requestId"),
+            (r#"{"type":"API_USAGE","requestId":42,"keyId":"k","statusCode":200}"#, "requestId"),
+            (r##"{"type":"API_USAGE","requestId":"r","keyId":"#epoch","statusCode":200}"##, "keyId"),
+            (r#"{"type":"API_USAGE","requestId":"r\n","keyId":"k","statusCode":200}"#, "requestId"),
+        ] {
+            assert!(matches!(rejected(line), RejectReason::Invalid { field: f, .. } if f == field), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_line_without_any_timestamp_is_rejected() {
+        let line = r#"{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":200}"#;
+        assert_eq!(parse_line(line, None), LineOutcome::Rejected(RejectReason::Missing("timestamp")));
+    }
+
+    #[test]
+    fn reasons_have_stable_codes() {
+        assert_eq!(RejectReason::MalformedJson.code(), "malformed_json");
+        assert_eq!(RejectReason::Missing("keyId").code(), "missing_keyId");
+        assert_eq!(invalid("statusCode", "x").code(), "invalid_statusCode");
+        assert_eq!(invalid("statusCode", "an integer").to_string(), "statusCode must be an integer");
+    }
+
+    fn arb_event() -> impl Strategy<Value = UsageEvent<'static>> {
+        (
+            "[ -~]{1,40}",
+            "[0-9a-z]{12}|[A-Za-z0-9._-]{1,20}",
+            0i64..253_402_300_799_999,
+            100u16..=599,
+            any::<bool>(),
+            proptest::option::of("[A-Z]{3,7}"),
+            proptest::option::of("/[ -~\u{e9}\u{4e2d}]{0,30}"),
+            proptest::option::of(0u32..=i32::MAX as u32),
+        )
+            .prop_map(|(request_id, key_id, millis, status_code, should_count, method, resource, latency_ms)| {
+                UsageEvent {
+                    request_id: request_id.into(),
+                    key_id: key_id.into(),
+                    timestamp: DateTime::from_timestamp_millis(millis).unwrap(),
+                    status_code,
+                    should_count,
+                    method: method.map(Into::into),
+                    resource: resource.map(Into::into),
+                    latency_ms,
+                }
+            })
+    }
+
+    fn to_line(event: &UsageEvent<'_>, millis: bool) -> String {
+        let mut object = serde_json::json!({
+            "type": USAGE_TYPE,
+            "requestId": event.request_id,
+            "keyId": event.key_id,
+            "statusCode": event.status_code,
+            "shouldCount": event.should_count,
+        });
+        object["timestamp"] = if millis {
+            event.timestamp.timestamp_millis().into()
+        } else {
+            crate::time::format_instant(event.timestamp).into()
+        };
+        if let Some(m) = &event.method {
+            object["method"] = m.as_ref().into();
+        }
+        if let Some(r) = &event.resource {
+            object["resource"] = r.as_ref().into();
+        }
+        if let Some(l) = event.latency_ms {
+            object["latencyMs"] = l.into();
+        }
+        object.to_string()
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
+            let _ = parse_line(&text, None);
+        }
+
+        #[test]
+        fn never_panics_on_mangled_usage_lines(cut in 0usize..220, junk in "[\\\\\"{}\\[\\]:,\t0-9a-z]{0,8}") {
+            let line = LINE.get(..cut.min(LINE.len())).unwrap_or(LINE).to_owned() + &junk;
+            let _ = parse_line(&line, log_time());
+            let wrapped = format!(r#"{{"level":"INFO","message":{}}}"#, serde_json::to_string(&line).unwrap());
+            let _ = parse_line(&wrapped, log_time());
+        }
+
+        #[test]
+        fn round_trips_every_valid_shape(event in arb_event(), millis in any::<bool>()) {
+            let bare = to_line(&event, millis);
+            let text = format!("2026-11-29T14:03:07.125Z\tabc-123\tINFO\t{bare}\n");
+            let object = format!(r#"{{"level":"INFO","requestId":"lambda-req","message":{bare}}}"#);
+            let string = format!(r#"{{"level":"INFO","message":{}}}"#, serde_json::to_string(&bare).unwrap());
+            for line in [&bare, &text, &object, &string] {
+                prop_assert_eq!(parse_line(line, None), LineOutcome::Usage(event.clone()), "{}", line);
+            }
+        }
+    }
+}
