@@ -86,7 +86,7 @@ pub struct Revocation {
     pub record: ApiKeyRecord,
     /// Whether it was revoked already before this call (revoking again is harmless).
     pub was_already_revoked: bool,
-    /// The revocation epoch after this call; warm authorizers drop their caches when it moves.
+    /// The revocation epoch this call's bump produced; warm authorizers drop their caches when it moves.
     pub epoch: u64,
 }
 
@@ -107,8 +107,9 @@ pub trait KeyStore: Send + Sync {
     /// Every key item, ordered by id. An operator's listing: never used on the request path.
     fn list_keys(&self) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
 
-    /// Marks a key revoked (keeping the first revocation time) and bumps the revocation epoch, in one
-    /// atomic write. Fails with [`StoreError::NotFound`] for an unknown id.
+    /// Marks a key revoked (keeping the first revocation time), then bumps the revocation epoch, so
+    /// that whoever sees the new epoch finds the key revoked. Each call bumps the epoch once; if the
+    /// call fails it can simply be repeated. Fails with [`StoreError::NotFound`] for an unknown id.
     fn revoke_key(
         &self,
         id: &KeyId,

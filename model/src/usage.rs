@@ -195,7 +195,9 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn is_usage(&self) -> bool {
-        self.kind.and_then(json_str).is_some_and(|kind| kind == USAGE_TYPE)
+        self.kind
+            .and_then(json_str)
+            .is_some_and(|kind| kind == USAGE_TYPE)
     }
 
     fn validate(self, log_timestamp: Option<DateTime<Utc>>) -> LineOutcome<'a> {
@@ -207,13 +209,22 @@ impl<'a> Fields<'a> {
 
     fn event(self, log_timestamp: Option<DateTime<Utc>>) -> Result<UsageEvent<'a>, RejectReason> {
         let request_id = required_text(self.request_id, "requestId", MAX_REQUEST_ID_LEN, || {
-            invalid("requestId", "a non-empty string of at most 256 printable characters")
+            invalid(
+                "requestId",
+                "a non-empty string of at most 256 printable characters",
+            )
         })?;
         let key_id = required_text(self.key_id, "keyId", MAX_KEY_ID_LEN, || {
-            invalid("keyId", "a non-empty string of at most 128 printable characters, not starting with '#'")
+            invalid(
+                "keyId",
+                "a non-empty string of at most 128 printable characters, not starting with '#'",
+            )
         })?;
         if key_id.starts_with('#') {
-            return Err(invalid("keyId", "a key id, not a bookkeeping name starting with '#'"));
+            return Err(invalid(
+                "keyId",
+                "a key id, not a bookkeeping name starting with '#'",
+            ));
         }
         let status_code = match self.status_code {
             None => return Err(RejectReason::Missing("statusCode")),
@@ -233,7 +244,10 @@ impl<'a> Fields<'a> {
         let timestamp = match self.timestamp {
             None => log_timestamp.ok_or(RejectReason::Missing("timestamp"))?,
             Some(raw) => json_timestamp(raw).ok_or_else(|| {
-                invalid("timestamp", "an ISO-8601 UTC time or epoch milliseconds, in years 1970 to 9999")
+                invalid(
+                    "timestamp",
+                    "an ISO-8601 UTC time or epoch milliseconds, in years 1970 to 9999",
+                )
             })?,
         };
         let method = optional_text(self.method, MAX_METHOD_LEN)
@@ -249,7 +263,16 @@ impl<'a> Fields<'a> {
                     .ok_or_else(|| invalid("latencyMs", "a non-negative integer that fits in 32 bits"))?,
             ),
         };
-        Ok(UsageEvent { request_id, key_id, timestamp, status_code, should_count, method, resource, latency_ms })
+        Ok(UsageEvent {
+            request_id,
+            key_id,
+            timestamp,
+            status_code,
+            should_count,
+            method,
+            resource,
+            latency_ms,
+        })
     }
 }
 
@@ -264,13 +287,18 @@ fn required_text<'a>(
     wrong: impl FnOnce() -> RejectReason,
 ) -> Result<Cow<'a, str>, RejectReason> {
     let raw = raw.ok_or(RejectReason::Missing(field))?;
-    json_str(raw).filter(|s| is_printable(s, max_len)).ok_or_else(wrong)
+    json_str(raw)
+        .filter(|s| is_printable(s, max_len))
+        .ok_or_else(wrong)
 }
 
 fn optional_text(raw: Option<&RawValue>, max_len: usize) -> Result<Option<Cow<'_, str>>, ()> {
     match raw {
         None => Ok(None),
-        Some(raw) => json_str(raw).filter(|s| s.len() <= max_len && !has_control(s)).map(Some).ok_or(()),
+        Some(raw) => json_str(raw)
+            .filter(|s| s.len() <= max_len && !has_control(s))
+            .map(Some)
+            .ok_or(()),
     }
 }
 
@@ -342,7 +370,10 @@ mod tests {
     #[test]
     fn reads_the_bare_line() {
         assert_eq!(parse_line(LINE, None), LineOutcome::Usage(expected()));
-        assert_eq!(parse_line(&format!("  {LINE}\n"), None), LineOutcome::Usage(expected()));
+        assert_eq!(
+            parse_line(&format!("  {LINE}\n"), None),
+            LineOutcome::Usage(expected())
+        );
     }
 
     #[test]
@@ -381,27 +412,49 @@ mod tests {
     #[test]
     fn should_count_defaults_to_false_and_timestamp_to_the_log_event() {
         let line = r#"{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":204}"#;
-        let LineOutcome::Usage(event) = parse_line(line, log_time()) else { panic!() };
+        let LineOutcome::Usage(event) = parse_line(line, log_time()) else {
+            panic!()
+        };
         assert!(!event.should_count);
         assert_eq!(Some(event.timestamp), log_time());
-        assert_eq!(event.tally(), Tally { successful_calls: 0, failed_calls: 0, usage_count: 1 });
+        assert_eq!(
+            event.tally(),
+            Tally {
+                successful_calls: 0,
+                failed_calls: 0,
+                usage_count: 1
+            }
+        );
     }
 
     #[test]
     fn accepts_epoch_milliseconds_and_offsets() {
-        let ms = r#"{"type":"API_USAGE","requestId":"r","keyId":"k","statusCode":200,"timestamp":1795960987123}"#;
-        let LineOutcome::Usage(event) = parse_line(ms, None) else { panic!() };
-        assert_eq!(event.timestamp, parse_instant("2026-11-29T14:03:07.123Z").unwrap());
-        let offset =
-            r#"{"type":"API_USAGE","requestId":"r","keyId":"k","statusCode":200,"timestamp":"2026-11-29T15:03:07.123+01:00"}"#;
-        let LineOutcome::Usage(event) = parse_line(offset, None) else { panic!() };
-        assert_eq!(event.timestamp, parse_instant("2026-11-29T14:03:07.123Z").unwrap());
+        let ms =
+            r#"{"type":"API_USAGE","requestId":"r","keyId":"k","statusCode":200,"timestamp":1795960987123}"#;
+        let LineOutcome::Usage(event) = parse_line(ms, None) else {
+            panic!()
+        };
+        assert_eq!(
+            event.timestamp,
+            parse_instant("2026-11-29T14:03:07.123Z").unwrap()
+        );
+        let offset = r#"{"type":"API_USAGE","requestId":"r","keyId":"k","statusCode":200,"timestamp":"2026-11-29T15:03:07.123+01:00"}"#;
+        let LineOutcome::Usage(event) = parse_line(offset, None) else {
+            panic!()
+        };
+        assert_eq!(
+            event.timestamp,
+            parse_instant("2026-11-29T14:03:07.123Z").unwrap()
+        );
     }
 
     #[test]
     fn unescapes_strings_that_need_it() {
-        let line = r#"{"type":"API_USAGE","requestId":"r\u002d1","keyId":"k","statusCode":200,"resource":"/a\"b"}"#;
-        let LineOutcome::Usage(event) = parse_line(line, log_time()) else { panic!() };
+        let line =
+            r#"{"type":"API_USAGE","requestId":"r\u002d1","keyId":"k","statusCode":200,"resource":"/a\"b"}"#;
+        let LineOutcome::Usage(event) = parse_line(line, log_time()) else {
+            panic!()
+        };
         assert_eq!(event.request_id, "r-1");
         assert_eq!(event.resource.as_deref(), Some("/a\"b"));
     }
@@ -409,8 +462,14 @@ mod tests {
     #[test]
     fn rejects_contract_violations_with_a_precise_reason() {
         let base = r#""type":"API_USAGE","requestId":"r1","keyId":"k1""#;
-        assert_eq!(rejected(r#"{"type":"API_USAGE","requestId":"r1","#), RejectReason::MalformedJson);
-        assert_eq!(rejected(&format!("{{{base}}}")), RejectReason::Missing("statusCode"));
+        assert_eq!(
+            rejected(r#"{"type":"API_USAGE","requestId":"r1","#),
+            RejectReason::MalformedJson
+        );
+        assert_eq!(
+            rejected(&format!("{{{base}}}")),
+            RejectReason::Missing("statusCode")
+        );
         assert_eq!(
             rejected(r#"{"type":"API_USAGE","keyId":"k1","statusCode":200}"#),
             RejectReason::Missing("requestId")
@@ -428,7 +487,10 @@ mod tests {
             (r#""statusCode":200,"shouldCount":"true""#, "shouldCount"),
             (r#""statusCode":200,"shouldCount":1"#, "shouldCount"),
             (r#""statusCode":200,"timestamp":"yesterday""#, "timestamp"),
-            (r#""statusCode":200,"timestamp":"2026-11-29T14:03:07""#, "timestamp"),
+            (
+                r#""statusCode":200,"timestamp":"2026-11-29T14:03:07""#,
+                "timestamp",
+            ),
             (r#""statusCode":200,"timestamp":-1"#, "timestamp"),
             (r#""statusCode":200,"timestamp":99999999999999999"#, "timestamp"),
             (r#""statusCode":200,"latencyMs":-5"#, "latencyMs"),
@@ -442,19 +504,37 @@ mod tests {
             );
         }
         for (line, field) in [
-            (r#"{"type":"API_USAGE","requestId":"","keyId":"k","statusCode":200}"#, "requestId"),
-            (r#"{"type":"API_USAGE","requestId":42,"keyId":"k","statusCode":200}"#, "requestId"),
-            (r##"{"type":"API_USAGE","requestId":"r","keyId":"#epoch","statusCode":200}"##, "keyId"),
-            (r#"{"type":"API_USAGE","requestId":"r\n","keyId":"k","statusCode":200}"#, "requestId"),
+            (
+                r#"{"type":"API_USAGE","requestId":"","keyId":"k","statusCode":200}"#,
+                "requestId",
+            ),
+            (
+                r#"{"type":"API_USAGE","requestId":42,"keyId":"k","statusCode":200}"#,
+                "requestId",
+            ),
+            (
+                r##"{"type":"API_USAGE","requestId":"r","keyId":"#epoch","statusCode":200}"##,
+                "keyId",
+            ),
+            (
+                r#"{"type":"API_USAGE","requestId":"r\n","keyId":"k","statusCode":200}"#,
+                "requestId",
+            ),
         ] {
-            assert!(matches!(rejected(line), RejectReason::Invalid { field: f, .. } if f == field), "{line}");
+            assert!(
+                matches!(rejected(line), RejectReason::Invalid { field: f, .. } if f == field),
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn a_line_without_any_timestamp_is_rejected() {
         let line = r#"{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":200}"#;
-        assert_eq!(parse_line(line, None), LineOutcome::Rejected(RejectReason::Missing("timestamp")));
+        assert_eq!(
+            parse_line(line, None),
+            LineOutcome::Rejected(RejectReason::Missing("timestamp"))
+        );
     }
 
     #[test]
@@ -462,7 +542,10 @@ mod tests {
         assert_eq!(RejectReason::MalformedJson.code(), "malformed_json");
         assert_eq!(RejectReason::Missing("keyId").code(), "missing_keyId");
         assert_eq!(invalid("statusCode", "x").code(), "invalid_statusCode");
-        assert_eq!(invalid("statusCode", "an integer").to_string(), "statusCode must be an integer");
+        assert_eq!(
+            invalid("statusCode", "an integer").to_string(),
+            "statusCode must be an integer"
+        );
     }
 
     fn arb_event() -> impl Strategy<Value = UsageEvent<'static>> {
@@ -476,18 +559,20 @@ mod tests {
             proptest::option::of("/[ -~\u{e9}\u{4e2d}]{0,30}"),
             proptest::option::of(0u32..=i32::MAX as u32),
         )
-            .prop_map(|(request_id, key_id, millis, status_code, should_count, method, resource, latency_ms)| {
-                UsageEvent {
-                    request_id: request_id.into(),
-                    key_id: key_id.into(),
-                    timestamp: DateTime::from_timestamp_millis(millis).unwrap(),
-                    status_code,
-                    should_count,
-                    method: method.map(Into::into),
-                    resource: resource.map(Into::into),
-                    latency_ms,
-                }
-            })
+            .prop_map(
+                |(request_id, key_id, millis, status_code, should_count, method, resource, latency_ms)| {
+                    UsageEvent {
+                        request_id: request_id.into(),
+                        key_id: key_id.into(),
+                        timestamp: DateTime::from_timestamp_millis(millis).unwrap(),
+                        status_code,
+                        should_count,
+                        method: method.map(Into::into),
+                        resource: resource.map(Into::into),
+                        latency_ms,
+                    }
+                },
+            )
     }
 
     fn to_line(event: &UsageEvent<'_>, millis: bool) -> String {

@@ -1,0 +1,234 @@
+//! Choosing a store from `--store` / `METER_STORE`, and [`AnyStore`], which lets the command line pick
+//! one at run time while handlers stay generic.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+use chrono::{DateTime, Utc};
+use meter_model::{
+    ApiKeyRecord, DayUsage, HashedKey, KeyId, KeyStore, Month, Revocation, StoreError, UsageReader,
+};
+
+use crate::dynamodb::{DynamoStore, TableNames};
+use crate::sqlite::SqliteStore;
+
+/// Where the embedded store, archive and reports live unless told otherwise (`METER_HOME`).
+pub const DEFAULT_HOME: &str = ".meter";
+
+/// Which store to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded SQLite file.
+    Sqlite(PathBuf),
+    /// DynamoDB (or an emulator, via the standard AWS settings such as `AWS_ENDPOINT_URL`).
+    DynamoDb(TableNames),
+}
+
+impl StoreConfig {
+    /// The default: `meter.db` under the meter home.
+    #[must_use]
+    pub fn default_in(home: &Path) -> Self {
+        Self::Sqlite(home.join("meter.db"))
+    }
+}
+
+/// A `--store` value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{input:?} is not a store: {reason}. Use sqlite:PATH, dynamodb: (tables ApiKeys and UsageCounters) or \
+     dynamodb:keys=TABLE,counters=TABLE"
+)]
+pub struct StoreConfigError {
+    input: String,
+    reason: &'static str,
+}
+
+impl FromStr for StoreConfig {
+    type Err = StoreConfigError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let fail = |reason| StoreConfigError {
+            input: input.to_owned(),
+            reason,
+        };
+        if let Some(path) = input.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err(fail("the SQLite path is empty"));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        let Some(spec) = input.strip_prefix("dynamodb:") else {
+            return Err(fail("unknown kind"));
+        };
+        let mut tables = TableNames::default();
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| fail("table settings are name=value"))?;
+            if !valid_table_name(value) {
+                return Err(fail(
+                    "a DynamoDB table name is 3 to 255 letters, digits, '_', '-' or '.'",
+                ));
+            }
+            match name {
+                "keys" => tables.api_keys = value.to_owned(),
+                "counters" => tables.usage_counters = value.to_owned(),
+                _ => return Err(fail("the table settings are keys= and counters=")),
+            }
+        }
+        Ok(Self::DynamoDb(tables))
+    }
+}
+
+fn valid_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl fmt::Display for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Self::DynamoDb(t) => write!(f, "dynamodb:keys={},counters={}", t.api_keys, t.usage_counters),
+        }
+    }
+}
+
+/// Either store, chosen at run time.
+#[derive(Debug)]
+pub enum AnyStore {
+    /// The embedded store.
+    Sqlite(SqliteStore),
+    /// DynamoDB.
+    DynamoDb(DynamoStore),
+}
+
+impl AnyStore {
+    /// Opens the configured store. For DynamoDB this loads the standard AWS configuration (region,
+    /// credentials, `AWS_ENDPOINT_URL`) once, with timeouts short enough that an unreachable endpoint
+    /// is reported in seconds.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        match config {
+            StoreConfig::Sqlite(path) => SqliteStore::open(path).map(Self::Sqlite),
+            StoreConfig::DynamoDb(tables) => {
+                let sdk = aws_config::defaults(BehaviorVersion::latest())
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .connect_timeout(Duration::from_secs(3))
+                            .operation_attempt_timeout(Duration::from_secs(10))
+                            .build(),
+                    )
+                    .load()
+                    .await;
+                if sdk.region().is_none() {
+                    return Err(StoreError::Unavailable {
+                        operation: "open".into(),
+                        hint: "no AWS region configured; set AWS_REGION".into(),
+                        source: None,
+                    });
+                }
+                let client = aws_sdk_dynamodb::Client::new(&sdk);
+                Ok(Self::DynamoDb(DynamoStore::new(client, tables.clone())))
+            }
+        }
+    }
+
+    /// Makes sure the store is ready to use, creating its tables where they are missing. Returns a
+    /// line per thing it created.
+    pub async fn init(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            // Opening already created and migrated the file.
+            Self::Sqlite(_) => Ok(Vec::new()),
+            Self::DynamoDb(store) => store.ensure_tables().await,
+        }
+    }
+}
+
+/// Forwards a port method to whichever store is inside.
+macro_rules! forward {
+    ($self:ident, $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            AnyStore::Sqlite(store) => store.$method($($arg),*).await,
+            AnyStore::DynamoDb(store) => store.$method($($arg),*).await,
+        }
+    };
+}
+
+impl KeyStore for AnyStore {
+    async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        forward!(self, insert_key(record))
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        forward!(self, get_key(id))
+    }
+
+    async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
+        forward!(self, find_key_by_hash(hashed_key))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        forward!(self, list_keys())
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<Revocation, StoreError> {
+        forward!(self, revoke_key(id, at))
+    }
+
+    async fn revocation_epoch(&self) -> Result<u64, StoreError> {
+        forward!(self, revocation_epoch())
+    }
+}
+
+impl UsageReader for AnyStore {
+    async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
+        forward!(self, month_usage(key_id, month))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        assert_eq!(
+            "sqlite:/tmp/m.db".parse::<StoreConfig>().unwrap(),
+            StoreConfig::Sqlite("/tmp/m.db".into())
+        );
+        assert_eq!(
+            "dynamodb:".parse::<StoreConfig>().unwrap(),
+            StoreConfig::DynamoDb(TableNames::default())
+        );
+        let custom: StoreConfig = "dynamodb:keys=prod-keys,counters=prod-usage".parse().unwrap();
+        assert_eq!(
+            custom,
+            StoreConfig::DynamoDb(TableNames {
+                api_keys: "prod-keys".into(),
+                usage_counters: "prod-usage".into()
+            })
+        );
+        assert_eq!(custom.to_string(), "dynamodb:keys=prod-keys,counters=prod-usage");
+    }
+
+    #[test]
+    fn rejects_the_rest_with_guidance() {
+        for bad in [
+            "",
+            "sqlite:",
+            "postgres://x",
+            "dynamodb:keys",
+            "dynamodb:tables=x",
+            "dynamodb:keys=a",
+        ] {
+            let err = bad.parse::<StoreConfig>().unwrap_err().to_string();
+            assert!(err.contains("sqlite:PATH"), "{bad}: {err}");
+        }
+    }
+}

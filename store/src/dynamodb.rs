@@ -1,0 +1,602 @@
+//! The DynamoDB store: the `ApiKeys` and `UsageCounters` tables of DESIGN §3.2.
+//!
+//! Every SDK error is translated into a [`StoreError`] here, in [`store_error`]; nothing outside this
+//! module sees an SDK type.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, ReturnValue, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+};
+use chrono::{DateTime, Utc};
+use meter_model::time::{format_instant, parse_instant};
+use meter_model::{
+    ApiKeyRecord, DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore, Month, PlanName, Revocation,
+    StoreError, Tally, UsageReader,
+};
+
+/// The GSI on `ApiKeys.hashedKey`, for keys whose id cannot be read from the key itself.
+pub const HASHED_KEY_INDEX: &str = "hashedKey-index";
+/// The TTL attribute of bookkeeping items in `UsageCounters` (epoch seconds).
+pub const TTL_ATTRIBUTE: &str = "expiresAt";
+
+/// Partition of the bookkeeping item that holds the revocation epoch. `#` cannot start a key id.
+const META_PARTITION: &str = "#meta";
+const EPOCH_SORT_KEY: &str = "revocationEpoch";
+
+/// The names of the two tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    /// `ApiKeys`.
+    pub api_keys: String,
+    /// `UsageCounters`.
+    pub usage_counters: String,
+}
+
+impl Default for TableNames {
+    fn default() -> Self {
+        Self {
+            api_keys: "ApiKeys".into(),
+            usage_counters: "UsageCounters".into(),
+        }
+    }
+}
+
+/// The DynamoDB store.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: TableNames,
+}
+
+impl DynamoStore {
+    /// A store over an already configured client.
+    #[must_use]
+    pub fn new(client: Client, tables: TableNames) -> Self {
+        Self { client, tables }
+    }
+
+    /// The tables this store uses.
+    #[must_use]
+    pub fn tables(&self) -> &TableNames {
+        &self.tables
+    }
+
+    /// Creates the tables (with the GSI and TTL) where they do not exist, and waits until they are
+    /// active. Returns the names of the tables it created. In AWS the infrastructure creates them;
+    /// this is for emulators and first-time local use.
+    pub async fn ensure_tables(&self) -> Result<Vec<String>, StoreError> {
+        let mut created = Vec::new();
+        if self
+            .create_if_missing(
+                &self.tables.api_keys,
+                api_keys_table(&self.client, &self.tables.api_keys),
+            )
+            .await?
+        {
+            created.push(self.tables.api_keys.clone());
+        }
+        let counters = counters_table(&self.client, &self.tables.usage_counters);
+        if self
+            .create_if_missing(&self.tables.usage_counters, counters)
+            .await?
+        {
+            created.push(self.tables.usage_counters.clone());
+        }
+        for table in &created {
+            self.wait_active(table).await?;
+        }
+        if created.contains(&self.tables.usage_counters) {
+            self.client
+                .update_time_to_live()
+                .table_name(&self.tables.usage_counters)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .enabled(true)
+                        .attribute_name(TTL_ATTRIBUTE)
+                        .build()
+                        .map_err(|e| build_error("enable TTL", e))?,
+                )
+                .send()
+                .await
+                .map_err(|e| store_error("enable TTL", e))?;
+        }
+        Ok(created)
+    }
+
+    async fn create_if_missing(
+        &self,
+        table: &str,
+        create: aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder,
+    ) -> Result<bool, StoreError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| store_error("describe table", e))
+        {
+            Ok(_) => return Ok(false),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        match create.send().await.map_err(|e| store_error("create table", e)) {
+            Ok(_) => Ok(true),
+            // Someone else created it in the meantime: that is what we wanted.
+            Err(StoreError::AlreadyExists { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn wait_active(&self, table: &str) -> Result<(), StoreError> {
+        for _ in 0..300 {
+            let described = self
+                .client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(|e| store_error("describe table", e))?;
+            let status = described.table().and_then(|t| t.table_status());
+            if status == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(StoreError::Unavailable {
+            operation: "create table".into(),
+            hint: format!("table {table} did not become ACTIVE within a minute"),
+            source: None,
+        })
+    }
+
+    fn key_of(id: &KeyId) -> HashMap<String, AttributeValue> {
+        HashMap::from([("id".to_owned(), s(id.as_str()))])
+    }
+
+    fn epoch_key() -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("keyId".to_owned(), s(META_PARTITION)),
+            ("day".to_owned(), s(EPOCH_SORT_KEY)),
+        ])
+    }
+}
+
+fn api_keys_table(
+    client: &Client,
+    name: &str,
+) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("id"))
+        .attribute_definitions(attribute("hashedKey"))
+        .key_schema(key_element("id", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(HASHED_KEY_INDEX)
+                .key_schema(key_element("hashedKey", KeyType::Hash))
+                // Keys only: the lookup re-reads the item by id with a consistent read anyway, so a
+                // revocation is never hidden by index lag.
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .expect("index name, key schema and projection are set"),
+        )
+}
+
+fn counters_table(
+    client: &Client,
+    name: &str,
+) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("keyId"))
+        .attribute_definitions(attribute("day"))
+        .key_schema(key_element("keyId", KeyType::Hash))
+        .key_schema(key_element("day", KeyType::Range))
+}
+
+fn attribute(name: &str) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .expect("name and type are set")
+}
+
+fn key_element(name: &str, key_type: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(key_type)
+        .build()
+        .expect("name and type are set")
+}
+
+/// Translates an SDK error into the domain's terms. The one place that looks at DynamoDB error codes.
+pub(crate) fn store_error<E, R>(operation: &str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let operation = operation.to_owned();
+    let code = match &err {
+        SdkError::ServiceError(context) => context.err().code().map(str::to_owned),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            return StoreError::Unavailable {
+                operation,
+                hint: "cannot reach DynamoDB; check AWS_REGION, AWS_ENDPOINT_URL and the network".into(),
+                source: Some(err.into()),
+            };
+        }
+        _ => None,
+    };
+    match code.as_deref() {
+        Some(
+            "ThrottlingException"
+            | "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"
+            | "InternalServerError"
+            | "ServiceUnavailable"
+            | "TransactionConflictException"
+            | "TransactionInProgressException",
+        ) => StoreError::Retryable {
+            operation,
+            source: err.into(),
+        },
+        Some("ConditionalCheckFailedException") => StoreError::ConditionFailed { what: operation },
+        Some("ResourceNotFoundException") => StoreError::NotFound {
+            what: format!("table for {operation}"),
+        },
+        Some("ResourceInUseException") => StoreError::AlreadyExists {
+            what: format!("table for {operation}"),
+        },
+        Some(
+            "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "AccessDeniedException"
+            | "ExpiredTokenException"
+            | "MissingAuthenticationToken",
+        ) => StoreError::Unavailable {
+            operation,
+            hint: "DynamoDB refused the credentials; check the AWS profile or AWS_ACCESS_KEY_ID".into(),
+            source: Some(err.into()),
+        },
+        _ => StoreError::Other {
+            operation,
+            source: err.into(),
+        },
+    }
+}
+
+/// A missing table is not a missing item: say how to create it.
+fn table_missing(err: StoreError, table: &str) -> StoreError {
+    match err {
+        StoreError::NotFound { what } => StoreError::Unavailable {
+            operation: what,
+            hint: format!("table {table} does not exist; create it with `meter store init`"),
+            source: None,
+        },
+        other => other,
+    }
+}
+
+fn build_error(operation: &str, err: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Other {
+        operation: operation.into(),
+        source: err.into(),
+    }
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn corrupt(detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        detail: detail.into(),
+    }
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, StoreError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::S(value)) => Ok(Some(value)),
+        Some(_) => Err(corrupt(format!("attribute {name} is not a string"))),
+    }
+}
+
+fn req_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    get_s(item, name)?.ok_or_else(|| corrupt(format!("attribute {name} is missing")))
+}
+
+fn get_n(item: &Item, name: &str) -> Result<u64, StoreError> {
+    match item.get(name) {
+        None => Ok(0),
+        Some(AttributeValue::N(value)) => value
+            .parse()
+            .map_err(|_| corrupt(format!("attribute {name} = {value} is not a count"))),
+        Some(_) => Err(corrupt(format!("attribute {name} is not a number"))),
+    }
+}
+
+fn get_instant(item: &Item, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    get_s(item, name)?
+        .map(|t| {
+            parse_instant(t).map_err(|_| corrupt(format!("attribute {name} = {t:?} is not a timestamp")))
+        })
+        .transpose()
+}
+
+fn tally_of(item: &Item) -> Result<Tally, StoreError> {
+    Ok(Tally {
+        successful_calls: get_n(item, "successfulCalls")?,
+        failed_calls: get_n(item, "failedCalls")?,
+        usage_count: get_n(item, "usageCount")?,
+    })
+}
+
+fn record_from_item(item: &Item) -> Result<ApiKeyRecord, StoreError> {
+    let id = KeyId::parse(req_s(item, "id")?).map_err(|e| corrupt(e.to_string()))?;
+    let context = |e: &dyn std::fmt::Display| corrupt(format!("key {id}: {e}"));
+    Ok(ApiKeyRecord {
+        hashed_key: HashedKey::parse(req_s(item, "hashedKey")?).map_err(|e| context(&e))?,
+        user_email: Email::parse(req_s(item, "userEmail")?).map_err(|e| context(&e))?,
+        status: KeyStatus::parse(req_s(item, "status")?).map_err(|e| context(&e))?,
+        plan: get_s(item, "plan")?
+            .map(PlanName::parse)
+            .transpose()
+            .map_err(|e| context(&e))?,
+        name: get_s(item, "name")?.map(str::to_owned),
+        created_at: get_instant(item, "createdAt")?.ok_or_else(|| context(&"createdAt is missing"))?,
+        revoked_at: get_instant(item, "revokedAt")?,
+        last_used: get_instant(item, "lastUsed")?,
+        totals: tally_of(item)?,
+        id,
+    })
+}
+
+fn item_from_record(record: &ApiKeyRecord) -> Item {
+    let mut item = HashMap::from([
+        ("id".to_owned(), s(record.id.as_str())),
+        ("hashedKey".to_owned(), s(record.hashed_key.as_str())),
+        ("userEmail".to_owned(), s(record.user_email.as_str())),
+        ("status".to_owned(), s(record.status.as_str())),
+        ("createdAt".to_owned(), s(&format_instant(record.created_at))),
+        ("usageCount".to_owned(), n(record.totals.usage_count)),
+        ("successfulCalls".to_owned(), n(record.totals.successful_calls)),
+        ("failedCalls".to_owned(), n(record.totals.failed_calls)),
+    ]);
+    let optional = [
+        ("plan", record.plan.as_ref().map(|p| p.as_str().to_owned())),
+        ("name", record.name.clone()),
+        ("revokedAt", record.revoked_at.map(format_instant)),
+        ("lastUsed", record.last_used.map(format_instant)),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            item.insert(name.to_owned(), AttributeValue::S(value));
+        }
+    }
+    item
+}
+
+impl KeyStore for DynamoStore {
+    async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.tables.api_keys)
+            .set_item(Some(item_from_record(record)))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match put.map_err(|e| store_error("insert key", e)) {
+            Ok(_) => Ok(()),
+            Err(StoreError::ConditionFailed { .. }) => Err(StoreError::AlreadyExists {
+                what: format!("key {}", record.id),
+            }),
+            Err(other) => Err(table_missing(other, &self.tables.api_keys)),
+        }
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| table_missing(store_error("get key", e), &self.tables.api_keys))?;
+        got.item().map(record_from_item).transpose()
+    }
+
+    async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let found = self
+            .client
+            .query()
+            .table_name(&self.tables.api_keys)
+            .index_name(HASHED_KEY_INDEX)
+            .key_condition_expression("hashedKey = :h")
+            .expression_attribute_values(":h", s(hashed_key.as_str()))
+            .limit(2)
+            .send()
+            .await
+            .map_err(|e| table_missing(store_error("find key by hash", e), &self.tables.api_keys))?;
+        let ids = found
+            .items()
+            .iter()
+            .map(|item| req_s(item, "id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let id = match ids.as_slice() {
+            [] => return Ok(None),
+            [id] => KeyId::parse(id).map_err(|e| corrupt(e.to_string()))?,
+            _ => return Err(corrupt("two keys share one hashedKey")),
+        };
+        // The index is eventually consistent; the item read by id is not, and is what decides.
+        Ok(self
+            .get_key(&id)
+            .await?
+            .filter(|record| record.hashed_key == *hashed_key))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut records = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.tables.api_keys)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| table_missing(store_error("list keys", e), &self.tables.api_keys))?;
+            for item in page.items() {
+                records.push(record_from_item(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<Revocation, StoreError> {
+        // Mark first, bump second: an authorizer that sees the new epoch re-reads a key that is
+        // already revoked. Returning the old item gives both the previous status and the new item
+        // without another read.
+        let marked = self
+            .client
+            .update_item()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(id)))
+            .update_expression("SET #status = :revoked, revokedAt = if_not_exists(revokedAt, :at)")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":revoked", s(KeyStatus::Revoked.as_str()))
+            .expression_attribute_values(":at", s(&format_instant(at)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| match store_error("revoke", e) {
+                StoreError::ConditionFailed { .. } => StoreError::NotFound {
+                    what: format!("key {id}"),
+                },
+                other => table_missing(other, &self.tables.api_keys),
+            })?;
+        let before = marked
+            .attributes()
+            .map(record_from_item)
+            .transpose()?
+            .ok_or_else(|| corrupt(format!("revoking key {id} returned no previous item")))?;
+        let bumped = self
+            .client
+            .update_item()
+            .table_name(&self.tables.usage_counters)
+            .set_key(Some(Self::epoch_key()))
+            .update_expression("ADD epoch :one")
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| {
+                table_missing(
+                    store_error("bump revocation epoch", e),
+                    &self.tables.usage_counters,
+                )
+            })?;
+        let epoch = bumped.attributes().map_or(Ok(0), |item| get_n(item, "epoch"))?;
+        let was_already_revoked = before.status == KeyStatus::Revoked;
+        let record = ApiKeyRecord {
+            status: KeyStatus::Revoked,
+            revoked_at: before.revoked_at.or(Some(at)),
+            ..before
+        };
+        Ok(Revocation {
+            record,
+            was_already_revoked,
+            epoch,
+        })
+    }
+
+    async fn revocation_epoch(&self) -> Result<u64, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.tables.usage_counters)
+            .set_key(Some(Self::epoch_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                table_missing(
+                    store_error("read revocation epoch", e),
+                    &self.tables.usage_counters,
+                )
+            })?;
+        got.item().map_or(Ok(0), |item| get_n(item, "epoch"))
+    }
+}
+
+impl UsageReader for DynamoStore {
+    async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
+        let mut days = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.usage_counters)
+                .key_condition_expression("keyId = :k AND begins_with(#day, :month)")
+                .expression_attribute_names("#day", "day")
+                .expression_attribute_values(":k", s(key_id.as_str()))
+                .expression_attribute_values(":month", s(&month.to_string()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| table_missing(store_error("month usage", e), &self.tables.usage_counters))?;
+            for item in page.items() {
+                let day = req_s(item, "day")?;
+                days.push(DayUsage {
+                    key_id: key_id.clone(),
+                    day: day
+                        .parse()
+                        .map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
+                    tally: tally_of(item)?,
+                    last_used: get_instant(item, "lastUsed")?,
+                    reconciled_at: get_instant(item, "reconciledAt")?,
+                });
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        days.sort_by_key(|d| d.day);
+        Ok(days)
+    }
+}

@@ -1,0 +1,455 @@
+//! The embedded store: one SQLite file, created on first use, schema-versioned with
+//! `PRAGMA user_version`, every write in a transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, Utc};
+use meter_model::time::{format_instant, parse_instant};
+use meter_model::{
+    ApiKeyRecord, DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore, Month, PlanName, Revocation,
+    StoreError, Tally, UsageReader,
+};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+
+/// Schema migrations, applied in order; `user_version` records how many have run. Never edit one that
+/// has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE api_keys (
+    id               TEXT PRIMARY KEY NOT NULL,
+    hashed_key       TEXT NOT NULL,
+    user_email       TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+    plan             TEXT,
+    name             TEXT,
+    created_at       TEXT NOT NULL,
+    revoked_at       TEXT,
+    last_used        TEXT,
+    usage_count      INTEGER NOT NULL DEFAULT 0 CHECK (usage_count >= 0),
+    successful_calls INTEGER NOT NULL DEFAULT 0 CHECK (successful_calls >= 0),
+    failed_calls     INTEGER NOT NULL DEFAULT 0 CHECK (failed_calls >= 0)
+);
+CREATE INDEX api_keys_hashed_key ON api_keys (hashed_key);
+CREATE TABLE usage_counters (
+    key_id           TEXT NOT NULL,
+    day              TEXT NOT NULL,
+    successful_calls INTEGER NOT NULL DEFAULT 0 CHECK (successful_calls >= 0),
+    failed_calls     INTEGER NOT NULL DEFAULT 0 CHECK (failed_calls >= 0),
+    usage_count      INTEGER NOT NULL DEFAULT 0 CHECK (usage_count >= 0),
+    last_used        TEXT,
+    reconciled_at    TEXT,
+    PRIMARY KEY (key_id, day)
+) WITHOUT ROWID;
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+"];
+
+const REVOCATION_EPOCH: &str = "revocation_epoch";
+
+const KEY_COLUMNS: &str = "id, hashed_key, user_email, status, plan, name, created_at, revoked_at, last_used, \
+     usage_count, successful_calls, failed_calls";
+
+/// The embedded store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable {
+                operation: "open".into(),
+                hint: format!("cannot create the directory {}", parent.display()),
+                source: Some(e.into()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| StoreError::Unavailable {
+            operation: "open".into(),
+            hint: format!("cannot open the SQLite file {}", path.display()),
+            source: Some(e.into()),
+        })?;
+        Self::prepare(conn, path.to_owned())
+    }
+
+    /// A private in-memory store (tests, dry runs).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|e| sql_error("open", e))?;
+        Self::prepare(conn, PathBuf::from(":memory:"))
+    }
+
+    /// The file behind the store.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn prepare(mut conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
+        // WAL lets readers (a `usage show`) run beside a writer; NORMAL sync in WAL mode never corrupts
+        // and can lose only the newest commits on power loss, which the batch markers make safe to redo.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| sql_error("open", e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| sql_error("open", e))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| sql_error("open", e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| sql_error("open", e))?;
+        migrate(&mut conn, &path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave the database half-written (every write is a
+        // transaction), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_error("migrate", e))?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| sql_error("migrate", e))?;
+    let known = MIGRATIONS.len();
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > known {
+        return Err(StoreError::Unavailable {
+            operation: "open".into(),
+            hint: format!(
+                "{} has schema version {version}, newer than this meter understands ({known}); upgrade meter",
+                path.display()
+            ),
+            source: None,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql).map_err(|e| sql_error("migrate", e))?;
+        tx.pragma_update(None, "user_version", index + 1)
+            .map_err(|e| sql_error("migrate", e))?;
+    }
+    tx.commit().map_err(|e| sql_error("migrate", e))
+}
+
+/// The schema version this build writes.
+#[must_use]
+pub fn schema_version() -> usize {
+    MIGRATIONS.len()
+}
+
+fn sql_error(operation: &str, err: rusqlite::Error) -> StoreError {
+    let code = err.sqlite_error_code();
+    match code {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Retryable {
+            operation: operation.into(),
+            source: err.into(),
+        },
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::NotADatabase,
+        ) => StoreError::Unavailable {
+            operation: operation.into(),
+            hint: "the SQLite file cannot be used; check the path given by --store/METER_STORE".into(),
+            source: Some(err.into()),
+        },
+        _ => StoreError::Other {
+            operation: operation.into(),
+            source: err.into(),
+        },
+    }
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt {
+        detail: format!("{what} = {value} exceeds SQLite's range"),
+    })
+}
+
+fn corrupt(detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        detail: detail.into(),
+    }
+}
+
+fn instant(text: Option<String>, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    text.map(|t| parse_instant(&t).map_err(|_| corrupt(format!("{column} {t:?} is not a timestamp"))))
+        .transpose()
+}
+
+fn counter(value: i64, column: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(format!("{column} is negative")))
+}
+
+/// Columns of a key row, read raw so that conversion errors become `Corrupt`, not SQL errors.
+struct KeyRow {
+    id: String,
+    hashed_key: String,
+    user_email: String,
+    status: String,
+    plan: Option<String>,
+    name: Option<String>,
+    created_at: String,
+    revoked_at: Option<String>,
+    last_used: Option<String>,
+    usage_count: i64,
+    successful_calls: i64,
+    failed_calls: i64,
+}
+
+impl KeyRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            hashed_key: row.get(1)?,
+            user_email: row.get(2)?,
+            status: row.get(3)?,
+            plan: row.get(4)?,
+            name: row.get(5)?,
+            created_at: row.get(6)?,
+            revoked_at: row.get(7)?,
+            last_used: row.get(8)?,
+            usage_count: row.get(9)?,
+            successful_calls: row.get(10)?,
+            failed_calls: row.get(11)?,
+        })
+    }
+
+    fn into_record(self) -> Result<ApiKeyRecord, StoreError> {
+        let id = KeyId::parse(&self.id).map_err(|e| corrupt(e.to_string()))?;
+        let context = |e: &dyn std::fmt::Display| corrupt(format!("key {id}: {e}"));
+        Ok(ApiKeyRecord {
+            hashed_key: HashedKey::parse(&self.hashed_key).map_err(|e| context(&e))?,
+            user_email: Email::parse(&self.user_email).map_err(|e| context(&e))?,
+            status: KeyStatus::parse(&self.status).map_err(|e| context(&e))?,
+            plan: self
+                .plan
+                .as_deref()
+                .map(PlanName::parse)
+                .transpose()
+                .map_err(|e| context(&e))?,
+            name: self.name,
+            created_at: instant(Some(self.created_at), "createdAt")?.unwrap_or_default(),
+            revoked_at: instant(self.revoked_at, "revokedAt")?,
+            last_used: instant(self.last_used, "lastUsed")?,
+            totals: Tally {
+                successful_calls: counter(self.successful_calls, "successfulCalls")?,
+                failed_calls: counter(self.failed_calls, "failedCalls")?,
+                usage_count: counter(self.usage_count, "usageCount")?,
+            },
+            id,
+        })
+    }
+}
+
+fn select_key(conn: &Connection, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+        [id.as_str()],
+        KeyRow::read,
+    )
+    .optional()
+    .map_err(|e| sql_error("get key", e))?
+    .map(KeyRow::into_record)
+    .transpose()
+}
+
+impl KeyStore for SqliteStore {
+    async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let inserted = conn.execute(
+            &format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (id) DO NOTHING"
+            ),
+            params![
+                record.id.as_str(),
+                record.hashed_key.as_str(),
+                record.user_email.as_str(),
+                record.status.as_str(),
+                record.plan.as_ref().map(PlanName::as_str),
+                record.name,
+                format_instant(record.created_at),
+                record.revoked_at.map(format_instant),
+                record.last_used.map(format_instant),
+                to_i64(record.totals.usage_count, "usageCount")?,
+                to_i64(record.totals.successful_calls, "successfulCalls")?,
+                to_i64(record.totals.failed_calls, "failedCalls")?,
+            ],
+        );
+        match inserted.map_err(|e| sql_error("insert key", e))? {
+            0 => Err(StoreError::AlreadyExists {
+                what: format!("key {}", record.id),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        select_key(&self.conn(), id)
+    }
+
+    async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE hashed_key = ?1 LIMIT 2"
+            ))
+            .map_err(|e| sql_error("find key by hash", e))?;
+        let rows = stmt
+            .query_map([hashed_key.as_str()], KeyRow::read)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| sql_error("find key by hash", e))?;
+        match <[KeyRow; 1]>::try_from(rows) {
+            Ok([row]) => row.into_record().map(Some),
+            Err(rows) if rows.is_empty() => Ok(None),
+            Err(_) => Err(corrupt("two keys share one hashedKey")),
+        }
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
+            .map_err(|e| sql_error("list keys", e))?;
+        let rows = stmt
+            .query_map([], KeyRow::read)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| sql_error("list keys", e))?;
+        rows.into_iter().map(KeyRow::into_record).collect()
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<Revocation, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_error("revoke", e))?;
+        let before = select_key(&tx, id)?.ok_or_else(|| StoreError::NotFound {
+            what: format!("key {id}"),
+        })?;
+        tx.execute(
+            "UPDATE api_keys SET status = 'revoked', revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![id.as_str(), format_instant(at)],
+        )
+        .map_err(|e| sql_error("revoke", e))?;
+        let epoch: i64 = tx
+            .query_row(
+                "INSERT INTO meta (name, value) VALUES (?1, 1) \
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                [REVOCATION_EPOCH],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_error("revoke", e))?;
+        let record = select_key(&tx, id)?.ok_or_else(|| StoreError::NotFound {
+            what: format!("key {id}"),
+        })?;
+        tx.commit().map_err(|e| sql_error("revoke", e))?;
+        Ok(Revocation {
+            record,
+            was_already_revoked: before.status == KeyStatus::Revoked,
+            epoch: counter(epoch, "revocation epoch")?,
+        })
+    }
+
+    async fn revocation_epoch(&self) -> Result<u64, StoreError> {
+        let epoch: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM meta WHERE name = ?1",
+                [REVOCATION_EPOCH],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql_error("read revocation epoch", e))?;
+        counter(epoch.unwrap_or(0), "revocation epoch")
+    }
+}
+
+impl UsageReader for SqliteStore {
+    async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT day, successful_calls, failed_calls, usage_count, last_used, reconciled_at \
+                 FROM usage_counters WHERE key_id = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day",
+            )
+            .map_err(|e| sql_error("month usage", e))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    key_id.as_str(),
+                    month.first_day().to_string(),
+                    month.last_day().to_string()
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                    ))
+                },
+            )
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| sql_error("month usage", e))?;
+        rows.into_iter()
+            .map(|(day, successful, failed, usage, last_used, reconciled_at)| {
+                Ok(DayUsage {
+                    key_id: key_id.clone(),
+                    day: day
+                        .parse()
+                        .map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
+                    tally: Tally {
+                        successful_calls: counter(successful, "successfulCalls")?,
+                        failed_calls: counter(failed, "failedCalls")?,
+                        usage_count: counter(usage, "usageCount")?,
+                    },
+                    last_used: instant(last_used, "lastUsed")?,
+                    reconciled_at: instant(reconciled_at, "reconciledAt")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_schema_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meter.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(err.to_string().contains("upgrade meter"), "{err}");
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/meter.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let store = SqliteStore::open(&path).unwrap();
+        let version: usize = store
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema_version());
+    }
+}

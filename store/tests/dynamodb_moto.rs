@@ -1,0 +1,139 @@
+//! The store contract against DynamoDB, served by moto's emulator. `scripts/test` starts it and sets
+//! `METER_TEST_AWS_ENDPOINT`; without it these tests fail rather than skip, so a run that lost its
+//! emulator cannot pass silently.
+
+#[macro_use]
+mod contract;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::AttributeValue;
+use meter_model::time::format_instant;
+use meter_model::{DayUsage, KeyStore, StoreError};
+use meter_store::{DynamoStore, TableNames};
+
+fn endpoint() -> String {
+    std::env::var("METER_TEST_AWS_ENDPOINT").expect(
+        "METER_TEST_AWS_ENDPOINT is not set: the DynamoDB tests need moto_server. Run scripts/test, which \
+         installs and starts it, or start `moto_server -p PORT` and set METER_TEST_AWS_ENDPOINT=http://127.0.0.1:PORT",
+    )
+}
+
+fn client_for(endpoint: &str) -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// Fresh tables per test, so tests run in parallel against one emulator.
+async fn make() -> DynamoStore {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let suffix = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let tables = TableNames {
+        api_keys: format!("ApiKeys-{suffix}"),
+        usage_counters: format!("UsageCounters-{suffix}"),
+    };
+    let store = DynamoStore::new(client_for(&endpoint()), tables.clone());
+    let created = store
+        .ensure_tables()
+        .await
+        .expect("moto must be reachable at METER_TEST_AWS_ENDPOINT");
+    assert_eq!(created, vec![tables.api_keys, tables.usage_counters]);
+    store
+}
+
+async fn seed(store: &DynamoStore, day: DayUsage) {
+    let mut item = HashMap::from([
+        ("keyId".to_owned(), AttributeValue::S(day.key_id.to_string())),
+        ("day".to_owned(), AttributeValue::S(day.day.to_string())),
+        (
+            "successfulCalls".to_owned(),
+            AttributeValue::N(day.tally.successful_calls.to_string()),
+        ),
+        (
+            "failedCalls".to_owned(),
+            AttributeValue::N(day.tally.failed_calls.to_string()),
+        ),
+        (
+            "usageCount".to_owned(),
+            AttributeValue::N(day.tally.usage_count.to_string()),
+        ),
+    ]);
+    if let Some(at) = day.last_used {
+        item.insert("lastUsed".to_owned(), AttributeValue::S(format_instant(at)));
+    }
+    if let Some(at) = day.reconciled_at {
+        item.insert("reconciledAt".to_owned(), AttributeValue::S(format_instant(at)));
+    }
+    client_for(&endpoint())
+        .put_item()
+        .table_name(&store.tables().usage_counters)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+}
+
+contract_suite!(make, seed);
+
+#[tokio::test]
+async fn ensure_tables_is_idempotent_and_sets_up_the_index_and_ttl() {
+    let store = make().await;
+    assert!(
+        store.ensure_tables().await.unwrap().is_empty(),
+        "second run creates nothing"
+    );
+    let client = client_for(&endpoint());
+    let keys = client
+        .describe_table()
+        .table_name(&store.tables().api_keys)
+        .send()
+        .await
+        .unwrap();
+    let indexes = keys.table().unwrap().global_secondary_indexes();
+    assert_eq!(indexes.len(), 1);
+    assert_eq!(
+        indexes[0].index_name(),
+        Some(meter_store::dynamodb::HASHED_KEY_INDEX)
+    );
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&store.tables().usage_counters)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description().unwrap().attribute_name(),
+        Some(meter_store::dynamodb::TTL_ATTRIBUTE)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_table_says_how_to_create_it() {
+    let store = DynamoStore::new(
+        client_for(&endpoint()),
+        TableNames {
+            api_keys: "NoSuchKeysTable".into(),
+            usage_counters: "NoSuchCounters".into(),
+        },
+    );
+    let err = store.list_keys().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("meter store init"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_unavailable() {
+    // Port 9 (discard) on loopback is closed here: the connection is refused at once.
+    let store = DynamoStore::new(client_for("http://127.0.0.1:9"), TableNames::default());
+    let err = store.revocation_epoch().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("AWS_ENDPOINT_URL"), "{err}");
+}
