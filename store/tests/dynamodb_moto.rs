@@ -2,6 +2,8 @@
 //! `METER_TEST_AWS_ENDPOINT`; without it these tests fail rather than skip, so a run that lost its
 //! emulator cannot pass silently.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 #[macro_use]
 mod contract;
 

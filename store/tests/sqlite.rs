@@ -1,5 +1,7 @@
 //! The store contract against the embedded SQLite store, plus what only SQLite has: a file.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 #[macro_use]
 mod contract;
 
