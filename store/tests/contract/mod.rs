@@ -98,7 +98,12 @@ pub(crate) async fn finds_keys_by_hash<S: KeyStore>(store: &S) {
 
 pub(crate) async fn lists_every_key_in_id_order<S: KeyStore>(store: &S) {
     let mut records: Vec<ApiKeyRecord> = (0..25)
-        .map(|i| new_record(&format!("user{i}@example.com"), (i % 3 == 0).then_some("pro")))
+        .map(|i| {
+            new_record(
+                &format!("user{i}@example.com"),
+                i.is_multiple_of(3).then_some("pro"),
+            )
+        })
         .collect();
     for record in &records {
         store.insert_key(record).await.unwrap();
@@ -185,7 +190,7 @@ pub(crate) fn day_item(key: &KeyId, day: &str, n: u64) -> DayUsage {
         last_used: Some(
             at(&format!("{day}T12:00:00.000Z")) + Duration::milliseconds(i64::try_from(n).unwrap()),
         ),
-        reconciled_at: (n % 2 == 0).then(|| at("2026-12-02T03:00:00Z")),
+        reconciled_at: n.is_multiple_of(2).then(|| at("2026-12-02T03:00:00Z")),
     }
 }
 
