@@ -97,7 +97,7 @@ pub(crate) async fn finds_keys_by_hash<S: KeyStore>(store: &S) {
 }
 
 pub(crate) async fn lists_every_key_in_id_order<S: KeyStore>(store: &S) {
-    let mut records: Vec<ApiKeyRecord> = (0..25)
+    let mut records: Vec<ApiKeyRecord> = (0u32..25)
         .map(|i| {
             new_record(
                 &format!("user{i}@example.com"),
