@@ -1,1 +1,19 @@
-fn main() {}
+//! `meter`: the operator's command line. Parses arguments, then hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // Usage errors (exit 2) and --help/--version (exit 0) are handled by clap here.
+    let cli = meter::Cli::parse();
+    meter::init_logging();
+    match meter::run(cli, &meter::SystemClock).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,2 @@
-//! placeholder
+//! Monthly invoice-ready reports: pricing, invoices, adjustments (DESIGN §3.6). Lands with the reports
+//! issue.

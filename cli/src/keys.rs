@@ -1,0 +1,154 @@
+//! `meter keys …`: create (the key is shown once), list, show, revoke.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use meter_model::time::format_instant;
+use meter_model::{ApiKey, ApiKeyRecord, Clock, KeyId, KeyStore, NewKey, StoreError};
+use serde::Serialize;
+
+use crate::{CreateKey, JsonFlag, to_json};
+
+/// Ids are 60 random bits; a clash is astronomically unlikely, but a retry costs nothing.
+const CREATE_ATTEMPTS: usize = 3;
+
+pub(crate) async fn create(
+    store: &impl KeyStore,
+    clock: &impl Clock,
+    args: CreateKey,
+) -> anyhow::Result<String> {
+    let mut attempts = 0;
+    let (key, record) = loop {
+        attempts += 1;
+        let key = ApiKey::generate().context("cannot generate a key")?;
+        let record = ApiKeyRecord::new(NewKey {
+            id: key.id().clone(),
+            hashed_key: key.hashed(),
+            user_email: args.email.clone(),
+            plan: args.plan.clone(),
+            name: args.name.clone(),
+            created_at: clock.now(),
+        });
+        match store.insert_key(&record).await {
+            Ok(()) => break (key, record),
+            Err(StoreError::AlreadyExists { .. }) if attempts < CREATE_ATTEMPTS => continue,
+            Err(err) => return Err(err).context("cannot store the new key"),
+        }
+    };
+    tracing::info!(key_id = %record.id, plan = ?record.plan.as_ref().map(|p| p.as_str()), "key created");
+    if args.json.json {
+        #[derive(Serialize)]
+        struct Created<'a> {
+            id: &'a str,
+            key: &'a str,
+        }
+        return to_json(&Created {
+            id: record.id.as_str(),
+            key: key.reveal(),
+        });
+    }
+    let plan = record.plan.as_ref().map_or("default", |p| p.as_str());
+    Ok(format!(
+        "Created key {id} for {email} (plan: {plan}).\n\n    {secret}\n\n\
+         This is the only time the key is shown: store it now. Only its SHA-256 hash is kept.\n",
+        id = record.id,
+        email = record.user_email,
+        secret = key.reveal(),
+    ))
+}
+
+pub(crate) async fn list(store: &impl KeyStore, flag: JsonFlag) -> anyhow::Result<String> {
+    let records = store.list_keys().await.context("cannot list keys")?;
+    if flag.json {
+        return to_json(&records);
+    }
+    if records.is_empty() {
+        return Ok("No keys yet. Create one with `meter keys create --email EMAIL`.\n".to_owned());
+    }
+    let mut out = format!(
+        "{:<14} {:<8} {:<30} {:<12} {:>14} {:<24}\n",
+        "ID", "STATUS", "EMAIL", "PLAN", "BILLABLE", "LAST USED"
+    );
+    for r in &records {
+        let _ = writeln!(
+            out,
+            "{:<14} {:<8} {:<30} {:<12} {:>14} {:<24}",
+            r.id,
+            r.status,
+            r.user_email,
+            r.plan.as_ref().map_or("-", |p| p.as_str()),
+            r.totals.successful_calls,
+            r.last_used.map_or_else(|| "never".to_owned(), format_instant),
+        );
+    }
+    Ok(out)
+}
+
+pub(crate) async fn show(store: &impl KeyStore, id: &KeyId, flag: JsonFlag) -> anyhow::Result<String> {
+    let record = find(store, id).await?;
+    if flag.json {
+        return to_json(&record);
+    }
+    let optional = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
+    Ok(format!(
+        "id               {id}\n\
+         status           {status}\n\
+         email            {email}\n\
+         plan             {plan}\n\
+         name             {name}\n\
+         created          {created}\n\
+         revoked          {revoked}\n\
+         last used        {last_used}\n\
+         billable calls   {successful}\n\
+         failed calls     {failed}\n\
+         all calls        {usage}\n",
+        id = record.id,
+        status = record.status,
+        email = record.user_email,
+        plan = optional(record.plan.map(|p| p.to_string())),
+        name = optional(record.name),
+        created = format_instant(record.created_at),
+        revoked = optional(record.revoked_at.map(format_instant)),
+        last_used = optional(record.last_used.map(format_instant)),
+        successful = record.totals.successful_calls,
+        failed = record.totals.failed_calls,
+        usage = record.totals.usage_count,
+    ))
+}
+
+pub(crate) async fn revoke(store: &impl KeyStore, clock: &impl Clock, id: &KeyId) -> anyhow::Result<String> {
+    let revocation = match store.revoke_key(id, clock.now()).await {
+        Ok(revocation) => revocation,
+        Err(StoreError::NotFound { .. }) => bail!(no_such_key(id)),
+        Err(err) => return Err(err).with_context(|| format!("cannot revoke key {id}")),
+    };
+    tracing::info!(key_id = %id, epoch = revocation.epoch, "key revoked");
+    let when = revocation
+        .record
+        .revoked_at
+        .map_or_else(String::new, |at| format!(" at {}", format_instant(at)));
+    Ok(if revocation.was_already_revoked {
+        format!(
+            "Key {id} was already revoked{when}; revocation epoch is now {}.\n",
+            revocation.epoch
+        )
+    } else {
+        format!(
+            "Revoked key {id}{when} (revocation epoch {}). Warm authorizers refuse it within about a second; \
+             usage it made before still counts.\n",
+            revocation.epoch
+        )
+    })
+}
+
+pub(crate) async fn find(store: &impl KeyStore, id: &KeyId) -> anyhow::Result<ApiKeyRecord> {
+    store
+        .get_key(id)
+        .await
+        .with_context(|| format!("cannot read key {id}"))?
+        .with_context(|| no_such_key(id))
+}
+
+fn no_such_key(id: &KeyId) -> String {
+    format!("no key with id {id} in this store; `meter keys list` shows the keys")
+}

@@ -1,0 +1,182 @@
+//! The `meter` command line (DESIGN §3.7): argument types and the handlers behind each command.
+//! Handlers are generic over the ports, so the same code drives SQLite, DynamoDB or a test double.
+
+mod keys;
+mod usage;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+pub use meter_model::SystemClock;
+use meter_model::{Clock, Email, KeyId, Month, PlanName};
+use meter_store::{AnyStore, DEFAULT_HOME, StoreConfig};
+
+/// API usage metering and billing: keys, counters, archive, reconciliation and invoices.
+#[derive(Debug, Parser)]
+#[command(name = "meter", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Directory for the embedded store, archive and reports.
+    #[arg(long, env = "METER_HOME", default_value = DEFAULT_HOME, global = true, value_name = "DIR")]
+    pub home: PathBuf,
+
+    /// Which store holds keys and counters: sqlite:PATH (default: meter.db under the home),
+    /// dynamodb: (tables ApiKeys, UsageCounters) or dynamodb:keys=TABLE,counters=TABLE.
+    #[arg(long, env = "METER_STORE", global = true, value_name = "STORE")]
+    pub store: Option<StoreConfig>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, show and revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Show a key's counted usage.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+    /// Set up the configured store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `meter keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once; only its SHA-256 hash is stored.
+    Create(CreateKey),
+    /// List every key (never the keys themselves).
+    List(JsonFlag),
+    /// Show one key's item.
+    Show {
+        /// The key's id (the 12 characters after `mk_`).
+        id: KeyId,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Revoke a key: the authorizer refuses it from now on; usage already made still counts.
+    Revoke {
+        /// The key's id.
+        id: KeyId,
+    },
+}
+
+/// `meter keys create` arguments.
+#[derive(Debug, Args)]
+pub struct CreateKey {
+    /// The customer's e-mail address (who is billed).
+    #[arg(long)]
+    pub email: Email,
+    /// Pricing plan (the pricing file's default when absent).
+    #[arg(long)]
+    pub plan: Option<PlanName>,
+    /// A name to recognise the key by.
+    #[arg(long, value_parser = parse_name)]
+    pub name: Option<String>,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+fn parse_name(text: &str) -> Result<String, meter_model::FieldError> {
+    meter_model::items::validate_name(text)
+}
+
+/// `--json`
+#[derive(Debug, Args, Clone, Copy)]
+pub struct JsonFlag {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `meter usage …`
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// A key's counters: lifetime totals, or one UTC month's.
+    Show {
+        /// The key's id.
+        id: KeyId,
+        /// A UTC month, YYYY-MM.
+        #[arg(long)]
+        month: Option<Month>,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+/// `meter store …`
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create the store's tables where they do not exist (DynamoDB; SQLite creates its file on use).
+    Init,
+}
+
+impl Cli {
+    /// The store the flags and environment select.
+    #[must_use]
+    pub fn store_config(&self) -> StoreConfig {
+        self.store
+            .clone()
+            .unwrap_or_else(|| StoreConfig::default_in(&self.home))
+    }
+}
+
+/// Logs go to standard error, filtered by `METER_LOG` (default: warnings and errors).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Runs one command, writing its output to standard output.
+pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<()> {
+    let config = cli.store_config();
+    let store = AnyStore::open(&config)
+        .await
+        .with_context(|| format!("cannot open the store {config}"))?;
+    let mut out = std::io::stdout().lock();
+    let text = match cli.command {
+        Command::Keys(KeysCommand::Create(args)) => keys::create(&store, clock, args).await?,
+        Command::Keys(KeysCommand::List(flag)) => keys::list(&store, flag).await?,
+        Command::Keys(KeysCommand::Show { id, json }) => keys::show(&store, &id, json).await?,
+        Command::Keys(KeysCommand::Revoke { id }) => keys::revoke(&store, clock, &id).await?,
+        Command::Usage(UsageCommand::Show { id, month, json }) => {
+            usage::show(&store, &id, month, json).await?
+        }
+        Command::Store(StoreCommand::Init) => store_init(&store, &config).await?,
+    };
+    out.write_all(text.as_bytes())
+        .context("cannot write to standard output")?;
+    Ok(())
+}
+
+async fn store_init(store: &AnyStore, config: &StoreConfig) -> anyhow::Result<String> {
+    let created = store
+        .init()
+        .await
+        .with_context(|| format!("cannot set up {config}"))?;
+    Ok(if created.is_empty() {
+        format!("{config} is ready (nothing to create)\n")
+    } else {
+        format!("{config} is ready; created: {}\n", created.join(", "))
+    })
+}
+
+/// Renders a value as pretty JSON followed by a newline.
+fn to_json(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let mut text = serde_json::to_string_pretty(value).context("cannot render JSON")?;
+    text.push('\n');
+    Ok(text)
+}

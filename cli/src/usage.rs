@@ -1,0 +1,65 @@
+//! `meter usage show`: lifetime totals from the key item, or a month's from its day items.
+
+use anyhow::Context;
+use meter_model::time::format_instant;
+use meter_model::{KeyId, KeyStore, Month, UsageReader, UsageTotals};
+use serde::Serialize;
+
+use crate::{JsonFlag, keys, to_json};
+
+/// The `--json` shape of DESIGN §3.7.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageJson<'a> {
+    key_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    month: Option<String>,
+    successful_calls: u64,
+    failed_calls: u64,
+    usage_count: u64,
+    last_used: Option<String>,
+}
+
+pub(crate) async fn show<S: KeyStore + UsageReader>(
+    store: &S,
+    id: &KeyId,
+    month: Option<Month>,
+    flag: JsonFlag,
+) -> anyhow::Result<String> {
+    let record = keys::find(store, id).await?;
+    let totals = match month {
+        None => UsageTotals {
+            tally: record.totals,
+            last_used: record.last_used,
+        },
+        Some(month) => UsageTotals::of_days(
+            &store
+                .month_usage(id, month)
+                .await
+                .with_context(|| format!("cannot read {id}'s usage in {month}"))?,
+        ),
+    };
+    let json = UsageJson {
+        key_id: id.as_str(),
+        month: month.map(|m| m.to_string()),
+        successful_calls: totals.tally.successful_calls,
+        failed_calls: totals.tally.failed_calls,
+        usage_count: totals.tally.usage_count,
+        last_used: totals.last_used.map(format_instant),
+    };
+    if flag.json {
+        return to_json(&json);
+    }
+    let period = month.map_or_else(|| "lifetime".to_owned(), |m| format!("{m} (UTC)"));
+    Ok(format!(
+        "key {id}, {period}\n\
+         billable calls   {}\n\
+         failed calls     {}\n\
+         all calls        {}\n\
+         last used        {}\n",
+        json.successful_calls,
+        json.failed_calls,
+        json.usage_count,
+        json.last_used.as_deref().unwrap_or("never"),
+    ))
+}

@@ -1,0 +1,293 @@
+//! The `meter` binary as a user drives it: output shapes, exit codes, and that the plain key is shown
+//! exactly once and never stored or logged.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use meter_model::HashedKey;
+use serde_json::Value;
+
+fn meter(home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meter"));
+    command
+        .env("METER_HOME", home)
+        .env_remove("METER_STORE")
+        .env_remove("METER_LOG");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().unwrap()
+}
+
+fn ok(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn create(home: &Path, email: &str, extra: &[&str]) -> (String, String) {
+    let out = ok(meter(home)
+        .args(["keys", "create", "--email", email, "--json"])
+        .args(extra));
+    let created: Value = serde_json::from_str(&out).unwrap();
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn bytes_of_dir(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            all.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn create_prints_the_key_once_in_the_documented_shape() {
+    let home = tempfile::tempdir().unwrap();
+    let (id, key) = create(
+        home.path(),
+        "ada@example.com",
+        &["--plan", "pro", "--name", "checkout"],
+    );
+    assert_eq!(id.len(), 12);
+    assert!(key.starts_with(&format!("mk_{id}_")) && key.len() == 48, "{key}");
+
+    let shown: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", &id, "--json"]))).unwrap();
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(shown["hashedKey"], HashedKey::of(&key).as_str());
+    assert_eq!(shown["userEmail"], "ada@example.com");
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["plan"], "pro");
+    assert_eq!(shown["name"], "checkout");
+    assert_eq!(shown["usageCount"], 0);
+
+    let text = ok(meter(home.path()).args(["keys", "create", "--email", "bob@example.com"]));
+    assert!(text.contains("only time the key is shown"), "{text}");
+    assert_eq!(text.matches("mk_").count(), 1, "{text}");
+}
+
+#[test]
+fn the_plain_key_is_never_stored_listed_or_logged() {
+    let home = tempfile::tempdir().unwrap();
+    let logged = |args: &[&str]| {
+        let output = run(meter(home.path()).env("METER_LOG", "trace").args(args));
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (out, create_log) = logged(&["keys", "create", "--email", "ada@example.com", "--json"]);
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let (id, key) = (created["id"].as_str().unwrap(), created["key"].as_str().unwrap());
+    let secret = &key[16..];
+    assert!(
+        create_log.contains(id),
+        "the log should mention the key id: {create_log}"
+    );
+
+    let mut seen = vec![create_log];
+    for args in [
+        vec!["keys", "list"],
+        vec!["keys", "list", "--json"],
+        vec!["keys", "show", id],
+        vec!["keys", "show", id, "--json"],
+        vec!["usage", "show", id, "--json"],
+        vec!["keys", "revoke", id],
+        vec!["keys", "show", id, "--json"],
+    ] {
+        let (out, log) = logged(&args);
+        seen.push(out);
+        seen.push(log);
+    }
+    for text in &seen {
+        assert!(!text.contains(secret), "the secret leaked into: {text}");
+    }
+    let stored = bytes_of_dir(home.path());
+    assert!(!stored.is_empty());
+    assert!(!contains(&stored, secret), "the secret is in the SQLite files");
+    assert!(
+        contains(&stored, HashedKey::of(key).as_str()),
+        "the hash is what is stored"
+    );
+}
+
+#[test]
+fn list_shows_every_key_without_secrets() {
+    let home = tempfile::tempdir().unwrap();
+    let keys: Vec<_> = ["a@example.com", "b@example.com", "c@example.com"]
+        .into_iter()
+        .map(|email| create(home.path(), email, &[]))
+        .collect();
+    let listed: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["keys", "list", "--json"]))).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "ordered by id");
+    let text = ok(meter(home.path()).args(["keys", "list"]));
+    for (id, _) in &keys {
+        assert!(text.contains(id.as_str()), "{text}");
+    }
+    assert!(!text.contains("mk_"), "{text}");
+}
+
+#[test]
+fn revoke_marks_the_key_and_is_repeatable() {
+    let home = tempfile::tempdir().unwrap();
+    let (id, _) = create(home.path(), "ada@example.com", &[]);
+    let first = ok(meter(home.path()).args(["keys", "revoke", &id]));
+    assert!(
+        first.contains("Revoked key") && first.contains("epoch 1"),
+        "{first}"
+    );
+    let again = ok(meter(home.path()).args(["keys", "revoke", &id]));
+    assert!(again.contains("already revoked"), "{again}");
+    let shown: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", &id, "--json"]))).unwrap();
+    assert_eq!(shown["status"], "revoked");
+    assert!(shown["revokedAt"].is_string());
+}
+
+#[test]
+fn usage_show_gives_lifetime_and_month_totals() {
+    let home = tempfile::tempdir().unwrap();
+    let (id, _) = create(home.path(), "ada@example.com", &[]);
+    let lifetime: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["usage", "show", &id, "--json"]))).unwrap();
+    assert_eq!(
+        lifetime,
+        serde_json::json!({"keyId": id, "successfulCalls": 0, "failedCalls": 0, "usageCount": 0, "lastUsed": null})
+    );
+
+    // Day items as the realtime processor writes them (its write port arrives with that stage).
+    let db = rusqlite::Connection::open(home.path().join("meter.db")).unwrap();
+    for (day, n, last) in [
+        ("2026-10-31", 100, "2026-10-31T23:59:59.999Z"),
+        ("2026-11-01", 3, "2026-11-01T00:00:00.000Z"),
+        ("2026-11-30", 4, "2026-11-30T23:59:59.999Z"),
+    ] {
+        db.execute(
+            "INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, last_used) \
+             VALUES (?1, ?2, ?3, 1, ?3 + 2, ?4)",
+            rusqlite::params![id, day, n, last],
+        )
+        .unwrap();
+    }
+    let november: Value = serde_json::from_str(&ok(
+        meter(home.path()).args(["usage", "show", &id, "--month", "2026-11", "--json"])
+    ))
+    .unwrap();
+    assert_eq!(november["successfulCalls"], 7);
+    assert_eq!(november["failedCalls"], 2);
+    assert_eq!(november["usageCount"], 11);
+    assert_eq!(november["lastUsed"], "2026-11-30T23:59:59.999Z");
+    let text = ok(meter(home.path()).args(["usage", "show", &id, "--month", "2026-11"]));
+    assert!(text.contains("billable calls   7"), "{text}");
+}
+
+#[test]
+fn errors_say_what_is_wrong_with_the_right_exit_code() {
+    let home = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["keys", "create", "--email", "not-an-email"],
+            2,
+            "not a valid e-mail address",
+        ),
+        (
+            &[
+                "keys",
+                "create",
+                "--email",
+                "a@example.com",
+                "--plan",
+                "no spaces",
+            ],
+            2,
+            "not a valid plan name",
+        ),
+        (&["keys", "show", "has/slash"], 2, "is not a key id"),
+        (
+            &["keys", "show", "zzzzzzzzzzzz"],
+            1,
+            "no key with id zzzzzzzzzzzz",
+        ),
+        (
+            &["keys", "revoke", "zzzzzzzzzzzz"],
+            1,
+            "no key with id zzzzzzzzzzzz",
+        ),
+        (
+            &["usage", "show", "zzzzzzzzzzzz"],
+            1,
+            "no key with id zzzzzzzzzzzz",
+        ),
+        (
+            &["usage", "show", "zzzzzzzzzzzz", "--month", "2026-13"],
+            2,
+            "not a valid month",
+        ),
+        (&["--store", "postgres://x", "keys", "list"], 2, "sqlite:PATH"),
+        (&["keys", "frobnicate"], 2, "unrecognized subcommand"),
+    ];
+    for (args, code, message) in cases {
+        let output = run(meter(home.path()).args(*args));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(*code), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_unreachable_store_is_a_clear_failure() {
+    let home = tempfile::tempdir().unwrap();
+    let output = run(meter(home.path())
+        .args(["--store", "dynamodb:", "keys", "list"])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach DynamoDB"), "{stderr}");
+
+    let file = home.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let output = run(meter(home.path()).args([
+        "--store",
+        &format!("sqlite:{}/meter.db", file.display()),
+        "keys",
+        "list",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot open the store"), "{stderr}");
+}
