@@ -42,10 +42,7 @@ pub(crate) async fn create(
             id: &'a str,
             key: &'a str,
         }
-        return to_json(&Created {
-            id: record.id.as_str(),
-            key: key.reveal(),
-        });
+        return to_json(&Created { id: record.id.as_str(), key: key.reveal() });
     }
     let plan = record.plan.as_ref().map_or("default", |p| p.as_str());
     Ok(format!(
@@ -123,15 +120,10 @@ pub(crate) async fn revoke(store: &impl KeyStore, clock: &impl Clock, id: &KeyId
         Err(err) => return Err(err).with_context(|| format!("cannot revoke key {id}")),
     };
     tracing::info!(key_id = %id, epoch = revocation.epoch, "key revoked");
-    let when = revocation
-        .record
-        .revoked_at
-        .map_or_else(String::new, |at| format!(" at {}", format_instant(at)));
+    let when =
+        revocation.record.revoked_at.map_or_else(String::new, |at| format!(" at {}", format_instant(at)));
     Ok(if revocation.was_already_revoked {
-        format!(
-            "Key {id} was already revoked{when}; revocation epoch is now {}.\n",
-            revocation.epoch
-        )
+        format!("Key {id} was already revoked{when}; revocation epoch is now {}.\n", revocation.epoch)
     } else {
         format!(
             "Revoked key {id}{when} (revocation epoch {}). Warm authorizers refuse it within about a second; \
@@ -142,11 +134,7 @@ pub(crate) async fn revoke(store: &impl KeyStore, clock: &impl Clock, id: &KeyId
 }
 
 pub(crate) async fn find(store: &impl KeyStore, id: &KeyId) -> anyhow::Result<ApiKeyRecord> {
-    store
-        .get_key(id)
-        .await
-        .with_context(|| format!("cannot read key {id}"))?
-        .with_context(|| no_such_key(id))
+    store.get_key(id).await.with_context(|| format!("cannot read key {id}"))?.with_context(|| no_such_key(id))
 }
 
 fn no_such_key(id: &KeyId) -> String {

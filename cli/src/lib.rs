@@ -123,9 +123,7 @@ impl Cli {
     /// The store the flags and environment select.
     #[must_use]
     pub fn store_config(&self) -> StoreConfig {
-        self.store
-            .clone()
-            .unwrap_or_else(|| StoreConfig::default_in(&self.home))
+        self.store.clone().unwrap_or_else(|| StoreConfig::default_in(&self.home))
     }
 }
 
@@ -133,19 +131,13 @@ impl Cli {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 /// Runs one command, writing its output to standard output.
 pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<()> {
     let config = cli.store_config();
-    let store = AnyStore::open(&config)
-        .await
-        .with_context(|| format!("cannot open the store {config}"))?;
+    let store = AnyStore::open(&config).await.with_context(|| format!("cannot open the store {config}"))?;
     let mut out = std::io::stdout().lock();
     let text = match cli.command {
         Command::Keys(KeysCommand::Create(args)) => keys::create(&store, clock, args).await?,
@@ -157,16 +149,12 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<()> {
         }
         Command::Store(StoreCommand::Init) => store_init(&store, &config).await?,
     };
-    out.write_all(text.as_bytes())
-        .context("cannot write to standard output")?;
+    out.write_all(text.as_bytes()).context("cannot write to standard output")?;
     Ok(())
 }
 
 async fn store_init(store: &AnyStore, config: &StoreConfig) -> anyhow::Result<String> {
-    let created = store
-        .init()
-        .await
-        .with_context(|| format!("cannot set up {config}"))?;
+    let created = store.init().await.with_context(|| format!("cannot set up {config}"))?;
     Ok(if created.is_empty() {
         format!("{config} is ready (nothing to create)\n")
     } else {

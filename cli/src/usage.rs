@@ -28,10 +28,7 @@ pub(crate) async fn show<S: KeyStore + UsageReader>(
 ) -> anyhow::Result<String> {
     let record = keys::find(store, id).await?;
     let totals = match month {
-        None => UsageTotals {
-            tally: record.totals,
-            last_used: record.last_used,
-        },
+        None => UsageTotals { tally: record.totals, last_used: record.last_used },
         Some(month) => UsageTotals::of_days(
             &store
                 .month_usage(id, month)

@@ -11,10 +11,7 @@ use serde_json::Value;
 
 fn meter(home: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_meter"));
-    command
-        .env("METER_HOME", home)
-        .env_remove("METER_STORE")
-        .env_remove("METER_LOG");
+    command.env("METER_HOME", home).env_remove("METER_STORE").env_remove("METER_LOG");
     command
 }
 
@@ -24,23 +21,14 @@ fn run(command: &mut Command) -> Output {
 
 fn ok(command: &mut Command) -> String {
     let output = run(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
 
 fn create(home: &Path, email: &str, extra: &[&str]) -> (String, String) {
-    let out = ok(meter(home)
-        .args(["keys", "create", "--email", email, "--json"])
-        .args(extra));
+    let out = ok(meter(home).args(["keys", "create", "--email", email, "--json"]).args(extra));
     let created: Value = serde_json::from_str(&out).unwrap();
-    (
-        created["id"].as_str().unwrap().to_owned(),
-        created["key"].as_str().unwrap().to_owned(),
-    )
+    (created["id"].as_str().unwrap().to_owned(), created["key"].as_str().unwrap().to_owned())
 }
 
 fn bytes_of_dir(dir: &Path) -> Vec<u8> {
@@ -61,11 +49,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[test]
 fn create_prints_the_key_once_in_the_documented_shape() {
     let home = tempfile::tempdir().unwrap();
-    let (id, key) = create(
-        home.path(),
-        "ada@example.com",
-        &["--plan", "pro", "--name", "checkout"],
-    );
+    let (id, key) = create(home.path(), "ada@example.com", &["--plan", "pro", "--name", "checkout"]);
     assert_eq!(id.len(), 12);
     assert!(key.starts_with(&format!("mk_{id}_")) && key.len() == 48, "{key}");
 
@@ -89,24 +73,14 @@ fn the_plain_key_is_never_stored_listed_or_logged() {
     let home = tempfile::tempdir().unwrap();
     let logged = |args: &[&str]| {
         let output = run(meter(home.path()).env("METER_LOG", "trace").args(args));
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
-        )
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
     };
     let (out, create_log) = logged(&["keys", "create", "--email", "ada@example.com", "--json"]);
     let created: Value = serde_json::from_str(&out).unwrap();
     let (id, key) = (created["id"].as_str().unwrap(), created["key"].as_str().unwrap());
     let secret = &key[16..];
-    assert!(
-        create_log.contains(id),
-        "the log should mention the key id: {create_log}"
-    );
+    assert!(create_log.contains(id), "the log should mention the key id: {create_log}");
 
     let mut seen = vec![create_log];
     for args in [
@@ -128,10 +102,7 @@ fn the_plain_key_is_never_stored_listed_or_logged() {
     let stored = bytes_of_dir(home.path());
     assert!(!stored.is_empty());
     assert!(!contains(&stored, secret), "the secret is in the SQLite files");
-    assert!(
-        contains(&stored, HashedKey::of(key).as_str()),
-        "the hash is what is stored"
-    );
+    assert!(contains(&stored, HashedKey::of(key).as_str()), "the hash is what is stored");
 }
 
 #[test]
@@ -143,12 +114,7 @@ fn list_shows_every_key_without_secrets() {
         .collect();
     let listed: Value =
         serde_json::from_str(&ok(meter(home.path()).args(["keys", "list", "--json"]))).unwrap();
-    let ids: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
     let mut expected: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
     expected.sort_unstable();
     assert_eq!(ids, expected, "ordered by id");
@@ -164,10 +130,7 @@ fn revoke_marks_the_key_and_is_repeatable() {
     let home = tempfile::tempdir().unwrap();
     let (id, _) = create(home.path(), "ada@example.com", &[]);
     let first = ok(meter(home.path()).args(["keys", "revoke", &id]));
-    assert!(
-        first.contains("Revoked key") && first.contains("epoch 1"),
-        "{first}"
-    );
+    assert!(first.contains("Revoked key") && first.contains("epoch 1"), "{first}");
     let again = ok(meter(home.path()).args(["keys", "revoke", &id]));
     assert!(again.contains("already revoked"), "{again}");
     let shown: Value =
@@ -217,44 +180,13 @@ fn usage_show_gives_lifetime_and_month_totals() {
 fn errors_say_what_is_wrong_with_the_right_exit_code() {
     let home = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], i32, &str)] = &[
-        (
-            &["keys", "create", "--email", "not-an-email"],
-            2,
-            "not a valid e-mail address",
-        ),
-        (
-            &[
-                "keys",
-                "create",
-                "--email",
-                "a@example.com",
-                "--plan",
-                "no spaces",
-            ],
-            2,
-            "not a valid plan name",
-        ),
+        (&["keys", "create", "--email", "not-an-email"], 2, "not a valid e-mail address"),
+        (&["keys", "create", "--email", "a@example.com", "--plan", "no spaces"], 2, "not a valid plan name"),
         (&["keys", "show", "has/slash"], 2, "is not a key id"),
-        (
-            &["keys", "show", "zzzzzzzzzzzz"],
-            1,
-            "no key with id zzzzzzzzzzzz",
-        ),
-        (
-            &["keys", "revoke", "zzzzzzzzzzzz"],
-            1,
-            "no key with id zzzzzzzzzzzz",
-        ),
-        (
-            &["usage", "show", "zzzzzzzzzzzz"],
-            1,
-            "no key with id zzzzzzzzzzzz",
-        ),
-        (
-            &["usage", "show", "zzzzzzzzzzzz", "--month", "2026-13"],
-            2,
-            "not a valid month",
-        ),
+        (&["keys", "show", "zzzzzzzzzzzz"], 1, "no key with id zzzzzzzzzzzz"),
+        (&["keys", "revoke", "zzzzzzzzzzzz"], 1, "no key with id zzzzzzzzzzzz"),
+        (&["usage", "show", "zzzzzzzzzzzz"], 1, "no key with id zzzzzzzzzzzz"),
+        (&["usage", "show", "zzzzzzzzzzzz", "--month", "2026-13"], 2, "not a valid month"),
         (&["--store", "postgres://x", "keys", "list"], 2, "sqlite:PATH"),
         (&["keys", "frobnicate"], 2, "unrecognized subcommand"),
     ];

@@ -84,39 +84,17 @@ mod tests {
 
     #[test]
     fn every_call_is_usage() {
-        assert_eq!(
-            Tally::of_call(200, true),
-            Tally {
-                successful_calls: 1,
-                failed_calls: 0,
-                usage_count: 1
-            }
-        );
-        assert_eq!(
-            Tally::of_call(500, true),
-            Tally {
-                successful_calls: 0,
-                failed_calls: 1,
-                usage_count: 1
-            }
-        );
+        assert_eq!(Tally::of_call(200, true), Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 });
+        assert_eq!(Tally::of_call(500, true), Tally { successful_calls: 0, failed_calls: 1, usage_count: 1 });
         assert_eq!(
             Tally::of_call(302, false),
-            Tally {
-                successful_calls: 0,
-                failed_calls: 0,
-                usage_count: 1
-            }
+            Tally { successful_calls: 0, failed_calls: 0, usage_count: 1 }
         );
     }
 
     #[test]
     fn sum_adds_and_saturates() {
-        let big = Tally {
-            successful_calls: u64::MAX,
-            failed_calls: 1,
-            usage_count: 2,
-        };
+        let big = Tally { successful_calls: u64::MAX, failed_calls: 1, usage_count: 2 };
         let total: Tally = [big, Tally::of_call(200, true)].into_iter().sum();
         assert_eq!(total.successful_calls, u64::MAX);
         assert_eq!(total.failed_calls, 1);

@@ -73,14 +73,8 @@ impl PlanName {
     pub fn parse(text: &str) -> Result<Self, FieldError> {
         let valid = !text.is_empty()
             && text.len() <= 64
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if valid {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(FieldError::Plan(text.to_owned()))
-        }
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if valid { Ok(Self(text.to_owned())) } else { Err(FieldError::Plan(text.to_owned())) }
     }
 
     /// The name as text.
@@ -107,11 +101,7 @@ impl fmt::Display for PlanName {
 /// Validates a key's display name.
 pub fn validate_name(text: &str) -> Result<String, FieldError> {
     let valid = !text.trim().is_empty() && text.chars().count() <= 200 && !text.chars().any(char::is_control);
-    if valid {
-        Ok(text.trim().to_owned())
-    } else {
-        Err(FieldError::Name)
-    }
+    if valid { Ok(text.trim().to_owned()) } else { Err(FieldError::Name) }
 }
 
 /// Whether a key is accepted by the authorizer.
@@ -268,10 +258,7 @@ mod tests {
 
     #[test]
     fn emails_are_validated_and_trimmed() {
-        assert_eq!(
-            Email::parse(" ada@example.com ").unwrap().as_str(),
-            "ada@example.com"
-        );
+        assert_eq!(Email::parse(" ada@example.com ").unwrap().as_str(), "ada@example.com");
         for bad in ["", "ada", "ada@", "@example.com", "a b@example.com"] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
@@ -293,11 +280,7 @@ mod tests {
         let day = |d: &str, n: u64, used: &str| DayUsage {
             key_id: key.clone(),
             day: d.parse().unwrap(),
-            tally: Tally {
-                successful_calls: n,
-                failed_calls: 1,
-                usage_count: n + 1,
-            },
+            tally: Tally { successful_calls: n, failed_calls: 1, usage_count: n + 1 },
             last_used: Some(crate::time::parse_instant(used).unwrap()),
             reconciled_at: None,
         };
@@ -305,17 +288,7 @@ mod tests {
             day("2026-11-02", 5, "2026-11-02T10:00:00Z"),
             day("2026-11-01", 2, "2026-11-01T23:00:00Z"),
         ]);
-        assert_eq!(
-            totals.tally,
-            Tally {
-                successful_calls: 7,
-                failed_calls: 2,
-                usage_count: 9
-            }
-        );
-        assert_eq!(
-            totals.last_used.unwrap().to_rfc3339(),
-            "2026-11-02T10:00:00+00:00"
-        );
+        assert_eq!(totals.tally, Tally { successful_calls: 7, failed_calls: 2, usage_count: 9 });
+        assert_eq!(totals.last_used.unwrap().to_rfc3339(), "2026-11-02T10:00:00+00:00");
     }
 }

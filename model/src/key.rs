@@ -49,17 +49,20 @@ impl KeyId {
     /// Validates an id: issued ids are 12 Crockford base32 characters, imported ones may differ, but
     /// none may start with `#`, which marks bookkeeping items in the counters table.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let valid = !text.is_empty()
-            && text.len() <= MAX_ID_LEN
-            && !text.starts_with('#')
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if valid {
+        if Self::is_valid(text) {
             Ok(Self(text.to_owned()))
         } else {
             Err(KeyError::InvalidId(text.to_owned()))
         }
+    }
+
+    /// Whether `text` is a valid id (see [`KeyId::parse`]). `#` is not among the allowed characters,
+    /// which keeps ids apart from the bookkeeping items of the counters table.
+    #[must_use]
+    pub fn is_valid(text: &str) -> bool {
+        !text.is_empty()
+            && text.len() <= MAX_ID_LEN
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     }
 
     /// A fresh random id of the issued format (60 bits from the OS CSPRNG).
@@ -110,14 +113,8 @@ impl HashedKey {
     /// Accepts a stored hash after checking its shape.
     pub fn parse(hex_digest: &str) -> Result<Self, KeyError> {
         let valid = hex_digest.len() == 64
-            && hex_digest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if valid {
-            Ok(Self(hex_digest.to_owned()))
-        } else {
-            Err(KeyError::InvalidHash)
-        }
+            && hex_digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if valid { Ok(Self(hex_digest.to_owned())) } else { Err(KeyError::InvalidHash) }
     }
 
     /// Whether `presented` hashes to this value, compared in constant time so that response timing
@@ -146,10 +143,7 @@ impl PresentedKey {
     #[must_use]
     pub fn new(text: &str) -> Self {
         let id = parse_meter_format(text).ok().map(|(id, _)| id);
-        Self {
-            text: SecretString::from(text),
-            id,
-        }
+        Self { text: SecretString::from(text), id }
     }
 
     /// The id embedded in a key of this system's format.
@@ -167,10 +161,7 @@ impl PresentedKey {
 
 impl fmt::Debug for PresentedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PresentedKey")
-            .field("id", &self.id)
-            .field("secret", &"[redacted]")
-            .finish()
+        f.debug_struct("PresentedKey").field("id", &self.id).field("secret", &"[redacted]").finish()
     }
 }
 
@@ -193,11 +184,7 @@ impl ApiKey {
         while written < SECRET_LEN {
             getrandom::fill(&mut pool).map_err(|e| KeyError::Random(e.to_string()))?;
             // Keep 6 bits and reject 62 and 63: every symbol stays exactly equally likely.
-            for index in pool
-                .iter()
-                .map(|b| usize::from(b & 63))
-                .filter(|&i| i < SECRET_ALPHABET.len())
-            {
+            for index in pool.iter().map(|b| usize::from(b & 63)).filter(|&i| i < SECRET_ALPHABET.len()) {
                 if written == SECRET_LEN {
                     break;
                 }
@@ -206,19 +193,13 @@ impl ApiKey {
             }
         }
         pool.fill(0);
-        Ok(Self {
-            id,
-            full: SecretString::from(full),
-        })
+        Ok(Self { id, full: SecretString::from(full) })
     }
 
     /// Parses a key of this system's format.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let (id, _) = parse_meter_format(text)?;
-        Ok(Self {
-            id,
-            full: SecretString::from(text),
-        })
+        Ok(Self { id, full: SecretString::from(text) })
     }
 
     /// The key's id.
@@ -242,10 +223,7 @@ impl ApiKey {
 
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKey")
-            .field("id", &self.id)
-            .field("secret", &"[redacted]")
-            .finish()
+        f.debug_struct("ApiKey").field("id", &self.id).field("secret", &"[redacted]").finish()
     }
 }
 
@@ -300,10 +278,7 @@ mod tests {
     fn hash_is_lowercase_hex_sha256_of_the_whole_string() {
         // echo -n "mk_0123456789ab_abcdefghijklmnopqrstuvwxyzABCDEF" | sha256sum
         let hashed = HashedKey::of("mk_0123456789ab_abcdefghijklmnopqrstuvwxyzABCDEF");
-        assert_eq!(
-            hashed.as_str(),
-            "4d5ea8698e5110a120c9ba2b25379487aabb0b20adb0f4f125dc99dc8025ceac"
-        );
+        assert_eq!(hashed.as_str(), "4d5ea8698e5110a120c9ba2b25379487aabb0b20adb0f4f125dc99dc8025ceac");
         assert_eq!(HashedKey::parse(hashed.as_str()).unwrap(), hashed);
         assert!(HashedKey::parse(&hashed.as_str().to_uppercase()).is_err());
     }
@@ -324,11 +299,8 @@ mod tests {
     fn debug_and_display_never_show_the_secret() {
         let key = ApiKey::generate().unwrap();
         let secret = &key.reveal()[16..];
-        for shown in [
-            format!("{key:?}"),
-            format!("{key}"),
-            format!("{:?}", PresentedKey::new(key.reveal())),
-        ] {
+        for shown in [format!("{key:?}"), format!("{key}"), format!("{:?}", PresentedKey::new(key.reveal()))]
+        {
             assert!(!shown.contains(secret), "{shown}");
             assert!(shown.contains(key.id().as_str()), "{shown}");
         }
@@ -339,11 +311,7 @@ mod tests {
         assert!(PresentedKey::new("legacy-0123456789").id().is_none());
         assert!(PresentedKey::new("mk_0123456789ab_short").id().is_none());
         // Crockford excludes 'u': an id with it is not ours.
-        assert!(
-            PresentedKey::new("mk_0123456789au_abcdefghijklmnopqrstuvwxyzABCDEF")
-                .id()
-                .is_none()
-        );
+        assert!(PresentedKey::new("mk_0123456789au_abcdefghijklmnopqrstuvwxyzABCDEF").id().is_none());
         let ours = PresentedKey::new("mk_0123456789ab_abcdefghijklmnopqrstuvwxyzABCDEF");
         assert_eq!(ours.id().unwrap().as_str(), "0123456789ab");
     }

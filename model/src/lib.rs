@@ -2,6 +2,7 @@
 //! how time is bucketed, what the tables hold, and the ports (traits) through which every stage reaches
 //! storage. Nothing here does I/O, so every rule is testable on its own and shared by all stages.
 
+pub mod batch;
 pub mod counting;
 pub mod items;
 pub mod key;
@@ -9,9 +10,10 @@ pub mod ports;
 pub mod time;
 pub mod usage;
 
+pub use batch::{ApplyReport, BatchDelta, BatchId, DayDelta};
 pub use counting::Tally;
 pub use items::{ApiKeyRecord, DayUsage, Email, FieldError, KeyStatus, NewKey, PlanName, UsageTotals};
 pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
-pub use ports::{KeyStore, Revocation, StoreError, UsageReader};
+pub use ports::{ArchiveWriter, KeyStore, RejectedLine, Revocation, StoreError, UsageReader, UsageWriter};
 pub use time::{Clock, Day, ManualClock, Month, SystemClock};
 pub use usage::{LineOutcome, RejectReason, UsageEvent, parse_line};

@@ -6,9 +6,12 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use crate::batch::{ApplyReport, BatchDelta};
 use crate::items::{ApiKeyRecord, DayUsage};
 use crate::key::{HashedKey, KeyId};
+use crate::time::Day;
 use crate::time::Month;
+use crate::usage::{RejectReason, UsageEvent};
 
 /// A boxed underlying error, kept for the error chain.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -128,4 +131,87 @@ pub trait UsageReader: Send + Sync {
         key_id: &KeyId,
         month: Month,
     ) -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
+}
+
+/// Applying delivered batches to the counters, exactly once per batch (DESIGN §4).
+pub trait UsageWriter: Send + Sync {
+    /// Adds a batch's counts to the `UsageCounters` day items and the `ApiKeys` totals, atomically with
+    /// a marker of the batch (or of each chunk of it) that expires [`MARKER_TTL`](crate::batch::MARKER_TTL)
+    /// after `applied_at`. Applying a batch again, whole or after a partial failure, changes nothing.
+    /// Keys that do not exist get no items; they are listed in the report.
+    fn apply_batch(
+        &self,
+        batch: &BatchDelta,
+        applied_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ApplyReport, StoreError>> + Send;
+}
+
+/// A usage line that was rejected, kept with its reason (DESIGN §3.3, §3.5).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedLine {
+    /// Stable code of the reason (`missing_keyId`, …).
+    pub reason: String,
+    /// The reason in words.
+    pub detail: String,
+    /// The log group the line came from.
+    pub log_group: String,
+    /// The log stream the line came from.
+    pub log_stream: String,
+    /// The CloudWatch log event id.
+    pub log_event_id: String,
+    /// The CloudWatch log event's time.
+    pub log_timestamp: DateTime<Utc>,
+    /// The line itself, cut to [`RejectedLine::MAX_LINE_BYTES`].
+    pub line: String,
+}
+
+impl RejectedLine {
+    /// How much of a rejected line is kept.
+    pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+    /// A rejected line with its reason.
+    #[must_use]
+    pub fn new(
+        reason: RejectReason,
+        log_group: &str,
+        log_stream: &str,
+        log_event_id: &str,
+        log_timestamp: DateTime<Utc>,
+        line: &str,
+    ) -> Self {
+        let mut end = line.len().min(Self::MAX_LINE_BYTES);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            reason: reason.code(),
+            detail: reason.to_string(),
+            log_group: log_group.to_owned(),
+            log_stream: log_stream.to_owned(),
+            log_event_id: log_event_id.to_owned(),
+            log_timestamp,
+            line: line[..end].to_owned(),
+        }
+    }
+}
+
+/// The Parquet archive of usage events and the rejects kept beside it (DESIGN §3.5).
+pub trait ArchiveWriter: Send + Sync {
+    /// Writes events of one UTC day as one file called `name` under that day's partition, replacing
+    /// a file of the same name (writers name files after their content, so a rewrite is identical).
+    /// Returns where the file is.
+    fn write_events(
+        &self,
+        day: Day,
+        name: &str,
+        events: &[UsageEvent<'_>],
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Writes rejected lines of one UTC day (by log event time) under `rejects/`. Returns where.
+    fn write_rejects(
+        &self,
+        day: Day,
+        name: &str,
+        rejects: &[RejectedLine],
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
 }

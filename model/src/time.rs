@@ -43,10 +43,7 @@ impl Day {
     /// The month this day belongs to.
     #[must_use]
     pub fn month(self) -> Month {
-        Month {
-            year: self.0.year(),
-            month: self.0.month(),
-        }
+        Month { year: self.0.year(), month: self.0.month() }
     }
 
     /// The next day.
@@ -81,17 +78,11 @@ impl FromStr for Day {
     type Err = BucketParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || BucketParseError {
-            input: s.to_owned(),
-            what: "day",
-            format: "YYYY-MM-DD",
-        };
+        let err = || BucketParseError { input: s.to_owned(), what: "day", format: "YYYY-MM-DD" };
         if s.len() != 10 {
             return Err(err());
         }
-        NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map(Self)
-            .map_err(|_| err())
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").map(Self).map_err(|_| err())
     }
 }
 
@@ -132,15 +123,9 @@ impl Month {
     #[must_use]
     pub fn succ(self) -> Self {
         if self.month == 12 {
-            Self {
-                year: self.year + 1,
-                month: 1,
-            }
+            Self { year: self.year + 1, month: 1 }
         } else {
-            Self {
-                year: self.year,
-                month: self.month + 1,
-            }
+            Self { year: self.year, month: self.month + 1 }
         }
     }
 
@@ -148,15 +133,9 @@ impl Month {
     #[must_use]
     pub fn pred(self) -> Self {
         if self.month == 1 {
-            Self {
-                year: self.year - 1,
-                month: 12,
-            }
+            Self { year: self.year - 1, month: 12 }
         } else {
-            Self {
-                year: self.year,
-                month: self.month - 1,
-            }
+            Self { year: self.year, month: self.month - 1 }
         }
     }
 
@@ -183,11 +162,7 @@ impl FromStr for Month {
     type Err = BucketParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || BucketParseError {
-            input: s.to_owned(),
-            what: "month",
-            format: "YYYY-MM",
-        };
+        let err = || BucketParseError { input: s.to_owned(), what: "month", format: "YYYY-MM" };
         let (year, month) = s.split_once('-').ok_or_else(err)?;
         if year.len() != 4 || month.len() != 2 {
             return Err(err());
@@ -224,9 +199,7 @@ impl ManualClock {
     /// A clock standing at `at` (millisecond precision).
     #[must_use]
     pub fn new(at: DateTime<Utc>) -> Self {
-        Self {
-            millis: AtomicI64::new(at.timestamp_millis()),
-        }
+        Self { millis: AtomicI64::new(at.timestamp_millis()) }
     }
 
     /// Moves the clock to `at`.
@@ -259,10 +232,7 @@ mod tests {
         assert_eq!(Month::of(last_ms).to_string(), "2026-11");
         assert_eq!(Month::of(first_ms).to_string(), "2026-12");
         // An offset is converted, not ignored.
-        assert_eq!(
-            Day::of(parse_instant("2026-12-01T00:30:00+01:00").unwrap()).to_string(),
-            "2026-11-30"
-        );
+        assert_eq!(Day::of(parse_instant("2026-12-01T00:30:00+01:00").unwrap()).to_string(), "2026-11-30");
     }
 
     #[test]

@@ -14,13 +14,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::counting::Tally;
+use crate::key::KeyId;
 
 /// The `type` that marks a usage line.
 pub const USAGE_TYPE: &str = "API_USAGE";
 /// Longest accepted `requestId` (API Gateway's are 36 characters).
 pub const MAX_REQUEST_ID_LEN: usize = 256;
-/// Longest accepted `keyId`.
-pub const MAX_KEY_ID_LEN: usize = crate::key::MAX_ID_LEN;
 /// Longest accepted `method`.
 pub const MAX_METHOD_LEN: usize = 32;
 /// Longest accepted `resource`.
@@ -195,9 +194,7 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn is_usage(&self) -> bool {
-        self.kind
-            .and_then(json_str)
-            .is_some_and(|kind| kind == USAGE_TYPE)
+        self.kind.and_then(json_str).is_some_and(|kind| kind == USAGE_TYPE)
     }
 
     fn validate(self, log_timestamp: Option<DateTime<Utc>>) -> LineOutcome<'a> {
@@ -209,23 +206,15 @@ impl<'a> Fields<'a> {
 
     fn event(self, log_timestamp: Option<DateTime<Utc>>) -> Result<UsageEvent<'a>, RejectReason> {
         let request_id = required_text(self.request_id, "requestId", MAX_REQUEST_ID_LEN, || {
-            invalid(
-                "requestId",
-                "a non-empty string of at most 256 printable characters",
-            )
+            invalid("requestId", "a non-empty string of at most 256 printable characters")
         })?;
-        let key_id = required_text(self.key_id, "keyId", MAX_KEY_ID_LEN, || {
-            invalid(
-                "keyId",
-                "a non-empty string of at most 128 printable characters, not starting with '#'",
-            )
-        })?;
-        if key_id.starts_with('#') {
-            return Err(invalid(
-                "keyId",
-                "a key id, not a bookkeeping name starting with '#'",
-            ));
-        }
+        // The same rule as a key item's id, so that every counted key id can name an item.
+        let key_id = match self.key_id {
+            None => return Err(RejectReason::Missing("keyId")),
+            Some(raw) => json_str(raw)
+                .filter(|id| KeyId::is_valid(id))
+                .ok_or_else(|| invalid("keyId", "a key id: 1 to 128 letters, digits, '-', '_' or '.'"))?,
+        };
         let status_code = match self.status_code {
             None => return Err(RejectReason::Missing("statusCode")),
             Some(raw) => json_int(raw)
@@ -244,10 +233,7 @@ impl<'a> Fields<'a> {
         let timestamp = match self.timestamp {
             None => log_timestamp.ok_or(RejectReason::Missing("timestamp"))?,
             Some(raw) => json_timestamp(raw).ok_or_else(|| {
-                invalid(
-                    "timestamp",
-                    "an ISO-8601 UTC time or epoch milliseconds, in years 1970 to 9999",
-                )
+                invalid("timestamp", "an ISO-8601 UTC time or epoch milliseconds, in years 1970 to 9999")
             })?,
         };
         let method = optional_text(self.method, MAX_METHOD_LEN)
@@ -287,18 +273,13 @@ fn required_text<'a>(
     wrong: impl FnOnce() -> RejectReason,
 ) -> Result<Cow<'a, str>, RejectReason> {
     let raw = raw.ok_or(RejectReason::Missing(field))?;
-    json_str(raw)
-        .filter(|s| is_printable(s, max_len))
-        .ok_or_else(wrong)
+    json_str(raw).filter(|s| is_printable(s, max_len)).ok_or_else(wrong)
 }
 
 fn optional_text(raw: Option<&RawValue>, max_len: usize) -> Result<Option<Cow<'_, str>>, ()> {
     match raw {
         None => Ok(None),
-        Some(raw) => json_str(raw)
-            .filter(|s| s.len() <= max_len && !has_control(s))
-            .map(Some)
-            .ok_or(()),
+        Some(raw) => json_str(raw).filter(|s| s.len() <= max_len && !has_control(s)).map(Some).ok_or(()),
     }
 }
 
@@ -370,10 +351,7 @@ mod tests {
     #[test]
     fn reads_the_bare_line() {
         assert_eq!(parse_line(LINE, None), LineOutcome::Usage(expected()));
-        assert_eq!(
-            parse_line(&format!("  {LINE}\n"), None),
-            LineOutcome::Usage(expected())
-        );
+        assert_eq!(parse_line(&format!("  {LINE}\n"), None), LineOutcome::Usage(expected()));
     }
 
     #[test]
@@ -412,49 +390,28 @@ mod tests {
     #[test]
     fn should_count_defaults_to_false_and_timestamp_to_the_log_event() {
         let line = r#"{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":204}"#;
-        let LineOutcome::Usage(event) = parse_line(line, log_time()) else {
-            panic!()
-        };
+        let LineOutcome::Usage(event) = parse_line(line, log_time()) else { panic!() };
         assert!(!event.should_count);
         assert_eq!(Some(event.timestamp), log_time());
-        assert_eq!(
-            event.tally(),
-            Tally {
-                successful_calls: 0,
-                failed_calls: 0,
-                usage_count: 1
-            }
-        );
+        assert_eq!(event.tally(), Tally { successful_calls: 0, failed_calls: 0, usage_count: 1 });
     }
 
     #[test]
     fn accepts_epoch_milliseconds_and_offsets() {
         let ms =
             r#"{"type":"API_USAGE","requestId":"r","keyId":"k","statusCode":200,"timestamp":1795960987123}"#;
-        let LineOutcome::Usage(event) = parse_line(ms, None) else {
-            panic!()
-        };
-        assert_eq!(
-            event.timestamp,
-            parse_instant("2026-11-29T14:03:07.123Z").unwrap()
-        );
+        let LineOutcome::Usage(event) = parse_line(ms, None) else { panic!() };
+        assert_eq!(event.timestamp, parse_instant("2026-11-29T14:03:07.123Z").unwrap());
         let offset = r#"{"type":"API_USAGE","requestId":"r","keyId":"k","statusCode":200,"timestamp":"2026-11-29T15:03:07.123+01:00"}"#;
-        let LineOutcome::Usage(event) = parse_line(offset, None) else {
-            panic!()
-        };
-        assert_eq!(
-            event.timestamp,
-            parse_instant("2026-11-29T14:03:07.123Z").unwrap()
-        );
+        let LineOutcome::Usage(event) = parse_line(offset, None) else { panic!() };
+        assert_eq!(event.timestamp, parse_instant("2026-11-29T14:03:07.123Z").unwrap());
     }
 
     #[test]
     fn unescapes_strings_that_need_it() {
         let line =
             r#"{"type":"API_USAGE","requestId":"r\u002d1","keyId":"k","statusCode":200,"resource":"/a\"b"}"#;
-        let LineOutcome::Usage(event) = parse_line(line, log_time()) else {
-            panic!()
-        };
+        let LineOutcome::Usage(event) = parse_line(line, log_time()) else { panic!() };
         assert_eq!(event.request_id, "r-1");
         assert_eq!(event.resource.as_deref(), Some("/a\"b"));
     }
@@ -462,14 +419,8 @@ mod tests {
     #[test]
     fn rejects_contract_violations_with_a_precise_reason() {
         let base = r#""type":"API_USAGE","requestId":"r1","keyId":"k1""#;
-        assert_eq!(
-            rejected(r#"{"type":"API_USAGE","requestId":"r1","#),
-            RejectReason::MalformedJson
-        );
-        assert_eq!(
-            rejected(&format!("{{{base}}}")),
-            RejectReason::Missing("statusCode")
-        );
+        assert_eq!(rejected(r#"{"type":"API_USAGE","requestId":"r1","#), RejectReason::MalformedJson);
+        assert_eq!(rejected(&format!("{{{base}}}")), RejectReason::Missing("statusCode"));
         assert_eq!(
             rejected(r#"{"type":"API_USAGE","keyId":"k1","statusCode":200}"#),
             RejectReason::Missing("requestId")
@@ -487,10 +438,7 @@ mod tests {
             (r#""statusCode":200,"shouldCount":"true""#, "shouldCount"),
             (r#""statusCode":200,"shouldCount":1"#, "shouldCount"),
             (r#""statusCode":200,"timestamp":"yesterday""#, "timestamp"),
-            (
-                r#""statusCode":200,"timestamp":"2026-11-29T14:03:07""#,
-                "timestamp",
-            ),
+            (r#""statusCode":200,"timestamp":"2026-11-29T14:03:07""#, "timestamp"),
             (r#""statusCode":200,"timestamp":-1"#, "timestamp"),
             (r#""statusCode":200,"timestamp":99999999999999999"#, "timestamp"),
             (r#""statusCode":200,"latencyMs":-5"#, "latencyMs"),
@@ -504,37 +452,20 @@ mod tests {
             );
         }
         for (line, field) in [
-            (
-                r#"{"type":"API_USAGE","requestId":"","keyId":"k","statusCode":200}"#,
-                "requestId",
-            ),
-            (
-                r#"{"type":"API_USAGE","requestId":42,"keyId":"k","statusCode":200}"#,
-                "requestId",
-            ),
-            (
-                r##"{"type":"API_USAGE","requestId":"r","keyId":"#epoch","statusCode":200}"##,
-                "keyId",
-            ),
-            (
-                r#"{"type":"API_USAGE","requestId":"r\n","keyId":"k","statusCode":200}"#,
-                "requestId",
-            ),
+            (r#"{"type":"API_USAGE","requestId":"","keyId":"k","statusCode":200}"#, "requestId"),
+            (r#"{"type":"API_USAGE","requestId":42,"keyId":"k","statusCode":200}"#, "requestId"),
+            (r##"{"type":"API_USAGE","requestId":"r","keyId":"#epoch","statusCode":200}"##, "keyId"),
+            (r#"{"type":"API_USAGE","requestId":"r\n","keyId":"k","statusCode":200}"#, "requestId"),
+            (r#"{"type":"API_USAGE","requestId":"r","keyId":"a b","statusCode":200}"#, "keyId"),
         ] {
-            assert!(
-                matches!(rejected(line), RejectReason::Invalid { field: f, .. } if f == field),
-                "{line}"
-            );
+            assert!(matches!(rejected(line), RejectReason::Invalid { field: f, .. } if f == field), "{line}");
         }
     }
 
     #[test]
     fn a_line_without_any_timestamp_is_rejected() {
         let line = r#"{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":200}"#;
-        assert_eq!(
-            parse_line(line, None),
-            LineOutcome::Rejected(RejectReason::Missing("timestamp"))
-        );
+        assert_eq!(parse_line(line, None), LineOutcome::Rejected(RejectReason::Missing("timestamp")));
     }
 
     #[test]
@@ -542,10 +473,7 @@ mod tests {
         assert_eq!(RejectReason::MalformedJson.code(), "malformed_json");
         assert_eq!(RejectReason::Missing("keyId").code(), "missing_keyId");
         assert_eq!(invalid("statusCode", "x").code(), "invalid_statusCode");
-        assert_eq!(
-            invalid("statusCode", "an integer").to_string(),
-            "statusCode must be an integer"
-        );
+        assert_eq!(invalid("statusCode", "an integer").to_string(), "statusCode must be an integer");
     }
 
     fn arb_event() -> impl Strategy<Value = UsageEvent<'static>> {

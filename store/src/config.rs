@@ -10,7 +10,8 @@ use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use chrono::{DateTime, Utc};
 use meter_model::{
-    ApiKeyRecord, DayUsage, HashedKey, KeyId, KeyStore, Month, Revocation, StoreError, UsageReader,
+    ApiKeyRecord, ApplyReport, BatchDelta, DayUsage, HashedKey, KeyId, KeyStore, Month, Revocation,
+    StoreError, UsageReader, UsageWriter,
 };
 
 use crate::dynamodb::{DynamoStore, TableNames};
@@ -51,10 +52,7 @@ impl FromStr for StoreConfig {
     type Err = StoreConfigError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let fail = |reason| StoreConfigError {
-            input: input.to_owned(),
-            reason,
-        };
+        let fail = |reason| StoreConfigError { input: input.to_owned(), reason };
         if let Some(path) = input.strip_prefix("sqlite:") {
             if path.is_empty() {
                 return Err(fail("the SQLite path is empty"));
@@ -66,13 +64,9 @@ impl FromStr for StoreConfig {
         };
         let mut tables = TableNames::default();
         for part in spec.split(',').filter(|p| !p.is_empty()) {
-            let (name, value) = part
-                .split_once('=')
-                .ok_or_else(|| fail("table settings are name=value"))?;
+            let (name, value) = part.split_once('=').ok_or_else(|| fail("table settings are name=value"))?;
             if !valid_table_name(value) {
-                return Err(fail(
-                    "a DynamoDB table name is 3 to 255 letters, digits, '_', '-' or '.'",
-                ));
+                return Err(fail("a DynamoDB table name is 3 to 255 letters, digits, '_', '-' or '.'"));
             }
             match name {
                 "keys" => tables.api_keys = value.to_owned(),
@@ -86,9 +80,7 @@ impl FromStr for StoreConfig {
 
 fn valid_table_name(name: &str) -> bool {
     (3..=255).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl fmt::Display for StoreConfig {
@@ -192,6 +184,16 @@ impl UsageReader for AnyStore {
     }
 }
 
+impl UsageWriter for AnyStore {
+    async fn apply_batch(
+        &self,
+        batch: &BatchDelta,
+        applied_at: DateTime<Utc>,
+    ) -> Result<ApplyReport, StoreError> {
+        forward!(self, apply_batch(batch, applied_at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,10 +204,7 @@ mod tests {
             "sqlite:/tmp/m.db".parse::<StoreConfig>().unwrap(),
             StoreConfig::Sqlite("/tmp/m.db".into())
         );
-        assert_eq!(
-            "dynamodb:".parse::<StoreConfig>().unwrap(),
-            StoreConfig::DynamoDb(TableNames::default())
-        );
+        assert_eq!("dynamodb:".parse::<StoreConfig>().unwrap(), StoreConfig::DynamoDb(TableNames::default()));
         let custom: StoreConfig = "dynamodb:keys=prod-keys,counters=prod-usage".parse().unwrap();
         assert_eq!(
             custom,
@@ -219,14 +218,7 @@ mod tests {
 
     #[test]
     fn rejects_the_rest_with_guidance() {
-        for bad in [
-            "",
-            "sqlite:",
-            "postgres://x",
-            "dynamodb:keys",
-            "dynamodb:tables=x",
-            "dynamodb:keys=a",
-        ] {
+        for bad in ["", "sqlite:", "postgres://x", "dynamodb:keys", "dynamodb:tables=x", "dynamodb:keys=a"] {
             let err = bad.parse::<StoreConfig>().unwrap_err().to_string();
             assert!(err.contains("sqlite:PATH"), "{bad}: {err}");
         }

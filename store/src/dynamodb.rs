@@ -8,15 +8,19 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ReturnValue, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use meter_model::batch::MARKER_TTL;
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
-    ApiKeyRecord, DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore, Month, PlanName, Revocation,
-    StoreError, Tally, UsageReader,
+    ApiKeyRecord, ApplyReport, BatchDelta, DayDelta, DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore,
+    Month, PlanName, Revocation, StoreError, Tally, UsageReader, UsageWriter,
 };
 
 /// The GSI on `ApiKeys.hashedKey`, for keys whose id cannot be read from the key itself.
@@ -39,25 +43,40 @@ pub struct TableNames {
 
 impl Default for TableNames {
     fn default() -> Self {
-        Self {
-            api_keys: "ApiKeys".into(),
-            usage_counters: "UsageCounters".into(),
-        }
+        Self { api_keys: "ApiKeys".into(), usage_counters: "UsageCounters".into() }
     }
 }
+
+/// Partition prefix of batch markers in `UsageCounters`; `#` cannot start a key id.
+const BATCH_PARTITION_PREFIX: &str = "#batch#";
+/// DynamoDB's limit on the items of one transaction.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+/// DynamoDB's limit on the keys of one `BatchGetItem`.
+const MAX_BATCH_GET_KEYS: usize = 100;
+/// How many `lastUsed` updates run at once.
+const LAST_USED_CONCURRENCY: usize = 16;
 
 /// The DynamoDB store.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
     tables: TableNames,
+    chunk_limit: Option<usize>,
 }
 
 impl DynamoStore {
     /// A store over an already configured client.
     #[must_use]
     pub fn new(client: Client, tables: TableNames) -> Self {
-        Self { client, tables }
+        Self { client, tables, chunk_limit: None }
+    }
+
+    /// A fault drill: each `apply_batch` call applies at most `limit` chunks, then fails as a
+    /// throttled call would. Retrying (as the processor does) must still give exact counts.
+    #[must_use]
+    pub fn with_chunk_limit(mut self, limit: usize) -> Self {
+        self.chunk_limit = Some(limit);
+        self
     }
 
     /// The tables this store uses.
@@ -72,19 +91,13 @@ impl DynamoStore {
     pub async fn ensure_tables(&self) -> Result<Vec<String>, StoreError> {
         let mut created = Vec::new();
         if self
-            .create_if_missing(
-                &self.tables.api_keys,
-                api_keys_table(&self.client, &self.tables.api_keys),
-            )
+            .create_if_missing(&self.tables.api_keys, api_keys_table(&self.client, &self.tables.api_keys))
             .await?
         {
             created.push(self.tables.api_keys.clone());
         }
         let counters = counters_table(&self.client, &self.tables.usage_counters);
-        if self
-            .create_if_missing(&self.tables.usage_counters, counters)
-            .await?
-        {
+        if self.create_if_missing(&self.tables.usage_counters, counters).await? {
             created.push(self.tables.usage_counters.clone());
         }
         for table in &created {
@@ -160,10 +173,7 @@ impl DynamoStore {
     }
 
     fn epoch_key() -> HashMap<String, AttributeValue> {
-        HashMap::from([
-            ("keyId".to_owned(), s(META_PARTITION)),
-            ("day".to_owned(), s(EPOCH_SORT_KEY)),
-        ])
+        HashMap::from([("keyId".to_owned(), s(META_PARTITION)), ("day".to_owned(), s(EPOCH_SORT_KEY))])
     }
 }
 
@@ -184,11 +194,7 @@ fn api_keys_table(
                 .key_schema(key_element("hashedKey", KeyType::Hash))
                 // Keys only: the lookup re-reads the item by id with a consistent read anyway, so a
                 // revocation is never hidden by index lag.
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::KeysOnly)
-                        .build(),
-                )
+                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
                 .build()
                 .expect("index name, key schema and projection are set"),
         )
@@ -251,17 +257,12 @@ where
             | "ServiceUnavailable"
             | "TransactionConflictException"
             | "TransactionInProgressException",
-        ) => StoreError::Retryable {
-            operation,
-            source: err.into(),
-        },
+        ) => StoreError::Retryable { operation, source: err.into() },
         Some("ConditionalCheckFailedException") => StoreError::ConditionFailed { what: operation },
-        Some("ResourceNotFoundException") => StoreError::NotFound {
-            what: format!("table for {operation}"),
-        },
-        Some("ResourceInUseException") => StoreError::AlreadyExists {
-            what: format!("table for {operation}"),
-        },
+        Some("ResourceNotFoundException") => StoreError::NotFound { what: format!("table for {operation}") },
+        Some("ResourceInUseException") => {
+            StoreError::AlreadyExists { what: format!("table for {operation}") }
+        }
         Some(
             "UnrecognizedClientException"
             | "InvalidSignatureException"
@@ -273,11 +274,31 @@ where
             hint: "DynamoDB refused the credentials; check the AWS profile or AWS_ACCESS_KEY_ID".into(),
             source: Some(err.into()),
         },
-        _ => StoreError::Other {
-            operation,
-            source: err.into(),
-        },
+        _ => StoreError::Other { operation, source: err.into() },
     }
+}
+
+/// The cancellation reason codes of a cancelled transaction, one per item (`None` where that item
+/// was fine), or the error translated when it is anything else.
+fn cancellation_reasons(
+    operation: &str,
+    err: SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Result<Vec<Option<String>>, StoreError> {
+    if let SdkError::ServiceError(context) = &err
+        && let TransactWriteItemsError::TransactionCanceledException(cancelled) = context.err()
+    {
+        let codes: Vec<Option<String>> = cancelled
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().filter(|c| *c != "None").map(str::to_owned))
+            .collect();
+        let transient = ["TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"];
+        if codes.iter().flatten().any(|c| transient.contains(&c.as_str())) {
+            return Err(StoreError::Retryable { operation: operation.to_owned(), source: err.into() });
+        }
+        return Ok(codes);
+    }
+    Err(store_error(operation, err))
 }
 
 /// A missing table is not a missing item: say how to create it.
@@ -293,10 +314,7 @@ fn table_missing(err: StoreError, table: &str) -> StoreError {
 }
 
 fn build_error(operation: &str, err: aws_sdk_dynamodb::error::BuildError) -> StoreError {
-    StoreError::Other {
-        operation: operation.into(),
-        source: err.into(),
-    }
+    StoreError::Other { operation: operation.into(), source: err.into() }
 }
 
 fn s(value: &str) -> AttributeValue {
@@ -308,9 +326,7 @@ fn n(value: u64) -> AttributeValue {
 }
 
 fn corrupt(detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        detail: detail.into(),
-    }
+    StoreError::Corrupt { detail: detail.into() }
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -330,9 +346,9 @@ fn req_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
 fn get_n(item: &Item, name: &str) -> Result<u64, StoreError> {
     match item.get(name) {
         None => Ok(0),
-        Some(AttributeValue::N(value)) => value
-            .parse()
-            .map_err(|_| corrupt(format!("attribute {name} = {value} is not a count"))),
+        Some(AttributeValue::N(value)) => {
+            value.parse().map_err(|_| corrupt(format!("attribute {name} = {value} is not a count")))
+        }
         Some(_) => Err(corrupt(format!("attribute {name} is not a number"))),
     }
 }
@@ -360,10 +376,7 @@ fn record_from_item(item: &Item) -> Result<ApiKeyRecord, StoreError> {
         hashed_key: HashedKey::parse(req_s(item, "hashedKey")?).map_err(|e| context(&e))?,
         user_email: Email::parse(req_s(item, "userEmail")?).map_err(|e| context(&e))?,
         status: KeyStatus::parse(req_s(item, "status")?).map_err(|e| context(&e))?,
-        plan: get_s(item, "plan")?
-            .map(PlanName::parse)
-            .transpose()
-            .map_err(|e| context(&e))?,
+        plan: get_s(item, "plan")?.map(PlanName::parse).transpose().map_err(|e| context(&e))?,
         name: get_s(item, "name")?.map(str::to_owned),
         created_at: get_instant(item, "createdAt")?.ok_or_else(|| context(&"createdAt is missing"))?,
         revoked_at: get_instant(item, "revokedAt")?,
@@ -410,9 +423,9 @@ impl KeyStore for DynamoStore {
             .await;
         match put.map_err(|e| store_error("insert key", e)) {
             Ok(_) => Ok(()),
-            Err(StoreError::ConditionFailed { .. }) => Err(StoreError::AlreadyExists {
-                what: format!("key {}", record.id),
-            }),
+            Err(StoreError::ConditionFailed { .. }) => {
+                Err(StoreError::AlreadyExists { what: format!("key {}", record.id) })
+            }
             Err(other) => Err(table_missing(other, &self.tables.api_keys)),
         }
     }
@@ -442,21 +455,14 @@ impl KeyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| table_missing(store_error("find key by hash", e), &self.tables.api_keys))?;
-        let ids = found
-            .items()
-            .iter()
-            .map(|item| req_s(item, "id"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = found.items().iter().map(|item| req_s(item, "id")).collect::<Result<Vec<_>, _>>()?;
         let id = match ids.as_slice() {
             [] => return Ok(None),
             [id] => KeyId::parse(id).map_err(|e| corrupt(e.to_string()))?,
             _ => return Err(corrupt("two keys share one hashedKey")),
         };
         // The index is eventually consistent; the item read by id is not, and is what decides.
-        Ok(self
-            .get_key(&id)
-            .await?
-            .filter(|record| record.hashed_key == *hashed_key))
+        Ok(self.get_key(&id).await?.filter(|record| record.hashed_key == *hashed_key))
     }
 
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
@@ -502,9 +508,7 @@ impl KeyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| match store_error("revoke", e) {
-                StoreError::ConditionFailed { .. } => StoreError::NotFound {
-                    what: format!("key {id}"),
-                },
+                StoreError::ConditionFailed { .. } => StoreError::NotFound { what: format!("key {id}") },
                 other => table_missing(other, &self.tables.api_keys),
             })?;
         let before = marked
@@ -523,23 +527,13 @@ impl KeyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| {
-                table_missing(
-                    store_error("bump revocation epoch", e),
-                    &self.tables.usage_counters,
-                )
+                table_missing(store_error("bump revocation epoch", e), &self.tables.usage_counters)
             })?;
         let epoch = bumped.attributes().map_or(Ok(0), |item| get_n(item, "epoch"))?;
         let was_already_revoked = before.status == KeyStatus::Revoked;
-        let record = ApiKeyRecord {
-            status: KeyStatus::Revoked,
-            revoked_at: before.revoked_at.or(Some(at)),
-            ..before
-        };
-        Ok(Revocation {
-            record,
-            was_already_revoked,
-            epoch,
-        })
+        let record =
+            ApiKeyRecord { status: KeyStatus::Revoked, revoked_at: before.revoked_at.or(Some(at)), ..before };
+        Ok(Revocation { record, was_already_revoked, epoch })
     }
 
     async fn revocation_epoch(&self) -> Result<u64, StoreError> {
@@ -552,10 +546,7 @@ impl KeyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| {
-                table_missing(
-                    store_error("read revocation epoch", e),
-                    &self.tables.usage_counters,
-                )
+                table_missing(store_error("read revocation epoch", e), &self.tables.usage_counters)
             })?;
         got.item().map_or(Ok(0), |item| get_n(item, "epoch"))
     }
@@ -598,5 +589,281 @@ impl UsageReader for DynamoStore {
         }
         days.sort_by_key(|d| d.day);
         Ok(days)
+    }
+}
+
+/// An item whose `lastUsed` is moved forward, by its primary key.
+enum LastUsedItem {
+    Key(HashMap<String, AttributeValue>),
+    Day(HashMap<String, AttributeValue>),
+}
+
+/// One transaction's share of a batch: for each key, the run of its days that falls in this chunk.
+struct Chunk<'a> {
+    parts: Vec<(&'a KeyId, &'a [DayDelta])>,
+}
+
+/// Splits a batch into transactions of at most 99 counter items plus the marker. The plan covers every
+/// key in the batch, known or not, in the batch's order, so a redelivery is chunked exactly the same
+/// way whatever keys exist by then; a key's total item travels with each run of its days.
+fn plan_chunks(batch: &BatchDelta) -> Vec<Chunk<'_>> {
+    let capacity = MAX_TRANSACTION_ITEMS - 1;
+    let mut chunks = Vec::new();
+    let mut current = Chunk { parts: Vec::new() };
+    let mut used = 0;
+    for (key, days) in batch.by_key() {
+        let mut rest = days;
+        while !rest.is_empty() {
+            if capacity - used < 2 {
+                chunks.push(std::mem::replace(&mut current, Chunk { parts: Vec::new() }));
+                used = 0;
+            }
+            let take = rest.len().min(capacity - used - 1);
+            current.parts.push((key, &rest[..take]));
+            used += 1 + take;
+            rest = &rest[take..];
+        }
+    }
+    if !current.parts.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+fn add_counts(
+    update: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+    tally: Tally,
+) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+    update
+        .update_expression("ADD successfulCalls :s, failedCalls :f, usageCount :u")
+        .expression_attribute_values(":s", n(tally.successful_calls))
+        .expression_attribute_values(":f", n(tally.failed_calls))
+        .expression_attribute_values(":u", n(tally.usage_count))
+}
+
+impl DynamoStore {
+    /// Which of `ids` exist, read consistently in batches of 100.
+    async fn existing_keys(&self, ids: &[&KeyId]) -> Result<std::collections::HashSet<KeyId>, StoreError> {
+        let mut existing = std::collections::HashSet::new();
+        for group in ids.chunks(MAX_BATCH_GET_KEYS) {
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(group.iter().map(|id| Self::key_of(id)).collect()))
+                .projection_expression("id")
+                .consistent_read(true)
+                .build()
+                .map_err(|e| build_error("look up keys", e))?;
+            for attempt in 0.. {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.tables.api_keys, request)
+                    .send()
+                    .await
+                    .map_err(|e| table_missing(store_error("look up keys", e), &self.tables.api_keys))?;
+                for item in out.responses().and_then(|r| r.get(&self.tables.api_keys)).into_iter().flatten() {
+                    existing.insert(KeyId::parse(req_s(item, "id")?).map_err(|e| corrupt(e.to_string()))?);
+                }
+                match out.unprocessed_keys.and_then(|mut u| u.remove(&self.tables.api_keys)) {
+                    Some(rest) if !rest.keys().is_empty() => {
+                        if attempt == 8 {
+                            return Err(StoreError::Retryable {
+                                operation: "look up keys".into(),
+                                source: "DynamoDB left keys unprocessed after 8 retries".into(),
+                            });
+                        }
+                        tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+                        request = rest;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(existing)
+    }
+
+    fn marker(
+        &self,
+        batch: &BatchDelta,
+        index: usize,
+        of: usize,
+        applied_at: DateTime<Utc>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.tables.usage_counters)
+            .item("keyId", s(&format!("{BATCH_PARTITION_PREFIX}{}", batch.batch_id())))
+            .item("day", s(&format!("chunk#{index:04}")))
+            .item("chunks", n(of as u64))
+            .item("appliedAt", s(&format_instant(applied_at)))
+            .item(TTL_ATTRIBUTE, AttributeValue::N((applied_at + MARKER_TTL).timestamp().to_string()))
+            .condition_expression("attribute_not_exists(keyId)")
+            .build()
+            .map_err(|e| build_error("apply batch", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn key_total(&self, key: &KeyId, tally: Tally) -> Result<TransactWriteItem, StoreError> {
+        let update = add_counts(
+            Update::builder().table_name(&self.tables.api_keys).set_key(Some(Self::key_of(key))),
+            tally,
+        )
+        .condition_expression("attribute_exists(id)")
+        .build()
+        .map_err(|e| build_error("apply batch", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    fn day_key(key: &KeyId, day: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([("keyId".to_owned(), s(key.as_str())), ("day".to_owned(), s(day))])
+    }
+
+    fn day_counts(&self, delta: &DayDelta) -> Result<TransactWriteItem, StoreError> {
+        let key = Self::day_key(&delta.key_id, &delta.day.to_string());
+        let update = add_counts(
+            Update::builder().table_name(&self.tables.usage_counters).set_key(Some(key)),
+            delta.tally,
+        )
+        .build()
+        .map_err(|e| build_error("apply batch", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Moves `lastUsed` forward (never back) on an item that exists. A maximum is idempotent, so
+    /// this needs no marker: it runs after the counts, and again on any retry.
+    async fn advance_last_used(&self, item: LastUsedItem, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let (table, key, exists) = match item {
+            LastUsedItem::Key(key) => (&self.tables.api_keys, key, "id"),
+            LastUsedItem::Day(key) => (&self.tables.usage_counters, key, "keyId"),
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression("SET lastUsed = :t")
+            .condition_expression(format!(
+                "attribute_exists({exists}) AND (attribute_not_exists(lastUsed) OR lastUsed < :t)"
+            ))
+            .expression_attribute_values(":t", s(&format_instant(at)))
+            .send()
+            .await;
+        match result.map_err(|e| store_error("advance lastUsed", e)) {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+impl UsageWriter for DynamoStore {
+    async fn apply_batch(
+        &self,
+        batch: &BatchDelta,
+        applied_at: DateTime<Utc>,
+    ) -> Result<ApplyReport, StoreError> {
+        let mut report = ApplyReport::default();
+        let ids: Vec<&KeyId> = batch.by_key().map(|(key, _)| key).collect();
+        let known = self.existing_keys(&ids).await?;
+        let chunks = plan_chunks(batch);
+        for (index, chunk) in chunks.iter().enumerate() {
+            let mut items = vec![self.marker(batch, index, chunks.len(), applied_at)?];
+            for (key, days) in chunk.parts.iter().filter(|(key, _)| known.contains(*key)) {
+                items.push(self.key_total(key, days.iter().map(|d| d.tally).sum())?);
+                for day in *days {
+                    items.push(self.day_counts(day)?);
+                }
+            }
+            if items.len() == 1 {
+                continue; // only unknown keys: nothing to count, nothing to mark
+            }
+            if self.chunk_limit.is_some_and(|limit| report.chunks_applied >= limit) {
+                return Err(StoreError::Retryable {
+                    operation: "apply batch".into(),
+                    source: format!("fault drill: stopped after {} chunk(s)", report.chunks_applied).into(),
+                });
+            }
+            let count = items.len();
+            let sent = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            match sent {
+                Ok(_) => {
+                    report.chunks_applied += 1;
+                    report.items_written += count;
+                }
+                Err(err) => {
+                    let reasons = cancellation_reasons("apply batch", err)
+                        .map_err(|e| table_missing(e, &self.tables.usage_counters))?;
+                    if reasons.first().and_then(Option::as_deref) == Some("ConditionalCheckFailed") {
+                        report.chunks_already_applied += 1;
+                    } else {
+                        return Err(StoreError::Corrupt {
+                            detail: format!(
+                                "batch {} chunk {index}: a key item vanished while applying ({reasons:?})",
+                                batch.batch_id()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        for (key, days) in batch.by_key().filter(|(key, _)| !known.contains(*key)) {
+            report.unknown_keys.insert(key.clone(), days.iter().map(|d| d.tally).sum());
+        }
+        let mut advances = Vec::new();
+        for (key, days) in batch.by_key().filter(|(key, _)| known.contains(*key)) {
+            if let Some(latest) = days.iter().map(|d| d.last_used).max() {
+                advances.push((LastUsedItem::Key(Self::key_of(key)), latest));
+            }
+            for day in days {
+                advances.push((LastUsedItem::Day(Self::day_key(key, &day.day.to_string())), day.last_used));
+            }
+        }
+        report.items_written += advances.len();
+        let mut results = futures::stream::iter(advances)
+            .map(|(item, at)| self.advance_last_used(item, at))
+            .buffer_unordered(LAST_USED_CONCURRENCY);
+        while let Some(result) = results.next().await {
+            result?;
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meter_model::BatchId;
+
+    fn batch(keys: usize, days_per_key: usize) -> BatchDelta {
+        let start: meter_model::Day = "2026-11-01".parse().unwrap();
+        let entries = (0..keys).flat_map(|k| {
+            let key = KeyId::parse(&format!("key{k:05}")).unwrap();
+            std::iter::successors(Some(start), |d| Some(d.succ())).take(days_per_key).map(move |day| {
+                DayDelta {
+                    key_id: key.clone(),
+                    day,
+                    tally: Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 },
+                    last_used: Utc::now(),
+                }
+            })
+        });
+        BatchDelta::new(BatchId::from_digest(&[9]), entries.collect::<Vec<_>>())
+    }
+
+    fn items_of(chunk: &Chunk<'_>) -> usize {
+        chunk.parts.iter().map(|(_, days)| 1 + days.len()).sum()
+    }
+
+    #[test]
+    fn chunks_fit_a_transaction_with_the_marker_and_cover_every_day_once() {
+        for (keys, days) in [(1, 1), (49, 1), (50, 1), (120, 2), (3, 150), (333, 3)] {
+            let batch = batch(keys, days);
+            let chunks = plan_chunks(&batch);
+            assert!(chunks.iter().all(|c| items_of(c) + 1 <= MAX_TRANSACTION_ITEMS), "{keys}x{days}");
+            let covered: Vec<&DayDelta> =
+                chunks.iter().flat_map(|c| c.parts.iter().flat_map(|(_, d)| d.iter())).collect();
+            assert_eq!(covered.len(), batch.days().len());
+            assert!(covered.iter().zip(batch.days()).all(|(a, b)| *a == b), "in batch order");
+        }
+        // 49 keys of one day each take 98 items: one chunk. The 50th key starts a second one.
+        assert_eq!(plan_chunks(&batch(49, 1)).len(), 1);
+        assert_eq!(plan_chunks(&batch(50, 1)).len(), 2);
     }
 }

@@ -5,16 +5,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
+use meter_model::batch::MARKER_TTL;
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
-    ApiKeyRecord, DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore, Month, PlanName, Revocation,
-    StoreError, Tally, UsageReader,
+    ApiKeyRecord, ApplyReport, BatchDelta, DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore, Month,
+    PlanName, Revocation, StoreError, Tally, UsageReader, UsageWriter,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 /// Schema migrations, applied in order; `user_version` records how many have run. Never edit one that
 /// has shipped: append a new one.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE api_keys (
     id               TEXT PRIMARY KEY NOT NULL,
     hashed_key       TEXT NOT NULL,
@@ -44,7 +46,16 @@ CREATE TABLE meta (
     name  TEXT PRIMARY KEY NOT NULL,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
-"];
+",
+    r"
+CREATE TABLE applied_batches (
+    batch_id   TEXT PRIMARY KEY NOT NULL,
+    applied_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX applied_batches_expiry ON applied_batches (expires_at);
+",
+];
 
 const REVOCATION_EPOCH: &str = "revocation_epoch";
 
@@ -91,19 +102,12 @@ impl SqliteStore {
     fn prepare(mut conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
         // WAL lets readers (a `usage show`) run beside a writer; NORMAL sync in WAL mode never corrupts
         // and can lose only the newest commits on power loss, which the batch markers make safe to redo.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| sql_error("open", e))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| sql_error("open", e))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(|e| sql_error("open", e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| sql_error("open", e))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| sql_error("open", e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| sql_error("open", e))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| sql_error("open", e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| sql_error("open", e))?;
         migrate(&mut conn, &path)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-            path,
-        })
+        Ok(Self { conn: Mutex::new(conn), path })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -117,9 +121,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| sql_error("migrate", e))?;
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| sql_error("migrate", e))?;
+    let version: i64 =
+        tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| sql_error("migrate", e))?;
     let known = MIGRATIONS.len();
     let applied = usize::try_from(version).unwrap_or(usize::MAX);
     if applied > known {
@@ -134,8 +137,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         tx.execute_batch(sql).map_err(|e| sql_error("migrate", e))?;
-        tx.pragma_update(None, "user_version", index + 1)
-            .map_err(|e| sql_error("migrate", e))?;
+        tx.pragma_update(None, "user_version", index + 1).map_err(|e| sql_error("migrate", e))?;
     }
     tx.commit().map_err(|e| sql_error("migrate", e))
 }
@@ -149,10 +151,9 @@ pub fn schema_version() -> usize {
 fn sql_error(operation: &str, err: rusqlite::Error) -> StoreError {
     let code = err.sqlite_error_code();
     match code {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Retryable {
-            operation: operation.into(),
-            source: err.into(),
-        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Retryable { operation: operation.into(), source: err.into() }
+        }
         Some(
             ErrorCode::CannotOpen
             | ErrorCode::ReadOnly
@@ -163,23 +164,17 @@ fn sql_error(operation: &str, err: rusqlite::Error) -> StoreError {
             hint: "the SQLite file cannot be used; check the path given by --store/METER_STORE".into(),
             source: Some(err.into()),
         },
-        _ => StoreError::Other {
-            operation: operation.into(),
-            source: err.into(),
-        },
+        _ => StoreError::Other { operation: operation.into(), source: err.into() },
     }
 }
 
 fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Corrupt {
-        detail: format!("{what} = {value} exceeds SQLite's range"),
-    })
+    i64::try_from(value)
+        .map_err(|_| StoreError::Corrupt { detail: format!("{what} = {value} exceeds SQLite's range") })
 }
 
 fn corrupt(detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        detail: detail.into(),
-    }
+    StoreError::Corrupt { detail: detail.into() }
 }
 
 fn instant(text: Option<String>, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -232,12 +227,7 @@ impl KeyRow {
             hashed_key: HashedKey::parse(&self.hashed_key).map_err(|e| context(&e))?,
             user_email: Email::parse(&self.user_email).map_err(|e| context(&e))?,
             status: KeyStatus::parse(&self.status).map_err(|e| context(&e))?,
-            plan: self
-                .plan
-                .as_deref()
-                .map(PlanName::parse)
-                .transpose()
-                .map_err(|e| context(&e))?,
+            plan: self.plan.as_deref().map(PlanName::parse).transpose().map_err(|e| context(&e))?,
             name: self.name,
             created_at: instant(Some(self.created_at), "createdAt")?.unwrap_or_default(),
             revoked_at: instant(self.revoked_at, "revokedAt")?,
@@ -253,15 +243,11 @@ impl KeyRow {
 }
 
 fn select_key(conn: &Connection, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
-        [id.as_str()],
-        KeyRow::read,
-    )
-    .optional()
-    .map_err(|e| sql_error("get key", e))?
-    .map(KeyRow::into_record)
-    .transpose()
+    conn.query_row(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), [id.as_str()], KeyRow::read)
+        .optional()
+        .map_err(|e| sql_error("get key", e))?
+        .map(KeyRow::into_record)
+        .transpose()
 }
 
 impl KeyStore for SqliteStore {
@@ -288,9 +274,7 @@ impl KeyStore for SqliteStore {
             ],
         );
         match inserted.map_err(|e| sql_error("insert key", e))? {
-            0 => Err(StoreError::AlreadyExists {
-                what: format!("key {}", record.id),
-            }),
+            0 => Err(StoreError::AlreadyExists { what: format!("key {}", record.id) }),
             _ => Ok(()),
         }
     }
@@ -302,9 +286,7 @@ impl KeyStore for SqliteStore {
     async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {KEY_COLUMNS} FROM api_keys WHERE hashed_key = ?1 LIMIT 2"
-            ))
+            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hashed_key = ?1 LIMIT 2"))
             .map_err(|e| sql_error("find key by hash", e))?;
         let rows = stmt
             .query_map([hashed_key.as_str()], KeyRow::read)
@@ -334,9 +316,8 @@ impl KeyStore for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql_error("revoke", e))?;
-        let before = select_key(&tx, id)?.ok_or_else(|| StoreError::NotFound {
-            what: format!("key {id}"),
-        })?;
+        let before =
+            select_key(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("key {id}") })?;
         tx.execute(
             "UPDATE api_keys SET status = 'revoked', revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
             params![id.as_str(), format_instant(at)],
@@ -350,9 +331,8 @@ impl KeyStore for SqliteStore {
                 |r| r.get(0),
             )
             .map_err(|e| sql_error("revoke", e))?;
-        let record = select_key(&tx, id)?.ok_or_else(|| StoreError::NotFound {
-            what: format!("key {id}"),
-        })?;
+        let record =
+            select_key(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("key {id}") })?;
         tx.commit().map_err(|e| sql_error("revoke", e))?;
         Ok(Revocation {
             record,
@@ -364,11 +344,7 @@ impl KeyStore for SqliteStore {
     async fn revocation_epoch(&self) -> Result<u64, StoreError> {
         let epoch: Option<i64> = self
             .conn()
-            .query_row(
-                "SELECT value FROM meta WHERE name = ?1",
-                [REVOCATION_EPOCH],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM meta WHERE name = ?1", [REVOCATION_EPOCH], |r| r.get(0))
             .optional()
             .map_err(|e| sql_error("read revocation epoch", e))?;
         counter(epoch.unwrap_or(0), "revocation epoch")
@@ -386,11 +362,7 @@ impl UsageReader for SqliteStore {
             .map_err(|e| sql_error("month usage", e))?;
         let rows = stmt
             .query_map(
-                params![
-                    key_id.as_str(),
-                    month.first_day().to_string(),
-                    month.last_day().to_string()
-                ],
+                params![key_id.as_str(), month.first_day().to_string(), month.last_day().to_string()],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,
@@ -424,6 +396,86 @@ impl UsageReader for SqliteStore {
     }
 }
 
+impl UsageWriter for SqliteStore {
+    async fn apply_batch(
+        &self,
+        batch: &BatchDelta,
+        applied_at: DateTime<Utc>,
+    ) -> Result<ApplyReport, StoreError> {
+        let op = |e| sql_error("apply batch", e);
+        let mut conn = self.conn();
+        // One transaction holds the whole batch and its marker: it all happens once, or not at all.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
+        let now = format_instant(applied_at);
+        tx.execute("DELETE FROM applied_batches WHERE expires_at < ?1", [&now]).map_err(op)?;
+        let marked = tx
+            .execute(
+                "INSERT INTO applied_batches (batch_id, applied_at, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (batch_id) DO NOTHING",
+                params![batch.batch_id().as_str(), now, format_instant(applied_at + MARKER_TTL)],
+            )
+            .map_err(op)?;
+        let mut report = ApplyReport::default();
+        if marked == 0 {
+            report.chunks_already_applied = 1;
+            return Ok(report);
+        }
+        {
+            let mut key_exists = tx.prepare_cached("SELECT 1 FROM api_keys WHERE id = ?1").map_err(op)?;
+            let mut add_to_key = tx
+                .prepare_cached(
+                    "UPDATE api_keys SET successful_calls = successful_calls + ?2, failed_calls = failed_calls + ?3, \
+                     usage_count = usage_count + ?4, last_used = MAX(COALESCE(last_used, ''), ?5) WHERE id = ?1",
+                )
+                .map_err(op)?;
+            let mut add_to_day = tx
+                .prepare_cached(
+                    "INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, last_used) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key_id, day) DO UPDATE SET \
+                     successful_calls = successful_calls + excluded.successful_calls, \
+                     failed_calls = failed_calls + excluded.failed_calls, \
+                     usage_count = usage_count + excluded.usage_count, \
+                     last_used = MAX(COALESCE(last_used, ''), excluded.last_used)",
+                )
+                .map_err(op)?;
+            for (key_id, days) in batch.by_key() {
+                let total: Tally = days.iter().map(|d| d.tally).sum();
+                if !key_exists.exists([key_id.as_str()]).map_err(op)? {
+                    report.unknown_keys.insert(key_id.clone(), total);
+                    continue;
+                }
+                let last_used = days.iter().map(|d| d.last_used).max().map(format_instant);
+                add_to_key
+                    .execute(params![
+                        key_id.as_str(),
+                        to_i64(total.successful_calls, "successfulCalls")?,
+                        to_i64(total.failed_calls, "failedCalls")?,
+                        to_i64(total.usage_count, "usageCount")?,
+                        last_used,
+                    ])
+                    .map_err(op)?;
+                for day in days {
+                    add_to_day
+                        .execute(params![
+                            key_id.as_str(),
+                            day.day.to_string(),
+                            to_i64(day.tally.successful_calls, "successfulCalls")?,
+                            to_i64(day.tally.failed_calls, "failedCalls")?,
+                            to_i64(day.tally.usage_count, "usageCount")?,
+                            format_instant(day.last_used),
+                        ])
+                        .map_err(op)?;
+                }
+                report.items_written += 1 + days.len();
+            }
+        }
+        tx.commit().map_err(op)?;
+        report.chunks_applied = 1;
+        report.items_written += 1;
+        Ok(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,10 +498,7 @@ mod tests {
         let path = dir.path().join("nested/dir/meter.db");
         drop(SqliteStore::open(&path).unwrap());
         let store = SqliteStore::open(&path).unwrap();
-        let version: usize = store
-            .conn()
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
+        let version: usize = store.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, schema_version());
     }
 }

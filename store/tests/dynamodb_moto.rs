@@ -43,10 +43,7 @@ async fn make() -> DynamoStore {
         usage_counters: format!("UsageCounters-{suffix}"),
     };
     let store = DynamoStore::new(client_for(&endpoint()), tables.clone());
-    let created = store
-        .ensure_tables()
-        .await
-        .expect("moto must be reachable at METER_TEST_AWS_ENDPOINT");
+    let created = store.ensure_tables().await.expect("moto must be reachable at METER_TEST_AWS_ENDPOINT");
     assert_eq!(created, vec![tables.api_keys, tables.usage_counters]);
     store
 }
@@ -55,18 +52,9 @@ async fn seed(store: &DynamoStore, day: DayUsage) {
     let mut item = HashMap::from([
         ("keyId".to_owned(), AttributeValue::S(day.key_id.to_string())),
         ("day".to_owned(), AttributeValue::S(day.day.to_string())),
-        (
-            "successfulCalls".to_owned(),
-            AttributeValue::N(day.tally.successful_calls.to_string()),
-        ),
-        (
-            "failedCalls".to_owned(),
-            AttributeValue::N(day.tally.failed_calls.to_string()),
-        ),
-        (
-            "usageCount".to_owned(),
-            AttributeValue::N(day.tally.usage_count.to_string()),
-        ),
+        ("successfulCalls".to_owned(), AttributeValue::N(day.tally.successful_calls.to_string())),
+        ("failedCalls".to_owned(), AttributeValue::N(day.tally.failed_calls.to_string())),
+        ("usageCount".to_owned(), AttributeValue::N(day.tally.usage_count.to_string())),
     ]);
     if let Some(at) = day.last_used {
         item.insert("lastUsed".to_owned(), AttributeValue::S(format_instant(at)));
@@ -88,29 +76,13 @@ contract_suite!(make, seed);
 #[tokio::test]
 async fn ensure_tables_is_idempotent_and_sets_up_the_index_and_ttl() {
     let store = make().await;
-    assert!(
-        store.ensure_tables().await.unwrap().is_empty(),
-        "second run creates nothing"
-    );
+    assert!(store.ensure_tables().await.unwrap().is_empty(), "second run creates nothing");
     let client = client_for(&endpoint());
-    let keys = client
-        .describe_table()
-        .table_name(&store.tables().api_keys)
-        .send()
-        .await
-        .unwrap();
+    let keys = client.describe_table().table_name(&store.tables().api_keys).send().await.unwrap();
     let indexes = keys.table().unwrap().global_secondary_indexes();
     assert_eq!(indexes.len(), 1);
-    assert_eq!(
-        indexes[0].index_name(),
-        Some(meter_store::dynamodb::HASHED_KEY_INDEX)
-    );
-    let ttl = client
-        .describe_time_to_live()
-        .table_name(&store.tables().usage_counters)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(indexes[0].index_name(), Some(meter_store::dynamodb::HASHED_KEY_INDEX));
+    let ttl = client.describe_time_to_live().table_name(&store.tables().usage_counters).send().await.unwrap();
     assert_eq!(
         ttl.time_to_live_description().unwrap().attribute_name(),
         Some(meter_store::dynamodb::TTL_ATTRIBUTE)
@@ -121,10 +93,7 @@ async fn ensure_tables_is_idempotent_and_sets_up_the_index_and_ttl() {
 async fn a_missing_table_says_how_to_create_it() {
     let store = DynamoStore::new(
         client_for(&endpoint()),
-        TableNames {
-            api_keys: "NoSuchKeysTable".into(),
-            usage_counters: "NoSuchCounters".into(),
-        },
+        TableNames { api_keys: "NoSuchKeysTable".into(), usage_counters: "NoSuchCounters".into() },
     );
     let err = store.list_keys().await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
@@ -138,4 +107,66 @@ async fn an_unreachable_endpoint_is_unavailable() {
     let err = store.revocation_epoch().await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     assert!(err.to_string().contains("AWS_ENDPOINT_URL"), "{err}");
+}
+
+#[tokio::test]
+async fn a_batch_whose_later_chunks_failed_is_completed_exactly_by_a_retry() {
+    use meter_model::{Tally, UsageWriter};
+    let store = make().await;
+    let records: Vec<_> =
+        (0..120).map(|i| contract::new_record(&format!("u{i}@example.com"), None)).collect();
+    for record in &records {
+        store.insert_key(record).await.unwrap();
+    }
+    let deltas = records
+        .iter()
+        .map(|r| contract::delta(&r.id, "2026-11-10T10:00:00Z", 200, true, 3))
+        .collect::<Vec<_>>();
+    let batch = contract::batch_of(7, deltas);
+    // The first delivery dies after its first chunk (as a throttled or timed-out invocation would).
+    let failing = store.clone().with_chunk_limit(1);
+    let err = failing.apply_batch(&batch, contract::at("2026-11-10T10:00:05Z")).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let partial: u64 = {
+        let mut sum = 0;
+        for r in &records {
+            sum += store.get_key(&r.id).await.unwrap().unwrap().totals.successful_calls;
+        }
+        sum
+    };
+    assert!(partial > 0 && partial < 360, "the first chunk landed, the rest did not: {partial}");
+    // The redelivery skips what landed and applies the rest.
+    let retry = store.apply_batch(&batch, contract::at("2026-11-10T10:01:00Z")).await.unwrap();
+    assert_eq!(retry.chunks_already_applied, 1);
+    assert!(retry.chunks_applied >= 1);
+    for r in &records {
+        let totals = store.get_key(&r.id).await.unwrap().unwrap().totals;
+        assert_eq!(totals, Tally { successful_calls: 3, failed_calls: 0, usage_count: 3 });
+    }
+}
+
+#[tokio::test]
+async fn batch_markers_expire_by_ttl() {
+    use meter_model::UsageWriter;
+    let store = make().await;
+    let record = contract::new_record("ada@example.com", None);
+    store.insert_key(&record).await.unwrap();
+    let batch =
+        contract::batch_of(8, vec![contract::delta(&record.id, "2026-11-10T10:00:00Z", 200, true, 1)]);
+    store.apply_batch(&batch, contract::at("2026-11-10T10:00:05Z")).await.unwrap();
+    let markers = client_for(&endpoint())
+        .scan()
+        .table_name(&store.tables().usage_counters)
+        .filter_expression("begins_with(keyId, :p)")
+        .expression_attribute_values(":p", AttributeValue::S("#batch#".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(markers.items().len(), 1);
+    let expires: i64 = match &markers.items()[0]["expiresAt"] {
+        AttributeValue::N(n) => n.parse().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let ttl = expires - contract::at("2026-11-10T10:00:05Z").timestamp();
+    assert!(ttl >= 24 * 3600, "markers outlive CloudWatch's retries: {ttl}s");
 }

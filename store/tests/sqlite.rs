@@ -41,11 +41,7 @@ async fn the_file_is_created_on_first_use_and_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("home/meter.db");
     let record = contract::new_record("ada@example.com", Some("pro"));
-    SqliteStore::open(&path)
-        .unwrap()
-        .insert_key(&record)
-        .await
-        .unwrap();
+    SqliteStore::open(&path).unwrap().insert_key(&record).await.unwrap();
     assert!(path.exists());
     let reopened = SqliteStore::open(&path).unwrap();
     assert_eq!(reopened.get_key(&record.id).await.unwrap(), Some(record));
@@ -57,15 +53,9 @@ async fn an_unusable_path_is_unavailable_not_a_panic() {
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
     let err = SqliteStore::open(&file.join("meter.db")).unwrap_err();
-    assert!(
-        matches!(err, meter_model::StoreError::Unavailable { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, meter_model::StoreError::Unavailable { .. }), "{err:?}");
     let garbage = dir.path().join("garbage.db");
     std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
     let err = SqliteStore::open(&garbage).unwrap_err();
-    assert!(
-        matches!(err, meter_model::StoreError::Unavailable { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, meter_model::StoreError::Unavailable { .. }), "{err:?}");
 }

@@ -7,8 +7,8 @@
 use chrono::{DateTime, Duration, Utc};
 use meter_model::time::parse_instant;
 use meter_model::{
-    ApiKey, ApiKeyRecord, DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore, NewKey, PlanName,
-    StoreError, Tally, UsageReader,
+    ApiKey, ApiKeyRecord, BatchDelta, BatchId, DayDelta, DayUsage, Email, HashedKey, KeyId, KeyStatus,
+    KeyStore, NewKey, PlanName, StoreError, Tally, UsageReader, UsageWriter,
 };
 
 pub(crate) fn at(text: &str) -> DateTime<Utc> {
@@ -31,11 +31,7 @@ pub(crate) async fn insert_then_get_round_trips<S: KeyStore>(store: &S) {
     let plain = new_record("ada@example.com", None);
     let mut full = new_record("grace@example.com", Some("pro"));
     full.last_used = Some(at("2026-11-02T10:00:00.001Z"));
-    full.totals = Tally {
-        successful_calls: 7,
-        failed_calls: 2,
-        usage_count: 11,
-    };
+    full.totals = Tally { successful_calls: 7, failed_calls: 2, usage_count: 11 };
     for record in [&plain, &full] {
         store.insert_key(record).await.unwrap();
         assert_eq!(store.get_key(&record.id).await.unwrap().as_ref(), Some(record));
@@ -49,29 +45,13 @@ pub(crate) async fn insert_refuses_a_taken_id<S: KeyStore>(store: &S) {
     second.id = first.id.clone();
     let err = store.insert_key(&second).await.unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
-    assert_eq!(
-        store.get_key(&first.id).await.unwrap(),
-        Some(first),
-        "the first key must be untouched"
-    );
+    assert_eq!(store.get_key(&first.id).await.unwrap(), Some(first), "the first key must be untouched");
 }
 
 pub(crate) async fn unknown_ids_and_hashes_are_absent<S: KeyStore>(store: &S) {
-    store
-        .insert_key(&new_record("ada@example.com", None))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .get_key(&KeyId::parse("zzzzzzzzzzzz").unwrap())
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store.find_key_by_hash(&HashedKey::of("mk_nope")).await.unwrap(),
-        None
-    );
+    store.insert_key(&new_record("ada@example.com", None)).await.unwrap();
+    assert_eq!(store.get_key(&KeyId::parse("zzzzzzzzzzzz").unwrap()).await.unwrap(), None);
+    assert_eq!(store.find_key_by_hash(&HashedKey::of("mk_nope")).await.unwrap(), None);
 }
 
 pub(crate) async fn finds_keys_by_hash<S: KeyStore>(store: &S) {
@@ -83,27 +63,16 @@ pub(crate) async fn finds_keys_by_hash<S: KeyStore>(store: &S) {
     for record in [&ours, &imported] {
         store.insert_key(record).await.unwrap();
     }
+    assert_eq!(store.find_key_by_hash(&ours.hashed_key).await.unwrap(), Some(ours));
     assert_eq!(
-        store.find_key_by_hash(&ours.hashed_key).await.unwrap(),
-        Some(ours)
-    );
-    assert_eq!(
-        store
-            .find_key_by_hash(&HashedKey::of("sk_live_0123456789abcdef"))
-            .await
-            .unwrap(),
+        store.find_key_by_hash(&HashedKey::of("sk_live_0123456789abcdef")).await.unwrap(),
         Some(imported)
     );
 }
 
 pub(crate) async fn lists_every_key_in_id_order<S: KeyStore>(store: &S) {
     let mut records: Vec<ApiKeyRecord> = (0u32..25)
-        .map(|i| {
-            new_record(
-                &format!("user{i}@example.com"),
-                i.is_multiple_of(3).then_some("pro"),
-            )
-        })
+        .map(|i| new_record(&format!("user{i}@example.com"), i.is_multiple_of(3).then_some("pro")))
         .collect();
     for record in &records {
         store.insert_key(record).await.unwrap();
@@ -117,26 +86,17 @@ pub(crate) async fn revocation_marks_the_key_and_moves_the_epoch<S: KeyStore>(st
     store.insert_key(&record).await.unwrap();
     assert_eq!(store.revocation_epoch().await.unwrap(), 0);
 
-    let first = store
-        .revoke_key(&record.id, at("2026-11-03T08:00:00Z"))
-        .await
-        .unwrap();
+    let first = store.revoke_key(&record.id, at("2026-11-03T08:00:00Z")).await.unwrap();
     assert!(!first.was_already_revoked);
     assert_eq!(first.epoch, 1);
     assert_eq!(first.record.status, KeyStatus::Revoked);
     assert_eq!(first.record.revoked_at, Some(at("2026-11-03T08:00:00Z")));
     assert_eq!(store.revocation_epoch().await.unwrap(), 1);
-    assert_eq!(
-        store.get_key(&record.id).await.unwrap(),
-        Some(first.record.clone())
-    );
+    assert_eq!(store.get_key(&record.id).await.unwrap(), Some(first.record.clone()));
 
     // Revoking again is harmless: the first revocation time stays, the epoch moves again (so caches
     // that somehow missed the first bump are flushed now).
-    let again = store
-        .revoke_key(&record.id, at("2026-11-04T08:00:00Z"))
-        .await
-        .unwrap();
+    let again = store.revoke_key(&record.id, at("2026-11-04T08:00:00Z")).await.unwrap();
     assert!(again.was_already_revoked);
     assert_eq!(again.epoch, 2);
     assert_eq!(again.record.revoked_at, Some(at("2026-11-03T08:00:00Z")));
@@ -148,33 +108,22 @@ pub(crate) async fn revocation_marks_the_key_and_moves_the_epoch<S: KeyStore>(st
 }
 
 pub(crate) async fn revoking_an_unknown_key_changes_nothing<S: KeyStore>(store: &S) {
-    let err = store
-        .revoke_key(&KeyId::parse("zzzzzzzzzzzz").unwrap(), Utc::now())
-        .await
-        .unwrap_err();
+    let err = store.revoke_key(&KeyId::parse("zzzzzzzzzzzz").unwrap(), Utc::now()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(store.revocation_epoch().await.unwrap(), 0);
     assert!(store.list_keys().await.unwrap().is_empty());
 }
 
 pub(crate) async fn concurrent_revocations_each_move_the_epoch<S: KeyStore>(store: &S) {
-    let records: Vec<_> = (0..8)
-        .map(|i| new_record(&format!("u{i}@example.com"), None))
-        .collect();
+    let records: Vec<_> = (0..8).map(|i| new_record(&format!("u{i}@example.com"), None)).collect();
     for record in &records {
         store.insert_key(record).await.unwrap();
     }
-    let revocations = records
-        .iter()
-        .map(|r| store.revoke_key(&r.id, at("2026-11-05T00:00:00Z")));
+    let revocations = records.iter().map(|r| store.revoke_key(&r.id, at("2026-11-05T00:00:00Z")));
     let results = futures::future::join_all(revocations).await;
     let mut epochs: Vec<u64> = results.into_iter().map(|r| r.unwrap().epoch).collect();
     epochs.sort_unstable();
-    assert_eq!(
-        epochs,
-        (1..=8).collect::<Vec<_>>(),
-        "every revocation gets its own epoch"
-    );
+    assert_eq!(epochs, (1..=8).collect::<Vec<_>>(), "every revocation gets its own epoch");
     assert_eq!(store.revocation_epoch().await.unwrap(), 8);
 }
 
@@ -182,11 +131,7 @@ pub(crate) fn day_item(key: &KeyId, day: &str, n: u64) -> DayUsage {
     DayUsage {
         key_id: key.clone(),
         day: day.parse().unwrap(),
-        tally: Tally {
-            successful_calls: n,
-            failed_calls: n / 2,
-            usage_count: n * 2,
-        },
+        tally: Tally { successful_calls: n, failed_calls: n / 2, usage_count: n * 2 },
         last_used: Some(
             at(&format!("{day}T12:00:00.000Z")) + Duration::milliseconds(i64::try_from(n).unwrap()),
         ),
@@ -217,13 +162,123 @@ where
         day_item(&key, "2026-11-30", 1),
     ];
     assert_eq!(got, expected);
-    assert!(
-        store
-            .month_usage(&key, "2026-09".parse().unwrap())
-            .await
-            .unwrap()
-            .is_empty()
+    assert!(store.month_usage(&key, "2026-09".parse().unwrap()).await.unwrap().is_empty());
+}
+
+pub(crate) fn delta(key: &KeyId, instant: &str, status: u16, should_count: bool, calls: u64) -> DayDelta {
+    let mut tally = Tally::default();
+    for _ in 0..calls {
+        tally.add(Tally::of_call(status, should_count));
+    }
+    let last_used = at(instant);
+    DayDelta { key_id: key.clone(), day: meter_model::Day::of(last_used), tally, last_used }
+}
+
+pub(crate) fn batch_of(id: u8, deltas: Vec<DayDelta>) -> BatchDelta {
+    BatchDelta::new(BatchId::from_digest(&[id; 32]), deltas)
+}
+
+async fn totals_of<S: KeyStore>(store: &S, id: &KeyId) -> (Tally, Option<DateTime<Utc>>) {
+    let record = store.get_key(id).await.unwrap().unwrap();
+    (record.totals, record.last_used)
+}
+
+pub(crate) async fn a_batch_adds_to_days_and_totals_exactly_once<S: KeyStore + UsageWriter + UsageReader>(
+    store: &S,
+) {
+    let record = new_record("ada@example.com", None);
+    store.insert_key(&record).await.unwrap();
+    let key = &record.id;
+    // A batch that straddles midnight: two day items, one key total.
+    let batch = batch_of(
+        1,
+        vec![
+            delta(key, "2026-11-30T23:59:59.999Z", 200, true, 3),
+            delta(key, "2026-11-30T23:00:00.000Z", 503, true, 2),
+            delta(key, "2026-12-01T00:00:00.000Z", 201, false, 4),
+        ],
     );
+    let first = store.apply_batch(&batch, at("2026-12-01T00:00:30Z")).await.unwrap();
+    assert!(first.chunks_applied >= 1 && first.chunks_already_applied == 0, "{first:?}");
+    assert!(first.unknown_keys.is_empty());
+    let again = store.apply_batch(&batch, at("2026-12-01T01:00:00Z")).await.unwrap();
+    assert!(again.was_duplicate(), "{again:?}");
+    assert_eq!(again.chunks_applied, 0);
+
+    let (totals, last_used) = totals_of(store, key).await;
+    assert_eq!(totals, Tally { successful_calls: 3, failed_calls: 2, usage_count: 9 });
+    assert_eq!(last_used, Some(at("2026-12-01T00:00:00.000Z")));
+    let november = store.month_usage(key, "2026-11".parse().unwrap()).await.unwrap();
+    assert_eq!(november.len(), 1);
+    assert_eq!(november[0].tally, Tally { successful_calls: 3, failed_calls: 2, usage_count: 5 });
+    assert_eq!(november[0].last_used, Some(at("2026-11-30T23:59:59.999Z")));
+    let december = store.month_usage(key, "2026-12".parse().unwrap()).await.unwrap();
+    assert_eq!(december[0].tally, Tally { successful_calls: 0, failed_calls: 0, usage_count: 4 });
+}
+
+pub(crate) async fn unknown_keys_get_no_items_and_revoked_keys_still_count<S>(store: &S)
+where
+    S: KeyStore + UsageWriter + UsageReader,
+{
+    let revoked = new_record("ada@example.com", None);
+    store.insert_key(&revoked).await.unwrap();
+    store.revoke_key(&revoked.id, at("2026-11-02T00:00:00Z")).await.unwrap();
+    let unknown = KeyId::parse("unknown00000").unwrap();
+    let batch = batch_of(
+        2,
+        vec![
+            delta(&revoked.id, "2026-11-01T10:00:00Z", 200, true, 2),
+            delta(&unknown, "2026-11-01T10:00:00Z", 200, true, 5),
+        ],
+    );
+    let report = store.apply_batch(&batch, at("2026-11-01T10:01:00Z")).await.unwrap();
+    assert_eq!(
+        report.unknown_keys.into_iter().collect::<Vec<_>>(),
+        vec![(unknown.clone(), Tally { successful_calls: 5, failed_calls: 0, usage_count: 5 })]
+    );
+    assert_eq!(totals_of(store, &revoked.id).await.0.successful_calls, 2, "usage before revocation counts");
+    assert_eq!(store.get_key(&unknown).await.unwrap(), None, "no key item is created");
+    assert!(store.month_usage(&unknown, "2026-11".parse().unwrap()).await.unwrap().is_empty());
+    assert_eq!(store.list_keys().await.unwrap().len(), 1);
+}
+
+pub(crate) async fn large_batches_apply_exactly_once<S: KeyStore + UsageWriter + UsageReader>(store: &S) {
+    // 130 keys over two days: more than one DynamoDB transaction.
+    let records: Vec<_> = (0..130).map(|i| new_record(&format!("u{i}@example.com"), None)).collect();
+    for record in &records {
+        store.insert_key(record).await.unwrap();
+    }
+    let deltas = records
+        .iter()
+        .flat_map(|r| {
+            [
+                delta(&r.id, "2026-11-07T23:59:00Z", 200, true, 2),
+                delta(&r.id, "2026-11-08T00:01:00Z", 404, false, 1),
+            ]
+        })
+        .collect();
+    let batch = batch_of(3, deltas);
+    let first = store.apply_batch(&batch, at("2026-11-08T00:02:00Z")).await.unwrap();
+    let again = store.apply_batch(&batch, at("2026-11-08T00:03:00Z")).await.unwrap();
+    assert_eq!(again.chunks_already_applied, first.chunks_applied);
+    for record in &records {
+        let (totals, _) = totals_of(store, &record.id).await;
+        assert_eq!(totals, Tally { successful_calls: 2, failed_calls: 1, usage_count: 3 }, "{}", record.id);
+    }
+}
+
+pub(crate) async fn last_used_never_moves_back<S: KeyStore + UsageWriter + UsageReader>(store: &S) {
+    let record = new_record("ada@example.com", None);
+    store.insert_key(&record).await.unwrap();
+    let later = batch_of(4, vec![delta(&record.id, "2026-11-09T12:00:00Z", 200, true, 1)]);
+    let earlier = batch_of(5, vec![delta(&record.id, "2026-11-09T08:00:00Z", 200, true, 1)]);
+    store.apply_batch(&later, at("2026-11-09T12:00:10Z")).await.unwrap();
+    store.apply_batch(&earlier, at("2026-11-09T12:00:20Z")).await.unwrap();
+    let (totals, last_used) = totals_of(store, &record.id).await;
+    assert_eq!(totals.successful_calls, 2);
+    assert_eq!(last_used, Some(at("2026-11-09T12:00:00Z")));
+    let days = store.month_usage(&record.id, "2026-11".parse().unwrap()).await.unwrap();
+    assert_eq!(days[0].last_used, Some(at("2026-11-09T12:00:00Z")));
 }
 
 /// Generates one `#[tokio::test]` per contract case for a backend.
@@ -260,6 +315,22 @@ macro_rules! contract_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_revocations_each_move_the_epoch() {
             contract::concurrent_revocations_each_move_the_epoch(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_batch_adds_to_days_and_totals_exactly_once() {
+            contract::a_batch_adds_to_days_and_totals_exactly_once(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn unknown_keys_get_no_items_and_revoked_keys_still_count() {
+            contract::unknown_keys_get_no_items_and_revoked_keys_still_count(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn large_batches_apply_exactly_once() {
+            contract::large_batches_apply_exactly_once(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn last_used_never_moves_back() {
+            contract::last_used_never_moves_back(&$make().await).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn month_usage_reads_one_key_and_month() {
