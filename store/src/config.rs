@@ -109,15 +109,7 @@ impl AnyStore {
         match config {
             StoreConfig::Sqlite(path) => SqliteStore::open(path).map(Self::Sqlite),
             StoreConfig::DynamoDb(tables) => {
-                let sdk = aws_config::defaults(BehaviorVersion::latest())
-                    .timeout_config(
-                        TimeoutConfig::builder()
-                            .connect_timeout(Duration::from_secs(3))
-                            .operation_attempt_timeout(Duration::from_secs(10))
-                            .build(),
-                    )
-                    .load()
-                    .await;
+                let sdk = load_aws_config().await;
                 if sdk.region().is_none() {
                     return Err(StoreError::Unavailable {
                         operation: "open".into(),
@@ -140,6 +132,20 @@ impl AnyStore {
             Self::DynamoDb(store) => store.ensure_tables().await,
         }
     }
+}
+
+/// Loads the standard AWS configuration (region, credentials, `AWS_ENDPOINT_URL`, …) with timeouts
+/// short enough that an unreachable endpoint is reported in seconds.
+pub async fn load_aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .load()
+        .await
 }
 
 /// Forwards a port method to whichever store is inside.

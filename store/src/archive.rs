@@ -1,0 +1,380 @@
+//! The Parquet archive of usage events (DESIGN §3.5) on a local directory or S3, and the rejects kept
+//! beside it. Files are named by their writers after their content, so writing one again replaces it
+//! with the same bytes rather than adding a duplicate.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Int32Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use aws_sdk_s3::primitives::ByteStream;
+use meter_model::{ArchiveWriter, Day, RejectedLine, StoreError, UsageEvent};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+/// Folder (under the archive root) of rejected usage lines.
+pub const REJECTS_DIR: &str = "rejects";
+
+/// The columns of the archive, in order.
+#[must_use]
+pub fn archive_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("request_id", DataType::Utf8, false),
+        Field::new("key_id", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("status_code", DataType::Int32, false),
+        Field::new("should_count", DataType::Boolean, false),
+        Field::new("method", DataType::Utf8, true),
+        Field::new("resource", DataType::Utf8, true),
+        Field::new("latency_ms", DataType::Int32, true),
+    ]))
+}
+
+/// The Hive partition of a day: `year=YYYY/month=MM/day=DD`.
+#[must_use]
+pub fn partition(day: Day) -> String {
+    let text = day.to_string();
+    format!("year={}/month={}/day={}", &text[..4], &text[5..7], &text[8..10])
+}
+
+fn archive_error(operation: &str, err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other { operation: operation.into(), source: err.into() }
+}
+
+/// Encodes events as one Parquet file (Snappy, the codec Firehose's conversion uses).
+pub fn encode_parquet(events: &[UsageEvent<'_>]) -> Result<Vec<u8>, StoreError> {
+    let rows = events.len();
+    let mut request_id = StringBuilder::with_capacity(rows, rows * 36);
+    let mut key_id = StringBuilder::with_capacity(rows, rows * 12);
+    let mut ts = TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC");
+    let mut status_code = Int32Builder::with_capacity(rows);
+    let mut should_count = BooleanBuilder::with_capacity(rows);
+    let mut method = StringBuilder::with_capacity(rows, rows * 4);
+    let mut resource = StringBuilder::with_capacity(rows, rows * 16);
+    let mut latency_ms = Int32Builder::with_capacity(rows);
+    for event in events {
+        request_id.append_value(&event.request_id);
+        key_id.append_value(&event.key_id);
+        ts.append_value(event.timestamp.timestamp_millis());
+        status_code.append_value(i32::from(event.status_code));
+        should_count.append_value(event.should_count);
+        method.append_option(event.method.as_deref());
+        resource.append_option(event.resource.as_deref());
+        // The parser admits only latencies that fit an int32.
+        latency_ms.append_option(event.latency_ms.and_then(|ms| i32::try_from(ms).ok()));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(request_id.finish()),
+        Arc::new(key_id.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(status_code.finish()),
+        Arc::new(should_count.finish()),
+        Arc::new(method.finish()),
+        Arc::new(resource.finish()),
+        Arc::new(latency_ms.finish()),
+    ];
+    let schema = archive_schema();
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| archive_error("encode Parquet", e))?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(props))
+        .map_err(|e| archive_error("encode Parquet", e))?;
+    writer.write(&batch).map_err(|e| archive_error("encode Parquet", e))?;
+    writer.close().map_err(|e| archive_error("encode Parquet", e))?;
+    Ok(buffer)
+}
+
+/// Encodes rejected lines as JSON lines.
+pub fn encode_rejects(rejects: &[RejectedLine]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    for reject in rejects {
+        serde_json::to_writer(&mut out, reject).map_err(|e| archive_error("encode rejects", e))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Where the archive lives: a local directory or `s3://bucket/prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveLocation {
+    /// A local directory.
+    Local(PathBuf),
+    /// A bucket and a key prefix (without leading or trailing `/`; may be empty).
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The prefix.
+        prefix: String,
+    },
+}
+
+/// An `--archive` value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an archive location: use a directory or s3://BUCKET[/PREFIX]")]
+pub struct ArchiveLocationError(String);
+
+impl FromStr for ArchiveLocation {
+    type Err = ArchiveLocationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let bucket_ok = (3..=63).contains(&bucket.len())
+                && bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'));
+            if !bucket_ok {
+                return Err(ArchiveLocationError(text.to_owned()));
+            }
+            return Ok(Self::S3 { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned() });
+        }
+        if text.is_empty() || text.contains("://") {
+            return Err(ArchiveLocationError(text.to_owned()));
+        }
+        Ok(Self::Local(PathBuf::from(text)))
+    }
+}
+
+impl fmt::Display for ArchiveLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(path) => write!(f, "{}", path.display()),
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// The archive on a local directory. Files appear atomically (written aside, then renamed).
+#[derive(Debug, Clone)]
+pub struct LocalArchive {
+    root: PathBuf,
+}
+
+impl LocalArchive {
+    /// An archive rooted at `root` (created on first write).
+    #[must_use]
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root directory.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn put(&self, relative: &str, bytes: &[u8]) -> Result<String, StoreError> {
+        let path = self.root.join(relative);
+        let unavailable = |e: std::io::Error| StoreError::Unavailable {
+            operation: "write archive".into(),
+            hint: format!("cannot write {}", path.display()),
+            source: Some(e.into()),
+        };
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        let mut staged = tempfile::NamedTempFile::new_in(dir).map_err(unavailable)?;
+        std::io::Write::write_all(&mut staged, bytes).map_err(unavailable)?;
+        staged.as_file().sync_all().map_err(unavailable)?;
+        staged.persist(&path).map_err(|e| unavailable(e.error))?;
+        Ok(path.display().to_string())
+    }
+}
+
+impl ArchiveWriter for LocalArchive {
+    async fn write_events(
+        &self,
+        day: Day,
+        name: &str,
+        events: &[UsageEvent<'_>],
+    ) -> Result<String, StoreError> {
+        self.put(&format!("{}/{name}.parquet", partition(day)), &encode_parquet(events)?)
+    }
+
+    async fn write_rejects(
+        &self,
+        day: Day,
+        name: &str,
+        rejects: &[RejectedLine],
+    ) -> Result<String, StoreError> {
+        self.put(&format!("{REJECTS_DIR}/{}/{name}.jsonl", partition(day)), &encode_rejects(rejects)?)
+    }
+}
+
+/// The archive in an S3 bucket.
+#[derive(Debug, Clone)]
+pub struct S3Archive {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Archive {
+    /// An archive under `s3://bucket/prefix`.
+    #[must_use]
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self { client, bucket: bucket.into(), prefix: prefix.into() }
+    }
+
+    fn key(&self, relative: &str) -> String {
+        if self.prefix.is_empty() { relative.to_owned() } else { format!("{}/{relative}", self.prefix) }
+    }
+
+    async fn put(&self, relative: &str, bytes: Vec<u8>, content_type: &str) -> Result<String, StoreError> {
+        let key = self.key(relative);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type(content_type)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| crate::s3::store_error("write archive", &self.bucket, e))?;
+        Ok(format!("s3://{}/{key}", self.bucket))
+    }
+}
+
+impl ArchiveWriter for S3Archive {
+    async fn write_events(
+        &self,
+        day: Day,
+        name: &str,
+        events: &[UsageEvent<'_>],
+    ) -> Result<String, StoreError> {
+        let bytes = encode_parquet(events)?;
+        self.put(&format!("{}/{name}.parquet", partition(day)), bytes, "application/vnd.apache.parquet").await
+    }
+
+    async fn write_rejects(
+        &self,
+        day: Day,
+        name: &str,
+        rejects: &[RejectedLine],
+    ) -> Result<String, StoreError> {
+        let bytes = encode_rejects(rejects)?;
+        self.put(&format!("{REJECTS_DIR}/{}/{name}.jsonl", partition(day)), bytes, "application/x-ndjson")
+            .await
+    }
+}
+
+/// Either archive, chosen at run time.
+#[derive(Debug, Clone)]
+pub enum AnyArchive {
+    /// A local directory.
+    Local(LocalArchive),
+    /// An S3 bucket.
+    S3(S3Archive),
+}
+
+impl AnyArchive {
+    /// Opens the archive at `location`; for S3 with the standard AWS configuration.
+    pub async fn open(location: &ArchiveLocation) -> Self {
+        match location {
+            ArchiveLocation::Local(root) => Self::Local(LocalArchive::new(root)),
+            ArchiveLocation::S3 { bucket, prefix } => {
+                let sdk = crate::config::load_aws_config().await;
+                Self::S3(S3Archive::new(crate::s3::client(&sdk), bucket, prefix))
+            }
+        }
+    }
+}
+
+impl ArchiveWriter for AnyArchive {
+    async fn write_events(
+        &self,
+        day: Day,
+        name: &str,
+        events: &[UsageEvent<'_>],
+    ) -> Result<String, StoreError> {
+        match self {
+            Self::Local(archive) => archive.write_events(day, name, events).await,
+            Self::S3(archive) => archive.write_events(day, name, events).await,
+        }
+    }
+
+    async fn write_rejects(
+        &self,
+        day: Day,
+        name: &str,
+        rejects: &[RejectedLine],
+    ) -> Result<String, StoreError> {
+        match self {
+            Self::Local(archive) => archive.write_rejects(day, name, rejects).await,
+            Self::S3(archive) => archive.write_rejects(day, name, rejects).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meter_model::time::parse_instant;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    #[test]
+    fn locations_parse() {
+        assert_eq!(
+            "s3://usage-archive/prod/events/".parse::<ArchiveLocation>().unwrap(),
+            ArchiveLocation::S3 { bucket: "usage-archive".into(), prefix: "prod/events".into() }
+        );
+        assert_eq!(
+            "s3://usage-archive".parse::<ArchiveLocation>().unwrap(),
+            ArchiveLocation::S3 { bucket: "usage-archive".into(), prefix: String::new() }
+        );
+        assert_eq!(
+            "./.meter/archive".parse::<ArchiveLocation>().unwrap(),
+            ArchiveLocation::Local("./.meter/archive".into())
+        );
+        for bad in ["", "s3://", "s3://UPPER", "gs://bucket/x"] {
+            assert!(bad.parse::<ArchiveLocation>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn partitions_are_hive_style_by_utc_day() {
+        assert_eq!(partition("2026-01-05".parse().unwrap()), "year=2026/month=01/day=05");
+    }
+
+    #[test]
+    fn parquet_has_the_contract_schema_with_millisecond_utc_timestamps() {
+        let event = UsageEvent {
+            request_id: "r1".into(),
+            key_id: "0123456789ab".into(),
+            timestamp: parse_instant("2026-11-29T14:03:07.123Z").unwrap(),
+            status_code: 200,
+            should_count: true,
+            method: None,
+            resource: Some("/v1/items/{id}".into()),
+            latency_ms: Some(42),
+        };
+        let bytes = encode_parquet(&[event.clone(), event]).unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+        let meta = reader.metadata();
+        assert_eq!(meta.file_metadata().num_rows(), 2);
+        let schema = meta.file_metadata().schema_descr();
+        let names: Vec<_> = schema.columns().iter().map(|c| c.name().to_owned()).collect();
+        assert_eq!(
+            names,
+            ["request_id", "key_id", "ts", "status_code", "should_count", "method", "resource", "latency_ms"]
+        );
+        let ts = schema.column(2);
+        assert_eq!(ts.physical_type(), parquet::basic::Type::INT64);
+        assert!(
+            matches!(
+                ts.logical_type_ref(),
+                Some(parquet::basic::LogicalType::Timestamp {
+                    is_adjusted_to_u_t_c: true,
+                    unit: parquet::basic::TimeUnit::MILLIS
+                })
+            ),
+            "{:?}",
+            ts.logical_type_ref()
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! S3 plumbing shared by the archive and the reports: the client and the translation of its errors.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use meter_model::StoreError;
+
+/// An S3 client from the loaded AWS configuration. Path-style addressing when an endpoint is set
+/// (emulators and S3-compatible stores serve buckets by path, not by host name).
+#[must_use]
+pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let config =
+        aws_sdk_s3::config::Builder::from(sdk).force_path_style(sdk.endpoint_url().is_some()).build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Translates an S3 error into the domain's terms; the one place that looks at S3 error codes.
+pub(crate) fn store_error<E, R>(operation: &str, bucket: &str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let operation = operation.to_owned();
+    let code = match &err {
+        SdkError::ServiceError(context) => context.err().code().map(str::to_owned),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            return StoreError::Unavailable {
+                operation,
+                hint: "cannot reach S3; check AWS_REGION, AWS_ENDPOINT_URL and the network".into(),
+                source: Some(err.into()),
+            };
+        }
+        _ => None,
+    };
+    match code.as_deref() {
+        Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout") => {
+            StoreError::Retryable { operation, source: err.into() }
+        }
+        Some("PreconditionFailed" | "ConditionalRequestConflict") => {
+            StoreError::ConditionFailed { what: operation }
+        }
+        Some("NoSuchBucket") => StoreError::Unavailable {
+            operation,
+            hint: format!("bucket {bucket} does not exist"),
+            source: Some(err.into()),
+        },
+        Some("NoSuchKey" | "NotFound") => StoreError::NotFound { what: format!("object for {operation}") },
+        Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken") => {
+            StoreError::Unavailable {
+                operation,
+                hint: format!(
+                    "S3 refused access to bucket {bucket}; check the credentials and the bucket policy"
+                ),
+                source: Some(err.into()),
+            }
+        }
+        _ => StoreError::Other { operation, source: err.into() },
+    }
+}
