@@ -1,2 +1,28 @@
-//! The realtime usage processor and the archive transformer (DESIGN §3.3–§3.5, §4). Lands with the
-//! realtime issue; the usage-line parser and counting rules it uses live in `meter-model` already.
+//! The realtime stage (DESIGN §3.3–§3.5, §4): decoding CloudWatch Logs subscription payloads, the usage
+//! processor that keeps the counters exactly once per delivered batch, the Firehose transformer that
+//! feeds the archive, and the local archiver behind `meter archive`.
+
+pub mod archiver;
+pub mod decode;
+pub mod lines;
+pub mod metrics;
+pub mod processor;
+pub mod transform;
+
+pub use archiver::{ArchiveSummary, Archiver};
+pub use decode::DecodeError;
+pub use processor::{ProcessError, ProcessReport, RetryPolicy, UsageProcessor};
+
+/// Splits a file of Lambda events into its events: one JSON document, or several one after another
+/// (JSON lines, or simply concatenated). Returns each event's raw text.
+pub fn split_events(text: &str) -> Result<Vec<&serde_json::value::RawValue>, serde_json::Error> {
+    serde_json::Deserializer::from_str(text).into_iter::<&serde_json::value::RawValue>().collect()
+}
+
+/// Structured logs for the Lambda binaries: JSON to stdout (CloudWatch Logs), filtered by
+/// `METER_LOG` (default `info`).
+pub fn init_lambda_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().json().with_env_filter(filter).without_time().with_target(false).init();
+}

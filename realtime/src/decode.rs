@@ -1,0 +1,217 @@
+//! Decoding CloudWatch Logs subscription payloads: base64, gzip (capped before and while inflating,
+//! so a hostile or broken payload cannot exhaust memory) and the payload's JSON.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Largest compressed payload accepted. Lambda's asynchronous invocations (how CloudWatch Logs calls
+/// the processor) carry at most 1 MiB, and Firehose records at most 1,000 KiB.
+pub const MAX_COMPRESSED_BYTES: usize = 1 << 20;
+/// Largest inflated payload accepted: CloudWatch Logs batches hold at most 1 MiB of log events, so
+/// with JSON framing a real payload stays far below this.
+pub const MAX_INFLATED_BYTES: usize = 16 << 20;
+
+/// A payload that cannot be decoded. Retrying cannot help; the archive path keeps such data in
+/// Firehose's error output.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The Lambda event is not `{"awslogs":{"data":"…"}}`.
+    #[error("not a CloudWatch Logs subscription event (expected {{\"awslogs\":{{\"data\":…}}}}): {0}")]
+    NotSubscriptionEvent(serde_json::Error),
+    /// The data is not base64.
+    #[error("the payload is not valid base64")]
+    Base64,
+    /// The compressed payload is over the cap.
+    #[error("the compressed payload has {size} bytes, over the cap of {MAX_COMPRESSED_BYTES}")]
+    CompressedTooLarge {
+        /// Its size.
+        size: usize,
+    },
+    /// The payload inflates past the cap.
+    #[error("the payload inflates past the cap of {MAX_INFLATED_BYTES} bytes")]
+    InflatedTooLarge,
+    /// The payload is not (complete) gzip.
+    #[error("the payload is not valid gzip: {0}")]
+    Gzip(std::io::Error),
+    /// The inflated payload is not CloudWatch Logs JSON.
+    #[error("the payload is not CloudWatch Logs JSON: {0}")]
+    Json(serde_json::Error),
+}
+
+/// The kind of a CloudWatch Logs payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    /// Log events.
+    Data,
+    /// A health check sent when a subscription is created; carries no usage.
+    Control,
+}
+
+/// A decoded payload; strings borrow from the inflated bytes where they need no unescaping.
+#[derive(Debug)]
+pub struct LogsPayload<'a> {
+    /// Data or control.
+    pub message_type: MessageType,
+    /// The source log group.
+    pub log_group: Cow<'a, str>,
+    /// The source log stream.
+    pub log_stream: Cow<'a, str>,
+    /// The log events, in delivery order.
+    pub log_events: Vec<LogEvent<'a>>,
+}
+
+/// One CloudWatch log event.
+#[derive(Debug)]
+pub struct LogEvent<'a> {
+    /// Its id: a string of digits in AWS (some emulators write a number; both are read).
+    pub id: Cow<'a, str>,
+    /// Its ingestion timestamp, epoch milliseconds.
+    pub timestamp: i64,
+    /// The log line.
+    pub message: Cow<'a, str>,
+}
+
+/// Takes the gzip bytes out of a Lambda subscription event, `{"awslogs":{"data":"<base64>"}}`.
+pub fn subscription_data(event_json: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        awslogs: AwsLogs<'a>,
+    }
+    #[derive(Deserialize)]
+    struct AwsLogs<'a> {
+        data: &'a str,
+    }
+    let event: Event<'_> = serde_json::from_slice(event_json).map_err(DecodeError::NotSubscriptionEvent)?;
+    decode_base64(event.awslogs.data)
+}
+
+/// Decodes base64, refusing before decoding anything that would exceed the compressed cap.
+pub fn decode_base64(data: &str) -> Result<Vec<u8>, DecodeError> {
+    let size = base64::decoded_len_estimate(data.len());
+    if size > MAX_COMPRESSED_BYTES + 2 {
+        return Err(DecodeError::CompressedTooLarge { size });
+    }
+    STANDARD.decode(data.trim()).map_err(|_| DecodeError::Base64)
+}
+
+/// Inflates gzip (one or more members), stopping as soon as the output passes the cap.
+pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    if compressed.len() > MAX_COMPRESSED_BYTES {
+        return Err(DecodeError::CompressedTooLarge { size: compressed.len() });
+    }
+    let mut inflated = Vec::with_capacity(compressed.len().saturating_mul(8).min(MAX_INFLATED_BYTES));
+    let limit = u64::try_from(MAX_INFLATED_BYTES).unwrap_or(u64::MAX) + 1;
+    flate2::read::MultiGzDecoder::new(compressed)
+        .take(limit)
+        .read_to_end(&mut inflated)
+        .map_err(DecodeError::Gzip)?;
+    if inflated.len() > MAX_INFLATED_BYTES {
+        return Err(DecodeError::InflatedTooLarge);
+    }
+    Ok(inflated)
+}
+
+/// Parses an inflated payload.
+pub fn parse_payload(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Raw<'a> {
+        #[serde(borrow)]
+        message_type: Cow<'a, str>,
+        #[serde(borrow, default)]
+        log_group: Cow<'a, str>,
+        #[serde(borrow, default)]
+        log_stream: Cow<'a, str>,
+        #[serde(borrow, default)]
+        log_events: Vec<RawEvent<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct RawEvent<'a> {
+        #[serde(borrow)]
+        id: &'a RawValue,
+        timestamp: i64,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    }
+    let raw: Raw<'_> = serde_json::from_slice(json).map_err(DecodeError::Json)?;
+    let message_type = match raw.message_type.as_ref() {
+        "DATA_MESSAGE" => MessageType::Data,
+        "CONTROL_MESSAGE" => MessageType::Control,
+        other => {
+            return Err(DecodeError::Json(serde::de::Error::custom(format!(
+                "unknown messageType {other:?}"
+            ))));
+        }
+    };
+    let log_events = raw
+        .log_events
+        .into_iter()
+        .map(|e| {
+            let text = e.id.get();
+            let id = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+                Some(inner) => Cow::Borrowed(inner),
+                None => Cow::Borrowed(text),
+            };
+            LogEvent { id, timestamp: e.timestamp, message: e.message }
+        })
+        .collect();
+    Ok(LogsPayload { message_type, log_group: raw.log_group, log_stream: raw.log_stream, log_events })
+}
+
+/// Encodes a payload as CloudWatch Logs delivers it (gzip, then base64 in a Lambda event). For
+/// fixtures, the simulator and tests.
+pub fn encode_subscription_event(payload_json: &[u8]) -> String {
+    let gz = gzip(payload_json);
+    serde_json::json!({ "awslogs": { "data": STANDARD.encode(gz) } }).to_string()
+}
+
+/// Gzips bytes (fast level, as CloudWatch Logs does).
+#[must_use]
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_and_numeric_event_ids_are_both_read() {
+        let json = br#"{"messageType":"DATA_MESSAGE","logGroup":"g","logStream":"s","logEvents":[
+            {"id":"37199773694386416923437464382918237183398758046318374912","timestamp":1,"message":"a"},
+            {"id":42,"timestamp":2,"message":"b"}]}"#;
+        let payload = parse_payload(json).unwrap();
+        assert_eq!(payload.log_events[0].id, "37199773694386416923437464382918237183398758046318374912");
+        assert_eq!(payload.log_events[1].id, "42");
+    }
+
+    #[test]
+    fn inflation_is_capped() {
+        let bomb = gzip(&vec![b'a'; MAX_INFLATED_BYTES + 10]);
+        assert!(bomb.len() < MAX_COMPRESSED_BYTES, "a real bomb: small compressed, huge inflated");
+        assert!(matches!(gunzip(&bomb), Err(DecodeError::InflatedTooLarge)));
+    }
+
+    #[test]
+    fn oversized_base64_is_refused_before_decoding() {
+        let huge = "A".repeat(MAX_COMPRESSED_BYTES * 2);
+        assert!(matches!(decode_base64(&huge), Err(DecodeError::CompressedTooLarge { .. })));
+    }
+
+    #[test]
+    fn truncated_gzip_is_an_error() {
+        let gz = gzip(br#"{"messageType":"DATA_MESSAGE","logEvents":[]}"#);
+        assert!(matches!(gunzip(&gz[..gz.len() - 6]), Err(DecodeError::Gzip(_))));
+        assert!(matches!(gunzip(b"not gzip at all"), Err(DecodeError::Gzip(_))));
+    }
+}

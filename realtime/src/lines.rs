@@ -1,0 +1,221 @@
+//! From a decoded payload to what each stage needs: the realtime aggregate per key and UTC day, or the
+//! archive's events and rejects. Both read every line with the one usage-line parser of the model.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use meter_model::{
+    BatchDelta, BatchId, Day, DayDelta, KeyId, LineOutcome, RejectedLine, Tally, UsageEvent, parse_line,
+};
+use rustc_hash::{FxHashMap, FxHashSet};
+use sha2::{Digest, Sha256};
+
+use crate::decode::{LogEvent, LogsPayload};
+
+/// What the lines of a payload were.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineStats {
+    /// Log events read.
+    pub log_events: u64,
+    /// Valid usage events, each request counted once.
+    pub usage_events: u64,
+    /// Usage events repeating a request already seen in the same payload.
+    pub duplicates: u64,
+    /// Lines that are not usage lines.
+    pub skipped: u64,
+    /// Usage lines that break the contract.
+    pub rejected: u64,
+}
+
+impl LineStats {
+    /// Adds another payload's stats.
+    pub fn add(&mut self, other: LineStats) {
+        self.log_events += other.log_events;
+        self.usage_events += other.usage_events;
+        self.duplicates += other.duplicates;
+        self.skipped += other.skipped;
+        self.rejected += other.rejected;
+    }
+}
+
+/// The identity of a delivered payload: its log group, stream and log event ids. A redelivery of the
+/// same payload has the same id; two different payloads never share all of their event ids.
+#[must_use]
+pub fn batch_id(payload: &LogsPayload<'_>) -> BatchId {
+    let mut hasher = Sha256::new();
+    hasher.update(payload.log_group.as_bytes());
+    hasher.update([0]);
+    hasher.update(payload.log_stream.as_bytes());
+    for event in &payload.log_events {
+        hasher.update([0]);
+        hasher.update(event.id.as_bytes());
+    }
+    BatchId::from_digest(&hasher.finalize())
+}
+
+fn log_time(event: &LogEvent<'_>) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(event.timestamp)
+}
+
+/// The realtime view of a payload.
+#[derive(Debug)]
+pub struct Aggregated {
+    /// Counts per key and day, ready to apply.
+    pub delta: BatchDelta,
+    /// What the lines were.
+    pub stats: LineStats,
+    /// Rejected lines by reason code.
+    pub rejected_by_reason: BTreeMap<String, u64>,
+}
+
+/// Aggregates a payload per key and UTC day, counting each request id once.
+#[must_use]
+pub fn aggregate(payload: &LogsPayload<'_>) -> Aggregated {
+    let mut stats = LineStats::default();
+    let mut rejected_by_reason = BTreeMap::new();
+    let mut seen: FxHashSet<Cow<'_, str>> = FxHashSet::default();
+    let mut per_day: FxHashMap<(Cow<'_, str>, Day), (Tally, DateTime<Utc>)> = FxHashMap::default();
+    for event in &payload.log_events {
+        stats.log_events += 1;
+        match parse_line(&event.message, log_time(event)) {
+            LineOutcome::Usage(usage) => {
+                if !seen.insert(usage.request_id.clone()) {
+                    stats.duplicates += 1;
+                    continue;
+                }
+                stats.usage_events += 1;
+                let tally = usage.tally();
+                let slot = per_day
+                    .entry((usage.key_id, Day::of(usage.timestamp)))
+                    .or_insert((Tally::default(), usage.timestamp));
+                slot.0.add(tally);
+                slot.1 = slot.1.max(usage.timestamp);
+            }
+            LineOutcome::Skipped => stats.skipped += 1,
+            LineOutcome::Rejected(reason) => {
+                stats.rejected += 1;
+                *rejected_by_reason.entry(reason.code()).or_insert(0) += 1;
+            }
+        }
+    }
+    // The parser admits only key ids that are valid item ids, so every key here parses.
+    let entries = per_day.into_iter().filter_map(|((key, day), (tally, last_used))| {
+        KeyId::parse(&key).ok().map(|key_id| DayDelta { key_id, day, tally, last_used })
+    });
+    Aggregated {
+        delta: BatchDelta::new(batch_id(payload), entries.collect::<Vec<_>>()),
+        stats,
+        rejected_by_reason,
+    }
+}
+
+/// The archive's view of a payload.
+#[derive(Debug)]
+pub struct Classified<'p> {
+    /// Valid usage events, each request once, in delivery order.
+    pub events: Vec<UsageEvent<'p>>,
+    /// Rejected lines with their reasons.
+    pub rejects: Vec<RejectedLine>,
+    /// What the lines were.
+    pub stats: LineStats,
+}
+
+/// Splits a payload into usage events and rejected lines.
+#[must_use]
+pub fn classify<'p>(payload: &'p LogsPayload<'_>) -> Classified<'p> {
+    let mut stats = LineStats::default();
+    let mut events = Vec::with_capacity(payload.log_events.len());
+    let mut rejects = Vec::new();
+    let mut seen: FxHashSet<Cow<'p, str>> = FxHashSet::default();
+    for event in &payload.log_events {
+        stats.log_events += 1;
+        match parse_line(&event.message, log_time(event)) {
+            LineOutcome::Usage(usage) => {
+                if seen.insert(usage.request_id.clone()) {
+                    stats.usage_events += 1;
+                    events.push(usage);
+                } else {
+                    stats.duplicates += 1;
+                }
+            }
+            LineOutcome::Skipped => stats.skipped += 1,
+            LineOutcome::Rejected(reason) => {
+                stats.rejected += 1;
+                rejects.push(RejectedLine::new(
+                    reason,
+                    &payload.log_group,
+                    &payload.log_stream,
+                    &event.id,
+                    log_time(event).unwrap_or_default(),
+                    &event.message,
+                ));
+            }
+        }
+    }
+    Classified { events, rejects, stats }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::parse_payload;
+
+    fn payload_json(lines: &[&str]) -> Vec<u8> {
+        let events: Vec<_> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| serde_json::json!({"id": format!("{i:056}"), "timestamp": 1_795_960_987_000_i64 + i as i64, "message": m}))
+            .collect();
+        serde_json::json!({"messageType": "DATA_MESSAGE", "logGroup": "/aws/lambda/api", "logStream": "s1", "logEvents": events})
+            .to_string()
+            .into_bytes()
+    }
+
+    const OK: &str = r#"{"type":"API_USAGE","requestId":"r1","keyId":"aaaaaaaaaaaa","statusCode":200,"shouldCount":true,"timestamp":"2026-11-30T23:59:59.999Z"}"#;
+    const NEXT_DAY: &str = r#"{"type":"API_USAGE","requestId":"r2","keyId":"aaaaaaaaaaaa","statusCode":500,"timestamp":"2026-12-01T00:00:00.000Z"}"#;
+    const BAD: &str = r#"{"type":"API_USAGE","requestId":"r3","keyId":"aaaaaaaaaaaa","statusCode":"200"}"#;
+
+    #[test]
+    fn aggregates_per_key_and_day_counting_each_request_once() {
+        let json = payload_json(&[OK, "START RequestId: x", NEXT_DAY, OK, BAD]);
+        let payload = parse_payload(&json).unwrap();
+        let aggregated = aggregate(&payload);
+        assert_eq!(
+            aggregated.stats,
+            LineStats { log_events: 5, usage_events: 2, duplicates: 1, skipped: 1, rejected: 1 }
+        );
+        assert_eq!(aggregated.rejected_by_reason, BTreeMap::from([("invalid_statusCode".to_owned(), 1)]));
+        let days: Vec<_> = aggregated.delta.days().iter().map(|d| (d.day.to_string(), d.tally)).collect();
+        assert_eq!(
+            days,
+            [
+                ("2026-11-30".to_owned(), Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 }),
+                ("2026-12-01".to_owned(), Tally { successful_calls: 0, failed_calls: 1, usage_count: 1 }),
+            ]
+        );
+    }
+
+    #[test]
+    fn classify_keeps_rejects_with_reason_and_origin() {
+        let json = payload_json(&[OK, BAD]);
+        let payload = parse_payload(&json).unwrap();
+        let classified = classify(&payload);
+        assert_eq!(classified.events.len(), 1);
+        assert_eq!(classified.rejects.len(), 1);
+        let reject = &classified.rejects[0];
+        assert_eq!(reject.reason, "invalid_statusCode");
+        assert_eq!(reject.log_group, "/aws/lambda/api");
+        assert_eq!(reject.log_event_id, format!("{:056}", 1));
+        assert_eq!(reject.line, BAD);
+    }
+
+    #[test]
+    fn batch_ids_follow_the_event_ids() {
+        let a = payload_json(&[OK, NEXT_DAY]);
+        let b = payload_json(&[OK]);
+        let id = |json: &[u8]| batch_id(&parse_payload(json).unwrap());
+        assert_eq!(id(&a), id(&a.clone()));
+        assert_ne!(id(&a), id(&b));
+    }
+}

@@ -1,0 +1,238 @@
+//! The Firehose data transformation (DESIGN §3.5): each record, a gzip CloudWatch Logs payload,
+//! becomes newline-delimited JSON rows with the archive's column names, partitioned by UTC day.
+//! Rejected usage lines are kept under `rejects/`; undecodable records go to Firehose's error output.
+//!
+//! The event and response shapes are Firehose's (`recordId`, `result`, `data`, `metadata.partitionKeys`);
+//! they are declared here rather than taken from a crate so that the payload's size cap applies before
+//! anything is decoded.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use meter_model::{ArchiveWriter, Day, RejectedLine, StoreError, UsageEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{self, MessageType};
+use crate::lines::{self, LineStats};
+
+/// A Firehose transformation invocation.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirehoseEvent {
+    /// The invocation's id.
+    #[serde(default)]
+    pub invocation_id: String,
+    /// The records to transform.
+    pub records: Vec<FirehoseRecord>,
+}
+
+/// One input record.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirehoseRecord {
+    /// Must be answered exactly once.
+    pub record_id: String,
+    /// Base64 of the gzip CloudWatch Logs payload.
+    pub data: String,
+}
+
+/// The answer to Firehose.
+#[derive(Debug, Serialize)]
+pub struct FirehoseResponse {
+    /// One per input record, same ids.
+    pub records: Vec<TransformedRecord>,
+}
+
+/// What became of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RecordResult {
+    /// Holds usage events.
+    Ok,
+    /// Holds none (control message, only other log lines, only rejects).
+    Dropped,
+    /// Cannot be decoded; Firehose keeps it in its error output.
+    ProcessingFailed,
+}
+
+/// One output record.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformedRecord {
+    /// The input record's id.
+    pub record_id: String,
+    /// The outcome.
+    pub result: RecordResult,
+    /// Base64 of the NDJSON rows (the input data when not `Ok`).
+    pub data: String,
+    /// The partition, for `Ok` records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<RecordMetadata>,
+}
+
+/// Dynamic partitioning keys.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordMetadata {
+    /// `year`, `month`, `day` of the record's first usage event.
+    pub partition_keys: BTreeMap<&'static str, String>,
+}
+
+/// An archive row as Firehose's Parquet conversion reads it (`ts` in epoch milliseconds).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArchiveJsonRow {
+    /// `requestId`.
+    pub request_id: String,
+    /// `keyId`.
+    pub key_id: String,
+    /// Event time, epoch milliseconds.
+    pub ts: i64,
+    /// HTTP status.
+    pub status_code: i32,
+    /// Billable mark.
+    pub should_count: bool,
+    /// HTTP method.
+    pub method: Option<String>,
+    /// Route.
+    pub resource: Option<String>,
+    /// Latency.
+    pub latency_ms: Option<i32>,
+}
+
+impl From<&UsageEvent<'_>> for ArchiveJsonRow {
+    fn from(event: &UsageEvent<'_>) -> Self {
+        Self {
+            request_id: event.request_id.to_string(),
+            key_id: event.key_id.to_string(),
+            ts: event.timestamp.timestamp_millis(),
+            status_code: i32::from(event.status_code),
+            should_count: event.should_count,
+            method: event.method.as_deref().map(str::to_owned),
+            resource: event.resource.as_deref().map(str::to_owned),
+            latency_ms: event.latency_ms.and_then(|ms| i32::try_from(ms).ok()),
+        }
+    }
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransformStats {
+    /// Records answered `Ok`.
+    pub ok: u64,
+    /// Records answered `Dropped`.
+    pub dropped: u64,
+    /// Records answered `ProcessingFailed`.
+    pub failed: u64,
+    /// Lines over all records.
+    pub lines: LineStats,
+    /// Reject files written.
+    pub reject_files: u64,
+}
+
+/// Transforms one invocation. Fails only when rejects cannot be kept, so that Firehose retries the
+/// invocation instead of losing them.
+pub async fn transform<A: ArchiveWriter>(
+    event: &FirehoseEvent,
+    rejects: &A,
+) -> Result<(FirehoseResponse, TransformStats), StoreError> {
+    let mut stats = TransformStats::default();
+    let mut records = Vec::with_capacity(event.records.len());
+    for record in &event.records {
+        let answer = |result, data, metadata| TransformedRecord {
+            record_id: record.record_id.clone(),
+            result,
+            data,
+            metadata,
+        };
+        records.push(match transform_record(record, rejects, &mut stats).await? {
+            Outcome::Rows(rows, day) => {
+                stats.ok += 1;
+                answer(RecordResult::Ok, STANDARD.encode(rows), Some(partition_keys(day)))
+            }
+            Outcome::Dropped => {
+                stats.dropped += 1;
+                answer(RecordResult::Dropped, record.data.clone(), None)
+            }
+            Outcome::Failed => {
+                stats.failed += 1;
+                answer(RecordResult::ProcessingFailed, record.data.clone(), None)
+            }
+        });
+    }
+    Ok((FirehoseResponse { records }, stats))
+}
+
+/// What a record turned out to hold.
+enum Outcome {
+    /// NDJSON rows, and the day of the first event (the record's partition).
+    Rows(Vec<u8>, Day),
+    /// No usage events.
+    Dropped,
+    /// Undecodable.
+    Failed,
+}
+
+/// Decodes one record, keeps its rejects, and renders its usage events.
+async fn transform_record<A: ArchiveWriter>(
+    record: &FirehoseRecord,
+    rejects: &A,
+    stats: &mut TransformStats,
+) -> Result<Outcome, StoreError> {
+    let decoded = decode::decode_base64(&record.data).and_then(|gz| decode::gunzip(&gz));
+    let inflated = match decoded {
+        Ok(inflated) => inflated,
+        Err(err) => {
+            tracing::warn!(record_id = %record.record_id, error = %err, "record cannot be decoded");
+            return Ok(Outcome::Failed);
+        }
+    };
+    let payload = match decode::parse_payload(&inflated) {
+        Ok(payload) => payload,
+        Err(err) => {
+            tracing::warn!(record_id = %record.record_id, error = %err, "record is not CloudWatch Logs JSON");
+            return Ok(Outcome::Failed);
+        }
+    };
+    if payload.message_type == MessageType::Control {
+        return Ok(Outcome::Dropped);
+    }
+    let classified = lines::classify(&payload);
+    stats.lines.add(classified.stats);
+    if !classified.rejects.is_empty() {
+        let name = lines::batch_id(&payload).to_string();
+        for (day, day_rejects) in by_day(classified.rejects) {
+            rejects.write_rejects(day, &name, &day_rejects).await?;
+            stats.reject_files += 1;
+        }
+    }
+    let Some(first) = classified.events.first() else {
+        return Ok(Outcome::Dropped);
+    };
+    let day = Day::of(first.timestamp);
+    let mut rows = Vec::with_capacity(classified.events.len() * 200);
+    for event in &classified.events {
+        serde_json::to_writer(&mut rows, &ArchiveJsonRow::from(event))
+            .map_err(|e| StoreError::Other { operation: "encode archive rows".into(), source: e.into() })?;
+        rows.push(b'\n');
+    }
+    Ok(Outcome::Rows(rows, day))
+}
+
+fn by_day(rejects: Vec<RejectedLine>) -> BTreeMap<Day, Vec<RejectedLine>> {
+    let mut grouped: BTreeMap<Day, Vec<RejectedLine>> = BTreeMap::new();
+    for reject in rejects {
+        grouped.entry(Day::of(reject.log_timestamp)).or_default().push(reject);
+    }
+    grouped
+}
+
+fn partition_keys(day: Day) -> RecordMetadata {
+    let text = day.to_string();
+    RecordMetadata {
+        partition_keys: BTreeMap::from([
+            ("year", text[..4].to_owned()),
+            ("month", text[5..7].to_owned()),
+            ("day", text[8..10].to_owned()),
+        ]),
+    }
+}
