@@ -2,6 +2,7 @@
 //! Handlers are generic over the ports, so the same code drives SQLite, DynamoDB or a test double.
 
 mod keys;
+mod pipeline;
 mod usage;
 
 use std::io::Write;
@@ -11,7 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 pub use meter_model::SystemClock;
 use meter_model::{Clock, Email, KeyId, Month, PlanName};
-use meter_store::{AnyStore, DEFAULT_HOME, StoreConfig};
+use meter_store::{AnyArchive, AnyStore, ArchiveLocation, DEFAULT_HOME, StoreConfig};
 
 /// API usage metering and billing: keys, counters, archive, reconciliation and invoices.
 #[derive(Debug, Parser)]
@@ -25,6 +26,10 @@ pub struct Cli {
     /// dynamodb: (tables ApiKeys, UsageCounters) or dynamodb:keys=TABLE,counters=TABLE.
     #[arg(long, env = "METER_STORE", global = true, value_name = "STORE")]
     pub store: Option<StoreConfig>,
+
+    /// Where the usage archive lives: a directory (default: archive under the home) or s3://BUCKET/PREFIX.
+    #[arg(long, env = "METER_ARCHIVE", global = true, value_name = "DIR|S3")]
+    pub archive: Option<ArchiveLocation>,
 
     /// What to do.
     #[command(subcommand)]
@@ -43,6 +48,19 @@ pub enum Command {
     /// Set up the configured store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Apply CloudWatch Logs subscription events (Lambda event JSON) to the counters, exactly once.
+    Realtime(Inputs),
+    /// Write the usage events of CloudWatch Logs subscription events into the Parquet archive.
+    Archive(Inputs),
+}
+
+/// Input files of Lambda events.
+#[derive(Debug, Args)]
+pub struct Inputs {
+    /// Files holding one or more CloudWatch Logs subscription events (`{"awslogs":{"data":…}}`), as
+    /// one JSON document or several after another; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 /// `meter keys …`
@@ -125,6 +143,12 @@ impl Cli {
     pub fn store_config(&self) -> StoreConfig {
         self.store.clone().unwrap_or_else(|| StoreConfig::default_in(&self.home))
     }
+
+    /// The archive the flags and environment select.
+    #[must_use]
+    pub fn archive_location(&self) -> ArchiveLocation {
+        self.archive.clone().unwrap_or_else(|| ArchiveLocation::Local(self.home.join("archive")))
+    }
 }
 
 /// Logs go to standard error, filtered by `METER_LOG` (default: warnings and errors).
@@ -136,9 +160,14 @@ pub fn init_logging() {
 
 /// Runs one command, writing its output to standard output.
 pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<()> {
+    if let Command::Archive(inputs) = &cli.command {
+        let location = cli.archive_location();
+        let archive = AnyArchive::open(&location).await;
+        let text = pipeline::archive(archive, &location.to_string(), &inputs.files).await?;
+        return print(&text);
+    }
     let config = cli.store_config();
     let store = AnyStore::open(&config).await.with_context(|| format!("cannot open the store {config}"))?;
-    let mut out = std::io::stdout().lock();
     let text = match cli.command {
         Command::Keys(KeysCommand::Create(args)) => keys::create(&store, clock, args).await?,
         Command::Keys(KeysCommand::List(flag)) => keys::list(&store, flag).await?,
@@ -148,9 +177,16 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<()> {
             usage::show(&store, &id, month, json).await?
         }
         Command::Store(StoreCommand::Init) => store_init(&store, &config).await?,
+        Command::Realtime(inputs) => {
+            pipeline::realtime(store, clock, &config.to_string(), &inputs.files).await?
+        }
+        Command::Archive(_) => unreachable!("handled above"),
     };
-    out.write_all(text.as_bytes()).context("cannot write to standard output")?;
-    Ok(())
+    print(&text)
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    std::io::stdout().lock().write_all(text.as_bytes()).context("cannot write to standard output")
 }
 
 async fn store_init(store: &AnyStore, config: &StoreConfig) -> anyhow::Result<String> {

@@ -148,6 +148,7 @@ pub trait UsageWriter: Send + Sync {
 
 /// A usage line that was rejected, kept with its reason (DESIGN §3.3, §3.5).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RejectedLine {
     /// Stable code of the reason (`missing_keyId`, …).
     pub reason: String,

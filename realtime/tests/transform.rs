@@ -1,0 +1,88 @@
+//! The Firehose transformer on the fixture invocation: every record answered once, the right result for
+//! each kind of record, archive rows and partitions as the contract says, and rejects kept.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::*;
+use meter_realtime::transform::{ArchiveJsonRow, FirehoseEvent, RecordResult, transform};
+use meter_store::LocalArchive;
+
+#[tokio::test]
+async fn answers_every_record_once_with_the_right_result() {
+    let event: FirehoseEvent = serde_json::from_str(&read_fixture("firehose-event.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (response, stats) = transform(&event, &LocalArchive::new(dir.path())).await.unwrap();
+
+    let ids: Vec<_> = response.records.iter().map(|r| r.record_id.as_str()).collect();
+    let expected: Vec<_> = event.records.iter().map(|r| r.record_id.as_str()).collect();
+    assert_eq!(ids, expected, "each input recordId answered once, in order");
+    let results: Vec<_> = response.records.iter().map(|r| r.result).collect();
+    assert_eq!(
+        results,
+        [
+            RecordResult::Ok,               // usage events
+            RecordResult::Dropped,          // control message
+            RecordResult::ProcessingFailed, // not gzip
+            RecordResult::Dropped,          // only platform lines
+            RecordResult::ProcessingFailed, // truncated gzip
+        ]
+    );
+    assert_eq!((stats.ok, stats.dropped, stats.failed), (1, 2, 2));
+    // Failed records carry their original data to Firehose's error output.
+    assert_eq!(response.records[2].data, event.records[2].data);
+
+    let ok = &response.records[0];
+    let keys = &ok.metadata.as_ref().unwrap().partition_keys;
+    assert_eq!((keys["year"].as_str(), keys["month"].as_str(), keys["day"].as_str()), ("2026", "11", "30"));
+    let rows: Vec<ArchiveJsonRow> = String::from_utf8(STANDARD.decode(&ok.data).unwrap())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 8, "usage events once each");
+    assert_eq!(
+        rows[0],
+        ArchiveJsonRow {
+            request_id: "c6af9ac6-7b61-11e6-9a41-93e8deadbee1".into(),
+            key_id: KEY_A.into(),
+            ts: at("2026-11-30T14:03:07.123Z").timestamp_millis(),
+            status_code: 200,
+            should_count: true,
+            method: Some("GET".into()),
+            resource: Some("/v1/items/{id}".into()),
+            latency_ms: Some(42),
+        }
+    );
+    assert!(
+        rows.iter().any(|r| r.ts == at("2026-12-01T00:00:00.000Z").timestamp_millis()),
+        "the whole record, midnight included"
+    );
+
+    // The two rejected lines are kept with their reasons, by the log event's day.
+    let rejects_dir = dir.path().join("rejects/year=2026/month=11/day=30");
+    let files: Vec<_> = std::fs::read_dir(&rejects_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    let kept: Vec<serde_json::Value> = std::fs::read_to_string(&files[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reasons: Vec<_> = kept.iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["malformed_json", "invalid_statusCode"]);
+    assert_eq!(kept[0]["logGroup"], "/aws/lambda/items-api");
+}
+
+#[tokio::test]
+async fn a_retried_invocation_rewrites_the_same_reject_file() {
+    let event: FirehoseEvent = serde_json::from_str(&read_fixture("firehose-event.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = LocalArchive::new(dir.path());
+    transform(&event, &archive).await.unwrap();
+    transform(&event, &archive).await.unwrap();
+    let files = std::fs::read_dir(dir.path().join("rejects/year=2026/month=11/day=30")).unwrap().count();
+    assert_eq!(files, 1);
+}
