@@ -223,3 +223,80 @@ fn an_unreachable_store_is_a_clear_failure() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot open the store"), "{stderr}");
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../realtime/tests/fixtures").join(name)
+}
+
+#[test]
+fn realtime_applies_each_delivery_once_and_reads_stdin() {
+    let home = tempfile::tempdir().unwrap();
+    let (id, _) = create(home.path(), "ada@example.com", &[]);
+    // The fixture's key ids are fixed; a created key's id is random. Rewrite the fixture for this key.
+    let payload =
+        std::fs::read_to_string(fixture("cwl-data-payload.json")).unwrap().replace("0123456789ab", &id);
+    let event = meter_realtime::decode::encode_subscription_event(payload.as_bytes());
+    let file = home.path().join("events.json");
+    std::fs::write(&file, format!("{event}\n{event}\n")).unwrap();
+
+    let out = ok(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
+    assert!(out.contains("Applied 2 deliveries") && out.contains("1 already applied"), "{out}");
+    assert!(out.contains("invalid_statusCode 2"), "lines of both deliveries are read: {out}");
+    let usage: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["usage", "show", &id, "--json"]))).unwrap();
+    assert_eq!(usage["successfulCalls"], 2);
+    assert_eq!(usage["failedCalls"], 2);
+    assert_eq!(usage["usageCount"], 5);
+
+    let mut child = meter(home.path())
+        .args(["realtime", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), event.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 already applied"));
+}
+
+#[test]
+fn realtime_reports_undecodable_deliveries_and_fails() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("bad.json");
+    std::fs::write(&file, r#"{"awslogs":{"data":"bm90IGd6aXA="}}"#).unwrap();
+    let output = run(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not be decoded") && stderr.contains("bad.json event 1"), "{stderr}");
+
+    std::fs::write(&file, "not json").unwrap();
+    let output = run(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a sequence of JSON Lambda events"));
+}
+
+#[test]
+fn archive_writes_parquet_by_day_and_keeps_rejects() {
+    let home = tempfile::tempdir().unwrap();
+    let event = fixture("subscription-event.json");
+    let out = ok(meter(home.path()).args(["archive", event.to_str().unwrap()]));
+    assert!(out.contains("2026-11-30") && out.contains("2026-12-01"), "{out}");
+    let archive = home.path().join("archive");
+    let day = |d: &str| std::fs::read_dir(archive.join(d)).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(day("year=2026/month=11/day=30"), 1);
+    assert_eq!(day("year=2026/month=12/day=01"), 1);
+    assert_eq!(day("rejects/year=2026/month=11/day=30"), 1);
+    // Archiving the same input again rewrites the same files rather than adding duplicates.
+    ok(meter(home.path()).args(["archive", event.to_str().unwrap()]));
+    assert_eq!(day("year=2026/month=11/day=30"), 1);
+
+    let elsewhere = home.path().join("other-archive");
+    ok(meter(home.path()).args([
+        "--archive",
+        elsewhere.to_str().unwrap(),
+        "archive",
+        event.to_str().unwrap(),
+    ]));
+    assert!(elsewhere.join("year=2026/month=11/day=30").is_dir());
+}

@@ -8,16 +8,8 @@ use std::process::Command;
 use serde_json::Value;
 
 fn meter(store: &str) -> Command {
-    let endpoint = std::env::var("METER_TEST_AWS_ENDPOINT")
-        .expect("METER_TEST_AWS_ENDPOINT is not set: run scripts/test, which starts moto_server");
     let mut command = Command::new(env!("CARGO_BIN_EXE_meter"));
-    command
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("AWS_PROFILE")
-        .env("METER_STORE", store);
+    command.envs(meter_testkit::aws_env()).env_remove("AWS_PROFILE").env("METER_STORE", store);
     command
 }
 
@@ -59,4 +51,23 @@ fn keys_lifecycle_on_dynamodb() {
     let usage: Value =
         serde_json::from_str(&ok(meter(&store).args(["usage", "show", id, "--json"]))).unwrap();
     assert_eq!(usage["usageCount"], 0);
+}
+
+#[test]
+fn archive_to_s3() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let bucket = runtime.block_on(meter_testkit::fresh_bucket());
+    let event = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../realtime/tests/fixtures/subscription-event.json");
+    let out = ok(meter("sqlite:/nonexistent/unused.db").args([
+        "--archive",
+        &format!("s3://{bucket}/usage"),
+        "archive",
+        event.to_str().unwrap(),
+    ]));
+    assert!(out.contains(&format!("s3://{bucket}/usage")), "{out}");
+    let listed = runtime
+        .block_on(meter_testkit::s3_client().list_objects_v2().bucket(&bucket).prefix("usage/year=").send())
+        .unwrap();
+    assert_eq!(listed.contents().len(), 2);
 }

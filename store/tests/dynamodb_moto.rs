@@ -8,44 +8,17 @@
 mod contract;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::AttributeValue;
 use meter_model::time::format_instant;
 use meter_model::{DayUsage, KeyStore, StoreError};
 use meter_store::{DynamoStore, TableNames};
 
-fn endpoint() -> String {
-    std::env::var("METER_TEST_AWS_ENDPOINT").expect(
-        "METER_TEST_AWS_ENDPOINT is not set: the DynamoDB tests need moto_server. Run scripts/test, which \
-         installs and starts it, or start `moto_server -p PORT` and set METER_TEST_AWS_ENDPOINT=http://127.0.0.1:PORT",
-    )
-}
-
-fn client_for(endpoint: &str) -> Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
-        .build();
-    Client::from_conf(config)
-}
+use meter_testkit::{dynamodb_client as client, dynamodb_client_for as client_for};
 
 /// Fresh tables per test, so tests run in parallel against one emulator.
 async fn make() -> DynamoStore {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let suffix = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let tables = TableNames {
-        api_keys: format!("ApiKeys-{suffix}"),
-        usage_counters: format!("UsageCounters-{suffix}"),
-    };
-    let store = DynamoStore::new(client_for(&endpoint()), tables.clone());
-    let created = store.ensure_tables().await.expect("moto must be reachable at METER_TEST_AWS_ENDPOINT");
-    assert_eq!(created, vec![tables.api_keys, tables.usage_counters]);
-    store
+    meter_testkit::fresh_dynamo_store().await
 }
 
 async fn seed(store: &DynamoStore, day: DayUsage) {
@@ -62,13 +35,7 @@ async fn seed(store: &DynamoStore, day: DayUsage) {
     if let Some(at) = day.reconciled_at {
         item.insert("reconciledAt".to_owned(), AttributeValue::S(format_instant(at)));
     }
-    client_for(&endpoint())
-        .put_item()
-        .table_name(&store.tables().usage_counters)
-        .set_item(Some(item))
-        .send()
-        .await
-        .unwrap();
+    client().put_item().table_name(&store.tables().usage_counters).set_item(Some(item)).send().await.unwrap();
 }
 
 contract_suite!(make, seed);
@@ -77,7 +44,7 @@ contract_suite!(make, seed);
 async fn ensure_tables_is_idempotent_and_sets_up_the_index_and_ttl() {
     let store = make().await;
     assert!(store.ensure_tables().await.unwrap().is_empty(), "second run creates nothing");
-    let client = client_for(&endpoint());
+    let client = client();
     let keys = client.describe_table().table_name(&store.tables().api_keys).send().await.unwrap();
     let indexes = keys.table().unwrap().global_secondary_indexes();
     assert_eq!(indexes.len(), 1);
@@ -92,7 +59,7 @@ async fn ensure_tables_is_idempotent_and_sets_up_the_index_and_ttl() {
 #[tokio::test]
 async fn a_missing_table_says_how_to_create_it() {
     let store = DynamoStore::new(
-        client_for(&endpoint()),
+        client(),
         TableNames { api_keys: "NoSuchKeysTable".into(), usage_counters: "NoSuchCounters".into() },
     );
     let err = store.list_keys().await.unwrap_err();
@@ -154,7 +121,7 @@ async fn batch_markers_expire_by_ttl() {
     let batch =
         contract::batch_of(8, vec![contract::delta(&record.id, "2026-11-10T10:00:00Z", 200, true, 1)]);
     store.apply_batch(&batch, contract::at("2026-11-10T10:00:05Z")).await.unwrap();
-    let markers = client_for(&endpoint())
+    let markers = client()
         .scan()
         .table_name(&store.tables().usage_counters)
         .filter_expression("begins_with(keyId, :p)")

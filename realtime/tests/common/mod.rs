@@ -43,7 +43,13 @@ pub(crate) async fn seed_fixture_keys<S: KeyStore>(store: &S) {
 }
 
 /// A usage line.
-pub(crate) fn usage_line(request_id: &str, key: &str, ts: DateTime<Utc>, status: u16, should_count: bool) -> String {
+pub(crate) fn usage_line(
+    request_id: &str,
+    key: &str,
+    ts: DateTime<Utc>,
+    status: u16,
+    should_count: bool,
+) -> String {
     serde_json::json!({
         "type": "API_USAGE", "requestId": request_id, "keyId": key,
         "timestamp": meter_model::time::format_instant(ts), "statusCode": status, "shouldCount": should_count,
