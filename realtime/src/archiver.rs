@@ -115,7 +115,7 @@ impl<A: ArchiveWriter> Archiver<A> {
             if buffer.events.is_empty() || touched.last() != Some(&day) {
                 buffer.sources.update(batch.as_str().as_bytes());
             }
-            buffer.events.push(event.into_owned());
+            buffer.events.push(event);
             if touched.last() != Some(&day) {
                 touched.push(day);
             }

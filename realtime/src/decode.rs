@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::io::Read;
+use std::sync::LazyLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -72,8 +73,79 @@ pub struct LogEvent<'a> {
     pub id: Cow<'a, str>,
     /// Its ingestion timestamp, epoch milliseconds.
     pub timestamp: i64,
-    /// The log line.
-    pub message: Cow<'a, str>,
+    /// The log line as the payload holds it: a JSON string literal, still escaped. Most lines are
+    /// looked at without ever being unescaped (see [`LogEvent::mentions`]).
+    raw_message: &'a str,
+}
+
+impl LogEvent<'_> {
+    /// Whether the line may be a usage line: it contains `API_USAGE`, which JSON never escapes, so
+    /// the escaped form tells as well as the line itself.
+    #[must_use]
+    pub fn may_be_usage(&self) -> bool {
+        static FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+            LazyLock::new(|| memchr::memmem::Finder::new(meter_model::usage::USAGE_TYPE.as_bytes()));
+        FINDER.find(self.raw_message.as_bytes()).is_some()
+    }
+
+    /// The log line, unescaped into `scratch` when it holds escapes (so one buffer serves a whole
+    /// payload without an allocation per line).
+    pub fn message<'s>(&'s self, scratch: &'s mut String) -> &'s str {
+        let inner = &self.raw_message[1..self.raw_message.len() - 1];
+        if !inner.contains('\\') {
+            return inner;
+        }
+        unescape_into(inner, scratch);
+        scratch
+    }
+}
+
+/// Unescapes the inside of a JSON string literal that the JSON parser has already accepted. A lone
+/// UTF-16 surrogate, which JSON's grammar lets through, becomes U+FFFD.
+fn unescape_into(inner: &str, out: &mut String) {
+    out.clear();
+    out.reserve(inner.len());
+    // Usage lines escape every quote, so escapes are dense: a plain scan beats searching for each.
+    let bytes = inner.as_bytes();
+    let mut run_start = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'\\' {
+            at += 1;
+            continue;
+        }
+        out.push_str(&inner[run_start..at]);
+        let escaped = &inner[at + 1..];
+        let (ch, used) = match escaped.as_bytes().first() {
+            Some(b'"') => ('"', 1),
+            Some(b'n') => ('\n', 1),
+            Some(b't') => ('\t', 1),
+            Some(b'r') => ('\r', 1),
+            Some(b'b') => ('\u{8}', 1),
+            Some(b'f') => ('\u{c}', 1),
+            Some(b'u') => unicode_escape(escaped),
+            Some(&other) => (char::from(other), 1),
+            None => ('\u{fffd}', 0),
+        };
+        out.push(ch);
+        at += 1 + used;
+        run_start = at;
+    }
+    out.push_str(&inner[run_start..]);
+}
+
+/// Reads `uXXXX` (and a following `\\uXXXX` low surrogate): the character and the bytes used.
+fn unicode_escape(escaped: &str) -> (char, usize) {
+    let hex = |at: usize| escaped.get(at..at + 4).and_then(|h| u32::from_str_radix(h, 16).ok());
+    let Some(unit) = hex(1) else { return ('\u{fffd}', 1) };
+    if (0xD800..0xDC00).contains(&unit)
+        && escaped.get(5..7) == Some("\\u")
+        && let Some(low) = hex(7).filter(|low| (0xDC00..0xE000).contains(low))
+    {
+        let code = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+        return (char::from_u32(code).unwrap_or('\u{fffd}'), 11);
+    }
+    (char::from_u32(unit).unwrap_or('\u{fffd}'), 5)
 }
 
 /// Takes the gzip bytes out of a Lambda subscription event, `{"awslogs":{"data":"<base64>"}}`.
@@ -137,7 +209,7 @@ pub fn parse_payload(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
         id: &'a RawValue,
         timestamp: i64,
         #[serde(borrow)]
-        message: Cow<'a, str>,
+        message: &'a RawValue,
     }
     let raw: Raw<'_> = serde_json::from_slice(json).map_err(DecodeError::Json)?;
     let message_type = match raw.message_type.as_ref() {
@@ -149,18 +221,19 @@ pub fn parse_payload(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
             ))));
         }
     };
-    let log_events = raw
-        .log_events
-        .into_iter()
-        .map(|e| {
-            let text = e.id.get();
-            let id = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-                Some(inner) => Cow::Borrowed(inner),
-                None => Cow::Borrowed(text),
-            };
-            LogEvent { id, timestamp: e.timestamp, message: e.message }
-        })
-        .collect();
+    let mut log_events = Vec::with_capacity(raw.log_events.len());
+    for event in raw.log_events {
+        let text = event.id.get();
+        let id = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(inner) => Cow::Borrowed(inner),
+            None => Cow::Borrowed(text),
+        };
+        let raw_message = event.message.get();
+        if !raw_message.starts_with('"') {
+            return Err(DecodeError::Json(serde::de::Error::custom("a log event's message is not a string")));
+        }
+        log_events.push(LogEvent { id, timestamp: event.timestamp, raw_message });
+    }
     Ok(LogsPayload { message_type, log_group: raw.log_group, log_stream: raw.log_stream, log_events })
 }
 
@@ -184,6 +257,31 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn unescaping_matches_serde_json(text in "\\PC{0,60}|[\\\\\"\\t\\n\\u{1}\\u{1f600}a-z]{0,30}") {
+            let literal = serde_json::to_string(&text).unwrap();
+            let mut scratch = String::new();
+            let event = LogEvent { id: Cow::Borrowed("1"), timestamp: 0, raw_message: &literal };
+            prop_assert_eq!(event.message(&mut scratch), text.as_str());
+        }
+    }
+
+    #[test]
+    fn unescapes_every_json_escape() {
+        let literal = r#""a\"b\\c\/d\be\ff\ng\rh\ti\u00e9\ud83d\ude00\ud800x""#;
+        let mut scratch = String::new();
+        let event = LogEvent { id: Cow::Borrowed("1"), timestamp: 0, raw_message: literal };
+        assert_eq!(event.message(&mut scratch), "a\"b\\c/d\u{8}e\u{c}f\ng\rh\ti\u{e9}\u{1f600}\u{fffd}x");
+    }
+
+    #[test]
+    fn messages_must_be_strings() {
+        let json = br#"{"messageType":"DATA_MESSAGE","logEvents":[{"id":"1","timestamp":1,"message":42}]}"#;
+        assert!(matches!(parse_payload(json), Err(DecodeError::Json(_))));
+    }
 
     #[test]
     fn string_and_numeric_event_ids_are_both_read() {
@@ -193,6 +291,8 @@ mod tests {
         let payload = parse_payload(json).unwrap();
         assert_eq!(payload.log_events[0].id, "37199773694386416923437464382918237183398758046318374912");
         assert_eq!(payload.log_events[1].id, "42");
+        let mut scratch = String::new();
+        assert_eq!(payload.log_events[1].message(&mut scratch), "b");
     }
 
     #[test]

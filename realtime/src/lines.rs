@@ -1,7 +1,6 @@
 //! From a decoded payload to what each stage needs: the realtime aggregate per key and UTC day, or the
 //! archive's events and rejects. Both read every line with the one usage-line parser of the model.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +9,7 @@ use meter_model::{
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::decode::{LogEvent, LogsPayload};
 
@@ -74,23 +74,38 @@ pub struct Aggregated {
 pub fn aggregate(payload: &LogsPayload<'_>) -> Aggregated {
     let mut stats = LineStats::default();
     let mut rejected_by_reason = BTreeMap::new();
-    let mut seen: FxHashSet<Cow<'_, str>> = FxHashSet::default();
-    let mut per_day: FxHashMap<(Cow<'_, str>, Day), (Tally, DateTime<Utc>)> = FxHashMap::default();
+    // Request ids are remembered by a 128-bit hash: no allocation per event, and a collision among the
+    // few thousand ids of one payload is far less likely than a hardware fault.
+    let mut seen: FxHashSet<u128> = FxHashSet::default();
+    seen.reserve(payload.log_events.len());
+    // Per key, its days (a payload spans one day, two around midnight).
+    let mut keys: FxHashMap<String, Vec<(Day, Tally, DateTime<Utc>)>> = FxHashMap::default();
+    let mut scratch = String::new();
     for event in &payload.log_events {
         stats.log_events += 1;
-        match parse_line(&event.message, log_time(event)) {
+        if !event.may_be_usage() {
+            stats.skipped += 1;
+            continue;
+        }
+        match parse_line(event.message(&mut scratch), log_time(event)) {
             LineOutcome::Usage(usage) => {
-                if !seen.insert(usage.request_id.clone()) {
+                if !seen.insert(xxh3_128(usage.request_id.as_bytes())) {
                     stats.duplicates += 1;
                     continue;
                 }
                 stats.usage_events += 1;
-                let tally = usage.tally();
-                let slot = per_day
-                    .entry((usage.key_id, Day::of(usage.timestamp)))
-                    .or_insert((Tally::default(), usage.timestamp));
-                slot.0.add(tally);
-                slot.1 = slot.1.max(usage.timestamp);
+                let days = match keys.get_mut(usage.key_id.as_ref()) {
+                    Some(days) => days,
+                    None => keys.entry(usage.key_id.to_string()).or_default(),
+                };
+                let day = Day::of(usage.timestamp);
+                match days.iter_mut().find(|(d, _, _)| *d == day) {
+                    Some((_, tally, last_used)) => {
+                        tally.add(usage.tally());
+                        *last_used = (*last_used).max(usage.timestamp);
+                    }
+                    None => days.push((day, usage.tally(), usage.timestamp)),
+                }
             }
             LineOutcome::Skipped => stats.skipped += 1,
             LineOutcome::Rejected(reason) => {
@@ -100,8 +115,11 @@ pub fn aggregate(payload: &LogsPayload<'_>) -> Aggregated {
         }
     }
     // The parser admits only key ids that are valid item ids, so every key here parses.
-    let entries = per_day.into_iter().filter_map(|((key, day), (tally, last_used))| {
-        KeyId::parse(&key).ok().map(|key_id| DayDelta { key_id, day, tally, last_used })
+    let entries = keys.into_iter().flat_map(|(key, days)| {
+        let key_id = KeyId::parse(&key).ok();
+        days.into_iter().filter_map(move |(day, tally, last_used)| {
+            key_id.clone().map(|key_id| DayDelta { key_id, day, tally, last_used })
+        })
     });
     Aggregated {
         delta: BatchDelta::new(batch_id(payload), entries.collect::<Vec<_>>()),
@@ -112,9 +130,9 @@ pub fn aggregate(payload: &LogsPayload<'_>) -> Aggregated {
 
 /// The archive's view of a payload.
 #[derive(Debug)]
-pub struct Classified<'p> {
+pub struct Classified {
     /// Valid usage events, each request once, in delivery order.
-    pub events: Vec<UsageEvent<'p>>,
+    pub events: Vec<UsageEvent<'static>>,
     /// Rejected lines with their reasons.
     pub rejects: Vec<RejectedLine>,
     /// What the lines were.
@@ -123,18 +141,24 @@ pub struct Classified<'p> {
 
 /// Splits a payload into usage events and rejected lines.
 #[must_use]
-pub fn classify<'p>(payload: &'p LogsPayload<'_>) -> Classified<'p> {
+pub fn classify(payload: &LogsPayload<'_>) -> Classified {
     let mut stats = LineStats::default();
     let mut events = Vec::with_capacity(payload.log_events.len());
     let mut rejects = Vec::new();
-    let mut seen: FxHashSet<Cow<'p, str>> = FxHashSet::default();
+    let mut seen: FxHashSet<u128> = FxHashSet::default();
+    let mut scratch = String::new();
     for event in &payload.log_events {
         stats.log_events += 1;
-        match parse_line(&event.message, log_time(event)) {
+        if !event.may_be_usage() {
+            stats.skipped += 1;
+            continue;
+        }
+        let message = event.message(&mut scratch);
+        match parse_line(message, log_time(event)) {
             LineOutcome::Usage(usage) => {
-                if seen.insert(usage.request_id.clone()) {
+                if seen.insert(xxh3_128(usage.request_id.as_bytes())) {
                     stats.usage_events += 1;
-                    events.push(usage);
+                    events.push(usage.into_owned());
                 } else {
                     stats.duplicates += 1;
                 }
@@ -148,7 +172,7 @@ pub fn classify<'p>(payload: &'p LogsPayload<'_>) -> Classified<'p> {
                     &payload.log_stream,
                     &event.id,
                     log_time(event).unwrap_or_default(),
-                    &event.message,
+                    message,
                 ));
             }
         }
