@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
 use meter_model::time::format_instant;
-use meter_model::{ApiKey, ApiKeyRecord, Clock, KeyId, KeyStore, NewKey, StoreError};
+use meter_model::{ApiKey, ApiKeyRecord, Clock, KeyId, KeyStore, NewKey, RevocationNotifier, StoreError};
 use serde::Serialize;
 
 use crate::{CreateKey, JsonFlag, to_json};
@@ -113,13 +113,26 @@ pub(crate) async fn show(store: &impl KeyStore, id: &KeyId, flag: JsonFlag) -> a
     ))
 }
 
-pub(crate) async fn revoke(store: &impl KeyStore, clock: &impl Clock, id: &KeyId) -> anyhow::Result<String> {
+pub(crate) async fn revoke(
+    store: &impl KeyStore,
+    clock: &impl Clock,
+    id: &KeyId,
+    notifier: Option<&impl RevocationNotifier>,
+) -> anyhow::Result<String> {
     let revocation = match store.revoke_key(id, clock.now()).await {
         Ok(revocation) => revocation,
         Err(StoreError::NotFound { .. }) => bail!(no_such_key(id)),
         Err(err) => return Err(err).with_context(|| format!("cannot revoke key {id}")),
     };
     tracing::info!(key_id = %id, epoch = revocation.epoch, "key revoked");
+    if let Some(notifier) = notifier {
+        notifier.notify_revoked(&revocation).await.with_context(|| {
+            format!(
+                "key {id} is revoked (warm authorizers refuse it within a second), but the notice that flushes \
+                 API Gateway's authorizer cache was not published; run `meter keys revoke {id}` again"
+            )
+        })?;
+    }
     let when =
         revocation.record.revoked_at.map_or_else(String::new, |at| format!(" at {}", format_instant(at)));
     Ok(if revocation.was_already_revoked {

@@ -10,9 +10,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use meter_authorizer::{Authorizer, AuthorizerConfig, Decision};
 pub use meter_model::SystemClock;
 use meter_model::{Clock, Email, KeyId, Month, PlanName};
-use meter_store::{AnyArchive, AnyStore, ArchiveLocation, DEFAULT_HOME, StoreConfig};
+use meter_store::{
+    AnyArchive, AnyStore, ArchiveLocation, DEFAULT_HOME, SnsNotifier, StoreConfig, load_aws_config,
+};
+use std::process::ExitCode;
 
 /// API usage metering and billing: keys, counters, archive, reconciliation and invoices.
 #[derive(Debug, Parser)]
@@ -31,6 +35,11 @@ pub struct Cli {
     #[arg(long, env = "METER_ARCHIVE", global = true, value_name = "DIR|S3")]
     pub archive: Option<ArchiveLocation>,
 
+    /// SNS topic ARN that `keys revoke` announces revocations on (its subscriber flushes API Gateway's
+    /// authorizer caches).
+    #[arg(long, env = "METER_REVOCATION_TOPIC", global = true, value_name = "ARN")]
+    pub revocation_topic: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -48,6 +57,11 @@ pub enum Command {
     /// Set up the configured store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Run the authorizer's decision locally: allow (exit 0) or deny (exit 1) with the reason.
+    Authorize {
+        /// The API key; `-` reads it from standard input (keeps it out of the process list).
+        key: String,
+    },
     /// Apply CloudWatch Logs subscription events (Lambda event JSON) to the counters, exactly once.
     Realtime(Inputs),
     /// Write the usage events of CloudWatch Logs subscription events into the Parquet archive.
@@ -158,13 +172,14 @@ pub fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
-/// Runs one command, writing its output to standard output.
-pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<()> {
+/// Runs one command, writing its output to standard output. Returns the exit code for outcomes that
+/// are not errors but still say no (`authorize` denying).
+pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
     if let Command::Archive(inputs) = &cli.command {
         let location = cli.archive_location();
         let archive = AnyArchive::open(&location).await;
         let text = pipeline::archive(archive, &location.to_string(), &inputs.files).await?;
-        return print(&text);
+        return print(&text).map(|()| ExitCode::SUCCESS);
     }
     let config = cli.store_config();
     let store = AnyStore::open(&config).await.with_context(|| format!("cannot open the store {config}"))?;
@@ -172,7 +187,20 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Create(args)) => keys::create(&store, clock, args).await?,
         Command::Keys(KeysCommand::List(flag)) => keys::list(&store, flag).await?,
         Command::Keys(KeysCommand::Show { id, json }) => keys::show(&store, &id, json).await?,
-        Command::Keys(KeysCommand::Revoke { id }) => keys::revoke(&store, clock, &id).await?,
+        Command::Keys(KeysCommand::Revoke { id }) => {
+            let notifier = match &cli.revocation_topic {
+                Some(topic) => {
+                    Some(SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic))
+                }
+                None => None,
+            };
+            keys::revoke(&store, clock, &id, notifier.as_ref()).await?
+        }
+        Command::Authorize { key } => {
+            let (text, allowed) = authorize(store, clock, &key).await?;
+            print(&text)?;
+            return Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
         Command::Usage(UsageCommand::Show { id, month, json }) => {
             usage::show(&store, &id, month, json).await?
         }
@@ -182,7 +210,35 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<()> {
         }
         Command::Archive(_) => unreachable!("handled above"),
     };
-    print(&text)
+    print(&text).map(|()| ExitCode::SUCCESS)
+}
+
+async fn authorize<S: meter_model::KeyStore>(
+    store: S,
+    clock: &impl Clock,
+    key: &str,
+) -> anyhow::Result<(String, bool)> {
+    let key = if key == "-" {
+        pipeline::read_input(std::path::Path::new("-"))?.trim().to_owned()
+    } else {
+        key.to_owned()
+    };
+    let authorizer = Authorizer::new(store, clock, AuthorizerConfig::default());
+    let decision =
+        authorizer.decide(Some(&key)).await.context("the authorizer would fail closed (HTTP 500)")?;
+    Ok(match decision {
+        Decision::Allow(grant) => (
+            format!(
+                "allow: key {} of {} (plan {})\n",
+                grant.key_id,
+                grant.user_email,
+                grant.plan.as_ref().map_or("default", |p| p.as_str())
+            ),
+            true,
+        ),
+        Decision::Deny(_) => (format!("deny (403): {}\n", decision.reason()), false),
+        Decision::Unauthorized(_) => (format!("deny (401): {}\n", decision.reason()), false),
+    })
 }
 
 fn print(text: &str) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ async fn main() -> ExitCode {
     let cli = meter::Cli::parse();
     meter::init_logging();
     match meter::run(cli, &meter::SystemClock).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

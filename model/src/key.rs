@@ -157,6 +157,31 @@ impl PresentedKey {
     pub fn hashed(&self) -> HashedKey {
         HashedKey::of(self.text.expose_secret())
     }
+
+    /// The raw SHA-256 of the key: a cache key that costs no allocation.
+    #[must_use]
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.text.expose_secret().as_bytes()).into()
+    }
+
+    /// Length of the presented text in bytes (for shape checks that must not look at the text).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.text.expose_secret().len()
+    }
+
+    /// Whether nothing was presented.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the text could be a key at all: printable ASCII without spaces, of a sane length.
+    #[must_use]
+    pub fn is_plausible(&self) -> bool {
+        let text = self.text.expose_secret();
+        (16..=512).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic())
+    }
 }
 
 impl fmt::Debug for PresentedKey {

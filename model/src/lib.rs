@@ -14,6 +14,9 @@ pub use batch::{ApplyReport, BatchDelta, BatchId, DayDelta};
 pub use counting::Tally;
 pub use items::{ApiKeyRecord, DayUsage, Email, FieldError, KeyStatus, NewKey, PlanName, UsageTotals};
 pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
-pub use ports::{ArchiveWriter, KeyStore, RejectedLine, Revocation, StoreError, UsageReader, UsageWriter};
+pub use ports::{
+    ArchiveWriter, KeyStore, RejectedLine, Revocation, RevocationNotifier, StoreError, UsageReader,
+    UsageWriter,
+};
 pub use time::{Clock, Day, ManualClock, Month, SystemClock};
 pub use usage::{LineOutcome, RejectReason, UsageEvent, parse_line};

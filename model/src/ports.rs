@@ -216,3 +216,10 @@ pub trait ArchiveWriter: Send + Sync {
         rejects: &[RejectedLine],
     ) -> impl Future<Output = Result<String, StoreError>> + Send;
 }
+
+/// Telling the rest of the system that a key was revoked (DESIGN §5: an SNS topic whose subscriber
+/// flushes API Gateway's authorizer caches).
+pub trait RevocationNotifier: Send + Sync {
+    /// Announces a revocation.
+    fn notify_revoked(&self, revocation: &Revocation) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

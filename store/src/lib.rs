@@ -6,9 +6,11 @@ pub mod archive;
 mod config;
 pub mod dynamodb;
 pub mod s3;
+pub mod sns;
 pub mod sqlite;
 
 pub use archive::{AnyArchive, ArchiveLocation, LocalArchive, S3Archive};
 pub use config::{AnyStore, DEFAULT_HOME, StoreConfig, load_aws_config};
 pub use dynamodb::{DynamoStore, TableNames};
+pub use sns::{SnsNotifier, client as sns_client};
 pub use sqlite::SqliteStore;

@@ -1,0 +1,293 @@
+//! The authorizer on the real event shapes, every outcome, the cache and revocation timing with an
+//! injected clock, bounded memory under a flood, and that no key secret is ever logged.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use meter_authorizer::{
+    AuthEvent, Authorizer, AuthorizerConfig, Decision, DenyReason, MissingReason, response,
+};
+use meter_model::time::parse_instant;
+use meter_model::{
+    ApiKey, ApiKeyRecord, Clock, Email, HashedKey, KeyId, KeyStore, ManualClock, NewKey, PlanName,
+    Revocation, StoreError,
+};
+use meter_store::SqliteStore;
+use serde_json::{Value, json};
+
+fn at(text: &str) -> DateTime<Utc> {
+    parse_instant(text).unwrap()
+}
+
+/// A store that counts what it is asked, and can be made to fail.
+#[derive(Default)]
+struct Counting {
+    inner: Option<SqliteStore>,
+    key_reads: AtomicUsize,
+    epoch_reads: AtomicUsize,
+}
+
+impl Counting {
+    fn new() -> Self {
+        Self { inner: Some(SqliteStore::open_in_memory().unwrap()), ..Self::default() }
+    }
+
+    fn unreachable() -> Self {
+        Self::default()
+    }
+
+    fn store(&self) -> Result<&SqliteStore, StoreError> {
+        self.inner.as_ref().ok_or_else(|| StoreError::Unavailable {
+            operation: "get key".into(),
+            hint: "test: the store is down".into(),
+            source: None,
+        })
+    }
+}
+
+impl KeyStore for Counting {
+    async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.store()?.insert_key(record).await
+    }
+    async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.key_reads.fetch_add(1, Ordering::SeqCst);
+        self.store()?.get_key(id).await
+    }
+    async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.key_reads.fetch_add(1, Ordering::SeqCst);
+        self.store()?.find_key_by_hash(hashed_key).await
+    }
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.store()?.list_keys().await
+    }
+    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<Revocation, StoreError> {
+        self.store()?.revoke_key(id, at).await
+    }
+    async fn revocation_epoch(&self) -> Result<u64, StoreError> {
+        self.epoch_reads.fetch_add(1, Ordering::SeqCst);
+        self.store()?.revocation_epoch().await
+    }
+}
+
+async fn issue(store: &Counting, plan: Option<&str>) -> ApiKey {
+    let key = ApiKey::generate().unwrap();
+    let record = ApiKeyRecord::new(NewKey {
+        id: key.id().clone(),
+        hashed_key: key.hashed(),
+        user_email: Email::parse("ada@example.com").unwrap(),
+        plan: plan.map(|p| PlanName::parse(p).unwrap()),
+        name: None,
+        created_at: at("2026-11-01T00:00:00Z"),
+    });
+    store.insert_key(&record).await.unwrap();
+    key
+}
+
+fn event(name: &str, key: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap().replace("{KEY}", key)).unwrap()
+}
+
+fn authorizer(store: Counting) -> (Authorizer<Counting, Arc<ManualClock>>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(at("2026-11-29T14:00:00Z")));
+    (Authorizer::new(store, Arc::clone(&clock), AuthorizerConfig::default()), clock)
+}
+
+#[tokio::test]
+async fn every_event_kind_allows_an_active_key_for_the_whole_stage() {
+    let store = Counting::new();
+    let key = issue(&store, Some("pro")).await;
+    let (authorizer, _) = authorizer(store);
+    for (fixture, resource) in [
+        ("rest-token.json", "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/prod/*/*"),
+        ("rest-request.json", "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/prod/*/*"),
+    ] {
+        let request = AuthEvent::parse(&event(fixture, key.reveal())).unwrap();
+        let decision = authorizer.decide(request.key()).await.unwrap();
+        let answer = response(&request, &decision).unwrap();
+        assert_eq!(answer["principalId"], key.id().as_str(), "{fixture}");
+        assert_eq!(answer["policyDocument"]["Statement"][0]["Effect"], "Allow");
+        assert_eq!(answer["policyDocument"]["Statement"][0]["Resource"], resource);
+        assert_eq!(
+            answer["context"],
+            json!({"keyId": key.id().as_str(), "userEmail": "ada@example.com", "plan": "pro"})
+        );
+    }
+    let request = AuthEvent::parse(&event("http-v2.json", key.reveal())).unwrap();
+    let answer = response(&request, &authorizer.decide(request.key()).await.unwrap()).unwrap();
+    assert_eq!(answer["isAuthorized"], true);
+    assert_eq!(answer["context"]["keyId"], key.id().as_str());
+}
+
+#[tokio::test]
+async fn missing_or_malformed_keys_are_401_and_unknown_or_revoked_are_403() {
+    let store = Counting::new();
+    let revoked = issue(&store, None).await;
+    store.revoke_key(revoked.id(), at("2026-11-29T13:00:00Z")).await.unwrap();
+    let (authorizer, _) = authorizer(store);
+
+    let mut missing = event("rest-request.json", "x");
+    missing["headers"].as_object_mut().unwrap().remove("X-Api-Key");
+    let request = AuthEvent::parse(&missing).unwrap();
+    let decision = authorizer.decide(request.key()).await.unwrap();
+    assert_eq!(decision, Decision::Unauthorized(MissingReason::Missing));
+    assert_eq!(response(&request, &decision), None, "REST: fail with Unauthorized, i.e. 401");
+
+    let request = AuthEvent::parse(&event("rest-token.json", "not a key")).unwrap();
+    assert_eq!(
+        authorizer.decide(request.key()).await.unwrap(),
+        Decision::Unauthorized(MissingReason::Malformed)
+    );
+
+    let unknown = ApiKey::generate().unwrap();
+    let request = AuthEvent::parse(&event("rest-token.json", unknown.reveal())).unwrap();
+    let decision = authorizer.decide(request.key()).await.unwrap();
+    assert_eq!(decision, Decision::Deny(DenyReason::UnknownKey));
+    assert_eq!(response(&request, &decision).unwrap()["policyDocument"]["Statement"][0]["Effect"], "Deny");
+
+    // The right id with a wrong secret is indistinguishable from an unknown key.
+    let mut forged = revoked.reveal().to_owned();
+    forged.replace_range(20..21, if &forged[20..21] == "A" { "B" } else { "A" });
+    assert_eq!(authorizer.decide(Some(&forged)).await.unwrap(), Decision::Deny(DenyReason::UnknownKey));
+
+    let request = AuthEvent::parse(&event("http-v2.json", revoked.reveal())).unwrap();
+    let decision = authorizer.decide(request.key()).await.unwrap();
+    assert_eq!(decision, Decision::Deny(DenyReason::Revoked));
+    assert_eq!(response(&request, &decision).unwrap(), json!({"isAuthorized": false}));
+}
+
+#[tokio::test]
+async fn an_unreachable_store_fails_closed() {
+    let (authorizer, _) = authorizer(Counting::unreachable());
+    let key = ApiKey::generate().unwrap();
+    let err = authorizer.decide(Some(key.reveal())).await.unwrap_err();
+    assert!(err.to_string().contains("unavailable"), "{err}");
+}
+
+#[tokio::test]
+async fn keys_of_another_format_are_found_by_hash() {
+    let store = Counting::new();
+    let imported = "sk_live_51HxYzAbCdEfGhIjKlMnOp";
+    let record = ApiKeyRecord::new(NewKey {
+        id: KeyId::parse("legacy-0042").unwrap(),
+        hashed_key: HashedKey::of(imported),
+        user_email: Email::parse("old@example.com").unwrap(),
+        plan: None,
+        name: None,
+        created_at: at("2026-01-01T00:00:00Z"),
+    });
+    store.insert_key(&record).await.unwrap();
+    let (authorizer, _) = authorizer(store);
+    let Decision::Allow(grant) = authorizer.decide(Some(imported)).await.unwrap() else { panic!() };
+    assert_eq!(grant.key_id.as_str(), "legacy-0042");
+}
+
+#[tokio::test]
+async fn hits_within_30_seconds_read_no_key_and_revocation_lands_within_a_second() {
+    let store = Counting::new();
+    let key = issue(&store, None).await;
+    let (authorizer, clock) = authorizer(store);
+    assert!(matches!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Allow(_)));
+    assert_eq!(authorizer.store().key_reads.load(Ordering::SeqCst), 1);
+
+    // Within the same second: nothing at all is read.
+    let epoch_reads = authorizer.store().epoch_reads.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        assert!(matches!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Allow(_)));
+    }
+    assert_eq!(authorizer.store().epoch_reads.load(Ordering::SeqCst), epoch_reads);
+    // For 29 more seconds: the key is never read again; the epoch at most once a second.
+    for _ in 0..29 {
+        clock.advance(Duration::seconds(1));
+        assert!(matches!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Allow(_)));
+    }
+    assert_eq!(authorizer.store().key_reads.load(Ordering::SeqCst), 1, "cache hits read no key");
+    assert!(authorizer.store().epoch_reads.load(Ordering::SeqCst) <= epoch_reads + 29);
+
+    // Revoke; a warm instance refuses the key no later than a second after revoke returns.
+    authorizer.store().revoke_key(key.id(), clock.now()).await.unwrap();
+    clock.advance(Duration::milliseconds(1000));
+    assert_eq!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Deny(DenyReason::Revoked));
+}
+
+#[tokio::test]
+async fn a_flood_of_random_keys_stays_bounded() {
+    let clock = Arc::new(ManualClock::new(at("2026-11-29T14:00:00Z")));
+    let config = AuthorizerConfig { max_negative: 500, ..AuthorizerConfig::default() };
+    let authorizer = Authorizer::new(Counting::new(), Arc::clone(&clock), config);
+    for _ in 0..3000 {
+        let random = ApiKey::generate().unwrap();
+        assert_eq!(
+            authorizer.decide(Some(random.reveal())).await.unwrap(),
+            Decision::Deny(DenyReason::UnknownKey)
+        );
+    }
+    let (_, refused) = authorizer.cached_entries();
+    assert!(refused <= 500, "{refused}");
+    // A repeated bad key is answered from memory.
+    let repeated = ApiKey::generate().unwrap();
+    authorizer.decide(Some(repeated.reveal())).await.unwrap();
+    let reads = authorizer.store().key_reads.load(Ordering::SeqCst);
+    authorizer.decide(Some(repeated.reveal())).await.unwrap();
+    assert_eq!(authorizer.store().key_reads.load(Ordering::SeqCst), reads);
+}
+
+/// A log sink for the capture test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn no_log_error_or_panic_message_contains_a_secret() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut texts = Vec::new();
+    let mut secrets = Vec::new();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let store = Counting::new();
+            let active = issue(&store, None).await;
+            let revoked = issue(&store, None).await;
+            store.revoke_key(revoked.id(), at("2026-11-29T13:00:00Z")).await.unwrap();
+            let (authorizer, clock) = authorizer(store);
+            let unknown = ApiKey::generate().unwrap();
+            for key in [&active, &revoked, &unknown] {
+                secrets.push(key.reveal()[16..].to_owned());
+                let decision = authorizer.decide(Some(key.reveal())).await.unwrap();
+                texts.push(format!("{decision:?} {}", decision.reason()));
+                texts.push(format!("{key:?} {key}"));
+            }
+            authorizer.store().revoke_key(active.id(), clock.now()).await.unwrap();
+            clock.advance(Duration::seconds(2));
+            authorizer.decide(Some(active.reveal())).await.unwrap();
+            let (failing, _) = self::authorizer(Counting::unreachable());
+            let err = failing.decide(Some(active.reveal())).await.unwrap_err();
+            texts.push(format!("{err} {err:?}"));
+            texts.push(format!("{:#}", anyhow::Error::from(err)));
+        });
+    });
+    texts.push(String::from_utf8(captured.0.lock().unwrap().clone()).unwrap());
+    assert!(texts.last().unwrap().contains("revocation epoch moved"), "logs were captured");
+    for text in &texts {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "a secret leaked into: {text}");
+        }
+    }
+}

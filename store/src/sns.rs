@@ -1,0 +1,69 @@
+//! Announcing revocations on an SNS topic (DESIGN §5).
+
+use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
+use meter_model::time::format_instant;
+use meter_model::{Revocation, RevocationNotifier, StoreError};
+
+/// An SNS client from the loaded AWS configuration.
+#[must_use]
+pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_sns::Client {
+    aws_sdk_sns::Client::new(sdk)
+}
+
+/// Publishes revocation notices to one topic.
+#[derive(Debug, Clone)]
+pub struct SnsNotifier {
+    client: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl SnsNotifier {
+    /// A notifier for `topic_arn`.
+    #[must_use]
+    pub fn new(client: aws_sdk_sns::Client, topic_arn: impl Into<String>) -> Self {
+        Self { client, topic_arn: topic_arn.into() }
+    }
+
+    /// The notice's body: which key, the epoch, when. Never anything secret.
+    #[must_use]
+    pub fn message(revocation: &Revocation) -> String {
+        serde_json::json!({
+            "type": "KEY_REVOKED",
+            "keyId": revocation.record.id.as_str(),
+            "epoch": revocation.epoch,
+            "revokedAt": revocation.record.revoked_at.map(format_instant),
+        })
+        .to_string()
+    }
+}
+
+impl RevocationNotifier for SnsNotifier {
+    async fn notify_revoked(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        let published = self
+            .client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject("meter: key revoked")
+            .message(Self::message(revocation))
+            .send()
+            .await;
+        published.map(drop).map_err(|err| {
+            let operation = "publish revocation".to_owned();
+            match &err {
+                SdkError::ServiceError(context) if context.err().code() == Some("NotFound") => {
+                    StoreError::Unavailable {
+                        operation,
+                        hint: format!("SNS topic {} does not exist", self.topic_arn),
+                        source: Some(err.into()),
+                    }
+                }
+                SdkError::ServiceError(_) => StoreError::Other { operation, source: err.into() },
+                _ => StoreError::Unavailable {
+                    operation,
+                    hint: "cannot reach SNS; check AWS_REGION, AWS_ENDPOINT_URL and the network".into(),
+                    source: Some(err.into()),
+                },
+            }
+        })
+    }
+}
