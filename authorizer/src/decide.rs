@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
-use meter_model::key::KeyId;
+use meter_model::key::{KeyId, could_be_key, digest_of};
 use meter_model::{Clock, Email, KeyStatus, KeyStore, PlanName, PresentedKey, StoreError};
 use rustc_hash::FxHashMap;
 
@@ -155,13 +155,13 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
         let Some(text) = presented.filter(|t| !t.is_empty()) else {
             return Ok(Decision::Unauthorized(MissingReason::Missing));
         };
-        let key = PresentedKey::new(text);
-        if key.id().is_none() && !key.is_plausible() {
+        // The hit path works on the borrowed text: a shape check and a digest, no allocation.
+        if !could_be_key(text) {
             return Ok(Decision::Unauthorized(MissingReason::Malformed));
         }
         let now = self.clock.now();
         self.refresh_epoch(now).await?;
-        let digest = key.digest();
+        let digest = digest_of(text);
         {
             let state = self.state();
             if let Some((grant, expires)) = state.allowed.get(&digest)
@@ -175,6 +175,7 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
                 return Ok(Decision::Deny(*reason));
             }
         }
+        let key = PresentedKey::new(text);
         let decision = self.look_up(&key).await?;
         let mut state = self.state();
         match &decision {

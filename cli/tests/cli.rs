@@ -300,3 +300,34 @@ fn archive_writes_parquet_by_day_and_keeps_rejects() {
     ]));
     assert!(elsewhere.join("year=2026/month=11/day=30").is_dir());
 }
+
+#[test]
+fn authorize_allows_active_keys_and_denies_the_rest() {
+    let home = tempfile::tempdir().unwrap();
+    let (id, key) = create(home.path(), "ada@example.com", &["--plan", "pro"]);
+    let allowed = ok(meter(home.path()).args(["authorize", &key]));
+    assert_eq!(allowed, format!("allow: key {id} of ada@example.com (plan pro)\n"));
+    assert!(!allowed.contains(&key[16..]));
+
+    let mut child = meter(home.path())
+        .args(["authorize", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{key}\n").as_bytes()).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success(), "the key can come from standard input");
+
+    let unknown = meter_model::ApiKey::generate().unwrap();
+    for (presented, expected) in
+        [(unknown.reveal(), "deny (403): unknown key"), ("not-a-key", "deny (401): malformed key")]
+    {
+        let output = run(meter(home.path()).args(["authorize", presented]));
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), expected);
+    }
+    ok(meter(home.path()).args(["keys", "revoke", &id]));
+    let output = run(meter(home.path()).args(["authorize", &key]));
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "deny (403): revoked key");
+}

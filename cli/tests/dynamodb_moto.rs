@@ -71,3 +71,38 @@ fn archive_to_s3() {
         .unwrap();
     assert_eq!(listed.contents().len(), 2);
 }
+
+#[test]
+fn revoke_publishes_a_notice_that_an_sqs_subscriber_receives() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (topic, queue) = runtime.block_on(meter_testkit::topic_with_queue());
+    let suffix = std::process::id();
+    let store = format!("dynamodb:keys=RevKeys-{suffix},counters=RevUsage-{suffix}");
+    ok(meter(&store).args(["store", "init"]));
+    let created: Value = serde_json::from_str(&ok(meter(&store).args([
+        "keys",
+        "create",
+        "--email",
+        "ada@example.com",
+        "--json",
+    ])))
+    .unwrap();
+    let (id, key) = (created["id"].as_str().unwrap(), created["key"].as_str().unwrap());
+
+    let allowed = meter(&store).args(["authorize", key]).output().unwrap();
+    assert_eq!(allowed.status.code(), Some(0), "{}", String::from_utf8_lossy(&allowed.stderr));
+    ok(meter(&store).env("METER_REVOCATION_TOPIC", &topic).args(["keys", "revoke", id]));
+    let denied = meter(&store).args(["authorize", key]).output().unwrap();
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stdout).contains("revoked key"));
+
+    let messages = runtime.block_on(meter_testkit::receive_all(&queue));
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    // SNS wraps the notice in its envelope; the notice names the key and never holds its secret.
+    let envelope: Value = serde_json::from_str(&messages[0]).unwrap();
+    let notice: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(notice["type"], "KEY_REVOKED");
+    assert_eq!(notice["keyId"], id);
+    assert_eq!(notice["epoch"], 1);
+    assert!(!messages[0].contains(&key[16..]));
+}

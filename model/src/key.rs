@@ -142,7 +142,7 @@ impl PresentedKey {
     /// Wraps a presented string.
     #[must_use]
     pub fn new(text: &str) -> Self {
-        let id = parse_meter_format(text).ok().map(|(id, _)| id);
+        let id = parse_meter_format(text).ok();
         Self { text: SecretString::from(text), id }
     }
 
@@ -161,7 +161,7 @@ impl PresentedKey {
     /// The raw SHA-256 of the key: a cache key that costs no allocation.
     #[must_use]
     pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.text.expose_secret().as_bytes()).into()
+        digest_of(self.text.expose_secret())
     }
 
     /// Length of the presented text in bytes (for shape checks that must not look at the text).
@@ -176,11 +176,10 @@ impl PresentedKey {
         self.len() == 0
     }
 
-    /// Whether the text could be a key at all: printable ASCII without spaces, of a sane length.
+    /// Whether the text could be a key at all (see [`could_be_key`]).
     #[must_use]
     pub fn is_plausible(&self) -> bool {
-        let text = self.text.expose_secret();
-        (16..=512).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic())
+        could_be_key(self.text.expose_secret())
     }
 }
 
@@ -223,7 +222,7 @@ impl ApiKey {
 
     /// Parses a key of this system's format.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let (id, _) = parse_meter_format(text)?;
+        let id = parse_meter_format(text)?;
         Ok(Self { id, full: SecretString::from(text) })
     }
 
@@ -258,18 +257,33 @@ impl fmt::Display for ApiKey {
     }
 }
 
-fn parse_meter_format(text: &str) -> Result<(KeyId, &str), KeyError> {
-    let rest = text.strip_prefix(KEY_PREFIX).ok_or(KeyError::NotMeterFormat)?;
+/// The raw SHA-256 of a presented key, without allocating (the authorizer's cache key).
+#[must_use]
+pub fn digest_of(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Whether a presented string could be a key at all: this system's format, or (for imported keys)
+/// 16 to 512 printable ASCII characters without spaces. Checked without allocating.
+#[must_use]
+pub fn could_be_key(text: &str) -> bool {
+    parse_meter_format_ref(text).is_some()
+        || ((16..=512).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+fn parse_meter_format_ref(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix(KEY_PREFIX)?;
     if rest.len() != ID_LEN + 1 + SECRET_LEN || rest.as_bytes()[ID_LEN] != b'_' {
-        return Err(KeyError::NotMeterFormat);
+        return None;
     }
     let (id, secret) = (&rest[..ID_LEN], &rest[ID_LEN + 1..]);
-    let id_ok = id.bytes().all(|b| ID_ALPHABET.contains(&b));
-    let secret_ok = secret.bytes().all(|b| b.is_ascii_alphanumeric());
-    if !(id_ok && secret_ok) {
-        return Err(KeyError::NotMeterFormat);
-    }
-    Ok((KeyId(id.to_owned()), secret))
+    let valid =
+        id.bytes().all(|b| ID_ALPHABET.contains(&b)) && secret.bytes().all(|b| b.is_ascii_alphanumeric());
+    valid.then_some(id)
+}
+
+fn parse_meter_format(text: &str) -> Result<KeyId, KeyError> {
+    parse_meter_format_ref(text).map(|id| KeyId(id.to_owned())).ok_or(KeyError::NotMeterFormat)
 }
 
 #[cfg(test)]

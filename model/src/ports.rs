@@ -123,6 +123,39 @@ pub trait KeyStore: Send + Sync {
     fn revocation_epoch(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
+impl<S: KeyStore> KeyStore for &S {
+    fn insert_key(&self, record: &ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).insert_key(record)
+    }
+
+    fn get_key(&self, id: &KeyId) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
+        (**self).get_key(id)
+    }
+
+    fn find_key_by_hash(
+        &self,
+        hashed_key: &HashedKey,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
+        (**self).find_key_by_hash(hashed_key)
+    }
+
+    fn list_keys(&self) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send {
+        (**self).list_keys()
+    }
+
+    fn revoke_key(
+        &self,
+        id: &KeyId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Revocation, StoreError>> + Send {
+        (**self).revoke_key(id, at)
+    }
+
+    fn revocation_epoch(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).revocation_epoch()
+    }
+}
+
 /// Reading the `UsageCounters` table.
 pub trait UsageReader: Send + Sync {
     /// A key's day items in a month, ordered by day.

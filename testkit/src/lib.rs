@@ -100,3 +100,71 @@ pub async fn fresh_bucket() -> String {
     s3_client().create_bucket().bucket(&bucket).send().await.expect("the emulator must be reachable");
     bucket
 }
+
+/// An SNS topic with an SQS queue subscribed to it: (topic ARN, queue URL).
+///
+/// # Panics
+/// When the emulator cannot be reached.
+pub async fn topic_with_queue() -> (String, String) {
+    let name = unique("revocations");
+    let sns = aws_sdk_sns::Client::from_conf(
+        aws_sdk_sns::Config::builder()
+            .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
+            .region(aws_sdk_sns::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint())
+            .credentials_provider(aws_sdk_sns::config::Credentials::new("test", "test", None, None, "moto"))
+            .build(),
+    );
+    let sqs = sqs_client();
+    let topic =
+        sns.create_topic().name(&name).send().await.expect("create topic").topic_arn.unwrap_or_default();
+    let queue = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .unwrap_or_default();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes");
+    let queue_arn = attributes
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default();
+    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn).send().await.expect("subscribe");
+    (topic, queue)
+}
+
+fn sqs_client() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint())
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "moto"))
+            .build(),
+    )
+}
+
+/// Every message body waiting in a queue.
+///
+/// # Panics
+/// When the emulator cannot be reached.
+pub async fn receive_all(queue: &str) -> Vec<String> {
+    let received = sqs_client()
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    received.messages().iter().filter_map(|m| m.body().map(str::to_owned)).collect()
+}
