@@ -7,4 +7,54 @@ pub mod event;
 pub mod invalidate;
 
 pub use decide::{AuthorizeError, Authorizer, AuthorizerConfig, Decision, DenyReason, Grant, MissingReason};
-pub use event::{AuthEvent, response};
+pub use event::{AuthEvent, EventError, response};
+
+/// Why an invocation fails instead of answering; API Gateway turns these into status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    /// REST APIs answer 401 for exactly this error message.
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// The key store cannot be asked: API Gateway answers 500, never allows.
+    #[error("internal authorizer error")]
+    Internal(#[source] AuthorizeError),
+    /// Not an authorizer event (a misconfiguration): 500.
+    #[error("not an authorizer event")]
+    BadEvent(#[from] event::EventError),
+}
+
+/// One authorizer invocation: the event in, API Gateway's answer out.
+pub async fn handle<S, C>(
+    authorizer: &Authorizer<S, C>,
+    event: &serde_json::Value,
+) -> Result<serde_json::Value, InvocationError>
+where
+    S: meter_model::KeyStore,
+    C: meter_model::Clock,
+{
+    let request = AuthEvent::parse(event)?;
+    let decision = match authorizer.decide(request.key()).await {
+        Ok(decision) => decision,
+        Err(err) => {
+            tracing::error!(error = %error_chain(&err), "authorizer cannot reach the key store; failing closed");
+            return Err(InvocationError::Internal(err));
+        }
+    };
+    match &decision {
+        Decision::Allow(grant) => tracing::debug!(key_id = %grant.key_id, "allowed"),
+        refused => tracing::info!(reason = refused.reason(), "refused"),
+    }
+    response(&request, &decision).ok_or(InvocationError::Unauthorized)
+}
+
+/// An error and its sources, joined by `: `.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

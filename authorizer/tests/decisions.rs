@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use meter_authorizer::{
-    AuthEvent, Authorizer, AuthorizerConfig, Decision, DenyReason, MissingReason, response,
+    AuthEvent, Authorizer, AuthorizerConfig, Decision, DenyReason, InvocationError, MissingReason, handle,
+    response,
 };
 use meter_model::time::parse_instant;
 use meter_model::{
@@ -160,11 +161,44 @@ async fn missing_or_malformed_keys_are_401_and_unknown_or_revoked_are_403() {
 }
 
 #[tokio::test]
-async fn an_unreachable_store_fails_closed() {
+async fn an_unreachable_store_fails_closed_with_500() {
     let (authorizer, _) = authorizer(Counting::unreachable());
     let key = ApiKey::generate().unwrap();
-    let err = authorizer.decide(Some(key.reveal())).await.unwrap_err();
-    assert!(err.to_string().contains("unavailable"), "{err}");
+    for fixture in ["rest-token.json", "rest-request.json", "http-v2.json"] {
+        let err = handle(&authorizer, &event(fixture, key.reveal())).await.unwrap_err();
+        assert!(matches!(err, InvocationError::Internal(_)), "{fixture}: {err:?}");
+        assert_eq!(err.to_string(), "internal authorizer error", "anything but Unauthorized is a 500");
+    }
+}
+
+#[tokio::test]
+async fn the_handler_maps_each_outcome_for_each_event_kind() {
+    let store = Counting::new();
+    let active = issue(&store, None).await;
+    let (authorizer, _) = authorizer(store);
+    let unknown = ApiKey::generate().unwrap();
+    // REST: allow, 403 (explicit Deny), 401 (the Unauthorized error).
+    for fixture in ["rest-token.json", "rest-request.json"] {
+        let allow = handle(&authorizer, &event(fixture, active.reveal())).await.unwrap();
+        assert_eq!(allow["policyDocument"]["Statement"][0]["Effect"], "Allow");
+        let deny = handle(&authorizer, &event(fixture, unknown.reveal())).await.unwrap();
+        assert_eq!(deny["policyDocument"]["Statement"][0]["Effect"], "Deny");
+        let unauthorized = handle(&authorizer, &event(fixture, "!")).await.unwrap_err();
+        assert!(matches!(unauthorized, InvocationError::Unauthorized));
+        assert_eq!(unauthorized.to_string(), "Unauthorized");
+    }
+    assert_eq!(
+        handle(&authorizer, &event("http-v2.json", active.reveal())).await.unwrap()["isAuthorized"],
+        true
+    );
+    assert_eq!(
+        handle(&authorizer, &event("http-v2.json", unknown.reveal())).await.unwrap()["isAuthorized"],
+        false
+    );
+    assert!(matches!(
+        handle(&authorizer, &json!({"hello": "world"})).await,
+        Err(InvocationError::BadEvent(_))
+    ));
 }
 
 #[tokio::test]
@@ -278,6 +312,7 @@ fn no_log_error_or_panic_message_contains_a_secret() {
             clock.advance(Duration::seconds(2));
             authorizer.decide(Some(active.reveal())).await.unwrap();
             let (failing, _) = self::authorizer(Counting::unreachable());
+            let _ = handle(&failing, &event("rest-token.json", active.reveal())).await.unwrap_err();
             let err = failing.decide(Some(active.reveal())).await.unwrap_err();
             texts.push(format!("{err} {err:?}"));
             texts.push(format!("{:#}", anyhow::Error::from(err)));
@@ -285,6 +320,7 @@ fn no_log_error_or_panic_message_contains_a_secret() {
     });
     texts.push(String::from_utf8(captured.0.lock().unwrap().clone()).unwrap());
     assert!(texts.last().unwrap().contains("revocation epoch moved"), "logs were captured");
+    assert!(texts.last().unwrap().contains("failing closed"), "the 500 is logged");
     for text in &texts {
         for secret in &secrets {
             assert!(!text.contains(secret.as_str()), "a secret leaked into: {text}");

@@ -4,7 +4,7 @@
 //! the standard AWS settings, `METER_LOG` (default `info`).
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use meter_authorizer::{AuthEvent, Authorizer, AuthorizerConfig, Decision, response};
+use meter_authorizer::{Authorizer, AuthorizerConfig, handle};
 use meter_model::SystemClock;
 use meter_store::{AnyStore, StoreConfig};
 use serde_json::Value;
@@ -21,24 +21,7 @@ async fn main() -> Result<(), Error> {
         Authorizer::new(AnyStore::open(&config).await?, SystemClock, AuthorizerConfig::default());
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let authorizer = &authorizer;
-        async move {
-            let request = AuthEvent::parse(&event.payload)?;
-            let decision = match authorizer.decide(request.key()).await {
-                Ok(decision) => decision,
-                Err(err) => {
-                    // Fail closed: API Gateway answers 500, never allows.
-                    tracing::error!(error = %anyhow::Error::from(err), "authorizer cannot reach the key store");
-                    return Err(Error::from("internal authorizer error"));
-                }
-            };
-            if let Decision::Allow(grant) = &decision {
-                tracing::debug!(key_id = %grant.key_id, "allowed");
-            } else {
-                tracing::info!(reason = decision.reason(), "refused");
-            }
-            // REST APIs turn exactly this error message into 401.
-            response(&request, &decision).ok_or_else(|| Error::from("Unauthorized"))
-        }
+        async move { handle(authorizer, &event.payload).await.map_err(|err| Error::from(err.to_string())) }
     }))
     .await
 }
