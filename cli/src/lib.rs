@@ -175,18 +175,15 @@ pub fn init_logging() {
 /// Runs one command, writing its output to standard output. Returns the exit code for outcomes that
 /// are not errors but still say no (`authorize` denying).
 pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
-    if let Command::Archive(inputs) = &cli.command {
-        let location = cli.archive_location();
-        let archive = AnyArchive::open(&location).await;
-        let text = pipeline::archive(archive, &location.to_string(), &inputs.files).await?;
-        return print(&text).map(|()| ExitCode::SUCCESS);
-    }
     let config = cli.store_config();
-    let store = AnyStore::open(&config).await.with_context(|| format!("cannot open the store {config}"))?;
+    let archive_location = cli.archive_location();
+    // Opened by the commands that use it: `archive` needs no store at all.
+    let open_store =
+        || async { AnyStore::open(&config).await.with_context(|| format!("cannot open the store {config}")) };
     let text = match cli.command {
-        Command::Keys(KeysCommand::Create(args)) => keys::create(&store, clock, args).await?,
-        Command::Keys(KeysCommand::List(flag)) => keys::list(&store, flag).await?,
-        Command::Keys(KeysCommand::Show { id, json }) => keys::show(&store, &id, json).await?,
+        Command::Keys(KeysCommand::Create(args)) => keys::create(&open_store().await?, clock, args).await?,
+        Command::Keys(KeysCommand::List(flag)) => keys::list(&open_store().await?, flag).await?,
+        Command::Keys(KeysCommand::Show { id, json }) => keys::show(&open_store().await?, &id, json).await?,
         Command::Keys(KeysCommand::Revoke { id }) => {
             let notifier = match &cli.revocation_topic {
                 Some(topic) => {
@@ -194,21 +191,24 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            keys::revoke(&store, clock, &id, notifier.as_ref()).await?
+            keys::revoke(&open_store().await?, clock, &id, notifier.as_ref()).await?
         }
         Command::Authorize { key } => {
-            let (text, allowed) = authorize(store, clock, &key).await?;
+            let (text, allowed) = authorize(open_store().await?, clock, &key).await?;
             print(&text)?;
             return Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         Command::Usage(UsageCommand::Show { id, month, json }) => {
-            usage::show(&store, &id, month, json).await?
+            usage::show(&open_store().await?, &id, month, json).await?
         }
-        Command::Store(StoreCommand::Init) => store_init(&store, &config).await?,
+        Command::Store(StoreCommand::Init) => store_init(&open_store().await?, &config).await?,
         Command::Realtime(inputs) => {
-            pipeline::realtime(store, clock, &config.to_string(), &inputs.files).await?
+            pipeline::realtime(open_store().await?, clock, &config.to_string(), &inputs.files).await?
         }
-        Command::Archive(_) => unreachable!("handled above"),
+        Command::Archive(inputs) => {
+            let archive = AnyArchive::open(&archive_location).await;
+            pipeline::archive(archive, &archive_location.to_string(), &inputs.files).await?
+        }
     };
     print(&text).map(|()| ExitCode::SUCCESS)
 }

@@ -68,8 +68,36 @@ fn payload(seed: u64) -> Vec<u8> {
     decode::gzip(payload.to_string().as_bytes())
 }
 
+/// What applying these deliveries costs in DynamoDB, from the aggregates and the store's chunk plan:
+/// every transactional item is 2 write units (items are far below 1 KB), each `lastUsed` advance 1,
+/// and the existence check of the keys is a consistent `BatchGetItem` (1 read unit per key).
+fn print_dynamodb_units(payloads: &[Vec<u8>]) {
+    let (mut events, mut keys, mut key_days, mut chunks) = (0u64, 0u64, 0u64, 0u64);
+    for p in payloads {
+        let inflated = decode::gunzip(p).unwrap_or_default();
+        let Ok(payload) = decode::parse_payload(&inflated) else { continue };
+        let aggregated = lines::aggregate(&payload);
+        events += aggregated.stats.usage_events;
+        let k = aggregated.delta.by_key().count() as u64;
+        let d = aggregated.delta.days().len() as u64;
+        keys += k;
+        key_days += d;
+        chunks += (k + d).div_ceil(99);
+    }
+    let per_million = |units: u64| units * 1_000_000 / events.max(1);
+    let writes = 2 * (chunks + keys + key_days) + keys + key_days;
+    println!(
+        "dynamodb: {events} usage events in {} deliveries touch {keys} key totals and {key_days} day items in {chunks} \
+         transactions: {} write units and {} read units per million events",
+        payloads.len(),
+        per_million(writes),
+        per_million(keys),
+    );
+}
+
 fn pipeline(c: &mut Criterion) {
     let payloads: Vec<Vec<u8>> = (1..=4).map(payload).collect();
+    print_dynamodb_units(&payloads);
     let events = u64::try_from(EVENTS_PER_PAYLOAD * payloads.len()).unwrap_or(u64::MAX);
     let mut group = c.benchmark_group("realtime");
     group.throughput(Throughput::Elements(events));
@@ -87,6 +115,45 @@ fn pipeline(c: &mut Criterion) {
                         let inflated = decode::gunzip(p).unwrap_or_default();
                         decode::parse_payload(&inflated)
                             .map(|payload| lines::aggregate(&payload).delta.days().len())
+                            .unwrap_or(0)
+                    })
+                    .sum::<usize>()
+            });
+        },
+    );
+    group.bench_with_input(
+        BenchmarkId::new("decode_payload_only", EVENTS_PER_PAYLOAD),
+        &payloads,
+        |b, payloads| {
+            b.iter(|| {
+                payloads
+                    .iter()
+                    .map(|p| {
+                        let inflated = decode::gunzip(p).unwrap_or_default();
+                        decode::parse_payload(&inflated).map(|payload| payload.log_events.len()).unwrap_or(0)
+                    })
+                    .sum::<usize>()
+            });
+        },
+    );
+    group.bench_with_input(
+        BenchmarkId::new("decode_and_unescape", EVENTS_PER_PAYLOAD),
+        &payloads,
+        |b, payloads| {
+            b.iter(|| {
+                let mut scratch = String::new();
+                payloads
+                    .iter()
+                    .map(|p| {
+                        let inflated = decode::gunzip(p).unwrap_or_default();
+                        decode::parse_payload(&inflated)
+                            .map(|payload| {
+                                payload
+                                    .log_events
+                                    .iter()
+                                    .map(|e| e.message(&mut scratch).len())
+                                    .sum::<usize>()
+                            })
                             .unwrap_or(0)
                     })
                     .sum::<usize>()

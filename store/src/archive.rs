@@ -150,26 +150,82 @@ impl fmt::Display for ArchiveLocation {
     }
 }
 
-/// The archive on a local directory. Files appear atomically (written aside, then renamed).
+/// Where archive files go: a local directory or a bucket. The archive's layout and formats are the
+/// same on both ([`Archive`]); only putting bytes at a relative path differs.
+pub trait ObjectSink: Send + Sync {
+    /// Writes `bytes` at `relative` (replacing what is there) and returns the full location.
+    fn put(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> impl std::future::Future<Output = Result<String, StoreError>> + Send;
+}
+
+/// The archive: the layout of DESIGN §3.5 over any [`ObjectSink`].
 #[derive(Debug, Clone)]
-pub struct LocalArchive {
+pub struct Archive<S>(S);
+
+impl<S: ObjectSink> ArchiveWriter for Archive<S> {
+    async fn write_events(
+        &self,
+        day: Day,
+        name: &str,
+        events: &[UsageEvent<'_>],
+    ) -> Result<String, StoreError> {
+        let bytes = encode_parquet(events)?;
+        self.0
+            .put(&format!("{}/{name}.parquet", partition(day)), bytes, "application/vnd.apache.parquet")
+            .await
+    }
+
+    async fn write_rejects(
+        &self,
+        day: Day,
+        name: &str,
+        rejects: &[RejectedLine],
+    ) -> Result<String, StoreError> {
+        let bytes = encode_rejects(rejects)?;
+        self.0
+            .put(&format!("{REJECTS_DIR}/{}/{name}.jsonl", partition(day)), bytes, "application/x-ndjson")
+            .await
+    }
+}
+
+/// The archive on a local directory.
+pub type LocalArchive = Archive<LocalDir>;
+/// The archive in an S3 bucket.
+pub type S3Archive = Archive<S3Prefix>;
+/// Either, chosen at run time.
+pub type AnyArchive = Archive<AnySink>;
+
+/// A local directory. Files appear atomically (written aside, then renamed).
+#[derive(Debug, Clone)]
+pub struct LocalDir {
     root: PathBuf,
 }
 
-impl LocalArchive {
+impl Archive<LocalDir> {
     /// An archive rooted at `root` (created on first write).
     #[must_use]
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self(LocalDir { root: root.into() })
     }
 
     /// The root directory.
     #[must_use]
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.0.root
     }
+}
 
-    fn put(&self, relative: &str, bytes: &[u8]) -> Result<String, StoreError> {
+impl ObjectSink for LocalDir {
+    async fn put(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        _content_type: &'static str,
+    ) -> Result<String, StoreError> {
         let path = self.root.join(relative);
         let unavailable = |e: std::io::Error| StoreError::Unavailable {
             operation: "write archive".into(),
@@ -179,54 +235,38 @@ impl LocalArchive {
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let mut staged = tempfile::NamedTempFile::new_in(dir).map_err(unavailable)?;
-        std::io::Write::write_all(&mut staged, bytes).map_err(unavailable)?;
+        std::io::Write::write_all(&mut staged, &bytes).map_err(unavailable)?;
         staged.as_file().sync_all().map_err(unavailable)?;
         staged.persist(&path).map_err(|e| unavailable(e.error))?;
         Ok(path.display().to_string())
     }
 }
 
-impl ArchiveWriter for LocalArchive {
-    async fn write_events(
-        &self,
-        day: Day,
-        name: &str,
-        events: &[UsageEvent<'_>],
-    ) -> Result<String, StoreError> {
-        self.put(&format!("{}/{name}.parquet", partition(day)), &encode_parquet(events)?)
-    }
-
-    async fn write_rejects(
-        &self,
-        day: Day,
-        name: &str,
-        rejects: &[RejectedLine],
-    ) -> Result<String, StoreError> {
-        self.put(&format!("{REJECTS_DIR}/{}/{name}.jsonl", partition(day)), &encode_rejects(rejects)?)
-    }
-}
-
-/// The archive in an S3 bucket.
+/// A bucket and key prefix.
 #[derive(Debug, Clone)]
-pub struct S3Archive {
+pub struct S3Prefix {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
 }
 
-impl S3Archive {
+impl Archive<S3Prefix> {
     /// An archive under `s3://bucket/prefix`.
     #[must_use]
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
-        Self { client, bucket: bucket.into(), prefix: prefix.into() }
+        Self(S3Prefix { client, bucket: bucket.into(), prefix: prefix.into() })
     }
+}
 
-    fn key(&self, relative: &str) -> String {
-        if self.prefix.is_empty() { relative.to_owned() } else { format!("{}/{relative}", self.prefix) }
-    }
-
-    async fn put(&self, relative: &str, bytes: Vec<u8>, content_type: &str) -> Result<String, StoreError> {
-        let key = self.key(relative);
+impl ObjectSink for S3Prefix {
+    async fn put(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<String, StoreError> {
+        let key =
+            if self.prefix.is_empty() { relative.to_owned() } else { format!("{}/{relative}", self.prefix) };
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -240,73 +280,42 @@ impl S3Archive {
     }
 }
 
-impl ArchiveWriter for S3Archive {
-    async fn write_events(
-        &self,
-        day: Day,
-        name: &str,
-        events: &[UsageEvent<'_>],
-    ) -> Result<String, StoreError> {
-        let bytes = encode_parquet(events)?;
-        self.put(&format!("{}/{name}.parquet", partition(day)), bytes, "application/vnd.apache.parquet").await
-    }
-
-    async fn write_rejects(
-        &self,
-        day: Day,
-        name: &str,
-        rejects: &[RejectedLine],
-    ) -> Result<String, StoreError> {
-        let bytes = encode_rejects(rejects)?;
-        self.put(&format!("{REJECTS_DIR}/{}/{name}.jsonl", partition(day)), bytes, "application/x-ndjson")
-            .await
-    }
-}
-
-/// Either archive, chosen at run time.
+/// A local directory or a bucket, chosen at run time.
 #[derive(Debug, Clone)]
-pub enum AnyArchive {
+pub enum AnySink {
     /// A local directory.
-    Local(LocalArchive),
-    /// An S3 bucket.
-    S3(S3Archive),
+    Local(LocalDir),
+    /// A bucket.
+    S3(S3Prefix),
 }
 
-impl AnyArchive {
+impl Archive<AnySink> {
     /// Opens the archive at `location`; for S3 with the standard AWS configuration.
     pub async fn open(location: &ArchiveLocation) -> Self {
-        match location {
-            ArchiveLocation::Local(root) => Self::Local(LocalArchive::new(root)),
+        Self(match location {
+            ArchiveLocation::Local(root) => AnySink::Local(LocalDir { root: root.clone() }),
             ArchiveLocation::S3 { bucket, prefix } => {
                 let sdk = crate::config::load_aws_config().await;
-                Self::S3(S3Archive::new(crate::s3::client(&sdk), bucket, prefix))
+                AnySink::S3(S3Prefix {
+                    client: crate::s3::client(&sdk),
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                })
             }
-        }
+        })
     }
 }
 
-impl ArchiveWriter for AnyArchive {
-    async fn write_events(
+impl ObjectSink for AnySink {
+    async fn put(
         &self,
-        day: Day,
-        name: &str,
-        events: &[UsageEvent<'_>],
+        relative: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
     ) -> Result<String, StoreError> {
         match self {
-            Self::Local(archive) => archive.write_events(day, name, events).await,
-            Self::S3(archive) => archive.write_events(day, name, events).await,
-        }
-    }
-
-    async fn write_rejects(
-        &self,
-        day: Day,
-        name: &str,
-        rejects: &[RejectedLine],
-    ) -> Result<String, StoreError> {
-        match self {
-            Self::Local(archive) => archive.write_rejects(day, name, rejects).await,
-            Self::S3(archive) => archive.write_rejects(day, name, rejects).await,
+            Self::Local(dir) => dir.put(relative, bytes, content_type).await,
+            Self::S3(bucket) => bucket.put(relative, bytes, content_type).await,
         }
     }
 }

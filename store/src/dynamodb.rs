@@ -237,16 +237,15 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let operation = operation.to_owned();
-    let code = match &err {
-        SdkError::ServiceError(context) => context.err().code().map(str::to_owned),
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+    let code = match crate::sdk::failure(&err) {
+        crate::sdk::Failure::Unreachable => {
             return StoreError::Unavailable {
                 operation,
                 hint: "cannot reach DynamoDB; check AWS_REGION, AWS_ENDPOINT_URL and the network".into(),
                 source: Some(err.into()),
             };
         }
-        _ => None,
+        crate::sdk::Failure::Service(code) => code,
     };
     match code.as_deref() {
         Some(

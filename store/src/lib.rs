@@ -6,6 +6,7 @@ pub mod archive;
 mod config;
 pub mod dynamodb;
 pub mod s3;
+mod sdk;
 pub mod sns;
 pub mod sqlite;
 

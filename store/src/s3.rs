@@ -1,6 +1,7 @@
 //! S3 plumbing shared by the archive and the reports: the client and the translation of its errors.
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
 use meter_model::StoreError;
 
 /// An S3 client from the loaded AWS configuration. Path-style addressing when an endpoint is set
@@ -19,16 +20,15 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let operation = operation.to_owned();
-    let code = match &err {
-        SdkError::ServiceError(context) => context.err().code().map(str::to_owned),
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+    let code = match crate::sdk::failure(&err) {
+        crate::sdk::Failure::Unreachable => {
             return StoreError::Unavailable {
                 operation,
                 hint: "cannot reach S3; check AWS_REGION, AWS_ENDPOINT_URL and the network".into(),
                 source: Some(err.into()),
             };
         }
-        _ => None,
+        crate::sdk::Failure::Service(code) => code,
     };
     match code.as_deref() {
         Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout") => {
