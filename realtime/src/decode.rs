@@ -102,7 +102,10 @@ impl LogEvent<'_> {
 
 /// Unescapes the inside of a JSON string literal that the JSON parser has already accepted. A lone
 /// UTF-16 surrogate, which JSON's grammar lets through, becomes U+FFFD.
-fn unescape_into(inner: &str, out: &mut String) {
+fn unescape_into(inner: &str, scratch: &mut String) {
+    // Work on bytes (runs copied whole, escapes one byte each) and check UTF-8 once at the end; the
+    // buffer's capacity is kept from line to line.
+    let mut out = std::mem::take(scratch).into_bytes();
     out.clear();
     out.reserve(inner.len());
     // Usage lines escape every quote, so escapes are dense: a plain scan beats searching for each.
@@ -114,24 +117,35 @@ fn unescape_into(inner: &str, out: &mut String) {
             at += 1;
             continue;
         }
-        out.push_str(&inner[run_start..at]);
-        let escaped = &inner[at + 1..];
-        let (ch, used) = match escaped.as_bytes().first() {
-            Some(b'"') => ('"', 1),
-            Some(b'n') => ('\n', 1),
-            Some(b't') => ('\t', 1),
-            Some(b'r') => ('\r', 1),
-            Some(b'b') => ('\u{8}', 1),
-            Some(b'f') => ('\u{c}', 1),
-            Some(b'u') => unicode_escape(escaped),
-            Some(&other) => (char::from(other), 1),
-            None => ('\u{fffd}', 0),
+        out.extend_from_slice(&bytes[run_start..at]);
+        let used = match bytes.get(at + 1) {
+            Some(b'n') => simple(&mut out, b'\n'),
+            Some(b't') => simple(&mut out, b'\t'),
+            Some(b'r') => simple(&mut out, b'\r'),
+            Some(b'b') => simple(&mut out, 0x08),
+            Some(b'f') => simple(&mut out, 0x0c),
+            Some(b'u') => {
+                let (ch, used) = unicode_escape(&inner[at + 1..]);
+                out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+                used
+            }
+            // `"`, `\\` and `/`: the JSON parser admits no other escape.
+            Some(&other) => simple(&mut out, other),
+            None => {
+                out.extend_from_slice("\u{fffd}".as_bytes());
+                0
+            }
         };
-        out.push(ch);
         at += 1 + used;
         run_start = at;
     }
-    out.push_str(&inner[run_start..]);
+    out.extend_from_slice(&bytes[run_start..]);
+    *scratch = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+}
+
+fn simple(out: &mut Vec<u8>, byte: u8) -> usize {
+    out.push(byte);
+    1
 }
 
 /// Reads `uXXXX` (and a following `\\uXXXX` low surrogate): the character and the bytes used.

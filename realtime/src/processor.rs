@@ -169,8 +169,10 @@ impl<S: UsageWriter, C: Clock> UsageProcessor<S, C> {
             }
         }
         report.unknown_key_events = report.apply.unknown_keys.values().map(|t| t.usage_count).sum();
-        let keys = batch.by_key().count();
-        report.keys_touched = u64::try_from(keys - report.apply.unknown_keys.len()).unwrap_or(0);
+        if !report.apply.was_duplicate() {
+            let keys = batch.by_key().count().saturating_sub(report.apply.unknown_keys.len());
+            report.keys_touched = u64::try_from(keys).unwrap_or(u64::MAX);
+        }
         if !report.apply.unknown_keys.is_empty() {
             tracing::warn!(
                 batch_id = %batch.batch_id(),

@@ -46,6 +46,7 @@ async fn the_fixture_delivery_is_counted_by_the_rules_once() {
 
     let again = processor.process_event(event.as_bytes()).await.unwrap();
     assert!(again.apply.was_duplicate());
+    assert_eq!(again.keys_touched, 0, "a redelivery changes no key");
 
     let store = processor.store();
     assert_eq!(totals(store, KEY_A).await, Tally { successful_calls: 2, failed_calls: 2, usage_count: 5 });
