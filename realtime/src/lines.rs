@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use meter_model::{
-    BatchDelta, BatchId, Day, DayDelta, KeyId, LineOutcome, RejectedLine, Tally, UsageEvent, parse_line,
+    BatchDelta, BatchId, Day, DayDelta, KeyId, LineOutcome, RejectReason, RejectedLine, Tally, UsageEvent,
+    parse_line,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::{Digest, Sha256};
@@ -69,17 +70,22 @@ pub struct Aggregated {
     pub rejected_by_reason: BTreeMap<String, u64>,
 }
 
-/// Aggregates a payload per key and UTC day, counting each request id once.
-#[must_use]
-pub fn aggregate(payload: &LogsPayload<'_>) -> Aggregated {
+/// A line worth a stage's attention, as [`walk`] hands it over.
+enum Line<'s> {
+    /// A usage event whose request id is new in this payload.
+    Usage(UsageEvent<'s>),
+    /// A rejected usage line, with the line.
+    Rejected(RejectReason, &'s str),
+}
+
+/// Reads every line of a payload once: counts what the lines were, passes over other log output and
+/// repeated request ids, and hands each new usage event or rejected line to `visit`. Request ids are
+/// remembered by a 128-bit hash: no allocation per event, and a collision among the few thousand ids
+/// of one payload is far less likely than a hardware fault.
+fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>)) -> LineStats {
     let mut stats = LineStats::default();
-    let mut rejected_by_reason = BTreeMap::new();
-    // Request ids are remembered by a 128-bit hash: no allocation per event, and a collision among the
-    // few thousand ids of one payload is far less likely than a hardware fault.
     let mut seen: FxHashSet<u128> = FxHashSet::default();
     seen.reserve(payload.log_events.len());
-    // Per key, its days (a payload spans one day, two around midnight).
-    let mut keys: FxHashMap<String, Vec<(Day, Tally, DateTime<Utc>)>> = FxHashMap::default();
     let mut scratch = String::new();
     for event in &payload.log_events {
         stats.log_events += 1;
@@ -87,33 +93,49 @@ pub fn aggregate(payload: &LogsPayload<'_>) -> Aggregated {
             stats.skipped += 1;
             continue;
         }
-        match parse_line(event.message(&mut scratch), log_time(event)) {
+        let message = event.message(&mut scratch);
+        match parse_line(message, log_time(event)) {
             LineOutcome::Usage(usage) => {
-                if !seen.insert(xxh3_128(usage.request_id.as_bytes())) {
+                if seen.insert(xxh3_128(usage.request_id.as_bytes())) {
+                    stats.usage_events += 1;
+                    visit(event, Line::Usage(usage));
+                } else {
                     stats.duplicates += 1;
-                    continue;
-                }
-                stats.usage_events += 1;
-                let days = match keys.get_mut(usage.key_id.as_ref()) {
-                    Some(days) => days,
-                    None => keys.entry(usage.key_id.to_string()).or_default(),
-                };
-                let day = Day::of(usage.timestamp);
-                match days.iter_mut().find(|(d, _, _)| *d == day) {
-                    Some((_, tally, last_used)) => {
-                        tally.add(usage.tally());
-                        *last_used = (*last_used).max(usage.timestamp);
-                    }
-                    None => days.push((day, usage.tally(), usage.timestamp)),
                 }
             }
             LineOutcome::Skipped => stats.skipped += 1,
             LineOutcome::Rejected(reason) => {
                 stats.rejected += 1;
-                *rejected_by_reason.entry(reason.code()).or_insert(0) += 1;
+                visit(event, Line::Rejected(reason, message));
             }
         }
     }
+    stats
+}
+
+/// Aggregates a payload per key and UTC day, counting each request id once.
+#[must_use]
+pub fn aggregate(payload: &LogsPayload<'_>) -> Aggregated {
+    let mut rejected_by_reason = BTreeMap::new();
+    // Per key, its days (a payload spans one day, two around midnight).
+    let mut keys: FxHashMap<String, Vec<(Day, Tally, DateTime<Utc>)>> = FxHashMap::default();
+    let stats = walk(payload, |_, line| match line {
+        Line::Usage(usage) => {
+            let days = match keys.get_mut(usage.key_id.as_ref()) {
+                Some(days) => days,
+                None => keys.entry(usage.key_id.to_string()).or_default(),
+            };
+            let day = Day::of(usage.timestamp);
+            match days.iter_mut().find(|(d, _, _)| *d == day) {
+                Some((_, tally, last_used)) => {
+                    tally.add(usage.tally());
+                    *last_used = (*last_used).max(usage.timestamp);
+                }
+                None => days.push((day, usage.tally(), usage.timestamp)),
+            }
+        }
+        Line::Rejected(reason, _) => *rejected_by_reason.entry(reason.code()).or_insert(0) += 1,
+    });
     // The parser admits only key ids that are valid item ids, so every key here parses.
     let entries = keys.into_iter().flat_map(|(key, days)| {
         let key_id = KeyId::parse(&key).ok();
@@ -142,41 +164,19 @@ pub struct Classified {
 /// Splits a payload into usage events and rejected lines.
 #[must_use]
 pub fn classify(payload: &LogsPayload<'_>) -> Classified {
-    let mut stats = LineStats::default();
     let mut events = Vec::with_capacity(payload.log_events.len());
     let mut rejects = Vec::new();
-    let mut seen: FxHashSet<u128> = FxHashSet::default();
-    let mut scratch = String::new();
-    for event in &payload.log_events {
-        stats.log_events += 1;
-        if !event.may_be_usage() {
-            stats.skipped += 1;
-            continue;
-        }
-        let message = event.message(&mut scratch);
-        match parse_line(message, log_time(event)) {
-            LineOutcome::Usage(usage) => {
-                if seen.insert(xxh3_128(usage.request_id.as_bytes())) {
-                    stats.usage_events += 1;
-                    events.push(usage.into_owned());
-                } else {
-                    stats.duplicates += 1;
-                }
-            }
-            LineOutcome::Skipped => stats.skipped += 1,
-            LineOutcome::Rejected(reason) => {
-                stats.rejected += 1;
-                rejects.push(RejectedLine::new(
-                    reason,
-                    &payload.log_group,
-                    &payload.log_stream,
-                    &event.id,
-                    log_time(event).unwrap_or_default(),
-                    message,
-                ));
-            }
-        }
-    }
+    let stats = walk(payload, |event, line| match line {
+        Line::Usage(usage) => events.push(usage.into_owned()),
+        Line::Rejected(reason, message) => rejects.push(RejectedLine::new(
+            reason,
+            &payload.log_group,
+            &payload.log_stream,
+            &event.id,
+            log_time(event).unwrap_or_default(),
+            message,
+        )),
+    });
     Classified { events, rejects, stats }
 }
 

@@ -19,17 +19,11 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let operation = operation.to_owned();
-    let code = match crate::sdk::failure(&err) {
-        crate::sdk::Failure::Unreachable => {
-            return StoreError::Unavailable {
-                operation,
-                hint: "cannot reach S3; check AWS_REGION, AWS_ENDPOINT_URL and the network".into(),
-                source: Some(err.into()),
-            };
-        }
-        crate::sdk::Failure::Service(code) => code,
+    let (code, err) = match crate::sdk::service_code(operation, "S3", err) {
+        Ok(answer) => answer,
+        Err(unreachable) => return unreachable,
     };
+    let operation = operation.to_owned();
     match code.as_deref() {
         Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout") => {
             StoreError::Retryable { operation, source: err.into() }

@@ -2,22 +2,28 @@
 //! what error code.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use meter_model::StoreError;
 
-/// The kind of an SDK failure.
-pub(crate) enum Failure {
-    /// The request did not get an answer (connection, timeout, unreadable response).
-    Unreachable,
-    /// The service answered with this error code (or none could be read).
-    Service(Option<String>),
-}
-
-/// Classifies an SDK error of any AWS service.
-pub(crate) fn failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Failure {
-    match err {
-        SdkError::ServiceError(context) => Failure::Service(context.err().code().map(str::to_owned)),
+/// The service's error code, with the error itself for the chain; a call that got no answer
+/// (connection, timeout, unreadable response) is already translated, naming `service`.
+pub(crate) fn service_code<E, R>(
+    operation: &str,
+    service: &str,
+    err: SdkError<E, R>,
+) -> Result<(Option<String>, SdkError<E, R>), StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::ServiceError(context) => Ok((context.err().code().map(str::to_owned), err)),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            Failure::Unreachable
+            Err(StoreError::Unavailable {
+                operation: operation.to_owned(),
+                hint: format!("cannot reach {service}; check AWS_REGION, AWS_ENDPOINT_URL and the network"),
+                source: Some(err.into()),
+            })
         }
-        _ => Failure::Service(None),
+        _ => Ok((None, err)),
     }
 }
