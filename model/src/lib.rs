@@ -19,4 +19,4 @@ pub use ports::{
     UsageWriter,
 };
 pub use time::{Clock, Day, ManualClock, Month, SystemClock};
-pub use usage::{LineOutcome, RejectReason, UsageEvent, parse_line};
+pub use usage::{LineOutcome, RejectReason, UsageEvent, parse_escaped_line, parse_line};

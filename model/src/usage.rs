@@ -101,6 +101,9 @@ impl RejectReason {
     }
 }
 
+static USAGE_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(USAGE_TYPE.as_bytes()));
+
 /// What one log message turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineOutcome<'a> {
@@ -117,8 +120,6 @@ pub enum LineOutcome<'a> {
 #[must_use]
 pub fn parse_line(message: &str, log_timestamp: Option<DateTime<Utc>>) -> LineOutcome<'_> {
     // Most log lines are not usage lines; this scan lets them go without any JSON parsing.
-    static USAGE_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
-        LazyLock::new(|| memchr::memmem::Finder::new(USAGE_TYPE.as_bytes()));
     if USAGE_FINDER.find(message.as_bytes()).is_none() {
         return LineOutcome::Skipped;
     }
@@ -152,6 +153,78 @@ pub fn parse_line(message: &str, log_timestamp: Option<DateTime<Utc>>) -> LineOu
             }
         }
         _ => LineOutcome::Skipped,
+    }
+}
+
+/// [`parse_line`] of a line still escaped as the inside of a JSON string literal (how CloudWatch Logs
+/// payloads hold it), read without unescaping it. `None` when this reader is not sure; then unescape
+/// the line and call [`parse_line`]. Whenever it answers, the answer is [`parse_line`]'s (checked by a
+/// property test).
+#[must_use]
+pub fn parse_escaped_line(escaped: &str, log_timestamp: Option<DateTime<Utc>>) -> Option<LineOutcome<'_>> {
+    // `API_USAGE` needs no escaping, so the escaped line contains it exactly when the line does.
+    if USAGE_FINDER.find(escaped.as_bytes()).is_none() {
+        return Some(LineOutcome::Skipped);
+    }
+    let fields = fast::fields::<true>(escaped_json_part(escaped)?)?;
+    if fields.is_usage() {
+        return Some(fields.validate(log_timestamp));
+    }
+    let Some(inner) = fields.message else {
+        return Some(LineOutcome::Skipped);
+    };
+    if inner.starts_with('{') {
+        let inner = fast::fields::<true>(inner)?;
+        return Some(if inner.is_usage() { inner.validate(log_timestamp) } else { LineOutcome::Skipped });
+    }
+    // A message that is itself an escaped string is escaped twice: leave it to the general path.
+    (!inner.starts_with('\\')).then_some(LineOutcome::Skipped)
+}
+
+/// [`json_part`] on an escaped line, declining (`None`) wherever the two could differ.
+fn escaped_json_part(escaped: &str) -> Option<&str> {
+    let trimmed = trim_escaped_end(escaped.trim_start_matches(' '))?;
+    let trimmed = trim_escaped_start(trimmed);
+    if trimmed.starts_with('{') {
+        return Some(trimmed);
+    }
+    // Lambda's text format: three tabs, and no other escape before the JSON.
+    let b = trimmed.as_bytes();
+    let (mut tabs, mut at) = (0, 0);
+    while tabs < 3 {
+        match *b.get(at)? {
+            b'\\' if b.get(at + 1) == Some(&b't') => {
+                tabs += 1;
+                at += 2;
+            }
+            b'\\' => return None,
+            _ => at += 1,
+        }
+    }
+    let rest = trim_escaped_start(&trimmed[at..]);
+    rest.starts_with('{').then_some(rest)
+}
+
+fn trim_escaped_start(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start_matches(' ');
+        match text.as_bytes() {
+            [b'\\', b't' | b'n' | b'r', ..] => text = &text[2..],
+            _ => return text,
+        }
+    }
+}
+
+/// Removes trailing spaces and `\\n`, `\\t`, `\\r`; `None` where a trailing escape might itself be
+/// escaped.
+fn trim_escaped_end(mut text: &str) -> Option<&str> {
+    loop {
+        text = text.trim_end_matches(' ');
+        match text.as_bytes() {
+            [.., b'\\', b'\\', b't' | b'n' | b'r'] => return None,
+            [.., b'\\', b't' | b'n' | b'r'] => text = &text[..text.len() - 2],
+            _ => return Some(text),
+        }
     }
 }
 
@@ -229,7 +302,7 @@ impl<'a> From<SerdeFields<'a>> for Fields<'a> {
 
 /// Reads a JSON object into [`Fields`]: the fast reader for the common case, serde_json for the rest.
 fn read_fields(json: &str) -> Result<Fields<'_>, serde_json::Error> {
-    match fast::fields(json) {
+    match fast::fields::<false>(json) {
         Some(fields) => Ok(fields),
         None => serde_json::from_str::<SerdeFields<'_>>(json).map(Fields::from),
     }
@@ -336,6 +409,10 @@ fn has_control(text: &str) -> bool {
 
 /// A JSON string's value, borrowed when it holds no escapes.
 fn json_str(text: &str) -> Option<Cow<'_, str>> {
+    // Written `\"…\"`: a string of a line read without unescaping, which holds no escapes itself.
+    if let Some(inner) = text.strip_prefix("\\\"").and_then(|t| t.strip_suffix("\\\"")) {
+        return Some(Cow::Borrowed(inner));
+    }
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     if inner.contains('\\') {
         serde_json::from_str::<String>(text).ok().map(Cow::Owned)
@@ -393,28 +470,31 @@ fn utc_millis_fast(text: &str) -> Option<DateTime<Utc>> {
 mod fast {
     use super::Fields;
 
-    /// The fields of `json`, or `None` to let the general reader decide.
-    pub(super) fn fields(json: &str) -> Option<Fields<'_>> {
+    /// The fields of `json`, or `None` to let the general reader decide. With `ESCAPED`, `json` is
+    /// the inside of a JSON string literal holding the object (quotes written `\\"`), read as it is,
+    /// without unescaping; string values keep their `\\"` delimiters.
+    pub(super) fn fields<const ESCAPED: bool>(json: &str) -> Option<Fields<'_>> {
         let b = json.as_bytes();
+        let q = quote_len::<ESCAPED>();
         let mut fields = Fields::default();
         let mut seen = 0u16;
-        let mut at = skip_ws(b, 0);
+        let mut at = skip_ws::<ESCAPED>(b, 0);
         if b.get(at) != Some(&b'{') {
             return None;
         }
-        at = skip_ws(b, at + 1);
+        at = skip_ws::<ESCAPED>(b, at + 1);
         if b.get(at) == Some(&b'}') {
             at += 1;
         } else {
             loop {
-                let key_end = string_end(b, at)?;
-                let key = &json[at + 1..key_end - 1];
-                at = skip_ws(b, key_end);
+                let key_end = string_end::<ESCAPED>(b, at)?;
+                let key = &json[at + q..key_end - q];
+                at = skip_ws::<ESCAPED>(b, key_end);
                 if b.get(at) != Some(&b':') {
                     return None;
                 }
-                let start = skip_ws(b, at + 1);
-                let end = value_end(b, start, 0)?;
+                let start = skip_ws::<ESCAPED>(b, at + 1);
+                let end = value_end::<ESCAPED>(b, start, 0)?;
                 let raw = &json[start..end];
                 let value = if raw == "null" { None } else { Some(raw) };
                 let (bit, slot) = match key {
@@ -437,9 +517,9 @@ mod fast {
                     seen |= 1 << bit;
                     *slot = value;
                 }
-                at = skip_ws(b, end);
+                at = skip_ws::<ESCAPED>(b, end);
                 match b.get(at) {
-                    Some(b',') => at = skip_ws(b, at + 1),
+                    Some(b',') => at = skip_ws::<ESCAPED>(b, at + 1),
                     Some(b'}') => {
                         at += 1;
                         break;
@@ -448,26 +528,40 @@ mod fast {
                 }
             }
         }
-        (skip_ws(b, at) == b.len()).then_some(fields)
+        (skip_ws::<ESCAPED>(b, at) == b.len()).then_some(fields)
     }
 
-    fn skip_ws(b: &[u8], mut at: usize) -> usize {
-        while matches!(b.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            at += 1;
+    const fn quote_len<const ESCAPED: bool>() -> usize {
+        if ESCAPED { 2 } else { 1 }
+    }
+
+    fn is_quote<const ESCAPED: bool>(b: &[u8], at: usize) -> bool {
+        if ESCAPED { b.get(at..at + 2) == Some(b"\\\"") } else { b.get(at) == Some(&b'"') }
+    }
+
+    /// JSON white space; escaped, also `\\t`, `\\n` and `\\r`.
+    fn skip_ws<const ESCAPED: bool>(b: &[u8], mut at: usize) -> usize {
+        loop {
+            match b.get(at) {
+                Some(b' ') => at += 1,
+                Some(b'\t' | b'\n' | b'\r') if !ESCAPED => at += 1,
+                Some(b'\\') if ESCAPED && matches!(b.get(at + 1), Some(b't' | b'n' | b'r')) => at += 2,
+                _ => return at,
+            }
         }
-        at
     }
 
     /// End (exclusive) of a string starting at `at`; `None` for escapes or control characters.
-    fn string_end(b: &[u8], at: usize) -> Option<usize> {
-        if b.get(at) != Some(&b'"') {
+    fn string_end<const ESCAPED: bool>(b: &[u8], at: usize) -> Option<usize> {
+        if !is_quote::<ESCAPED>(b, at) {
             return None;
         }
-        let mut i = at + 1;
+        let mut i = at + quote_len::<ESCAPED>();
         loop {
             match *b.get(i)? {
-                b'"' => return Some(i + 1),
-                b'\\' => return None,
+                b'"' if !ESCAPED => return Some(i + 1),
+                b'\\' if ESCAPED && b.get(i + 1) == Some(&b'"') => return Some(i + 2),
+                b'\\' | b'"' => return None,
                 c if c < 0x20 => return None,
                 _ => i += 1,
             }
@@ -475,10 +569,10 @@ mod fast {
     }
 
     /// End (exclusive) of the value starting at `at`, validated as JSON; `None` when unsure.
-    fn value_end(b: &[u8], at: usize, depth: u8) -> Option<usize> {
+    fn value_end<const ESCAPED: bool>(b: &[u8], at: usize, depth: u8) -> Option<usize> {
         match *b.get(at)? {
-            b'"' => string_end(b, at),
-            b'{' | b'[' if depth < 8 => container_end(b, at, depth + 1),
+            b'"' | b'\\' => string_end::<ESCAPED>(b, at),
+            b'{' | b'[' if depth < 8 => container_end::<ESCAPED>(b, at, depth + 1),
             b't' => literal_end(b, at, b"true"),
             b'f' => literal_end(b, at, b"false"),
             b'n' => literal_end(b, at, b"null"),
@@ -524,23 +618,23 @@ mod fast {
     }
 
     /// End of an object or array, every member validated.
-    fn container_end(b: &[u8], at: usize, depth: u8) -> Option<usize> {
+    fn container_end<const ESCAPED: bool>(b: &[u8], at: usize, depth: u8) -> Option<usize> {
         let (close, object) = if b[at] == b'{' { (b'}', true) } else { (b']', false) };
-        let mut i = skip_ws(b, at + 1);
+        let mut i = skip_ws::<ESCAPED>(b, at + 1);
         if b.get(i) == Some(&close) {
             return Some(i + 1);
         }
         loop {
             if object {
-                i = skip_ws(b, string_end(b, i)?);
+                i = skip_ws::<ESCAPED>(b, string_end::<ESCAPED>(b, i)?);
                 if b.get(i) != Some(&b':') {
                     return None;
                 }
-                i = skip_ws(b, i + 1);
+                i = skip_ws::<ESCAPED>(b, i + 1);
             }
-            i = skip_ws(b, value_end(b, i, depth)?);
+            i = skip_ws::<ESCAPED>(b, value_end::<ESCAPED>(b, i, depth)?);
             match b.get(i) {
-                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b',') => i = skip_ws::<ESCAPED>(b, i + 1),
                 Some(&c) if c == close => return Some(i + 1),
                 _ => return None,
             }
@@ -806,6 +900,11 @@ mod tests {
         .collect()
     }
 
+    /// Whether a line holds something its escaped form writes with a backslash (other than quotes).
+    fn bare_has_escape(line: &str) -> bool {
+        line.chars().any(|c| c == '\\' || c.is_control())
+    }
+
     fn json_fragment() -> impl Strategy<Value = String> {
         let key = prop_oneof![
             Just("type"),
@@ -841,9 +940,42 @@ mod tests {
         #[test]
         fn the_fast_reader_agrees_with_serde_whenever_it_answers(json in json_fragment(), cut in 0usize..200) {
             for text in [json.clone(), json.get(..cut.min(json.len())).unwrap_or("").to_owned()] {
-                if let Some(fast) = fast::fields(&text) {
+                if let Some(fast) = fast::fields::<false>(&text) {
                     prop_assert_eq!(Some(as_vec(&fast)), serde_only(&text), "{}", text);
                 }
+            }
+        }
+
+        #[test]
+        fn the_escaped_reader_agrees_with_parse_line_whenever_it_answers(
+            event in arb_event(),
+            shape in 0usize..3,
+            cut in 0usize..400,
+            junk in "[ \t\n\\\\\"{}:,a-z0-9\u{a0}]{0,6}",
+            mangle in any::<bool>(),
+        ) {
+            let bare = to_line(&event, cut % 2 == 0);
+            let line = match shape {
+                0 => bare,
+                1 => format!("2026-11-29T14:03:07.125Z\tabc-123\tINFO\t{bare}\n"),
+                _ => format!(r#"{{"level":"INFO","requestId":"lambda-req","message":{bare}}}"#),
+            };
+            let line = if mangle {
+                let mut cut_at = cut.min(line.len());
+                while !line.is_char_boundary(cut_at) {
+                    cut_at -= 1;
+                }
+                format!("{}{junk}{}", &line[..cut_at], &line[cut_at..])
+            } else {
+                line
+            };
+            let literal = serde_json::to_string(&line).unwrap();
+            let escaped = &literal[1..literal.len() - 1];
+            let expected = parse_line(&line, log_time());
+            if let Some(answer) = parse_escaped_line(escaped, log_time()) {
+                prop_assert_eq!(answer, expected, "{}", line);
+            } else {
+                prop_assert!(mangle || line.contains('\\') || shape == 2 && bare_has_escape(&line), "declined a plain line: {}", line);
             }
         }
 
@@ -851,7 +983,7 @@ mod tests {
         fn the_fast_reader_handles_ordinary_usage_lines(event in arb_event()) {
             let line = to_line(&event, false);
             prop_assume!(!line.contains('\\'));
-            prop_assert!(fast::fields(&line).is_some(), "{}", line);
+            prop_assert!(fast::fields::<false>(&line).is_some(), "{}", line);
         }
 
         #[test]

@@ -88,10 +88,16 @@ impl LogEvent<'_> {
         FINDER.find(self.raw_message.as_bytes()).is_some()
     }
 
+    /// The log line as the payload holds it, still escaped (without the surrounding quotes).
+    #[must_use]
+    pub fn escaped(&self) -> &str {
+        &self.raw_message[1..self.raw_message.len() - 1]
+    }
+
     /// The log line, unescaped into `scratch` when it holds escapes (so one buffer serves a whole
     /// payload without an allocation per line).
     pub fn message<'s>(&'s self, scratch: &'s mut String) -> &'s str {
-        let inner = &self.raw_message[1..self.raw_message.len() - 1];
+        let inner = self.escaped();
         if !inner.contains('\\') {
             return inner;
         }

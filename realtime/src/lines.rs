@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use meter_model::{
     BatchDelta, BatchId, Day, DayDelta, KeyId, LineOutcome, RejectReason, RejectedLine, Tally, UsageEvent,
-    parse_line,
+    parse_escaped_line, parse_line,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::{Digest, Sha256};
@@ -93,8 +93,13 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
             stats.skipped += 1;
             continue;
         }
-        let message = event.message(&mut scratch);
-        match parse_line(message, log_time(event)) {
+        // Most usage lines are read where they stand, still escaped; the rest go through unescaping
+        // and the general parser, and so does every rejected line (which is kept as text).
+        let outcome = match parse_escaped_line(event.escaped(), log_time(event)) {
+            Some(outcome @ (LineOutcome::Usage(_) | LineOutcome::Skipped)) => outcome,
+            _ => parse_line(event.message(&mut scratch), log_time(event)),
+        };
+        match outcome {
             LineOutcome::Usage(usage) => {
                 if seen.insert(xxh3_128(usage.request_id.as_bytes())) {
                     stats.usage_events += 1;
@@ -106,7 +111,7 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
             LineOutcome::Skipped => stats.skipped += 1,
             LineOutcome::Rejected(reason) => {
                 stats.rejected += 1;
-                visit(event, Line::Rejected(reason, message));
+                visit(event, Line::Rejected(reason, event.message(&mut scratch)));
             }
         }
     }
