@@ -211,6 +211,14 @@ pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, DecodeError> {
 
 /// Parses an inflated payload.
 pub fn parse_payload(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
+    if let Some(payload) = std::str::from_utf8(json).ok().and_then(envelope::read) {
+        return Ok(payload);
+    }
+    parse_payload_general(json)
+}
+
+/// The general reader of payloads (serde_json): every valid payload, and the oracle of [`envelope`].
+fn parse_payload_general(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Raw<'a> {
@@ -257,6 +265,210 @@ pub fn parse_payload(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
     Ok(LogsPayload { message_type, log_group: raw.log_group, log_stream: raw.log_stream, log_events })
 }
 
+/// A reader of payloads in the compact shape CloudWatch Logs writes, which finds each message's end
+/// in one scan of its escaped text. It declines (`None`) anything it is not sure of: other white
+/// space, unknown or repeated fields, escapes outside messages. Whenever it answers, the answer is
+/// the general reader's (checked by a property test).
+mod envelope {
+    use std::borrow::Cow;
+
+    use super::{LogEvent, LogsPayload, MessageType};
+
+    struct Cursor<'a> {
+        text: &'a str,
+        at: usize,
+    }
+
+    impl<'a> Cursor<'a> {
+        fn peek(&self) -> Option<u8> {
+            self.text.as_bytes().get(self.at).copied()
+        }
+
+        fn eat(&mut self, byte: u8) -> Option<()> {
+            (self.peek()? == byte).then(|| self.at += 1)
+        }
+
+        /// A string without escapes; its contents.
+        fn plain_string(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let start = self.at;
+            let b = self.text.as_bytes();
+            while let Some(&c) = b.get(self.at) {
+                match c {
+                    b'"' => {
+                        self.at += 1;
+                        return Some(&self.text[start..self.at - 1]);
+                    }
+                    b'\\' => return None,
+                    c if c < 0x20 => return None,
+                    _ => self.at += 1,
+                }
+            }
+            None
+        }
+
+        /// A string with any valid escapes; the whole literal, quotes included.
+        fn string_literal(&mut self) -> Option<&'a str> {
+            let start = self.at;
+            self.eat(b'"')?;
+            let b = self.text.as_bytes();
+            while let Some(&c) = b.get(self.at) {
+                match c {
+                    b'"' => {
+                        self.at += 1;
+                        return Some(&self.text[start..self.at]);
+                    }
+                    b'\\' => match *b.get(self.at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+                        b'u' => {
+                            let hex = b.get(self.at + 2..self.at + 6)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.at += 6;
+                        }
+                        _ => return None,
+                    },
+                    c if c < 0x20 => return None,
+                    _ => self.at += 1,
+                }
+            }
+            None
+        }
+
+        /// An integer as serde_json reads an `i64`: optional minus, digits, no leading zeros.
+        fn integer(&mut self) -> Option<&'a str> {
+            let start = self.at;
+            if self.peek() == Some(b'-') {
+                self.at += 1;
+            }
+            let digits_start = self.at;
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.at += 1;
+            }
+            let digits = &self.text[digits_start..self.at];
+            let valid = !digits.is_empty() && (digits == "0" || !digits.starts_with('0'));
+            let next_is_number = matches!(self.peek(), Some(b'.' | b'e' | b'E'));
+            (valid && !next_is_number).then(|| &self.text[start..self.at])
+        }
+
+        /// `{"k":v,...}` over `members`, each key at most once.
+        fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+            self.eat(b'{')?;
+            if self.eat(b'}').is_some() {
+                return Some(());
+            }
+            loop {
+                let key = self.plain_string()?;
+                self.eat(b':')?;
+                member(self, key)?;
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b'}' => {
+                        self.at += 1;
+                        return Some(());
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+            self.eat(b'[')?;
+            if self.eat(b']').is_some() {
+                return Some(());
+            }
+            loop {
+                item(self)?;
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b']' => {
+                        self.at += 1;
+                        return Some(());
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    fn once(seen: &mut u8, bit: u8) -> Option<()> {
+        (*seen & bit == 0).then(|| *seen |= bit)
+    }
+
+    pub(super) fn read(text: &str) -> Option<LogsPayload<'_>> {
+        let mut cursor = Cursor { text, at: 0 };
+        let (mut seen, mut message_type, mut log_group, mut log_stream) = (0u8, None, "", "");
+        let mut log_events = Vec::new();
+        cursor.object(|c, key| match key {
+            "messageType" => {
+                once(&mut seen, 1)?;
+                message_type = Some(match c.plain_string()? {
+                    "DATA_MESSAGE" => MessageType::Data,
+                    "CONTROL_MESSAGE" => MessageType::Control,
+                    _ => return None,
+                });
+                Some(())
+            }
+            "owner" => once(&mut seen, 2).and_then(|()| c.plain_string()).map(drop),
+            "logGroup" => {
+                once(&mut seen, 4)?;
+                log_group = c.plain_string()?;
+                Some(())
+            }
+            "logStream" => {
+                once(&mut seen, 8)?;
+                log_stream = c.plain_string()?;
+                Some(())
+            }
+            "subscriptionFilters" => {
+                once(&mut seen, 16)?;
+                c.array(|c| c.plain_string().map(drop))
+            }
+            "logEvents" => {
+                once(&mut seen, 32)?;
+                c.array(|c| {
+                    let (mut got, mut id, mut timestamp, mut raw_message) = (0u8, None, None, None);
+                    c.object(|c, key| match key {
+                        "id" => {
+                            once(&mut got, 1)?;
+                            id = Some(if c.peek()? == b'"' { c.plain_string()? } else { c.integer()? });
+                            Some(())
+                        }
+                        "timestamp" => {
+                            once(&mut got, 2)?;
+                            timestamp = Some(c.integer()?.parse().ok()?);
+                            Some(())
+                        }
+                        "message" => {
+                            once(&mut got, 4)?;
+                            raw_message = Some(c.string_literal()?);
+                            Some(())
+                        }
+                        _ => None,
+                    })?;
+                    log_events.push(LogEvent {
+                        id: Cow::Borrowed(id?),
+                        timestamp: timestamp?,
+                        raw_message: raw_message?,
+                    });
+                    Some(())
+                })
+            }
+            _ => None,
+        })?;
+        if cursor.at != text.len() {
+            return None;
+        }
+        Some(LogsPayload {
+            message_type: message_type?,
+            log_group: Cow::Borrowed(log_group),
+            log_stream: Cow::Borrowed(log_stream),
+            log_events,
+        })
+    }
+}
+
 /// Encodes a payload as CloudWatch Logs delivers it (gzip, then base64 in a Lambda event). For
 /// fixtures, the simulator and tests.
 pub fn encode_subscription_event(payload_json: &[u8]) -> String {
@@ -279,7 +491,53 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn summary(payload: &LogsPayload<'_>) -> (MessageType, String, String, Vec<(String, i64, String)>) {
+        let events = payload
+            .log_events
+            .iter()
+            .map(|e| (e.id.to_string(), e.timestamp, e.raw_message.to_owned()))
+            .collect();
+        (payload.message_type, payload.log_group.to_string(), payload.log_stream.to_string(), events)
+    }
+
+    fn payload_text() -> impl Strategy<Value = String> {
+        let message = prop_oneof![
+            "[ -~]{0,20}",
+            "\\PC{0,10}",
+            Just("{\"type\":\"API_USAGE\",\"a\":\"\\b\"}".to_owned())
+        ];
+        let event =
+            (any::<bool>(), 0u64..u64::MAX, any::<i64>(), message).prop_map(|(numeric, id, ts, m)| {
+                let id = if numeric { serde_json::json!(id) } else { serde_json::json!(format!("{id:056}")) };
+                serde_json::json!({"id": id, "timestamp": ts, "message": m})
+            });
+        (prop_oneof![Just("DATA_MESSAGE"), Just("CONTROL_MESSAGE"), Just("OTHER")], "[a-z/$\\[\\]]{0,12}", proptest::collection::vec(event, 0..6))
+            .prop_map(|(kind, stream, events)| {
+                serde_json::json!({"messageType": kind, "owner": "123456789012", "logGroup": "/aws/lambda/api",
+                    "logStream": stream, "subscriptionFilters": ["meter"], "logEvents": events})
+                .to_string()
+            })
+    }
+
     proptest! {
+        #[test]
+        fn the_envelope_reader_agrees_with_serde_whenever_it_answers(text in payload_text(), cut in 0usize..600, junk in "[ ,:{}\\[\\]\"0-9a-z\\\\]{0,3}") {
+            let mut cut_at = cut.min(text.len());
+            while !text.is_char_boundary(cut_at) {
+                cut_at -= 1;
+            }
+            let mangled = format!("{}{junk}{}", &text[..cut_at], &text[cut_at..]);
+            for candidate in [&text, &mangled] {
+                if let Some(fast) = envelope::read(candidate) {
+                    let general = parse_payload_general(candidate.as_bytes()).map(|p| summary(&p));
+                    prop_assert_eq!(Some(summary(&fast)), general.ok(), "{}", candidate);
+                }
+            }
+            if !text.contains("OTHER") {
+                prop_assert!(envelope::read(&text).is_some(), "declined a compact payload: {}", text);
+            }
+        }
+
         #[test]
         fn unescaping_matches_serde_json(text in "\\PC{0,60}|[\\\\\"\\t\\n\\u{1}\\u{1f600}a-z]{0,30}") {
             let literal = serde_json::to_string(&text).unwrap();
