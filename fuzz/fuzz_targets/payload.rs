@@ -1,9 +1,21 @@
 //! The payload decoder on arbitrary bytes, taken both as gzip and as already inflated JSON: it must
-//! never panic, never inflate past its cap, and aggregate whatever it decodes.
+//! never panic, never inflate past its cap, agree with the general reader, and aggregate whatever it
+//! decodes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meter_realtime::{decode, lines};
+use meter_realtime::decode::{self, LogsPayload};
+use meter_realtime::lines;
+
+fn summary(p: &LogsPayload<'_>) -> (String, String, Vec<(String, i64, String)>) {
+    let mut scratch = String::new();
+    let events = p
+        .log_events
+        .iter()
+        .map(|e| (e.id.to_string(), e.timestamp, e.message(&mut scratch).to_owned()))
+        .collect();
+    (p.log_group.to_string(), p.log_stream.to_string(), events)
+}
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(inflated) = decode::gunzip(data) {
@@ -13,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(payload) = decode::parse_payload(data) {
+        let general = decode::parse_payload_general(data)
+            .expect("the fast reader accepted what the general one refuses");
+        assert_eq!(summary(&payload), summary(&general));
+        assert_eq!(payload.message_type, general.message_type);
         let aggregated = lines::aggregate(&payload);
         let classified = lines::classify(&payload);
         assert_eq!(aggregated.stats.log_events, classified.stats.log_events);

@@ -217,8 +217,9 @@ pub fn parse_payload(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
     parse_payload_general(json)
 }
 
-/// The general reader of payloads (serde_json): every valid payload, and the oracle of [`envelope`].
-fn parse_payload_general(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
+/// The general reader of payloads (serde_json): every valid payload, and the oracle of the fast reader
+/// that [`parse_payload`] tries first.
+pub fn parse_payload_general(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Raw<'a> {
