@@ -18,11 +18,3 @@ pub use processor::{ProcessError, ProcessReport, RetryPolicy, UsageProcessor};
 pub fn split_events(text: &str) -> Result<Vec<&serde_json::value::RawValue>, serde_json::Error> {
     serde_json::Deserializer::from_str(text).into_iter::<&serde_json::value::RawValue>().collect()
 }
-
-/// Structured logs for the Lambda binaries: JSON to stdout (CloudWatch Logs), filtered by
-/// `METER_LOG` (default `info`).
-pub fn init_lambda_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().json().with_env_filter(filter).without_time().with_target(false).init();
-}

@@ -30,6 +30,16 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
+    /// The store named by `METER_STORE` (how the Lambda binaries are configured).
+    pub fn from_env() -> Result<Self, StoreConfigError> {
+        std::env::var("METER_STORE")
+            .map_err(|_| StoreConfigError {
+                input: String::new(),
+                reason: "METER_STORE is not set (e.g. dynamodb:keys=ApiKeys,counters=UsageCounters)",
+            })?
+            .parse()
+    }
+
     /// The default: `meter.db` under the meter home.
     #[must_use]
     pub fn default_in(home: &Path) -> Self {

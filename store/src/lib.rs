@@ -5,6 +5,7 @@
 pub mod archive;
 mod config;
 pub mod dynamodb;
+pub mod lambda;
 pub mod s3;
 mod sdk;
 pub mod sns;

@@ -11,12 +11,8 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().json().with_env_filter(filter).without_time().with_target(false).init();
-    let config: StoreConfig = std::env::var("METER_STORE")
-        .map_err(|_| "METER_STORE is not set (e.g. dynamodb:keys=ApiKeys,counters=UsageCounters)")?
-        .parse()?;
+    meter_store::lambda::init_logging();
+    let config = StoreConfig::from_env()?;
     let authorizer =
         Authorizer::new(AnyStore::open(&config).await?, SystemClock, AuthorizerConfig::default());
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {

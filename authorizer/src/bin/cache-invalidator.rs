@@ -9,9 +9,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().json().with_env_filter(filter).without_time().with_target(false).init();
+    meter_store::lambda::init_logging();
     let targets = parse_targets(&std::env::var("METER_FLUSH_TARGETS").unwrap_or_default())?;
     if targets.is_empty() {
         return Err("METER_FLUSH_TARGETS is empty: name the stages to flush (rest:API_ID/STAGE, …)".into());

@@ -13,7 +13,7 @@ const FUNCTION: &str = "archive-transformer";
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    meter_realtime::init_lambda_logging();
+    meter_store::lambda::init_logging();
     let location: ArchiveLocation = std::env::var("METER_ARCHIVE")
         .map_err(|_| "METER_ARCHIVE is not set (e.g. s3://bucket/usage)")?
         .parse()?;

@@ -13,10 +13,8 @@ const FUNCTION: &str = "usage-processor";
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    meter_realtime::init_lambda_logging();
-    let config: StoreConfig = std::env::var("METER_STORE")
-        .map_err(|_| "METER_STORE is not set (e.g. dynamodb:keys=ApiKeys,counters=UsageCounters)")?
-        .parse()?;
+    meter_store::lambda::init_logging();
+    let config = StoreConfig::from_env()?;
     let store = AnyStore::open(&config).await?;
     let processor = UsageProcessor::new(store, SystemClock, RetryPolicy::default());
     lambda_runtime::run(service_fn(|event: LambdaEvent<Box<RawValue>>| {
