@@ -70,15 +70,7 @@ async fn recording_endpoint(script: Vec<Answer>) -> (String, Arc<Mutex<Vec<Strin
 }
 
 fn flusher(endpoint: &str) -> ApiGatewayFlusher {
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-            aws_credential_types::Credentials::new("test", "test", None, None, "test"),
-        ))
-        .build();
-    ApiGatewayFlusher::new(&sdk)
+    ApiGatewayFlusher::new(&meter_testkit::sdk_config_for(endpoint))
 }
 
 #[tokio::test]

@@ -19,6 +19,12 @@ fn ok(command: &mut Command) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Creates a key for ada@example.com; the `--json` answer.
+fn create_key(store: &str) -> Value {
+    serde_json::from_str(&ok(meter(store).args(["keys", "create", "--email", "ada@example.com", "--json"])))
+        .unwrap()
+}
+
 #[test]
 fn keys_lifecycle_on_dynamodb() {
     let suffix = std::process::id();
@@ -32,14 +38,7 @@ fn keys_lifecycle_on_dynamodb() {
     assert!(init.contains(&format!("CliKeys-{suffix}")), "{init}");
     assert!(ok(meter(&store).args(["store", "init"])).contains("nothing to create"));
 
-    let created: Value = serde_json::from_str(&ok(meter(&store).args([
-        "keys",
-        "create",
-        "--email",
-        "ada@example.com",
-        "--json",
-    ])))
-    .unwrap();
+    let created = create_key(&store);
     let id = created["id"].as_str().unwrap();
     let listed: Value = serde_json::from_str(&ok(meter(&store).args(["keys", "list", "--json"]))).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
@@ -79,14 +78,7 @@ fn revoke_publishes_a_notice_that_an_sqs_subscriber_receives() {
     let suffix = std::process::id();
     let store = format!("dynamodb:keys=RevKeys-{suffix},counters=RevUsage-{suffix}");
     ok(meter(&store).args(["store", "init"]));
-    let created: Value = serde_json::from_str(&ok(meter(&store).args([
-        "keys",
-        "create",
-        "--email",
-        "ada@example.com",
-        "--json",
-    ])))
-    .unwrap();
+    let created = create_key(&store);
     let (id, key) = (created["id"].as_str().unwrap(), created["key"].as_str().unwrap());
 
     let allowed = meter(&store).args(["authorize", key]).output().unwrap();

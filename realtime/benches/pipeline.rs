@@ -73,17 +73,16 @@ fn payload(seed: u64) -> Vec<u8> {
 /// and the existence check of the keys is a consistent `BatchGetItem` (1 read unit per key).
 fn print_dynamodb_units(payloads: &[Vec<u8>]) {
     let (mut events, mut keys, mut key_days, mut chunks) = (0u64, 0u64, 0u64, 0u64);
-    for p in payloads {
-        let inflated = decode::gunzip(p).unwrap_or_default();
-        let Ok(payload) = decode::parse_payload(&inflated) else { continue };
-        let aggregated = lines::aggregate(&payload);
+    each_payload(payloads, |payload| {
+        let aggregated = lines::aggregate(payload);
         events += aggregated.stats.usage_events;
         let k = aggregated.delta.by_key().count() as u64;
         let d = aggregated.delta.days().len() as u64;
         keys += k;
         key_days += d;
         chunks += (k + d).div_ceil(99);
-    }
+        0
+    });
     let per_million = |units: u64| units * 1_000_000 / events.max(1);
     let writes = 2 * (chunks + keys + key_days) + keys + key_days;
     println!(
@@ -93,6 +92,17 @@ fn print_dynamodb_units(payloads: &[Vec<u8>]) {
         per_million(writes),
         per_million(keys),
     );
+}
+
+/// Gunzips and parses each payload, then measures it with `f`.
+fn each_payload(payloads: &[Vec<u8>], mut f: impl FnMut(&decode::LogsPayload<'_>) -> usize) -> usize {
+    payloads
+        .iter()
+        .map(|p| {
+            let inflated = decode::gunzip(p).unwrap_or_default();
+            decode::parse_payload(&inflated).map(|payload| f(&payload)).unwrap_or(0)
+        })
+        .sum()
 }
 
 fn pipeline(c: &mut Criterion) {
@@ -108,57 +118,14 @@ fn pipeline(c: &mut Criterion) {
         BenchmarkId::new("decode_parse_aggregate", EVENTS_PER_PAYLOAD),
         &payloads,
         |b, payloads| {
-            b.iter(|| {
-                payloads
-                    .iter()
-                    .map(|p| {
-                        let inflated = decode::gunzip(p).unwrap_or_default();
-                        decode::parse_payload(&inflated)
-                            .map(|payload| lines::aggregate(&payload).delta.days().len())
-                            .unwrap_or(0)
-                    })
-                    .sum::<usize>()
-            });
+            b.iter(|| each_payload(payloads, |payload| lines::aggregate(payload).delta.days().len()))
         },
     );
+    // The payload stage alone: log events found, each message's end located, nothing read yet.
     group.bench_with_input(
         BenchmarkId::new("decode_payload_only", EVENTS_PER_PAYLOAD),
         &payloads,
-        |b, payloads| {
-            b.iter(|| {
-                payloads
-                    .iter()
-                    .map(|p| {
-                        let inflated = decode::gunzip(p).unwrap_or_default();
-                        decode::parse_payload(&inflated).map(|payload| payload.log_events.len()).unwrap_or(0)
-                    })
-                    .sum::<usize>()
-            });
-        },
-    );
-    group.bench_with_input(
-        BenchmarkId::new("decode_and_unescape", EVENTS_PER_PAYLOAD),
-        &payloads,
-        |b, payloads| {
-            b.iter(|| {
-                let mut scratch = String::new();
-                payloads
-                    .iter()
-                    .map(|p| {
-                        let inflated = decode::gunzip(p).unwrap_or_default();
-                        decode::parse_payload(&inflated)
-                            .map(|payload| {
-                                payload
-                                    .log_events
-                                    .iter()
-                                    .map(|e| e.message(&mut scratch).len())
-                                    .sum::<usize>()
-                            })
-                            .unwrap_or(0)
-                    })
-                    .sum::<usize>()
-            });
-        },
+        |b, payloads| b.iter(|| each_payload(payloads, |payload| payload.log_events.len())),
     );
     group.finish();
 }

@@ -95,9 +95,10 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
         }
         // Most usage lines are read where they stand, still escaped; the rest go through unescaping
         // and the general parser, and so does every rejected line (which is kept as text).
-        let outcome = match parse_escaped_line(event.escaped(), log_time(event)) {
+        let at = log_time(event);
+        let outcome = match parse_escaped_line(event.escaped(), at) {
             Some(outcome @ (LineOutcome::Usage(_) | LineOutcome::Skipped)) => outcome,
-            _ => parse_line(event.message(&mut scratch), log_time(event)),
+            _ => parse_line(event.message(&mut scratch), at),
         };
         match outcome {
             LineOutcome::Usage(usage) => {

@@ -146,16 +146,22 @@ impl AnyStore {
 
 /// Loads the standard AWS configuration (region, credentials, `AWS_ENDPOINT_URL`, …) with timeouts
 /// short enough that an unreachable endpoint is reported in seconds.
+/// Loaded once per process: the store, the archive and the revocation topic share it.
 pub async fn load_aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(30))
-                .build(),
-        )
-        .load()
+    static LOADED: tokio::sync::OnceCell<aws_config::SdkConfig> = tokio::sync::OnceCell::const_new();
+    LOADED
+        .get_or_init(|| {
+            aws_config::defaults(BehaviorVersion::latest())
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(3))
+                        .operation_attempt_timeout(Duration::from_secs(30))
+                        .build(),
+                )
+                .load()
+        })
         .await
+        .clone()
 }
 
 /// Forwards a port method to whichever store is inside.

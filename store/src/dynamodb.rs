@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
@@ -124,7 +125,7 @@ impl DynamoStore {
     async fn create_if_missing(
         &self,
         table: &str,
-        create: aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder,
+        create: CreateTableFluentBuilder,
     ) -> Result<bool, StoreError> {
         match self
             .client
@@ -177,17 +178,19 @@ impl DynamoStore {
     }
 }
 
-fn api_keys_table(
-    client: &Client,
-    name: &str,
-) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
-    client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("id"))
+/// An on-demand table with string key attributes `keys` (hash, then optional range).
+fn table(client: &Client, name: &str, keys: &[(&str, KeyType)]) -> CreateTableFluentBuilder {
+    keys.iter().fold(
+        client.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest),
+        |table, (key, key_type)| {
+            table.attribute_definitions(attribute(key)).key_schema(key_element(key, key_type.clone()))
+        },
+    )
+}
+
+fn api_keys_table(client: &Client, name: &str) -> CreateTableFluentBuilder {
+    table(client, name, &[("id", KeyType::Hash)])
         .attribute_definitions(attribute("hashedKey"))
-        .key_schema(key_element("id", KeyType::Hash))
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(HASHED_KEY_INDEX)
@@ -200,18 +203,8 @@ fn api_keys_table(
         )
 }
 
-fn counters_table(
-    client: &Client,
-    name: &str,
-) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
-    client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("keyId"))
-        .attribute_definitions(attribute("day"))
-        .key_schema(key_element("keyId", KeyType::Hash))
-        .key_schema(key_element("day", KeyType::Range))
+fn counters_table(client: &Client, name: &str) -> CreateTableFluentBuilder {
+    table(client, name, &[("keyId", KeyType::Hash), ("day", KeyType::Range)])
 }
 
 fn attribute(name: &str) -> AttributeDefinition {

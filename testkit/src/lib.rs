@@ -4,7 +4,9 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use meter_store::{DynamoStore, TableNames};
 
 /// The emulator's endpoint.
@@ -32,21 +34,23 @@ pub fn aws_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-fn credentials() -> Credentials {
-    Credentials::new("test", "test", None, None, "moto")
+/// The SDK configuration of every emulator client: its endpoint, a region, test credentials.
+#[must_use]
+pub fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "test", "test", None, None, "moto",
+        )))
+        .build()
 }
 
 /// A DynamoDB client for `endpoint`.
 #[must_use]
 pub fn dynamodb_client_for(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(credentials())
-            .build(),
-    )
+    aws_sdk_dynamodb::Client::new(&sdk_config_for(endpoint))
 }
 
 /// A DynamoDB client for the emulator.
@@ -55,18 +59,10 @@ pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
     dynamodb_client_for(&endpoint())
 }
 
-/// An S3 client for the emulator (path-style addressing).
+/// An S3 client for the emulator (path-style addressing, as the project's own S3 client uses there).
 #[must_use]
 pub fn s3_client() -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(endpoint())
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "moto"))
-            .force_path_style(true)
-            .build(),
-    )
+    meter_store::s3::client(&sdk_config_for(&endpoint()))
 }
 
 /// A name unique to this test process and call, for tables and buckets (lowercase, digits, `-`).
@@ -107,14 +103,7 @@ pub async fn fresh_bucket() -> String {
 /// When the emulator cannot be reached.
 pub async fn topic_with_queue() -> (String, String) {
     let name = unique("revocations");
-    let sns = aws_sdk_sns::Client::from_conf(
-        aws_sdk_sns::Config::builder()
-            .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
-            .region(aws_sdk_sns::config::Region::new("us-east-1"))
-            .endpoint_url(endpoint())
-            .credentials_provider(aws_sdk_sns::config::Credentials::new("test", "test", None, None, "moto"))
-            .build(),
-    );
+    let sns = aws_sdk_sns::Client::new(&sdk_config_for(&endpoint()));
     let sqs = sqs_client();
     let topic =
         sns.create_topic().name(&name).send().await.expect("create topic").topic_arn.unwrap_or_default();
@@ -143,14 +132,7 @@ pub async fn topic_with_queue() -> (String, String) {
 }
 
 fn sqs_client() -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .endpoint_url(endpoint())
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "moto"))
-            .build(),
-    )
+    aws_sdk_sqs::Client::new(&sdk_config_for(&endpoint()))
 }
 
 /// Every message body waiting in a queue.
