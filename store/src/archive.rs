@@ -162,9 +162,52 @@ pub trait ObjectSink: Send + Sync {
     ) -> impl std::future::Future<Output = Result<String, StoreError>> + Send;
 }
 
+/// Reading back what an [`ObjectSink`] holds: what reconcile and reports need of the archive.
+pub trait ObjectSource: Send + Sync {
+    /// The files directly or indirectly under the folder `relative` (no trailing `/`), as paths
+    /// relative to the root, sorted. A folder that does not exist holds no files.
+    fn list(
+        &self,
+        relative: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// The bytes of the file at `relative`; [`StoreError::NotFound`] when there is none.
+    fn get(
+        &self,
+        relative: &str,
+    ) -> impl std::future::Future<Output = Result<bytes::Bytes, StoreError>> + Send;
+
+    /// Writes `bytes` at `relative` only if nothing is there yet; [`StoreError::AlreadyExists`] if
+    /// something is (an S3 conditional put, `If-None-Match: *`, or an exclusive link on a local disk).
+    fn put_new(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> impl std::future::Future<Output = Result<String, StoreError>> + Send;
+
+    /// The full location of `relative`, for messages and links.
+    fn location(&self, relative: &str) -> String;
+}
+
+/// Whether a listed file is data: Hive and Spark conventions hide names starting with `.` or `_`
+/// (`_SUCCESS`, `.crc` files, writers' temporary files).
+#[must_use]
+pub fn is_data_file(relative: &str) -> bool {
+    let name = relative.rsplit('/').next().unwrap_or(relative);
+    !(name.starts_with('.') || name.starts_with('_'))
+}
+
 /// The archive: the layout of DESIGN §3.5 over any [`ObjectSink`].
 #[derive(Debug, Clone)]
 pub struct Archive<S>(S);
+
+impl<S> Archive<S> {
+    /// Where the files are: to list, read, or write files beside the archive (rollups, reports).
+    pub fn objects(&self) -> &S {
+        &self.0
+    }
+}
 
 impl<S: ObjectSink> ArchiveWriter for Archive<S> {
     async fn write_events(
@@ -242,6 +285,92 @@ impl ObjectSink for LocalDir {
     }
 }
 
+impl LocalDir {
+    /// A directory.
+    #[must_use]
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+}
+
+fn local_error(operation: &str, path: &Path, err: std::io::Error) -> StoreError {
+    StoreError::Unavailable {
+        operation: operation.into(),
+        hint: format!("cannot read {}", path.display()),
+        source: Some(err.into()),
+    }
+}
+
+impl ObjectSource for LocalDir {
+    async fn list(&self, relative: &str) -> Result<Vec<String>, StoreError> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), StoreError> {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(local_error("list archive", dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| local_error("list archive", dir, e))?;
+                let path = entry.path();
+                let kind = entry.file_type().map_err(|e| local_error("list archive", &path, e))?;
+                if kind.is_dir() {
+                    walk(root, &path, out)?;
+                } else if let Ok(rel) = path.strip_prefix(root) {
+                    let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>();
+                    out.push(rel.join("/"));
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &self.root.join(relative), &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    async fn get(&self, relative: &str) -> Result<bytes::Bytes, StoreError> {
+        let path = self.root.join(relative);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(bytes.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound { what: path.display().to_string() })
+            }
+            Err(e) => Err(local_error("read archive", &path, e)),
+        }
+    }
+
+    async fn put_new(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        _content_type: &'static str,
+    ) -> Result<String, StoreError> {
+        let path = self.root.join(relative);
+        let unavailable = |e: std::io::Error| StoreError::Unavailable {
+            operation: "write file".into(),
+            hint: format!("cannot write {}", path.display()),
+            source: Some(e.into()),
+        };
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        let mut staged = tempfile::NamedTempFile::new_in(dir).map_err(unavailable)?;
+        std::io::Write::write_all(&mut staged, &bytes).map_err(unavailable)?;
+        staged.as_file().sync_all().map_err(unavailable)?;
+        // A hard link fails if the name exists: the file appears whole, and only once.
+        match staged.persist_noclobber(&path) {
+            Ok(_) => Ok(path.display().to_string()),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StoreError::AlreadyExists { what: path.display().to_string() })
+            }
+            Err(e) => Err(unavailable(e.error)),
+        }
+    }
+
+    fn location(&self, relative: &str) -> String {
+        self.root.join(relative).display().to_string()
+    }
+}
+
 /// A bucket and key prefix.
 #[derive(Debug, Clone)]
 pub struct S3Prefix {
@@ -280,6 +409,89 @@ impl ObjectSink for S3Prefix {
     }
 }
 
+impl S3Prefix {
+    /// A bucket and key prefix.
+    #[must_use]
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self { client, bucket: bucket.into(), prefix: prefix.into() }
+    }
+
+    fn key(&self, relative: &str) -> String {
+        if self.prefix.is_empty() { relative.to_owned() } else { format!("{}/{relative}", self.prefix) }
+    }
+
+    /// The client, bucket and full key of `relative` (to presign links to it).
+    #[must_use]
+    pub fn object(&self, relative: &str) -> (&aws_sdk_s3::Client, &str, String) {
+        (&self.client, &self.bucket, self.key(relative))
+    }
+}
+
+impl ObjectSource for S3Prefix {
+    async fn list(&self, relative: &str) -> Result<Vec<String>, StoreError> {
+        let folder = format!("{}/", self.key(relative));
+        let skip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        let mut out = Vec::new();
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(&folder).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| crate::s3::store_error("list archive", &self.bucket, e))?;
+            for object in page.contents() {
+                if let Some(key) = object.key().filter(|k| !k.ends_with('/')) {
+                    out.push(key[skip..].to_owned());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn get(&self, relative: &str) -> Result<bytes::Bytes, StoreError> {
+        let key = self.key(relative);
+        let object = self.client.get_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| {
+            match crate::s3::store_error("read archive", &self.bucket, e) {
+                StoreError::NotFound { .. } => {
+                    StoreError::NotFound { what: format!("s3://{}/{key}", self.bucket) }
+                }
+                other => other,
+            }
+        })?;
+        let body = object.body.collect().await.map_err(|e| StoreError::Retryable {
+            operation: format!("read s3://{}/{key}", self.bucket),
+            source: e.into(),
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn put_new(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<String, StoreError> {
+        let key = self.key(relative);
+        let location = format!("s3://{}/{key}", self.bucket);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type(content_type)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| match crate::s3::store_error("write file", &self.bucket, e) {
+                StoreError::ConditionFailed { .. } => StoreError::AlreadyExists { what: location.clone() },
+                other => other,
+            })?;
+        Ok(location)
+    }
+
+    fn location(&self, relative: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(relative))
+    }
+}
+
 /// A local directory or a bucket, chosen at run time.
 #[derive(Debug, Clone)]
 pub enum AnySink {
@@ -292,17 +504,59 @@ pub enum AnySink {
 impl Archive<AnySink> {
     /// Opens the archive at `location`; for S3 with the standard AWS configuration.
     pub async fn open(location: &ArchiveLocation) -> Self {
-        Self(match location {
-            ArchiveLocation::Local(root) => AnySink::Local(LocalDir { root: root.clone() }),
+        Self(AnySink::open(location).await)
+    }
+}
+
+impl AnySink {
+    /// Opens `location`; for S3 with the standard AWS configuration.
+    pub async fn open(location: &ArchiveLocation) -> Self {
+        match location {
+            ArchiveLocation::Local(root) => Self::Local(LocalDir { root: root.clone() }),
             ArchiveLocation::S3 { bucket, prefix } => {
                 let sdk = crate::config::load_aws_config().await;
-                AnySink::S3(S3Prefix {
+                Self::S3(S3Prefix {
                     client: crate::s3::client(&sdk),
                     bucket: bucket.clone(),
                     prefix: prefix.clone(),
                 })
             }
-        })
+        }
+    }
+}
+
+impl ObjectSource for AnySink {
+    async fn list(&self, relative: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Local(dir) => dir.list(relative).await,
+            Self::S3(bucket) => bucket.list(relative).await,
+        }
+    }
+
+    async fn get(&self, relative: &str) -> Result<bytes::Bytes, StoreError> {
+        match self {
+            Self::Local(dir) => dir.get(relative).await,
+            Self::S3(bucket) => bucket.get(relative).await,
+        }
+    }
+
+    async fn put_new(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<String, StoreError> {
+        match self {
+            Self::Local(dir) => dir.put_new(relative, bytes, content_type).await,
+            Self::S3(bucket) => bucket.put_new(relative, bytes, content_type).await,
+        }
+    }
+
+    fn location(&self, relative: &str) -> String {
+        match self {
+            Self::Local(dir) => dir.location(relative),
+            Self::S3(bucket) => bucket.location(relative),
+        }
     }
 }
 

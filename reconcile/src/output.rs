@@ -1,0 +1,89 @@
+//! Rollup files: Parquet or CSV with the columns of DESIGN §3.6.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{StringBuilder, UInt64Builder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::rollup::RollupRow;
+
+/// The rollup's columns: `key_id`, `day` (`YYYY-MM-DD`, as the counters' sort key), the three counts.
+#[must_use]
+pub fn rollup_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key_id", DataType::Utf8, false),
+        Field::new("day", DataType::Utf8, false),
+        Field::new("successful_calls", DataType::UInt64, false),
+        Field::new("failed_calls", DataType::UInt64, false),
+        Field::new("usage_count", DataType::UInt64, false),
+    ]))
+}
+
+/// A rollup file could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode the rollup as {format}")]
+pub struct EncodeError {
+    format: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn encode_error(format: &'static str, err: impl std::error::Error + Send + Sync + 'static) -> EncodeError {
+    EncodeError { format, source: Box::new(err) }
+}
+
+/// Encodes rollup rows as Parquet (Snappy).
+pub fn rollup_parquet(rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
+    let mut key_id = StringBuilder::with_capacity(rows.len(), rows.len() * 12);
+    let mut day = StringBuilder::with_capacity(rows.len(), rows.len() * 10);
+    let mut successful = UInt64Builder::with_capacity(rows.len());
+    let mut failed = UInt64Builder::with_capacity(rows.len());
+    let mut usage = UInt64Builder::with_capacity(rows.len());
+    for row in rows {
+        key_id.append_value(&row.key_id);
+        day.append_value(row.day.to_string());
+        successful.append_value(row.tally.successful_calls);
+        failed.append_value(row.tally.failed_calls);
+        usage.append_value(row.tally.usage_count);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(key_id.finish()),
+        Arc::new(day.finish()),
+        Arc::new(successful.finish()),
+        Arc::new(failed.finish()),
+        Arc::new(usage.finish()),
+    ];
+    let schema = rollup_schema();
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| encode_error("Parquet", e))?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut out = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(|e| encode_error("Parquet", e))?;
+    writer.write(&batch).map_err(|e| encode_error("Parquet", e))?;
+    writer.close().map_err(|e| encode_error("Parquet", e))?;
+    Ok(out)
+}
+
+/// Encodes rollup rows as CSV with a header.
+pub fn rollup_csv(rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(["key_id", "day", "successful_calls", "failed_calls", "usage_count"])
+        .map_err(|e| encode_error("CSV", e))?;
+    for row in rows {
+        writer
+            .write_record([
+                row.key_id.as_str(),
+                &row.day.to_string(),
+                &row.tally.successful_calls.to_string(),
+                &row.tally.failed_calls.to_string(),
+                &row.tally.usage_count.to_string(),
+            ])
+            .map_err(|e| encode_error("CSV", e))?;
+    }
+    writer.into_inner().map_err(|e| encode_error("CSV", e.into_error()))
+}

@@ -1,0 +1,543 @@
+//! Authoritative rollups from the Parquet archive (DESIGN §3.5, §3.6).
+//!
+//! The work is deduplicating request ids, so the engine is built around it:
+//! - each file (each row group, for big files) is decoded on its own rayon task, reading only the five
+//!   columns the counting rules need; every row becomes 24 bytes: a 128-bit hash of its request id, the
+//!   key (an index into a dictionary) and its class (billable, failed);
+//! - rows are split by event day and by the hash's top bits into shards while they are decoded, so the
+//!   deduplication of a day runs on every core, each shard with a small hash set, without another pass;
+//! - folders are read in day order and a day is finished as soon as the folder after it has been read
+//!   (events may sit in a neighbouring day's folder, never further), so memory holds about two days of
+//!   rows, never the whole range.
+//!
+//! Request ids are compared by their 128-bit XXH3 hash: two different ids in one day share a hash with
+//! probability about n²/2¹²⁹, below 10⁻²¹ for a billion events a day.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Int32Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
+};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow_schema::{DataType, TimeUnit};
+use bytes::Bytes;
+use chrono::NaiveDate;
+use meter_model::counting::{is_billable, is_failed};
+use meter_model::{Day, Tally};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Shards per day; a power of two, several per core so that uneven shards still balance.
+const SHARDS: usize = 16;
+const SHARD_SHIFT: u32 = 64 - SHARDS.trailing_zeros();
+/// Rows per decoded Arrow batch.
+const BATCH_ROWS: usize = 64 * 1024;
+const CLASS_BILLABLE: u8 = 1;
+const CLASS_FAILED: u8 = 2;
+
+/// One row of a rollup: a key's counts on a UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    /// The key id as the archive holds it (which may not be a valid or known key).
+    pub key_id: String,
+    /// The UTC day of the events.
+    pub day: Day,
+    /// Distinct events of that key and day, counted by the rules of DESIGN §3.4.
+    pub tally: Tally,
+}
+
+/// What a rollup read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollupStats {
+    /// Archive files read.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Rows read whose day is in the range (duplicates included).
+    pub rows: u64,
+    /// Distinct requests counted.
+    pub distinct: u64,
+    /// Rows skipped as repeats of a request already counted.
+    pub duplicates: u64,
+}
+
+impl RollupStats {
+    fn add(&mut self, other: Self) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.rows += other.rows;
+        self.distinct += other.distinct;
+        self.duplicates += other.duplicates;
+    }
+}
+
+/// Why a rollup could not be computed. Nothing is written when one of these comes back.
+#[derive(Debug, thiserror::Error)]
+pub enum RollupError {
+    /// The file is not Parquet, or is truncated or corrupt.
+    #[error("{file}: cannot read it as Parquet")]
+    Unreadable {
+        /// Where the file is.
+        file: String,
+        /// The reader's error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// The file does not follow the archive's schema (DESIGN §3.5).
+    #[error("{file}: {problem}")]
+    Schema {
+        /// Where the file is.
+        file: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An event lies more than one day from its folder's day, which the archive's layout rules out.
+    #[error(
+        "{file}: holds an event of {event_day}, more than a day away from its folder's day {folder_day}; \
+         the archive's layout (DESIGN §3.5) puts events in their own day's folder or a neighbouring one"
+    )]
+    Misplaced {
+        /// Where the file is.
+        file: String,
+        /// The event's UTC day.
+        event_day: Day,
+        /// The day of the folder the file is in.
+        folder_day: Day,
+    },
+    /// Listing or fetching the archive failed.
+    #[error("cannot read the archive: {context}")]
+    Source {
+        /// What was being read.
+        context: String,
+        /// The adapter's error.
+        #[source]
+        source: meter_model::StoreError,
+    },
+}
+
+/// A file of the archive, fetched.
+#[derive(Debug, Clone)]
+pub struct ArchiveFile {
+    /// Where it is, for messages.
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Bytes,
+}
+
+/// One deduplicated request: 24 bytes, so that a day of rows stays small.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    hash_lo: u64,
+    hash_hi: u64,
+    key: u32,
+    class: u8,
+}
+
+type Shards = [Vec<Vec<Row>>; SHARDS];
+
+/// Rows of one piece of a file (a row group), split by event day and shard; keys are local indices.
+struct Piece {
+    keys: Vec<String>,
+    days: Vec<(i32, [Vec<Row>; SHARDS])>,
+}
+
+/// Days since 1970-01-01 of `day`.
+fn epoch_day(day: Day) -> i32 {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    // Dates chrono can hold are within ±262,143 years: the day count fits an i32.
+    i32::try_from((day.date() - epoch).num_days()).unwrap_or(i32::MAX)
+}
+
+fn day_of_epoch(days: i32) -> Day {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    Day::from_date(epoch + chrono::Duration::days(i64::from(days)))
+}
+
+/// Computes rollups for the days `from..=to`, a folder at a time. Feed it every folder from the day
+/// before `from` to the day after `to`, in order, with [`RollupEngine::add_folder`].
+#[derive(Debug)]
+pub struct RollupEngine {
+    from: i32,
+    to: i32,
+    key_index: FxHashMap<String, u32>,
+    key_names: Vec<String>,
+    pending: BTreeMap<i32, Shards>,
+    last_folder: Option<i32>,
+    stats: RollupStats,
+}
+
+impl RollupEngine {
+    /// An engine for the days `from..=to`.
+    #[must_use]
+    pub fn new(from: Day, to: Day) -> Self {
+        Self {
+            from: epoch_day(from),
+            to: epoch_day(to),
+            key_index: FxHashMap::default(),
+            key_names: Vec::new(),
+            pending: BTreeMap::new(),
+            last_folder: None,
+            stats: RollupStats::default(),
+        }
+    }
+
+    /// The folders to read, in order: the range and one day either side.
+    #[must_use]
+    pub fn folders(from: Day, to: Day) -> Vec<Day> {
+        (epoch_day(from) - 1..=epoch_day(to) + 1).map(day_of_epoch).collect()
+    }
+
+    /// Reads a day folder's files, then returns the rollup rows of every day that is now complete
+    /// (sorted by key). Folders must come in day order.
+    pub fn add_folder(&mut self, folder: Day, files: &[ArchiveFile]) -> Result<Vec<RollupRow>, RollupError> {
+        let folder_day = epoch_day(folder);
+        if let Some(last) = self.last_folder {
+            debug_assert!(folder_day > last, "folders must come in order");
+        }
+        self.last_folder = Some(folder_day);
+        let pieces = self.decode(folder_day, files)?;
+        self.stats.files += files.len() as u64;
+        self.stats.bytes += files.iter().map(|f| f.bytes.len() as u64).sum::<u64>();
+        self.merge(pieces);
+        // Nothing of a day before `folder - 1` can still come: later folders hold only later days.
+        self.finish_days_before(folder_day - 1)
+    }
+
+    /// Finishes every remaining day; call after the last folder.
+    pub fn finish(mut self) -> Result<(Vec<RollupRow>, RollupStats), RollupError> {
+        let rows = self.finish_days_before(i32::MAX)?;
+        Ok((rows, self.stats))
+    }
+
+    /// What has been read so far.
+    #[must_use]
+    pub fn stats(&self) -> RollupStats {
+        self.stats
+    }
+
+    fn decode(&self, folder_day: i32, files: &[ArchiveFile]) -> Result<Vec<Piece>, RollupError> {
+        // Metadata first (cheap), so that big files can be split into row groups across cores.
+        let metadata: Vec<ArrowReaderMetadata> = files
+            .par_iter()
+            .map(|file| {
+                ArrowReaderMetadata::load(&file.bytes, ArrowReaderOptions::new())
+                    .map_err(|source| RollupError::Unreadable { file: file.name.clone(), source })
+            })
+            .collect::<Result<_, _>>()?;
+        let tasks: Vec<(usize, usize)> = metadata
+            .iter()
+            .enumerate()
+            .flat_map(|(file, meta)| (0..meta.metadata().num_row_groups()).map(move |group| (file, group)))
+            .collect();
+        let (from, to) = (self.from, self.to);
+        tasks
+            .into_par_iter()
+            .map(|(file, group)| decode_row_group(&files[file], &metadata[file], group, folder_day, from, to))
+            .collect()
+    }
+
+    fn merge(&mut self, pieces: Vec<Piece>) {
+        // Pieces come in file and row-group order, so the first copy of a request is always the same one.
+        for mut piece in pieces {
+            let global: Vec<u32> = piece.keys.drain(..).map(|name| self.intern(name)).collect();
+            for (day, shards) in piece.days {
+                self.stats.rows += shards.iter().map(|s| s.len() as u64).sum::<u64>();
+                let target = self.pending.entry(day).or_insert_with(|| std::array::from_fn(|_| Vec::new()));
+                for (shard, mut rows) in shards.into_iter().enumerate() {
+                    for row in &mut rows {
+                        row.key = global[row.key as usize];
+                    }
+                    if !rows.is_empty() {
+                        target[shard].push(rows);
+                    }
+                }
+            }
+        }
+    }
+
+    fn intern(&mut self, name: String) -> u32 {
+        if let Some(&index) = self.key_index.get(&name) {
+            return index;
+        }
+        let index = u32::try_from(self.key_names.len()).unwrap_or(u32::MAX);
+        self.key_names.push(name.clone());
+        self.key_index.insert(name, index);
+        index
+    }
+
+    fn finish_days_before(&mut self, before: i32) -> Result<Vec<RollupRow>, RollupError> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() >= before {
+                break;
+            }
+            let (day, shards) = entry.remove_entry();
+            let (counts, stats) = dedup_day(shards);
+            self.stats.add(stats);
+            let day = day_of_epoch(day);
+            let start = out.len();
+            out.extend(counts.into_iter().map(|(key, tally)| RollupRow {
+                key_id: self.key_names[key as usize].clone(),
+                day,
+                tally,
+            }));
+            out[start..].sort_unstable_by(|a, b| a.key_id.cmp(&b.key_id));
+        }
+        Ok(out)
+    }
+}
+
+/// Counts each request of a day once, shards in parallel.
+fn dedup_day(shards: Shards) -> (FxHashMap<u32, Tally>, RollupStats) {
+    let empty = || (FxHashMap::default(), RollupStats::default());
+    shards
+        .into_par_iter()
+        .map(|chunks| {
+            let total: usize = chunks.iter().map(Vec::len).sum();
+            let mut seen: FxHashSet<(u64, u64)> =
+                FxHashSet::with_capacity_and_hasher(total, Default::default());
+            let mut counts: FxHashMap<u32, Tally> = FxHashMap::default();
+            for row in chunks.iter().flatten() {
+                if seen.insert((row.hash_lo, row.hash_hi)) {
+                    let tally = counts.entry(row.key).or_default();
+                    tally.successful_calls += u64::from(row.class & CLASS_BILLABLE);
+                    tally.failed_calls += u64::from((row.class & CLASS_FAILED) >> 1);
+                    tally.usage_count += 1;
+                }
+            }
+            let distinct = seen.len() as u64;
+            (counts, RollupStats { distinct, duplicates: total as u64 - distinct, ..RollupStats::default() })
+        })
+        .reduce(empty, |(mut left, mut left_stats), (right, right_stats)| {
+            left_stats.add(right_stats);
+            for (key, tally) in right {
+                left.entry(key).or_default().add(tally);
+            }
+            (left, left_stats)
+        })
+}
+
+/// The archive columns a rollup reads, located in one file.
+struct Columns {
+    request_id: usize,
+    key_id: usize,
+    ts: usize,
+    status_code: usize,
+    should_count: usize,
+}
+
+fn locate_columns(file: &ArchiveFile, meta: &ArrowReaderMetadata) -> Result<Columns, RollupError> {
+    let schema = meta.schema();
+    let find = |name: &str| {
+        schema.index_of(name).map_err(|_| RollupError::Schema {
+            file: file.name.clone(),
+            problem: format!("has no {name} column (DESIGN §3.5 lists the archive's columns)"),
+        })
+    };
+    Ok(Columns {
+        request_id: find("request_id")?,
+        key_id: find("key_id")?,
+        ts: find("ts")?,
+        status_code: find("status_code")?,
+        should_count: find("should_count")?,
+    })
+}
+
+fn decode_row_group(
+    file: &ArchiveFile,
+    meta: &ArrowReaderMetadata,
+    group: usize,
+    folder_day: i32,
+    from: i32,
+    to: i32,
+) -> Result<Piece, RollupError> {
+    let columns = locate_columns(file, meta)?;
+    let unreadable = |source| RollupError::Unreadable { file: file.name.clone(), source };
+    let mask = ProjectionMask::roots(
+        meta.parquet_schema(),
+        [columns.request_id, columns.key_id, columns.ts, columns.status_code, columns.should_count],
+    );
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file.bytes.clone(), meta.clone())
+        .with_projection(mask)
+        .with_row_groups(vec![group])
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(unreadable)?;
+    let mut piece = Piece { keys: Vec::new(), days: Vec::new() };
+    let mut local_keys: FxHashMap<Box<str>, u32> = FxHashMap::default();
+    for batch in reader {
+        let batch = batch.map_err(|e| unreadable(e.into()))?;
+        decode_batch(file, &batch, folder_day, from, to, &mut local_keys, &mut piece)?;
+    }
+    let mut keys = vec![String::new(); local_keys.len()];
+    for (name, index) in local_keys {
+        keys[index as usize] = name.into_string();
+    }
+    piece.keys = keys;
+    Ok(piece)
+}
+
+fn column<'b>(file: &ArchiveFile, batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef, RollupError> {
+    batch.column_by_name(name).ok_or_else(|| RollupError::Schema {
+        file: file.name.clone(),
+        problem: format!("has no {name} column"),
+    })
+}
+
+fn schema_error(file: &ArchiveFile, problem: String) -> RollupError {
+    RollupError::Schema { file: file.name.clone(), problem }
+}
+
+/// A string column as UTF-8, whatever its Arrow encoding (plain, large, view, dictionary).
+fn strings(file: &ArchiveFile, array: &ArrayRef, name: &str) -> Result<StringArray, RollupError> {
+    let plain = if matches!(array.data_type(), DataType::Utf8) {
+        array.clone()
+    } else {
+        arrow_cast::cast(array, &DataType::Utf8).map_err(|e| {
+            schema_error(
+                file,
+                format!("column {name} is {} where a string is expected: {e}", array.data_type()),
+            )
+        })?
+    };
+    let strings = plain.as_string::<i32>().clone();
+    if strings.null_count() > 0 {
+        return Err(schema_error(file, format!("column {name} has nulls; every event needs one")));
+    }
+    Ok(strings)
+}
+
+/// The events' UTC days since the epoch, from any timestamp encoding of DESIGN §3.5 (INT96 arrives
+/// as nanoseconds; a bare INT64 is taken as milliseconds, the archive's own unit).
+fn days_of(file: &ArchiveFile, array: &ArrayRef) -> Result<Vec<i32>, RollupError> {
+    if array.null_count() > 0 {
+        return Err(schema_error(file, "column ts has nulls; every event needs a time".into()));
+    }
+    const MS_PER_DAY: i64 = 86_400_000;
+    fn to_days(values: &[i64], per_day: i64) -> Vec<i32> {
+        // |i64| / units-per-day (≥ 86,400) always fits an i32.
+        values.iter().map(|&v| i32::try_from(v.div_euclid(per_day)).unwrap_or(i32::MAX)).collect()
+    }
+    Ok(match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            to_days(array.as_primitive::<TimestampSecondType>().values(), 86_400)
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            to_days(array.as_primitive::<TimestampMillisecondType>().values(), MS_PER_DAY)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            to_days(array.as_primitive::<TimestampMicrosecondType>().values(), MS_PER_DAY * 1_000)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            to_days(array.as_primitive::<TimestampNanosecondType>().values(), MS_PER_DAY * 1_000_000)
+        }
+        DataType::Int64 => to_days(array.as_primitive::<Int64Type>().values(), MS_PER_DAY),
+        other => {
+            return Err(schema_error(file, format!("column ts is {other} where a timestamp is expected")));
+        }
+    })
+}
+
+fn status_codes(file: &ArchiveFile, array: &ArrayRef) -> Result<Arc<dyn Array>, RollupError> {
+    if array.null_count() > 0 {
+        return Err(schema_error(file, "column status_code has nulls; every event needs one".into()));
+    }
+    if matches!(array.data_type(), DataType::Int32) {
+        return Ok(array.clone());
+    }
+    if !array.data_type().is_integer() {
+        return Err(schema_error(
+            file,
+            format!("column status_code is {} where an integer is expected", array.data_type()),
+        ));
+    }
+    arrow_cast::cast(array, &DataType::Int32)
+        .map_err(|e| schema_error(file, format!("column status_code does not fit an int32: {e}")))
+}
+
+fn decode_batch(
+    file: &ArchiveFile,
+    batch: &RecordBatch,
+    folder_day: i32,
+    from: i32,
+    to: i32,
+    local_keys: &mut FxHashMap<Box<str>, u32>,
+    piece: &mut Piece,
+) -> Result<(), RollupError> {
+    let request_ids = strings(file, column(file, batch, "request_id")?, "request_id")?;
+    let key_ids = strings(file, column(file, batch, "key_id")?, "key_id")?;
+    let days = days_of(file, column(file, batch, "ts")?)?;
+    let status = status_codes(file, column(file, batch, "status_code")?)?;
+    let status = status.as_primitive::<Int32Type>().values();
+    let should_count_column = column(file, batch, "should_count")?;
+    let Some(should_count) = should_count_column.as_any().downcast_ref::<BooleanArray>() else {
+        return Err(schema_error(
+            file,
+            format!("column should_count is {} where a boolean is expected", should_count_column.data_type()),
+        ));
+    };
+    // Cached: most rows of a file are on one day.
+    let mut current: Option<(i32, usize)> = None;
+    let mut last_key: Option<(&str, u32)> = None;
+    for row in 0..batch.num_rows() {
+        let day = days[row];
+        if (day - folder_day).abs() > 1 {
+            return Err(RollupError::Misplaced {
+                file: file.name.clone(),
+                event_day: day_of_epoch(day),
+                folder_day: day_of_epoch(folder_day),
+            });
+        }
+        if day < from || day > to {
+            continue;
+        }
+        let slot = match current {
+            Some((d, slot)) if d == day => slot,
+            _ => {
+                let slot = piece.days.iter().position(|(d, _)| *d == day).unwrap_or_else(|| {
+                    piece.days.push((day, std::array::from_fn(|_| Vec::new())));
+                    piece.days.len() - 1
+                });
+                current = Some((day, slot));
+                slot
+            }
+        };
+        let key_text = key_ids.value(row);
+        let key = match last_key {
+            Some((text, index)) if text == key_text => index,
+            _ => {
+                let next = u32::try_from(local_keys.len()).unwrap_or(u32::MAX);
+                let index = *local_keys.entry(key_text.into()).or_insert(next);
+                last_key = Some((key_text, index));
+                index
+            }
+        };
+        // Nulls in should_count mean "not marked": never bill what was not marked (DESIGN §3.3).
+        let counted = should_count.is_valid(row) && should_count.value(row);
+        let code = match u16::try_from(status[row]) {
+            Ok(code @ 100..=599) => code,
+            _ => {
+                return Err(schema_error(
+                    file,
+                    format!("status_code {} is outside 100–599 (row {row} of a batch)", status[row]),
+                ));
+            }
+        };
+        let class = (u8::from(is_billable(code, counted)) * CLASS_BILLABLE)
+            | (u8::from(is_failed(code)) * CLASS_FAILED);
+        let hash = xxh3_128(request_ids.value(row).as_bytes());
+        #[allow(clippy::cast_possible_truncation)] // the two halves of the hash, on purpose
+        let (hash_lo, hash_hi) = (hash as u64, (hash >> 64) as u64);
+        let shard = (hash_hi >> SHARD_SHIFT) as usize;
+        piece.days[slot].1[shard].push(Row { hash_lo, hash_hi, key, class });
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Rollups of generated archives equal the generator's own record of the distinct events.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use meter_model::{Day, Tally};
+use meter_reconcile::synth::{ArchiveSpec, Generated, TsUnit, write_archive};
+use meter_reconcile::{RollupError, rollup};
+use meter_store::archive::{LocalDir, partition};
+
+fn day(text: &str) -> Day {
+    text.parse().unwrap()
+}
+
+fn as_map(rows: &[meter_reconcile::RollupRow]) -> BTreeMap<(String, Day), Tally> {
+    rows.iter().map(|r| ((r.key_id.clone(), r.day), r.tally)).collect()
+}
+
+async fn rollup_of(root: &Path, from: Day, to: Day) -> Result<meter_reconcile::Rollup, RollupError> {
+    rollup(&LocalDir::new(root), from, to, |_, _| {}).await
+}
+
+fn spec(unit: TsUnit, extra_column: bool, seed: u64) -> ArchiveSpec {
+    ArchiveSpec {
+        ts_unit: unit,
+        extra_column,
+        duplicates_per_mille: 50,
+        straddle_per_mille: 500,
+        files_per_day: 3,
+        ..ArchiveSpec::realistic(6_000, 40, day("2026-11-28"), 4, seed)
+    }
+}
+
+fn truth_within(generated: &Generated, from: Day, to: Day) -> BTreeMap<(String, Day), Tally> {
+    generated
+        .truth
+        .iter()
+        .filter(|((_, d), _)| *d >= from && *d <= to)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+#[tokio::test]
+async fn rollups_equal_the_distinct_events_for_every_timestamp_unit_and_extra_columns() {
+    for (seed, unit, extra) in
+        [(1, TsUnit::Millis, false), (2, TsUnit::Micros, true), (3, TsUnit::Nanos, false)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = write_archive(dir.path(), &spec(unit, extra, seed)).unwrap();
+        assert!(generated.rows > 6_000, "the archive repeats some requests");
+        let from = day("2026-11-28");
+        let to = day("2026-12-01");
+        let result = rollup_of(dir.path(), from, to).await.unwrap();
+        assert_eq!(as_map(&result.rows), generated.truth, "{unit:?}");
+        assert_eq!(result.stats.distinct, 6_000);
+        assert_eq!(result.stats.rows, generated.rows);
+        assert_eq!(result.stats.duplicates, generated.rows - 6_000);
+        // A sub-range counts the events in the neighbouring folders too, and only its own days.
+        let middle = rollup_of(dir.path(), day("2026-11-29"), day("2026-11-30")).await.unwrap();
+        assert_eq!(as_map(&middle.rows), truth_within(&generated, day("2026-11-29"), day("2026-11-30")));
+    }
+}
+
+#[tokio::test]
+async fn a_file_written_twice_and_empty_days_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = write_archive(dir.path(), &spec(TsUnit::Millis, false, 7)).unwrap();
+    let folder = dir.path().join(partition(day("2026-11-29")));
+    std::fs::copy(folder.join("part-0001.parquet"), folder.join("part-0001-retry.parquet")).unwrap();
+    // Hidden and marker files are not data.
+    std::fs::write(folder.join("_SUCCESS"), b"").unwrap();
+    std::fs::write(folder.join(".part-0002.parquet.crc"), b"crc").unwrap();
+    let result = rollup_of(dir.path(), day("2026-11-25"), day("2026-12-03")).await.unwrap();
+    assert_eq!(as_map(&result.rows), generated.truth);
+    let empty = rollup_of(dir.path(), day("2026-10-01"), day("2026-10-31")).await.unwrap();
+    assert!(empty.rows.is_empty());
+    assert_eq!(empty.stats.files, 0);
+}
+
+#[tokio::test]
+async fn a_corrupt_file_is_an_error_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_archive(dir.path(), &spec(TsUnit::Millis, false, 9)).unwrap();
+    let bad = dir.path().join(partition(day("2026-11-30"))).join("part-0000.parquet");
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let err = rollup_of(dir.path(), day("2026-11-28"), day("2026-12-01")).await.unwrap_err();
+    assert!(matches!(err, RollupError::Unreadable { .. }), "{err:?}");
+    assert!(err.to_string().contains("day=30/part-0000.parquet"), "{err}");
+}
+
+fn write_parquet(path: &Path, schema: Arc<arrow_schema::Schema>, columns: Vec<arrow_array::ArrayRef>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let batch = arrow_array::RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    std::fs::write(path, out).unwrap();
+}
+
+#[tokio::test]
+async fn files_that_break_the_schema_are_errors_that_say_what_is_wrong() {
+    use arrow_array::{ArrayRef, Int32Array, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(partition(day("2026-11-29"))).join("x.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("request_id", DataType::Utf8, false),
+        Field::new("key_id", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new("status_code", DataType::Int32, false),
+    ]));
+    let ts = day("2026-11-29").date().and_hms_opt(1, 0, 0).unwrap().and_utc().timestamp_millis();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["r1"])),
+        Arc::new(StringArray::from(vec!["k1"])),
+        Arc::new(TimestampMillisecondArray::from(vec![ts])),
+        Arc::new(Int32Array::from(vec![200])),
+    ];
+    write_parquet(&path, schema, columns);
+    let err = rollup_of(dir.path(), day("2026-11-29"), day("2026-11-29")).await.unwrap_err();
+    assert!(err.to_string().contains("x.parquet: has no should_count column"), "{err}");
+}
+
+#[tokio::test]
+async fn an_event_far_from_its_folder_is_an_error_not_a_silent_miscount() {
+    use arrow_array::{ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(partition(day("2026-11-29"))).join("late.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("request_id", DataType::Utf8, false),
+        Field::new("key_id", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("status_code", DataType::Int32, false),
+        Field::new("should_count", DataType::Boolean, false),
+    ]));
+    let ts = day("2026-11-20").date().and_hms_opt(1, 0, 0).unwrap().and_utc().timestamp_millis();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["r1"])),
+        Arc::new(StringArray::from(vec!["k1"])),
+        Arc::new(TimestampMillisecondArray::from(vec![ts]).with_timezone("UTC")),
+        Arc::new(Int32Array::from(vec![200])),
+        Arc::new(BooleanArray::from(vec![true])),
+    ];
+    write_parquet(&path, schema, columns);
+    let err = rollup_of(dir.path(), day("2026-11-29"), day("2026-11-29")).await.unwrap_err();
+    assert!(matches!(err, RollupError::Misplaced { .. }), "{err:?}");
+}
+
+/// Firehose's Parquet conversion may write `ts` as INT96; write one with the low-level writer.
+#[tokio::test]
+async fn int96_timestamps_are_read() {
+    use parquet::data_type::{BoolType, ByteArray, ByteArrayType, Int32Type, Int96, Int96Type};
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join(partition(day("2026-11-29")));
+    std::fs::create_dir_all(&folder).unwrap();
+    let schema = Arc::new(
+        parse_message_type(
+            "message hive_schema {
+                optional binary request_id (UTF8);
+                optional binary key_id (UTF8);
+                optional int96 ts;
+                optional int32 status_code;
+                optional boolean should_count;
+                optional binary extra (UTF8);
+            }",
+        )
+        .unwrap(),
+    );
+    // (request, key, day offset from 2026-11-29 in days, nanos of day, status, should_count)
+    let rows: [(&'static str, &'static str, i64, u64, i32, bool); 5] = [
+        ("a", "k1", 0, 0, 200, true),                  // 00:00:00.000
+        ("b", "k1", 0, 86_399_999_000_000, 200, true), // 23:59:59.999
+        ("b", "k1", 0, 86_399_999_000_000, 200, true), // repeated
+        ("c", "k2", 0, 3_600_000_000_000, 503, false),
+        ("d", "k2", 1, 0, 200, true), // next day: outside the range
+    ];
+    let file = std::fs::File::create(folder.join("hive.parquet")).unwrap();
+    let mut writer = SerializedFileWriter::new(file, schema, Default::default()).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    let defs = vec![1i16; rows.len()];
+    type Spec = (&'static str, &'static str, i64, u64, i32, bool);
+    let strings = |pick: fn(&Spec) -> &'static str| -> Vec<ByteArray> {
+        rows.iter().map(|r| ByteArray::from(pick(r))).collect()
+    };
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<ByteArrayType>().write_batch(&strings(|r| r.0), Some(&defs), None).unwrap();
+    col.close().unwrap();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<ByteArrayType>().write_batch(&strings(|r| r.1), Some(&defs), None).unwrap();
+    col.close().unwrap();
+    // INT96: nanoseconds of the day (little-endian u64) and the Julian day number.
+    let julian_2026_11_29: i64 = 2_461_374;
+    let int96: Vec<Int96> = rows
+        .iter()
+        .map(|r| {
+            let mut v = Int96::new();
+            let julian = u32::try_from(julian_2026_11_29 + r.2).unwrap();
+            #[allow(clippy::cast_possible_truncation)]
+            v.set_data(r.3 as u32, (r.3 >> 32) as u32, julian);
+            v
+        })
+        .collect();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<Int96Type>().write_batch(&int96, Some(&defs), None).unwrap();
+    col.close().unwrap();
+    let mut col = group.next_column().unwrap().unwrap();
+    let codes: Vec<i32> = rows.iter().map(|r| r.4).collect();
+    col.typed::<Int32Type>().write_batch(&codes, Some(&defs), None).unwrap();
+    col.close().unwrap();
+    let mut col = group.next_column().unwrap().unwrap();
+    let flags: Vec<bool> = rows.iter().map(|r| r.5).collect();
+    col.typed::<BoolType>().write_batch(&flags, Some(&defs), None).unwrap();
+    col.close().unwrap();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<ByteArrayType>().write_batch(&strings(|_| "x"), Some(&defs), None).unwrap();
+    col.close().unwrap();
+    group.close().unwrap();
+    writer.close().unwrap();
+
+    let result = rollup_of(dir.path(), day("2026-11-29"), day("2026-11-29")).await.unwrap();
+    let expected: BTreeMap<(String, Day), Tally> = [
+        (
+            ("k1".to_owned(), day("2026-11-29")),
+            Tally { successful_calls: 2, failed_calls: 0, usage_count: 2 },
+        ),
+        (
+            ("k2".to_owned(), day("2026-11-29")),
+            Tally { successful_calls: 0, failed_calls: 1, usage_count: 1 },
+        ),
+    ]
+    .into();
+    assert_eq!(as_map(&result.rows), expected);
+    assert_eq!(result.stats.duplicates, 1);
+}
