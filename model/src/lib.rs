@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod counting;
+pub mod drift;
 pub mod items;
 pub mod key;
 pub mod ports;
@@ -12,11 +13,12 @@ pub mod usage;
 
 pub use batch::{ApplyReport, BatchDelta, BatchId, DayDelta};
 pub use counting::Tally;
+pub use drift::{CorrectionOutcome, DayCorrection, ReconcileRun, TallyDelta};
 pub use items::{ApiKeyRecord, DayUsage, Email, FieldError, KeyStatus, NewKey, PlanName, UsageTotals};
 pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
 pub use ports::{
-    ArchiveWriter, KeyStore, RejectedLine, Revocation, RevocationNotifier, StoreError, UsageReader,
-    UsageWriter,
+    ArchiveWriter, CounterCorrector, KeyStore, Publisher, RejectedLine, Revocation, RevocationNotifier,
+    StoreError, UsageReader, UsageWriter,
 };
 pub use time::{Clock, Day, ManualClock, Month, SystemClock};
 pub use usage::{LineOutcome, RejectReason, UsageEvent, parse_escaped_line, parse_line};

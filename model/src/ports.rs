@@ -7,6 +7,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::batch::{ApplyReport, BatchDelta};
+use crate::drift::{CorrectionOutcome, DayCorrection, ReconcileRun};
 use crate::items::{ApiKeyRecord, DayUsage};
 use crate::key::{HashedKey, KeyId};
 use crate::time::Day;
@@ -179,6 +180,32 @@ pub trait UsageWriter: Send + Sync {
     ) -> impl Future<Output = Result<ApplyReport, StoreError>> + Send;
 }
 
+/// What reconciliation needs of the counters (DESIGN §4): read the day items of a range, and set one
+/// conditionally, together with the key's totals.
+pub trait CounterCorrector: Send + Sync {
+    /// Every day item whose day is in `from..=to`, of every key (bookkeeping items excluded). A
+    /// nightly job's read, never on the request path.
+    fn day_items(&self, from: Day, to: Day)
+    -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
+
+    /// One day item, read consistently.
+    fn day_item(
+        &self,
+        key_id: &KeyId,
+        day: Day,
+    ) -> impl Future<Output = Result<Option<DayUsage>, StoreError>> + Send;
+
+    /// Sets the day item to `correction.target` only if it still holds `correction.expected` (no item
+    /// for `None`), and moves the key's lifetime totals by the same delta, in one transaction.
+    fn correct_day(
+        &self,
+        correction: &DayCorrection,
+    ) -> impl Future<Output = Result<CorrectionOutcome, StoreError>> + Send;
+
+    /// Records a finished run.
+    fn record_run(&self, run: &ReconcileRun) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// A usage line that was rejected, kept with its reason (DESIGN §3.3, §3.5).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -255,4 +282,24 @@ pub trait ArchiveWriter: Send + Sync {
 pub trait RevocationNotifier: Send + Sync {
     /// Announces a revocation.
     fn notify_revoked(&self, revocation: &Revocation) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Publishing a message to the people who act on it (the drift alert, the finance notice): an SNS
+/// topic on AWS.
+pub trait Publisher: Send + Sync {
+    /// Publishes `message` with a short `subject`.
+    fn publish_message(
+        &self,
+        subject: &str,
+        message: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl<P: Publisher> Publisher for Option<P> {
+    async fn publish_message(&self, subject: &str, message: &str) -> Result<(), StoreError> {
+        match self {
+            Some(publisher) => publisher.publish_message(subject, message).await,
+            None => Ok(()),
+        }
+    }
 }

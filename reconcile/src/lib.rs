@@ -4,8 +4,12 @@
 pub mod rollup;
 
 pub use rollup::{ArchiveFile, RollupEngine, RollupError, RollupRow, RollupStats};
+pub mod drift;
 pub mod output;
 pub mod read;
 pub mod synth;
 
+pub use drift::{
+    DriftAction, DriftLine, Orphan, ReconcileError, ReconcileOptions, ReconcileReport, reconcile,
+};
 pub use read::{Rollup, rollup};

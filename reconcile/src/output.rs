@@ -32,8 +32,15 @@ pub struct EncodeError {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+impl EncodeError {
+    /// An error of encoding `format`.
+    pub fn new(format: &'static str, err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { format, source: Box::new(err) }
+    }
+}
+
 fn encode_error(format: &'static str, err: impl std::error::Error + Send + Sync + 'static) -> EncodeError {
-    EncodeError { format, source: Box::new(err) }
+    EncodeError::new(format, err)
 }
 
 /// Encodes rollup rows as Parquet (Snappy).

@@ -10,8 +10,8 @@ use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use chrono::{DateTime, Utc};
 use meter_model::{
-    ApiKeyRecord, ApplyReport, BatchDelta, DayUsage, HashedKey, KeyId, KeyStore, Month, Revocation,
-    StoreError, UsageReader, UsageWriter,
+    ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage,
+    HashedKey, KeyId, KeyStore, Month, ReconcileRun, Revocation, StoreError, UsageReader, UsageWriter,
 };
 
 use crate::dynamodb::{DynamoStore, TableNames};
@@ -203,6 +203,24 @@ impl KeyStore for AnyStore {
 impl UsageReader for AnyStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
         forward!(self, month_usage(key_id, month))
+    }
+}
+
+impl CounterCorrector for AnyStore {
+    async fn day_items(&self, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        forward!(self, day_items(from, to))
+    }
+
+    async fn day_item(&self, key_id: &KeyId, day: Day) -> Result<Option<DayUsage>, StoreError> {
+        forward!(self, day_item(key_id, day))
+    }
+
+    async fn correct_day(&self, correction: &DayCorrection) -> Result<CorrectionOutcome, StoreError> {
+        forward!(self, correct_day(correction))
+    }
+
+    async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
+        forward!(self, record_run(run))
     }
 }
 

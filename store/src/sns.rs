@@ -2,7 +2,7 @@
 
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use meter_model::time::format_instant;
-use meter_model::{Revocation, RevocationNotifier, StoreError};
+use meter_model::{Publisher, Revocation, RevocationNotifier, StoreError};
 
 /// An SNS client from the loaded AWS configuration.
 #[must_use]
@@ -39,16 +39,24 @@ impl SnsNotifier {
 
 impl RevocationNotifier for SnsNotifier {
     async fn notify_revoked(&self, revocation: &Revocation) -> Result<(), StoreError> {
-        let published = self
-            .client
-            .publish()
-            .topic_arn(&self.topic_arn)
-            .subject("meter: key revoked")
-            .message(Self::message(revocation))
-            .send()
-            .await;
+        self.publish("publish revocation", "meter: key revoked", Self::message(revocation)).await
+    }
+}
+
+impl Publisher for SnsNotifier {
+    async fn publish_message(&self, subject: &str, message: &str) -> Result<(), StoreError> {
+        self.publish("publish message", subject, message.to_owned()).await
+    }
+}
+
+impl SnsNotifier {
+    async fn publish(&self, operation: &str, subject: &str, message: String) -> Result<(), StoreError> {
+        // SNS subjects are at most 100 characters.
+        let subject: String = subject.chars().take(100).collect();
+        let published =
+            self.client.publish().topic_arn(&self.topic_arn).subject(subject).message(message).send().await;
         published.map(drop).map_err(|err| {
-            let operation = "publish revocation".to_owned();
+            let operation = operation.to_owned();
             match &err {
                 SdkError::ServiceError(context) if context.err().code() == Some("NotFound") => {
                     StoreError::Unavailable {

@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use meter_model::batch::MARKER_TTL;
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
-    ApiKeyRecord, ApplyReport, BatchDelta, DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore, Month,
-    PlanName, Revocation, StoreError, Tally, UsageReader, UsageWriter,
+    ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage,
+    Email, HashedKey, KeyId, KeyStatus, KeyStore, Month, PlanName, ReconcileRun, Revocation, StoreError,
+    Tally, UsageReader, UsageWriter,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -54,6 +55,14 @@ CREATE TABLE applied_batches (
     expires_at TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX applied_batches_expiry ON applied_batches (expires_at);
+",
+    r"
+CREATE TABLE reconcile_runs (
+    run_id     TEXT PRIMARY KEY NOT NULL,
+    started_at TEXT NOT NULL,
+    record     TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX usage_counters_day ON usage_counters (day);
 ",
 ];
 
@@ -393,6 +402,125 @@ impl UsageReader for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+type DayRow = (String, String, i64, i64, i64, Option<String>, Option<String>);
+
+fn day_usage_of(row: DayRow) -> Result<DayUsage, StoreError> {
+    let (key_id, day, successful, failed, usage, last_used, reconciled_at) = row;
+    Ok(DayUsage {
+        key_id: KeyId::parse(&key_id).map_err(|e| corrupt(e.to_string()))?,
+        day: day.parse().map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
+        tally: Tally {
+            successful_calls: counter(successful, "successfulCalls")?,
+            failed_calls: counter(failed, "failedCalls")?,
+            usage_count: counter(usage, "usageCount")?,
+        },
+        last_used: instant(last_used, "lastUsed")?,
+        reconciled_at: instant(reconciled_at, "reconciledAt")?,
+    })
+}
+
+const DAY_COLUMNS: &str =
+    "key_id, day, successful_calls, failed_calls, usage_count, last_used, reconciled_at";
+
+fn read_day_row(r: &Row<'_>) -> rusqlite::Result<DayRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+fn tally_params(tally: Tally) -> Result<[i64; 3], StoreError> {
+    Ok([
+        to_i64(tally.successful_calls, "successfulCalls")?,
+        to_i64(tally.failed_calls, "failedCalls")?,
+        to_i64(tally.usage_count, "usageCount")?,
+    ])
+}
+
+impl CounterCorrector for SqliteStore {
+    async fn day_items(&self, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {DAY_COLUMNS} FROM usage_counters WHERE day >= ?1 AND day <= ?2 ORDER BY key_id, day"
+            ))
+            .map_err(|e| sql_error("read day items", e))?;
+        let rows = stmt
+            .query_map(params![from.to_string(), to.to_string()], read_day_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| sql_error("read day items", e))?;
+        rows.into_iter().map(day_usage_of).collect()
+    }
+
+    async fn day_item(&self, key_id: &KeyId, day: Day) -> Result<Option<DayUsage>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {DAY_COLUMNS} FROM usage_counters WHERE key_id = ?1 AND day = ?2"),
+                params![key_id.as_str(), day.to_string()],
+                read_day_row,
+            )
+            .optional()
+            .map_err(|e| sql_error("read day item", e))?;
+        row.map(day_usage_of).transpose()
+    }
+
+    async fn correct_day(&self, correction: &DayCorrection) -> Result<CorrectionOutcome, StoreError> {
+        let op = |e| sql_error("correct day", e);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
+        let key = correction.key_id.as_str();
+        let day = correction.day.to_string();
+        if tx
+            .query_row("SELECT 1 FROM api_keys WHERE id = ?1", [key], |_| Ok(()))
+            .optional()
+            .map_err(op)?
+            .is_none()
+        {
+            return Ok(CorrectionOutcome::UnknownKey);
+        }
+        let current = tx
+            .query_row(
+                "SELECT successful_calls, failed_calls, usage_count FROM usage_counters WHERE key_id = ?1 AND day = ?2",
+                params![key, day],
+                |r| Ok([r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?]),
+            )
+            .optional()
+            .map_err(op)?;
+        let expected = correction.expected.map(tally_params).transpose()?;
+        if current != expected {
+            return Ok(CorrectionOutcome::Changed);
+        }
+        let [s, f, u] = tally_params(correction.target)?;
+        let [es, ef, eu] = expected.unwrap_or([0; 3]);
+        tx.execute(
+            "INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, reconciled_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key_id, day) DO UPDATE SET \
+             successful_calls = excluded.successful_calls, failed_calls = excluded.failed_calls, \
+             usage_count = excluded.usage_count, reconciled_at = excluded.reconciled_at",
+            params![key, day, s, f, u, format_instant(correction.at)],
+        )
+        .map_err(op)?;
+        tx.execute(
+            "UPDATE api_keys SET successful_calls = successful_calls + ?2, failed_calls = failed_calls + ?3, \
+             usage_count = usage_count + ?4 WHERE id = ?1",
+            params![key, s - es, f - ef, u - eu],
+        )
+        .map_err(op)?;
+        tx.commit().map_err(op)?;
+        Ok(CorrectionOutcome::Applied)
+    }
+
+    async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
+        let record = serde_json::to_string(run)
+            .map_err(|e| StoreError::Other { operation: "record run".into(), source: e.into() })?;
+        self.conn()
+            .execute(
+                "INSERT INTO reconcile_runs (run_id, started_at, record) VALUES (?1, ?2, ?3)",
+                params![run.run_id, format_instant(run.started_at), record],
+            )
+            .map_err(|e| sql_error("record run", e))?;
+        Ok(())
     }
 }
 

@@ -1,0 +1,113 @@
+//! Drift correction's vocabulary (DESIGN §3.6, §4): a conditional correction of one day item, its
+//! outcome, and the record of a reconcile run.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::counting::Tally;
+use crate::key::KeyId;
+use crate::time::Day;
+
+/// Sets one day item to the authoritative counts, only if it still holds what was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCorrection {
+    /// The key.
+    pub key_id: KeyId,
+    /// The UTC day.
+    pub day: Day,
+    /// What the item held when it was read; `None` when there was no item.
+    pub expected: Option<Tally>,
+    /// The authoritative counts.
+    pub target: Tally,
+    /// When the correction is made (the item's `reconciledAt`).
+    pub at: DateTime<Utc>,
+}
+
+impl DayCorrection {
+    /// How far the counters were off, per counter: target − expected.
+    #[must_use]
+    pub fn delta(&self) -> TallyDelta {
+        TallyDelta::between(self.expected.unwrap_or_default(), self.target)
+    }
+}
+
+/// A signed difference between two tallies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TallyDelta {
+    /// Billable calls.
+    pub successful_calls: i128,
+    /// Failed calls.
+    pub failed_calls: i128,
+    /// Usage events.
+    pub usage_count: i128,
+}
+
+impl TallyDelta {
+    /// `to − from`, per counter.
+    #[must_use]
+    pub fn between(from: Tally, to: Tally) -> Self {
+        Self {
+            successful_calls: i128::from(to.successful_calls) - i128::from(from.successful_calls),
+            failed_calls: i128::from(to.failed_calls) - i128::from(from.failed_calls),
+            usage_count: i128::from(to.usage_count) - i128::from(from.usage_count),
+        }
+    }
+
+    /// Whether nothing differs.
+    #[must_use]
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The sum of the absolute differences: the drift's size.
+    #[must_use]
+    pub fn magnitude(&self) -> u128 {
+        self.successful_calls.unsigned_abs()
+            + self.failed_calls.unsigned_abs()
+            + self.usage_count.unsigned_abs()
+    }
+}
+
+/// What became of a correction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorrectionOutcome {
+    /// The day item and the key's totals were set.
+    Applied,
+    /// The day item no longer holds what was read (the realtime writer moved it): re-read and retry.
+    Changed,
+    /// The key has no item: its usage is orphan usage, reported and never counted into an item.
+    UnknownKey,
+}
+
+/// A reconcile run, as recorded in the store and in the drift report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileRun {
+    /// Unique id of the run (its start time and a random suffix).
+    pub run_id: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The first day reconciled.
+    pub from: Day,
+    /// The last day reconciled.
+    pub to: Day,
+    /// Whether corrections were only computed, not written.
+    pub dry_run: bool,
+    /// Distinct (key, day) pairs compared.
+    pub items_checked: u64,
+    /// Distinct keys compared.
+    pub keys_checked: u64,
+    /// Day items corrected (or that would be, in a dry run).
+    pub items_corrected: u64,
+    /// Distinct keys with at least one corrected day.
+    pub keys_corrected: u64,
+    /// Sum over corrected items of the absolute differences of the three counters.
+    pub total_abs_drift: u128,
+    /// Usage events in the archive for keys that do not exist.
+    pub orphan_events: u64,
+    /// Corrections retried because the realtime writer moved the item meanwhile.
+    pub conflicts_retried: u64,
+}

@@ -1,0 +1,409 @@
+//! Drift correction (DESIGN §4): compare the rollups with the day items and set each item that
+//! differs to the authoritative counts, conditionally, moving the key's totals in the same
+//! transaction. A correction that finds the item moved (the realtime writer added to it meanwhile)
+//! re-reads it and tries again, so realtime increments are never lost or doubled by a correction.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+use meter_model::{
+    Clock, CorrectionOutcome, CounterCorrector, Day, DayCorrection, KeyId, KeyStore, Publisher, ReconcileRun,
+    StoreError, Tally, TallyDelta,
+};
+use meter_store::archive::{ObjectSink, ObjectSource};
+use serde::Serialize;
+
+use crate::output::{EncodeError, rollup_csv, rollup_parquet};
+use crate::read::{Rollup, rollup};
+use crate::rollup::{RollupError, RollupRow};
+
+/// Corrections in flight at once (each is one small transaction).
+const CORRECTION_CONCURRENCY: usize = 16;
+/// Attempts per correction before the run gives up on it (each retry follows a realtime write).
+const MAX_ATTEMPTS: u32 = 20;
+
+/// What to reconcile and how.
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    /// The first day.
+    pub from: Day,
+    /// The last day.
+    pub to: Day,
+    /// Compute and report the drift without writing anything.
+    pub dry_run: bool,
+    /// Publish an alert when the total absolute drift exceeds this.
+    pub alert_threshold: Option<u128>,
+}
+
+/// Why a reconcile run failed. Corrections already made stay made (each is atomic and conditional);
+/// running again finishes the job.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The rollups could not be computed; nothing was written.
+    #[error("cannot compute the rollups")]
+    Rollup(#[from] RollupError),
+    /// The store failed.
+    #[error("store failed during {during}")]
+    Store {
+        /// What was being done.
+        during: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// A report could not be encoded.
+    #[error("cannot encode a report")]
+    Encode(#[from] EncodeError),
+    /// An item kept changing under the correction.
+    #[error("{key_id} {day}: the day item changed {attempts} times while being corrected; run again")]
+    Contended {
+        /// The key.
+        key_id: String,
+        /// The day.
+        day: Day,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+fn store_failed(during: impl Into<String>) -> impl FnOnce(StoreError) -> ReconcileError {
+    let during = during.into();
+    move |source| ReconcileError::Store { during, source }
+}
+
+/// What happened to one difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftAction {
+    /// The item was set to the authoritative counts.
+    Corrected,
+    /// A dry run: it would have been.
+    WouldCorrect,
+    /// By the time it was corrected the item already held the authoritative counts.
+    AlreadyCorrect,
+}
+
+/// One (key, day) whose counters differed from the rollup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftLine {
+    /// The key.
+    pub key_id: KeyId,
+    /// The day.
+    pub day: Day,
+    /// What the item held when the run read it (zero when there was none).
+    pub realtime: Tally,
+    /// The authoritative counts.
+    pub authoritative: Tally,
+    /// What was done.
+    pub action: DriftAction,
+}
+
+impl DriftLine {
+    /// authoritative − realtime.
+    #[must_use]
+    pub fn delta(&self) -> TallyDelta {
+        TallyDelta::between(self.realtime, self.authoritative)
+    }
+}
+
+/// Usage in the archive of a key that has no item (DESIGN §4: orphan usage, reported, never counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    /// The key id as the archive holds it.
+    pub key_id: String,
+    /// The day.
+    pub day: Day,
+    /// Its usage.
+    pub tally: Tally,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct ReconcileReport {
+    /// The run's record.
+    pub run: ReconcileRun,
+    /// Every difference found, sorted by key and day.
+    pub drift: Vec<DriftLine>,
+    /// Orphan usage.
+    pub orphans: Vec<Orphan>,
+    /// The rollups the run compared against.
+    pub rollup: Rollup,
+    /// Where the rollup and drift files were written (none in a dry run).
+    pub written: Vec<String>,
+    /// Whether the drift alert was published.
+    pub alerted: bool,
+}
+
+/// Reconciles `options.from..=options.to`: rollups from `archive`, corrections in `store`, files
+/// beside the archive, the run recorded, and an alert through `alerts` when the drift is large.
+pub async fn reconcile<S, A, P, C>(
+    store: &S,
+    archive: &A,
+    alerts: &P,
+    clock: &C,
+    options: &ReconcileOptions,
+    progress: impl FnMut(Day, crate::RollupStats),
+) -> Result<ReconcileReport, ReconcileError>
+where
+    S: CounterCorrector + KeyStore,
+    A: ObjectSource + ObjectSink,
+    P: Publisher,
+    C: Clock,
+{
+    let started = Instant::now();
+    let started_at = clock.now();
+    let rollup = rollup(archive, options.from, options.to, progress).await?;
+    let known: HashSet<KeyId> =
+        store.list_keys().await.map_err(store_failed("listing keys"))?.into_iter().map(|k| k.id).collect();
+    let items = store.day_items(options.from, options.to).await.map_err(store_failed("reading day items"))?;
+
+    let mut realtime: BTreeMap<(KeyId, Day), Tally> =
+        items.into_iter().map(|item| ((item.key_id, item.day), item.tally)).collect();
+    let mut orphans = Vec::new();
+    let mut pairs: BTreeMap<(KeyId, Day), (Option<Tally>, Tally)> = BTreeMap::new();
+    for row in &rollup.rows {
+        match KeyId::parse(&row.key_id).ok().filter(|id| known.contains(id)) {
+            Some(id) => {
+                let current = realtime.remove(&(id.clone(), row.day));
+                pairs.insert((id, row.day), (current, row.tally));
+            }
+            None => orphans.push(Orphan { key_id: row.key_id.clone(), day: row.day, tally: row.tally }),
+        }
+    }
+    // Items the archive knows nothing of: phantoms, to be zeroed.
+    for ((id, day), tally) in realtime {
+        pairs.insert((id, day), (Some(tally), Tally::default()));
+    }
+    let keys_checked = pairs.keys().map(|(id, _)| id).collect::<BTreeSet<_>>().len() as u64;
+    let items_checked = pairs.len() as u64;
+    let corrections: Vec<DayCorrection> = pairs
+        .into_iter()
+        .filter(|(_, (current, target))| current.unwrap_or_default() != *target)
+        .map(|((key_id, day), (expected, target))| DayCorrection {
+            key_id,
+            day,
+            expected,
+            target,
+            at: started_at,
+        })
+        .collect();
+
+    let mut written = Vec::new();
+    if !options.dry_run {
+        written.extend(write_rollups(archive, &rollup.rows, options.from, options.to).await?);
+    }
+    let mut conflicts_retried = 0u64;
+    let mut drift = Vec::new();
+    if options.dry_run {
+        drift.extend(corrections.iter().map(|c| DriftLine {
+            key_id: c.key_id.clone(),
+            day: c.day,
+            realtime: c.expected.unwrap_or_default(),
+            authoritative: c.target,
+            action: DriftAction::WouldCorrect,
+        }));
+    } else {
+        let results: Vec<(DriftLine, u32, bool)> = futures::stream::iter(corrections)
+            .map(|correction| apply(store, correction))
+            .buffer_unordered(CORRECTION_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for (line, retries, orphan) in results {
+            conflicts_retried += u64::from(retries);
+            if orphan {
+                // The key vanished between the listing and the correction: report, never count.
+                orphans.push(Orphan {
+                    key_id: line.key_id.to_string(),
+                    day: line.day,
+                    tally: line.authoritative,
+                });
+            } else {
+                drift.push(line);
+            }
+        }
+        drift.sort_by(|a, b| (&a.key_id, a.day).cmp(&(&b.key_id, b.day)));
+    }
+    let moved: Vec<&DriftLine> = drift.iter().filter(|l| l.action != DriftAction::AlreadyCorrect).collect();
+    let run = ReconcileRun {
+        run_id: run_id(started_at)?,
+        started_at,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        from: options.from,
+        to: options.to,
+        dry_run: options.dry_run,
+        items_checked,
+        keys_checked,
+        items_corrected: moved.len() as u64,
+        keys_corrected: moved.iter().map(|l| &l.key_id).collect::<BTreeSet<_>>().len() as u64,
+        total_abs_drift: moved.iter().map(|l| l.delta().magnitude()).sum(),
+        orphan_events: orphans.iter().map(|o| o.tally.usage_count).sum(),
+        conflicts_retried,
+    };
+    let mut alerted = false;
+    if !options.dry_run {
+        written.extend(write_drift(archive, &run, &drift, &orphans).await?);
+        store.record_run(&run).await.map_err(store_failed("recording the run"))?;
+        if options.alert_threshold.is_some_and(|limit| run.total_abs_drift > limit) {
+            let subject = format!("meter: drift of {} on {}..{}", run.total_abs_drift, run.from, run.to);
+            let message =
+                serde_json::json!({ "type": "DRIFT_ALERT", "run": &run, "files": &written }).to_string();
+            alerts
+                .publish_message(&subject, &message)
+                .await
+                .map_err(store_failed("publishing the drift alert"))?;
+            alerted = true;
+        }
+    }
+    Ok(ReconcileReport { run, drift, orphans, rollup, written, alerted })
+}
+
+/// A run id: its start (so ids sort by time) and 32 random bits (so runs started together differ).
+fn run_id(started_at: chrono::DateTime<chrono::Utc>) -> Result<String, ReconcileError> {
+    let mut random = [0u8; 4];
+    getrandom::fill(&mut random).map_err(|e| ReconcileError::Store {
+        during: "choosing a run id".into(),
+        source: StoreError::Other { operation: "getrandom".into(), source: e.to_string().into() },
+    })?;
+    Ok(format!("{}-{}", started_at.format("%Y%m%dT%H%M%S%.3fZ"), hex::encode(random)))
+}
+
+/// Applies one correction, re-reading and retrying while the realtime writer moves the item.
+/// Returns the line, the retries, and whether the key turned out not to exist.
+async fn apply<S: CounterCorrector>(
+    store: &S,
+    mut correction: DayCorrection,
+) -> Result<(DriftLine, u32, bool), ReconcileError> {
+    let first_read = correction.expected.unwrap_or_default();
+    let line = |action, correction: &DayCorrection| DriftLine {
+        key_id: correction.key_id.clone(),
+        day: correction.day,
+        realtime: first_read,
+        authoritative: correction.target,
+        action,
+    };
+    for attempt in 0..MAX_ATTEMPTS {
+        match store.correct_day(&correction).await.map_err(store_failed("correcting a day item"))? {
+            CorrectionOutcome::Applied => {
+                return Ok((line(DriftAction::Corrected, &correction), attempt, false));
+            }
+            CorrectionOutcome::UnknownKey => {
+                return Ok((line(DriftAction::Corrected, &correction), attempt, true));
+            }
+            CorrectionOutcome::Changed => {
+                let now = store
+                    .day_item(&correction.key_id, correction.day)
+                    .await
+                    .map_err(store_failed("re-reading a day item"))?;
+                correction.expected = now.map(|item| item.tally);
+                if correction.expected == Some(correction.target) {
+                    return Ok((line(DriftAction::AlreadyCorrect, &correction), attempt + 1, false));
+                }
+            }
+        }
+    }
+    Err(ReconcileError::Contended {
+        key_id: correction.key_id.to_string(),
+        day: correction.day,
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Writes `rollups/day=YYYY-MM-DD/rollup.parquet` for every day of the range (empty days too, so a
+/// reader can tell "no usage" from "not computed").
+async fn write_rollups<A: ObjectSink>(
+    archive: &A,
+    rows: &[RollupRow],
+    from: Day,
+    to: Day,
+) -> Result<Vec<String>, ReconcileError> {
+    let mut by_day: BTreeMap<Day, Vec<RollupRow>> = BTreeMap::new();
+    for row in rows {
+        by_day.entry(row.day).or_default().push(row.clone());
+    }
+    let mut written = Vec::new();
+    let mut day = from;
+    while day <= to {
+        let rows = by_day.remove(&day).unwrap_or_default();
+        let path = format!("rollups/day={day}/rollup.parquet");
+        let put = archive.put(&path, rollup_parquet(&rows)?, "application/vnd.apache.parquet").await;
+        written.push(put.map_err(store_failed(format!("writing {path}")))?);
+        day = day.succ();
+    }
+    Ok(written)
+}
+
+#[derive(Serialize)]
+struct DriftCsvRow<'a> {
+    key_id: &'a str,
+    day: Day,
+    kind: &'static str,
+    action: &'static str,
+    realtime_successful_calls: u64,
+    realtime_failed_calls: u64,
+    realtime_usage_count: u64,
+    authoritative_successful_calls: u64,
+    authoritative_failed_calls: u64,
+    authoritative_usage_count: u64,
+}
+
+/// Writes `drift/run=<id>/drift.csv` (every difference and orphan) and `summary.json` (the run).
+async fn write_drift<A: ObjectSink>(
+    archive: &A,
+    run: &ReconcileRun,
+    drift: &[DriftLine],
+    orphans: &[Orphan],
+) -> Result<Vec<String>, ReconcileError> {
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let encode = |e: csv::Error| EncodeError::new("CSV", e);
+    for line in drift {
+        let action = match line.action {
+            DriftAction::Corrected => "corrected",
+            DriftAction::WouldCorrect => "would_correct",
+            DriftAction::AlreadyCorrect => "already_correct",
+        };
+        csv.serialize(DriftCsvRow {
+            key_id: line.key_id.as_str(),
+            day: line.day,
+            kind: "drift",
+            action,
+            realtime_successful_calls: line.realtime.successful_calls,
+            realtime_failed_calls: line.realtime.failed_calls,
+            realtime_usage_count: line.realtime.usage_count,
+            authoritative_successful_calls: line.authoritative.successful_calls,
+            authoritative_failed_calls: line.authoritative.failed_calls,
+            authoritative_usage_count: line.authoritative.usage_count,
+        })
+        .map_err(encode)?;
+    }
+    for orphan in orphans {
+        csv.serialize(DriftCsvRow {
+            key_id: &orphan.key_id,
+            day: orphan.day,
+            kind: "orphan",
+            action: "reported",
+            realtime_successful_calls: 0,
+            realtime_failed_calls: 0,
+            realtime_usage_count: 0,
+            authoritative_successful_calls: orphan.tally.successful_calls,
+            authoritative_failed_calls: orphan.tally.failed_calls,
+            authoritative_usage_count: orphan.tally.usage_count,
+        })
+        .map_err(encode)?;
+    }
+    let csv = csv.into_inner().map_err(|e| EncodeError::new("CSV", e.into_error()))?;
+    let summary = serde_json::to_vec_pretty(run).map_err(|e| EncodeError::new("JSON", e))?;
+    let folder = format!("drift/run={}", run.run_id);
+    let mut written = Vec::new();
+    for (name, bytes, kind) in [("drift.csv", csv, "text/csv"), ("summary.json", summary, "application/json")]
+    {
+        let path = format!("{folder}/{name}");
+        written.push(archive.put(&path, bytes, kind).await.map_err(store_failed(format!("writing {path}")))?);
+    }
+    Ok(written)
+}
+
+/// Rollup rows as a file, by the extension of `path`: `.parquet` or `.csv`.
+pub fn encode_rollup_file(path: &str, rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
+    if path.ends_with(".csv") { rollup_csv(rows) } else { rollup_parquet(rows) }
+}

@@ -1,0 +1,275 @@
+//! A reconcile scenario shared by the SQLite and the emulator tests: an archive with known distinct
+//! events, counters damaged the ways production damages them, and the checks that reconcile repairs
+//! them exactly and that a second run changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, TimeZone, Utc};
+use meter_model::{
+    ApiKeyRecord, BatchDelta, BatchId, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta,
+    DayUsage, Email, HashedKey, KeyId, KeyStore, ManualClock, NewKey, Publisher, ReconcileRun, Revocation,
+    StoreError, Tally, UsageWriter,
+};
+use meter_reconcile::synth::{ArchiveSpec, Generated};
+use meter_reconcile::{ReconcileOptions, ReconcileReport, reconcile};
+use meter_store::archive::{ObjectSink, ObjectSource};
+
+pub(crate) const ORPHAN: &str = "k-orphan";
+
+pub(crate) fn day(text: &str) -> Day {
+    text.parse().unwrap()
+}
+
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 2, 2, 0, 0).unwrap()
+}
+
+/// 12 known keys and one orphan (placed where the skewed popularity gives it traffic).
+pub(crate) fn spec() -> ArchiveSpec {
+    let mut keys: Vec<String> = (0..12).map(|k| format!("key{k:02}")).collect();
+    keys.insert(1, ORPHAN.to_owned());
+    ArchiveSpec {
+        keys,
+        duplicates_per_mille: 30,
+        straddle_per_mille: 300,
+        files_per_day: 3,
+        ..ArchiveSpec::realistic(3_000, 0, day("2026-11-28"), 3, 42)
+    }
+}
+
+pub(crate) async fn create_keys<S: KeyStore>(store: &S, spec: &ArchiveSpec) {
+    for name in spec.keys.iter().filter(|k| *k != ORPHAN) {
+        let record = ApiKeyRecord::new(NewKey {
+            id: KeyId::parse(name).unwrap(),
+            hashed_key: HashedKey::of(name),
+            user_email: Email::parse("ops@example.com").unwrap(),
+            plan: None,
+            name: None,
+            created_at: now(),
+        });
+        store.insert_key(&record).await.unwrap();
+    }
+}
+
+pub(crate) fn batch(id: &str, key: &str, on: Day, tally: Tally) -> BatchDelta {
+    let last_used = on.date().and_hms_opt(12, 0, 0).unwrap().and_utc();
+    BatchDelta::new(
+        BatchId::from_digest(id.as_bytes()),
+        [DayDelta { key_id: KeyId::parse(key).unwrap(), day: on, tally, last_used }],
+    )
+}
+
+fn double(t: Tally) -> Tally {
+    Tally {
+        successful_calls: t.successful_calls * 2,
+        failed_calls: t.failed_calls * 2,
+        usage_count: t.usage_count * 2,
+    }
+}
+
+/// Applies the truth with faults: every fifth (key, day) lost, every fifth doubled, the rest exact,
+/// plus a phantom item on a day with no events.
+pub(crate) async fn damaged_realtime<S: UsageWriter>(store: &S, generated: &Generated) {
+    for (index, ((key, on), tally)) in generated.truth.iter().enumerate() {
+        if key == ORPHAN {
+            continue;
+        }
+        let applied = match index % 5 {
+            0 => continue,
+            1 => double(*tally),
+            _ => *tally,
+        };
+        store.apply_batch(&batch(&format!("{key}{on}"), key, *on, applied), now()).await.unwrap();
+    }
+    let phantom = Tally { successful_calls: 3, failed_calls: 1, usage_count: 5 };
+    store.apply_batch(&batch("phantom", "key00", day("2026-11-27"), phantom), now()).await.unwrap();
+}
+
+pub(crate) fn options(dry_run: bool) -> ReconcileOptions {
+    ReconcileOptions { from: day("2026-11-27"), to: day("2026-12-01"), dry_run, alert_threshold: Some(10) }
+}
+
+/// A publisher that keeps what it was given.
+#[derive(Default)]
+pub(crate) struct Recorded(pub(crate) Mutex<Vec<(String, String)>>);
+
+impl Publisher for Recorded {
+    async fn publish_message(&self, subject: &str, message: &str) -> Result<(), StoreError> {
+        self.0.lock().unwrap().push((subject.to_owned(), message.to_owned()));
+        Ok(())
+    }
+}
+
+pub(crate) async fn run<S, A>(store: &S, archive: &A, alerts: &Recorded, dry_run: bool) -> ReconcileReport
+where
+    S: CounterCorrector + KeyStore,
+    A: ObjectSource + ObjectSink,
+{
+    reconcile(store, archive, alerts, &ManualClock::new(now()), &options(dry_run), |_, _| {}).await.unwrap()
+}
+
+/// The known keys' truth inside the reconciled range.
+pub(crate) fn expected_items(generated: &Generated) -> BTreeMap<(String, Day), Tally> {
+    generated.truth.iter().filter(|((key, _), _)| key != ORPHAN).map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+pub(crate) async fn items_of<S: CounterCorrector>(store: &S) -> BTreeMap<(String, Day), Tally> {
+    store
+        .day_items(day("2026-11-27"), day("2026-12-01"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|item| !item.tally.is_zero())
+        .map(|item| ((item.key_id.to_string(), item.day), item.tally))
+        .collect()
+}
+
+/// Every key's lifetime totals equal the sum of its day items.
+pub(crate) async fn assert_totals_match_days<S: CounterCorrector + KeyStore>(store: &S) {
+    let items = store.day_items(day("2000-01-01"), day("2100-01-01")).await.unwrap();
+    let mut sums: BTreeMap<String, Tally> = BTreeMap::new();
+    for item in items {
+        sums.entry(item.key_id.to_string()).or_default().add(item.tally);
+    }
+    for key in store.list_keys().await.unwrap() {
+        assert_eq!(
+            key.totals,
+            sums.get(key.id.as_str()).copied().unwrap_or_default(),
+            "totals of {}",
+            key.id
+        );
+    }
+}
+
+/// The whole scenario: a dry run changes nothing, a run repairs everything, a second run finds nothing.
+pub(crate) async fn drift_is_corrected_exactly<S, A>(store: &S, archive: &A, generated: &Generated)
+where
+    S: CounterCorrector + KeyStore + UsageWriter,
+    A: ObjectSource + ObjectSink,
+{
+    damaged_realtime(store, generated).await;
+    let before = items_of(store).await;
+    let expected = expected_items(generated);
+    assert_ne!(before, expected, "the faults caused drift");
+
+    let alerts = Recorded::default();
+    let dry = run(store, archive, &alerts, true).await;
+    assert!(dry.run.items_corrected > 0);
+    assert!(dry.written.is_empty());
+    assert_eq!(items_of(store).await, before, "a dry run writes nothing");
+    assert!(archive.list("rollups").await.unwrap().is_empty());
+
+    let first = run(store, archive, &alerts, false).await;
+    assert_eq!(first.run.items_corrected, dry.run.items_corrected);
+    assert_eq!(first.run.total_abs_drift, dry.run.total_abs_drift);
+    assert!(first.drift.iter().any(|l| l.realtime.is_zero()), "lost batches created items");
+    assert!(first.drift.iter().any(|l| l.authoritative.is_zero()), "the phantom was zeroed");
+    let orphan_usage: u64 =
+        generated.truth.iter().filter(|((k, _), _)| k == ORPHAN).map(|(_, t)| t.usage_count).sum();
+    assert!(orphan_usage > 0);
+    assert_eq!(first.run.orphan_events, orphan_usage);
+    assert_eq!(items_of(store).await, expected);
+    assert!(store.get_key(&KeyId::parse(ORPHAN).unwrap()).await.unwrap().is_none(), "orphans get no item");
+    assert_totals_match_days(store).await;
+    assert!(first.alerted);
+    assert_eq!(alerts.0.lock().unwrap().len(), 1);
+    let rollups = archive.list("rollups").await.unwrap();
+    assert_eq!(rollups.len(), 5, "one rollup file per day of the range: {rollups:?}");
+    assert_eq!(archive.list("drift").await.unwrap().len(), 2);
+
+    let second = run(store, archive, &alerts, false).await;
+    assert_eq!(second.run.items_corrected, 0, "{:?}", second.drift);
+    assert_eq!(second.run.total_abs_drift, 0);
+    assert!(!second.alerted);
+    assert_eq!(items_of(store).await, expected);
+}
+
+/// A store that lets the realtime writer add to an item between reconcile's read and its correction,
+/// the first time each item is corrected: the race DESIGN §4 rules out.
+pub(crate) struct RacingRealtime<'s, S> {
+    pub(crate) inner: &'s S,
+    pub(crate) raced: Mutex<Vec<(KeyId, Day)>>,
+}
+
+pub(crate) const LATE: Tally = Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 };
+
+impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, S> {
+    async fn day_items(&self, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        self.inner.day_items(from, to).await
+    }
+
+    async fn day_item(&self, key_id: &KeyId, day: Day) -> Result<Option<DayUsage>, StoreError> {
+        self.inner.day_item(key_id, day).await
+    }
+
+    async fn correct_day(&self, correction: &DayCorrection) -> Result<CorrectionOutcome, StoreError> {
+        let first = {
+            let mut raced = self.raced.lock().unwrap();
+            let pair = (correction.key_id.clone(), correction.day);
+            !raced.contains(&pair) && {
+                raced.push(pair);
+                true
+            }
+        };
+        if first {
+            let id = format!("late{}{}", correction.key_id, correction.day);
+            self.inner
+                .apply_batch(&batch(&id, correction.key_id.as_str(), correction.day, LATE), now())
+                .await?;
+        }
+        self.inner.correct_day(correction).await
+    }
+
+    async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
+        self.inner.record_run(run).await
+    }
+}
+
+impl<S: KeyStore> KeyStore for RacingRealtime<'_, S> {
+    async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.inner.insert_key(record).await
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.inner.get_key(id).await
+    }
+
+    async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.inner.find_key_by_hash(hashed_key).await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.inner.list_keys().await
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<Revocation, StoreError> {
+        self.inner.revoke_key(id, at).await
+    }
+
+    async fn revocation_epoch(&self) -> Result<u64, StoreError> {
+        self.inner.revocation_epoch().await
+    }
+}
+
+/// Realtime increments that land between reconcile's read and its write make the conditional write
+/// fail; reconcile re-reads and sets the item to the authoritative count, moving the key's totals by
+/// what the item held at that moment. Without the condition the totals would move by a stale delta and
+/// drift from the sum of the day items (a lost or doubled increment).
+pub(crate) async fn racing_realtime_writes_leave_totals_consistent<S, A>(
+    store: &S,
+    archive: &A,
+    generated: &Generated,
+) where
+    S: CounterCorrector + KeyStore + UsageWriter,
+    A: ObjectSource + ObjectSink,
+{
+    damaged_realtime(store, generated).await;
+    let racing = RacingRealtime { inner: store, raced: Mutex::new(Vec::new()) };
+    let report = run(&racing, archive, &Recorded::default(), false).await;
+    let raced = racing.raced.lock().unwrap().len() as u64;
+    assert!(raced > 0);
+    assert_eq!(report.run.conflicts_retried, raced, "each raced item was re-read once");
+    assert_eq!(items_of(store).await, expected_items(generated));
+    assert_totals_match_days(store).await;
+}
