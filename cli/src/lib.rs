@@ -3,6 +3,7 @@
 
 mod keys;
 mod pipeline;
+mod reconcile;
 mod usage;
 
 use std::io::Write;
@@ -12,7 +13,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use meter_authorizer::{Authorizer, AuthorizerConfig, Decision};
 pub use meter_model::SystemClock;
-use meter_model::{Clock, Email, KeyId, Month, PlanName};
+use meter_model::{Clock, Day, Email, KeyId, Month, PlanName};
+use meter_store::archive::AnySink;
 use meter_store::{
     AnyArchive, AnyStore, ArchiveLocation, DEFAULT_HOME, SnsNotifier, StoreConfig, load_aws_config,
 };
@@ -66,6 +68,59 @@ pub enum Command {
     Realtime(Inputs),
     /// Write the usage events of CloudWatch Logs subscription events into the Parquet archive.
     Archive(Inputs),
+    /// Authoritative rollups from the archive: per key and UTC day, each request counted once. Needs no
+    /// store. Prints CSV, or writes --out; the throughput and peak memory go to standard error.
+    Rollup {
+        /// First UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        from: Day,
+        /// Last UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        to: Day,
+        /// Write the rollup to FILE.parquet or FILE.csv instead of printing CSV.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Rollups, then drift correction of the counters (conditional, race-free); prints the drift.
+    Reconcile {
+        /// First UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        from: Day,
+        /// Last UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        to: Day,
+        /// Compute and print the drift; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Publish an alert when the total absolute drift exceeds N.
+        #[arg(long, env = "METER_DRIFT_ALERT_THRESHOLD", value_name = "N")]
+        alert_threshold: Option<u128>,
+        /// SNS topic ARN for drift alerts.
+        #[arg(long, env = "METER_ALERT_TOPIC", value_name = "ARN")]
+        alert_topic: Option<String>,
+    },
+    /// Generate a synthetic archive for benchmarks: a month of events over KEYS keys, 1% of rows
+    /// repeated, some events in the neighbouring day's folder.
+    GenArchive {
+        /// Directory to write the archive to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Distinct requests.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u32,
+        /// The month.
+        #[arg(long, default_value = "2026-10")]
+        month: Month,
+        /// Files per day folder.
+        #[arg(long, default_value_t = 8)]
+        files_per_day: u32,
+        /// Seed: the same seed writes the same files.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 /// Input files of Lambda events.
@@ -208,6 +263,22 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
         Command::Archive(inputs) => {
             let archive = AnyArchive::open(&archive_location).await;
             pipeline::archive(archive, &archive_location.to_string(), &inputs.files).await?
+        }
+        Command::Rollup { from, to, out } => {
+            let archive = AnySink::open(&archive_location).await;
+            reconcile::rollup_command(&archive, from, to, out.as_deref()).await?
+        }
+        Command::Reconcile { from, to, dry_run, alert_threshold, alert_topic } => {
+            let archive = AnySink::open(&archive_location).await;
+            let alerts = match &alert_topic {
+                Some(topic) => Some(SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic)),
+                None => None,
+            };
+            let args = reconcile::ReconcileArgs { from, to, dry_run, alert_threshold };
+            reconcile::reconcile_command(&open_store().await?, &archive, &alerts, clock, args).await?
+        }
+        Command::GenArchive { out, events, keys, month, files_per_day, seed } => {
+            reconcile::gen_archive(reconcile::GenArgs { out, events, keys, month, files_per_day, seed })?
         }
     };
     print(&text).map(|()| ExitCode::SUCCESS)

@@ -5,6 +5,7 @@ pub mod rollup;
 
 pub use rollup::{ArchiveFile, RollupEngine, RollupError, RollupRow, RollupStats};
 pub mod drift;
+pub mod job;
 pub mod output;
 pub mod read;
 pub mod synth;
