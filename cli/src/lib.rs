@@ -271,7 +271,9 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
         Command::Reconcile { from, to, dry_run, alert_threshold, alert_topic } => {
             let archive = AnySink::open(&archive_location).await;
             let alerts = match &alert_topic {
-                Some(topic) => Some(SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic)),
+                Some(topic) => {
+                    Some(SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic))
+                }
                 None => None,
             };
             let args = reconcile::ReconcileArgs { from, to, dry_run, alert_threshold };

@@ -50,14 +50,19 @@ pub(crate) async fn rollup_command<A: ObjectSource>(
 ) -> anyhow::Result<String> {
     check_range(from, to)?;
     let started = Instant::now();
-    let result = rollup(archive, from, to, |_, _| {}).await.context("the rollup failed; nothing was written")?;
+    let result =
+        rollup(archive, from, to, |_, _| {}).await.context("the rollup failed; nothing was written")?;
     let seconds = started.elapsed().as_secs_f64();
     let summary = throughput(&result.stats, seconds);
     match out {
         Some(path) => {
             let bytes = encode_rollup_file(&path.to_string_lossy(), &result.rows)?;
             write_file(path, &bytes)?;
-            Ok(format!("{} rows for {from}..{to} written to {}\n{summary}\n", result.rows.len(), path.display()))
+            Ok(format!(
+                "{} rows for {from}..{to} written to {}\n{summary}\n",
+                result.rows.len(),
+                path.display()
+            ))
         }
         None => {
             eprintln!("{summary}");
@@ -111,7 +116,8 @@ where
     let run = &report.run;
     let mut out = String::new();
     let verb = if run.dry_run { "would correct" } else { "corrected" };
-    let _ = writeln!(out, "reconcile {}..{}{}", run.from, run.to, if run.dry_run { " (dry run)" } else { "" });
+    let _ =
+        writeln!(out, "reconcile {}..{}{}", run.from, run.to, if run.dry_run { " (dry run)" } else { "" });
     let _ = writeln!(out, "  {}", throughput(&report.rollup.stats, started.elapsed().as_secs_f64()));
     let _ = writeln!(out, "  checked {} day items of {} keys", run.items_checked, run.keys_checked);
     let _ = writeln!(
@@ -120,7 +126,11 @@ where
         run.items_corrected, run.keys_corrected, run.total_abs_drift
     );
     if run.conflicts_retried > 0 {
-        let _ = writeln!(out, "  {} corrections re-read after a concurrent realtime write", run.conflicts_retried);
+        let _ = writeln!(
+            out,
+            "  {} corrections re-read after a concurrent realtime write",
+            run.conflicts_retried
+        );
     }
     for line in report.drift.iter().take(20) {
         let d = line.delta();
@@ -134,7 +144,8 @@ where
         let _ = writeln!(out, "    … {} more in the drift report", report.drift.len() - 20);
     }
     if run.orphan_events > 0 {
-        let keys: std::collections::BTreeSet<&str> = report.orphans.iter().map(|o| o.key_id.as_str()).collect();
+        let keys: std::collections::BTreeSet<&str> =
+            report.orphans.iter().map(|o| o.key_id.as_str()).collect();
         let _ = writeln!(
             out,
             "  orphan usage: {} events of {} unknown keys (reported, never counted)",

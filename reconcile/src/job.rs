@@ -50,9 +50,7 @@ pub fn days_to_reconcile(
     };
     let (from, to) = match explicit {
         Some((from, to)) => {
-            let parse = |text: &str| {
-                text.parse::<Day>().map_err(|e| JobEventError(format!("{e}")))
-            };
+            let parse = |text: &str| text.parse::<Day>().map_err(|e| JobEventError(format!("{e}")));
             (parse(from)?, parse(to)?)
         }
         None => {

@@ -1,2 +1,6 @@
-//! Monthly invoice-ready reports: pricing, invoices, adjustments (DESIGN §3.6). Lands with the reports
-//! issue.
+//! Monthly invoice-ready reports (DESIGN §3.6): pricing from a TOML file and the priced lines of a
+//! month's usage. Money is `rust_decimal` from the file's text to the invoice, never floating point.
+
+pub mod pricing;
+
+pub use pricing::{Plan, PricedLine, Pricing, PricingError, Tier};

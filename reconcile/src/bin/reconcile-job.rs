@@ -14,7 +14,9 @@ use meter_store::{AnyStore, ArchiveLocation, SnsNotifier, StoreConfig, load_aws_
 
 fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
     match std::env::var(name) {
-        Ok(text) => text.trim().parse().map(Some).map_err(|_| anyhow::anyhow!("{name}={text:?} is not a number")),
+        Ok(text) => {
+            text.trim().parse().map(Some).map_err(|_| anyhow::anyhow!("{name}={text:?} is not a number"))
+        }
         Err(_) => Ok(None),
     }
 }
