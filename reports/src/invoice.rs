@@ -1,0 +1,217 @@
+//! A month's invoices from authoritative usage (DESIGN §3.6): usage pooled per customer
+//! (`userEmail`) and plan, priced by the plan's tiers, with per-key detail lines.
+
+use std::collections::BTreeMap;
+
+use meter_model::{ApiKeyRecord, Day, KeyId, Month, Tally};
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+
+use crate::pricing::{Pricing, PricingError};
+
+/// A key's usage on a day, as the rollup gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDayUsage {
+    /// The key id as the archive holds it.
+    pub key_id: String,
+    /// The UTC day.
+    pub day: Day,
+    /// Distinct calls by the counting rules.
+    pub tally: Tally,
+}
+
+/// One invoice: a customer on a plan for a month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    /// Deterministic and unique per period, customer and plan.
+    pub invoice_id: String,
+    /// `YYYY-MM`.
+    pub period: Month,
+    /// The customer.
+    pub customer_email: String,
+    /// The plan.
+    pub plan: String,
+    /// The customer's keys on that plan.
+    pub keys: Vec<KeyId>,
+    /// The month's usage, pooled over those keys.
+    pub tally: Tally,
+    /// Fee plus lines, each line rounded to the minor unit.
+    pub amount: Decimal,
+    /// The currency.
+    pub currency: String,
+    /// The priced lines, then one detail line per key.
+    pub lines: Vec<InvoiceLine>,
+}
+
+/// A line of an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceLine {
+    /// The invoice.
+    pub invoice_id: String,
+    /// 1-based position.
+    pub line_no: u32,
+    /// `monthly_fee`, `included`, `tier_N`, or `key_usage` (detail, not priced).
+    pub kind: String,
+    /// In words.
+    pub description: String,
+    /// The key, for `key_usage` lines.
+    pub key_id: Option<String>,
+    /// Billable calls the line covers.
+    pub calls: u64,
+    /// Price per 1,000 calls.
+    pub unit_price_per_1000: Decimal,
+    /// The amount (zero for detail lines).
+    pub amount: Decimal,
+}
+
+/// Usage of key ids that have no key item: listed, never billed (DESIGN §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unattributed {
+    /// The key id as the archive holds it.
+    pub key_id: String,
+    /// The month's usage.
+    pub tally: Tally,
+}
+
+/// A month's invoices, ready to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthInvoices {
+    /// The month.
+    pub period: Month,
+    /// Sorted by customer, then plan.
+    pub invoices: Vec<Invoice>,
+    /// Usage no key item claims.
+    pub unattributed: Vec<Unattributed>,
+    /// Daily usage of the invoiced keys, with their customer and plan.
+    pub daily: Vec<(KeyDayUsage, String, String)>,
+}
+
+impl MonthInvoices {
+    /// Sum of the invoice amounts.
+    #[must_use]
+    pub fn total_amount(&self) -> Decimal {
+        self.invoices.iter().map(|i| i.amount).sum()
+    }
+
+    /// Sum of the invoiced usage.
+    #[must_use]
+    pub fn total_tally(&self) -> Tally {
+        self.invoices.iter().map(|i| i.tally).sum()
+    }
+}
+
+/// The invoice id of a customer's plan in a period: `INV-YYYYMM-` and 12 hex digits of a SHA-256 of
+/// the three, so the same invoice always gets the same id, wherever and whenever it is computed.
+#[must_use]
+pub fn invoice_id(period: Month, customer_email: &str, plan: &str) -> String {
+    let digest = Sha256::digest(format!("{period}\n{customer_email}\n{plan}").as_bytes());
+    let text = period.to_string().replace('-', "");
+    format!("INV-{text}-{}", &hex::encode(digest)[..12])
+}
+
+/// Whether a key could be used during `month`: created before it ended and not revoked before it began.
+fn live_during(key: &ApiKeyRecord, month: Month) -> bool {
+    let start = month.first_day().date().and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let end = month.succ().first_day().date().and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let (Some(start), Some(end)) = (start, end) else { return false };
+    key.created_at < end && key.revoked_at.is_none_or(|at| at >= start)
+}
+
+/// Prices a month. Fails before anything is produced when a key names a plan the pricing lacks.
+pub fn invoices_for_month(
+    period: Month,
+    usage: &[KeyDayUsage],
+    keys: &[ApiKeyRecord],
+    pricing: &Pricing,
+) -> Result<MonthInvoices, PricingError> {
+    // Every key that was live, or that has usage in the month, is on its customer's invoice.
+    let by_id: BTreeMap<&str, &ApiKeyRecord> = keys.iter().map(|k| (k.id.as_str(), k)).collect();
+    let mut per_key: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut unattributed: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut daily = Vec::new();
+    for row in usage.iter().filter(|r| period.contains(r.day)) {
+        match by_id.get(row.key_id.as_str()) {
+            Some(key) => {
+                per_key.entry(key.id.as_str()).or_default().add(row.tally);
+                let plan = key.plan.as_ref().map_or(pricing.default_plan.as_str(), |p| p.as_str());
+                daily.push((row.clone(), key.user_email.as_str().to_owned(), plan.to_owned()));
+            }
+            None => unattributed.entry(row.key_id.as_str()).or_default().add(row.tally),
+        }
+    }
+    let mut groups: BTreeMap<(String, String), Vec<(&ApiKeyRecord, Tally)>> = BTreeMap::new();
+    for key in keys {
+        let tally = per_key.get(key.id.as_str()).copied().unwrap_or_default();
+        if tally.is_zero() && !live_during(key, period) {
+            continue;
+        }
+        let plan = pricing.plan(key.plan.as_ref().map(|p| p.as_str())).map_err(|e| match e {
+            PricingError::Invalid(why) => PricingError::Invalid(format!("key {}: {why}", key.id)),
+            other => other,
+        })?;
+        groups.entry((key.user_email.as_str().to_owned(), plan.name.clone())).or_default().push((key, tally));
+    }
+    let mut invoices = Vec::with_capacity(groups.len());
+    for ((customer_email, plan_name), members) in groups {
+        let plan = pricing.plan(Some(&plan_name))?;
+        let tally: Tally = members.iter().map(|(_, t)| *t).sum();
+        let id = invoice_id(period, &customer_email, &plan_name);
+        let priced = pricing.price(plan, tally.successful_calls);
+        let amount = priced.iter().map(|l| l.amount).sum();
+        let mut lines: Vec<InvoiceLine> = priced
+            .into_iter()
+            .map(|l| InvoiceLine {
+                invoice_id: id.clone(),
+                line_no: 0,
+                kind: l.kind,
+                description: l.description,
+                key_id: None,
+                calls: l.calls,
+                unit_price_per_1000: l.unit_price_per_1000,
+                amount: l.amount,
+            })
+            .collect();
+        for (key, key_tally) in &members {
+            lines.push(InvoiceLine {
+                invoice_id: id.clone(),
+                line_no: 0,
+                kind: "key_usage".into(),
+                description: format!(
+                    "key {}{}: {} failed calls, {} calls in all",
+                    key.id,
+                    key.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                    key_tally.failed_calls,
+                    key_tally.usage_count
+                ),
+                key_id: Some(key.id.to_string()),
+                calls: key_tally.successful_calls,
+                unit_price_per_1000: Decimal::ZERO,
+                amount: Decimal::ZERO,
+            });
+        }
+        for (index, line) in lines.iter_mut().enumerate() {
+            line.line_no = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        }
+        invoices.push(Invoice {
+            invoice_id: id,
+            period,
+            customer_email,
+            plan: plan_name,
+            keys: members.iter().map(|(k, _)| k.id.clone()).collect(),
+            tally,
+            amount,
+            currency: pricing.currency.clone(),
+            lines,
+        });
+    }
+    daily.sort_by(|a, b| (&a.0.key_id, a.0.day).cmp(&(&b.0.key_id, b.0.day)));
+    Ok(MonthInvoices {
+        period,
+        invoices,
+        unattributed: unattributed
+            .into_iter()
+            .map(|(key_id, tally)| Unattributed { key_id: key_id.to_owned(), tally })
+            .collect(),
+        daily,
+    })
+}

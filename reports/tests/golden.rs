@@ -1,0 +1,120 @@
+//! Golden invoices: known usage and pricing give exactly these rows and amounts.
+#![allow(clippy::unwrap_used)]
+
+use chrono::{TimeZone, Utc};
+use meter_model::{ApiKeyRecord, Email, HashedKey, KeyId, Month, NewKey, PlanName, Tally};
+use meter_reports::{KeyDayUsage, Pricing, invoice_id, invoices_for_month};
+use rust_decimal::Decimal;
+
+const PRICING: &str = r#"
+currency = "USD"
+default_plan = "payg"
+[plans.payg]
+monthly_fee = "0.00"
+included_calls = 1000
+tiers = [ { up_to = 1_000_000, price_per_1000 = "0.50" }, { price_per_1000 = "0.25" } ]
+[plans.pro]
+monthly_fee = "49.00"
+included_calls = 100000
+tiers = [ { price_per_1000 = "0.005" } ]
+"#;
+
+fn key(id: &str, email: &str, plan: Option<&str>) -> ApiKeyRecord {
+    ApiKeyRecord::new(NewKey {
+        id: KeyId::parse(id).unwrap(),
+        hashed_key: HashedKey::of(id),
+        user_email: Email::parse(email).unwrap(),
+        plan: plan.map(|p| PlanName::parse(p).unwrap()),
+        name: None,
+        created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+    })
+}
+
+fn billable(key_id: &str, day: &str, calls: u64) -> KeyDayUsage {
+    KeyDayUsage {
+        key_id: key_id.into(),
+        day: day.parse().unwrap(),
+        tally: Tally { successful_calls: calls, failed_calls: 1, usage_count: calls + 1 },
+    }
+}
+
+fn d(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+#[test]
+fn customers_are_pooled_per_plan_and_priced_at_the_tier_edges() {
+    let pricing = Pricing::parse(PRICING).unwrap();
+    let month: Month = "2026-11".parse().unwrap();
+    let keys = vec![
+        key("aaaa00000001", "ann@example.com", None),
+        key("aaaa00000002", "ann@example.com", None), // pooled with the first: one invoice
+        key("bbbb00000001", "bob@example.com", Some("pro")),
+        key("cccc00000001", "cat@example.com", None), // no usage: a zero invoice
+        key("dddd00000001", "dan@example.com", None),
+    ];
+    let usage = vec![
+        billable("aaaa00000001", "2026-11-01", 600_000),
+        billable("aaaa00000002", "2026-11-30", 400_001), // ann: 1,000,001 billable = one past the bound
+        billable("bbbb00000001", "2026-11-15", 101_000), // 1,000 above included at 0.005 → 0.005 → 0.01
+        billable("dddd00000001", "2026-11-02", 1_000),   // exactly the included calls
+        billable("dddd00000001", "2026-10-31", 5_000),   // another month: ignored
+        billable("zzzz00000001", "2026-11-03", 7),       // no key item: unattributed
+    ];
+    let month_invoices = invoices_for_month(month, &usage, &keys, &pricing).unwrap();
+    let rows: Vec<(String, String, u64, u64, Decimal)> = month_invoices
+        .invoices
+        .iter()
+        .map(|i| {
+            (
+                i.customer_email.clone(),
+                i.plan.clone(),
+                i.tally.successful_calls,
+                i.tally.failed_calls,
+                i.amount,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("ann@example.com".into(), "payg".into(), 1_000_001, 2, d("499.50")),
+            ("bob@example.com".into(), "pro".into(), 101_000, 1, d("49.01")),
+            ("cat@example.com".into(), "payg".into(), 0, 0, d("0.00")),
+            ("dan@example.com".into(), "payg".into(), 1_000, 1, d("0.00")),
+        ]
+    );
+    let ann = &month_invoices.invoices[0];
+    assert_eq!(ann.invoice_id, invoice_id(month, "ann@example.com", "payg"));
+    let kinds: Vec<(&str, u64, Decimal)> =
+        ann.lines.iter().map(|l| (l.kind.as_str(), l.calls, l.amount)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("monthly_fee", 0, d("0.00")),
+            ("included", 1000, d("0.00")),
+            ("tier_1", 999_000, d("499.50")),
+            ("tier_2", 1, d("0.00")),
+            ("key_usage", 600_000, d("0")),
+            ("key_usage", 400_001, d("0")),
+        ]
+    );
+    assert_eq!(month_invoices.unattributed.len(), 1);
+    assert_eq!(month_invoices.total_amount(), d("548.51"));
+    // Ids are unique per period, customer and plan.
+    let mut ids: Vec<&str> = month_invoices.invoices.iter().map(|i| i.invoice_id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 4);
+    assert_ne!(
+        invoice_id(month, "ann@example.com", "payg"),
+        invoice_id(month.succ(), "ann@example.com", "payg")
+    );
+}
+
+#[test]
+fn a_key_on_a_plan_the_pricing_lacks_is_an_error_naming_the_key() {
+    let pricing = Pricing::parse(PRICING).unwrap();
+    let keys = vec![key("eeee00000001", "eve@example.com", Some("gold"))];
+    let err = invoices_for_month("2026-11".parse().unwrap(), &[], &keys, &pricing).unwrap_err().to_string();
+    assert!(err.contains("key eeee00000001") && err.contains("\"gold\""), "{err}");
+}
