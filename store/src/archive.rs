@@ -269,23 +269,39 @@ impl ObjectSink for LocalDir {
         bytes: Vec<u8>,
         _content_type: &'static str,
     ) -> Result<String, StoreError> {
-        let path = self.root.join(relative);
-        let unavailable = |e: std::io::Error| StoreError::Unavailable {
-            operation: "write archive".into(),
-            hint: format!("cannot write {}", path.display()),
-            source: Some(e.into()),
-        };
-        let dir = path.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(unavailable)?;
-        let mut staged = tempfile::NamedTempFile::new_in(dir).map_err(unavailable)?;
-        std::io::Write::write_all(&mut staged, &bytes).map_err(unavailable)?;
-        staged.as_file().sync_all().map_err(unavailable)?;
-        staged.persist(&path).map_err(|e| unavailable(e.error))?;
+        let (path, staged) = self.stage(relative, &bytes, "write archive")?;
+        staged.persist(&path).map_err(|e| write_error("write archive", &path, e.error))?;
         Ok(path.display().to_string())
     }
 }
 
+fn write_error(operation: &str, path: &Path, err: std::io::Error) -> StoreError {
+    StoreError::Unavailable {
+        operation: operation.into(),
+        hint: format!("cannot write {}", path.display()),
+        source: Some(err.into()),
+    }
+}
+
 impl LocalDir {
+    /// Writes `bytes` to a synced temporary file beside `relative`, for the caller to rename into place
+    /// (so readers never see half a file).
+    fn stage(
+        &self,
+        relative: &str,
+        bytes: &[u8],
+        operation: &str,
+    ) -> Result<(PathBuf, tempfile::NamedTempFile), StoreError> {
+        let path = self.root.join(relative);
+        let fail = |e| write_error(operation, &path, e);
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(fail)?;
+        let mut staged = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+        std::io::Write::write_all(&mut staged, bytes).map_err(fail)?;
+        staged.as_file().sync_all().map_err(fail)?;
+        Ok((path, staged))
+    }
+
     /// A directory.
     #[must_use]
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -345,24 +361,14 @@ impl ObjectSource for LocalDir {
         bytes: Vec<u8>,
         _content_type: &'static str,
     ) -> Result<String, StoreError> {
-        let path = self.root.join(relative);
-        let unavailable = |e: std::io::Error| StoreError::Unavailable {
-            operation: "write file".into(),
-            hint: format!("cannot write {}", path.display()),
-            source: Some(e.into()),
-        };
-        let dir = path.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(unavailable)?;
-        let mut staged = tempfile::NamedTempFile::new_in(dir).map_err(unavailable)?;
-        std::io::Write::write_all(&mut staged, &bytes).map_err(unavailable)?;
-        staged.as_file().sync_all().map_err(unavailable)?;
+        let (path, staged) = self.stage(relative, &bytes, "write file")?;
         // A hard link fails if the name exists: the file appears whole, and only once.
         match staged.persist_noclobber(&path) {
             Ok(_) => Ok(path.display().to_string()),
             Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(StoreError::AlreadyExists { what: path.display().to_string() })
             }
-            Err(e) => Err(unavailable(e.error)),
+            Err(e) => Err(write_error("write file", &path, e.error)),
         }
     }
 
