@@ -2,12 +2,10 @@
 
 use std::sync::Arc;
 
+use arrow_array::ArrayRef;
 use arrow_array::builder::{StringBuilder, UInt64Builder};
-use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use meter_store::archive::parquet_file;
 
 use crate::rollup::RollupRow;
 
@@ -64,15 +62,7 @@ pub fn rollup_parquet(rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
         Arc::new(failed.finish()),
         Arc::new(usage.finish()),
     ];
-    let schema = rollup_schema();
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| encode_error("Parquet", e))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut out = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(|e| encode_error("Parquet", e))?;
-    writer.write(&batch).map_err(|e| encode_error("Parquet", e))?;
-    writer.close().map_err(|e| encode_error("Parquet", e))?;
-    Ok(out)
+    parquet_file(rollup_schema(), columns).map_err(|e| encode_error("Parquet", e))
 }
 
 /// Encodes rollup rows as CSV with a header.

@@ -9,14 +9,11 @@ use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, Int32Builder, StringBuilder};
 use arrow_array::types::{TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType};
-use arrow_array::{ArrayRef, PrimitiveArray, RecordBatch};
+use arrow_array::{ArrayRef, PrimitiveArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, NaiveTime, Utc};
 use meter_model::{Day, Tally};
-use meter_store::archive::partition;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use meter_store::archive::{parquet_file, partition};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use rustc_hash::FxHashMap;
@@ -108,9 +105,6 @@ pub enum SynthError {
     /// Encoding failed.
     #[error("cannot encode Parquet")]
     Parquet(#[from] parquet::errors::ParquetError),
-    /// Encoding failed.
-    #[error("cannot build Arrow arrays")]
-    Arrow(#[from] arrow_schema::ArrowError),
     /// The spec makes no sense.
     #[error("invalid spec: {0}")]
     Spec(String),
@@ -314,12 +308,5 @@ fn encode(spec: &ArchiveSpec, events: &[Event]) -> Result<Vec<u8>, SynthError> {
         fields.insert(0, Field::new("aws_region", DataType::Utf8, true));
         columns.insert(0, Arc::new(extra.finish()));
     }
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props))?;
-    writer.write(&batch)?;
-    writer.close()?;
-    Ok(out)
+    Ok(parquet_file(Arc::new(Schema::new(fields)), columns)?)
 }

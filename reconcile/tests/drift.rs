@@ -73,26 +73,7 @@ impl CounterCorrector for Logged<'_> {
     }
 }
 
-impl KeyStore for Logged<'_> {
-    async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.inner.insert_key(record).await
-    }
-    async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.inner.get_key(id).await
-    }
-    async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.inner.find_key_by_hash(hashed_key).await
-    }
-    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.inner.list_keys().await
-    }
-    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<Revocation, StoreError> {
-        self.inner.revoke_key(id, at).await
-    }
-    async fn revocation_epoch(&self) -> Result<u64, StoreError> {
-        self.inner.revocation_epoch().await
-    }
-}
+key_store_via_inner!(KeyStore for Logged<'_>);
 
 /// A real concurrent writer: batches of late events keep arriving on another task while reconcile
 /// runs over the same days. Replaying the linearized log (adds add, applied corrections set) must give

@@ -261,18 +261,8 @@ impl Pricing {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = r#"
-currency = "USD"
-default_plan = "payg"
-[plans.payg]
-monthly_fee = "0.00"
-included_calls = 1000
-tiers = [ { up_to = 1_000_000, price_per_1000 = "0.50" }, { price_per_1000 = "0.25" } ]
-[plans.pro]
-monthly_fee = "49.00"
-included_calls = 100000
-tiers = [ { price_per_1000 = "0.005" } ]
-"#;
+    /// The documented example in the repository.
+    const EXAMPLE: &str = include_str!("../pricing.example.toml");
 
     fn d(text: &str) -> Decimal {
         text.parse().unwrap()

@@ -6,18 +6,9 @@ use meter_model::{ApiKeyRecord, Email, HashedKey, KeyId, Month, NewKey, PlanName
 use meter_reports::{KeyDayUsage, Pricing, invoice_id, invoices_for_month};
 use rust_decimal::Decimal;
 
-const PRICING: &str = r#"
-currency = "USD"
-default_plan = "payg"
-[plans.payg]
-monthly_fee = "0.00"
-included_calls = 1000
-tiers = [ { up_to = 1_000_000, price_per_1000 = "0.50" }, { price_per_1000 = "0.25" } ]
-[plans.pro]
-monthly_fee = "49.00"
-included_calls = 100000
-tiers = [ { price_per_1000 = "0.005" } ]
-"#;
+/// The documented example in the repository: `payg` (1,000 included, 0.50 then 0.25 per 1,000 above
+/// 1,000,000) and `pro` (49.00 with 100,000 included, then 0.005 per 1,000).
+const PRICING: &str = include_str!("../pricing.example.toml");
 
 fn key(id: &str, email: &str, plan: Option<&str>) -> ApiKeyRecord {
     ApiKeyRecord::new(NewKey {

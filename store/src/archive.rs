@@ -77,15 +77,21 @@ pub fn encode_parquet(events: &[UsageEvent<'_>]) -> Result<Vec<u8>, StoreError> 
         Arc::new(resource.finish()),
         Arc::new(latency_ms.finish()),
     ];
-    let schema = archive_schema();
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns).map_err(|e| archive_error("encode Parquet", e))?;
+    parquet_file(archive_schema(), columns).map_err(|e| archive_error("encode Parquet", e))
+}
+
+/// One Parquet file (Snappy, the codec Firehose's conversion uses) holding `columns` as one batch.
+/// Every Parquet file the project writes is made here.
+pub fn parquet_file(
+    schema: SchemaRef,
+    columns: Vec<ArrayRef>,
+) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(props))
-        .map_err(|e| archive_error("encode Parquet", e))?;
-    writer.write(&batch).map_err(|e| archive_error("encode Parquet", e))?;
-    writer.close().map_err(|e| archive_error("encode Parquet", e))?;
+    let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(props))?;
+    writer.write(&batch)?;
+    writer.close()?;
     Ok(buffer)
 }
 

@@ -562,16 +562,7 @@ impl UsageReader for DynamoStore {
                 .await
                 .map_err(|e| table_missing(store_error("month usage", e), &self.tables.usage_counters))?;
             for item in page.items() {
-                let day = req_s(item, "day")?;
-                days.push(DayUsage {
-                    key_id: key_id.clone(),
-                    day: day
-                        .parse()
-                        .map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
-                    tally: tally_of(item)?,
-                    last_used: get_instant(item, "lastUsed")?,
-                    reconciled_at: get_instant(item, "reconciledAt")?,
-                });
+                days.push(day_usage_of(item)?);
             }
             start = page.last_evaluated_key;
             if start.is_none() {

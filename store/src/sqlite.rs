@@ -364,44 +364,18 @@ impl UsageReader for SqliteStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT day, successful_calls, failed_calls, usage_count, last_used, reconciled_at \
-                 FROM usage_counters WHERE key_id = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day",
-            )
+            .prepare_cached(&format!(
+                "SELECT {DAY_COLUMNS} FROM usage_counters WHERE key_id = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day"
+            ))
             .map_err(|e| sql_error("month usage", e))?;
         let rows = stmt
             .query_map(
                 params![key_id.as_str(), month.first_day().to_string(), month.last_day().to_string()],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                    ))
-                },
+                read_day_row,
             )
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(|e| sql_error("month usage", e))?;
-        rows.into_iter()
-            .map(|(day, successful, failed, usage, last_used, reconciled_at)| {
-                Ok(DayUsage {
-                    key_id: key_id.clone(),
-                    day: day
-                        .parse()
-                        .map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
-                    tally: Tally {
-                        successful_calls: counter(successful, "successfulCalls")?,
-                        failed_calls: counter(failed, "failedCalls")?,
-                        usage_count: counter(usage, "usageCount")?,
-                    },
-                    last_used: instant(last_used, "lastUsed")?,
-                    reconciled_at: instant(reconciled_at, "reconciledAt")?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(day_usage_of).collect()
     }
 }
 
