@@ -18,9 +18,9 @@ use crate::output::{EncodeError, rollup_csv, rollup_parquet};
 use crate::read::{Rollup, rollup};
 use crate::rollup::{RollupError, RollupRow};
 
-/// Corrections in flight at once (each is one small transaction).
+/// Keys whose corrections are in flight at once (each correction is one small transaction).
 const CORRECTION_CONCURRENCY: usize = 16;
-/// Attempts per correction before the run gives up on it (each retry follows a realtime write).
+/// Re-reads (after a realtime write) and busy retries per correction before the run gives up on it.
 const MAX_ATTEMPTS: u32 = 20;
 
 /// What to reconcile and how.
@@ -204,12 +204,16 @@ where
             action: DriftAction::WouldCorrect,
         }));
     } else {
-        let results: Vec<(DriftLine, u32, bool)> = futures::stream::iter(corrections)
-            .map(|correction| apply(store, correction))
+        let mut by_key: BTreeMap<KeyId, Vec<DayCorrection>> = BTreeMap::new();
+        for correction in corrections {
+            by_key.entry(correction.key_id.clone()).or_default().push(correction);
+        }
+        let results: Vec<Vec<(DriftLine, u32, bool)>> = futures::stream::iter(by_key.into_values())
+            .map(|key_corrections| apply_key(store, key_corrections))
             .buffer_unordered(CORRECTION_CONCURRENCY)
             .try_collect()
             .await?;
-        for (line, retries, orphan) in results {
+        for (line, retries, orphan) in results.into_iter().flatten() {
             conflicts_retried += u64::from(retries);
             if orphan {
                 // The key vanished between the listing and the correction: report, never count.
@@ -268,8 +272,9 @@ fn run_id(started_at: chrono::DateTime<chrono::Utc>) -> Result<String, Reconcile
     Ok(format!("{}-{}", started_at.format("%Y%m%dT%H%M%S%.3fZ"), hex::encode(random)))
 }
 
-/// Applies one correction, re-reading and retrying while the realtime writer moves the item.
-/// Returns the line, the retries, and whether the key turned out not to exist.
+/// Applies one correction, re-reading and retrying while the realtime writer moves the item, and
+/// backing off while the store is busy (throttling, or a transaction conflict with a realtime write on
+/// the same key). Returns the line, the re-reads, and whether the key turned out not to exist.
 async fn apply<S: CounterCorrector>(
     store: &S,
     mut correction: DayCorrection,
@@ -282,22 +287,33 @@ async fn apply<S: CounterCorrector>(
         authoritative: correction.target,
         action,
     };
-    for attempt in 0..MAX_ATTEMPTS {
-        match store.correct_day(&correction).await.map_err(store_failed("correcting a day item"))? {
+    let (mut rereads, mut busy) = (0u32, 0u32);
+    while rereads < MAX_ATTEMPTS {
+        let outcome = match store.correct_day(&correction).await {
+            Ok(outcome) => outcome,
+            Err(err) if err.is_retryable() && busy < MAX_ATTEMPTS => {
+                busy += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(25 << busy.min(6))).await;
+                continue;
+            }
+            Err(err) => return Err(store_failed("correcting a day item")(err)),
+        };
+        match outcome {
             CorrectionOutcome::Applied => {
-                return Ok((line(DriftAction::Corrected, &correction), attempt, false));
+                return Ok((line(DriftAction::Corrected, &correction), rereads, false));
             }
             CorrectionOutcome::UnknownKey => {
-                return Ok((line(DriftAction::Corrected, &correction), attempt, true));
+                return Ok((line(DriftAction::Corrected, &correction), rereads, true));
             }
             CorrectionOutcome::Changed => {
+                rereads += 1;
                 let now = store
                     .day_item(&correction.key_id, correction.day)
                     .await
                     .map_err(store_failed("re-reading a day item"))?;
                 correction.expected = now.map(|item| item.tally);
                 if correction.expected == Some(correction.target) {
-                    return Ok((line(DriftAction::AlreadyCorrect, &correction), attempt + 1, false));
+                    return Ok((line(DriftAction::AlreadyCorrect, &correction), rereads, false));
                 }
             }
         }
@@ -307,6 +323,19 @@ async fn apply<S: CounterCorrector>(
         day: correction.day,
         attempts: MAX_ATTEMPTS,
     })
+}
+
+/// Applies a key's corrections one after another: they all move the same key item's totals, and
+/// concurrent transactions on one item would only conflict with each other.
+async fn apply_key<S: CounterCorrector>(
+    store: &S,
+    corrections: Vec<DayCorrection>,
+) -> Result<Vec<(DriftLine, u32, bool)>, ReconcileError> {
+    let mut done = Vec::with_capacity(corrections.len());
+    for correction in corrections {
+        done.push(apply(store, correction).await?);
+    }
+    Ok(done)
 }
 
 /// Writes `rollups/day=YYYY-MM-DD/rollup.parquet` for every day of the range (empty days too, so a

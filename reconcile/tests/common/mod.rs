@@ -187,9 +187,14 @@ where
 
 /// A store that lets the realtime writer add to an item between reconcile's read and its correction,
 /// the first time each item is corrected: the race DESIGN §4 rules out.
+///
+/// Writes go one at a time: moto undoes a cancelled transaction by restoring a snapshot of the whole
+/// table, which would also undo other keys' writes made meanwhile (real DynamoDB cancels only the
+/// transaction), and this test cancels a transaction on purpose for every item it races.
 pub(crate) struct RacingRealtime<'s, S> {
     pub(crate) inner: &'s S,
     pub(crate) raced: Mutex<Vec<(KeyId, Day)>>,
+    pub(crate) one_write_at_a_time: tokio::sync::Mutex<()>,
 }
 
 pub(crate) const LATE: Tally = Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 };
@@ -204,6 +209,7 @@ impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, 
     }
 
     async fn correct_day(&self, correction: &DayCorrection) -> Result<CorrectionOutcome, StoreError> {
+        let _turn = self.one_write_at_a_time.lock().await;
         let first = {
             let mut raced = self.raced.lock().unwrap();
             let pair = (correction.key_id.clone(), correction.day);
@@ -226,31 +232,40 @@ impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, 
     }
 }
 
-impl<S: KeyStore> KeyStore for RacingRealtime<'_, S> {
-    async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.inner.insert_key(record).await
-    }
+/// Implements `KeyStore` for a test wrapper by handing every call to its `inner` store.
+macro_rules! key_store_via_inner {
+    ($($wrapper:tt)*) => {
+        impl $($wrapper)* {
+            async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+                self.inner.insert_key(record).await
+            }
 
-    async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.inner.get_key(id).await
-    }
+            async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+                self.inner.get_key(id).await
+            }
 
-    async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.inner.find_key_by_hash(hashed_key).await
-    }
+            async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
+                self.inner.find_key_by_hash(hashed_key).await
+            }
 
-    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.inner.list_keys().await
-    }
+            async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+                self.inner.list_keys().await
+            }
 
-    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<Revocation, StoreError> {
-        self.inner.revoke_key(id, at).await
-    }
+            async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<Revocation, StoreError> {
+                self.inner.revoke_key(id, at).await
+            }
 
-    async fn revocation_epoch(&self) -> Result<u64, StoreError> {
-        self.inner.revocation_epoch().await
-    }
+            async fn revocation_epoch(&self) -> Result<u64, StoreError> {
+                self.inner.revocation_epoch().await
+            }
+        }
+    };
 }
+#[allow(unused_imports)] // used by some of the test binaries that share this module
+pub(crate) use key_store_via_inner;
+
+key_store_via_inner!(<S: KeyStore> KeyStore for RacingRealtime<'_, S>);
 
 /// Realtime increments that land between reconcile's read and its write make the conditional write
 /// fail; reconcile re-reads and sets the item to the authoritative count, moving the key's totals by
@@ -265,7 +280,11 @@ pub(crate) async fn racing_realtime_writes_leave_totals_consistent<S, A>(
     A: ObjectSource + ObjectSink,
 {
     damaged_realtime(store, generated).await;
-    let racing = RacingRealtime { inner: store, raced: Mutex::new(Vec::new()) };
+    let racing = RacingRealtime {
+        inner: store,
+        raced: Mutex::new(Vec::new()),
+        one_write_at_a_time: tokio::sync::Mutex::new(()),
+    };
     let report = run(&racing, archive, &Recorded::default(), false).await;
     let raced = racing.raced.lock().unwrap().len() as u64;
     assert!(raced > 0);
