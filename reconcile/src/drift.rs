@@ -346,16 +346,13 @@ async fn write_rollups<A: ObjectSink>(
     from: Day,
     to: Day,
 ) -> Result<Vec<String>, ReconcileError> {
-    let mut by_day: BTreeMap<Day, Vec<RollupRow>> = BTreeMap::new();
-    for row in rows {
-        by_day.entry(row.day).or_default().push(row.clone());
-    }
+    // A rollup's rows come sorted by day: each day's rows are one slice.
     let mut written = Vec::new();
     let mut day = from;
     while day <= to {
-        let rows = by_day.remove(&day).unwrap_or_default();
+        let rows = &rows[rows.partition_point(|r| r.day < day)..rows.partition_point(|r| r.day <= day)];
         let path = format!("rollups/day={day}/rollup.parquet");
-        let put = archive.put(&path, rollup_parquet(&rows)?, "application/vnd.apache.parquet").await;
+        let put = archive.put(&path, rollup_parquet(rows)?, "application/vnd.apache.parquet").await;
         written.push(put.map_err(store_failed(format!("writing {path}")))?);
         day = day.succ();
     }
