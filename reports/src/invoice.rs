@@ -56,12 +56,47 @@ pub struct InvoiceLine {
     pub description: String,
     /// The key, for `key_usage` lines.
     pub key_id: Option<String>,
-    /// Billable calls the line covers.
-    pub calls: u64,
+    /// Billable calls the line covers (negative for an adjustment that takes calls back).
+    pub calls: i64,
     /// Price per 1,000 calls.
     pub unit_price_per_1000: Decimal,
     /// The amount (zero for detail lines).
     pub amount: Decimal,
+}
+
+/// A correction to an invoice already issued for an earlier month: its authoritative usage changed
+/// since (late events), so the difference is billed, or credited, on the next invoice (DESIGN §4).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct Adjustment {
+    /// The month whose invoice is corrected.
+    pub period: Month,
+    /// That month's invoice.
+    pub invoice_id: String,
+    /// The customer.
+    pub customer_email: String,
+    /// The plan.
+    pub plan: String,
+    /// Billable calls now minus billable calls invoiced so far.
+    pub successful_calls_delta: i64,
+    /// Amount now minus amount invoiced so far (with earlier adjustments), in the currency.
+    #[serde(with = "decimal_text")]
+    pub amount_delta: Decimal,
+}
+
+/// Decimals as strings in JSON, exactly.
+pub(crate) mod decimal_text {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| serde::de::Error::custom(format!("{text:?} is not a decimal amount")))
+    }
 }
 
 /// Usage of key ids that have no key item: listed, never billed (DESIGN §4).
@@ -84,9 +119,53 @@ pub struct MonthInvoices {
     pub unattributed: Vec<Unattributed>,
     /// Daily usage of the invoiced keys, with their customer and plan.
     pub daily: Vec<(KeyDayUsage, String, String)>,
+    /// Daily usage of key ids without a key item.
+    pub unattributed_daily: Vec<KeyDayUsage>,
 }
 
 impl MonthInvoices {
+    /// Puts each adjustment on this month's invoice of the same customer and plan (an invoice holding
+    /// only adjustments is made when there is none), as an `adjustment` line added to its amount.
+    pub fn add_adjustments(&mut self, adjustments: &[Adjustment], currency: &str) {
+        for adjustment in adjustments {
+            let position = self
+                .invoices
+                .iter()
+                .position(|i| i.customer_email == adjustment.customer_email && i.plan == adjustment.plan);
+            let index = position.unwrap_or_else(|| {
+                let id = invoice_id(self.period, &adjustment.customer_email, &adjustment.plan);
+                self.invoices.push(Invoice {
+                    invoice_id: id,
+                    period: self.period,
+                    customer_email: adjustment.customer_email.clone(),
+                    plan: adjustment.plan.clone(),
+                    keys: Vec::new(),
+                    tally: Tally::default(),
+                    amount: Decimal::ZERO,
+                    currency: currency.to_owned(),
+                    lines: Vec::new(),
+                });
+                self.invoices.len() - 1
+            });
+            let invoice = &mut self.invoices[index];
+            invoice.amount += adjustment.amount_delta;
+            invoice.lines.push(InvoiceLine {
+                invoice_id: invoice.invoice_id.clone(),
+                line_no: u32::try_from(invoice.lines.len() + 1).unwrap_or(u32::MAX),
+                kind: "adjustment".into(),
+                description: format!(
+                    "adjustment for {} ({}): {:+} billable calls since it was issued",
+                    adjustment.period, adjustment.invoice_id, adjustment.successful_calls_delta
+                ),
+                key_id: None,
+                calls: adjustment.successful_calls_delta,
+                unit_price_per_1000: Decimal::ZERO,
+                amount: adjustment.amount_delta,
+            });
+        }
+        self.invoices.sort_by(|a, b| (&a.customer_email, &a.plan).cmp(&(&b.customer_email, &b.plan)));
+    }
+
     /// Sum of the invoice amounts.
     #[must_use]
     pub fn total_amount(&self) -> Decimal {
@@ -129,6 +208,7 @@ pub fn invoices_for_month(
     let mut per_key: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut unattributed: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut daily = Vec::new();
+    let mut unattributed_daily = Vec::new();
     for row in usage.iter().filter(|r| period.contains(r.day)) {
         match by_id.get(row.key_id.as_str()) {
             Some(key) => {
@@ -136,7 +216,10 @@ pub fn invoices_for_month(
                 let plan = key.plan.as_ref().map_or(pricing.default_plan.as_str(), |p| p.as_str());
                 daily.push((row.clone(), key.user_email.as_str().to_owned(), plan.to_owned()));
             }
-            None => unattributed.entry(row.key_id.as_str()).or_default().add(row.tally),
+            None => {
+                unattributed.entry(row.key_id.as_str()).or_default().add(row.tally);
+                unattributed_daily.push(row.clone());
+            }
         }
     }
     let mut groups: BTreeMap<(String, String), Vec<(&ApiKeyRecord, Tally)>> = BTreeMap::new();
@@ -166,7 +249,7 @@ pub fn invoices_for_month(
                 kind: l.kind,
                 description: l.description,
                 key_id: None,
-                calls: l.calls,
+                calls: i64::try_from(l.calls).unwrap_or(i64::MAX),
                 unit_price_per_1000: l.unit_price_per_1000,
                 amount: l.amount,
             })
@@ -184,7 +267,7 @@ pub fn invoices_for_month(
                     key_tally.usage_count
                 ),
                 key_id: Some(key.id.to_string()),
-                calls: key_tally.successful_calls,
+                calls: i64::try_from(key_tally.successful_calls).unwrap_or(i64::MAX),
                 unit_price_per_1000: Decimal::ZERO,
                 amount: Decimal::ZERO,
             });
@@ -213,5 +296,6 @@ pub fn invoices_for_month(
             .map(|(key_id, tally)| Unattributed { key_id: key_id.to_owned(), tally })
             .collect(),
         daily,
+        unattributed_daily,
     })
 }

@@ -1,10 +1,17 @@
-//! Monthly invoice-ready reports (DESIGN §3.6): pricing from a TOML file and the priced lines of a
-//! month's usage. Money is `rust_decimal` from the file's text to the invoice, never floating point.
+//! Monthly invoice-ready reports (DESIGN §3.6): pricing from a TOML file, a month's invoices from the
+//! archive's authoritative usage, their files, issuing them once (with adjustments for earlier
+//! months), and delivering them to finance. Money is `rust_decimal` from the pricing file's text to
+//! the invoice, never floating point.
 
+pub mod deliver;
+pub mod files;
 pub mod invoice;
+pub mod issue;
 pub mod pricing;
 
+pub use deliver::{DeliveryError, DeliveryMessage, MAX_LINK_EXPIRY, deliver};
 pub use invoice::{
     Invoice, InvoiceLine, KeyDayUsage, MonthInvoices, Unattributed, invoice_id, invoices_for_month,
 };
+pub use issue::{ArchiveUsage, ReportError, ReportOutcome, ReportRequest, UsageSource, produce_report};
 pub use pricing::{Plan, PricedLine, Pricing, PricingError, Tier};

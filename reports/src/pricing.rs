@@ -161,6 +161,13 @@ impl Pricing {
             let last = plan.tiers.len() - 1;
             for (index, tier) in plan.tiers.iter().enumerate() {
                 let tier_name = format!("{where_} tier {}", index + 1);
+                if tier.price_per_1000.scale() > crate::files::PRICE_SCALE {
+                    return invalid(format!(
+                        "{tier_name}: price_per_1000 {} has more than {} decimal places",
+                        tier.price_per_1000,
+                        crate::files::PRICE_SCALE
+                    ));
+                }
                 if tier.price_per_1000.is_sign_negative() {
                     return invalid(format!(
                         "{tier_name}: price_per_1000 {} is negative",

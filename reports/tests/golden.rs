@@ -77,7 +77,7 @@ fn customers_are_pooled_per_plan_and_priced_at_the_tier_edges() {
     );
     let ann = &month_invoices.invoices[0];
     assert_eq!(ann.invoice_id, invoice_id(month, "ann@example.com", "payg"));
-    let kinds: Vec<(&str, u64, Decimal)> =
+    let kinds: Vec<(&str, i64, Decimal)> =
         ann.lines.iter().map(|l| (l.kind.as_str(), l.calls, l.amount)).collect();
     assert_eq!(
         kinds,

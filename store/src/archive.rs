@@ -194,6 +194,14 @@ pub trait ObjectSource: Send + Sync {
 
     /// The full location of `relative`, for messages and links.
     fn location(&self, relative: &str) -> String;
+
+    /// A link that downloads `relative` for `expires_in`: a presigned GET URL on S3, a `file://` URL
+    /// on a local disk (which needs no signature).
+    fn download_link(
+        &self,
+        relative: &str,
+        expires_in: std::time::Duration,
+    ) -> impl std::future::Future<Output = Result<String, StoreError>> + Send;
 }
 
 /// Whether a listed file is data: Hive and Spark conventions hide names starting with `.` or `_`
@@ -381,6 +389,16 @@ impl ObjectSource for LocalDir {
     fn location(&self, relative: &str) -> String {
         self.root.join(relative).display().to_string()
     }
+
+    async fn download_link(
+        &self,
+        relative: &str,
+        _expires_in: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        let path = self.root.join(relative);
+        let absolute = std::path::absolute(&path).map_err(|e| local_error("link to a file", &path, e))?;
+        Ok(format!("file://{}", absolute.display()))
+    }
 }
 
 /// A bucket and key prefix.
@@ -502,6 +520,25 @@ impl ObjectSource for S3Prefix {
     fn location(&self, relative: &str) -> String {
         format!("s3://{}/{}", self.bucket, self.key(relative))
     }
+
+    async fn download_link(
+        &self,
+        relative: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires_in).map_err(|e| {
+            StoreError::Other { operation: "presign a download link".into(), source: e.into() }
+        })?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(relative))
+            .presigned(config)
+            .await
+            .map_err(|e| crate::s3::store_error("presign a download link", &self.bucket, e))?;
+        Ok(request.uri().to_owned())
+    }
 }
 
 /// A local directory or a bucket, chosen at run time.
@@ -568,6 +605,17 @@ impl ObjectSource for AnySink {
         match self {
             Self::Local(dir) => dir.location(relative),
             Self::S3(bucket) => bucket.location(relative),
+        }
+    }
+
+    async fn download_link(
+        &self,
+        relative: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        match self {
+            Self::Local(dir) => dir.download_link(relative, expires_in).await,
+            Self::S3(bucket) => bucket.download_link(relative, expires_in).await,
         }
     }
 }
