@@ -4,6 +4,7 @@
 mod keys;
 mod pipeline;
 mod reconcile;
+mod report;
 mod usage;
 
 use std::io::Write;
@@ -36,6 +37,10 @@ pub struct Cli {
     /// Where the usage archive lives: a directory (default: archive under the home) or s3://BUCKET/PREFIX.
     #[arg(long, env = "METER_ARCHIVE", global = true, value_name = "DIR|S3")]
     pub archive: Option<ArchiveLocation>,
+
+    /// Where reports go: a directory (default: reports under the home) or s3://BUCKET/PREFIX.
+    #[arg(long, env = "METER_REPORTS", global = true, value_name = "DIR|S3")]
+    pub reports: Option<ArchiveLocation>,
 
     /// SNS topic ARN that `keys revoke` announces revocations on (its subscriber flushes API Gateway's
     /// authorizer caches).
@@ -98,6 +103,26 @@ pub enum Command {
         /// SNS topic ARN for drift alerts.
         #[arg(long, env = "METER_ALERT_TOPIC", value_name = "ARN")]
         alert_topic: Option<String>,
+    },
+    /// A month's invoices from the archive: a draft (any month) or, once the month is over and its
+    /// last day reconciled, the issued invoices (written once; issuing again verifies them).
+    Report {
+        /// The month (YYYY-MM).
+        #[arg(long)]
+        month: Month,
+        /// The pricing file (see reports/pricing.example.toml).
+        #[arg(long, env = "METER_PRICING", value_name = "FILE")]
+        pricing: PathBuf,
+        /// Write a draft under draft/month=YYYY-MM/ instead of issuing.
+        #[arg(long)]
+        draft: bool,
+        /// Where reports go: a directory or s3://BUCKET/PREFIX (default: reports under the home, or
+        /// --reports / METER_REPORTS).
+        #[arg(long, value_name = "DIR|S3")]
+        out: Option<ArchiveLocation>,
+        /// How many earlier issued months are checked for late usage (adjustments).
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        adjust_months: u32,
     },
     /// Generate a synthetic archive for benchmarks: a month of events over KEYS keys, 1% of rows
     /// repeated, some events in the neighbouring day's folder.
@@ -278,6 +303,15 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             };
             let args = reconcile::ReconcileArgs { from, to, dry_run, alert_threshold };
             reconcile::reconcile_command(&open_store().await?, &archive, &alerts, clock, args).await?
+        }
+        Command::Report { month, pricing, draft, out, adjust_months } => {
+            let archive = AnySink::open(&archive_location).await;
+            let location = out
+                .or_else(|| cli.reports.clone())
+                .unwrap_or_else(|| ArchiveLocation::Local(cli.home.join("reports")));
+            let reports = AnySink::open(&location).await;
+            let args = report::ReportArgs { month, pricing: &pricing, draft, adjust_months };
+            report::report(&open_store().await?, archive, &reports, clock, args).await?
         }
         Command::GenArchive { out, events, keys, month, files_per_day, seed } => {
             reconcile::gen_archive(reconcile::GenArgs { out, events, keys, month, files_per_day, seed })?

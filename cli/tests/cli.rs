@@ -331,3 +331,82 @@ fn authorize_allows_active_keys_and_denies_the_rest() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "deny (403): revoked key");
 }
+
+/// The nightly and monthly commands on what `archive` and `realtime` made of the same deliveries:
+/// the rollup agrees with the realtime counters (reconcile corrects nothing), and the month's draft
+/// invoices are written; issuing waits for the month to end.
+#[test]
+fn rollup_reconcile_and_report_agree_with_the_realtime_counters() {
+    let home = tempfile::tempdir().unwrap();
+    let (id, _) = create(home.path(), "ada@example.com", &[]);
+    let payload =
+        std::fs::read_to_string(fixture("cwl-data-payload.json")).unwrap().replace("0123456789ab", &id);
+    let file = home.path().join("events.json");
+    std::fs::write(&file, meter_realtime::decode::encode_subscription_event(payload.as_bytes())).unwrap();
+    ok(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
+    ok(meter(home.path()).args(["archive", file.to_str().unwrap()]));
+
+    let csv = ok(meter(home.path()).args(["rollup", "--from", "2026-11-30", "--to", "2026-12-01"]));
+    assert!(csv.starts_with("key_id,day,successful_calls,failed_calls,usage_count\n"), "{csv}");
+    assert!(
+        csv.contains(&format!("{id},2026-11-30,")) && csv.contains(&format!("{id},2026-12-01,")),
+        "{csv}"
+    );
+    let out = home.path().join("rollup.parquet");
+    ok(meter(home.path()).args([
+        "rollup",
+        "--from",
+        "2026-11-30",
+        "--to",
+        "2026-12-01",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(out.is_file());
+    let bad = run(meter(home.path()).args(["rollup", "--from", "2026-12-01", "--to", "2026-11-30"]));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("after --to"));
+
+    let reconciled = ok(meter(home.path()).args(["reconcile", "--from", "2026-11-29", "--to", "2026-12-01"]));
+    assert!(reconciled.contains("corrected 0 day items"), "{reconciled}");
+    assert!(reconciled.contains("orphan usage: 3 events of 2 unknown keys"), "{reconciled}");
+
+    let pricing =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/pricing.example.toml");
+    let draft = ok(meter(home.path()).args([
+        "report",
+        "--month",
+        "2026-11",
+        "--draft",
+        "--pricing",
+        pricing.to_str().unwrap(),
+    ]));
+    assert!(draft.contains("2026-11 draft report written") && draft.contains("1 invoices"), "{draft}");
+    let invoices =
+        std::fs::read_to_string(home.path().join("reports/draft/month=2026-11/invoices.csv")).unwrap();
+    assert!(invoices.contains("ada@example.com,payg,"), "{invoices}");
+
+    // November 2026 is not over on this machine's clock (or, later, not reconciled to its last day).
+    let issue = run(meter(home.path()).args([
+        "report",
+        "--month",
+        "2026-11",
+        "--pricing",
+        pricing.to_str().unwrap(),
+    ]));
+    assert_eq!(issue.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&issue.stderr).contains("2026-11 cannot be issued yet"));
+
+    let broken = home.path().join("pricing.toml");
+    std::fs::write(&broken, "currency = \"USD\"\ndefault_plan = \"x\"\n").unwrap();
+    let refused = run(meter(home.path()).args([
+        "report",
+        "--month",
+        "2026-11",
+        "--draft",
+        "--pricing",
+        broken.to_str().unwrap(),
+    ]));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be used"));
+}

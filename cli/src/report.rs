@@ -1,0 +1,87 @@
+//! `meter report`: a month's invoices from the archive, as a draft or issued.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use meter_model::{Clock, KeyStore, Month};
+use meter_reports::{ArchiveUsage, Pricing, ReportOutcome, ReportRequest, produce_report};
+use meter_store::archive::{ObjectSink, ObjectSource};
+
+/// Options of `meter report`.
+pub(crate) struct ReportArgs<'a> {
+    pub(crate) month: Month,
+    pub(crate) pricing: &'a Path,
+    pub(crate) draft: bool,
+    pub(crate) adjust_months: u32,
+}
+
+pub(crate) async fn report<K, A, R, C>(
+    keys: &K,
+    archive: A,
+    reports: &R,
+    clock: &C,
+    args: ReportArgs<'_>,
+) -> anyhow::Result<String>
+where
+    K: KeyStore,
+    A: ObjectSource,
+    R: ObjectSource + ObjectSink,
+    C: Clock,
+{
+    let text = std::fs::read_to_string(args.pricing)
+        .with_context(|| format!("cannot read the pricing file {}", args.pricing.display()))?;
+    let pricing =
+        Pricing::parse(&text).with_context(|| format!("{} cannot be used", args.pricing.display()))?;
+    let request = ReportRequest { month: args.month, draft: args.draft, adjust_months: args.adjust_months };
+    let outcome =
+        produce_report(&ArchiveUsage::new(archive), keys, reports, &pricing, &text, clock, &request)
+            .await
+            .with_context(|| format!("no report for {}", args.month))?;
+    let manifest = outcome.manifest();
+    let totals = &manifest.totals;
+    let mut out = String::new();
+    let _ = match &outcome {
+        ReportOutcome::Written { .. } => {
+            writeln!(out, "{} {} report written", manifest.period, manifest.status)
+        }
+        ReportOutcome::AlreadyIssued { .. } => writeln!(
+            out,
+            "{} was issued at {}; its {} files match their manifest and were left as they are",
+            manifest.period,
+            manifest.computed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            manifest.files.len()
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "  {} invoices, {} {} ({} billable, {} failed, {} calls in all)",
+        totals.invoices,
+        totals.amount,
+        manifest.currency,
+        totals.successful_calls,
+        totals.failed_calls,
+        totals.usage_count
+    );
+    for adjustment in &manifest.adjustments {
+        let _ = writeln!(
+            out,
+            "  adjustment for {} {} ({}): {:+} billable calls, {} {}",
+            adjustment.period,
+            adjustment.customer_email,
+            adjustment.plan,
+            adjustment.successful_calls_delta,
+            adjustment.amount_delta,
+            manifest.currency
+        );
+    }
+    if totals.unattributed_usage_count > 0 {
+        let _ = writeln!(
+            out,
+            "  unattributed usage (key ids without a key): {} calls, not billed",
+            totals.unattributed_usage_count
+        );
+    }
+    let _ = writeln!(out, "  files: {}", reports.location(outcome.folder()));
+    Ok(out)
+}
