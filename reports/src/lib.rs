@@ -7,6 +7,7 @@ pub mod deliver;
 pub mod files;
 pub mod invoice;
 pub mod issue;
+pub mod job;
 pub mod pricing;
 
 pub use deliver::{DeliveryError, DeliveryMessage, MAX_LINK_EXPIRY, deliver};

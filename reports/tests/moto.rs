@@ -1,0 +1,102 @@
+//! Reports against the emulator: the archive and the reports in S3, the keys and counters in
+//! DynamoDB, the finance topic in SNS. Fails (does not skip) without the emulator.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::*;
+use meter_reports::{ReportError, ReportOutcome, deliver};
+use meter_store::SnsNotifier;
+use meter_store::archive::{ObjectSink, ObjectSource, S3Prefix};
+
+/// A GET over plain HTTP (the emulator's links), returning the body.
+fn download(url: &str) -> Vec<u8> {
+    let rest = url.strip_prefix("http://").expect("the emulator serves plain HTTP");
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let body = &response[split + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = body;
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                return out;
+            }
+            out.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = &rest[line_end + 2 + size + 2..];
+        }
+    }
+    body.to_vec()
+}
+
+#[tokio::test]
+async fn issued_invoices_land_in_s3_once_and_finance_gets_links_that_download_them() {
+    let bucket = meter_testkit::fresh_bucket().await;
+    let s3 = meter_testkit::s3_client();
+    let archive_dir = S3Prefix::new(s3.clone(), &bucket, "archive");
+    november(&meter_store::S3Archive::new(s3.clone(), &bucket, "archive")).await;
+    let store = meter_testkit::fresh_dynamo_store().await;
+    create_keys(&store).await;
+    reconcile_month(&store, &archive_dir, month("2026-11"), at(2026, 12, 2, 7)).await;
+
+    // A reports location where a file of the month already exists: it is never overwritten.
+    let poisoned = S3Prefix::new(s3.clone(), &bucket, "poisoned");
+    poisoned.put("issued/month=2026-11/invoices.csv", b"someone else's".to_vec(), "text/csv").await.unwrap();
+    let err = issue(&store, archive_dir.clone(), &poisoned, month("2026-11"), at(2026, 12, 2, 8), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ReportError::Mismatch { .. }), "{err}");
+    assert_eq!(&poisoned.get("issued/month=2026-11/invoices.csv").await.unwrap()[..], b"someone else's");
+    assert!(poisoned.get("issued/month=2026-11/manifest.json").await.is_err(), "not issued");
+
+    let reports = S3Prefix::new(s3.clone(), &bucket, "reports");
+    let issued = issue(&store, archive_dir.clone(), &reports, month("2026-11"), at(2026, 12, 2, 8), false)
+        .await
+        .unwrap();
+    let listed = reports.list("issued/month=2026-11").await.unwrap();
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    let again = issue(&store, archive_dir.clone(), &reports, month("2026-11"), at(2026, 12, 3, 8), false)
+        .await
+        .unwrap();
+    assert!(matches!(again, ReportOutcome::AlreadyIssued { .. }));
+    // S3's conditional put refuses a second write of an issued file.
+    let second = reports.put_new("issued/month=2026-11/invoices.csv", b"x".to_vec(), "text/csv").await;
+    assert!(matches!(second, Err(meter_model::StoreError::AlreadyExists { .. })), "{second:?}");
+
+    let (topic, queue) = meter_testkit::topic_with_queue().await;
+    let sns = meter_store::sns_client(&meter_testkit::sdk_config_for(&meter_testkit::endpoint()));
+    let finance = SnsNotifier::new(sns, topic);
+    let too_long = deliver(&reports, &issued, &finance, Duration::from_secs(8 * 24 * 3600)).await;
+    assert!(too_long.unwrap_err().to_string().contains("7 days"));
+    deliver(&reports, &issued, &finance, Duration::from_secs(3600)).await.unwrap();
+    let received = meter_testkit::receive_all(&queue).await;
+    assert_eq!(received.len(), 1);
+    let envelope: serde_json::Value = serde_json::from_str(&received[0]).unwrap();
+    let message: serde_json::Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(message["type"], "INVOICES_ISSUED");
+    assert_eq!(message["period"], "2026-11");
+    assert_eq!(message["totals"]["amount"], "49.01");
+    let files = message["files"].as_array().unwrap();
+    assert_eq!(files.len(), 6);
+    for file in files {
+        let url = file["url"].as_str().unwrap();
+        assert!(url.contains("X-Amz-Signature=") && url.contains("X-Amz-Expires=3600"), "{url}");
+        let body = download(url);
+        match file["sha256"].as_str() {
+            Some(sha) => assert_eq!(meter_reports::files::sha256_hex(&body), sha, "{}", file["name"]),
+            None => assert_eq!(file["name"], "manifest.json"),
+        }
+    }
+}
