@@ -11,7 +11,7 @@ use arrow_array::ArrayRef;
 use arrow_array::builder::{Decimal128Builder, Int64Builder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_schema::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
-use meter_model::{Month, Tally};
+use meter_model::Month;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -335,28 +335,23 @@ pub fn encode_report(month: &MonthInvoices, pricing: &Pricing) -> Result<ReportF
         ],
     )?;
 
-    // Daily usage: invoiced keys with their customer and plan, then unattributed key ids (no customer).
+    // Daily usage with each key's customer and plan (none for key ids without a key item).
     let mut daily_key = StringBuilder::new();
     let mut daily_day = StringBuilder::new();
     let mut daily_email = StringBuilder::new();
     let mut daily_plan = StringBuilder::new();
     let (mut s, mut f, mut u) = (UInt64Builder::new(), UInt64Builder::new(), UInt64Builder::new());
-    let mut push = |key: &str, day: String, email: Option<&str>, plan: Option<&str>, t: Tally| {
-        daily_key.append_value(key);
-        daily_day.append_value(day);
-        daily_email.append_option(email);
-        daily_plan.append_option(plan);
-        s.append_value(t.successful_calls);
-        f.append_value(t.failed_calls);
-        u.append_value(t.usage_count);
-    };
-    for (usage, email, plan) in &month.daily {
-        push(&usage.key_id, usage.day.to_string(), Some(email), Some(plan), usage.tally);
+    for row in &month.daily {
+        let key = &month.daily_keys[row.key];
+        daily_key.append_value(&key.key_id);
+        daily_day.append_value(row.day.to_string());
+        daily_email.append_option(key.customer_email.as_deref());
+        daily_plan.append_option(key.plan.as_deref());
+        s.append_value(row.tally.successful_calls);
+        f.append_value(row.tally.failed_calls);
+        u.append_value(row.tally.usage_count);
     }
-    for usage in &month.unattributed_daily {
-        push(&usage.key_id, usage.day.to_string(), None, None, usage.tally);
-    }
-    let daily_rows = (month.daily.len() + month.unattributed_daily.len()) as u64;
+    let daily_rows = month.daily.len() as u64;
     let daily_parquet = parquet(
         "usage_daily.parquet",
         vec![

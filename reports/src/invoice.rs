@@ -1,7 +1,7 @@
 //! A month's invoices from authoritative usage (DESIGN §3.6): usage pooled per customer
 //! (`userEmail`) and plan, priced by the plan's tiers, with per-key detail lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use meter_model::{ApiKeyRecord, Day, KeyId, Month, Tally};
 use rust_decimal::Decimal;
@@ -117,10 +117,33 @@ pub struct MonthInvoices {
     pub invoices: Vec<Invoice>,
     /// Usage no key item claims.
     pub unattributed: Vec<Unattributed>,
-    /// Daily usage of the invoiced keys, with their customer and plan.
-    pub daily: Vec<(KeyDayUsage, String, String)>,
-    /// Daily usage of key ids without a key item.
-    pub unattributed_daily: Vec<KeyDayUsage>,
+    /// The key ids of the daily usage, with their customer and plan (none for key ids without a key).
+    pub daily_keys: Vec<DailyKey>,
+    /// Daily usage per key, in the rollup's order (by day, then key id).
+    pub daily: Vec<DailyUsage>,
+}
+
+/// A key id of the daily usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyKey {
+    /// The key id as the archive holds it.
+    pub key_id: String,
+    /// The customer, for a key with an item.
+    pub customer_email: Option<String>,
+    /// The plan, for a key with an item.
+    pub plan: Option<String>,
+}
+
+/// A key's usage on a day: an index into [`MonthInvoices::daily_keys`] rather than copies of its
+/// strings, so that millions of rows cost no allocation each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyUsage {
+    /// Index into [`MonthInvoices::daily_keys`].
+    pub key: usize,
+    /// The UTC day.
+    pub day: Day,
+    /// The counts.
+    pub tally: Tally,
 }
 
 impl MonthInvoices {
@@ -204,27 +227,37 @@ pub fn invoices_for_month(
     pricing: &Pricing,
 ) -> Result<MonthInvoices, PricingError> {
     // Every key that was live, or that has usage in the month, is on its customer's invoice.
-    let by_id: BTreeMap<&str, &ApiKeyRecord> = keys.iter().map(|k| (k.id.as_str(), k)).collect();
-    let mut per_key: BTreeMap<&str, Tally> = BTreeMap::new();
-    let mut unattributed: BTreeMap<&str, Tally> = BTreeMap::new();
-    let mut daily = Vec::new();
-    let mut unattributed_daily = Vec::new();
+    let by_id: HashMap<&str, &ApiKeyRecord> = keys.iter().map(|k| (k.id.as_str(), k)).collect();
+    let mut daily_index: HashMap<&str, usize> = HashMap::new();
+    let mut daily_keys: Vec<DailyKey> = Vec::new();
+    let mut key_totals: Vec<Tally> = Vec::new();
+    let mut daily = Vec::with_capacity(usage.len());
     for row in usage.iter().filter(|r| period.contains(r.day)) {
-        match by_id.get(row.key_id.as_str()) {
-            Some(key) => {
-                per_key.entry(key.id.as_str()).or_default().add(row.tally);
-                let plan = key.plan.as_ref().map_or(pricing.default_plan.as_str(), |p| p.as_str());
-                daily.push((row.clone(), key.user_email.as_str().to_owned(), plan.to_owned()));
-            }
-            None => {
-                unattributed.entry(row.key_id.as_str()).or_default().add(row.tally);
-                unattributed_daily.push(row.clone());
-            }
-        }
+        let key = *daily_index.entry(row.key_id.as_str()).or_insert_with(|| {
+            let record = by_id.get(row.key_id.as_str());
+            daily_keys.push(DailyKey {
+                key_id: row.key_id.clone(),
+                customer_email: record.map(|k| k.user_email.as_str().to_owned()),
+                plan: record.map(|k| {
+                    k.plan.as_ref().map_or(pricing.default_plan.as_str(), |p| p.as_str()).to_owned()
+                }),
+            });
+            key_totals.push(Tally::default());
+            daily_keys.len() - 1
+        });
+        key_totals[key].add(row.tally);
+        daily.push(DailyUsage { key, day: row.day, tally: row.tally });
     }
+    let total_of = |id: &str| daily_index.get(id).map(|&k| key_totals[k]).unwrap_or_default();
+    let unattributed: BTreeMap<&str, Tally> = daily_keys
+        .iter()
+        .zip(&key_totals)
+        .filter(|(k, _)| k.customer_email.is_none())
+        .map(|(k, t)| (k.key_id.as_str(), *t))
+        .collect();
     let mut groups: BTreeMap<(String, String), Vec<(&ApiKeyRecord, Tally)>> = BTreeMap::new();
     for key in keys {
-        let tally = per_key.get(key.id.as_str()).copied().unwrap_or_default();
+        let tally = total_of(key.id.as_str());
         if tally.is_zero() && !live_during(key, period) {
             continue;
         }
@@ -287,7 +320,6 @@ pub fn invoices_for_month(
             lines,
         });
     }
-    daily.sort_by(|a, b| (&a.0.key_id, a.0.day).cmp(&(&b.0.key_id, b.0.day)));
     Ok(MonthInvoices {
         period,
         invoices,
@@ -295,7 +327,7 @@ pub fn invoices_for_month(
             .into_iter()
             .map(|(key_id, tally)| Unattributed { key_id: key_id.to_owned(), tally })
             .collect(),
+        daily_keys,
         daily,
-        unattributed_daily,
     })
 }
