@@ -341,10 +341,16 @@ pub fn encode_report(month: &MonthInvoices, pricing: &Pricing) -> Result<ReportF
     let mut daily_email = StringBuilder::new();
     let mut daily_plan = StringBuilder::new();
     let (mut s, mut f, mut u) = (UInt64Builder::new(), UInt64Builder::new(), UInt64Builder::new());
+    // A month has at most 31 days: format each once, not once per row.
+    let day_names: std::collections::BTreeMap<meter_model::Day, String> =
+        month.period.days().map(|d| (d, d.to_string())).collect();
     for row in &month.daily {
         let key = &month.daily_keys[row.key];
         daily_key.append_value(&key.key_id);
-        daily_day.append_value(row.day.to_string());
+        match day_names.get(&row.day) {
+            Some(name) => daily_day.append_value(name),
+            None => daily_day.append_value(row.day.to_string()),
+        }
         daily_email.append_option(key.customer_email.as_deref());
         daily_plan.append_option(key.plan.as_deref());
         s.append_value(row.tally.successful_calls);
