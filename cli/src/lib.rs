@@ -1,10 +1,13 @@
 //! The `meter` command line (DESIGN §3.7): argument types and the handlers behind each command.
 //! Handlers are generic over the ports, so the same code drives SQLite, DynamoDB or a test double.
 
+mod cost;
+mod demo;
 mod keys;
 mod pipeline;
 mod reconcile;
 mod report;
+pub mod simulate;
 mod usage;
 
 use std::io::Write;
@@ -103,6 +106,69 @@ pub enum Command {
         /// SNS topic ARN for drift alerts.
         #[arg(long, env = "METER_ALERT_TOPIC", value_name = "ARN")]
         alert_topic: Option<String>,
+    },
+    /// A month of simulated traffic through the whole pipeline on the embedded default, with faults,
+    /// checked against the ground truth; exits 1 if the invoices do not match it exactly.
+    Demo {
+        /// Requests in the month.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// API keys (about two per customer).
+        #[arg(long, default_value_t = 1_000)]
+        keys: u32,
+        /// The month.
+        #[arg(long, default_value = "2026-11")]
+        month: Month,
+        /// Seed: the same seed gives the same traffic and the same files.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Fault preset: none, default or heavy.
+        #[arg(long, default_value = "default")]
+        faults: String,
+    },
+    /// Generate a month of traffic as CloudWatch Logs subscription events, with faults, and its ground
+    /// truth: DIR/realtime/*.json (what the realtime processor receives: lost deliveries missing,
+    /// redelivered ones twice), DIR/archive/*.json (what Firehose receives) and DIR/truth.csv.
+    Simulate {
+        /// Directory to write to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Requests in the month.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// API keys.
+        #[arg(long, default_value_t = 100)]
+        keys: u32,
+        /// The month.
+        #[arg(long, default_value = "2026-11")]
+        month: Month,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Fault preset the rates below start from: none, default or heavy.
+        #[arg(long, default_value = "default")]
+        faults: String,
+        /// Share of deliveries the realtime processor receives twice (e.g. 0.02).
+        #[arg(long)]
+        redeliver_rate: Option<simulate::Rate>,
+        /// Share of deliveries lost before the realtime processor (archived all the same).
+        #[arg(long)]
+        lost_rate: Option<simulate::Rate>,
+        /// Share of deliveries archived twice.
+        #[arg(long)]
+        archive_duplicate_rate: Option<simulate::Rate>,
+        /// Share of events delivered after their day.
+        #[arg(long)]
+        late_rate: Option<simulate::Rate>,
+        /// Share of usage lines that are malformed.
+        #[arg(long)]
+        malformed_rate: Option<simulate::Rate>,
+        /// Share of calls made with unknown keys.
+        #[arg(long)]
+        unknown_key_rate: Option<simulate::Rate>,
+        /// Share of keys revoked mid-month.
+        #[arg(long)]
+        revoked_key_rate: Option<simulate::Rate>,
     },
     /// A month's invoices from the archive: a draft (any month) or, once the month is over and its
     /// last day reconciled, the issued invoices (written once; issuing again verifies them).
@@ -246,9 +312,13 @@ impl Cli {
 }
 
 /// Logs go to standard error, filtered by `METER_LOG` (default: warnings and errors).
-pub fn init_logging() {
+///
+/// The demo logs errors only: the faults it injects on purpose would otherwise warn on every delivery,
+/// and its summary reports them.
+pub fn init_logging(cli: &Cli) {
+    let default = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
@@ -312,6 +382,39 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             let reports = AnySink::open(&location).await;
             let args = report::ReportArgs { month, pricing: &pricing, draft, adjust_months };
             report::report(&open_store().await?, archive, &reports, clock, args).await?
+        }
+        Command::Demo { events, keys, month, seed, faults } => {
+            let preset = simulate::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
+            let args = demo::DemoArgs { events, keys, month, seed, faults_name: faults, faults: preset };
+            let (text, exact) = demo::demo(&cli.home, args).await?;
+            print(&text)?;
+            return Ok(if exact { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Simulate {
+            out,
+            events,
+            keys,
+            month,
+            seed,
+            faults,
+            redeliver_rate,
+            lost_rate,
+            archive_duplicate_rate,
+            late_rate,
+            malformed_rate,
+            unknown_key_rate,
+            revoked_key_rate,
+        } => {
+            let mut rates = simulate::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
+            rates.redelivered = redeliver_rate.unwrap_or(rates.redelivered);
+            rates.lost = lost_rate.unwrap_or(rates.lost);
+            rates.archived_twice = archive_duplicate_rate.unwrap_or(rates.archived_twice);
+            rates.late = late_rate.unwrap_or(rates.late);
+            rates.malformed = malformed_rate.unwrap_or(rates.malformed);
+            rates.unknown_keys = unknown_key_rate.unwrap_or(rates.unknown_keys);
+            rates.revoked_keys = revoked_key_rate.unwrap_or(rates.revoked_keys);
+            let config = simulate::SimConfig { events, keys, month, seed, faults: rates };
+            simulate::write_simulation(&out, config)?
         }
         Command::GenArchive { out, events, keys, month, files_per_day, seed } => {
             reconcile::gen_archive(reconcile::GenArgs { out, events, keys, month, files_per_day, seed })?

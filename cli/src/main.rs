@@ -8,7 +8,7 @@ use clap::Parser;
 async fn main() -> ExitCode {
     // Usage errors (exit 2) and --help/--version (exit 0) are handled by clap here.
     let cli = meter::Cli::parse();
-    meter::init_logging();
+    meter::init_logging(&cli);
     match meter::run(cli, &meter::SystemClock).await {
         Ok(code) => code,
         Err(err) => {

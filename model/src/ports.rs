@@ -180,6 +180,16 @@ pub trait UsageWriter: Send + Sync {
     ) -> impl Future<Output = Result<ApplyReport, StoreError>> + Send;
 }
 
+impl<S: UsageWriter> UsageWriter for &S {
+    fn apply_batch(
+        &self,
+        batch: &BatchDelta,
+        applied_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ApplyReport, StoreError>> + Send {
+        (**self).apply_batch(batch, applied_at)
+    }
+}
+
 /// What reconciliation needs of the counters (DESIGN §4): read the day items of a range, and set one
 /// conditionally, together with the key's totals.
 pub trait CounterCorrector: Send + Sync {

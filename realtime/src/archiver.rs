@@ -144,6 +144,23 @@ impl<A: ArchiveWriter> Archiver<A> {
         Ok(())
     }
 
+    /// Writes the buffered events of every day before `day`: a caller that feeds deliveries in time
+    /// order keeps memory to about a day of events. Events that arrive later for those days go to
+    /// files of their own.
+    pub async fn flush_before(&mut self, day: Day) -> Result<(), StoreError> {
+        let days: Vec<Day> = self.buffers.range(..day).map(|(d, _)| *d).collect();
+        for day in days {
+            self.flush(day).await?;
+        }
+        Ok(())
+    }
+
+    /// What has been done so far.
+    #[must_use]
+    pub fn summary(&self) -> &ArchiveSummary {
+        &self.summary
+    }
+
     /// Writes what is buffered and returns the summary.
     pub async fn finish(mut self) -> Result<ArchiveSummary, StoreError> {
         let days: Vec<Day> = self.buffers.keys().copied().collect();

@@ -1,0 +1,515 @@
+//! `meter demo`: a month of simulated traffic through the whole pipeline on the embedded default,
+//! checked against the simulator's ground truth at every stage.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use meter_model::{
+    ApiKeyRecord, CounterCorrector, Day, Email, HashedKey, KeyId, KeyStore, ManualClock, Month, NewKey,
+    PlanName, Tally,
+};
+use meter_realtime::archiver::DEFAULT_ROWS_PER_FILE;
+use meter_realtime::{Archiver, RetryPolicy, UsageProcessor};
+use meter_reconcile::{ReconcileOptions, reconcile};
+use meter_reports::{ArchiveUsage, Pricing, ReportRequest, produce_report};
+use meter_store::archive::LocalDir;
+use meter_store::{LocalArchive, SqliteStore};
+use rust_decimal::Decimal;
+
+use crate::cost;
+use crate::simulate::{Faults, SimConfig, Simulator, Truth};
+
+/// The pricing the demo invoices with: the documented example.
+const PRICING: &str = include_str!("../../reports/pricing.example.toml");
+
+/// Options of `meter demo`.
+pub(crate) struct DemoArgs {
+    pub(crate) events: u64,
+    pub(crate) keys: u32,
+    pub(crate) month: Month,
+    pub(crate) seed: u64,
+    pub(crate) faults_name: String,
+    pub(crate) faults: Faults,
+}
+
+/// How a stage went.
+struct Stage {
+    name: &'static str,
+    tally: Tally,
+    seconds: f64,
+    events: u64,
+}
+
+fn start_of(day: Day) -> DateTime<Utc> {
+    day.date().and_time(NaiveTime::MIN).and_utc()
+}
+
+/// Progress: a bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    label: &'static str,
+    total: u64,
+    reported: u64,
+}
+
+impl Progress {
+    fn new(label: &'static str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            let style = ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} days ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+            bar.set_message(label);
+            bar
+        });
+        Self { bar, label, total, reported: 0 }
+    }
+
+    fn tick(&mut self, done: u64) {
+        match &self.bar {
+            Some(bar) => bar.set_position(done),
+            None => {
+                // Plain lines, about every quarter.
+                if done == self.total || done >= self.reported + self.total.div_ceil(4) {
+                    eprintln!("{}: {done}/{} days", self.label, self.total);
+                    self.reported = done;
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn rate(events: u64, seconds: f64) -> String {
+    #[allow(clippy::cast_precision_loss, clippy::float_arithmetic)] // a rate for people to read
+    let per_second = events as f64 / seconds.max(1e-9);
+    if per_second >= 1e6 {
+        #[allow(clippy::float_arithmetic)]
+        let m = per_second / 1e6;
+        format!("{m:.2} M events/s")
+    } else {
+        #[allow(clippy::float_arithmetic)]
+        let k = per_second / 1e3;
+        format!("{k:.0} k events/s")
+    }
+}
+
+/// Day items of the month per (key id, day), from the store.
+async fn counters(store: &SqliteStore, month: Month) -> anyhow::Result<BTreeMap<(String, Day), Tally>> {
+    let items = store.day_items(month.first_day(), month.last_day()).await?;
+    Ok(items
+        .into_iter()
+        .filter(|i| !i.tally.is_zero())
+        .map(|i| ((i.key_id.to_string(), i.day), i.tally))
+        .collect())
+}
+
+fn truth_items(truth: &Truth, sim: &Simulator, month: Month) -> BTreeMap<(String, Day), Tally> {
+    truth
+        .per_key_day
+        .iter()
+        .filter(|((_, day), _)| month.contains(*day))
+        .map(|((key, day), tally)| ((sim.keys()[*key].id.clone(), *day), *tally))
+        .collect()
+}
+
+/// (items that differ, total absolute difference of the three counters)
+fn drift(actual: &BTreeMap<(String, Day), Tally>, expected: &BTreeMap<(String, Day), Tally>) -> (u64, u128) {
+    let mut items = 0;
+    let mut total = 0u128;
+    let keys: std::collections::BTreeSet<&(String, Day)> = actual.keys().chain(expected.keys()).collect();
+    for key in keys {
+        let (a, e) =
+            (actual.get(key).copied().unwrap_or_default(), expected.get(key).copied().unwrap_or_default());
+        if a != e {
+            items += 1;
+            total += meter_model::TallyDelta::between(a, e).magnitude();
+        }
+    }
+    (items, total)
+}
+
+fn sum(items: &BTreeMap<(String, Day), Tally>) -> Tally {
+    items.values().copied().sum()
+}
+
+async fn create_keys(store: &SqliteStore, sim: &Simulator, month: Month) -> anyhow::Result<u64> {
+    let created = start_of(month.first_day()) - chrono::Duration::days(1);
+    let mut revoked = 0;
+    for key in sim.keys() {
+        let id = KeyId::parse(&key.id)?;
+        store
+            .insert_key(&ApiKeyRecord::new(NewKey {
+                id: id.clone(),
+                hashed_key: HashedKey::of(&key.id),
+                user_email: Email::parse(&key.email)?,
+                plan: key.plan.map(PlanName::parse).transpose()?,
+                name: None,
+                created_at: created,
+            }))
+            .await?;
+        if let Some(at) = key.revoked_at {
+            store.revoke_key(&id, at).await?;
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
+}
+
+/// Runs the demo in `home/demo` (made fresh). Returns the summary and whether the invoices match the
+/// ground truth exactly.
+pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String, bool)> {
+    if args.events == 0 || args.keys == 0 {
+        bail!("--events and --keys must be at least 1");
+    }
+    let dir: PathBuf = home.join("demo");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let month = args.month;
+    // The demo's clock: the pipeline runs "during" the month; reconcile and invoicing after it.
+    let after_month = start_of(month.succ().first_day()) + chrono::Duration::hours(7);
+    let clock = ManualClock::new(after_month);
+    let store = SqliteStore::open(&dir.join("meter.db"))?;
+    let pricing_path = dir.join("pricing.toml");
+    std::fs::write(&pricing_path, PRICING)?;
+    let pricing = Pricing::parse(PRICING)?;
+    let archive_root = dir.join("archive");
+    let reports_root = dir.join("reports");
+
+    let mut sim = Simulator::new(SimConfig {
+        events: args.events,
+        keys: args.keys,
+        month,
+        seed: args.seed,
+        faults: args.faults,
+    });
+    let revoked = create_keys(&store, &sim, month).await?;
+
+    // Realtime and archive, a day at a time, as the two subscriptions receive the deliveries.
+    let processor = UsageProcessor::new(&store, &clock, RetryPolicy::default());
+    let archive = LocalArchive::new(&archive_root);
+    let mut archiver = Archiver::new(archive.clone(), DEFAULT_ROWS_PER_FILE);
+    let mut duplicates = Archiver::new(archive.clone(), DEFAULT_ROWS_PER_FILE);
+    let mut usage = cost::Usage { lambda_memory_mb: 256, ..cost::Usage::default() };
+    let (mut realtime_time, mut archive_time, mut generate_time) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut deliveries, mut lost, mut redelivered, mut archived_twice, mut log_events) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let days = month.days().count() as u64;
+    let mut progress = Progress::new("pipeline", days);
+    let mut done = 0;
+    loop {
+        let started = Instant::now();
+        let Some((day, batch)) = sim.next_day() else { break };
+        generate_time += started.elapsed();
+        for delivery in &batch {
+            deliveries += 1;
+            log_events += delivery.log_events;
+            usage.log_bytes += delivery.log_bytes;
+            let record_bytes = (delivery.event.len() as u64) * 3 / 4;
+            usage.firehose_bytes += record_bytes;
+            usage.firehose_billed_bytes += record_bytes.div_ceil(5 * 1024) * 5 * 1024;
+            let started = Instant::now();
+            if delivery.lost {
+                lost += 1;
+            } else {
+                let times = if delivery.redelivered { 2 } else { 1 };
+                redelivered += u64::from(delivery.redelivered);
+                for _ in 0..times {
+                    let report = processor
+                        .process_event(delivery.event.as_bytes())
+                        .await
+                        .context("the realtime processor failed")?;
+                    usage.lambda_invocations += 1;
+                    usage.write_units += 2 * report.apply.items_written as u64;
+                    usage.read_units += report.keys_touched;
+                }
+            }
+            realtime_time += started.elapsed();
+            let started = Instant::now();
+            archiver.add_event(delivery.event.as_bytes(), "demo").await?;
+            usage.lambda_invocations += 1; // the Firehose transformer
+            if delivery.archived_twice {
+                archived_twice += 1;
+                duplicates.add_event(delivery.event.as_bytes(), "demo (again)").await?;
+            }
+            archive_time += started.elapsed();
+        }
+        let started = Instant::now();
+        archiver.flush_before(day).await?;
+        duplicates.flush_before(day).await?;
+        archive_time += started.elapsed();
+        done += 1;
+        progress.tick(done);
+    }
+    progress.finish();
+    let started = Instant::now();
+    let archived = archiver.finish().await?;
+    let archived_again = duplicates.finish().await?;
+    archive_time += started.elapsed();
+    usage.s3_puts += (archived.files.len() + archived_again.files.len()) as u64;
+    let truth = sim.truth().clone();
+    let expected = truth_items(&truth, &sim, month);
+    let truth_total = sum(&expected);
+
+    let realtime_items = counters(&store, month).await?;
+    let (drifted_items, drift_size) = drift(&realtime_items, &expected);
+
+    // The nightly reconcile over the whole month.
+    let started = Instant::now();
+    let options = ReconcileOptions {
+        from: month.first_day(),
+        to: month.last_day(),
+        dry_run: false,
+        alert_threshold: None,
+    };
+    let archive_dir = LocalDir::new(&archive_root);
+    let report =
+        reconcile(&store, &archive_dir, &None::<meter_store::SnsNotifier>, &clock, &options, |_, _| {})
+            .await
+            .context("reconcile failed")?;
+    let reconcile_time = started.elapsed();
+    usage.lambda_invocations += days;
+    usage.s3_puts += report.written.len() as u64;
+    usage.write_units += 2 * 2 * report.run.items_corrected;
+    let reconciled_items = counters(&store, month).await?;
+    let (left_items, left_size) = drift(&reconciled_items, &expected);
+
+    // The month's invoices.
+    let started = Instant::now();
+    let reports = LocalDir::new(&reports_root);
+    let request = ReportRequest { month, draft: false, adjust_months: 3 };
+    let outcome = produce_report(
+        &ArchiveUsage::new(archive_dir.clone()),
+        &store,
+        &reports,
+        &pricing,
+        PRICING,
+        &clock,
+        &request,
+    )
+    .await
+    .context("issuing the invoices failed")?;
+    let report_time = started.elapsed();
+    usage.lambda_invocations += 1;
+    let manifest = outcome.manifest();
+    usage.s3_puts += manifest.files.len() as u64 + 1;
+    usage.lambda_ms =
+        u64::try_from((realtime_time + archive_time + reconcile_time + report_time).as_millis()).unwrap_or(0);
+
+    // Invoices against the ground truth, customer by customer.
+    let mut pooled: BTreeMap<(String, String), Tally> = BTreeMap::new();
+    for key in sim.keys() {
+        pooled.entry((key.email.clone(), key.plan.unwrap_or(&pricing.default_plan).to_owned())).or_default();
+    }
+    for ((key, day), tally) in &truth.per_key_day {
+        if month.contains(*day) {
+            let k = &sim.keys()[*key];
+            pooled
+                .entry((k.email.clone(), k.plan.unwrap_or(&pricing.default_plan).to_owned()))
+                .or_default()
+                .add(*tally);
+        }
+    }
+    let mut expected_amount = Decimal::ZERO;
+    let mut mismatches = Vec::new();
+    let invoiced: BTreeMap<(String, String), (u64, Decimal)> = manifest
+        .invoices
+        .iter()
+        .map(|i| ((i.customer_email.clone(), i.plan.clone()), (i.successful_calls, i.amount_for_period)))
+        .collect();
+    for ((email, plan), tally) in &pooled {
+        let plan_rules = pricing.plan(Some(plan))?;
+        let amount: Decimal =
+            pricing.price(plan_rules, tally.successful_calls).iter().map(|l| l.amount).sum();
+        expected_amount += amount;
+        match invoiced.get(&(email.clone(), plan.clone())) {
+            Some((calls, invoiced_amount))
+                if *calls == tally.successful_calls && *invoiced_amount == amount => {}
+            other => mismatches.push(format!(
+                "{email} ({plan}): truth {} billable, {amount}; invoiced {other:?}",
+                tally.successful_calls
+            )),
+        }
+    }
+    if invoiced.len() != pooled.len() {
+        mismatches.push(format!(
+            "{} invoices, {} customers and plans in the truth",
+            invoiced.len(),
+            pooled.len()
+        ));
+    }
+    let totals = &manifest.totals;
+    let invoiced_tally = Tally {
+        successful_calls: totals.successful_calls,
+        failed_calls: totals.failed_calls,
+        usage_count: totals.usage_count,
+    };
+    if invoiced_tally != truth_total {
+        mismatches.push(format!("invoiced totals {invoiced_tally:?}, truth {truth_total:?}"));
+    }
+    if totals.amount != expected_amount {
+        mismatches.push(format!(
+            "invoiced {} {}, truth prices to {expected_amount}",
+            totals.amount, manifest.currency
+        ));
+    }
+    let exact = mismatches.is_empty() && left_items == 0;
+
+    let pipeline_seconds = (realtime_time + archive_time).as_secs_f64();
+    let stages = [
+        Stage {
+            name: "ground truth",
+            tally: truth_total,
+            seconds: generate_time.as_secs_f64(),
+            events: log_events,
+        },
+        Stage {
+            name: "realtime counters",
+            tally: sum(&realtime_items),
+            seconds: realtime_time.as_secs_f64(),
+            events: log_events,
+        },
+        Stage {
+            name: "after reconcile",
+            tally: sum(&reconciled_items),
+            seconds: reconcile_time.as_secs_f64(),
+            events: report.rollup.stats.rows,
+        },
+        Stage {
+            name: "invoiced",
+            tally: invoiced_tally,
+            seconds: report_time.as_secs_f64(),
+            events: report.rollup.stats.rows,
+        },
+    ];
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "meter demo: {month}, {} requests over {} keys ({} customers, {revoked} keys revoked mid-month), seed {}, faults {}",
+        args.events,
+        args.keys,
+        pooled.len(),
+        args.seed,
+        args.faults_name
+    );
+    let _ = writeln!(
+        out,
+        "  {deliveries} deliveries of {log_events} log events; faults: {lost} lost before realtime, {redelivered} redelivered, \
+         {archived_twice} archived twice, {} malformed lines, {} calls of unknown keys, {} late calls of the previous month",
+        truth.malformed, truth.orphans.usage_count, truth.previous_month_events
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "  stage                  billable     failed        calls       time  throughput");
+    for stage in &stages {
+        let _ = writeln!(
+            out,
+            "  {:<18} {:>12} {:>10} {:>12} {:>8.2}s  {}",
+            stage.name,
+            stage.tally.successful_calls,
+            stage.tally.failed_calls,
+            stage.tally.usage_count,
+            stage.seconds,
+            if stage.name == "ground truth" {
+                format!("{} generated", rate(stage.events, stage.seconds))
+            } else {
+                rate(stage.events, stage.seconds)
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  (archive writer: {:.2}s, {})",
+        archive_time.as_secs_f64(),
+        rate(log_events, archive_time.as_secs_f64())
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  drift before reconcile: {drifted_items} day items off by {drift_size} in all (lost deliveries; redeliveries were absorbed)"
+    );
+    let _ = writeln!(
+        out,
+        "  reconcile: {} items corrected of {} checked, {} orphan calls reported; drift left: {left_items} items ({left_size})",
+        report.run.items_corrected, report.run.items_checked, report.run.orphan_events
+    );
+    let _ = writeln!(
+        out,
+        "  invoices: {} for {}, total {} {} ({} billable calls); {} unattributed calls not billed",
+        totals.invoices,
+        month,
+        totals.amount,
+        manifest.currency,
+        totals.successful_calls,
+        totals.unattributed_usage_count
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "  on AWS this traffic would cost (prices of {}):", cost::PRICE_LIST_DATE);
+    let lines = cost::estimate(&usage);
+    let total_cost: Decimal = lines.iter().map(|l| l.usd).sum();
+    for line in &lines {
+        let _ = writeln!(
+            out,
+            "    {:<40} {:>22}  ${:<10} ({})",
+            line.what,
+            line.quantity,
+            line.usd.round_dp(4),
+            cost::price_label(line.what)
+        );
+    }
+    let million_calls = Decimal::from(args.events.max(1)) / Decimal::from(1_000_000);
+    let _ = writeln!(
+        out,
+        "    {:<40} {:>22}  ${} (${} per million API calls)",
+        "total",
+        "",
+        total_cost.round_dp(4),
+        (total_cost / million_calls).round_dp(4)
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "  files: {}", dir.display());
+    let _ = writeln!(out, "    store    {}", dir.join("meter.db").display());
+    let _ = writeln!(
+        out,
+        "    archive  {} ({} Parquet files)",
+        archive_root.display(),
+        archived.files.len() + archived_again.files.len()
+    );
+    let _ = writeln!(out, "    drift    {}", archive_root.join("drift").display());
+    let _ = writeln!(out, "    invoices {}", reports_root.join(outcome.folder()).display());
+    let _ = writeln!(
+        out,
+        "  pipeline time {pipeline_seconds:.2}s for {log_events} log events ({})",
+        rate(log_events, pipeline_seconds)
+    );
+    let _ = writeln!(out);
+    if exact {
+        let _ = writeln!(
+            out,
+            "OK: the invoices match the ground truth exactly (every customer, every call, every cent)."
+        );
+    } else {
+        let _ = writeln!(out, "MISMATCH: the invoices do not match the ground truth:");
+        for m in mismatches.iter().take(20) {
+            let _ = writeln!(out, "  {m}");
+        }
+        if left_items > 0 {
+            let _ = writeln!(out, "  {left_items} day items still differ after reconcile");
+        }
+    }
+    Ok((out, exact))
+}
