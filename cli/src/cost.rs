@@ -65,57 +65,45 @@ fn per(amount: u64, unit: u64) -> Decimal {
     Decimal::from(amount) / Decimal::from(unit)
 }
 
-/// The estimate, line by line.
+/// The estimate, line by line: each line's quantity in its price's unit, times the price.
 pub(crate) fn estimate(usage: &Usage) -> Vec<CostLine> {
     let gb_seconds = Decimal::from(usage.lambda_ms) / Decimal::from(1000) * per(usage.lambda_memory_mb, 1024);
-    let firehose_gb = per(usage.firehose_bytes, GB);
-    vec![
-        CostLine {
-            what: "CloudWatch Logs ingestion (standard)",
-            quantity: format!("{} MiB", usage.log_bytes >> 20),
-            usd: per(usage.log_bytes, GB) * price("CloudWatch Logs ingestion (standard)"),
-        },
-        CostLine {
-            what: "Lambda requests",
-            quantity: format!("{} invocations", usage.lambda_invocations),
-            usd: per(usage.lambda_invocations, 1_000_000) * price("Lambda requests"),
-        },
-        CostLine {
-            what: "Lambda compute (x86)",
-            quantity: format!("{} GB-s at {} MB", gb_seconds.round_dp(2), usage.lambda_memory_mb),
-            usd: gb_seconds * price("Lambda compute (x86)"),
-        },
-        CostLine {
-            what: "DynamoDB on-demand writes",
-            quantity: format!("{} WRU", usage.write_units),
-            usd: per(usage.write_units, 1_000_000) * price("DynamoDB on-demand writes"),
-        },
-        CostLine {
-            what: "DynamoDB on-demand reads",
-            quantity: format!("{} RRU", usage.read_units),
-            usd: per(usage.read_units, 1_000_000) * price("DynamoDB on-demand reads"),
-        },
-        CostLine {
-            what: "Firehose ingestion (5 KB increments)",
-            quantity: format!("{} MiB billed", usage.firehose_billed_bytes >> 20),
-            usd: per(usage.firehose_billed_bytes, GB) * price("Firehose ingestion (5 KB increments)"),
-        },
-        CostLine {
-            what: "Firehose format conversion to Parquet",
-            quantity: format!("{} MiB", usage.firehose_bytes >> 20),
-            usd: firehose_gb * price("Firehose format conversion to Parquet"),
-        },
-        CostLine {
-            what: "Firehose dynamic partitioning",
-            quantity: format!("{} MiB", usage.firehose_bytes >> 20),
-            usd: firehose_gb * price("Firehose dynamic partitioning"),
-        },
-        CostLine {
-            what: "S3 PUT requests",
-            quantity: format!("{} PUTs", usage.s3_puts),
-            usd: per(usage.s3_puts, 1000) * price("S3 PUT requests"),
-        },
-    ]
+    let firehose = format!("{} MiB", usage.firehose_bytes >> 20);
+    let lines: [(&'static str, String, Decimal); 9] = [
+        (
+            "CloudWatch Logs ingestion (standard)",
+            format!("{} MiB", usage.log_bytes >> 20),
+            per(usage.log_bytes, GB),
+        ),
+        (
+            "Lambda requests",
+            format!("{} invocations", usage.lambda_invocations),
+            per(usage.lambda_invocations, 1_000_000),
+        ),
+        (
+            "Lambda compute (x86)",
+            format!("{} GB-s at {} MB", gb_seconds.round_dp(2), usage.lambda_memory_mb),
+            gb_seconds,
+        ),
+        (
+            "DynamoDB on-demand writes",
+            format!("{} WRU", usage.write_units),
+            per(usage.write_units, 1_000_000),
+        ),
+        ("DynamoDB on-demand reads", format!("{} RRU", usage.read_units), per(usage.read_units, 1_000_000)),
+        (
+            "Firehose ingestion (5 KB increments)",
+            format!("{} MiB billed", usage.firehose_billed_bytes >> 20),
+            per(usage.firehose_billed_bytes, GB),
+        ),
+        ("Firehose format conversion to Parquet", firehose.clone(), per(usage.firehose_bytes, GB)),
+        ("Firehose dynamic partitioning", firehose, per(usage.firehose_bytes, GB)),
+        ("S3 PUT requests", format!("{} PUTs", usage.s3_puts), per(usage.s3_puts, 1000)),
+    ];
+    lines
+        .into_iter()
+        .map(|(what, quantity, units)| CostLine { what, quantity, usd: units * price(what) })
+        .collect()
 }
 
 #[cfg(test)]

@@ -148,27 +148,9 @@ pub enum Command {
         /// Fault preset the rates below start from: none, default or heavy.
         #[arg(long, default_value = "default")]
         faults: String,
-        /// Share of deliveries the realtime processor receives twice (e.g. 0.02).
-        #[arg(long)]
-        redeliver_rate: Option<simulate::Rate>,
-        /// Share of deliveries lost before the realtime processor (archived all the same).
-        #[arg(long)]
-        lost_rate: Option<simulate::Rate>,
-        /// Share of deliveries archived twice.
-        #[arg(long)]
-        archive_duplicate_rate: Option<simulate::Rate>,
-        /// Share of events delivered after their day.
-        #[arg(long)]
-        late_rate: Option<simulate::Rate>,
-        /// Share of usage lines that are malformed.
-        #[arg(long)]
-        malformed_rate: Option<simulate::Rate>,
-        /// Share of calls made with unknown keys.
-        #[arg(long)]
-        unknown_key_rate: Option<simulate::Rate>,
-        /// Share of keys revoked mid-month.
-        #[arg(long)]
-        revoked_key_rate: Option<simulate::Rate>,
+        /// Rates that override the preset's.
+        #[command(flatten)]
+        rates: simulate::FaultRates,
     },
     /// A month's invoices from the archive: a draft (any month) or, once the month is over and its
     /// last day reconciled, the issued invoices (written once; issuing again verifies them).
@@ -390,29 +372,9 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             print(&text)?;
             return Ok(if exact { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
-        Command::Simulate {
-            out,
-            events,
-            keys,
-            month,
-            seed,
-            faults,
-            redeliver_rate,
-            lost_rate,
-            archive_duplicate_rate,
-            late_rate,
-            malformed_rate,
-            unknown_key_rate,
-            revoked_key_rate,
-        } => {
+        Command::Simulate { out, events, keys, month, seed, faults, rates: overrides } => {
             let mut rates = simulate::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
-            rates.redelivered = redeliver_rate.unwrap_or(rates.redelivered);
-            rates.lost = lost_rate.unwrap_or(rates.lost);
-            rates.archived_twice = archive_duplicate_rate.unwrap_or(rates.archived_twice);
-            rates.late = late_rate.unwrap_or(rates.late);
-            rates.malformed = malformed_rate.unwrap_or(rates.malformed);
-            rates.unknown_keys = unknown_key_rate.unwrap_or(rates.unknown_keys);
-            rates.revoked_keys = revoked_key_rate.unwrap_or(rates.revoked_keys);
+            overrides.apply(&mut rates);
             let config = simulate::SimConfig { events, keys, month, seed, faults: rates };
             simulate::write_simulation(&out, config)?
         }
