@@ -447,7 +447,8 @@ impl Simulator {
         let stream = format!("2026/01/01/[$LATEST]{:032x}", self.delivery_index);
         // Written directly rather than through serde_json::Value: generation is most of the demo's
         // time at volume. Messages are escaped by serde_json.
-        let mut payload = String::with_capacity(lines.iter().map(|(_, m)| m.len() + 100).sum::<usize>() + 256);
+        let mut payload =
+            String::with_capacity(lines.iter().map(|(_, m)| m.len() + 100).sum::<usize>() + 256);
         let _ = write!(
             payload,
             r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"/aws/lambda/api","logStream":"{stream}","subscriptionFilters":["usage"],"logEvents":["#
