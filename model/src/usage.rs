@@ -467,8 +467,33 @@ fn utc_millis_fast(text: &str) -> Option<DateTime<Utc>> {
 /// A reader of [`Fields`] for the common case — a JSON object whose strings hold no escapes — that
 /// declines (returns `None`) whenever it is not sure, leaving the line to serde_json. For any line it
 /// accepts it gives exactly what serde_json would (checked by a property test), only faster.
+/// The position of the next `"`, `\\` or control character at or after `at` (or the end), eight
+/// bytes at a time: the classic bit trick flags bytes equal to (or below) a value, and the lowest
+/// flag is always exact. Every JSON string scan of the hot path stops here.
+#[must_use]
+pub fn next_special(b: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    while let Some(chunk) = b.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let flags =
+            below(x ^ (ONES * u64::from(b'"')), 1) | below(x ^ (ONES * u64::from(b'\\')), 1) | below(x, 0x20);
+        if flags != 0 {
+            return at + (flags.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while b.get(at).is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20) {
+        at += 1;
+    }
+    at
+}
+
 mod fast {
-    use super::Fields;
+    use super::{Fields, next_special};
 
     /// The fields of `json`, or `None` to let the general reader decide. With `ESCAPED`, `json` is
     /// the inside of a JSON string literal holding the object (quotes written `\\"`), read as it is,
@@ -556,15 +581,11 @@ mod fast {
         if !is_quote::<ESCAPED>(b, at) {
             return None;
         }
-        let mut i = at + quote_len::<ESCAPED>();
-        loop {
-            match *b.get(i)? {
-                b'"' if !ESCAPED => return Some(i + 1),
-                b'\\' if ESCAPED && b.get(i + 1) == Some(&b'"') => return Some(i + 2),
-                b'\\' | b'"' => return None,
-                c if c < 0x20 => return None,
-                _ => i += 1,
-            }
+        let i = next_special(b, at + quote_len::<ESCAPED>());
+        match *b.get(i)? {
+            b'"' if !ESCAPED => Some(i + 1),
+            b'\\' if ESCAPED && b.get(i + 1) == Some(&b'"') => Some(i + 2),
+            _ => None, // another escape, a bare quote inside an escaped object, or a control character
         }
     }
 

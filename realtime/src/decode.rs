@@ -293,7 +293,7 @@ mod envelope {
         fn plain_string(&mut self) -> Option<&'a str> {
             self.eat(b'"')?;
             let start = self.at;
-            self.at = next_special(self.text.as_bytes(), self.at);
+            self.at = meter_model::next_special(self.text.as_bytes(), self.at);
             self.eat(b'"')?;
             Some(&self.text[start..self.at - 1])
         }
@@ -304,7 +304,7 @@ mod envelope {
             self.eat(b'"')?;
             let b = self.text.as_bytes();
             loop {
-                self.at = next_special(b, self.at);
+                self.at = meter_model::next_special(b, self.at);
                 match *b.get(self.at)? {
                     b'"' => {
                         self.at += 1;
@@ -380,31 +380,6 @@ mod envelope {
                 }
             }
         }
-    }
-
-    /// The position of the next `"`, `\\` or control character at or after `at` (or the end), eight
-    /// bytes at a time: the classic bit trick flags bytes equal to (or below) a value, and the lowest
-    /// flag is always exact.
-    pub(super) fn next_special(b: &[u8], mut at: usize) -> usize {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
-        while let Some(chunk) = b.get(at..at + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let x = u64::from_le_bytes(word);
-            let flags = below(x ^ (ONES * u64::from(b'"')), 1)
-                | below(x ^ (ONES * u64::from(b'\\')), 1)
-                | below(x, 0x20);
-            if flags != 0 {
-                return at + (flags.trailing_zeros() / 8) as usize;
-            }
-            at += 8;
-        }
-        while b.get(at).is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20) {
-            at += 1;
-        }
-        at
     }
 
     fn once(seen: &mut u8, bit: u8) -> Option<()> {
@@ -539,7 +514,7 @@ mod tests {
         fn next_special_finds_the_first_quote_backslash_or_control(bytes in proptest::collection::vec(any::<u8>(), 0..40), from in 0usize..40) {
             let from = from.min(bytes.len());
             let expected = (from..bytes.len()).find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f)).unwrap_or(bytes.len());
-            prop_assert_eq!(envelope::next_special(&bytes, from), expected);
+            prop_assert_eq!(meter_model::usage::next_special(&bytes, from), expected);
         }
 
         #[test]
