@@ -574,19 +574,29 @@ impl AnySink {
     }
 }
 
+/// Hands a call to whichever place an [`AnySink`] is.
+macro_rules! either {
+    ($self:ident, $call:ident($($arg:expr),*).await) => {
+        match $self {
+            AnySink::Local(dir) => dir.$call($($arg),*).await,
+            AnySink::S3(bucket) => bucket.$call($($arg),*).await,
+        }
+    };
+    ($self:ident, $call:ident($($arg:expr),*)) => {
+        match $self {
+            AnySink::Local(dir) => dir.$call($($arg),*),
+            AnySink::S3(bucket) => bucket.$call($($arg),*),
+        }
+    };
+}
+
 impl ObjectSource for AnySink {
     async fn list(&self, relative: &str) -> Result<Vec<String>, StoreError> {
-        match self {
-            Self::Local(dir) => dir.list(relative).await,
-            Self::S3(bucket) => bucket.list(relative).await,
-        }
+        either!(self, list(relative).await)
     }
 
     async fn get(&self, relative: &str) -> Result<bytes::Bytes, StoreError> {
-        match self {
-            Self::Local(dir) => dir.get(relative).await,
-            Self::S3(bucket) => bucket.get(relative).await,
-        }
+        either!(self, get(relative).await)
     }
 
     async fn put_new(
@@ -595,17 +605,11 @@ impl ObjectSource for AnySink {
         bytes: Vec<u8>,
         content_type: &'static str,
     ) -> Result<String, StoreError> {
-        match self {
-            Self::Local(dir) => dir.put_new(relative, bytes, content_type).await,
-            Self::S3(bucket) => bucket.put_new(relative, bytes, content_type).await,
-        }
+        either!(self, put_new(relative, bytes, content_type).await)
     }
 
     fn location(&self, relative: &str) -> String {
-        match self {
-            Self::Local(dir) => dir.location(relative),
-            Self::S3(bucket) => bucket.location(relative),
-        }
+        either!(self, location(relative))
     }
 
     async fn download_link(
@@ -613,10 +617,7 @@ impl ObjectSource for AnySink {
         relative: &str,
         expires_in: std::time::Duration,
     ) -> Result<String, StoreError> {
-        match self {
-            Self::Local(dir) => dir.download_link(relative, expires_in).await,
-            Self::S3(bucket) => bucket.download_link(relative, expires_in).await,
-        }
+        either!(self, download_link(relative, expires_in).await)
     }
 }
 
@@ -627,10 +628,7 @@ impl ObjectSink for AnySink {
         bytes: Vec<u8>,
         content_type: &'static str,
     ) -> Result<String, StoreError> {
-        match self {
-            Self::Local(dir) => dir.put(relative, bytes, content_type).await,
-            Self::S3(bucket) => bucket.put(relative, bytes, content_type).await,
-        }
+        either!(self, put(relative, bytes, content_type).await)
     }
 }
 
