@@ -21,4 +21,7 @@ pub use ports::{
     StoreError, UsageReader, UsageWriter,
 };
 pub use time::{Clock, Day, ManualClock, Month, SystemClock};
-pub use usage::{LineOutcome, RejectReason, UsageEvent, next_special, parse_escaped_line, parse_line};
+pub use usage::{
+    LineOutcome, RejectReason, UsageEvent, next_special, parse_escaped_line, parse_escaped_message,
+    parse_line,
+};

@@ -166,66 +166,59 @@ pub fn parse_escaped_line(escaped: &str, log_timestamp: Option<DateTime<Utc>>) -
     if USAGE_FINDER.find(escaped.as_bytes()).is_none() {
         return Some(LineOutcome::Skipped);
     }
-    let fields = fast::fields::<true>(escaped_json_part(escaped)?)?;
+    parse_escaped_message(escaped, 0, log_timestamp)
+        .and_then(|(outcome, end)| (end == escaped.len()).then_some(outcome))
+}
+
+/// [`parse_escaped_line`] of a message where a payload holds it: `text[start..]` is the inside of a
+/// JSON string literal and whatever follows it, so the message ends at the first unescaped `"` (or
+/// at the end of `text`). Returns the outcome and where the message ends, found by reading the line
+/// itself: the payload's reader walks each usage line once, not once to find its end and again to
+/// read it. Declines (`None`) exactly where [`parse_escaped_line`] would, and also on lines that are
+/// not JSON at all, whose end the caller then finds by itself.
+#[must_use]
+pub fn parse_escaped_message(
+    text: &str,
+    start: usize,
+    log_timestamp: Option<DateTime<Utc>>,
+) -> Option<(LineOutcome<'_>, usize)> {
+    let b = text.as_bytes();
+    let (fields, end) = fast::object::<true>(text, escaped_json_start(b, start)?)?;
+    if end != b.len() && b[end] != b'"' {
+        return None;
+    }
     if fields.is_usage() {
-        return Some(fields.validate(log_timestamp));
+        return Some((fields.validate(log_timestamp), end));
     }
     let Some(inner) = fields.message else {
-        return Some(LineOutcome::Skipped);
+        return Some((LineOutcome::Skipped, end));
     };
     if inner.starts_with('{') {
         let inner = fast::fields::<true>(inner)?;
-        return Some(if inner.is_usage() { inner.validate(log_timestamp) } else { LineOutcome::Skipped });
+        let outcome = if inner.is_usage() { inner.validate(log_timestamp) } else { LineOutcome::Skipped };
+        return Some((outcome, end));
     }
     // A message that is itself an escaped string is escaped twice: leave it to the general path.
-    (!inner.starts_with('\\')).then_some(LineOutcome::Skipped)
+    (!inner.starts_with('\\')).then_some((LineOutcome::Skipped, end))
 }
 
-/// [`json_part`] on an escaped line, declining (`None`) wherever the two could differ.
-fn escaped_json_part(escaped: &str) -> Option<&str> {
-    let trimmed = trim_escaped_end(escaped.trim_start_matches(' '))?;
-    let trimmed = trim_escaped_start(trimmed);
-    if trimmed.starts_with('{') {
-        return Some(trimmed);
+/// Where [`json_part`] of an escaped message starting at `at` begins, declining (`None`) wherever the
+/// two could differ: before a bare line's `{`, or after the three tabs of Lambda's text format with no
+/// other escape (nor control character) before them.
+fn escaped_json_start(b: &[u8], at: usize) -> Option<usize> {
+    let mut at = fast::skip_ws::<true>(b, at);
+    if b.get(at) == Some(&b'{') {
+        return Some(at);
     }
-    // Lambda's text format: three tabs, and no other escape before the JSON.
-    let b = trimmed.as_bytes();
-    let (mut tabs, mut at) = (0, 0);
-    while tabs < 3 {
-        match *b.get(at)? {
-            b'\\' if b.get(at + 1) == Some(&b't') => {
-                tabs += 1;
-                at += 2;
-            }
-            b'\\' => return None,
-            _ => at += 1,
+    for _ in 0..3 {
+        at = next_special(b, at);
+        if b.get(at..at + 2) != Some(b"\\t") {
+            return None;
         }
+        at += 2;
     }
-    let rest = trim_escaped_start(&trimmed[at..]);
-    rest.starts_with('{').then_some(rest)
-}
-
-fn trim_escaped_start(mut text: &str) -> &str {
-    loop {
-        text = text.trim_start_matches(' ');
-        match text.as_bytes() {
-            [b'\\', b't' | b'n' | b'r', ..] => text = &text[2..],
-            _ => return text,
-        }
-    }
-}
-
-/// Removes trailing spaces and `\\n`, `\\t`, `\\r`; `None` where a trailing escape might itself be
-/// escaped.
-fn trim_escaped_end(mut text: &str) -> Option<&str> {
-    loop {
-        text = text.trim_end_matches(' ');
-        match text.as_bytes() {
-            [.., b'\\', b'\\', b't' | b'n' | b'r'] => return None,
-            [.., b'\\', b't' | b'n' | b'r'] => text = &text[..text.len() - 2],
-            _ => return Some(text),
-        }
-    }
+    at = fast::skip_ws::<true>(b, at);
+    (b.get(at) == Some(&b'{')).then_some(at)
 }
 
 /// The JSON object of a bare line or of Lambda's text format (`<time>\t<requestId>\t<LEVEL>\t{...}`).
@@ -464,9 +457,6 @@ fn utc_millis_fast(text: &str) -> Option<DateTime<Utc>> {
         .map(|naive| naive.and_utc())
 }
 
-/// A reader of [`Fields`] for the common case — a JSON object whose strings hold no escapes — that
-/// declines (returns `None`) whenever it is not sure, leaving the line to serde_json. For any line it
-/// accepts it gives exactly what serde_json would (checked by a property test), only faster.
 /// The position of the next `"`, `\\` or control character at or after `at` (or the end), eight
 /// bytes at a time: the classic bit trick flags bytes equal to (or below) a value, and the lowest
 /// flag is always exact. Every JSON string scan of the hot path stops here.
@@ -492,6 +482,9 @@ pub fn next_special(b: &[u8], mut at: usize) -> usize {
     at
 }
 
+/// A reader of [`Fields`] for the common case — a JSON object whose strings hold no escapes — that
+/// declines (returns `None`) whenever it is not sure, leaving the line to serde_json. For any line it
+/// accepts it gives exactly what serde_json would (checked by a property test), only faster.
 mod fast {
     use super::{Fields, next_special};
 
@@ -499,11 +492,17 @@ mod fast {
     /// the inside of a JSON string literal holding the object (quotes written `\\"`), read as it is,
     /// without unescaping; string values keep their `\\"` delimiters.
     pub(super) fn fields<const ESCAPED: bool>(json: &str) -> Option<Fields<'_>> {
+        object::<ESCAPED>(json, 0).and_then(|(fields, end)| (end == json.len()).then_some(fields))
+    }
+
+    /// [`fields`] of the object starting at `json[at..]` (after white space), and where the white
+    /// space after it ends; what follows is the caller's to judge.
+    pub(super) fn object<const ESCAPED: bool>(json: &str, at: usize) -> Option<(Fields<'_>, usize)> {
         let b = json.as_bytes();
         let q = quote_len::<ESCAPED>();
         let mut fields = Fields::default();
         let mut seen = 0u16;
-        let mut at = skip_ws::<ESCAPED>(b, 0);
+        let mut at = skip_ws::<ESCAPED>(b, at);
         if b.get(at) != Some(&b'{') {
             return None;
         }
@@ -553,7 +552,7 @@ mod fast {
                 }
             }
         }
-        (skip_ws::<ESCAPED>(b, at) == b.len()).then_some(fields)
+        Some((fields, skip_ws::<ESCAPED>(b, at)))
     }
 
     const fn quote_len<const ESCAPED: bool>() -> usize {
@@ -565,7 +564,7 @@ mod fast {
     }
 
     /// JSON white space; escaped, also `\\t`, `\\n` and `\\r`.
-    fn skip_ws<const ESCAPED: bool>(b: &[u8], mut at: usize) -> usize {
+    pub(super) fn skip_ws<const ESCAPED: bool>(b: &[u8], mut at: usize) -> usize {
         loop {
             match b.get(at) {
                 Some(b' ') => at += 1,
@@ -993,6 +992,18 @@ mod tests {
             let literal = serde_json::to_string(&line).unwrap();
             let escaped = &literal[1..literal.len() - 1];
             let expected = parse_line(&line, log_time());
+            // Where a payload holds it: inside a literal, followed by the rest of the payload.
+            let in_payload = format!(r#"{{"message":{literal},"id":"1"}}"#);
+            match parse_escaped_message(&in_payload, 12, log_time()) {
+                Some((answer, end)) => {
+                    prop_assert_eq!(&answer, &expected, "{}", line);
+                    prop_assert_eq!(end, 12 + escaped.len(), "{}", line);
+                }
+                None => prop_assert!(
+                    matches!(parse_escaped_line(escaped, log_time()), None | Some(LineOutcome::Skipped)),
+                    "declined in a payload what it reads alone: {}", line
+                ),
+            }
             if let Some(answer) = parse_escaped_line(escaped, log_time()) {
                 prop_assert_eq!(answer, expected, "{}", line);
             } else {

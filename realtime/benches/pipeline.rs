@@ -59,13 +59,18 @@ fn payload(seed: u64) -> Vec<u8> {
                 ),
             }
         };
-        events.push(serde_json::json!({"id": format!("{:056}", u128::from(seed) * 1_000_000 + i as u128), "timestamp": ts, "message": message}));
+        // Written as CloudWatch Logs writes it: compact, fields in its order.
+        let id = u128::from(seed) * 1_000_000 + i as u128;
+        events.push(format!(
+            r#"{{"id":"{id:056}","timestamp":{ts},"message":{}}}"#,
+            serde_json::json!(message)
+        ));
     }
-    let payload = serde_json::json!({
-        "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/lambda/items-api",
-        "logStream": format!("2026/11/30/[$LATEST]{seed:032x}"), "subscriptionFilters": ["meter-usage"], "logEvents": events,
-    });
-    decode::gzip(payload.to_string().as_bytes())
+    let payload = format!(
+        r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"/aws/lambda/items-api","logStream":"2026/11/30/[$LATEST]{seed:032x}","subscriptionFilters":["meter-usage"],"logEvents":[{}]}}"#,
+        events.join(",")
+    );
+    decode::gzip(payload.as_bytes())
 }
 
 /// What applying these deliveries costs in DynamoDB, from the aggregates and the store's chunk plan:

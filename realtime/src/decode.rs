@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use meter_model::LineOutcome;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -74,11 +75,14 @@ pub struct LogEvent<'a> {
     /// Its ingestion timestamp, epoch milliseconds.
     pub timestamp: i64,
     /// The log line as the payload holds it: a JSON string literal, still escaped. Most lines are
-    /// looked at without ever being unescaped (see [`LogEvent::mentions`]).
+    /// looked at without ever being unescaped (see [`LogEvent::may_be_usage`]).
     raw_message: &'a str,
+    /// What the line is, when the payload's reader already read it while finding its end: a usage
+    /// event or a line to skip, never a rejection (those are read again, to be kept as text).
+    outcome: Option<LineOutcome<'a>>,
 }
 
-impl LogEvent<'_> {
+impl<'a> LogEvent<'a> {
     /// Whether the line may be a usage line: it contains `API_USAGE`, which JSON never escapes, so
     /// the escaped form tells as well as the line itself.
     #[must_use]
@@ -86,6 +90,12 @@ impl LogEvent<'_> {
         static FINDER: LazyLock<memchr::memmem::Finder<'static>> =
             LazyLock::new(|| memchr::memmem::Finder::new(meter_model::usage::USAGE_TYPE.as_bytes()));
         FINDER.find(self.raw_message.as_bytes()).is_some()
+    }
+
+    /// What the line is, when the payload's reader already knows: a usage event or a line to skip.
+    #[must_use]
+    pub fn known_outcome(&self) -> Option<&LineOutcome<'a>> {
+        self.outcome.as_ref()
     }
 
     /// The log line as the payload holds it, still escaped (without the surrounding quotes).
@@ -261,7 +271,7 @@ pub fn parse_payload_general(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError
         if !raw_message.starts_with('"') {
             return Err(DecodeError::Json(serde::de::Error::custom("a log event's message is not a string")));
         }
-        log_events.push(LogEvent { id, timestamp: event.timestamp, raw_message });
+        log_events.push(LogEvent { id, timestamp: event.timestamp, raw_message, outcome: None });
     }
     Ok(LogsPayload { message_type, log_group: raw.log_group, log_stream: raw.log_stream, log_events })
 }
@@ -272,6 +282,8 @@ pub fn parse_payload_general(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError
 /// the general reader's (checked by a property test).
 mod envelope {
     use std::borrow::Cow;
+
+    use meter_model::LineOutcome;
 
     use super::{LogEvent, LogsPayload, MessageType};
 
@@ -419,6 +431,7 @@ mod envelope {
                 once(&mut seen, 32)?;
                 c.array(|c| {
                     let (mut got, mut id, mut timestamp, mut raw_message) = (0u8, None, None, None);
+                    let mut outcome = None;
                     c.object(|c, key| match key {
                         "id" => {
                             once(&mut got, 1)?;
@@ -432,7 +445,25 @@ mod envelope {
                         }
                         "message" => {
                             once(&mut got, 4)?;
-                            raw_message = Some(c.string_literal()?);
+                            // A usage line is read here, where its end is found; other lines are
+                            // only scanned to their end. Should the log time come later (it comes
+                            // first in what CloudWatch Logs writes), a line that needs it is
+                            // rejected here, and so read again later.
+                            let start = c.at;
+                            let at = timestamp.and_then(chrono::DateTime::from_timestamp_millis);
+                            let read_ahead = (c.peek()? == b'"')
+                                .then(|| meter_model::parse_escaped_message(c.text, start + 1, at))
+                                .flatten();
+                            match read_ahead {
+                                Some((line @ (LineOutcome::Usage(_) | LineOutcome::Skipped), end))
+                                    if c.text.as_bytes().get(end) == Some(&b'"') =>
+                                {
+                                    c.at = end + 1;
+                                    raw_message = Some(&c.text[start..c.at]);
+                                    outcome = Some(line);
+                                }
+                                _ => raw_message = Some(c.string_literal()?),
+                            }
                             Some(())
                         }
                         _ => None,
@@ -441,6 +472,7 @@ mod envelope {
                         id: Cow::Borrowed(id?),
                         timestamp: timestamp?,
                         raw_message: raw_message?,
+                        outcome,
                     });
                     Some(())
                 })
@@ -491,21 +523,40 @@ mod tests {
     }
 
     fn payload_text() -> impl Strategy<Value = String> {
+        let usage =
+            r#"{"type":"API_USAGE","requestId":"r-1","keyId":"k1","statusCode":200,"shouldCount":true}"#;
         let message = prop_oneof![
             "[ -~]{0,20}",
             "\\PC{0,10}",
-            Just("{\"type\":\"API_USAGE\",\"a\":\"\\b\"}".to_owned())
+            Just("{\"type\":\"API_USAGE\",\"a\":\"\\b\"}".to_owned()),
+            // Usage lines in the three shapes, whole or with a character of JSON or escape put in.
+            (0usize..3, 0usize..120, "[ \t\n\\\\\"{}:,a-z0-9\u{1}]{0,2}").prop_map(
+                move |(shape, cut, junk)| {
+                    let line = match shape {
+                        0 => usage.to_owned(),
+                        1 => format!("2026-11-30T14:03:07.125Z\tabc\tINFO\t{usage}\n"),
+                        _ => format!(r#"{{"level":"INFO","message":{usage}}}"#),
+                    };
+                    let cut = (cut * line.len() / 100).min(line.len());
+                    format!("{}{junk}{}", &line[..cut], &line[cut..])
+                }
+            ),
         ];
         let event =
-            (any::<bool>(), 0u64..u64::MAX, any::<i64>(), message).prop_map(|(numeric, id, ts, m)| {
-                let id = if numeric { serde_json::json!(id) } else { serde_json::json!(format!("{id:056}")) };
-                serde_json::json!({"id": id, "timestamp": ts, "message": m})
-            });
+            (any::<bool>(), 0u64..u64::MAX, prop_oneof![any::<i64>(), 0i64..4_000_000_000_000], message)
+                .prop_map(|(numeric, id, ts, m)| {
+                    let id =
+                        if numeric { serde_json::json!(id) } else { serde_json::json!(format!("{id:056}")) };
+                    // In the order CloudWatch Logs writes, so that lines are read where they stand.
+                    format!(r#"{{"id":{id},"timestamp":{ts},"message":{}}}"#, serde_json::json!(m))
+                });
         (prop_oneof![Just("DATA_MESSAGE"), Just("CONTROL_MESSAGE"), Just("OTHER")], "[a-z/$\\[\\]]{0,12}", proptest::collection::vec(event, 0..6))
             .prop_map(|(kind, stream, events)| {
-                serde_json::json!({"messageType": kind, "owner": "123456789012", "logGroup": "/aws/lambda/api",
-                    "logStream": stream, "subscriptionFilters": ["meter"], "logEvents": events})
-                .to_string()
+                format!(
+                    r#"{{"messageType":"{kind}","owner":"123456789012","logGroup":"/aws/lambda/api","logStream":{},"subscriptionFilters":["meter"],"logEvents":[{}]}}"#,
+                    serde_json::json!(stream),
+                    events.join(",")
+                )
             })
     }
 
@@ -528,6 +579,14 @@ mod tests {
                 if let Some(fast) = envelope::read(candidate) {
                     let general = parse_payload_general(candidate.as_bytes()).map(|p| summary(&p));
                     prop_assert_eq!(Some(summary(&fast)), general.ok(), "{}", candidate);
+                    // A line read while its end was found is read as the general parser reads it.
+                    let mut scratch = String::new();
+                    for event in &fast.log_events {
+                        if let Some(known) = event.known_outcome() {
+                            let at = chrono::DateTime::from_timestamp_millis(event.timestamp);
+                            prop_assert_eq!(known, &meter_model::parse_line(event.message(&mut scratch), at));
+                        }
+                    }
                 }
             }
             if !text.contains("OTHER") {
@@ -539,7 +598,7 @@ mod tests {
         fn unescaping_matches_serde_json(text in "\\PC{0,60}|[\\\\\"\\t\\n\\u{1}\\u{1f600}a-z]{0,30}") {
             let literal = serde_json::to_string(&text).unwrap();
             let mut scratch = String::new();
-            let event = LogEvent { id: Cow::Borrowed("1"), timestamp: 0, raw_message: &literal };
+            let event = LogEvent { id: Cow::Borrowed("1"), timestamp: 0, raw_message: &literal, outcome: None };
             prop_assert_eq!(event.message(&mut scratch), text.as_str());
         }
     }
@@ -548,8 +607,43 @@ mod tests {
     fn unescapes_every_json_escape() {
         let literal = r#""a\"b\\c\/d\be\ff\ng\rh\ti\u00e9\ud83d\ude00\ud800x""#;
         let mut scratch = String::new();
-        let event = LogEvent { id: Cow::Borrowed("1"), timestamp: 0, raw_message: literal };
+        let event = LogEvent { id: Cow::Borrowed("1"), timestamp: 0, raw_message: literal, outcome: None };
         assert_eq!(event.message(&mut scratch), "a\"b\\c/d\u{8}e\u{c}f\ng\rh\ti\u{e9}\u{1f600}\u{fffd}x");
+    }
+
+    #[test]
+    fn usage_lines_are_read_while_their_end_is_found() {
+        let usage =
+            r#"{"type":"API_USAGE","requestId":"r-1","keyId":"k1","statusCode":200,"shouldCount":true}"#;
+        let lines = [
+            usage.to_owned(),
+            format!("2026-11-30T14:03:07.125Z\tabc\tINFO\t{usage}\n"),
+            format!(r#"{{"level":"INFO","message":{usage}}}"#),
+            "REPORT RequestId: 1\tDuration: 1 ms".to_owned(),
+            format!(r#"{{"type":"API_USAGE","requestId":"r-2","keyId":"k1","statusCode":"200"}}"#),
+        ];
+        // In the order CloudWatch Logs writes: the log time before the message.
+        let events: Vec<_> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                format!(r#"{{"id":"{i}","timestamp":1796047400000,"message":{}}}"#, serde_json::json!(m))
+            })
+            .collect();
+        let json = format!(
+            r#"{{"messageType":"DATA_MESSAGE","owner":"1","logGroup":"g","logStream":"s","subscriptionFilters":["f"],"logEvents":[{}]}}"#,
+            events.join(",")
+        );
+        let payload = parse_payload(json.as_bytes()).unwrap();
+        let known: Vec<_> = payload
+            .log_events
+            .iter()
+            .map(|e| e.known_outcome().map(|o| matches!(o, LineOutcome::Usage(_))))
+            .collect();
+        // Usage lines are read; other lines and rejected usage lines are left to the line reader.
+        assert_eq!(known, [Some(true), Some(true), Some(true), None, None]);
+        let mut scratch = String::new();
+        assert_eq!(payload.log_events[1].message(&mut scratch), lines[1]);
     }
 
     #[test]

@@ -89,16 +89,19 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
     let mut scratch = String::new();
     for event in &payload.log_events {
         stats.log_events += 1;
-        if !event.may_be_usage() {
-            stats.skipped += 1;
-            continue;
-        }
-        // Most usage lines are read where they stand, still escaped; the rest go through unescaping
-        // and the general parser, and so does every rejected line (which is kept as text).
-        let at = log_time(event);
-        let outcome = match parse_escaped_line(event.escaped(), at) {
-            Some(outcome @ (LineOutcome::Usage(_) | LineOutcome::Skipped)) => outcome,
-            _ => parse_line(event.message(&mut scratch), at),
+        // Most usage lines were read by the payload's reader, or are read here where they stand,
+        // still escaped; the rest go through unescaping and the general parser, and so does every
+        // rejected line (which is kept as text).
+        let outcome = if let Some(known) = event.known_outcome() {
+            known.clone()
+        } else if !event.may_be_usage() {
+            LineOutcome::Skipped
+        } else {
+            let at = log_time(event);
+            match parse_escaped_line(event.escaped(), at) {
+                Some(outcome @ (LineOutcome::Usage(_) | LineOutcome::Skipped)) => outcome,
+                _ => parse_line(event.message(&mut scratch), at),
+            }
         };
         match outcome {
             LineOutcome::Usage(usage) => {
