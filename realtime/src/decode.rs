@@ -620,7 +620,7 @@ mod tests {
             format!("2026-11-30T14:03:07.125Z\tabc\tINFO\t{usage}\n"),
             format!(r#"{{"level":"INFO","message":{usage}}}"#),
             "REPORT RequestId: 1\tDuration: 1 ms".to_owned(),
-            format!(r#"{{"type":"API_USAGE","requestId":"r-2","keyId":"k1","statusCode":"200"}}"#),
+            r#"{"type":"API_USAGE","requestId":"r-2","keyId":"k1","statusCode":"200"}"#.to_owned(),
         ];
         // In the order CloudWatch Logs writes: the log time before the message.
         let events: Vec<_> = lines
