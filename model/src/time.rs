@@ -25,7 +25,8 @@ impl Day {
     /// The UTC day an instant falls on.
     #[must_use]
     pub fn of(at: DateTime<Utc>) -> Self {
-        Self(at.date_naive())
+        // `naive_utc` skips the offset arithmetic of `date_naive`, which is zero for UTC anyway.
+        Self(at.naive_utc().date())
     }
 
     /// A day from its calendar date.

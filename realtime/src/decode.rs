@@ -203,10 +203,21 @@ pub fn decode_base64(data: &str) -> Result<Vec<u8>, DecodeError> {
 }
 
 /// Inflates gzip (one or more members), stopping as soon as the output passes the cap.
+///
+/// What CloudWatch Logs sends, one member whose trailer states its size, is inflated whole by
+/// libdeflate (about 1.4 times as fast as streaming inflation, and inflation is the largest single
+/// cost of a delivery); anything else, and every error, goes through the streaming decoder.
 pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, DecodeError> {
     if compressed.len() > MAX_COMPRESSED_BYTES {
         return Err(DecodeError::CompressedTooLarge { size: compressed.len() });
     }
+    match whole::single_member(compressed) {
+        Some(inflated) => Ok(inflated),
+        None => gunzip_streaming(compressed),
+    }
+}
+
+fn gunzip_streaming(compressed: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let mut inflated = Vec::with_capacity(compressed.len().saturating_mul(8).min(MAX_INFLATED_BYTES));
     let limit = u64::try_from(MAX_INFLATED_BYTES).unwrap_or(u64::MAX) + 1;
     flate2::read::MultiGzDecoder::new(compressed)
@@ -217,6 +228,63 @@ pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, DecodeError> {
         return Err(DecodeError::InflatedTooLarge);
     }
     Ok(inflated)
+}
+
+/// Inflation of a whole single-member gzip buffer into a buffer of the size its trailer states.
+mod whole {
+    #![allow(unsafe_code)]
+
+    use super::MAX_INFLATED_BYTES;
+
+    /// The inflated bytes when `compressed` is exactly one valid gzip member of at most
+    /// [`MAX_INFLATED_BYTES`]; `None` for anything else, which the streaming decoder then judges.
+    /// libdeflate checks the member's CRC-32 and size, so the bytes are the streaming decoder's.
+    pub(super) fn single_member(compressed: &[u8]) -> Option<Vec<u8>> {
+        let trailer = compressed.len().checked_sub(4).and_then(|at| compressed.get(at..))?;
+        let stated = usize::try_from(u32::from_le_bytes(trailer.try_into().ok()?)).ok()?;
+        if stated > MAX_INFLATED_BYTES {
+            return None;
+        }
+        let mut inflated = vec![0u8; stated];
+        let decompressor = Decompressor::new()?;
+        let (mut read, mut written) = (0usize, 0usize);
+        // SAFETY: the decompressor is live; the input and output pointers and lengths come from
+        // slices that outlive the call, and libdeflate writes at most `inflated.len()` bytes.
+        let result = unsafe {
+            libdeflate_sys::libdeflate_gzip_decompress_ex(
+                decompressor.0,
+                compressed.as_ptr().cast(),
+                compressed.len(),
+                inflated.as_mut_ptr().cast(),
+                inflated.len(),
+                &raw mut read,
+                &raw mut written,
+            )
+        };
+        // Trailing bytes (a second member, or garbage) are the streaming decoder's to judge.
+        (result == libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS
+            && read == compressed.len()
+            && written == stated)
+            .then_some(inflated)
+    }
+
+    /// An owned libdeflate decompressor (about 10 KB; one per call keeps this free of shared state).
+    struct Decompressor(*mut libdeflate_sys::libdeflate_decompressor);
+
+    impl Decompressor {
+        fn new() -> Option<Self> {
+            // SAFETY: no preconditions; a null result (out of memory) is handled.
+            let raw = unsafe { libdeflate_sys::libdeflate_alloc_decompressor() };
+            (!raw.is_null()).then_some(Self(raw))
+        }
+    }
+
+    impl Drop for Decompressor {
+        fn drop(&mut self) {
+            // SAFETY: allocated by `libdeflate_alloc_decompressor` and freed only here.
+            unsafe { libdeflate_sys::libdeflate_free_decompressor(self.0) }
+        }
+    }
 }
 
 /// Parses an inflated payload.
@@ -675,6 +743,32 @@ mod tests {
     fn oversized_base64_is_refused_before_decoding() {
         let huge = "A".repeat(MAX_COMPRESSED_BYTES * 2);
         assert!(matches!(decode_base64(&huge), Err(DecodeError::CompressedTooLarge { .. })));
+    }
+
+    #[test]
+    fn members_after_the_first_and_trailing_bytes_are_not_lost() {
+        let (a, b) = (gzip(b"first member "), gzip(b"second member"));
+        assert_eq!(gunzip(&[a.clone(), b].concat()).unwrap(), b"first member second member");
+        assert!(whole::single_member(&[a.clone(), a.clone()].concat()).is_none());
+        assert!(matches!(gunzip(&[a, b"trailing".to_vec()].concat()), Err(DecodeError::Gzip(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn whole_inflation_agrees_with_streaming(data in proptest::collection::vec(any::<u8>(), 0..3000), at in any::<usize>(), byte in any::<u8>(), corrupt in any::<bool>()) {
+            // Repetitive data, so that the stream holds back-references and not only literals.
+            let data = data.repeat(3);
+            let mut gz = gzip(&data);
+            if corrupt {
+                let at = at % gz.len();
+                gz[at] = byte;
+            }
+            if let Some(whole) = whole::single_member(&gz) {
+                prop_assert_eq!(Some(whole), gunzip_streaming(&gz).ok());
+            } else {
+                prop_assert!(corrupt, "declined a valid member");
+            }
+        }
     }
 
     #[test]
