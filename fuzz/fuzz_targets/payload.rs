@@ -1,6 +1,6 @@
 //! The payload decoder on arbitrary bytes, taken both as gzip and as already inflated JSON: it must
-//! never panic, never inflate past its cap, agree with the general reader, and aggregate whatever it
-//! decodes.
+//! never panic, never inflate past its cap, and agree with the general reader on the payload and on
+//! what its lines count.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -29,7 +29,12 @@ fuzz_target!(|data: &[u8]| {
             .expect("the fast reader accepted what the general one refuses");
         assert_eq!(summary(&payload), summary(&general));
         assert_eq!(payload.message_type, general.message_type);
+        // Lines the fast reader read while finding their ends count exactly as the general reader's.
         let aggregated = lines::aggregate(&payload);
+        let general_aggregate = lines::aggregate(&general);
+        assert_eq!(aggregated.delta, general_aggregate.delta);
+        assert_eq!(aggregated.stats, general_aggregate.stats);
+        assert_eq!(aggregated.rejected_by_reason, general_aggregate.rejected_by_reason);
         let classified = lines::classify(&payload);
         assert_eq!(aggregated.stats.log_events, classified.stats.log_events);
         assert_eq!(aggregated.stats.usage_events, classified.stats.usage_events);

@@ -112,6 +112,13 @@ fn each_payload(payloads: &[Vec<u8>], mut f: impl FnMut(&decode::LogsPayload<'_>
 
 fn pipeline(c: &mut Criterion) {
     let payloads: Vec<Vec<u8>> = (1..=4).map(payload).collect();
+    let inflated: usize = payloads.iter().map(|p| decode::gunzip(p).map_or(0, |v| v.len())).sum();
+    let compressed: usize = payloads.iter().map(Vec::len).sum();
+    println!(
+        "payloads: {} log events, {inflated} bytes inflated ({} per event), {compressed} compressed",
+        EVENTS_PER_PAYLOAD * payloads.len(),
+        inflated / (EVENTS_PER_PAYLOAD * payloads.len())
+    );
     print_dynamodb_units(&payloads);
     let events = u64::try_from(EVENTS_PER_PAYLOAD * payloads.len()).unwrap_or(u64::MAX);
     let mut group = c.benchmark_group("realtime");

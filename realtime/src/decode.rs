@@ -245,27 +245,33 @@ mod whole {
         if stated > MAX_INFLATED_BYTES {
             return None;
         }
-        let mut inflated = vec![0u8; stated];
+        // Not zeroed first: libdeflate only writes to the output, from its start.
+        let mut inflated = Vec::<u8>::with_capacity(stated);
         let decompressor = Decompressor::new()?;
         let (mut read, mut written) = (0usize, 0usize);
         // SAFETY: the decompressor is live; the input and output pointers and lengths come from
-        // slices that outlive the call, and libdeflate writes at most `inflated.len()` bytes.
+        // buffers that outlive the call, and libdeflate writes at most `stated` bytes.
         let result = unsafe {
             libdeflate_sys::libdeflate_gzip_decompress_ex(
                 decompressor.0,
                 compressed.as_ptr().cast(),
                 compressed.len(),
-                inflated.as_mut_ptr().cast(),
-                inflated.len(),
+                inflated.spare_capacity_mut().as_mut_ptr().cast(),
+                stated,
                 &raw mut read,
                 &raw mut written,
             )
         };
         // Trailing bytes (a second member, or garbage) are the streaming decoder's to judge.
-        (result == libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS
-            && read == compressed.len()
-            && written == stated)
-            .then_some(inflated)
+        if result != libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS
+            || read != compressed.len()
+            || written != stated
+        {
+            return None;
+        }
+        // SAFETY: on success libdeflate has written `written` (≤ capacity) bytes from the start.
+        unsafe { inflated.set_len(written) };
+        Some(inflated)
     }
 
     /// An owned libdeflate decompressor (about 10 KB; one per call keeps this free of shared state).
@@ -469,7 +475,9 @@ mod envelope {
     pub(super) fn read(text: &str) -> Option<LogsPayload<'_>> {
         let mut cursor = Cursor { text, at: 0 };
         let (mut seen, mut message_type, mut log_group, mut log_stream) = (0u8, None, "", "");
-        let mut log_events = Vec::new();
+        // Sized for typical log lines (a usage line's log event takes 300–500 bytes), so that the
+        // vector rarely grows while events are read.
+        let mut log_events = Vec::with_capacity(text.len() / 256);
         cursor.object(|c, key| match key {
             "messageType" => {
                 once(&mut seen, 1)?;
