@@ -183,23 +183,25 @@ pub fn parse_escaped_message(
     log_timestamp: Option<DateTime<Utc>>,
 ) -> Option<(LineOutcome<'_>, usize)> {
     let b = text.as_bytes();
-    let (fields, end) = fast::object::<true>(text, escaped_json_start(b, start)?)?;
+    let object = fast::object::<true>(text, escaped_json_start(b, start)?, true)?;
+    let end = fast::skip_ws::<true>(b, object.end);
     if end != b.len() && b[end] != b'"' {
         return None;
     }
+    let fields = object.fields;
     if fields.is_usage() {
         return Some((fields.validate(log_timestamp), end));
     }
-    let Some(inner) = fields.message else {
-        return Some((LineOutcome::Skipped, end));
-    };
-    if inner.starts_with('{') {
-        let inner = fast::fields::<true>(inner)?;
+    // Lambda's JSON log format: the usage line is the `message`, as an object or as a string.
+    if let Some(inner) = object.message {
         let outcome = if inner.is_usage() { inner.validate(log_timestamp) } else { LineOutcome::Skipped };
         return Some((outcome, end));
     }
-    // A message that is itself an escaped string is escaped twice: leave it to the general path.
-    (!inner.starts_with('\\')).then_some((LineOutcome::Skipped, end))
+    match fields.message {
+        // A message that is itself an escaped string is escaped twice: leave it to the general path.
+        Some(inner) if inner.starts_with('\\') => None,
+        _ => Some((LineOutcome::Skipped, end)),
+    }
 }
 
 /// Where [`json_part`] of an escaped message starting at `at` begins, declining (`None`) wherever the
@@ -495,13 +497,30 @@ mod fast {
     /// the inside of a JSON string literal holding the object (quotes written `\\"`), read as it is,
     /// without unescaping; string values keep their `\\"` delimiters.
     pub(super) fn fields<const ESCAPED: bool>(json: &str) -> Option<Fields<'_>> {
-        object::<ESCAPED>(json, 0).and_then(|(fields, end)| (end == json.len()).then_some(fields))
+        let object = object::<ESCAPED>(json, 0, false)?;
+        (skip_ws::<ESCAPED>(json.as_bytes(), object.end) == json.len()).then_some(object.fields)
     }
 
-    /// [`fields`] of the object starting at `json[at..]` (after white space), and where the white
-    /// space after it ends; what follows is the caller's to judge.
-    pub(super) fn object<const ESCAPED: bool>(json: &str, at: usize) -> Option<(Fields<'_>, usize)> {
+    /// An object read by [`object`].
+    pub(super) struct Object<'a> {
+        /// Its fields.
+        pub(super) fields: Fields<'a>,
+        /// The fields of its `message`, when that is an object and they were asked for.
+        pub(super) message: Option<Fields<'a>>,
+        /// Where it ends (after its `}`).
+        pub(super) end: usize,
+    }
+
+    /// [`fields`] of the object starting at `json[at..]` (after white space); what follows it is the
+    /// caller's to judge. With `message_fields`, a `message` that is an object is read into fields
+    /// as well (Lambda's JSON log format), rather than only checked and read again later.
+    pub(super) fn object<const ESCAPED: bool>(
+        json: &str,
+        at: usize,
+        message_fields: bool,
+    ) -> Option<Object<'_>> {
         let b = json.as_bytes();
+        let mut message = None;
         let q = quote_len::<ESCAPED>();
         let mut fields = Fields::default();
         let mut seen = 0u16;
@@ -514,28 +533,39 @@ mod fast {
             at += 1;
         } else {
             loop {
-                let key_end = string_end::<ESCAPED>(b, at)?;
-                let key = &json[at + q..key_end - q];
+                let (bit, key_end) = match known_key::<ESCAPED>(b, at) {
+                    Some(known) => known,
+                    None => {
+                        let key_end = string_end::<ESCAPED>(b, at)?;
+                        (field_bit(&json[at + q..key_end - q]), key_end)
+                    }
+                };
                 at = skip_ws::<ESCAPED>(b, key_end);
                 if b.get(at) != Some(&b':') {
                     return None;
                 }
                 let start = skip_ws::<ESCAPED>(b, at + 1);
-                let end = value_end::<ESCAPED>(b, start, 0)?;
+                let end = if bit == 9 && message_fields && b.get(start) == Some(&b'{') {
+                    let inner = object::<ESCAPED>(json, start, false)?;
+                    message = Some(inner.fields);
+                    inner.end
+                } else {
+                    value_end::<ESCAPED>(b, start, 0)?
+                };
                 let raw = &json[start..end];
                 let value = if raw == "null" { None } else { Some(raw) };
-                let (bit, slot) = match key {
-                    "type" => (0, &mut fields.kind),
-                    "requestId" => (1, &mut fields.request_id),
-                    "keyId" => (2, &mut fields.key_id),
-                    "timestamp" => (3, &mut fields.timestamp),
-                    "statusCode" => (4, &mut fields.status_code),
-                    "shouldCount" => (5, &mut fields.should_count),
-                    "method" => (6, &mut fields.method),
-                    "resource" => (7, &mut fields.resource),
-                    "latencyMs" => (8, &mut fields.latency_ms),
-                    "message" => (9, &mut fields.message),
-                    _ => (u16::MAX, &mut None),
+                let slot = match bit {
+                    0 => &mut fields.kind,
+                    1 => &mut fields.request_id,
+                    2 => &mut fields.key_id,
+                    3 => &mut fields.timestamp,
+                    4 => &mut fields.status_code,
+                    5 => &mut fields.should_count,
+                    6 => &mut fields.method,
+                    7 => &mut fields.resource,
+                    8 => &mut fields.latency_ms,
+                    9 => &mut fields.message,
+                    _ => &mut None,
                 };
                 if bit != u16::MAX {
                     if seen & (1 << bit) != 0 {
@@ -555,7 +585,49 @@ mod fast {
                 }
             }
         }
-        Some((fields, skip_ws::<ESCAPED>(b, at)))
+        Some(Object { fields, message, end: at })
+    }
+
+    /// The bit of the field a key names (`u16::MAX` for keys that name none).
+    fn field_bit(key: &str) -> u16 {
+        match key {
+            "type" => 0,
+            "requestId" => 1,
+            "keyId" => 2,
+            "timestamp" => 3,
+            "statusCode" => 4,
+            "shouldCount" => 5,
+            "method" => 6,
+            "resource" => 7,
+            "latencyMs" => 8,
+            "message" => 9,
+            _ => u16::MAX,
+        }
+    }
+
+    /// A key of the usage line recognized where it stands, by its first letter and then compared
+    /// whole, quotes included (no scan for its end): its field's bit and the key's end. `None` leaves
+    /// the key to be read as any string.
+    fn known_key<const ESCAPED: bool>(b: &[u8], at: usize) -> Option<(u16, usize)> {
+        let q = quote_len::<ESCAPED>();
+        if !is_quote::<ESCAPED>(b, at) {
+            return None;
+        }
+        let start = at + q;
+        let is = |name: &[u8]| {
+            let end = start + name.len();
+            (b.get(start..end) == Some(name) && is_quote::<ESCAPED>(b, end)).then_some(end + q)
+        };
+        let known = |bit: u16, name: &[u8]| is(name).map(|end| (bit, end));
+        match *b.get(start)? {
+            b't' => known(0, b"type").or_else(|| known(3, b"timestamp")),
+            b'r' => known(1, b"requestId").or_else(|| known(7, b"resource")),
+            b'k' => known(2, b"keyId"),
+            b's' => known(4, b"statusCode").or_else(|| known(5, b"shouldCount")),
+            b'm' => known(6, b"method").or_else(|| known(9, b"message")),
+            b'l' => known(8, b"latencyMs"),
+            _ => None,
+        }
     }
 
     const fn quote_len<const ESCAPED: bool>() -> usize {
