@@ -183,17 +183,18 @@ pub fn parse_escaped_message(
     log_timestamp: Option<DateTime<Utc>>,
 ) -> Option<(LineOutcome<'_>, usize)> {
     let b = text.as_bytes();
-    let object = fast::object::<true>(text, escaped_json_start(b, start)?, true)?;
-    let end = fast::skip_ws::<true>(b, object.end);
+    let (mut fields, mut inner) = (Fields::default(), Fields::default());
+    let (end, message_read) =
+        fast::object::<true>(text, escaped_json_start(b, start)?, &mut fields, Some(&mut inner))?;
+    let end = fast::skip_ws::<true>(b, end);
     if end != b.len() && b[end] != b'"' {
         return None;
     }
-    let fields = object.fields;
     if fields.is_usage() {
         return Some((fields.validate(log_timestamp), end));
     }
     // Lambda's JSON log format: the usage line is the `message`, as an object or as a string.
-    if let Some(inner) = object.message {
+    if message_read {
         let outcome = if inner.is_usage() { inner.validate(log_timestamp) } else { LineOutcome::Skipped };
         return Some((outcome, end));
     }
@@ -497,32 +498,25 @@ mod fast {
     /// the inside of a JSON string literal holding the object (quotes written `\\"`), read as it is,
     /// without unescaping; string values keep their `\\"` delimiters.
     pub(super) fn fields<const ESCAPED: bool>(json: &str) -> Option<Fields<'_>> {
-        let object = object::<ESCAPED>(json, 0, false)?;
-        (skip_ws::<ESCAPED>(json.as_bytes(), object.end) == json.len()).then_some(object.fields)
-    }
-
-    /// An object read by [`object`].
-    pub(super) struct Object<'a> {
-        /// Its fields.
-        pub(super) fields: Fields<'a>,
-        /// The fields of its `message`, when that is an object and they were asked for.
-        pub(super) message: Option<Fields<'a>>,
-        /// Where it ends (after its `}`).
-        pub(super) end: usize,
-    }
-
-    /// [`fields`] of the object starting at `json[at..]` (after white space); what follows it is the
-    /// caller's to judge. With `message_fields`, a `message` that is an object is read into fields
-    /// as well (Lambda's JSON log format), rather than only checked and read again later.
-    pub(super) fn object<const ESCAPED: bool>(
-        json: &str,
-        at: usize,
-        message_fields: bool,
-    ) -> Option<Object<'_>> {
-        let b = json.as_bytes();
-        let mut message = None;
-        let q = quote_len::<ESCAPED>();
         let mut fields = Fields::default();
+        let (end, _) = object::<ESCAPED>(json, 0, &mut fields, None)?;
+        (skip_ws::<ESCAPED>(json.as_bytes(), end) == json.len()).then_some(fields)
+    }
+
+    /// Reads the object starting at `json[at..]` (after white space) into `fields`, and returns
+    /// where it ends (after its `}`); what follows is the caller's to judge. Given `message`, a
+    /// `message` that is an object (Lambda's JSON log format) is read into it as well, rather than
+    /// only checked and read again later; the flag says whether it was. The fields are written in
+    /// place: they are large, and moving them around costs more than reading them.
+    pub(super) fn object<'a, const ESCAPED: bool>(
+        json: &'a str,
+        at: usize,
+        fields: &mut Fields<'a>,
+        mut message: Option<&mut Fields<'a>>,
+    ) -> Option<(usize, bool)> {
+        let b = json.as_bytes();
+        let mut message_read = false;
+        let q = quote_len::<ESCAPED>();
         let mut seen = 0u16;
         let mut at = skip_ws::<ESCAPED>(b, at);
         if b.get(at) != Some(&b'{') {
@@ -545,10 +539,9 @@ mod fast {
                     return None;
                 }
                 let start = skip_ws::<ESCAPED>(b, at + 1);
-                let end = if bit == 9 && message_fields && b.get(start) == Some(&b'{') {
-                    let inner = object::<ESCAPED>(json, start, false)?;
-                    message = Some(inner.fields);
-                    inner.end
+                let end = if let (9, Some(inner), Some(b'{')) = (bit, message.as_deref_mut(), b.get(start)) {
+                    message_read = true;
+                    object::<ESCAPED>(json, start, inner, None)?.0
                 } else {
                     value_end::<ESCAPED>(b, start, 0)?
                 };
@@ -585,7 +578,7 @@ mod fast {
                 }
             }
         }
-        Some(Object { fields, message, end: at })
+        Some((at, message_read))
     }
 
     /// The bit of the field a key names (`u16::MAX` for keys that name none).

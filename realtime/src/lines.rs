@@ -73,7 +73,7 @@ pub struct Aggregated {
 /// A line worth a stage's attention, as [`walk`] hands it over.
 enum Line<'s> {
     /// A usage event whose request id is new in this payload.
-    Usage(UsageEvent<'s>),
+    Usage(&'s UsageEvent<'s>),
     /// A rejected usage line, with the line.
     Rejected(RejectReason, &'s str),
 }
@@ -92,16 +92,18 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
         // Most usage lines were read by the payload's reader, or are read here where they stand,
         // still escaped; the rest go through unescaping and the general parser, and so does every
         // rejected line (which is kept as text).
+        let read_here;
         let outcome = if let Some(known) = event.known_outcome() {
-            known.clone()
+            known
         } else if !event.may_be_usage() {
-            LineOutcome::Skipped
+            &LineOutcome::Skipped
         } else {
             let at = log_time(event);
-            match parse_escaped_line(event.escaped(), at) {
+            read_here = match parse_escaped_line(event.escaped(), at) {
                 Some(outcome @ (LineOutcome::Usage(_) | LineOutcome::Skipped)) => outcome,
                 _ => parse_line(event.message(&mut scratch), at),
-            }
+            };
+            &read_here
         };
         match outcome {
             LineOutcome::Usage(usage) => {
@@ -115,7 +117,7 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
             LineOutcome::Skipped => stats.skipped += 1,
             LineOutcome::Rejected(reason) => {
                 stats.rejected += 1;
-                visit(event, Line::Rejected(reason, event.message(&mut scratch)));
+                visit(event, Line::Rejected(*reason, event.message(&mut scratch)));
             }
         }
     }
@@ -176,7 +178,7 @@ pub fn classify(payload: &LogsPayload<'_>) -> Classified {
     let mut events = Vec::with_capacity(payload.log_events.len());
     let mut rejects = Vec::new();
     let stats = walk(payload, |event, line| match line {
-        Line::Usage(usage) => events.push(usage.into_owned()),
+        Line::Usage(usage) => events.push(usage.clone().into_owned()),
         Line::Rejected(reason, message) => rejects.push(RejectedLine::new(
             reason,
             &payload.log_group,
