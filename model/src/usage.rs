@@ -1080,9 +1080,14 @@ mod tests {
         }
 
         #[test]
-        fn the_fast_reader_handles_ordinary_usage_lines(event in arb_event()) {
+        fn the_fast_reader_handles_ordinary_usage_lines(mut event in arb_event()) {
+            // Ordinary: no character that JSON escapes (made so rather than filtered, which would
+            // reject most cases).
+            let plain = |text: &str| text.replace(['"', '\\'], "_");
+            event.request_id = plain(&event.request_id).into();
+            event.resource = event.resource.map(|resource| plain(&resource).into());
             let line = to_line(&event, false);
-            prop_assume!(!line.contains('\\'));
+            prop_assert!(!line.contains('\\'), "{}", line);
             prop_assert!(fast::fields::<false>(&line).is_some(), "{}", line);
         }
 
