@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::io::Read;
-use std::sync::LazyLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -75,7 +74,7 @@ pub struct LogEvent<'a> {
     /// Its ingestion timestamp, epoch milliseconds.
     pub timestamp: i64,
     /// The log line as the payload holds it: a JSON string literal, still escaped. Most lines are
-    /// looked at without ever being unescaped (see [`LogEvent::may_be_usage`]).
+    /// looked at without ever being unescaped (see [`meter_model::parse_escaped_line`]).
     raw_message: &'a str,
     /// What the line is, when the payload's reader already read it while finding its end: a usage
     /// event or a line to skip, never a rejection (those are read again, to be kept as text).
@@ -83,15 +82,6 @@ pub struct LogEvent<'a> {
 }
 
 impl<'a> LogEvent<'a> {
-    /// Whether the line may be a usage line: it contains `API_USAGE`, which JSON never escapes, so
-    /// the escaped form tells as well as the line itself.
-    #[must_use]
-    pub fn may_be_usage(&self) -> bool {
-        static FINDER: LazyLock<memchr::memmem::Finder<'static>> =
-            LazyLock::new(|| memchr::memmem::Finder::new(meter_model::usage::USAGE_TYPE.as_bytes()));
-        FINDER.find(self.raw_message.as_bytes()).is_some()
-    }
-
     /// What the line is, when the payload's reader already knows: a usage event or a line to skip.
     #[must_use]
     pub fn known_outcome(&self) -> Option<&LineOutcome<'a>> {

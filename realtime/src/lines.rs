@@ -95,8 +95,6 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
         let read_here;
         let outcome = if let Some(known) = event.known_outcome() {
             known
-        } else if !event.may_be_usage() {
-            &LineOutcome::Skipped
         } else {
             let at = log_time(event);
             read_here = match parse_escaped_line(event.escaped(), at) {
