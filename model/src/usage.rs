@@ -581,21 +581,27 @@ mod fast {
         Some((at, message_read))
     }
 
+    /// The keys of the fields read, each at its field's bit in [`Fields`].
+    const FIELD_KEYS: [&str; 10] = [
+        "type",
+        "requestId",
+        "keyId",
+        "timestamp",
+        "statusCode",
+        "shouldCount",
+        "method",
+        "resource",
+        "latencyMs",
+        "message",
+    ];
+
     /// The bit of the field a key names (`u16::MAX` for keys that name none).
     fn field_bit(key: &str) -> u16 {
-        match key {
-            "type" => 0,
-            "requestId" => 1,
-            "keyId" => 2,
-            "timestamp" => 3,
-            "statusCode" => 4,
-            "shouldCount" => 5,
-            "method" => 6,
-            "resource" => 7,
-            "latencyMs" => 8,
-            "message" => 9,
-            _ => u16::MAX,
-        }
+        FIELD_KEYS
+            .iter()
+            .position(|&known| known == key)
+            .and_then(|bit| u16::try_from(bit).ok())
+            .unwrap_or(u16::MAX)
     }
 
     /// A key of the usage line recognized where it stands, by its first letter and then compared
@@ -607,18 +613,19 @@ mod fast {
             return None;
         }
         let start = at + q;
-        let is = |name: &[u8]| {
+        // Each call names its bit as a constant, so each comparison is of a known length.
+        let known = |bit: u16| {
+            let name = FIELD_KEYS[usize::from(bit)].as_bytes();
             let end = start + name.len();
-            (b.get(start..end) == Some(name) && is_quote::<ESCAPED>(b, end)).then_some(end + q)
+            (b.get(start..end) == Some(name) && is_quote::<ESCAPED>(b, end)).then_some((bit, end + q))
         };
-        let known = |bit: u16, name: &[u8]| is(name).map(|end| (bit, end));
         match *b.get(start)? {
-            b't' => known(0, b"type").or_else(|| known(3, b"timestamp")),
-            b'r' => known(1, b"requestId").or_else(|| known(7, b"resource")),
-            b'k' => known(2, b"keyId"),
-            b's' => known(4, b"statusCode").or_else(|| known(5, b"shouldCount")),
-            b'm' => known(6, b"method").or_else(|| known(9, b"message")),
-            b'l' => known(8, b"latencyMs"),
+            b't' => known(0).or_else(|| known(3)),
+            b'r' => known(1).or_else(|| known(7)),
+            b'k' => known(2),
+            b's' => known(4).or_else(|| known(5)),
+            b'm' => known(6).or_else(|| known(9)),
+            b'l' => known(8),
             _ => None,
         }
     }
