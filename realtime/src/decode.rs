@@ -418,37 +418,36 @@ mod envelope {
             (valid && !next_is_number).then(|| &self.text[start..self.at])
         }
 
-        /// `{"k":v,...}` over `members`, each key at most once.
+        /// `{"k":v,...}`, each member read by `member` given its key.
         fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-            self.eat(b'{')?;
-            if self.eat(b'}').is_some() {
-                return Some(());
-            }
-            loop {
-                let key = self.plain_string()?;
-                self.eat(b':')?;
-                member(self, key)?;
-                match self.peek()? {
-                    b',' => self.at += 1,
-                    b'}' => {
-                        self.at += 1;
-                        return Some(());
-                    }
-                    _ => return None,
-                }
-            }
+            self.sequence(b'{', b'}', |c| {
+                let key = c.plain_string()?;
+                c.eat(b':')?;
+                member(c, key)
+            })
         }
 
-        fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-            self.eat(b'[')?;
-            if self.eat(b']').is_some() {
+        /// `[v,...]`, each item read by `item`.
+        fn array(&mut self, item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+            self.sequence(b'[', b']', item)
+        }
+
+        /// `open`, items separated by commas, `close`.
+        fn sequence(
+            &mut self,
+            open: u8,
+            close: u8,
+            mut item: impl FnMut(&mut Self) -> Option<()>,
+        ) -> Option<()> {
+            self.eat(open)?;
+            if self.eat(close).is_some() {
                 return Some(());
             }
             loop {
                 item(self)?;
                 match self.peek()? {
                     b',' => self.at += 1,
-                    b']' => {
+                    c if c == close => {
                         self.at += 1;
                         return Some(());
                     }
