@@ -289,12 +289,17 @@ impl ObjectSink for LocalDir {
     }
 }
 
-fn write_error(operation: &str, path: &Path, err: std::io::Error) -> StoreError {
+/// A local file system failure: what was being done, and to which path.
+fn io_error(operation: &str, action: &str, path: &Path, err: std::io::Error) -> StoreError {
     StoreError::Unavailable {
         operation: operation.into(),
-        hint: format!("cannot write {}", path.display()),
+        hint: format!("cannot {action} {}", path.display()),
         source: Some(err.into()),
     }
+}
+
+fn write_error(operation: &str, path: &Path, err: std::io::Error) -> StoreError {
+    io_error(operation, "write", path, err)
 }
 
 impl LocalDir {
@@ -323,12 +328,8 @@ impl LocalDir {
     }
 }
 
-fn local_error(operation: &str, path: &Path, err: std::io::Error) -> StoreError {
-    StoreError::Unavailable {
-        operation: operation.into(),
-        hint: format!("cannot read {}", path.display()),
-        source: Some(err.into()),
-    }
+fn read_error(operation: &str, path: &Path, err: std::io::Error) -> StoreError {
+    io_error(operation, "read", path, err)
 }
 
 impl ObjectSource for LocalDir {
@@ -337,12 +338,12 @@ impl ObjectSource for LocalDir {
             let entries = match std::fs::read_dir(dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(local_error("list archive", dir, e)),
+                Err(e) => return Err(read_error("list archive", dir, e)),
             };
             for entry in entries {
-                let entry = entry.map_err(|e| local_error("list archive", dir, e))?;
+                let entry = entry.map_err(|e| read_error("list archive", dir, e))?;
                 let path = entry.path();
-                let kind = entry.file_type().map_err(|e| local_error("list archive", &path, e))?;
+                let kind = entry.file_type().map_err(|e| read_error("list archive", &path, e))?;
                 if kind.is_dir() {
                     walk(root, &path, out)?;
                 } else if let Ok(rel) = path.strip_prefix(root) {
@@ -365,7 +366,7 @@ impl ObjectSource for LocalDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(StoreError::NotFound { what: path.display().to_string() })
             }
-            Err(e) => Err(local_error("read archive", &path, e)),
+            Err(e) => Err(read_error("read archive", &path, e)),
         }
     }
 
@@ -396,7 +397,7 @@ impl ObjectSource for LocalDir {
         _expires_in: std::time::Duration,
     ) -> Result<String, StoreError> {
         let path = self.root.join(relative);
-        let absolute = std::path::absolute(&path).map_err(|e| local_error("link to a file", &path, e))?;
+        let absolute = std::path::absolute(&path).map_err(|e| read_error("link to a file", &path, e))?;
         Ok(format!("file://{}", absolute.display()))
     }
 }
