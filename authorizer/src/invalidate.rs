@@ -6,7 +6,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use aws_sdk_apigateway::error::{ProvideErrorMetadata, SdkError};
+use meter_store::RetryPolicy;
+
+#[cfg(feature = "lambda")]
+pub use crate::api_gateway::ApiGatewayFlusher;
 
 /// A stage whose authorizer cache is flushed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,84 +100,23 @@ pub trait CacheFlusher: Send + Sync {
     fn flush(&self, target: &FlushTarget) -> impl Future<Output = Result<(), FlushError>> + Send;
 }
 
-/// The API Gateway implementation.
-#[derive(Debug, Clone)]
-pub struct ApiGatewayFlusher {
-    rest: aws_sdk_apigateway::Client,
-    http: aws_sdk_apigatewayv2::Client,
-}
+/// How a flush is retried: 4 attempts, 100 ms doubling (with jitter) to 800 ms.
+pub const FLUSH_RETRY: RetryPolicy =
+    RetryPolicy::new(4, Duration::from_millis(100), Duration::from_millis(800));
 
-impl ApiGatewayFlusher {
-    /// A flusher from the loaded AWS configuration.
-    #[must_use]
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
-        Self { rest: aws_sdk_apigateway::Client::new(sdk), http: aws_sdk_apigatewayv2::Client::new(sdk) }
-    }
-}
-
-fn flush_error<E, R>(target: &FlushTarget, err: SdkError<E, R>) -> FlushError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: fmt::Debug + Send + Sync + 'static,
-{
-    let target = target.clone();
-    let code = match &err {
-        SdkError::ServiceError(context) => context.err().code().map(str::to_owned),
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Some("Timeout".to_owned()),
-        _ => None,
-    };
-    match code.as_deref() {
-        Some("NotFoundException") => FlushError::NotFound(target),
-        Some(
-            "TooManyRequestsException" | "ServiceUnavailableException" | "Timeout" | "InternalServerError",
-        ) => FlushError::Transient { target, source: err.into() },
-        _ => FlushError::Failed { target, source: err.into() },
-    }
-}
-
-impl CacheFlusher for ApiGatewayFlusher {
-    async fn flush(&self, target: &FlushTarget) -> Result<(), FlushError> {
-        match target {
-            FlushTarget::Rest { api_id, stage } => self
-                .rest
-                .flush_stage_authorizers_cache()
-                .rest_api_id(api_id)
-                .stage_name(stage)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| flush_error(target, e)),
-            FlushTarget::Http { api_id, stage } => self
-                .http
-                .reset_authorizers_cache()
-                .api_id(api_id)
-                .stage_name(stage)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| flush_error(target, e)),
-        }
-    }
-}
-
-/// Flushes every target, retrying transient failures (4 attempts, 100 ms doubling). Every target is
-/// tried even when one fails; the first failure is returned so the notice is redelivered.
+/// Flushes every target, retrying transient failures ([`FLUSH_RETRY`]). Every target is tried even
+/// when one fails; the first failure is returned so the notice is redelivered.
 pub async fn flush_all<F: CacheFlusher>(flusher: &F, targets: &[FlushTarget]) -> Result<usize, FlushError> {
     let mut first_failure = None;
     let mut flushed = 0;
     for target in targets {
-        let mut backoff = Duration::from_millis(100);
-        let mut attempt = 1;
-        let result = loop {
-            match flusher.flush(target).await {
-                Err(FlushError::Transient { .. }) if attempt < 4 => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
+        let result = FLUSH_RETRY
+            .run(
+                || flusher.flush(target),
+                |err| matches!(err, FlushError::Transient { .. }),
+                |err, pause| tracing::warn!(%target, ?pause, error = %err, "retrying a cache flush"),
+            )
+            .await;
         match result {
             Ok(()) => {
                 tracing::info!(%target, "authorizer cache flushed");

@@ -1,10 +1,14 @@
-//! The API Gateway authorizer (DESIGN §3.1, §5): key verification with a 30-second cache and
+//! The API Gateway authorizer (CONTRACTS.md §1): key verification with a 30-second cache and
 //! revocation through the epoch, the three event kinds API Gateway sends, and the invalidator that
 //! flushes API Gateway's own authorizer cache on revocation.
 
+#[cfg(feature = "lambda")]
+mod api_gateway;
 pub mod decide;
 pub mod event;
 pub mod invalidate;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 
 pub use decide::{AuthorizeError, Authorizer, AuthorizerConfig, Decision, DenyReason, Grant, MissingReason};
 pub use event::{AuthEvent, EventError, response};
@@ -36,7 +40,7 @@ where
     let decision = match authorizer.decide(request.key()).await {
         Ok(decision) => decision,
         Err(err) => {
-            tracing::error!(error = %error_chain(&err), "authorizer cannot reach the key store; failing closed");
+            tracing::error!(error = %meter_model::error_chain(&err), "authorizer cannot reach the key store; failing closed");
             return Err(InvocationError::Internal(err));
         }
     };
@@ -45,16 +49,4 @@ where
         refused => tracing::info!(reason = refused.reason(), "refused"),
     }
     response(&request, &decision).ok_or(InvocationError::Unauthorized)
-}
-
-/// An error and its sources, joined by `: `.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

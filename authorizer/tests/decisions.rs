@@ -315,7 +315,7 @@ fn no_log_error_or_panic_message_contains_a_secret() {
             let _ = handle(&failing, &event("rest-token.json", active.reveal())).await.unwrap_err();
             let err = failing.decide(Some(active.reveal())).await.unwrap_err();
             texts.push(format!("{err} {err:?}"));
-            texts.push(format!("{:#}", anyhow::Error::from(err)));
+            texts.push(meter_model::error_chain(&err));
         });
     });
     texts.push(String::from_utf8(captured.0.lock().unwrap().clone()).unwrap());

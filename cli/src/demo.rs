@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
+use meter_archive::Archive;
 use meter_model::{
     ApiKeyRecord, CounterCorrector, Day, Email, HashedKey, KeyId, KeyStore, ManualClock, Month, NewKey,
     PlanName, Tally,
@@ -18,12 +19,12 @@ use meter_realtime::archiver::DEFAULT_ROWS_PER_FILE;
 use meter_realtime::{Archiver, RetryPolicy, UsageProcessor};
 use meter_reconcile::{ReconcileOptions, reconcile};
 use meter_reports::{ArchiveUsage, Pricing, ReportRequest, produce_report};
-use meter_store::archive::LocalDir;
-use meter_store::{LocalArchive, SqliteStore};
+use meter_store::LocalDir;
+use meter_store::SqliteStore;
 use rust_decimal::Decimal;
 
 use crate::cost;
-use crate::simulate::{Faults, SimConfig, Simulator, Truth};
+use meter_sim::traffic::{Faults, SimConfig, Simulator, Truth};
 
 /// The pricing the demo invoices with: the documented example.
 const PRICING: &str = include_str!("../../reports/pricing.example.toml");
@@ -200,7 +201,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
 
     // Realtime and archive, a day at a time, as the two subscriptions receive the deliveries.
     let processor = UsageProcessor::new(&store, &clock, RetryPolicy::default());
-    let archive = LocalArchive::new(&archive_root);
+    let archive = Archive::new(LocalDir::new(&archive_root));
     let mut archiver = Archiver::new(archive.clone(), DEFAULT_ROWS_PER_FILE);
     let mut duplicates = Archiver::new(archive.clone(), DEFAULT_ROWS_PER_FILE);
     let mut usage = cost::Usage { lambda_memory_mb: 256, ..cost::Usage::default() };

@@ -1,4 +1,4 @@
-//! The `meter` command line (DESIGN §3.7): argument types and the handlers behind each command.
+//! The `meter` command line (CONTRACTS.md §7): argument types and the handlers behind each command.
 //! Handlers are generic over the ports, so the same code drives SQLite, DynamoDB or a test double.
 
 mod cost;
@@ -18,9 +18,8 @@ use clap::{Args, Parser, Subcommand};
 use meter_authorizer::{Authorizer, AuthorizerConfig, Decision};
 pub use meter_model::SystemClock;
 use meter_model::{Clock, Day, Email, KeyId, Month, PlanName};
-use meter_store::archive::AnySink;
 use meter_store::{
-    AnyArchive, AnyStore, ArchiveLocation, DEFAULT_HOME, SnsNotifier, StoreConfig, load_aws_config,
+    AnySink, AnyStore, ArchiveLocation, DEFAULT_HOME, SnsNotifier, StoreConfig, load_aws_config,
 };
 use std::process::ExitCode;
 
@@ -338,7 +337,7 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             pipeline::realtime(open_store().await?, clock, &config.to_string(), &inputs.files).await?
         }
         Command::Archive(inputs) => {
-            let archive = AnyArchive::open(&archive_location).await;
+            let archive = meter_archive::Archive::new(AnySink::open(&archive_location).await);
             pipeline::archive(archive, &archive_location.to_string(), &inputs.files).await?
         }
         Command::Rollup { from, to, out } => {
@@ -366,17 +365,17 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             report::report(&open_store().await?, archive, &reports, clock, args).await?
         }
         Command::Demo { events, keys, month, seed, faults } => {
-            let preset = simulate::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
+            let preset = meter_sim::traffic::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
             let args = demo::DemoArgs { events, keys, month, seed, faults_name: faults, faults: preset };
             let (text, exact) = demo::demo(&cli.home, args).await?;
             print(&text)?;
             return Ok(if exact { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         Command::Simulate { out, events, keys, month, seed, faults, rates: overrides } => {
-            let mut rates = simulate::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
+            let mut rates = meter_sim::traffic::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
             overrides.apply(&mut rates);
-            let config = simulate::SimConfig { events, keys, month, seed, faults: rates };
-            simulate::write_simulation(&out, config)?
+            let config = meter_sim::traffic::SimConfig { events, keys, month, seed, faults: rates };
+            meter_sim::traffic::write_files(&out, config)?
         }
         Command::GenArchive { out, events, keys, month, files_per_day, seed } => {
             reconcile::gen_archive(reconcile::GenArgs { out, events, keys, month, files_per_day, seed })?

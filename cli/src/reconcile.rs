@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use meter_archive::{RollupStats, encode_rollup_file, rollup, rollup_csv};
 use meter_model::{Clock, CounterCorrector, Day, KeyStore, Month, Publisher};
-use meter_reconcile::drift::encode_rollup_file;
-use meter_reconcile::output::rollup_csv;
-use meter_reconcile::synth::{ArchiveSpec, write_archive};
-use meter_reconcile::{ReconcileOptions, RollupStats, reconcile, rollup};
-use meter_store::archive::{ObjectSink, ObjectSource};
+use meter_model::{ObjectSink, ObjectSource};
+use meter_reconcile::{ReconcileOptions, reconcile};
+use meter_sim::archive::{ArchiveSpec, write_archive};
 
 fn check_range(from: Day, to: Day) -> anyhow::Result<()> {
     if from > to {

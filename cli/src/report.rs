@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use meter_model::{Clock, KeyStore, Month};
+use meter_model::{ObjectSink, ObjectSource};
 use meter_reports::{ArchiveUsage, Pricing, ReportOutcome, ReportRequest, produce_report};
-use meter_store::archive::{ObjectSink, ObjectSource};
 
 /// Options of `meter report`.
 pub(crate) struct ReportArgs<'a> {

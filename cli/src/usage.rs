@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{JsonFlag, keys, to_json};
 
-/// The `--json` shape of DESIGN §3.7.
+/// The `--json` shape of CONTRACTS.md §7.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct UsageJson<'a> {

@@ -235,7 +235,7 @@ fn realtime_applies_each_delivery_once_and_reads_stdin() {
     // The fixture's key ids are fixed; a created key's id is random. Rewrite the fixture for this key.
     let payload =
         std::fs::read_to_string(fixture("cwl-data-payload.json")).unwrap().replace("0123456789ab", &id);
-    let event = meter_realtime::decode::encode_subscription_event(payload.as_bytes());
+    let event = meter_sim::cloudwatch::encode_subscription_event(payload.as_bytes());
     let file = home.path().join("events.json");
     std::fs::write(&file, format!("{event}\n{event}\n")).unwrap();
 
@@ -342,7 +342,7 @@ fn rollup_reconcile_and_report_agree_with_the_realtime_counters() {
     let payload =
         std::fs::read_to_string(fixture("cwl-data-payload.json")).unwrap().replace("0123456789ab", &id);
     let file = home.path().join("events.json");
-    std::fs::write(&file, meter_realtime::decode::encode_subscription_event(payload.as_bytes())).unwrap();
+    std::fs::write(&file, meter_sim::cloudwatch::encode_subscription_event(payload.as_bytes())).unwrap();
     ok(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
     ok(meter(home.path()).args(["archive", file.to_str().unwrap()]));
 

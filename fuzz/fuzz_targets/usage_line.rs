@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meter_model::{KeyId, LineOutcome, parse_escaped_line, parse_line};
+use meter_model::{KeyId, LineOutcome};
+use meter_realtime::usage_line::{parse_escaped_line, parse_line};
 
 fuzz_target!(|text: &str| {
     if let LineOutcome::Usage(event) = parse_line(text, None) {

@@ -1,4 +1,4 @@
-//! The counting rules of DESIGN §3.4, the one place that decides what a call counts as. Realtime,
+//! The counting rules of CONTRACTS.md §4, the one place that decides what a call counts as. Realtime,
 //! reconcile and reports all go through [`Tally::of_call`], so they cannot disagree.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Drift correction's vocabulary (DESIGN §3.6, §4): a conditional correction of one day item, its
+//! Drift correction's vocabulary (CONTRACTS.md §6): a conditional correction of one day item, its
 //! outcome, and the record of a reconcile run.
 
 use chrono::{DateTime, Utc};

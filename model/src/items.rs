@@ -1,4 +1,4 @@
-//! The items of the two tables (DESIGN §3.2) and the validated values they are made of.
+//! The items of the two tables (CONTRACTS.md §2) and the validated values they are made of.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! API keys (DESIGN §3.1): `mk_<id>_<secret>`, stored only as the SHA-256 of the whole string.
+//! API keys (CONTRACTS.md §1): `mk_<id>_<secret>`, stored only as the SHA-256 of the whole string.
 //!
 //! The plain key exists in memory only between generation (or presentation) and hashing. [`ApiKey`]
 //! keeps it in a [`SecretString`], which is zeroed on drop and never printed by `Debug` or `Display`.

@@ -17,11 +17,21 @@ pub use drift::{CorrectionOutcome, DayCorrection, ReconcileRun, TallyDelta};
 pub use items::{ApiKeyRecord, DayUsage, Email, FieldError, KeyStatus, NewKey, PlanName, UsageTotals};
 pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
 pub use ports::{
-    ArchiveWriter, CounterCorrector, KeyStore, Publisher, RejectedLine, Revocation, RevocationNotifier,
-    StoreError, UsageReader, UsageWriter,
+    ArchiveWriter, CounterCorrector, KeyStore, ObjectSink, ObjectSource, Publisher, RejectedLine, Revocation,
+    RevocationNotifier, StoreError, UsageReader, UsageWriter,
 };
 pub use time::{Clock, Day, ManualClock, Month, SystemClock};
-pub use usage::{
-    LineOutcome, RejectReason, UsageEvent, next_special, parse_escaped_line, parse_escaped_message,
-    parse_line,
-};
+
+/// An error and its sources, joined by `: `: how errors are logged and reported, whole, everywhere.
+#[must_use]
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+pub use usage::{LineOutcome, RejectReason, UsageEvent, UsageFields};

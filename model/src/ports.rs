@@ -81,6 +81,12 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Retryable { .. } | Self::ConditionFailed { .. })
     }
+
+    /// Whether the store could not be reached at all (it may be back in a moment).
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
 }
 
 /// The outcome of revoking a key.
@@ -167,7 +173,7 @@ pub trait UsageReader: Send + Sync {
     ) -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
 }
 
-/// Applying delivered batches to the counters, exactly once per batch (DESIGN §4).
+/// Applying delivered batches to the counters, exactly once per batch (CONTRACTS.md ).
 pub trait UsageWriter: Send + Sync {
     /// Adds a batch's counts to the `UsageCounters` day items and the `ApiKeys` totals, atomically with
     /// a marker of the batch (or of each chunk of it) that expires [`MARKER_TTL`](crate::batch::MARKER_TTL)
@@ -190,7 +196,7 @@ impl<S: UsageWriter> UsageWriter for &S {
     }
 }
 
-/// What reconciliation needs of the counters (DESIGN §4): read the day items of a range, and set one
+/// What reconciliation needs of the counters (CONTRACTS.md ): read the day items of a range, and set one
 /// conditionally, together with the key's totals.
 pub trait CounterCorrector: Send + Sync {
     /// Every day item whose day is in `from..=to`, of every key (bookkeeping items excluded). A
@@ -216,7 +222,7 @@ pub trait CounterCorrector: Send + Sync {
     fn record_run(&self, run: &ReconcileRun) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// A usage line that was rejected, kept with its reason (DESIGN §3.3, §3.5).
+/// A usage line that was rejected, kept with its reason (CONTRACTS.md §3, §5).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RejectedLine {
@@ -266,7 +272,7 @@ impl RejectedLine {
     }
 }
 
-/// The Parquet archive of usage events and the rejects kept beside it (DESIGN §3.5).
+/// The Parquet archive of usage events and the rejects kept beside it (CONTRACTS.md §5).
 pub trait ArchiveWriter: Send + Sync {
     /// Writes events of one UTC day as one file called `name` under that day's partition, replacing
     /// a file of the same name (writers name files after their content, so a rewrite is identical).
@@ -287,7 +293,49 @@ pub trait ArchiveWriter: Send + Sync {
     ) -> impl Future<Output = Result<String, StoreError>> + Send;
 }
 
-/// Telling the rest of the system that a key was revoked (DESIGN §5: an SNS topic whose subscriber
+/// Where archive files go: a local directory or a bucket. The archive's layout and formats are the
+/// same on both (`meter_archive::Archive`); only putting bytes at a relative path differs.
+pub trait ObjectSink: Send + Sync {
+    /// Writes `bytes` at `relative` (replacing what is there) and returns the full location.
+    fn put(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+}
+
+/// Reading back what an [`ObjectSink`] holds: what reconcile and reports need of the archive.
+pub trait ObjectSource: Send + Sync {
+    /// The files directly or indirectly under the folder `relative` (no trailing `/`), as paths
+    /// relative to the root, sorted. A folder that does not exist holds no files.
+    fn list(&self, relative: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// The bytes of the file at `relative`; [`StoreError::NotFound`] when there is none.
+    fn get(&self, relative: &str) -> impl Future<Output = Result<bytes::Bytes, StoreError>> + Send;
+
+    /// Writes `bytes` at `relative` only if nothing is there yet; [`StoreError::AlreadyExists`] if
+    /// something is (an S3 conditional put, `If-None-Match: *`, or an exclusive link on a local disk).
+    fn put_new(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// The full location of `relative`, for messages and links.
+    fn location(&self, relative: &str) -> String;
+
+    /// A link that downloads `relative` for `expires_in`: a presigned GET URL on S3, a `file://` URL
+    /// on a local disk (which needs no signature).
+    fn download_link(
+        &self,
+        relative: &str,
+        expires_in: std::time::Duration,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+}
+
+/// Telling the rest of the system that a key was revoked (CONTRACTS.md : an SNS topic whose subscriber
 /// flushes API Gateway's authorizer caches).
 pub trait RevocationNotifier: Send + Sync {
     /// Announces a revocation.

@@ -1,18 +1,18 @@
 //! From a decoded payload to what each stage needs: the realtime aggregate per key and UTC day, or the
-//! archive's events and rejects. Both read every line with the one usage-line parser of the model.
+//! archive's events and rejects. Both read every line with the one usage-line reader ([`crate::usage_line`]).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use meter_model::{
     BatchDelta, BatchId, Day, DayDelta, KeyId, LineOutcome, RejectReason, RejectedLine, Tally, UsageEvent,
-    parse_escaped_line, parse_line,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::decode::{LogEvent, LogsPayload};
+use crate::usage_line::{parse_escaped_line, parse_line};
 
 /// What the lines of a payload were.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -4,31 +4,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use meter_model::{ApplyReport, BatchId, Clock, StoreError, UsageWriter};
+use meter_store::RetryPolicy;
 
 use crate::decode::{self, DecodeError, MessageType};
 use crate::lines::{self, LineStats};
 use crate::metrics::{MetricLine, Unit};
-
-/// How hard the processor tries before handing a batch back to Lambda's own retries.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts in one invocation, the first included.
-    pub max_attempts: u32,
-    /// Pause before the first retry; doubled for each further one.
-    pub first_backoff: Duration,
-    /// Longest pause.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            first_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
-        }
-    }
-}
 
 /// Why a delivery was not processed.
 #[derive(Debug, thiserror::Error)]
@@ -145,28 +125,24 @@ impl<S: UsageWriter, C: Clock> UsageProcessor<S, C> {
             ..ProcessReport::default()
         };
         if !batch.is_empty() {
-            let mut backoff = self.retry.first_backoff;
-            loop {
-                report.attempts += 1;
-                match self.store.apply_batch(&batch, self.clock.now()).await {
-                    Ok(applied) => {
-                        report.apply = applied;
-                        break;
-                    }
-                    Err(err) if report.attempts < self.retry.max_attempts && worth_retrying(&err) => {
-                        tracing::warn!(batch_id = %batch.batch_id(), attempt = report.attempts, error = %err, "retrying batch");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(self.retry.max_backoff);
-                    }
-                    Err(source) => {
-                        return Err(ProcessError::Store {
-                            batch_id: batch.batch_id().clone(),
-                            attempts: report.attempts,
-                            source,
-                        });
-                    }
-                }
-            }
+            let mut attempts = 1;
+            let applied = self
+                .retry
+                .run(
+                    || self.store.apply_batch(&batch, self.clock.now()),
+                    worth_retrying,
+                    |err, pause| {
+                        tracing::warn!(batch_id = %batch.batch_id(), attempt = attempts, ?pause, error = %err, "retrying batch");
+                        attempts += 1;
+                    },
+                )
+                .await;
+            report.attempts = attempts;
+            report.apply = applied.map_err(|source| ProcessError::Store {
+                batch_id: batch.batch_id().clone(),
+                attempts,
+                source,
+            })?;
         }
         report.unknown_key_events = report.apply.unknown_keys.values().map(|t| t.usage_count).sum();
         if !report.apply.was_duplicate() {
@@ -189,5 +165,5 @@ impl<S: UsageWriter, C: Clock> UsageProcessor<S, C> {
 /// Transient conditions and a store that is briefly unreachable are worth another try; corrupt data
 /// or a bug are not.
 fn worth_retrying(err: &StoreError) -> bool {
-    err.is_retryable() || matches!(err, StoreError::Unavailable { .. })
+    err.is_retryable() || err.is_unavailable()
 }

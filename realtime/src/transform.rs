@@ -1,4 +1,4 @@
-//! The Firehose data transformation (DESIGN §3.5): each record, a gzip CloudWatch Logs payload,
+//! The Firehose data transformation (CONTRACTS.md §5): each record, a gzip CloudWatch Logs payload,
 //! becomes newline-delimited JSON rows with the archive's column names, partitioned by UTC day.
 //! Rejected usage lines are kept under `rejects/`; undecodable records go to Firehose's error output.
 //!
@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use meter_model::{ArchiveWriter, Day, RejectedLine, StoreError, UsageEvent};
+use meter_archive::format::{self, encode_json_rows};
+use meter_model::{ArchiveWriter, Day, RejectedLine, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{self, MessageType};
 use crate::lines::{self, LineStats};
+use crate::metrics::{MetricLine, Unit};
 
 /// A Firehose transformation invocation.
 #[derive(Debug, Deserialize)]
@@ -78,42 +80,6 @@ pub struct RecordMetadata {
     pub partition_keys: BTreeMap<&'static str, String>,
 }
 
-/// An archive row as Firehose's Parquet conversion reads it (`ts` in epoch milliseconds).
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ArchiveJsonRow {
-    /// `requestId`.
-    pub request_id: String,
-    /// `keyId`.
-    pub key_id: String,
-    /// Event time, epoch milliseconds.
-    pub ts: i64,
-    /// HTTP status.
-    pub status_code: i32,
-    /// Billable mark.
-    pub should_count: bool,
-    /// HTTP method.
-    pub method: Option<String>,
-    /// Route.
-    pub resource: Option<String>,
-    /// Latency.
-    pub latency_ms: Option<i32>,
-}
-
-impl From<&UsageEvent<'_>> for ArchiveJsonRow {
-    fn from(event: &UsageEvent<'_>) -> Self {
-        Self {
-            request_id: event.request_id.to_string(),
-            key_id: event.key_id.to_string(),
-            ts: event.timestamp.timestamp_millis(),
-            status_code: i32::from(event.status_code),
-            should_count: event.should_count,
-            method: event.method.as_deref().map(str::to_owned),
-            resource: event.resource.as_deref().map(str::to_owned),
-            latency_ms: event.latency_ms.and_then(|ms| i32::try_from(ms).ok()),
-        }
-    }
-}
-
 /// What one invocation did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransformStats {
@@ -127,6 +93,19 @@ pub struct TransformStats {
     pub lines: LineStats,
     /// Reject files written.
     pub reject_files: u64,
+}
+
+impl TransformStats {
+    /// The invocation's metrics as one EMF line.
+    #[must_use]
+    pub fn metrics(&self, function: &str, at: chrono::DateTime<chrono::Utc>) -> MetricLine {
+        MetricLine::new(function, at)
+            .with("RecordsOk", self.ok, Unit::Count)
+            .with("RecordsDropped", self.dropped, Unit::Count)
+            .with("RecordsFailed", self.failed, Unit::Count)
+            .with("UsageEvents", self.lines.usage_events, Unit::Count)
+            .with("RejectedLines", self.lines.rejected, Unit::Count)
+    }
 }
 
 /// Transforms one invocation. Fails only when rejects cannot be kept, so that Firehose retries the
@@ -209,12 +188,7 @@ async fn transform_record<A: ArchiveWriter>(
         return Ok(Outcome::Dropped);
     };
     let day = Day::of(first.timestamp);
-    let mut rows = Vec::with_capacity(classified.events.len() * 200);
-    for event in &classified.events {
-        serde_json::to_writer(&mut rows, &ArchiveJsonRow::from(event))
-            .map_err(|e| StoreError::Other { operation: "encode archive rows".into(), source: e.into() })?;
-        rows.push(b'\n');
-    }
+    let rows = encode_json_rows(&classified.events)?;
     Ok(Outcome::Rows(rows, day))
 }
 
@@ -227,12 +201,5 @@ fn by_day(rejects: Vec<RejectedLine>) -> BTreeMap<Day, Vec<RejectedLine>> {
 }
 
 fn partition_keys(day: Day) -> RecordMetadata {
-    let text = day.to_string();
-    RecordMetadata {
-        partition_keys: BTreeMap::from([
-            ("year", text[..4].to_owned()),
-            ("month", text[5..7].to_owned()),
-            ("day", text[8..10].to_owned()),
-        ]),
-    }
+    RecordMetadata { partition_keys: BTreeMap::from(format::partition_keys(day)) }
 }

@@ -6,10 +6,11 @@
 mod common;
 
 use common::*;
+use meter_archive::Archive;
 use meter_model::{KeyId, KeyStore, ManualClock, Tally};
 use meter_realtime::transform::{FirehoseEvent, transform};
 use meter_realtime::{Archiver, RetryPolicy, UsageProcessor};
-use meter_store::S3Archive;
+use meter_store::S3Prefix;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 #[tokio::test]
@@ -41,7 +42,7 @@ async fn a_delivery_applied_twice_on_dynamodb_counts_once() {
 async fn the_archive_lands_in_s3_as_parquet_by_day_with_rejects_beside_it() {
     let bucket = meter_testkit::fresh_bucket().await;
     let s3 = meter_testkit::s3_client();
-    let mut archiver = Archiver::new(S3Archive::new(s3.clone(), &bucket, "usage"), 1000);
+    let mut archiver = Archiver::new(Archive::new(S3Prefix::new(s3.clone(), &bucket, "usage")), 1000);
     archiver.add_event(read_fixture("subscription-event.json").as_bytes(), "fixture").await.unwrap();
     let summary = archiver.finish().await.unwrap();
     assert!(summary.undecodable.is_empty());
@@ -71,7 +72,7 @@ async fn the_transformer_keeps_rejects_in_s3() {
     let bucket = meter_testkit::fresh_bucket().await;
     let s3 = meter_testkit::s3_client();
     let event: FirehoseEvent = serde_json::from_str(&read_fixture("firehose-event.json")).unwrap();
-    let (_, stats) = transform(&event, &S3Archive::new(s3.clone(), &bucket, "")).await.unwrap();
+    let (_, stats) = transform(&event, &Archive::new(S3Prefix::new(s3.clone(), &bucket, ""))).await.unwrap();
     assert_eq!(stats.reject_files, 1);
     let listed = s3.list_objects_v2().bucket(&bucket).prefix("rejects/").send().await.unwrap();
     assert_eq!(listed.contents().len(), 1);
@@ -80,7 +81,7 @@ async fn the_transformer_keeps_rejects_in_s3() {
 #[tokio::test]
 async fn a_missing_bucket_is_a_clear_error() {
     let mut archiver =
-        Archiver::new(S3Archive::new(meter_testkit::s3_client(), "no-such-bucket-here", ""), 10);
+        Archiver::new(Archive::new(S3Prefix::new(meter_testkit::s3_client(), "no-such-bucket-here", "")), 10);
     let err =
         archiver.add_event(read_fixture("subscription-event.json").as_bytes(), "fixture").await.unwrap_err();
     assert!(err.to_string().contains("no-such-bucket-here"), "{err}");

@@ -8,14 +8,16 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::*;
-use meter_realtime::transform::{ArchiveJsonRow, FirehoseEvent, RecordResult, transform};
-use meter_store::LocalArchive;
+use meter_archive::Archive;
+use meter_archive::format::JsonRow as ArchiveJsonRow;
+use meter_realtime::transform::{FirehoseEvent, RecordResult, transform};
+use meter_store::LocalDir;
 
 #[tokio::test]
 async fn answers_every_record_once_with_the_right_result() {
     let event: FirehoseEvent = serde_json::from_str(&read_fixture("firehose-event.json")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (response, stats) = transform(&event, &LocalArchive::new(dir.path())).await.unwrap();
+    let (response, stats) = transform(&event, &Archive::new(LocalDir::new(dir.path()))).await.unwrap();
 
     let ids: Vec<_> = response.records.iter().map(|r| r.record_id.as_str()).collect();
     let expected: Vec<_> = event.records.iter().map(|r| r.record_id.as_str()).collect();
@@ -80,7 +82,7 @@ async fn answers_every_record_once_with_the_right_result() {
 async fn a_retried_invocation_rewrites_the_same_reject_file() {
     let event: FirehoseEvent = serde_json::from_str(&read_fixture("firehose-event.json")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let archive = LocalArchive::new(dir.path());
+    let archive = Archive::new(LocalDir::new(dir.path()));
     transform(&event, &archive).await.unwrap();
     transform(&event, &archive).await.unwrap();
     let files = std::fs::read_dir(dir.path().join("rejects/year=2026/month=11/day=30")).unwrap().count();

@@ -1,27 +1,29 @@
-//! Drift correction (DESIGN §4): compare the rollups with the day items and set each item that
+//! Drift correction (CONTRACTS.md ): compare the rollups with the day items and set each item that
 //! differs to the authoritative counts, conditionally, moving the key's totals in the same
 //! transaction. A correction that finds the item moved (the realtime writer added to it meanwhile)
 //! re-reads it and tries again, so realtime increments are never lost or doubled by a correction.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use meter_archive::{EncodeError, Rollup, RollupError, RollupWriteError, rollup, write_rollups};
 use meter_model::{
     Clock, CorrectionOutcome, CounterCorrector, Day, DayCorrection, KeyId, KeyStore, Publisher, ReconcileRun,
     StoreError, Tally, TallyDelta,
 };
-use meter_store::archive::{ObjectSink, ObjectSource};
+use meter_model::{ObjectSink, ObjectSource};
+use meter_store::RetryPolicy;
 use serde::Serialize;
-
-use crate::output::{EncodeError, rollup_csv, rollup_parquet};
-use crate::read::{Rollup, rollup};
-use crate::rollup::{RollupError, RollupRow};
 
 /// Keys whose corrections are in flight at once (each correction is one small transaction).
 const CORRECTION_CONCURRENCY: usize = 16;
 /// Re-reads (after a realtime write) and busy retries per correction before the run gives up on it.
 const MAX_ATTEMPTS: u32 = 20;
+/// How a correction that meets a busy store (throttling, or a transaction conflict with a realtime
+/// write on the same key) is retried: 20 retries, 50 ms doubling (with jitter) to 1.6 s.
+const BUSY_RETRY: RetryPolicy =
+    RetryPolicy::new(MAX_ATTEMPTS + 1, Duration::from_millis(50), Duration::from_millis(1600));
 
 /// What to reconcile and how.
 #[derive(Debug, Clone)]
@@ -67,6 +69,22 @@ pub enum ReconcileError {
     },
 }
 
+impl ReconcileError {
+    /// Whether running again may succeed without anyone fixing anything: a store that was busy or
+    /// unreachable, an item that kept moving. A rollup that cannot read the archive's files (other
+    /// than fetching them) needs the files fixed first.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Rollup(RollupError::Source { source, .. }) | Self::Store { source, .. } => {
+                source.is_retryable() || source.is_unavailable()
+            }
+            Self::Contended { .. } => true,
+            Self::Rollup(_) | Self::Encode(_) => false,
+        }
+    }
+}
+
 fn store_failed(during: impl Into<String>) -> impl FnOnce(StoreError) -> ReconcileError {
     let during = during.into();
     move |source| ReconcileError::Store { during, source }
@@ -107,7 +125,7 @@ impl DriftLine {
     }
 }
 
-/// Usage in the archive of a key that has no item (DESIGN §4: orphan usage, reported, never counted).
+/// Usage in the archive of a key that has no item (CONTRACTS.md : orphan usage, reported, never counted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
     /// The key id as the archive holds it.
@@ -143,7 +161,7 @@ pub async fn reconcile<S, A, P, C>(
     alerts: &P,
     clock: &C,
     options: &ReconcileOptions,
-    progress: impl FnMut(Day, crate::RollupStats),
+    progress: impl FnMut(Day, meter_archive::RollupStats),
 ) -> Result<ReconcileReport, ReconcileError>
 where
     S: CounterCorrector + KeyStore,
@@ -191,7 +209,14 @@ where
 
     let mut written = Vec::new();
     if !options.dry_run {
-        written.extend(write_rollups(archive, &rollup.rows, options.from, options.to).await?);
+        written.extend(write_rollups(archive, &rollup.rows, options.from, options.to).await.map_err(
+            |err| match err {
+                RollupWriteError::Encode(err) => ReconcileError::Encode(err),
+                RollupWriteError::Store { path, source } => {
+                    ReconcileError::Store { during: format!("writing {path}"), source }
+                }
+            },
+        )?);
     }
     let mut conflicts_retried = 0u64;
     let mut drift = Vec::new();
@@ -287,15 +312,18 @@ async fn apply<S: CounterCorrector>(
         authoritative: correction.target,
         action,
     };
-    let (mut rereads, mut busy) = (0u32, 0u32);
+    let mut rereads = 0u32;
+    let mut busy = BUSY_RETRY.pauses();
     while rereads < MAX_ATTEMPTS {
         let outcome = match store.correct_day(&correction).await {
             Ok(outcome) => outcome,
-            Err(err) if err.is_retryable() && busy < MAX_ATTEMPTS => {
-                busy += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(25 << busy.min(6))).await;
-                continue;
-            }
+            Err(err) if err.is_retryable() => match busy.next() {
+                Some(pause) => {
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                None => return Err(store_failed("correcting a day item")(err)),
+            },
             Err(err) => return Err(store_failed("correcting a day item")(err)),
         };
         match outcome {
@@ -336,27 +364,6 @@ async fn apply_key<S: CounterCorrector>(
         done.push(apply(store, correction).await?);
     }
     Ok(done)
-}
-
-/// Writes `rollups/day=YYYY-MM-DD/rollup.parquet` for every day of the range (empty days too, so a
-/// reader can tell "no usage" from "not computed").
-async fn write_rollups<A: ObjectSink>(
-    archive: &A,
-    rows: &[RollupRow],
-    from: Day,
-    to: Day,
-) -> Result<Vec<String>, ReconcileError> {
-    // A rollup's rows come sorted by day: each day's rows are one slice.
-    let mut written = Vec::new();
-    let mut day = from;
-    while day <= to {
-        let rows = &rows[rows.partition_point(|r| r.day < day)..rows.partition_point(|r| r.day <= day)];
-        let path = format!("rollups/day={day}/rollup.parquet");
-        let put = archive.put(&path, rollup_parquet(rows)?, "application/vnd.apache.parquet").await;
-        written.push(put.map_err(store_failed(format!("writing {path}")))?);
-        day = day.succ();
-    }
-    Ok(written)
 }
 
 #[derive(Serialize)]
@@ -427,9 +434,4 @@ async fn write_drift<A: ObjectSink>(
         written.push(archive.put(&path, bytes, kind).await.map_err(store_failed(format!("writing {path}")))?);
     }
     Ok(written)
-}
-
-/// Rollup rows as a file, by the extension of `path`: `.parquet` or `.csv`.
-pub fn encode_rollup_file(path: &str, rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
-    if path.ends_with(".csv") { rollup_csv(rows) } else { rollup_parquet(rows) }
 }

@@ -1,4 +1,4 @@
-//! The scheduled reconcile job (DESIGN §4, "late data"): what range an invocation reconciles.
+//! The scheduled reconcile job (CONTRACTS.md , "late data"): what range an invocation reconciles.
 //!
 //! EventBridge invokes it with a scheduled event (`{"detail-type": "Scheduled Event", "time": …}`);
 //! it reconciles yesterday and the `lookback_days` days before it, in UTC, relative to the event's

@@ -1,16 +1,11 @@
-//! Nightly reconciliation (DESIGN §3.5, §3.6, §4): authoritative rollups from the Parquet archive,
-//! and drift correction of the counters that never races the realtime writer.
+//! Nightly reconciliation (CONTRACTS.md §6): drift correction of the counters from the archive's
+//! rollups (computed by `meter-archive`), never racing the realtime writer.
 
-pub mod rollup;
-
-pub use rollup::{ArchiveFile, RollupEngine, RollupError, RollupRow, RollupStats};
 pub mod drift;
 pub mod job;
-pub mod output;
-pub mod read;
-pub mod synth;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 
 pub use drift::{
     DriftAction, DriftLine, Orphan, ReconcileError, ReconcileOptions, ReconcileReport, reconcile,
 };
-pub use read::{Rollup, rollup};

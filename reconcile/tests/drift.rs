@@ -10,9 +10,9 @@ use meter_model::{
     KeyStore, ManualClock, ReconcileRun, Revocation, StoreError, Tally, UsageWriter,
 };
 use meter_reconcile::reconcile;
-use meter_reconcile::synth::write_archive;
+use meter_sim::archive::write_archive;
+use meter_store::LocalDir;
 use meter_store::SqliteStore;
-use meter_store::archive::LocalDir;
 
 #[tokio::test]
 async fn lost_doubled_and_phantom_counts_are_corrected_exactly_and_a_second_run_changes_nothing() {

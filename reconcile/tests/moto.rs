@@ -7,8 +7,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use meter_reconcile::synth::{Generated, write_archive};
-use meter_store::archive::{ObjectSink, ObjectSource, S3Prefix};
+use meter_model::{ObjectSink, ObjectSource};
+use meter_sim::archive::{Generated, write_archive};
+use meter_store::S3Prefix;
 
 /// Generates the scenario's archive and uploads it under a fresh bucket and prefix.
 async fn archive_in_s3() -> (S3Prefix, Generated) {

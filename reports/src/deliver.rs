@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use meter_model::ObjectSource;
 use meter_model::{Publisher, StoreError};
-use meter_store::archive::ObjectSource;
 use serde::Serialize;
 
 use crate::files::ManifestTotals;
@@ -28,6 +28,14 @@ pub enum DeliveryError {
         #[source]
         source: StoreError,
     },
+}
+
+impl DeliveryError {
+    /// Whether trying again may succeed: signing or publishing met a busy or unreachable service.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Store { source, .. } if source.is_retryable() || source.is_unavailable())
+    }
 }
 
 /// A file and its link.

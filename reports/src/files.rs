@@ -1,4 +1,4 @@
-//! The report's files (DESIGN §3.6): `invoices.csv|parquet`, `invoice_lines.csv|parquet`,
+//! The report's files (CONTRACTS.md §6): `invoices.csv|parquet`, `invoice_lines.csv|parquet`,
 //! `usage_daily.parquet` and `manifest.json`, which lists every other file with its SHA-256 and row
 //! count, the totals, the pricing used, and when and from what the report was computed.
 //!
@@ -17,10 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::invoice::{Adjustment, MonthInvoices, decimal_text};
-use crate::pricing::Pricing;
-
-/// Decimal places of unit prices in Parquet.
-pub const PRICE_SCALE: u32 = 10;
+use crate::pricing::{PRICE_SCALE, Pricing};
 
 /// A report file could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +188,7 @@ fn decimal_column(values: impl Iterator<Item = Decimal>, scale: u32) -> Result<A
 }
 
 fn parquet(file: &'static str, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<Vec<u8>, EncodeError> {
-    meter_store::archive::parquet_file(Arc::new(Schema::new(fields)), columns)
+    meter_archive::format::parquet_file(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| encode_error(file)(e.into()))
 }
 

@@ -1,4 +1,4 @@
-//! A month's invoices from authoritative usage (DESIGN §3.6): usage pooled per customer
+//! A month's invoices from authoritative usage (CONTRACTS.md §6): usage pooled per customer
 //! (`userEmail`) and plan, priced by the plan's tiers, with per-key detail lines.
 
 use std::collections::{BTreeMap, HashMap};
@@ -65,7 +65,7 @@ pub struct InvoiceLine {
 }
 
 /// A correction to an invoice already issued for an earlier month: its authoritative usage changed
-/// since (late events), so the difference is billed, or credited, on the next invoice (DESIGN §4).
+/// since (late events), so the difference is billed, or credited, on the next invoice (CONTRACTS.md ).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct Adjustment {
@@ -99,7 +99,7 @@ pub(crate) mod decimal_text {
     }
 }
 
-/// Usage of key ids that have no key item: listed, never billed (DESIGN §4).
+/// Usage of key ids that have no key item: listed, never billed (CONTRACTS.md ).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unattributed {
     /// The key id as the archive holds it.

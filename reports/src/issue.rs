@@ -1,4 +1,4 @@
-//! Producing a month's report (DESIGN §3.6, §4): a draft for any month, or the issued invoices of a
+//! Producing a month's report (CONTRACTS.md §6): a draft for any month, or the issued invoices of a
 //! closed month, written once and never overwritten, with adjustments for earlier issued months whose
 //! authoritative usage has changed since.
 //!
@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use meter_archive::{RollupError, rollup, rollup_folder};
 use meter_model::{ApiKeyRecord, Clock, KeyStore, Month, StoreError};
-use meter_reconcile::{RollupError, rollup};
-use meter_store::archive::{ObjectSink, ObjectSource};
+use meter_model::{ObjectSink, ObjectSource};
 use rust_decimal::Decimal;
 
 use crate::files::{
@@ -79,6 +79,25 @@ pub enum ReportError {
     },
 }
 
+impl ReportError {
+    /// Whether trying again later may succeed without anyone fixing anything: a store or bucket that
+    /// was busy or unreachable, or a month whose last day is about to be reconciled.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::NotClosed { .. } => true,
+            Self::Usage { source: RollupError::Source { source, .. }, .. } | Self::Store { source, .. } => {
+                source.is_retryable() || source.is_unavailable()
+            }
+            Self::Pricing(_)
+            | Self::Usage { .. }
+            | Self::Encode(_)
+            | Self::Mismatch { .. }
+            | Self::Manifest { .. } => false,
+        }
+    }
+}
+
 fn store_failed(during: impl Into<String>) -> impl FnOnce(StoreError) -> ReportError {
     let during = during.into();
     move |source| ReportError::Store { during, source }
@@ -129,7 +148,7 @@ impl<A: ObjectSource> UsageSource for ArchiveUsage<A> {
     }
 
     async fn month_reconciled(&self, month: Month) -> Result<bool, ReportError> {
-        let folder = format!("rollups/day={}", month.last_day());
+        let folder = rollup_folder(month.last_day());
         let files = self.archive.list(&folder).await.map_err(store_failed(format!("listing {folder}")))?;
         Ok(!files.is_empty())
     }

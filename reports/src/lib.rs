@@ -1,4 +1,4 @@
-//! Monthly invoice-ready reports (DESIGN §3.6): pricing from a TOML file, a month's invoices from the
+//! Monthly invoice-ready reports (CONTRACTS.md §6): pricing from a TOML file, a month's invoices from the
 //! archive's authoritative usage, their files, issuing them once (with adjustments for earlier
 //! months), and delivering them to finance. Money is `rust_decimal` from the pricing file's text to
 //! the invoice, never floating point.
@@ -8,6 +8,8 @@ pub mod files;
 pub mod invoice;
 pub mod issue;
 pub mod job;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod pricing;
 
 pub use deliver::{DeliveryError, DeliveryMessage, MAX_LINK_EXPIRY, deliver};

@@ -1,4 +1,4 @@
-//! Pricing (DESIGN §3.6): a TOML file with a currency, a default plan, and per plan a monthly fee,
+//! Pricing (CONTRACTS.md §6): a TOML file with a currency, a default plan, and per plan a monthly fee,
 //! included calls and graduated tiers priced per 1,000 calls. Validated whole before anything is
 //! priced; amounts are decimal from the file's text to the invoice, never floating point.
 //!
@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
+
+/// The most decimal places a unit price may have; also the scale of unit prices in Parquet files.
+pub const PRICE_SCALE: u32 = 10;
 
 /// A pricing file that cannot be used; says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,11 +164,10 @@ impl Pricing {
             let last = plan.tiers.len() - 1;
             for (index, tier) in plan.tiers.iter().enumerate() {
                 let tier_name = format!("{where_} tier {}", index + 1);
-                if tier.price_per_1000.scale() > crate::files::PRICE_SCALE {
+                if tier.price_per_1000.scale() > PRICE_SCALE {
                     return invalid(format!(
                         "{tier_name}: price_per_1000 {} has more than {} decimal places",
-                        tier.price_per_1000,
-                        crate::files::PRICE_SCALE
+                        tier.price_per_1000, PRICE_SCALE
                     ));
                 }
                 if tier.price_per_1000.is_sign_negative() {

@@ -4,15 +4,16 @@
 mod common;
 
 use common::*;
+use meter_archive::Archive;
 use meter_reports::invoice_id;
 use meter_reports::{ReportError, ReportOutcome};
-use meter_store::archive::LocalDir;
-use meter_store::{LocalArchive, SqliteStore};
+use meter_store::LocalDir;
+use meter_store::SqliteStore;
 
 struct World {
     _dir: tempfile::TempDir,
     store: SqliteStore,
-    archive: LocalArchive,
+    archive: Archive<LocalDir>,
     archive_dir: LocalDir,
     reports: LocalDir,
     reports_root: std::path::PathBuf,
@@ -22,7 +23,7 @@ async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_in_memory().unwrap();
     create_keys(&store).await;
-    let archive = LocalArchive::new(dir.path().join("archive"));
+    let archive = Archive::new(LocalDir::new(dir.path().join("archive")));
     november(&archive).await;
     let reports_root = dir.path().join("reports");
     World {
@@ -55,7 +56,7 @@ async fn an_issued_month_has_exactly_the_expected_invoices_and_is_written_once()
         issue(&w.store, w.archive_dir.clone(), &w.reports, nov, at(2026, 11, 20, 0), true).await.unwrap();
     assert_eq!(draft.folder(), "draft/month=2026-11");
 
-    reconcile_month(&w.store, &w.archive_dir, nov, at(2026, 12, 2, 7)).await;
+    close_month(&w.archive_dir, nov).await;
     let issued =
         issue(&w.store, w.archive_dir.clone(), &w.reports, nov, at(2026, 12, 2, 8), false).await.unwrap();
     assert!(matches!(issued, ReportOutcome::Written { .. }));
@@ -104,12 +105,12 @@ async fn an_issued_month_has_exactly_the_expected_invoices_and_is_written_once()
 async fn a_late_event_after_issue_is_one_adjustment_on_the_next_invoice() {
     let w = world().await;
     let (nov, dec, jan) = (month("2026-11"), month("2026-12"), month("2027-01"));
-    reconcile_month(&w.store, &w.archive_dir, nov, at(2026, 12, 2, 7)).await;
+    close_month(&w.archive_dir, nov).await;
     issue(&w.store, w.archive_dir.clone(), &w.reports, nov, at(2026, 12, 2, 8), false).await.unwrap();
 
     // 20 billable calls of November arrive late: 1,030 billable in all, 30 × 0.0005 = 0.015 → 0.02.
     archive_events(&w.archive, "ann-late", &events("late", ANN, at(2026, 11, 29, 12), 20, 200)).await;
-    reconcile_month(&w.store, &w.archive_dir, dec, at(2027, 1, 2, 7)).await;
+    close_month(&w.archive_dir, dec).await;
     let december =
         issue(&w.store, w.archive_dir.clone(), &w.reports, dec, at(2027, 1, 2, 8), false).await.unwrap();
     let adjustments = &december.manifest().adjustments;
@@ -126,7 +127,7 @@ async fn a_late_event_after_issue_is_one_adjustment_on_the_next_invoice() {
     assert!(read(&w, "issued/month=2026-12/invoice_lines.csv").contains("adjustment for 2026-11"));
 
     // Exactly once: January carries no adjustment for November.
-    reconcile_month(&w.store, &w.archive_dir, jan, at(2027, 2, 2, 7)).await;
+    close_month(&w.archive_dir, jan).await;
     let january =
         issue(&w.store, w.archive_dir.clone(), &w.reports, jan, at(2027, 2, 2, 8), false).await.unwrap();
     assert!(january.manifest().adjustments.is_empty(), "{:?}", january.manifest().adjustments);

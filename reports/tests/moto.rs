@@ -8,9 +8,10 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
+use meter_model::{ObjectSink, ObjectSource};
 use meter_reports::{ReportError, ReportOutcome, deliver};
+use meter_store::S3Prefix;
 use meter_store::SnsNotifier;
-use meter_store::archive::{ObjectSink, ObjectSource, S3Prefix};
 
 /// A GET over plain HTTP (the emulator's links), returning the body.
 fn download(url: &str) -> Vec<u8> {
@@ -46,10 +47,10 @@ async fn issued_invoices_land_in_s3_once_and_finance_gets_links_that_download_th
     let bucket = meter_testkit::fresh_bucket().await;
     let s3 = meter_testkit::s3_client();
     let archive_dir = S3Prefix::new(s3.clone(), &bucket, "archive");
-    november(&meter_store::S3Archive::new(s3.clone(), &bucket, "archive")).await;
+    november(&meter_archive::Archive::new(S3Prefix::new(s3.clone(), &bucket, "archive"))).await;
     let store = meter_testkit::fresh_dynamo_store().await;
     create_keys(&store).await;
-    reconcile_month(&store, &archive_dir, month("2026-11"), at(2026, 12, 2, 7)).await;
+    close_month(&archive_dir, month("2026-11")).await;
 
     // A reports location where a file of the month already exists: it is never overwritten.
     let poisoned = S3Prefix::new(s3.clone(), &bucket, "poisoned");

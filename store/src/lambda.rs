@@ -1,4 +1,24 @@
-//! What every Lambda binary of the project sets up the same way.
+//! The edge every Lambda binary of the project shares: structured logs, and errors handed to the
+//! runtime with a stable type that says whether trying again may help.
+//!
+//! Lambda reports a failed invocation as `{"errorType": …, "errorMessage": …}`. The type is one of
+//! [`RETRYABLE`] and [`PERMANENT`], so alarms and operators can tell a throttled store from a bad event
+//! without reading messages; the message is the whole error chain (never a key or a payload).
+
+use std::error::Error;
+use std::future::Future;
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use meter_model::error_chain;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// `errorType` of a failure that may pass if the invocation is tried again (a throttled or briefly
+/// unreachable store, a transient AWS error).
+pub const RETRYABLE: &str = "Meter.Retryable";
+/// `errorType` of a failure that will recur on the same input (a bad event, a misconfiguration, data
+/// that breaks the contract): fix the cause, then invoke again.
+pub const PERMANENT: &str = "Meter.Permanent";
 
 /// Structured logs for a Lambda binary: JSON to stdout (CloudWatch Logs), no timestamp (CloudWatch
 /// adds one), filtered by `METER_LOG` (default `info`).
@@ -6,4 +26,78 @@ pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().json().with_env_filter(filter).without_time().with_target(false).init();
+}
+
+/// Why an invocation failed, as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// [`RETRYABLE`], [`PERMANENT`], or a type API Gateway itself reads (`Unauthorized`).
+    pub error_type: &'static str,
+    /// What went wrong: the error and its sources, joined by `: `.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of `err`, retryable or not.
+    #[must_use]
+    pub fn new(err: &(dyn Error + 'static), retryable: bool) -> Self {
+        Self { error_type: if retryable { RETRYABLE } else { PERMANENT }, message: error_chain(err) }
+    }
+
+    /// A failure that trying again may cure.
+    #[must_use]
+    pub fn retryable(err: &(dyn Error + 'static)) -> Self {
+        Self::new(err, true)
+    }
+
+    /// A failure that will recur on the same input.
+    #[must_use]
+    pub fn permanent(err: &(dyn Error + 'static)) -> Self {
+        Self::new(err, false)
+    }
+}
+
+impl From<Failure> for Diagnostic {
+    fn from(failure: Failure) -> Self {
+        Self { error_type: failure.error_type.to_owned(), error_message: failure.message }
+    }
+}
+
+/// A function that cannot start (its configuration is wrong): logged with its whole chain, at ERROR
+/// because an operator must act, and handed to the runtime, which reports an initialization error.
+pub fn cannot_start(err: impl Error + Send + Sync + 'static) -> lambda_runtime::Error {
+    tracing::error!(error = %error_chain(&err), "cannot start");
+    Box::new(err)
+}
+
+/// Serves invocations with `handler` until the runtime stops: each event's payload in, its answer or
+/// a [`Failure`] out.
+pub async fn serve<E, R, F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    E: DeserializeOwned + Send + 'static,
+    R: Serialize,
+    F: Fn(E) -> Fut,
+    Fut: Future<Output = Result<R, Failure>>,
+{
+    // Boxed: the handler's future nests the store's, and the runtime's service stack around it would
+    // otherwise make a type too deep for the compiler to lay out. One allocation per invocation.
+    lambda_runtime::run(service_fn(|event: LambdaEvent<E>| Box::pin(handler(event.payload)))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write s3://b/k")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn failures_carry_a_stable_type_and_the_whole_chain() {
+        let err = Outer(std::io::Error::other("throttled"));
+        let diagnostic = Diagnostic::from(Failure::retryable(&err));
+        assert_eq!(diagnostic.error_type, "Meter.Retryable");
+        assert_eq!(diagnostic.error_message, "cannot write s3://b/k: throttled");
+        assert_eq!(Diagnostic::from(Failure::permanent(&err)).error_type, "Meter.Permanent");
+    }
 }

@@ -1,4 +1,4 @@
-//! Announcing revocations on an SNS topic (DESIGN §5).
+//! Announcing revocations on an SNS topic (CONTRACTS.md ).
 
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use meter_model::time::format_instant;

@@ -3,21 +3,12 @@
 //! Configuration (environment): `METER_STORE` (e.g. `dynamodb:keys=ApiKeys,counters=UsageCounters`),
 //! the standard AWS settings, `METER_LOG` (default `info`).
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use meter_authorizer::{Authorizer, AuthorizerConfig, handle};
-use meter_model::SystemClock;
-use meter_store::{AnyStore, StoreConfig};
-use serde_json::Value;
+use meter_authorizer::lambda::AuthorizerFunction;
+use meter_store::lambda;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    meter_store::lambda::init_logging();
-    let config = StoreConfig::from_env()?;
-    let authorizer =
-        Authorizer::new(AnyStore::open(&config).await?, SystemClock, AuthorizerConfig::default());
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let authorizer = &authorizer;
-        async move { handle(authorizer, &event.payload).await.map_err(|err| Error::from(err.to_string())) }
-    }))
-    .await
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda::init_logging();
+    let function = AuthorizerFunction::from_env().await.map_err(lambda::cannot_start)?;
+    lambda::serve(|event| function.handle(event)).await
 }

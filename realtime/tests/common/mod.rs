@@ -68,5 +68,5 @@ pub(crate) fn subscription_event(stream: &str, first_id: u64, messages: &[String
         "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/lambda/api",
         "logStream": stream, "subscriptionFilters": ["meter-usage"], "logEvents": events,
     });
-    meter_realtime::decode::encode_subscription_event(payload.to_string().as_bytes())
+    meter_sim::cloudwatch::encode_subscription_event(payload.to_string().as_bytes())
 }

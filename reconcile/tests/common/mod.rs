@@ -11,9 +11,9 @@ use meter_model::{
     DayUsage, Email, HashedKey, KeyId, KeyStore, ManualClock, NewKey, Publisher, ReconcileRun, Revocation,
     StoreError, Tally, UsageWriter,
 };
-use meter_reconcile::synth::{ArchiveSpec, Generated};
+use meter_model::{ObjectSink, ObjectSource};
 use meter_reconcile::{ReconcileOptions, ReconcileReport, reconcile};
-use meter_store::archive::{ObjectSink, ObjectSource};
+use meter_sim::archive::{ArchiveSpec, Generated};
 
 pub(crate) const ORPHAN: &str = "k-orphan";
 
@@ -186,7 +186,7 @@ where
 }
 
 /// A store that lets the realtime writer add to an item between reconcile's read and its correction,
-/// the first time each item is corrected: the race DESIGN §4 rules out.
+/// the first time each item is corrected: the race CONTRACTS.md  rules out.
 ///
 /// Writes go one at a time: moto undoes a cancelled transaction by restoring a snapshot of the whole
 /// table, which would also undo other keys' writes made meanwhile (real DynamoDB cancels only the

@@ -1,14 +1,13 @@
 //! A small month of known usage: keys in a store, events in an archive, the reconcile that closes it.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use meter_archive::Archive;
 use meter_model::{
-    ApiKeyRecord, ArchiveWriter, CounterCorrector, Day, Email, HashedKey, KeyId, KeyStore, ManualClock,
-    Month, NewKey, PlanName, StoreError, UsageEvent,
+    ApiKeyRecord, ArchiveWriter, Day, Email, HashedKey, KeyId, KeyStore, ManualClock, Month, NewKey,
+    PlanName, UsageEvent,
 };
-use meter_reconcile::{ReconcileOptions, reconcile};
+use meter_model::{ObjectSink, ObjectSource};
 use meter_reports::{Pricing, ReportOutcome, ReportRequest, produce_report};
-use meter_store::archive::Archive;
-use meter_store::archive::{ObjectSink, ObjectSource};
 
 pub(crate) const PRICING: &str = include_str!("../../pricing.example.toml");
 pub(crate) const ANN: &str = "aaaa00000001";
@@ -58,7 +57,7 @@ pub(crate) fn events(
         .collect()
 }
 
-pub(crate) async fn archive_events<S: meter_store::archive::ObjectSink>(
+pub(crate) async fn archive_events<S: meter_model::ObjectSink>(
     archive: &Archive<S>,
     name: &str,
     events: &[UsageEvent<'static>],
@@ -69,7 +68,7 @@ pub(crate) async fn archive_events<S: meter_store::archive::ObjectSink>(
 
 /// November 2026: ann (payg) 1,010 billable and 1 failed, one request repeated in a second file;
 /// bob (pro) 5 billable; 3 calls of a key id nobody has.
-pub(crate) async fn november<S: meter_store::archive::ObjectSink>(archive: &Archive<S>) {
+pub(crate) async fn november<S: meter_model::ObjectSink>(archive: &Archive<S>) {
     let ann = events("ann", ANN, at(2026, 11, 3, 10), 1010, 200);
     archive_events(archive, "ann", &ann).await;
     archive_events(archive, "ann-retry", &ann[..1]).await;
@@ -78,28 +77,12 @@ pub(crate) async fn november<S: meter_store::archive::ObjectSink>(archive: &Arch
     archive_events(archive, "zzz", &events("zzz", "zzzz00000001", at(2026, 11, 5, 1), 3, 200)).await;
 }
 
-/// Runs the nightly reconcile over `month`, which closes it for issuing.
-pub(crate) async fn reconcile_month<S, A>(store: &S, archive: &A, month: Month, now: DateTime<Utc>)
-where
-    S: CounterCorrector + KeyStore,
-    A: ObjectSource + ObjectSink,
-{
-    let options = ReconcileOptions {
-        from: month.first_day(),
-        to: month.last_day(),
-        dry_run: false,
-        alert_threshold: None,
-    };
-    reconcile(store, archive, &None::<NoAlerts>, &ManualClock::new(now), &options, |_, _| {}).await.unwrap();
-}
-
-/// A publisher for runs that alert nobody.
-pub(crate) struct NoAlerts;
-
-impl meter_model::Publisher for NoAlerts {
-    async fn publish_message(&self, _subject: &str, _message: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
+/// Does what the nightly reconcile does to close `month` for issuing: writes the rollups of its days
+/// beside the archive. (Reports never depend on the reconcile stage; they meet in the archive.)
+pub(crate) async fn close_month<A: ObjectSource + ObjectSink>(archive: &A, month: Month) {
+    let (from, to) = (month.first_day(), month.last_day());
+    let rollup = meter_archive::rollup(archive, from, to, |_, _| {}).await.unwrap();
+    meter_archive::write_rollups(archive, &rollup.rows, from, to).await.unwrap();
 }
 
 pub(crate) async fn issue<S, A, R>(

@@ -5,20 +5,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use meter_archive::partition;
+use meter_archive::{RollupError, rollup};
 use meter_model::{Day, Tally};
-use meter_reconcile::synth::{ArchiveSpec, Generated, TsUnit, write_archive};
-use meter_reconcile::{RollupError, rollup};
-use meter_store::archive::{LocalDir, partition};
+use meter_sim::archive::{ArchiveSpec, Generated, TsUnit, write_archive};
+use meter_store::LocalDir;
 
 fn day(text: &str) -> Day {
     text.parse().unwrap()
 }
 
-fn as_map(rows: &[meter_reconcile::RollupRow]) -> BTreeMap<(String, Day), Tally> {
+fn as_map(rows: &[meter_archive::RollupRow]) -> BTreeMap<(String, Day), Tally> {
     rows.iter().map(|r| ((r.key_id.clone(), r.day), r.tally)).collect()
 }
 
-async fn rollup_of(root: &Path, from: Day, to: Day) -> Result<meter_reconcile::Rollup, RollupError> {
+async fn rollup_of(root: &Path, from: Day, to: Day) -> Result<meter_archive::Rollup, RollupError> {
     rollup(&LocalDir::new(root), from, to, |_, _| {}).await
 }
 

@@ -1,109 +1,13 @@
-//! The Parquet archive of usage events (DESIGN §3.5) on a local directory or S3, and the rejects kept
-//! beside it. Files are named by their writers after their content, so writing one again replaces it
-//! with the same bytes rather than adding a duplicate.
+//! Where archive and report files live: a local directory or an S3 prefix, behind the
+//! [`ObjectSink`]/[`ObjectSource`] ports. The archive's layout and formats are `meter-archive`'s; these
+//! adapters only put and get bytes at relative paths.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Int32Builder, StringBuilder, TimestampMillisecondBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use aws_sdk_s3::primitives::ByteStream;
-use meter_model::{ArchiveWriter, Day, RejectedLine, StoreError, UsageEvent};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
-
-/// Folder (under the archive root) of rejected usage lines.
-pub const REJECTS_DIR: &str = "rejects";
-
-/// The columns of the archive, in order.
-#[must_use]
-pub fn archive_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("request_id", DataType::Utf8, false),
-        Field::new("key_id", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-        Field::new("status_code", DataType::Int32, false),
-        Field::new("should_count", DataType::Boolean, false),
-        Field::new("method", DataType::Utf8, true),
-        Field::new("resource", DataType::Utf8, true),
-        Field::new("latency_ms", DataType::Int32, true),
-    ]))
-}
-
-/// The Hive partition of a day: `year=YYYY/month=MM/day=DD`.
-#[must_use]
-pub fn partition(day: Day) -> String {
-    let text = day.to_string();
-    format!("year={}/month={}/day={}", &text[..4], &text[5..7], &text[8..10])
-}
-
-fn archive_error(operation: &str, err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Other { operation: operation.into(), source: err.into() }
-}
-
-/// Encodes events as one Parquet file (Snappy, the codec Firehose's conversion uses).
-pub fn encode_parquet(events: &[UsageEvent<'_>]) -> Result<Vec<u8>, StoreError> {
-    let rows = events.len();
-    let mut request_id = StringBuilder::with_capacity(rows, rows * 36);
-    let mut key_id = StringBuilder::with_capacity(rows, rows * 12);
-    let mut ts = TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC");
-    let mut status_code = Int32Builder::with_capacity(rows);
-    let mut should_count = BooleanBuilder::with_capacity(rows);
-    let mut method = StringBuilder::with_capacity(rows, rows * 4);
-    let mut resource = StringBuilder::with_capacity(rows, rows * 16);
-    let mut latency_ms = Int32Builder::with_capacity(rows);
-    for event in events {
-        request_id.append_value(&event.request_id);
-        key_id.append_value(&event.key_id);
-        ts.append_value(event.timestamp.timestamp_millis());
-        status_code.append_value(i32::from(event.status_code));
-        should_count.append_value(event.should_count);
-        method.append_option(event.method.as_deref());
-        resource.append_option(event.resource.as_deref());
-        // The parser admits only latencies that fit an int32.
-        latency_ms.append_option(event.latency_ms.and_then(|ms| i32::try_from(ms).ok()));
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(request_id.finish()),
-        Arc::new(key_id.finish()),
-        Arc::new(ts.finish()),
-        Arc::new(status_code.finish()),
-        Arc::new(should_count.finish()),
-        Arc::new(method.finish()),
-        Arc::new(resource.finish()),
-        Arc::new(latency_ms.finish()),
-    ];
-    parquet_file(archive_schema(), columns).map_err(|e| archive_error("encode Parquet", e))
-}
-
-/// One Parquet file (Snappy, the codec Firehose's conversion uses) holding `columns` as one batch.
-/// Every Parquet file the project writes is made here.
-pub fn parquet_file(
-    schema: SchemaRef,
-    columns: Vec<ArrayRef>,
-) -> Result<Vec<u8>, parquet::errors::ParquetError> {
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(props))?;
-    writer.write(&batch)?;
-    writer.close()?;
-    Ok(buffer)
-}
-
-/// Encodes rejected lines as JSON lines.
-pub fn encode_rejects(rejects: &[RejectedLine]) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::new();
-    for reject in rejects {
-        serde_json::to_writer(&mut out, reject).map_err(|e| archive_error("encode rejects", e))?;
-        out.push(b'\n');
-    }
-    Ok(out)
-}
+use meter_model::{ObjectSink, ObjectSource, StoreError};
 
 /// Where the archive lives: a local directory or `s3://bucket/prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,124 +60,10 @@ impl fmt::Display for ArchiveLocation {
     }
 }
 
-/// Where archive files go: a local directory or a bucket. The archive's layout and formats are the
-/// same on both ([`Archive`]); only putting bytes at a relative path differs.
-pub trait ObjectSink: Send + Sync {
-    /// Writes `bytes` at `relative` (replacing what is there) and returns the full location.
-    fn put(
-        &self,
-        relative: &str,
-        bytes: Vec<u8>,
-        content_type: &'static str,
-    ) -> impl std::future::Future<Output = Result<String, StoreError>> + Send;
-}
-
-/// Reading back what an [`ObjectSink`] holds: what reconcile and reports need of the archive.
-pub trait ObjectSource: Send + Sync {
-    /// The files directly or indirectly under the folder `relative` (no trailing `/`), as paths
-    /// relative to the root, sorted. A folder that does not exist holds no files.
-    fn list(
-        &self,
-        relative: &str,
-    ) -> impl std::future::Future<Output = Result<Vec<String>, StoreError>> + Send;
-
-    /// The bytes of the file at `relative`; [`StoreError::NotFound`] when there is none.
-    fn get(
-        &self,
-        relative: &str,
-    ) -> impl std::future::Future<Output = Result<bytes::Bytes, StoreError>> + Send;
-
-    /// Writes `bytes` at `relative` only if nothing is there yet; [`StoreError::AlreadyExists`] if
-    /// something is (an S3 conditional put, `If-None-Match: *`, or an exclusive link on a local disk).
-    fn put_new(
-        &self,
-        relative: &str,
-        bytes: Vec<u8>,
-        content_type: &'static str,
-    ) -> impl std::future::Future<Output = Result<String, StoreError>> + Send;
-
-    /// The full location of `relative`, for messages and links.
-    fn location(&self, relative: &str) -> String;
-
-    /// A link that downloads `relative` for `expires_in`: a presigned GET URL on S3, a `file://` URL
-    /// on a local disk (which needs no signature).
-    fn download_link(
-        &self,
-        relative: &str,
-        expires_in: std::time::Duration,
-    ) -> impl std::future::Future<Output = Result<String, StoreError>> + Send;
-}
-
-/// Whether a listed file is data: Hive and Spark conventions hide names starting with `.` or `_`
-/// (`_SUCCESS`, `.crc` files, writers' temporary files).
-#[must_use]
-pub fn is_data_file(relative: &str) -> bool {
-    let name = relative.rsplit('/').next().unwrap_or(relative);
-    !(name.starts_with('.') || name.starts_with('_'))
-}
-
-/// The archive: the layout of DESIGN §3.5 over any [`ObjectSink`].
-#[derive(Debug, Clone)]
-pub struct Archive<S>(S);
-
-impl<S> Archive<S> {
-    /// Where the files are: to list, read, or write files beside the archive (rollups, reports).
-    pub fn objects(&self) -> &S {
-        &self.0
-    }
-}
-
-impl<S: ObjectSink> ArchiveWriter for Archive<S> {
-    async fn write_events(
-        &self,
-        day: Day,
-        name: &str,
-        events: &[UsageEvent<'_>],
-    ) -> Result<String, StoreError> {
-        let bytes = encode_parquet(events)?;
-        self.0
-            .put(&format!("{}/{name}.parquet", partition(day)), bytes, "application/vnd.apache.parquet")
-            .await
-    }
-
-    async fn write_rejects(
-        &self,
-        day: Day,
-        name: &str,
-        rejects: &[RejectedLine],
-    ) -> Result<String, StoreError> {
-        let bytes = encode_rejects(rejects)?;
-        self.0
-            .put(&format!("{REJECTS_DIR}/{}/{name}.jsonl", partition(day)), bytes, "application/x-ndjson")
-            .await
-    }
-}
-
-/// The archive on a local directory.
-pub type LocalArchive = Archive<LocalDir>;
-/// The archive in an S3 bucket.
-pub type S3Archive = Archive<S3Prefix>;
-/// Either, chosen at run time.
-pub type AnyArchive = Archive<AnySink>;
-
 /// A local directory. Files appear atomically (written aside, then renamed).
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     root: PathBuf,
-}
-
-impl Archive<LocalDir> {
-    /// An archive rooted at `root` (created on first write).
-    #[must_use]
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self(LocalDir { root: root.into() })
-    }
-
-    /// The root directory.
-    #[must_use]
-    pub fn root(&self) -> &Path {
-        &self.0.root
-    }
 }
 
 impl ObjectSink for LocalDir {
@@ -321,10 +111,16 @@ impl LocalDir {
         Ok((path, staged))
     }
 
-    /// A directory.
+    /// A directory (created on first write).
     #[must_use]
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
+    }
+
+    /// The root directory.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 }
 
@@ -408,14 +204,6 @@ pub struct S3Prefix {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
-}
-
-impl Archive<S3Prefix> {
-    /// An archive under `s3://bucket/prefix`.
-    #[must_use]
-    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
-        Self(S3Prefix { client, bucket: bucket.into(), prefix: prefix.into() })
-    }
 }
 
 impl ObjectSink for S3Prefix {
@@ -551,13 +339,6 @@ pub enum AnySink {
     S3(S3Prefix),
 }
 
-impl Archive<AnySink> {
-    /// Opens the archive at `location`; for S3 with the standard AWS configuration.
-    pub async fn open(location: &ArchiveLocation) -> Self {
-        Self(AnySink::open(location).await)
-    }
-}
-
 impl AnySink {
     /// Opens `location`; for S3 with the standard AWS configuration.
     pub async fn open(location: &ArchiveLocation) -> Self {
@@ -636,8 +417,6 @@ impl ObjectSink for AnySink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meter_model::time::parse_instant;
-    use parquet::file::reader::{FileReader, SerializedFileReader};
 
     #[test]
     fn locations_parse() {
@@ -656,47 +435,5 @@ mod tests {
         for bad in ["", "s3://", "s3://UPPER", "gs://bucket/x"] {
             assert!(bad.parse::<ArchiveLocation>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn partitions_are_hive_style_by_utc_day() {
-        assert_eq!(partition("2026-01-05".parse().unwrap()), "year=2026/month=01/day=05");
-    }
-
-    #[test]
-    fn parquet_has_the_contract_schema_with_millisecond_utc_timestamps() {
-        let event = UsageEvent {
-            request_id: "r1".into(),
-            key_id: "0123456789ab".into(),
-            timestamp: parse_instant("2026-11-29T14:03:07.123Z").unwrap(),
-            status_code: 200,
-            should_count: true,
-            method: None,
-            resource: Some("/v1/items/{id}".into()),
-            latency_ms: Some(42),
-        };
-        let bytes = encode_parquet(&[event.clone(), event]).unwrap();
-        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
-        let meta = reader.metadata();
-        assert_eq!(meta.file_metadata().num_rows(), 2);
-        let schema = meta.file_metadata().schema_descr();
-        let names: Vec<_> = schema.columns().iter().map(|c| c.name().to_owned()).collect();
-        assert_eq!(
-            names,
-            ["request_id", "key_id", "ts", "status_code", "should_count", "method", "resource", "latency_ms"]
-        );
-        let ts = schema.column(2);
-        assert_eq!(ts.physical_type(), parquet::basic::Type::INT64);
-        assert!(
-            matches!(
-                ts.logical_type_ref(),
-                Some(parquet::basic::LogicalType::Timestamp {
-                    is_adjusted_to_u_t_c: true,
-                    unit: parquet::basic::TimeUnit::MILLIS
-                })
-            ),
-            "{:?}",
-            ts.logical_type_ref()
-        );
     }
 }

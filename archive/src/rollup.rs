@@ -1,4 +1,4 @@
-//! Authoritative rollups from the Parquet archive (DESIGN §3.5, §3.6).
+//! Authoritative rollups from the Parquet archive (CONTRACTS.md §5, §6).
 //!
 //! The work is deduplicating request ids, so the engine is built around it:
 //! - each file (each row group, for big files) is decoded on its own rayon task, reading only the five
@@ -35,6 +35,8 @@ use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::format::column;
+
 /// Shards per day; a power of two, several per core so that uneven shards still balance.
 const SHARDS: usize = 16;
 const SHARD_SHIFT: u32 = 64 - SHARDS.trailing_zeros();
@@ -50,7 +52,7 @@ pub struct RollupRow {
     pub key_id: String,
     /// The UTC day of the events.
     pub day: Day,
-    /// Distinct events of that key and day, counted by the rules of DESIGN §3.4.
+    /// Distinct events of that key and day, counted by the rules of CONTRACTS.md §4.
     pub tally: Tally,
 }
 
@@ -91,7 +93,7 @@ pub enum RollupError {
         #[source]
         source: parquet::errors::ParquetError,
     },
-    /// The file does not follow the archive's schema (DESIGN §3.5).
+    /// The file does not follow the archive's schema (CONTRACTS.md §5).
     #[error("{file}: {problem}")]
     Schema {
         /// Where the file is.
@@ -102,7 +104,7 @@ pub enum RollupError {
     /// An event lies more than one day from its folder's day, which the archive's layout rules out.
     #[error(
         "{file}: holds an event of {event_day}, more than a day away from its folder's day {folder_day}; \
-         the archive's layout (DESIGN §3.5) puts events in their own day's folder or a neighbouring one"
+         the archive's layout puts events in their own day's folder or a neighbouring one"
     )]
     Misplaced {
         /// Where the file is.
@@ -339,15 +341,18 @@ fn locate_columns(file: &ArchiveFile, meta: &ArrowReaderMetadata) -> Result<Colu
     let find = |name: &str| {
         schema.index_of(name).map_err(|_| RollupError::Schema {
             file: file.name.clone(),
-            problem: format!("has no {name} column (DESIGN §3.5 lists the archive's columns)"),
+            problem: format!(
+                "has no {name} column; the archive's files need {}",
+                column::ALL[..5].join(", ")
+            ),
         })
     };
     Ok(Columns {
-        request_id: find("request_id")?,
-        key_id: find("key_id")?,
-        ts: find("ts")?,
-        status_code: find("status_code")?,
-        should_count: find("should_count")?,
+        request_id: find(column::REQUEST_ID)?,
+        key_id: find(column::KEY_ID)?,
+        ts: find(column::TS)?,
+        status_code: find(column::STATUS_CODE)?,
+        should_count: find(column::SHOULD_COUNT)?,
     })
 }
 
@@ -415,7 +420,7 @@ fn strings(file: &ArchiveFile, array: &ArrayRef, name: &str) -> Result<StringArr
     Ok(strings)
 }
 
-/// The events' UTC days since the epoch, from any timestamp encoding of DESIGN §3.5 (INT96 arrives
+/// The events' UTC days since the epoch, from any timestamp encoding of CONTRACTS.md §5 (INT96 arrives
 /// as nanoseconds; a bare INT64 is taken as milliseconds, the archive's own unit).
 fn days_of(file: &ArchiveFile, array: &ArrayRef) -> Result<Vec<i32>, RollupError> {
     if array.null_count() > 0 {
@@ -472,12 +477,12 @@ fn decode_batch(
     local_keys: &mut FxHashMap<Box<str>, u32>,
     piece: &mut Piece,
 ) -> Result<(), RollupError> {
-    let request_ids = strings(file, column(file, batch, "request_id")?, "request_id")?;
-    let key_ids = strings(file, column(file, batch, "key_id")?, "key_id")?;
-    let days = days_of(file, column(file, batch, "ts")?)?;
-    let status = status_codes(file, column(file, batch, "status_code")?)?;
+    let request_ids = strings(file, column(file, batch, column::REQUEST_ID)?, column::REQUEST_ID)?;
+    let key_ids = strings(file, column(file, batch, column::KEY_ID)?, column::KEY_ID)?;
+    let days = days_of(file, column(file, batch, column::TS)?)?;
+    let status = status_codes(file, column(file, batch, column::STATUS_CODE)?)?;
     let status = status.as_primitive::<Int32Type>().values();
-    let should_count_column = column(file, batch, "should_count")?;
+    let should_count_column = column(file, batch, column::SHOULD_COUNT)?;
     let Some(should_count) = should_count_column.as_any().downcast_ref::<BooleanArray>() else {
         return Err(schema_error(
             file,
@@ -520,7 +525,7 @@ fn decode_batch(
                 index
             }
         };
-        // Nulls in should_count mean "not marked": never bill what was not marked (DESIGN §3.3).
+        // Nulls in should_count mean "not marked": never bill what was not marked (CONTRACTS.md §3).
         let counted = should_count.is_valid(row) && should_count.value(row);
         let code = match u16::try_from(status[row]) {
             Ok(code @ 100..=599) => code,

@@ -3,7 +3,9 @@
 
 use futures::{StreamExt, TryStreamExt};
 use meter_model::Day;
-use meter_store::archive::{ObjectSource, is_data_file, partition};
+use meter_model::ObjectSource;
+
+use crate::format::{is_data_file, partition};
 
 use crate::rollup::{ArchiveFile, RollupEngine, RollupError, RollupRow, RollupStats};
 

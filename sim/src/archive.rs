@@ -1,5 +1,5 @@
 //! Synthetic archives with a known answer, for tests and the rollup benchmark: the files follow
-//! DESIGN §3.5 and carry what real archives carry (requests repeated across files, events in the
+//! CONTRACTS.md §5 and carry what real archives carry (requests repeated across files, events in the
 //! neighbouring day's folder, events at the first and last millisecond of a day, a choice of timestamp
 //! units, extra columns), and the generator keeps its own record of the distinct events.
 
@@ -12,8 +12,8 @@ use arrow_array::types::{TimestampMicrosecondType, TimestampMillisecondType, Tim
 use arrow_array::{ArrayRef, PrimitiveArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, NaiveTime, Utc};
+use meter_archive::format::{column, parquet_file, partition};
 use meter_model::{Day, Tally};
-use meter_store::archive::{parquet_file, partition};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use rustc_hash::FxHashMap;
@@ -288,12 +288,12 @@ fn encode(spec: &ArchiveSpec, events: &[Event]) -> Result<Vec<u8>, SynthError> {
         ),
     };
     let mut fields = vec![
-        Field::new("request_id", DataType::Utf8, false),
-        Field::new("key_id", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(unit, Some("UTC".into())), false),
-        Field::new("status_code", DataType::Int32, false),
-        Field::new("should_count", DataType::Boolean, false),
-        Field::new("method", DataType::Utf8, true),
+        Field::new(column::REQUEST_ID, DataType::Utf8, false),
+        Field::new(column::KEY_ID, DataType::Utf8, false),
+        Field::new(column::TS, DataType::Timestamp(unit, Some("UTC".into())), false),
+        Field::new(column::STATUS_CODE, DataType::Int32, false),
+        Field::new(column::SHOULD_COUNT, DataType::Boolean, false),
+        Field::new(column::METHOD, DataType::Utf8, true),
     ];
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(request_id.finish()),

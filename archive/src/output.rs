@@ -1,11 +1,13 @@
-//! Rollup files: Parquet or CSV with the columns of DESIGN §3.6.
+//! Rollup files: Parquet or CSV with the columns of CONTRACTS.md §6.
 
 use std::sync::Arc;
 
 use arrow_array::ArrayRef;
 use arrow_array::builder::{StringBuilder, UInt64Builder};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use meter_store::archive::parquet_file;
+use meter_model::{Day, ObjectSink, StoreError};
+
+use crate::format::{parquet_file, rollup_folder};
 
 use crate::rollup::RollupRow;
 
@@ -83,4 +85,47 @@ pub fn rollup_csv(rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
             .map_err(|e| encode_error("CSV", e))?;
     }
     writer.into_inner().map_err(|e| encode_error("CSV", e.into_error()))
+}
+
+/// Rollup rows as a file, by the extension of `path`: `.parquet` or `.csv`.
+pub fn encode_rollup_file(path: &str, rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
+    if path.ends_with(".csv") { rollup_csv(rows) } else { rollup_parquet(rows) }
+}
+
+/// Rollups could not be written beside the archive.
+#[derive(Debug, thiserror::Error)]
+pub enum RollupWriteError {
+    /// A day's file could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// A day's file could not be written.
+    #[error("cannot write {path}")]
+    Store {
+        /// The file, relative to the archive.
+        path: String,
+        /// The adapter's error.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Writes `rollups/day=YYYY-MM-DD/rollup.parquet` for every day of `from..=to` (empty days too, so a
+/// reader can tell "no usage" from "not computed"); `rows` are a rollup's, sorted by day. Returns
+/// where the files are.
+pub async fn write_rollups<A: ObjectSink>(
+    archive: &A,
+    rows: &[RollupRow],
+    from: Day,
+    to: Day,
+) -> Result<Vec<String>, RollupWriteError> {
+    let mut written = Vec::new();
+    let mut day = from;
+    while day <= to {
+        let rows = &rows[rows.partition_point(|r| r.day < day)..rows.partition_point(|r| r.day <= day)];
+        let path = format!("{}/rollup.parquet", rollup_folder(day));
+        let put = archive.put(&path, rollup_parquet(rows)?, "application/vnd.apache.parquet").await;
+        written.push(put.map_err(|source| RollupWriteError::Store { path, source })?);
+        day = day.succ();
+    }
+    Ok(written)
 }

@@ -1,0 +1,67 @@
+//! The two authorizer Lambda functions, configured from their environment: the API Gateway authorizer
+//! and the revocation cache invalidator (subscribed to the revocation topic).
+
+use meter_model::SystemClock;
+use meter_store::env::{self, ConfigError};
+use meter_store::lambda::Failure;
+use meter_store::{AnyStore, StoreConfig};
+use serde_json::Value;
+
+use crate::invalidate::{ApiGatewayFlusher, FlushError, FlushTarget, flush_all, parse_targets};
+use crate::{Authorizer, AuthorizerConfig, InvocationError, handle};
+
+/// The authorizer: `METER_STORE` (e.g. `dynamodb:keys=ApiKeys,counters=UsageCounters`).
+pub struct AuthorizerFunction {
+    authorizer: Authorizer<AnyStore, SystemClock>,
+}
+
+impl AuthorizerFunction {
+    /// Reads the configuration and opens the key store.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let store =
+            AnyStore::open(&StoreConfig::from_env()?).await.map_err(|e| ConfigError::open("the store", e))?;
+        Ok(Self { authorizer: Authorizer::new(store, SystemClock, AuthorizerConfig::default()) })
+    }
+
+    /// One authorization: API Gateway's answer, or the failure API Gateway turns into 401 (exactly
+    /// the message `Unauthorized`) or 500.
+    pub async fn handle(&self, event: Value) -> Result<Value, Failure> {
+        handle(&self.authorizer, &event).await.map_err(|err| match &err {
+            InvocationError::Unauthorized => Failure { error_type: "Unauthorized", message: err.to_string() },
+            InvocationError::Internal(_) => Failure::retryable(&err),
+            InvocationError::BadEvent(_) => Failure::permanent(&err),
+        })
+    }
+}
+
+/// The cache invalidator: `METER_FLUSH_TARGETS` (comma-separated `rest:API_ID/STAGE` or
+/// `http:API_ID/STAGE`).
+pub struct CacheInvalidatorFunction {
+    flusher: ApiGatewayFlusher,
+    targets: Vec<FlushTarget>,
+}
+
+impl CacheInvalidatorFunction {
+    /// Reads the configuration and builds the API Gateway clients.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let hint = "the stages to flush: rest:API_ID/STAGE or http:API_ID/STAGE, comma-separated";
+        let text = env::required("METER_FLUSH_TARGETS", hint)?;
+        let targets = parse_targets(&text).map_err(|e| env::EnvError::Invalid {
+            name: "METER_FLUSH_TARGETS",
+            value: text.clone(),
+            problem: e.to_string(),
+        })?;
+        Ok(Self { flusher: ApiGatewayFlusher::new(&meter_store::load_aws_config().await), targets })
+    }
+
+    /// One revocation notice: every target flushed. Any failure fails the invocation, so that SNS
+    /// redelivers the notice and the flush is tried again.
+    pub async fn handle(&self, event: Value) -> Result<(), Failure> {
+        let notices = event.get("Records").and_then(Value::as_array).map_or(0, Vec::len);
+        tracing::info!(notices, "revocation notice received");
+        flush_all(&self.flusher, &self.targets)
+            .await
+            .map(drop)
+            .map_err(|err| Failure::new(&err, matches!(err, FlushError::Transient { .. })))
+    }
+}

@@ -1,0 +1,78 @@
+//! Decoding CloudWatch Logs subscription payloads: base64, gzip (capped before and while inflating,
+//! so a hostile or broken payload cannot exhaust memory) and the payload's JSON. Each step is a module
+//! of its own: [`gzip`] inflates with caps, [`payload`] holds the decoded payload and its general
+//! reader, `envelope` is the fast reader of the compact shape CloudWatch writes, and `unescape` turns
+//! a message back into text when a stage needs it.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+
+/// Largest compressed payload accepted. Lambda's asynchronous invocations (how CloudWatch Logs calls
+/// the processor) carry at most 1 MiB, and Firehose records at most 1,000 KiB.
+pub const MAX_COMPRESSED_BYTES: usize = 1 << 20;
+/// Largest inflated payload accepted: CloudWatch Logs batches hold at most 1 MiB of log events, so
+/// with JSON framing a real payload stays far below this.
+pub const MAX_INFLATED_BYTES: usize = 16 << 20;
+
+/// A payload that cannot be decoded. Retrying cannot help; the archive path keeps such data in
+/// Firehose's error output.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The Lambda event is not `{"awslogs":{"data":"…"}}`.
+    #[error("not a CloudWatch Logs subscription event (expected {{\"awslogs\":{{\"data\":…}}}}): {0}")]
+    NotSubscriptionEvent(serde_json::Error),
+    /// The data is not base64.
+    #[error("the payload is not valid base64")]
+    Base64,
+    /// The compressed payload is over the cap.
+    #[error("the compressed payload has {size} bytes, over the cap of {MAX_COMPRESSED_BYTES}")]
+    CompressedTooLarge {
+        /// Its size.
+        size: usize,
+    },
+    /// The payload inflates past the cap.
+    #[error("the payload inflates past the cap of {MAX_INFLATED_BYTES} bytes")]
+    InflatedTooLarge,
+    /// The payload is not (complete) gzip.
+    #[error("the payload is not valid gzip: {0}")]
+    Gzip(std::io::Error),
+    /// The inflated payload is not CloudWatch Logs JSON.
+    #[error("the payload is not CloudWatch Logs JSON: {0}")]
+    Json(serde_json::Error),
+}
+
+mod envelope;
+pub mod gzip;
+pub mod payload;
+mod unescape;
+
+pub use gzip::gunzip;
+pub use payload::{LogEvent, LogsPayload, MessageType, parse_payload, parse_payload_general};
+
+/// Takes the gzip bytes out of a Lambda subscription event, `{"awslogs":{"data":"<base64>"}}`.
+pub fn subscription_data(event_json: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        awslogs: AwsLogs<'a>,
+    }
+    #[derive(Deserialize)]
+    struct AwsLogs<'a> {
+        data: &'a str,
+    }
+    let event: Event<'_> = serde_json::from_slice(event_json).map_err(DecodeError::NotSubscriptionEvent)?;
+    decode_base64(event.awslogs.data)
+}
+
+/// Decodes base64, refusing before decoding anything that would exceed the compressed cap.
+pub fn decode_base64(data: &str) -> Result<Vec<u8>, DecodeError> {
+    let size = base64::decoded_len_estimate(data.len());
+    if size > MAX_COMPRESSED_BYTES + 2 {
+        return Err(DecodeError::CompressedTooLarge { size });
+    }
+    STANDARD.decode(data.trim()).map_err(|_| DecodeError::Base64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! `UsageCounters` day items: reading them, and correcting them for reconcile without racing the
+//! realtime writer.
+
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use meter_model::time::format_instant;
+use meter_model::{
+    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, Month, ReconcileRun,
+    StoreError, UsageReader,
+};
+
+use super::error::{build_error, cancellation_reasons, store_error, table_missing};
+use super::item::{Item, corrupt, get_instant, n, req_s, s, tally_of};
+use super::{DynamoStore, RECONCILE_PARTITION, RUN_RECORD_TTL_DAYS, TTL_ATTRIBUTE};
+
+impl UsageReader for DynamoStore {
+    async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
+        let mut days = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.usage_counters)
+                .key_condition_expression("keyId = :k AND begins_with(#day, :month)")
+                .expression_attribute_names("#day", "day")
+                .expression_attribute_values(":k", s(key_id.as_str()))
+                .expression_attribute_values(":month", s(&month.to_string()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| table_missing(store_error("month usage", e), &self.tables.usage_counters))?;
+            for item in page.items() {
+                days.push(day_usage_of(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        days.sort_by_key(|d| d.day);
+        Ok(days)
+    }
+}
+
+fn day_usage_of(item: &Item) -> Result<DayUsage, StoreError> {
+    Ok(DayUsage {
+        key_id: KeyId::parse(req_s(item, "keyId")?).map_err(|e| corrupt(e.to_string()))?,
+        day: req_s(item, "day")?
+            .parse()
+            .map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
+        tally: tally_of(item)?,
+        last_used: get_instant(item, "lastUsed")?,
+        reconciled_at: get_instant(item, "reconciledAt")?,
+    })
+}
+
+/// A signed count for an `ADD`.
+fn signed(value: i128) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+impl CounterCorrector for DynamoStore {
+    async fn day_items(&self, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        // A nightly scan: the day is the sort key, so no key condition can select a range of days
+        // across keys. Bookkeeping partitions start with '#' and are filtered out.
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.tables.usage_counters)
+                .filter_expression("#day BETWEEN :from AND :to AND NOT begins_with(keyId, :hash)")
+                .expression_attribute_names("#day", "day")
+                .expression_attribute_values(":from", s(&from.to_string()))
+                .expression_attribute_values(":to", s(&to.to_string()))
+                .expression_attribute_values(":hash", s("#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| table_missing(store_error("read day items", e), &self.tables.usage_counters))?;
+            for item in page.items() {
+                out.push(day_usage_of(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| (&a.key_id, a.day).cmp(&(&b.key_id, b.day)));
+        Ok(out)
+    }
+
+    async fn day_item(&self, key_id: &KeyId, day: Day) -> Result<Option<DayUsage>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.usage_counters)
+            .set_key(Some(Self::day_key(key_id, &day.to_string())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| table_missing(store_error("read day item", e), &self.tables.usage_counters))?;
+        out.item().map(day_usage_of).transpose()
+    }
+
+    async fn correct_day(&self, correction: &DayCorrection) -> Result<CorrectionOutcome, StoreError> {
+        let op = "correct day";
+        let target = correction.target;
+        let mut day = Update::builder()
+            .table_name(&self.tables.usage_counters)
+            .set_key(Some(Self::day_key(&correction.key_id, &correction.day.to_string())))
+            .update_expression(
+                "SET successfulCalls = :s, failedCalls = :f, usageCount = :u, reconciledAt = :r",
+            )
+            .expression_attribute_values(":s", n(target.successful_calls))
+            .expression_attribute_values(":f", n(target.failed_calls))
+            .expression_attribute_values(":u", n(target.usage_count))
+            .expression_attribute_values(":r", s(&format_instant(correction.at)));
+        day = match correction.expected {
+            None => day.condition_expression("attribute_not_exists(keyId)"),
+            Some(expected) => {
+                // A counter the item lacks reads as 0, so "0" must also accept a missing attribute.
+                let mut clauses = Vec::new();
+                for (name, placeholder, value) in [
+                    ("successfulCalls", ":es", expected.successful_calls),
+                    ("failedCalls", ":ef", expected.failed_calls),
+                    ("usageCount", ":eu", expected.usage_count),
+                ] {
+                    clauses.push(if value == 0 {
+                        format!("(attribute_not_exists({name}) OR {name} = {placeholder})")
+                    } else {
+                        format!("{name} = {placeholder}")
+                    });
+                    day = day.expression_attribute_values(placeholder, n(value));
+                }
+                day.condition_expression(format!("attribute_exists(keyId) AND {}", clauses.join(" AND ")))
+            }
+        };
+        let delta = correction.delta();
+        let total = Update::builder()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(&correction.key_id)))
+            .update_expression("ADD successfulCalls :s, failedCalls :f, usageCount :u")
+            .expression_attribute_values(":s", signed(delta.successful_calls))
+            .expression_attribute_values(":f", signed(delta.failed_calls))
+            .expression_attribute_values(":u", signed(delta.usage_count))
+            .condition_expression("attribute_exists(id)")
+            .build()
+            .map_err(|e| build_error(op, e))?;
+        let items = vec![
+            TransactWriteItem::builder().update(day.build().map_err(|e| build_error(op, e))?).build(),
+            TransactWriteItem::builder().update(total).build(),
+        ];
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(CorrectionOutcome::Applied),
+            Err(err) => {
+                let reasons = cancellation_reasons(op, err)
+                    .map_err(|e| table_missing(e, &self.tables.usage_counters))?;
+                let failed =
+                    |i: usize| reasons.get(i).and_then(Option::as_deref) == Some("ConditionalCheckFailed");
+                if failed(1) {
+                    Ok(CorrectionOutcome::UnknownKey)
+                } else if failed(0) {
+                    Ok(CorrectionOutcome::Changed)
+                } else {
+                    Err(StoreError::Other {
+                        operation: op.into(),
+                        source: format!("transaction cancelled: {reasons:?}").into(),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
+        let record = serde_json::to_string(run)
+            .map_err(|e| StoreError::Other { operation: "record run".into(), source: e.into() })?;
+        let expires = run.started_at + chrono::Duration::days(RUN_RECORD_TTL_DAYS);
+        self.client
+            .put_item()
+            .table_name(&self.tables.usage_counters)
+            .item("keyId", s(RECONCILE_PARTITION))
+            .item("day", s(&format!("{}#{}", format_instant(run.started_at), run.run_id)))
+            .item("record", s(&record))
+            .item(TTL_ATTRIBUTE, AttributeValue::N(expires.timestamp().to_string()))
+            .send()
+            .await
+            .map_err(|e| table_missing(store_error("record run", e), &self.tables.usage_counters))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! Converting between items (attribute maps) and the model's types.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use meter_model::time::{format_instant, parse_instant};
+use meter_model::{ApiKeyRecord, Email, HashedKey, KeyId, KeyStatus, PlanName, StoreError, Tally};
+use std::collections::HashMap;
+
+pub(super) fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+pub(super) fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub(super) fn corrupt(detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { detail: detail.into() }
+}
+
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, StoreError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::S(value)) => Ok(Some(value)),
+        Some(_) => Err(corrupt(format!("attribute {name} is not a string"))),
+    }
+}
+
+pub(super) fn req_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    get_s(item, name)?.ok_or_else(|| corrupt(format!("attribute {name} is missing")))
+}
+
+pub(super) fn get_n(item: &Item, name: &str) -> Result<u64, StoreError> {
+    match item.get(name) {
+        None => Ok(0),
+        Some(AttributeValue::N(value)) => {
+            value.parse().map_err(|_| corrupt(format!("attribute {name} = {value} is not a count")))
+        }
+        Some(_) => Err(corrupt(format!("attribute {name} is not a number"))),
+    }
+}
+
+pub(super) fn get_instant(item: &Item, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    get_s(item, name)?
+        .map(|t| {
+            parse_instant(t).map_err(|_| corrupt(format!("attribute {name} = {t:?} is not a timestamp")))
+        })
+        .transpose()
+}
+
+pub(super) fn tally_of(item: &Item) -> Result<Tally, StoreError> {
+    Ok(Tally {
+        successful_calls: get_n(item, "successfulCalls")?,
+        failed_calls: get_n(item, "failedCalls")?,
+        usage_count: get_n(item, "usageCount")?,
+    })
+}
+
+pub(super) fn record_from_item(item: &Item) -> Result<ApiKeyRecord, StoreError> {
+    let id = KeyId::parse(req_s(item, "id")?).map_err(|e| corrupt(e.to_string()))?;
+    let context = |e: &dyn std::fmt::Display| corrupt(format!("key {id}: {e}"));
+    Ok(ApiKeyRecord {
+        hashed_key: HashedKey::parse(req_s(item, "hashedKey")?).map_err(|e| context(&e))?,
+        user_email: Email::parse(req_s(item, "userEmail")?).map_err(|e| context(&e))?,
+        status: KeyStatus::parse(req_s(item, "status")?).map_err(|e| context(&e))?,
+        plan: get_s(item, "plan")?.map(PlanName::parse).transpose().map_err(|e| context(&e))?,
+        name: get_s(item, "name")?.map(str::to_owned),
+        created_at: get_instant(item, "createdAt")?.ok_or_else(|| context(&"createdAt is missing"))?,
+        revoked_at: get_instant(item, "revokedAt")?,
+        last_used: get_instant(item, "lastUsed")?,
+        totals: tally_of(item)?,
+        id,
+    })
+}
+
+pub(super) fn item_from_record(record: &ApiKeyRecord) -> Item {
+    let mut item = HashMap::from([
+        ("id".to_owned(), s(record.id.as_str())),
+        ("hashedKey".to_owned(), s(record.hashed_key.as_str())),
+        ("userEmail".to_owned(), s(record.user_email.as_str())),
+        ("status".to_owned(), s(record.status.as_str())),
+        ("createdAt".to_owned(), s(&format_instant(record.created_at))),
+        ("usageCount".to_owned(), n(record.totals.usage_count)),
+        ("successfulCalls".to_owned(), n(record.totals.successful_calls)),
+        ("failedCalls".to_owned(), n(record.totals.failed_calls)),
+    ]);
+    let optional = [
+        ("plan", record.plan.as_ref().map(|p| p.as_str().to_owned())),
+        ("name", record.name.clone()),
+        ("revokedAt", record.revoked_at.map(format_instant)),
+        ("lastUsed", record.last_used.map(format_instant)),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            item.insert(name.to_owned(), AttributeValue::S(value));
+        }
+    }
+    item
+}

@@ -1,0 +1,151 @@
+//! `ApiKeys`: the [`KeyStore`] on DynamoDB, and the revocation epoch.
+
+use aws_sdk_dynamodb::types::ReturnValue;
+use chrono::{DateTime, Utc};
+use meter_model::time::format_instant;
+use meter_model::{ApiKeyRecord, HashedKey, KeyId, KeyStatus, KeyStore, Revocation, StoreError};
+
+use super::error::{store_error, table_missing};
+use super::item::{corrupt, get_n, item_from_record, n, record_from_item, req_s, s};
+use super::{DynamoStore, HASHED_KEY_INDEX};
+
+impl KeyStore for DynamoStore {
+    async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.tables.api_keys)
+            .set_item(Some(item_from_record(record)))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match put.map_err(|e| store_error("insert key", e)) {
+            Ok(_) => Ok(()),
+            Err(StoreError::ConditionFailed { .. }) => {
+                Err(StoreError::AlreadyExists { what: format!("key {}", record.id) })
+            }
+            Err(other) => Err(table_missing(other, &self.tables.api_keys)),
+        }
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| table_missing(store_error("get key", e), &self.tables.api_keys))?;
+        got.item().map(record_from_item).transpose()
+    }
+
+    async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let found = self
+            .client
+            .query()
+            .table_name(&self.tables.api_keys)
+            .index_name(HASHED_KEY_INDEX)
+            .key_condition_expression("hashedKey = :h")
+            .expression_attribute_values(":h", s(hashed_key.as_str()))
+            .limit(2)
+            .send()
+            .await
+            .map_err(|e| table_missing(store_error("find key by hash", e), &self.tables.api_keys))?;
+        let ids = found.items().iter().map(|item| req_s(item, "id")).collect::<Result<Vec<_>, _>>()?;
+        let id = match ids.as_slice() {
+            [] => return Ok(None),
+            [id] => KeyId::parse(id).map_err(|e| corrupt(e.to_string()))?,
+            _ => return Err(corrupt("two keys share one hashedKey")),
+        };
+        // The index is eventually consistent; the item read by id is not, and is what decides.
+        Ok(self.get_key(&id).await?.filter(|record| record.hashed_key == *hashed_key))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut records = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.tables.api_keys)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| table_missing(store_error("list keys", e), &self.tables.api_keys))?;
+            for item in page.items() {
+                records.push(record_from_item(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<Revocation, StoreError> {
+        // Mark first, bump second: an authorizer that sees the new epoch re-reads a key that is
+        // already revoked. Returning the old item gives both the previous status and the new item
+        // without another read.
+        let marked = self
+            .client
+            .update_item()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(id)))
+            .update_expression("SET #status = :revoked, revokedAt = if_not_exists(revokedAt, :at)")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":revoked", s(KeyStatus::Revoked.as_str()))
+            .expression_attribute_values(":at", s(&format_instant(at)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| match store_error("revoke", e) {
+                StoreError::ConditionFailed { .. } => StoreError::NotFound { what: format!("key {id}") },
+                other => table_missing(other, &self.tables.api_keys),
+            })?;
+        let before = marked
+            .attributes()
+            .map(record_from_item)
+            .transpose()?
+            .ok_or_else(|| corrupt(format!("revoking key {id} returned no previous item")))?;
+        let bumped = self
+            .client
+            .update_item()
+            .table_name(&self.tables.usage_counters)
+            .set_key(Some(Self::epoch_key()))
+            .update_expression("ADD epoch :one")
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| {
+                table_missing(store_error("bump revocation epoch", e), &self.tables.usage_counters)
+            })?;
+        let epoch = bumped.attributes().map_or(Ok(0), |item| get_n(item, "epoch"))?;
+        let was_already_revoked = before.status == KeyStatus::Revoked;
+        let record =
+            ApiKeyRecord { status: KeyStatus::Revoked, revoked_at: before.revoked_at.or(Some(at)), ..before };
+        Ok(Revocation { record, was_already_revoked, epoch })
+    }
+
+    async fn revocation_epoch(&self) -> Result<u64, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.tables.usage_counters)
+            .set_key(Some(Self::epoch_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                table_missing(store_error("read revocation epoch", e), &self.tables.usage_counters)
+            })?;
+        got.item().map_or(Ok(0), |item| get_n(item, "epoch"))
+    }
+}

@@ -1,0 +1,101 @@
+//! The DynamoDB store: the `ApiKeys` and `UsageCounters` tables of CONTRACTS.md §2, one concern a module:
+//! [`schema`] creates the tables, `error` translates every SDK error into a [`StoreError`] (nothing
+//! outside this module sees an SDK type), `item` converts items, `keys` is the [`KeyStore`],
+//! `counters` reads and corrects the day items, and `batch` applies the realtime processor's batches
+//! exactly once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use meter_model::KeyId;
+
+use crate::retry::RetryPolicy;
+
+mod batch;
+mod counters;
+mod error;
+mod item;
+mod keys;
+pub mod schema;
+
+use item::s;
+
+/// The GSI on `ApiKeys.hashedKey`, for keys whose id cannot be read from the key itself.
+pub const HASHED_KEY_INDEX: &str = "hashedKey-index";
+/// The TTL attribute of bookkeeping items in `UsageCounters` (epoch seconds).
+pub const TTL_ATTRIBUTE: &str = "expiresAt";
+
+/// Partition of the bookkeeping item that holds the revocation epoch. `#` cannot start a key id.
+const META_PARTITION: &str = "#meta";
+const EPOCH_SORT_KEY: &str = "revocationEpoch";
+
+/// The names of the two tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    /// `ApiKeys`.
+    pub api_keys: String,
+    /// `UsageCounters`.
+    pub usage_counters: String,
+}
+
+impl Default for TableNames {
+    fn default() -> Self {
+        Self { api_keys: "ApiKeys".into(), usage_counters: "UsageCounters".into() }
+    }
+}
+
+/// Partition prefix of batch markers in `UsageCounters`; `#` cannot start a key id.
+const BATCH_PARTITION_PREFIX: &str = "#batch#";
+/// Partition of the reconcile run records in `UsageCounters`.
+const RECONCILE_PARTITION: &str = "#reconcile";
+/// How long run records are kept.
+const RUN_RECORD_TTL_DAYS: i64 = 400;
+/// DynamoDB's limit on the items of one transaction.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+/// DynamoDB's limit on the keys of one `BatchGetItem`.
+const MAX_BATCH_GET_KEYS: usize = 100;
+/// How the keys DynamoDB leaves unprocessed in a `BatchGetItem` (throttling) are asked for again.
+const UNPROCESSED_RETRY: RetryPolicy =
+    RetryPolicy::new(9, Duration::from_millis(25), Duration::from_millis(3200));
+/// At most this many `lastUsed` updates in flight.
+const LAST_USED_CONCURRENCY: usize = 16;
+
+/// The DynamoDB store.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: TableNames,
+    chunk_limit: Option<usize>,
+}
+
+impl DynamoStore {
+    /// A store over an already configured client.
+    #[must_use]
+    pub fn new(client: Client, tables: TableNames) -> Self {
+        Self { client, tables, chunk_limit: None }
+    }
+
+    /// A fault drill: each `apply_batch` call applies at most `limit` chunks, then fails as a
+    /// throttled call would. Retrying (as the processor does) must still give exact counts.
+    #[must_use]
+    pub fn with_chunk_limit(mut self, limit: usize) -> Self {
+        self.chunk_limit = Some(limit);
+        self
+    }
+
+    /// The tables this store uses.
+    #[must_use]
+    pub fn tables(&self) -> &TableNames {
+        &self.tables
+    }
+
+    fn key_of(id: &KeyId) -> HashMap<String, AttributeValue> {
+        HashMap::from([("id".to_owned(), s(id.as_str()))])
+    }
+
+    fn epoch_key() -> HashMap<String, AttributeValue> {
+        HashMap::from([("keyId".to_owned(), s(META_PARTITION)), ("day".to_owned(), s(EPOCH_SORT_KEY))])
+    }
+}
