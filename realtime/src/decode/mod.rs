@@ -48,7 +48,7 @@ pub mod payload;
 mod unescape;
 
 pub use gzip::gunzip;
-pub use payload::{LogEvent, LogsPayload, MessageType, parse_payload, parse_payload_general};
+pub use payload::{LogEvent, LogsPayload, MessageType, parse_payload_general};
 
 /// Takes the gzip bytes out of a Lambda subscription event, `{"awslogs":{"data":"<base64>"}}`.
 pub fn subscription_data(event_json: &[u8]) -> Result<Vec<u8>, DecodeError> {
@@ -72,6 +72,15 @@ pub fn decode_base64(data: &str) -> Result<Vec<u8>, DecodeError> {
         return Err(DecodeError::CompressedTooLarge { size });
     }
     STANDARD.decode(data.trim()).map_err(|_| DecodeError::Base64)
+}
+
+/// Parses an inflated payload: the fast envelope reader for the compact shape CloudWatch writes, the
+/// general reader for anything it declines.
+pub fn parse_payload(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
+    if let Some(payload) = std::str::from_utf8(json).ok().and_then(envelope::read) {
+        return Ok(payload);
+    }
+    parse_payload_general(json)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! A decoded CloudWatch Logs payload, and its readers: the fast envelope reader for the compact shape
-//! CloudWatch writes, serde_json for everything else.
+//! A decoded CloudWatch Logs payload, and its general reader (serde_json), which reads every valid
+//! payload and is the oracle of the fast envelope reader.
 
 use std::borrow::Cow;
 
@@ -7,7 +7,7 @@ use meter_model::LineOutcome;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{DecodeError, envelope};
+use super::DecodeError;
 
 /// The kind of a CloudWatch Logs payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,16 +71,8 @@ impl<'a> LogEvent<'a> {
     }
 }
 
-/// Parses an inflated payload.
-pub fn parse_payload(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
-    if let Some(payload) = std::str::from_utf8(json).ok().and_then(envelope::read) {
-        return Ok(payload);
-    }
-    parse_payload_general(json)
-}
-
 /// The general reader of payloads (serde_json): every valid payload, and the oracle of the fast reader
-/// that [`parse_payload`] tries first.
+/// that [`super::parse_payload`] tries first.
 pub fn parse_payload_general(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
