@@ -220,6 +220,7 @@ mod tests {
             method: None,
             resource: Some("/v1/items/{id}".into()),
             latency_ms: Some(42),
+            dropped: meter_model::DroppedFields::NONE,
         };
         let bytes = encode_parquet(&[event.clone(), event]).unwrap();
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
@@ -257,6 +258,7 @@ mod tests {
             method: Some("GET".into()),
             resource: None,
             latency_ms: Some(7),
+            dropped: meter_model::DroppedFields::NONE,
         };
         let rows = encode_json_rows(&[event]).unwrap();
         let row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&rows).unwrap();

@@ -16,7 +16,7 @@ pub use output::{
     write_rollups,
 };
 pub use read::{Rollup, rollup};
-pub use rollup::{ArchiveFile, RollupEngine, RollupError, RollupRow, RollupStats};
+pub use rollup::{ArchiveFile, Misplaced, RollupEngine, RollupError, RollupRow, RollupStats};
 
 /// The archive: the layout of CONTRACTS.md §5 over any [`ObjectSink`]. Files are named by their writers
 /// after their content, so writing one again replaces it with the same bytes rather than adding a

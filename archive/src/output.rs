@@ -87,9 +87,17 @@ pub fn rollup_csv(rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
     writer.into_inner().map_err(|e| encode_error("CSV", e.into_error()))
 }
 
-/// Rollup rows as a file, by the extension of `path`: `.parquet` or `.csv`.
+/// Rollup rows as a file, by the extension of `path`: `.parquet` or `.csv`; any other is refused
+/// rather than written in a format its name does not say.
 pub fn encode_rollup_file(path: &str, rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
-    if path.ends_with(".csv") { rollup_csv(rows) } else { rollup_parquet(rows) }
+    match path.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("csv") => rollup_csv(rows),
+        Some("parquet") => rollup_parquet(rows),
+        _ => Err(EncodeError::new(
+            "a file named .parquet or .csv",
+            std::io::Error::other(format!("{path} names neither format")),
+        )),
+    }
 }
 
 /// Rollups could not be written beside the archive.

@@ -7,7 +7,7 @@ use meter_model::ObjectSource;
 
 use crate::format::{is_data_file, partition};
 
-use crate::rollup::{ArchiveFile, RollupEngine, RollupError, RollupRow, RollupStats};
+use crate::rollup::{ArchiveFile, Misplaced, RollupEngine, RollupError, RollupRow, RollupStats};
 
 /// How many files of a folder are fetched at once (S3 latency, not bandwidth, bounds a folder's fetch).
 const FETCH_CONCURRENCY: usize = 16;
@@ -19,6 +19,9 @@ pub struct Rollup {
     pub rows: Vec<RollupRow>,
     /// What was read.
     pub stats: RollupStats,
+    /// Files holding events more than a day from their folder's day (counted all the same when their
+    /// day is in the range).
+    pub misplaced: Vec<Misplaced>,
 }
 
 /// Reads the day folders `from - 1 ..= to + 1` of the archive and computes the rollups of
@@ -32,24 +35,52 @@ pub async fn rollup<S: ObjectSource>(
     let mut engine = RollupEngine::new(from, to);
     let mut rows = Vec::new();
     for folder in RollupEngine::folders(from, to) {
-        let files = fetch_folder(archive, folder).await?;
-        // Decoding is CPU work on rayon's threads; keep the async runtime's threads free meanwhile.
-        let (returned, done) = tokio::task::spawn_blocking(move || {
-            let done = engine.add_folder(folder, &files);
-            (engine, done)
-        })
-        .await
-        .map_err(|e| RollupError::Source {
-            context: format!("decoding folder {}", partition(folder)),
-            source: meter_model::StoreError::Other { operation: "decode".into(), source: e.into() },
-        })?;
-        engine = returned;
-        rows.extend(done?);
+        rows.extend(add_folder(archive, &mut engine, folder).await?);
         progress(folder, engine.stats());
+    }
+    let misplaced = engine.misplaced().to_vec();
+    // Days that events further than a day from their folder reached only after they were finished
+    // are counted again, from their own folders and those events together.
+    let mut recounted = Vec::new();
+    for day in engine.days_to_recount() {
+        let mut again = engine.recount(day);
+        let mut day_rows = Vec::new();
+        for folder in RollupEngine::folders(day, day) {
+            day_rows.extend(add_folder(archive, &mut again, folder).await?);
+        }
+        day_rows.extend(again.finish()?.0);
+        recounted.push((day, day_rows));
     }
     let (rest, stats) = engine.finish()?;
     rows.extend(rest);
-    Ok(Rollup { rows, stats })
+    for (day, day_rows) in recounted {
+        rows.retain(|row| row.day != day);
+        rows.extend(day_rows);
+    }
+    rows.sort_by(|a, b| a.day.cmp(&b.day).then_with(|| a.key_id.cmp(&b.key_id)));
+    Ok(Rollup { rows, stats, misplaced })
+}
+
+/// Fetches a folder's files and hands them to `engine`; returns the rows of the days it finished.
+async fn add_folder<S: ObjectSource>(
+    archive: &S,
+    engine: &mut RollupEngine,
+    folder: Day,
+) -> Result<Vec<RollupRow>, RollupError> {
+    let files = fetch_folder(archive, folder).await?;
+    // Decoding is CPU work on rayon's threads; keep the async runtime's threads free meanwhile.
+    let mut taken = std::mem::replace(engine, RollupEngine::new(folder, folder));
+    let (returned, done) = tokio::task::spawn_blocking(move || {
+        let done = taken.add_folder(folder, &files);
+        (taken, done)
+    })
+    .await
+    .map_err(|e| RollupError::Source {
+        context: format!("decoding folder {}", partition(folder)),
+        source: meter_model::StoreError::Other { operation: "decode".into(), source: e.into() },
+    })?;
+    *engine = returned;
+    done
 }
 
 async fn fetch_folder<S: ObjectSource>(archive: &S, folder: Day) -> Result<Vec<ArchiveFile>, RollupError> {

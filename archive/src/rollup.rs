@@ -7,8 +7,13 @@
 //! - rows are split by event day and by the hash's top bits into shards while they are decoded, so the
 //!   deduplication of a day runs on every core, each shard with a small hash set, without another pass;
 //! - folders are read in day order and a day is finished as soon as the folder after it has been read
-//!   (events may sit in a neighbouring day's folder, never further), so memory holds about two days of
+//!   (events sit in their own day's folder or a neighbouring one), so memory holds about two days of
 //!   rows, never the whole range.
+//!
+//! An event further from its folder (a Firehose record that spanned days) never fails the rollup: it
+//! is reported with its file ([`Misplaced`]) and counted on its own day when that day is in the range.
+//! One of a day still to come simply waits for it; one of a day already finished is kept aside, and
+//! that day is counted again from its folders with it ([`RollupEngine::recount`]).
 //!
 //! Request ids are compared by their 128-bit XXH3 hash: two different ids in one day share a hash with
 //! probability about n²/2¹²⁹, below 10⁻²¹ for a billion events a day.
@@ -69,6 +74,9 @@ pub struct RollupStats {
     pub distinct: u64,
     /// Rows skipped as repeats of a request already counted.
     pub duplicates: u64,
+    /// Events more than a day from their folder's day (counted on their own day when it is in the
+    /// range; see [`Misplaced`]).
+    pub misplaced: u64,
 }
 
 impl RollupStats {
@@ -78,6 +86,7 @@ impl RollupStats {
         self.rows += other.rows;
         self.distinct += other.distinct;
         self.duplicates += other.duplicates;
+        self.misplaced += other.misplaced;
     }
 }
 
@@ -101,19 +110,6 @@ pub enum RollupError {
         /// What is wrong.
         problem: String,
     },
-    /// An event lies more than one day from its folder's day, which the archive's layout rules out.
-    #[error(
-        "{file}: holds an event of {event_day}, more than a day away from its folder's day {folder_day}; \
-         the archive's layout puts events in their own day's folder or a neighbouring one"
-    )]
-    Misplaced {
-        /// Where the file is.
-        file: String,
-        /// The event's UTC day.
-        event_day: Day,
-        /// The day of the folder the file is in.
-        folder_day: Day,
-    },
     /// Listing or fetching the archive failed.
     #[error("cannot read the archive: {context}")]
     Source {
@@ -123,6 +119,19 @@ pub enum RollupError {
         #[source]
         source: meter_model::StoreError,
     },
+}
+
+/// A file holding events more than a day from its folder's day: the archive's layout puts events in
+/// their own day's folder or a neighbouring one, so such a file is worth a look (a Firehose record that
+/// spanned days, a file copied into the wrong folder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misplaced {
+    /// Where the file is.
+    pub file: String,
+    /// Its events more than a day from the folder's day.
+    pub events: u64,
+    /// The earliest and latest UTC day of those events.
+    pub days: (Day, Day),
 }
 
 /// A file of the archive, fetched.
@@ -146,9 +155,23 @@ struct Row {
 type Shards = [Vec<Vec<Row>>; SHARDS];
 
 /// Rows of one piece of a file (a row group), split by event day and shard; keys are local indices.
+#[derive(Debug, Default)]
 struct Piece {
     keys: Vec<String>,
     days: Vec<(i32, [Vec<Row>; SHARDS])>,
+    /// Events of this piece more than a day from its folder, and their earliest and latest day.
+    misplaced: u64,
+    misplaced_days: Option<(i32, i32)>,
+}
+
+impl Piece {
+    fn note_misplaced(&mut self, day: i32) {
+        self.misplaced += 1;
+        self.misplaced_days = Some(match self.misplaced_days {
+            Some((first, last)) => (first.min(day), last.max(day)),
+            None => (day, day),
+        });
+    }
 }
 
 /// Days since 1970-01-01 of `day`.
@@ -172,6 +195,11 @@ pub struct RollupEngine {
     key_index: FxHashMap<String, u32>,
     key_names: Vec<String>,
     pending: BTreeMap<i32, Shards>,
+    /// Days before this one have been finished and returned.
+    finished_before: i32,
+    /// Rows found for days already finished, to be counted again with them ([`Self::recount`]).
+    late: Vec<Piece>,
+    misplaced: Vec<Misplaced>,
     last_folder: Option<i32>,
     stats: RollupStats,
 }
@@ -186,6 +214,9 @@ impl RollupEngine {
             key_index: FxHashMap::default(),
             key_names: Vec::new(),
             pending: BTreeMap::new(),
+            finished_before: i32::MIN,
+            late: Vec::new(),
+            misplaced: Vec::new(),
             last_folder: None,
             stats: RollupStats::default(),
         }
@@ -208,7 +239,8 @@ impl RollupEngine {
         let pieces = self.decode(folder_day, files)?;
         self.stats.files += files.len() as u64;
         self.stats.bytes += files.iter().map(|f| f.bytes.len() as u64).sum::<u64>();
-        self.merge(pieces);
+        self.note_misplaced(files, &pieces);
+        self.merge(pieces.into_iter().map(|(_, piece)| piece));
         // Nothing of a day before `folder - 1` can still come: later folders hold only later days.
         self.finish_days_before(folder_day - 1)
     }
@@ -225,7 +257,76 @@ impl RollupEngine {
         self.stats
     }
 
-    fn decode(&self, folder_day: i32, files: &[ArchiveFile]) -> Result<Vec<Piece>, RollupError> {
+    /// The files that held events more than a day from their folder's day, in the order read.
+    #[must_use]
+    pub fn misplaced(&self) -> &[Misplaced] {
+        &self.misplaced
+    }
+
+    /// The days already finished for which events turned up later, in a folder further than a day
+    /// away; each must be counted again with [`Self::recount`].
+    #[must_use]
+    pub fn days_to_recount(&self) -> Vec<Day> {
+        let days: std::collections::BTreeSet<i32> =
+            self.late.iter().flat_map(|piece| piece.days.iter().map(|(day, _)| *day)).collect();
+        days.into_iter().map(day_of_epoch).collect()
+    }
+
+    /// An engine that counts `day` again: it holds the rows of `day` that this engine found too late,
+    /// and is then fed the folders of `day - 1 ..= day + 1` like any other.
+    #[must_use]
+    pub fn recount(&self, day: Day) -> Self {
+        let mut engine = Self::new(day, day);
+        let day = epoch_day(day);
+        for piece in &self.late {
+            let mut keys: Vec<String> = Vec::new();
+            let mut local: FxHashMap<u32, u32> = FxHashMap::default();
+            let days = piece
+                .days
+                .iter()
+                .filter(|(d, _)| *d == day)
+                .map(|(d, shards)| {
+                    let shards = std::array::from_fn(|shard| {
+                        shards[shard]
+                            .iter()
+                            .map(|row| {
+                                let next = u32::try_from(local.len()).unwrap_or(u32::MAX);
+                                let key = *local.entry(row.key).or_insert_with(|| {
+                                    keys.push(piece.keys[row.key as usize].clone());
+                                    next
+                                });
+                                Row { key, ..*row }
+                            })
+                            .collect()
+                    });
+                    (*d, shards)
+                })
+                .collect();
+            engine.merge(vec![Piece { keys, days, ..Piece::default() }]);
+        }
+        engine
+    }
+
+    fn note_misplaced(&mut self, files: &[ArchiveFile], pieces: &[(usize, Piece)]) {
+        for (file, piece) in pieces {
+            let Some((first, last)) = piece.misplaced_days else { continue };
+            self.stats.misplaced += piece.misplaced;
+            match self.misplaced.last_mut() {
+                Some(known) if known.file == files[*file].name => {
+                    known.events += piece.misplaced;
+                    known.days =
+                        (known.days.0.min(day_of_epoch(first)), known.days.1.max(day_of_epoch(last)));
+                }
+                _ => self.misplaced.push(Misplaced {
+                    file: files[*file].name.clone(),
+                    events: piece.misplaced,
+                    days: (day_of_epoch(first), day_of_epoch(last)),
+                }),
+            }
+        }
+    }
+
+    fn decode(&self, folder_day: i32, files: &[ArchiveFile]) -> Result<Vec<(usize, Piece)>, RollupError> {
         // Metadata first (cheap), so that big files can be split into row groups across cores.
         let metadata: Vec<ArrowReaderMetadata> = files
             .par_iter()
@@ -242,15 +343,24 @@ impl RollupEngine {
         let (from, to) = (self.from, self.to);
         tasks
             .into_par_iter()
-            .map(|(file, group)| decode_row_group(&files[file], &metadata[file], group, folder_day, from, to))
+            .map(|(file, group)| {
+                decode_row_group(&files[file], &metadata[file], group, folder_day, from, to)
+                    .map(|p| (file, p))
+            })
             .collect()
     }
 
-    fn merge(&mut self, pieces: Vec<Piece>) {
+    fn merge(&mut self, pieces: impl IntoIterator<Item = Piece>) {
         // Pieces come in file and row-group order, so the first copy of a request is always the same one.
         for mut piece in pieces {
+            // Rows of days already finished wait for a recount, with their keys' names.
+            let (late, days): (Vec<_>, Vec<_>) =
+                piece.days.drain(..).partition(|(day, _)| *day < self.finished_before);
+            if !late.is_empty() {
+                self.late.push(Piece { keys: piece.keys.clone(), days: late, ..Piece::default() });
+            }
             let global: Vec<u32> = piece.keys.drain(..).map(|name| self.intern(name)).collect();
-            for (day, shards) in piece.days {
+            for (day, shards) in days {
                 self.stats.rows += shards.iter().map(|s| s.len() as u64).sum::<u64>();
                 let target = self.pending.entry(day).or_insert_with(|| std::array::from_fn(|_| Vec::new()));
                 for (shard, mut rows) in shards.into_iter().enumerate() {
@@ -276,6 +386,7 @@ impl RollupEngine {
     }
 
     fn finish_days_before(&mut self, before: i32) -> Result<Vec<RollupRow>, RollupError> {
+        self.finished_before = self.finished_before.max(before);
         let mut out = Vec::new();
         while let Some(entry) = self.pending.first_entry() {
             if *entry.key() >= before {
@@ -376,7 +487,7 @@ fn decode_row_group(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(unreadable)?;
-    let mut piece = Piece { keys: Vec::new(), days: Vec::new() };
+    let mut piece = Piece::default();
     let mut local_keys: FxHashMap<Box<str>, u32> = FxHashMap::default();
     for batch in reader {
         let batch = batch.map_err(|e| unreadable(e.into()))?;
@@ -495,11 +606,7 @@ fn decode_batch(
     for row in 0..batch.num_rows() {
         let day = days[row];
         if (day - folder_day).abs() > 1 {
-            return Err(RollupError::Misplaced {
-                file: file.name.clone(),
-                event_day: day_of_epoch(day),
-                folder_day: day_of_epoch(folder_day),
-            });
+            piece.note_misplaced(day);
         }
         if day < from || day > to {
             continue;

@@ -93,10 +93,20 @@ async fn a_corrupt_file_is_an_error_that_names_it() {
 }
 
 fn write_parquet(path: &Path, schema: Arc<arrow_schema::Schema>, columns: Vec<arrow_array::ArrayRef>) {
+    write_parquet_with(path, schema, columns, parquet::basic::Compression::UNCOMPRESSED);
+}
+
+fn write_parquet_with(
+    path: &Path,
+    schema: Arc<arrow_schema::Schema>,
+    columns: Vec<arrow_array::ArrayRef>,
+    compression: parquet::basic::Compression,
+) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let batch = arrow_array::RecordBatch::try_new(schema.clone(), columns).unwrap();
     let mut out = Vec::new();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder().set_compression(compression).build();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     std::fs::write(path, out).unwrap();
@@ -126,12 +136,18 @@ async fn files_that_break_the_schema_are_errors_that_say_what_is_wrong() {
     assert!(err.to_string().contains("x.parquet: has no should_count column"), "{err}");
 }
 
-#[tokio::test]
-async fn an_event_far_from_its_folder_is_an_error_not_a_silent_miscount() {
+/// Writes a file of events `(request id, key, time, status)`, all marked billable.
+fn events_file(path: &Path, events: &[(&str, &str, &str, i32)]) {
+    events_file_with(path, events, parquet::basic::Compression::SNAPPY);
+}
+
+fn events_file_with(
+    path: &Path,
+    events: &[(&str, &str, &str, i32)],
+    compression: parquet::basic::Compression,
+) {
     use arrow_array::{ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMillisecondArray};
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(partition(day("2026-11-29"))).join("late.parquet");
     let schema = Arc::new(Schema::new(vec![
         Field::new("request_id", DataType::Utf8, false),
         Field::new("key_id", DataType::Utf8, false),
@@ -139,17 +155,105 @@ async fn an_event_far_from_its_folder_is_an_error_not_a_silent_miscount() {
         Field::new("status_code", DataType::Int32, false),
         Field::new("should_count", DataType::Boolean, false),
     ]));
-    let ts = day("2026-11-20").date().and_hms_opt(1, 0, 0).unwrap().and_utc().timestamp_millis();
+    let millis = |text: &str| meter_model::time::parse_instant(text).unwrap().timestamp_millis();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec!["r1"])),
-        Arc::new(StringArray::from(vec!["k1"])),
-        Arc::new(TimestampMillisecondArray::from(vec![ts]).with_timezone("UTC")),
-        Arc::new(Int32Array::from(vec![200])),
-        Arc::new(BooleanArray::from(vec![true])),
+        Arc::new(StringArray::from(events.iter().map(|e| e.0).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(events.iter().map(|e| e.1).collect::<Vec<_>>())),
+        Arc::new(
+            TimestampMillisecondArray::from(events.iter().map(|e| millis(e.2)).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        ),
+        Arc::new(Int32Array::from(events.iter().map(|e| e.3).collect::<Vec<_>>())),
+        Arc::new(BooleanArray::from(vec![true; events.len()])),
     ];
-    write_parquet(&path, schema, columns);
-    let err = rollup_of(dir.path(), day("2026-11-29"), day("2026-11-29")).await.unwrap_err();
-    assert!(matches!(err, RollupError::Misplaced { .. }), "{err:?}");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    write_parquet_with(path, schema, columns, compression);
+}
+
+/// Firehose's conversion writes Snappy or GZIP; analysts' tools compact archives with ZSTD, LZ4 or no
+/// compression at all. Every codec is read.
+#[tokio::test]
+async fn every_parquet_codec_is_read() {
+    use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+    let codecs = [
+        ("uncompressed", Compression::UNCOMPRESSED),
+        ("snappy", Compression::SNAPPY),
+        ("gzip", Compression::GZIP(GzipLevel::default())),
+        ("zstd", Compression::ZSTD(ZstdLevel::default())),
+        ("lz4", Compression::LZ4),
+        ("lz4_raw", Compression::LZ4_RAW),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (n, (name, codec)) in codecs.iter().enumerate() {
+        let request = format!("r{n}");
+        events_file_with(
+            &dir.path().join(partition(day("2026-11-29"))).join(format!("{name}.parquet")),
+            &[
+                (request.as_str(), "k1", "2026-11-29T10:00:00Z", 200),
+                ("shared", "k1", "2026-11-29T11:00:00Z", 404),
+            ],
+            *codec,
+        );
+    }
+    let result = rollup_of(dir.path(), day("2026-11-29"), day("2026-11-29")).await.unwrap();
+    let calls = codecs.len() as u64;
+    assert_eq!(
+        as_map(&result.rows),
+        BTreeMap::from([(
+            ("k1".to_owned(), day("2026-11-29")),
+            Tally { successful_calls: calls, failed_calls: 1, usage_count: calls + 1 }
+        )])
+    );
+    assert_eq!(result.stats.files, calls);
+}
+
+/// An event further than a day from its folder (a Firehose record that spanned days) never fails the
+/// rollup: it is counted on its own day, once, even when that day was finished before it turned up,
+/// and its file is reported.
+#[tokio::test]
+async fn events_far_from_their_folder_are_counted_on_their_own_day_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = |d: &str| dir.path().join(partition(day(d)));
+    events_file(
+        &folder("2026-11-25").join("a.parquet"),
+        &[("r1", "k1", "2026-11-25T01:00:00Z", 200), ("r2", "k1", "2026-11-25T01:30:00Z", 500)],
+    );
+    let late = folder("2026-11-29").join("late.parquet");
+    events_file(
+        &late,
+        &[
+            ("r1", "k1", "2026-11-25T01:00:00Z", 200), // already in its own folder: counted once
+            ("r3", "k1", "2026-11-25T02:00:00Z", 200),
+            ("r4", "k2", "2026-11-29T10:00:00Z", 200),
+            ("r5", "k1", "2026-11-20T10:00:00Z", 200), // out of the range: reported only
+            ("r6", "k3", "2026-12-02T10:00:00Z", 200), // a day still to come
+        ],
+    );
+    let result = rollup_of(dir.path(), day("2026-11-25"), day("2026-12-02")).await.unwrap();
+    let tally = |ok, failed, calls| Tally { successful_calls: ok, failed_calls: failed, usage_count: calls };
+    assert_eq!(
+        as_map(&result.rows),
+        BTreeMap::from([
+            (("k1".to_owned(), day("2026-11-25")), tally(2, 1, 3)),
+            (("k2".to_owned(), day("2026-11-29")), tally(1, 0, 1)),
+            (("k3".to_owned(), day("2026-12-02")), tally(1, 0, 1)),
+        ])
+    );
+    assert_eq!(result.stats.misplaced, 4);
+    assert_eq!(result.misplaced.len(), 1);
+    assert!(result.misplaced[0].file.ends_with("late.parquet"), "{:?}", result.misplaced);
+    assert_eq!(result.misplaced[0].events, 4);
+    assert_eq!(result.misplaced[0].days, (day("2026-11-20"), day("2026-12-02")));
+    // Rows stay sorted by day, then key.
+    let order: Vec<_> = result.rows.iter().map(|r| (r.day, r.key_id.clone())).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+
+    // A range that holds none of the far events still reports the file.
+    let only = rollup_of(dir.path(), day("2026-11-29"), day("2026-11-29")).await.unwrap();
+    assert_eq!(as_map(&only.rows), BTreeMap::from([(("k2".to_owned(), day("2026-11-29")), tally(1, 0, 1))]));
+    assert_eq!(only.misplaced.len(), 1);
 }
 
 /// Firehose's Parquet conversion may write `ts` as INT96; write one with the low-level writer.

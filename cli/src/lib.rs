@@ -27,9 +27,9 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "meter", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
-    /// Directory for the embedded store, archive and reports.
-    #[arg(long, env = "METER_HOME", default_value = DEFAULT_HOME, global = true, value_name = "DIR")]
-    pub home: PathBuf,
+    /// Directory for the embedded store, archive and reports [default: .meter].
+    #[arg(long, env = "METER_HOME", global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
 
     /// Which store holds keys and counters: sqlite:PATH (default: meter.db under the home),
     /// dynamodb: (tables ApiKeys, UsageCounters) or dynamodb:keys=TABLE,counters=TABLE.
@@ -110,10 +110,10 @@ pub enum Command {
     /// checked against the ground truth; exits 1 if the invoices do not match it exactly.
     Demo {
         /// Requests in the month.
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
         events: u64,
         /// API keys (about two per customer).
-        #[arg(long, default_value_t = 1_000)]
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
         keys: u32,
         /// The month.
         #[arg(long, default_value = "2026-11")]
@@ -121,8 +121,8 @@ pub enum Command {
         /// Seed: the same seed gives the same traffic and the same files.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Fault preset: none, default or heavy.
-        #[arg(long, default_value = "default")]
+        /// Fault preset.
+        #[arg(long, default_value = "default", value_parser = FAULT_PRESETS)]
         faults: String,
     },
     /// Generate a month of traffic as CloudWatch Logs subscription events, with faults, and its ground
@@ -133,10 +133,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Requests in the month.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
         events: u64,
         /// API keys.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
         keys: u32,
         /// The month.
         #[arg(long, default_value = "2026-11")]
@@ -144,8 +144,8 @@ pub enum Command {
         /// Seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Fault preset the rates below start from: none, default or heavy.
-        #[arg(long, default_value = "default")]
+        /// Fault preset the rates below start from.
+        #[arg(long, default_value = "default", value_parser = FAULT_PRESETS)]
         faults: String,
         /// Rates that override the preset's.
         #[command(flatten)]
@@ -194,6 +194,15 @@ pub enum Command {
         seed: u64,
     },
 }
+
+/// The simulator's fault presets.
+const FAULT_PRESETS: [&str; 3] = ["none", "default", "heavy"];
+
+/// A command given values that cannot work together (`--from` after `--to`, a file type meter does
+/// not write): bad usage, exit code 2, like the errors clap finds itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// Input files of Lambda events.
 #[derive(Debug, Args)]
@@ -282,13 +291,19 @@ impl Cli {
     /// The store the flags and environment select.
     #[must_use]
     pub fn store_config(&self) -> StoreConfig {
-        self.store.clone().unwrap_or_else(|| StoreConfig::default_in(&self.home))
+        self.store.clone().unwrap_or_else(|| StoreConfig::default_in(&self.home()))
     }
 
     /// The archive the flags and environment select.
     #[must_use]
     pub fn archive_location(&self) -> ArchiveLocation {
-        self.archive.clone().unwrap_or_else(|| ArchiveLocation::Local(self.home.join("archive")))
+        self.archive.clone().unwrap_or_else(|| ArchiveLocation::Local(self.home().join("archive")))
+    }
+
+    /// The home the flags and environment select (`./.meter` by default).
+    #[must_use]
+    pub fn home(&self) -> PathBuf {
+        self.home.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_HOME))
     }
 }
 
@@ -300,7 +315,14 @@ pub fn init_logging(cli: &Cli) {
     let default = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colours only for a person at a terminal, never in files or CI logs.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
 }
 
 /// Runs one command, writing its output to standard output. Returns the exit code for outcomes that
@@ -308,6 +330,7 @@ pub fn init_logging(cli: &Cli) {
 pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
     let config = cli.store_config();
     let archive_location = cli.archive_location();
+    let home = cli.home();
     // Opened by the commands that use it: `archive` needs no store at all.
     let open_store =
         || async { AnyStore::open(&config).await.with_context(|| format!("cannot open the store {config}")) };
@@ -359,7 +382,7 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             let archive = AnySink::open(&archive_location).await;
             let location = out
                 .or_else(|| cli.reports.clone())
-                .unwrap_or_else(|| ArchiveLocation::Local(cli.home.join("reports")));
+                .unwrap_or_else(|| ArchiveLocation::Local(home.join("reports")));
             let reports = AnySink::open(&location).await;
             let args = report::ReportArgs { month, pricing: &pricing, draft, adjust_months };
             report::report(&open_store().await?, archive, &reports, clock, args).await?
@@ -367,7 +390,7 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
         Command::Demo { events, keys, month, seed, faults } => {
             let preset = meter_sim::traffic::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
             let args = demo::DemoArgs { events, keys, month, seed, faults_name: faults, faults: preset };
-            let (text, exact) = demo::demo(&cli.home, args).await?;
+            let (text, exact) = demo::demo(&home, args).await?;
             print(&text)?;
             return Ok(if exact { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }

@@ -11,6 +11,10 @@ async fn main() -> ExitCode {
     meter::init_logging(&cli);
     match meter::run(cli, &meter::SystemClock).await {
         Ok(code) => code,
+        Err(err) if err.downcast_ref::<meter::UsageError>().is_some() => {
+            eprintln!("error: {err:#}\n\nFor more information, try '--help'.");
+            ExitCode::from(2)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

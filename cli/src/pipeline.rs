@@ -107,6 +107,23 @@ fn write_lines(out: &mut String, lines: &LineStats, rejected_by_reason: &BTreeMa
         lines.rejected,
         if reasons.is_empty() { String::new() } else { format!("  ({})", reasons.join(", ")) }
     );
+    if lines.dropped_fields() > 0 {
+        let dropped: Vec<String> = [
+            ("method", lines.dropped_method),
+            ("resource", lines.dropped_resource),
+            ("latencyMs", lines.dropped_latency_ms),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(field, n)| format!("{field} {n}"))
+        .collect();
+        let _ = writeln!(
+            out,
+            "  dropped fields     {:>12}  ({}; invalid optional fields left out, the calls counted)",
+            lines.dropped_fields(),
+            dropped.join(", ")
+        );
+    }
 }
 
 fn fail_on_undecodable(out: String, undecodable: &[String]) -> anyhow::Result<String> {

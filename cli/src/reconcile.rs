@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::UsageError;
 use anyhow::{Context, bail};
-use meter_archive::{RollupStats, encode_rollup_file, rollup, rollup_csv};
+use meter_archive::{Rollup, RollupStats, encode_rollup_file, rollup, rollup_csv};
 use meter_model::{Clock, CounterCorrector, Day, KeyStore, Month, Publisher};
 use meter_model::{ObjectSink, ObjectSource};
 use meter_reconcile::{ReconcileOptions, reconcile};
@@ -13,7 +14,7 @@ use meter_sim::archive::{ArchiveSpec, write_archive};
 
 fn check_range(from: Day, to: Day) -> anyhow::Result<()> {
     if from > to {
-        bail!("--from {from} is after --to {to}");
+        return Err(UsageError(format!("--from {from} is after --to {to}")).into());
     }
     Ok(())
 }
@@ -41,6 +42,20 @@ fn throughput(stats: &RollupStats, seconds: f64) -> String {
     )
 }
 
+/// Lines about files that held events more than a day from their folder: worth a look, never fatal.
+fn misplaced_lines(rollup: &Rollup) -> String {
+    let mut out = String::new();
+    for file in &rollup.misplaced {
+        let _ = writeln!(
+            out,
+            "warning: {} holds {} event(s) of {}..{}, more than a day from its folder; each is counted \
+             on its own day when that day is in the range",
+            file.file, file.events, file.days.0, file.days.1
+        );
+    }
+    out
+}
+
 pub(crate) async fn rollup_command<A: ObjectSource>(
     archive: &A,
     from: Day,
@@ -48,11 +63,21 @@ pub(crate) async fn rollup_command<A: ObjectSource>(
     out: Option<&Path>,
 ) -> anyhow::Result<String> {
     check_range(from, to)?;
+    if let Some(path) = out {
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if !matches!(extension, "parquet" | "csv") {
+            return Err(UsageError(format!(
+                "--out {}: the rollup is written as .parquet or .csv, chosen by the file's extension",
+                path.display()
+            ))
+            .into());
+        }
+    }
     let started = Instant::now();
     let result =
         rollup(archive, from, to, |_, _| {}).await.context("the rollup failed; nothing was written")?;
     let seconds = started.elapsed().as_secs_f64();
-    let summary = throughput(&result.stats, seconds);
+    let summary = format!("{}{}", misplaced_lines(&result), throughput(&result.stats, seconds));
     match out {
         Some(path) => {
             let bytes = encode_rollup_file(&path.to_string_lossy(), &result.rows)?;
@@ -118,6 +143,9 @@ where
     let _ =
         writeln!(out, "reconcile {}..{}{}", run.from, run.to, if run.dry_run { " (dry run)" } else { "" });
     let _ = writeln!(out, "  {}", throughput(&report.rollup.stats, started.elapsed().as_secs_f64()));
+    for line in misplaced_lines(&report.rollup).lines() {
+        let _ = writeln!(out, "  {line}");
+    }
     let _ = writeln!(out, "  checked {} day items of {} keys", run.items_checked, run.keys_checked);
     let _ = writeln!(
         out,

@@ -364,7 +364,7 @@ fn rollup_reconcile_and_report_agree_with_the_realtime_counters() {
     ]));
     assert!(out.is_file());
     let bad = run(meter(home.path()).args(["rollup", "--from", "2026-12-01", "--to", "2026-11-30"]));
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("after --to"));
 
     let reconciled = ok(meter(home.path()).args(["reconcile", "--from", "2026-11-29", "--to", "2026-12-01"]));
@@ -409,4 +409,112 @@ fn rollup_reconcile_and_report_agree_with_the_realtime_counters() {
     ]));
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be used"));
+}
+
+/// Bad usage, whether clap or the command finds it, exits 2 with a message that says what is wrong,
+/// and writes nothing.
+#[test]
+fn bad_usage_exits_2_and_says_what_is_wrong() {
+    let home = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (
+            &["rollup", "--from", "2026-11-30", "--to", "2026-11-01"][..],
+            "--from 2026-11-30 is after --to 2026-11-01",
+        ),
+        (
+            &["rollup", "--from", "2026-11-01", "--to", "2026-11-02", "--out", "r.json"][..],
+            ".parquet or .csv",
+        ),
+        (&["reconcile", "--from", "2026-11-30", "--to", "2026-11-01"][..], "is after --to"),
+        (&["demo", "--faults", "extreme"][..], "extreme"),
+        (&["demo", "--events", "0"][..], "--events"),
+        (&["demo", "--keys", "0"][..], "--keys"),
+        (&["simulate", "--out", "x", "--faults", "extreme"][..], "extreme"),
+    ] {
+        let output = run(meter(home.path()).args(args));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert!(!home.path().join("r.json").exists());
+    // The home has a default: usage lines never show it as required.
+    let help = run(meter(home.path()).args(["rollup", "--bogus"]));
+    assert_eq!(help.status.code(), Some(2));
+    let usage = String::from_utf8_lossy(&help.stderr);
+    assert!(usage.contains("Usage:") && !usage.contains("Usage: meter --home"), "{usage}");
+}
+
+/// Logs written to a file or a pipe carry no terminal colour codes.
+#[test]
+fn logs_on_a_pipe_have_no_colour_codes() {
+    let home = tempfile::tempdir().unwrap();
+    // Usage of keys that do not exist is logged as a warning.
+    let payload = std::fs::read_to_string(fixture("cwl-data-payload.json")).unwrap();
+    let file = home.path().join("events.json");
+    std::fs::write(&file, meter_sim::cloudwatch::encode_subscription_event(payload.as_bytes())).unwrap();
+    let output = run(meter(home.path()).env("METER_LOG", "warn").args(["realtime", file.to_str().unwrap()]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown keys"), "a warning was expected: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+/// A delivery whose first line claims a time four days before it was logged, followed by calls on
+/// both sides of midnight: the skewed line is rejected (and kept), every good call is billed on its
+/// own day, and the month is issued.
+#[test]
+fn a_skewed_line_blocks_nothing_and_every_good_call_is_billed_on_its_own_day() {
+    let home = tempfile::tempdir().unwrap();
+    let (id, _) = create(home.path(), "ada@example.com", &[]);
+    let line = |request: &str, at: &str| {
+        format!(
+            r#"{{"type":"API_USAGE","requestId":"{request}","keyId":"{id}","timestamp":"{at}","statusCode":200,"shouldCount":true}}"#
+        )
+    };
+    let millis = |at: &str| meter_model::time::parse_instant(at).unwrap().timestamp_millis();
+    let events = [
+        ("2026-10-31T23:59:58.000Z", line("skewed", "2026-10-27T23:59:58.000Z")),
+        ("2026-10-31T23:59:58.500Z", line("before-midnight", "2026-10-31T23:59:58.400Z")),
+        ("2026-11-01T00:00:00.300Z", line("after-midnight", "2026-11-01T00:00:00.200Z")),
+        ("2026-11-01T00:00:01.000Z", line("logged-after-midnight", "2026-10-31T23:59:59.900Z")),
+    ];
+    let log_events: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (logged, message))| {
+            serde_json::json!({"id": format!("{i:056}"), "timestamp": millis(logged), "message": message})
+        })
+        .collect();
+    let payload = serde_json::json!({
+        "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/lambda/api",
+        "logStream": "2026/10/31/[$LATEST]abc", "subscriptionFilters": ["usage"], "logEvents": log_events,
+    });
+    let file = home.path().join("events.json");
+    std::fs::write(&file, meter_sim::cloudwatch::encode_subscription_event(payload.to_string().as_bytes()))
+        .unwrap();
+    let applied = ok(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
+    assert!(applied.contains("timestamp_skew 1"), "{applied}");
+    let archived = ok(meter(home.path()).args(["archive", file.to_str().unwrap()]));
+    assert!(archived.contains("rejects kept"), "{archived}");
+    let rejects = bytes_of_dir(&home.path().join("archive/rejects/year=2026/month=10/day=31"));
+    assert!(contains(&rejects, "timestamp_skew") && contains(&rejects, "skewed"), "the line is kept");
+
+    let reconciled = ok(meter(home.path()).args(["reconcile", "--from", "2026-10-27", "--to", "2026-11-01"]));
+    assert!(reconciled.contains("corrected 0 day items"), "{reconciled}");
+    let month = |m: &str| -> Value {
+        serde_json::from_str(&ok(meter(home.path()).args(["usage", "show", &id, "--month", m, "--json"])))
+            .unwrap()
+    };
+    assert_eq!(month("2026-10")["successfulCalls"], 2);
+    assert_eq!(month("2026-11")["successfulCalls"], 1);
+
+    let pricing =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/pricing.example.toml");
+    let issued =
+        ok(meter(home.path()).args(["report", "--month", "2026-10", "--pricing", pricing.to_str().unwrap()]));
+    assert!(issued.contains("2026-10 issued report written"), "{issued}");
+    let invoices =
+        std::fs::read_to_string(home.path().join("reports/issued/month=2026-10/invoices.csv")).unwrap();
+    let row = invoices.lines().find(|l| l.contains("ada@example.com")).unwrap();
+    assert_eq!(row.split(',').nth(4), Some("2"), "{invoices}");
 }

@@ -36,7 +36,9 @@ fn number_after(text: &str, label: &str) -> u64 {
 fn invoices_equal_the_ground_truth_under_default_and_heavy_faults() {
     for faults in ["default", "heavy"] {
         let home = tempfile::tempdir().unwrap();
-        let out = demo(home.path(), faults, "3");
+        // A seed whose default faults lose a delivery: at their 1% rate, about half the seeds lose
+        // none of this small month's ~70 deliveries.
+        let out = demo(home.path(), faults, "4");
         assert!(out.contains("OK: the invoices match the ground truth exactly"), "{out}");
         assert!(
             number_after(&out, "drift before reconcile:") > 0,

@@ -34,4 +34,4 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
-pub use usage::{LineOutcome, RejectReason, UsageEvent, UsageFields};
+pub use usage::{DroppedFields, LineOutcome, RejectReason, UsageEvent, UsageFields};

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 
 use crate::counting::Tally;
 use crate::key::KeyId;
@@ -43,7 +43,57 @@ pub struct UsageEvent<'a> {
     pub resource: Option<Cow<'a, str>>,
     /// Backend latency in milliseconds, when given (fits an int32).
     pub latency_ms: Option<u32>,
+    /// Optional fields the line had but that broke the contract: dropped (absent here), the call
+    /// counts all the same.
+    pub dropped: DroppedFields,
 }
+
+/// Optional fields of a usage line that broke the contract and were dropped. A bad optional field
+/// never un-bills a call: it is left out and counted as a warning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct DroppedFields(u8);
+
+impl DroppedFields {
+    /// None dropped.
+    pub const NONE: Self = Self(0);
+    /// `method`.
+    pub const METHOD: Self = Self(1);
+    /// `resource`.
+    pub const RESOURCE: Self = Self(2);
+    /// `latencyMs`.
+    pub const LATENCY_MS: Self = Self(4);
+    const ALL: [(Self, &'static str); 3] =
+        [(Self::METHOD, "method"), (Self::RESOURCE, "resource"), (Self::LATENCY_MS, "latencyMs")];
+
+    /// Whether no field was dropped.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether `field` was dropped.
+    #[must_use]
+    pub const fn contains(self, field: Self) -> bool {
+        self.0 & field.0 == field.0 && field.0 != 0
+    }
+
+    fn insert(&mut self, field: Self) {
+        self.0 |= field.0;
+    }
+
+    /// The names of the dropped fields, as the usage line spells them.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::ALL.into_iter().filter(move |(field, _)| self.contains(*field)).map(|(_, name)| name)
+    }
+}
+
+/// How far a usage line's own `timestamp` may lie before its CloudWatch log event's time. A backend
+/// logs a request when it ends, and a request lasts at most 15 minutes (Lambda's limit; API Gateway's
+/// is 29 seconds).
+pub const MAX_TIMESTAMP_BEFORE_LOG: TimeDelta = TimeDelta::minutes(15);
+/// How far a usage line's own `timestamp` may lie after its log event's time: clocks disagree, but
+/// not by more than this.
+pub const MAX_TIMESTAMP_AFTER_LOG: TimeDelta = TimeDelta::minutes(5);
 
 impl UsageEvent<'_> {
     /// What this event contributes to the counters.
@@ -64,6 +114,7 @@ impl UsageEvent<'_> {
             method: self.method.map(|m| Cow::Owned(m.into_owned())),
             resource: self.resource.map(|r| Cow::Owned(r.into_owned())),
             latency_ms: self.latency_ms,
+            dropped: self.dropped,
         }
     }
 }
@@ -77,6 +128,10 @@ pub enum RejectReason {
     /// A required field is absent or null.
     #[error("{0} is missing")]
     Missing(&'static str),
+    /// The line's `timestamp` is further from its log event's time than a request can last
+    /// ([`MAX_TIMESTAMP_BEFORE_LOG`]) or clocks can disagree ([`MAX_TIMESTAMP_AFTER_LOG`]).
+    #[error("timestamp is more than 15 minutes before or 5 minutes after the log event's time")]
+    TimestampSkew,
     /// A field has the wrong JSON type or shape.
     #[error("{field} must be {expected}")]
     Invalid {
@@ -94,6 +149,7 @@ impl RejectReason {
         match self {
             Self::MalformedJson => "malformed_json".to_owned(),
             Self::Missing(field) => format!("missing_{field}"),
+            Self::TimestampSkew => "timestamp_skew".to_owned(),
             Self::Invalid { field, .. } => format!("invalid_{field}"),
         }
     }
@@ -182,24 +238,38 @@ impl<'a> UsageFields<'a> {
             },
         };
         let timestamp = match self.timestamp {
-            None => log_timestamp.ok_or(RejectReason::Missing("timestamp"))?,
-            Some(raw) => json_timestamp(raw).ok_or_else(|| {
-                invalid("timestamp", "an ISO-8601 UTC time or epoch milliseconds, in years 1970 to 9999")
-            })?,
+            // The log event's time stands in, and it too must have a four-digit year.
+            None => log_timestamp.filter(|at| in_years(*at)).ok_or(RejectReason::Missing("timestamp"))?,
+            Some(raw) => {
+                let at = json_timestamp(raw).ok_or_else(|| {
+                    invalid("timestamp", "an ISO-8601 UTC time or epoch milliseconds, in years 1970 to 9999")
+                })?;
+                if let Some(logged) = log_timestamp
+                    && (at < logged - MAX_TIMESTAMP_BEFORE_LOG || at > logged + MAX_TIMESTAMP_AFTER_LOG)
+                {
+                    return Err(RejectReason::TimestampSkew);
+                }
+                at
+            }
         };
-        let method = optional_text(self.method, MAX_METHOD_LEN)
-            .map_err(|()| invalid("method", "a string of at most 32 printable characters"))?;
-        let resource = optional_text(self.resource, MAX_RESOURCE_LEN)
-            .map_err(|()| invalid("resource", "a string of at most 2048 printable characters"))?;
-        let latency_ms = match self.latency_ms {
-            None => None,
-            Some(raw) => Some(
-                json_int(raw)
-                    .and_then(|ms| u32::try_from(ms).ok())
-                    .filter(|&ms| i32::try_from(ms).is_ok())
-                    .ok_or_else(|| invalid("latencyMs", "a non-negative integer that fits in 32 bits"))?,
-            ),
+        // A bad optional field is dropped, never a reason to un-bill the call.
+        let mut dropped = DroppedFields::NONE;
+        let mut optional = |value: Result<Option<Cow<'a, str>>, ()>, field| {
+            value.unwrap_or_else(|()| {
+                dropped.insert(field);
+                None
+            })
         };
+        let method = optional(optional_text(self.method, MAX_METHOD_LEN), DroppedFields::METHOD);
+        let resource = optional(optional_text(self.resource, MAX_RESOURCE_LEN), DroppedFields::RESOURCE);
+        let latency_ms = self.latency_ms.and_then(|raw| {
+            let ms =
+                json_int(raw).and_then(|ms| u32::try_from(ms).ok()).filter(|&ms| i32::try_from(ms).is_ok());
+            if ms.is_none() {
+                dropped.insert(DroppedFields::LATENCY_MS);
+            }
+            ms
+        });
         Ok(UsageEvent {
             request_id,
             key_id,
@@ -209,6 +279,7 @@ impl<'a> UsageFields<'a> {
             method,
             resource,
             latency_ms,
+            dropped,
         })
     }
 }
@@ -275,8 +346,12 @@ fn json_timestamp(raw: &str) -> Option<DateTime<Utc>> {
             }
         }
     };
-    // Four-digit years only: every day must have a `year=YYYY` partition and a `YYYY-MM-DD` bucket.
-    (1970..=9999).contains(&at.naive_utc().year()).then_some(at)
+    in_years(at).then_some(at)
+}
+
+/// Four-digit years only: every day must have a `year=YYYY` partition and a `YYYY-MM-DD` bucket.
+fn in_years(at: DateTime<Utc>) -> bool {
+    (1970..=9999).contains(&at.naive_utc().year())
 }
 
 /// The common shapes `YYYY-MM-DDTHH:MM:SSZ` and `YYYY-MM-DDTHH:MM:SS.mmmZ`, read without the general

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use meter_model::{
-    BatchDelta, BatchId, Day, DayDelta, KeyId, LineOutcome, RejectReason, RejectedLine, Tally, UsageEvent,
+    BatchDelta, BatchId, Day, DayDelta, DroppedFields, KeyId, LineOutcome, RejectReason, RejectedLine, Tally,
+    UsageEvent,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::{Digest, Sha256};
@@ -27,6 +28,12 @@ pub struct LineStats {
     pub skipped: u64,
     /// Usage lines that break the contract.
     pub rejected: u64,
+    /// Usage events whose `method` broke the contract and was dropped (the call counts).
+    pub dropped_method: u64,
+    /// Usage events whose `resource` was dropped.
+    pub dropped_resource: u64,
+    /// Usage events whose `latencyMs` was dropped.
+    pub dropped_latency_ms: u64,
 }
 
 impl LineStats {
@@ -37,6 +44,23 @@ impl LineStats {
         self.duplicates += other.duplicates;
         self.skipped += other.skipped;
         self.rejected += other.rejected;
+        self.dropped_method += other.dropped_method;
+        self.dropped_resource += other.dropped_resource;
+        self.dropped_latency_ms += other.dropped_latency_ms;
+    }
+
+    fn note_dropped(&mut self, dropped: DroppedFields) {
+        if !dropped.is_empty() {
+            self.dropped_method += u64::from(dropped.contains(DroppedFields::METHOD));
+            self.dropped_resource += u64::from(dropped.contains(DroppedFields::RESOURCE));
+            self.dropped_latency_ms += u64::from(dropped.contains(DroppedFields::LATENCY_MS));
+        }
+    }
+
+    /// Usage events that had an optional field dropped, counting each field.
+    #[must_use]
+    pub fn dropped_fields(&self) -> u64 {
+        self.dropped_method + self.dropped_resource + self.dropped_latency_ms
     }
 }
 
@@ -107,6 +131,7 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
             LineOutcome::Usage(usage) => {
                 if seen.insert(xxh3_128(usage.request_id.as_bytes())) {
                     stats.usage_events += 1;
+                    stats.note_dropped(usage.dropped);
                     visit(event, Line::Usage(usage));
                 } else {
                     stats.duplicates += 1;
@@ -198,7 +223,7 @@ mod tests {
         let events: Vec<_> = lines
             .iter()
             .enumerate()
-            .map(|(i, m)| serde_json::json!({"id": format!("{i:056}"), "timestamp": 1_795_960_987_000_i64 + i as i64, "message": m}))
+            .map(|(i, m)| serde_json::json!({"id": format!("{i:056}"), "timestamp": 1_796_083_199_000_i64 + i as i64, "message": m}))
             .collect();
         serde_json::json!({"messageType": "DATA_MESSAGE", "logGroup": "/aws/lambda/api", "logStream": "s1", "logEvents": events})
             .to_string()
@@ -216,7 +241,14 @@ mod tests {
         let aggregated = aggregate(&payload);
         assert_eq!(
             aggregated.stats,
-            LineStats { log_events: 5, usage_events: 2, duplicates: 1, skipped: 1, rejected: 1 }
+            LineStats {
+                log_events: 5,
+                usage_events: 2,
+                duplicates: 1,
+                skipped: 1,
+                rejected: 1,
+                ..LineStats::default()
+            }
         );
         assert_eq!(aggregated.rejected_by_reason, BTreeMap::from([("invalid_statusCode".to_owned(), 1)]));
         let days: Vec<_> = aggregated.delta.days().iter().map(|d| (d.day.to_string(), d.tally)).collect();

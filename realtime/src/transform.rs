@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use meter_archive::format::{self, encode_json_rows};
-use meter_model::{ArchiveWriter, Day, RejectedLine, StoreError};
+use meter_model::{ArchiveWriter, Day, RejectedLine, StoreError, UsageEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{self, MessageType};
@@ -76,7 +76,7 @@ pub struct TransformedRecord {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordMetadata {
-    /// `year`, `month`, `day` of the record's first usage event.
+    /// `year`, `month`, `day`: the day most of the record's usage events fall on.
     pub partition_keys: BTreeMap<&'static str, String>,
 }
 
@@ -105,6 +105,9 @@ impl TransformStats {
             .with("RecordsFailed", self.failed, Unit::Count)
             .with("UsageEvents", self.lines.usage_events, Unit::Count)
             .with("RejectedLines", self.lines.rejected, Unit::Count)
+            .with("DroppedMethod", self.lines.dropped_method, Unit::Count)
+            .with("DroppedResource", self.lines.dropped_resource, Unit::Count)
+            .with("DroppedLatencyMs", self.lines.dropped_latency_ms, Unit::Count)
     }
 }
 
@@ -143,7 +146,7 @@ pub async fn transform<A: ArchiveWriter>(
 
 /// What a record turned out to hold.
 enum Outcome {
-    /// NDJSON rows, and the day of the first event (the record's partition).
+    /// NDJSON rows, and the record's partition ([`partition_day`]).
     Rows(Vec<u8>, Day),
     /// No usage events.
     Dropped,
@@ -184,12 +187,27 @@ async fn transform_record<A: ArchiveWriter>(
             stats.reject_files += 1;
         }
     }
-    let Some(first) = classified.events.first() else {
+    let Some(day) = partition_day(&classified.events) else {
         return Ok(Outcome::Dropped);
     };
-    let day = Day::of(first.timestamp);
     let rows = encode_json_rows(&classified.events)?;
     Ok(Outcome::Rows(rows, day))
+}
+
+/// The partition of a record whose events are `events`: the UTC day most of them fall on (the
+/// earliest of equals). Firehose files a record whole, so this puts the most events in their own
+/// day's folder; a delivery spans seconds, so the rest are in a neighbouring one, and the rollup
+/// counts any further one on its own day all the same.
+fn partition_day(events: &[UsageEvent<'_>]) -> Option<Day> {
+    let mut days: Vec<(Day, usize)> = Vec::new();
+    for event in events {
+        let day = Day::of(event.timestamp);
+        match days.iter_mut().find(|(d, _)| *d == day) {
+            Some((_, n)) => *n += 1,
+            None => days.push((day, 1)),
+        }
+    }
+    days.into_iter().max_by(|(a, n), (b, m)| n.cmp(m).then(b.cmp(a))).map(|(day, _)| day)
 }
 
 fn by_day(rejects: Vec<RejectedLine>) -> BTreeMap<Day, Vec<RejectedLine>> {
@@ -202,4 +220,39 @@ fn by_day(rejects: Vec<RejectedLine>) -> BTreeMap<Day, Vec<RejectedLine>> {
 
 fn partition_keys(day: Day) -> RecordMetadata {
     RecordMetadata { partition_keys: BTreeMap::from(format::partition_keys(day)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meter_model::DroppedFields;
+    use meter_model::time::parse_instant;
+
+    fn event(at: &str) -> UsageEvent<'static> {
+        UsageEvent {
+            request_id: at.to_owned().into(),
+            key_id: "k1".into(),
+            timestamp: parse_instant(at).unwrap(),
+            status_code: 200,
+            should_count: true,
+            method: None,
+            resource: None,
+            latency_ms: None,
+            dropped: DroppedFields::NONE,
+        }
+    }
+
+    #[test]
+    fn a_record_goes_to_the_day_most_of_its_events_fall_on_not_its_first_events() {
+        let day = |text: &str| text.parse::<Day>().unwrap();
+        let events = [
+            event("2026-11-30T23:59:58.000Z"),
+            event("2026-12-01T00:00:00.100Z"),
+            event("2026-12-01T00:00:01.000Z"),
+        ];
+        assert_eq!(partition_day(&events), Some(day("2026-12-01")));
+        // Equal shares: the earlier day.
+        assert_eq!(partition_day(&events[..2]), Some(day("2026-11-30")));
+        assert_eq!(partition_day(&[]), None);
+    }
 }

@@ -172,6 +172,15 @@ where
     let started = Instant::now();
     let started_at = clock.now();
     let rollup = rollup(archive, options.from, options.to, progress).await?;
+    for file in &rollup.misplaced {
+        tracing::warn!(
+            file = %file.file,
+            events = file.events,
+            first_day = %file.days.0,
+            last_day = %file.days.1,
+            "events more than a day from their folder; counted on their own day"
+        );
+    }
     let known: HashSet<KeyId> =
         store.list_keys().await.map_err(store_failed("listing keys"))?.into_iter().map(|k| k.id).collect();
     let items = store.day_items(options.from, options.to).await.map_err(store_failed("reading day items"))?;
@@ -305,11 +314,12 @@ async fn apply<S: CounterCorrector>(
     mut correction: DayCorrection,
 ) -> Result<(DriftLine, u32, bool), ReconcileError> {
     let first_read = correction.expected.unwrap_or_default();
+    let authoritative = correction.target;
     let line = |action, correction: &DayCorrection| DriftLine {
         key_id: correction.key_id.clone(),
         day: correction.day,
         realtime: first_read,
-        authoritative: correction.target,
+        authoritative,
         action,
     };
     let mut rereads = 0u32;
@@ -339,7 +349,15 @@ async fn apply<S: CounterCorrector>(
                     .day_item(&correction.key_id, correction.day)
                     .await
                     .map_err(store_failed("re-reading a day item"))?;
-                correction.expected = now.map(|item| item.tally);
+                let fresh = now.map(|item| item.tally);
+                // The realtime writer added to the item after the archive was rolled up: what it
+                // added is newer than the rollup (its events may not be archived yet), so it is kept
+                // on top of the authoritative count rather than wiped. The next run settles it
+                // against the archive.
+                let added =
+                    TallyDelta::between(correction.expected.unwrap_or_default(), fresh.unwrap_or_default());
+                correction.target = add_signed(correction.target, added);
+                correction.expected = fresh;
                 if correction.expected == Some(correction.target) {
                     return Ok((line(DriftAction::AlreadyCorrect, &correction), rereads, false));
                 }
@@ -351,6 +369,16 @@ async fn apply<S: CounterCorrector>(
         day: correction.day,
         attempts: MAX_ATTEMPTS,
     })
+}
+
+/// `tally` moved by `delta`, per counter, never below zero.
+fn add_signed(tally: Tally, delta: TallyDelta) -> Tally {
+    let moved = |count: u64, by: i128| u64::try_from((i128::from(count) + by).max(0)).unwrap_or(u64::MAX);
+    Tally {
+        successful_calls: moved(tally.successful_calls, delta.successful_calls),
+        failed_calls: moved(tally.failed_calls, delta.failed_calls),
+        usage_count: moved(tally.usage_count, delta.usage_count),
+    }
 }
 
 /// Applies a key's corrections one after another: they all move the same key item's totals, and

@@ -360,9 +360,11 @@ impl Simulator {
             per_day
         };
 
-        // Events of the day, some held back for a later day's deliveries.
+        // Events of the day, some held back for a later day's deliveries. A late delivery is CloudWatch
+        // retrying one: its log events keep their own times, and it holds nothing of today.
         let mut lines: Vec<(DateTime<Utc>, String)> =
             Vec::with_capacity(usize::try_from(count).unwrap_or(0) * 11 / 10);
+        let mut late: BTreeMap<Day, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
         if index == 0 && self.config.faults.late.0 > 0 {
             // Late events of the previous month's last day, delivered on the first day of this one.
             let previous = self.config.month.pred().last_day();
@@ -371,10 +373,7 @@ impl Simulator {
                 let at = self.pick_time(previous);
                 let line = self.usage_line(at);
                 self.truth.previous_month_events += 1;
-                lines.push((
-                    start_of(day) + Duration::milliseconds(at.timestamp_subsec_millis().into()),
-                    line,
-                ));
+                late.entry(previous).or_default().push((at, line));
             }
         }
         for _ in 0..count {
@@ -390,9 +389,7 @@ impl Simulator {
         let (due, waiting): (Vec<_>, Vec<_>) = self.late.drain(..).partition(|(on, _, _)| *on == index);
         self.late = waiting;
         for (_, line, at) in due {
-            // Delivered now: logged with a timestamp of today, the usage line keeps its own.
-            let logged = start_of(day) + Duration::milliseconds(at.timestamp_subsec_millis().into());
-            lines.push((logged, line));
+            late.entry(Day::of(at)).or_default().push((at, line));
         }
         // Other log lines of the backend, about one in ten.
         let other = lines.len() / 10;
@@ -407,7 +404,12 @@ impl Simulator {
             lines.push((at, line));
         }
         lines.sort_by_key(|(at, _)| *at);
-        let deliveries = lines.chunks(EVENTS_PER_DELIVERY).map(|chunk| self.delivery(chunk)).collect();
+        let mut deliveries: Vec<Delivery> =
+            lines.chunks(EVENTS_PER_DELIVERY).map(|chunk| self.delivery(chunk)).collect();
+        for (_, mut retried) in late {
+            retried.sort_by_key(|(at, _)| *at);
+            deliveries.extend(retried.chunks(EVENTS_PER_DELIVERY).map(|chunk| self.delivery(chunk)));
+        }
         Some((day, deliveries))
     }
 

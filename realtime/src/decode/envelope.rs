@@ -164,17 +164,23 @@ pub(super) fn read(text: &str) -> Option<LogsPayload<'_>> {
                     "message" => {
                         once(&mut got, 4)?;
                         // A usage line is read here, where its end is found; other lines are
-                        // only scanned to their end. Should the log time come later (it comes
-                        // first in what CloudWatch Logs writes), a line that needs it is
-                        // rejected here, and so read again later.
+                        // only scanned to their end. Validating a usage line needs the log time
+                        // (it stands in for a missing timestamp and bounds the line's own): it
+                        // comes first in what CloudWatch Logs writes, and should it come later,
+                        // the line is read again once it is known.
                         let start = c.at;
                         let at = timestamp.and_then(chrono::DateTime::from_timestamp_millis);
                         let read_ahead = (c.peek()? == b'"')
                             .then(|| crate::usage_line::parse_escaped_message(c.text, start + 1, at))
                             .flatten();
+                        let known = |line: &LineOutcome<'_>| match line {
+                            LineOutcome::Usage(_) => at.is_some(),
+                            LineOutcome::Skipped => true,
+                            LineOutcome::Rejected(_) => false,
+                        };
                         match read_ahead {
-                            Some((line @ (LineOutcome::Usage(_) | LineOutcome::Skipped), end))
-                                if c.text.as_bytes().get(end) == Some(&b'"') =>
+                            Some((line, end))
+                                if known(&line) && c.text.as_bytes().get(end) == Some(&b'"') =>
                             {
                                 c.at = end + 1;
                                 raw_message = Some(&c.text[start..c.at]);

@@ -1,6 +1,6 @@
 use super::*;
 use meter_model::time::parse_instant;
-use meter_model::{Tally, UsageEvent};
+use meter_model::{DroppedFields, Tally, UsageEvent};
 
 use proptest::prelude::*;
 
@@ -20,7 +20,14 @@ fn expected() -> UsageEvent<'static> {
         method: Some("GET".into()),
         resource: Some("/v1/items/{id}".into()),
         latency_ms: Some(42),
+        dropped: DroppedFields::NONE,
     }
+}
+
+/// A line as a CloudWatch payload holds it: the inside of a JSON string literal.
+fn escape(line: &str) -> String {
+    let literal = serde_json::to_string(line).unwrap();
+    literal[1..literal.len() - 1].to_owned()
 }
 
 fn rejected(line: &str) -> RejectReason {
@@ -122,9 +129,6 @@ fn rejects_contract_violations_with_a_precise_reason() {
         (r#""statusCode":200,"timestamp":"2026-11-29T14:03:07""#, "timestamp"),
         (r#""statusCode":200,"timestamp":-1"#, "timestamp"),
         (r#""statusCode":200,"timestamp":99999999999999999"#, "timestamp"),
-        (r#""statusCode":200,"latencyMs":-5"#, "latencyMs"),
-        (r#""statusCode":200,"latencyMs":3000000000"#, "latencyMs"),
-        (r#""statusCode":200,"method":7"#, "method"),
     ] {
         let line = format!("{{{base},{extra}}}");
         assert!(matches!(rejected(&line), RejectReason::Invalid { field: f, .. } if f == field), "{line}");
@@ -138,6 +142,78 @@ fn rejects_contract_violations_with_a_precise_reason() {
     ] {
         assert!(matches!(rejected(line), RejectReason::Invalid { field: f, .. } if f == field), "{line}");
     }
+}
+
+#[test]
+fn a_bad_optional_field_is_dropped_and_the_call_still_counts() {
+    let long_method = format!(r#""method":"{}""#, "M".repeat(33));
+    for (extra, field) in [
+        (r#""latencyMs":12.5"#, DroppedFields::LATENCY_MS),
+        (r#""latencyMs":-5"#, DroppedFields::LATENCY_MS),
+        (r#""latencyMs":3000000000"#, DroppedFields::LATENCY_MS),
+        (r#""latencyMs":"fast""#, DroppedFields::LATENCY_MS),
+        (r#""method":7"#, DroppedFields::METHOD),
+        (long_method.as_str(), DroppedFields::METHOD),
+        (r#""resource":"/a\tb""#, DroppedFields::RESOURCE),
+    ] {
+        let line = format!(
+            r#"{{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":200,"shouldCount":true,{extra},"timestamp":"2026-11-29T14:03:07.123Z"}}"#
+        );
+        let outcome = parse_line(&line, log_time());
+        // The escaped reader may decline (then the line is unescaped and read as above); when it
+        // answers, it answers the same.
+        if let Some(escaped) = parse_escaped_line(&escape(&line), log_time()) {
+            assert_eq!(escaped, outcome, "{line}");
+        }
+        {
+            let LineOutcome::Usage(event) = outcome else { panic!("{line}: {outcome:?}") };
+            assert_eq!(event.dropped, field, "{line}");
+            assert_eq!(event.dropped.names().count(), 1);
+            assert_eq!(
+                event.tally(),
+                Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 },
+                "{line}"
+            );
+            assert!(
+                event.method.is_none() && event.resource.is_none() && event.latency_ms.is_none(),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(DroppedFields::LATENCY_MS.names().collect::<Vec<_>>(), ["latencyMs"]);
+}
+
+#[test]
+fn a_timestamp_far_from_its_log_event_is_rejected_as_skew() {
+    // The log event was written at 14:03:08: a request lasts at most 15 minutes, clocks disagree by
+    // at most 5.
+    let line = |ts: &str| {
+        format!(r#"{{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":200,"timestamp":"{ts}"}}"#)
+    };
+    for ts in ["2026-11-29T13:48:08.000Z", "2026-11-29T14:08:08.000Z", "2026-11-29T14:03:08.000Z"] {
+        assert!(matches!(parse_line(&line(ts), log_time()), LineOutcome::Usage(_)), "{ts}");
+    }
+    for ts in [
+        "2026-11-29T13:48:07.999Z",
+        "2026-11-29T14:08:08.001Z",
+        "2026-11-25T14:03:08.000Z",
+        "1970-01-01T00:00:00Z",
+    ] {
+        assert_eq!(rejected(&line(ts)), RejectReason::TimestampSkew, "{ts}");
+        assert_eq!(
+            parse_escaped_line(&escape(&line(ts)), log_time()),
+            Some(LineOutcome::Rejected(RejectReason::TimestampSkew)),
+            "{ts}"
+        );
+    }
+    assert_eq!(RejectReason::TimestampSkew.code(), "timestamp_skew");
+    // Without a log event's time (a line read on its own) there is nothing to compare with.
+    assert!(matches!(parse_line(&line("2020-01-01T00:00:00Z"), None), LineOutcome::Usage(_)));
+    // A line without a timestamp takes the log event's, which must itself have a four-digit year.
+    let bare = r#"{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":200}"#;
+    let far = DateTime::from_timestamp_millis(253_402_300_800_000); // year 10000
+    assert_eq!(parse_line(bare, far), LineOutcome::Rejected(RejectReason::Missing("timestamp")));
+    assert!(matches!(parse_line(bare, log_time()), LineOutcome::Usage(e) if Some(e.timestamp) == log_time()));
 }
 
 #[test]
@@ -168,6 +244,7 @@ fn arb_event() -> impl Strategy<Value = UsageEvent<'static>> {
                     method: method.map(Into::into),
                     resource: resource.map(Into::into),
                     latency_ms,
+                    dropped: DroppedFields::NONE,
                 }
             },
         )

@@ -57,12 +57,22 @@ pub(crate) fn usage_line(
     .to_string()
 }
 
-/// A Lambda subscription event holding `messages` as one delivery from `stream`.
+/// A Lambda subscription event holding `messages` as one delivery from `stream`. Each log event is
+/// logged when its line was printed (a usage line's own `timestamp`, else a fixed time), as CloudWatch
+/// Logs records it.
 pub(crate) fn subscription_event(stream: &str, first_id: u64, messages: &[String]) -> String {
+    let logged = |message: &str| {
+        serde_json::from_str::<serde_json::Value>(message)
+            .ok()
+            .and_then(|line| {
+                line["timestamp"].as_str().and_then(|ts| meter_model::time::parse_instant(ts).ok())
+            })
+            .map_or(1_796_047_400_000_i64, |at| at.timestamp_millis())
+    };
     let events: Vec<_> = messages
         .iter()
         .enumerate()
-        .map(|(i, m)| serde_json::json!({"id": format!("{:056}", first_id + i as u64), "timestamp": 1_796_047_400_000_i64, "message": m}))
+        .map(|(i, m)| serde_json::json!({"id": format!("{:056}", first_id + i as u64), "timestamp": logged(m), "message": m}))
         .collect();
     let payload = serde_json::json!({
         "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/lambda/api",

@@ -53,6 +53,7 @@ pub(crate) fn events(
             method: Some("GET".into()),
             resource: None,
             latency_ms: None,
+            dropped: meter_model::DroppedFields::NONE,
         })
         .collect()
 }

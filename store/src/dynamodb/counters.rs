@@ -2,15 +2,50 @@
 //! realtime writer.
 
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use futures::StreamExt;
 use meter_model::time::format_instant;
 use meter_model::{
-    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, Month, ReconcileRun,
+    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, KeyStore, Month, ReconcileRun,
     StoreError, UsageReader,
 };
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
 use super::item::{Item, corrupt, get_instant, n, req_s, s, tally_of};
 use super::{DynamoStore, RECONCILE_PARTITION, RUN_RECORD_TTL_DAYS, TTL_ATTRIBUTE};
+
+/// Keys whose days are queried at once.
+const QUERY_CONCURRENCY: usize = 16;
+
+impl DynamoStore {
+    /// The day items of `key` in `from..=to`, read consistently.
+    async fn key_days(&self, key: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let mut days = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.usage_counters)
+                .key_condition_expression("keyId = :k AND #day BETWEEN :from AND :to")
+                .expression_attribute_names("#day", "day")
+                .expression_attribute_values(":k", s(key.as_str()))
+                .expression_attribute_values(":from", s(&from.to_string()))
+                .expression_attribute_values(":to", s(&to.to_string()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| table_missing(store_error("read day items", e), &self.tables.usage_counters))?;
+            for item in page.items() {
+                days.push(day_usage_of(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(days);
+            }
+        }
+    }
+}
 
 impl UsageReader for DynamoStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
@@ -62,32 +97,16 @@ fn signed(value: i128) -> AttributeValue {
 
 impl CounterCorrector for DynamoStore {
     async fn day_items(&self, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
-        // A nightly scan: the day is the sort key, so no key condition can select a range of days
-        // across keys. Bookkeeping partitions start with '#' and are filtered out.
+        // One Query of its own days per key: the nightly read cost follows the number of keys and the
+        // range's items, never the table's history, which a Scan would read whole every night. (Items
+        // exist only for keys: realtime and reconcile never create one for an unknown key.)
+        let keys: Vec<KeyId> = self.list_keys().await?.into_iter().map(|key| key.id).collect();
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.tables.usage_counters)
-                .filter_expression("#day BETWEEN :from AND :to AND NOT begins_with(keyId, :hash)")
-                .expression_attribute_names("#day", "day")
-                .expression_attribute_values(":from", s(&from.to_string()))
-                .expression_attribute_values(":to", s(&to.to_string()))
-                .expression_attribute_values(":hash", s("#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| table_missing(store_error("read day items", e), &self.tables.usage_counters))?;
-            for item in page.items() {
-                out.push(day_usage_of(item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
+        let mut per_key = futures::stream::iter(keys)
+            .map(|key| async move { self.key_days(&key, from, to).await })
+            .buffer_unordered(QUERY_CONCURRENCY);
+        while let Some(items) = per_key.next().await {
+            out.extend(items?);
         }
         out.sort_by(|a, b| (&a.key_id, a.day).cmp(&(&b.key_id, b.day)));
         Ok(out)
