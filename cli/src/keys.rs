@@ -135,15 +135,21 @@ pub(crate) async fn revoke(
     }
     let when =
         revocation.record.revoked_at.map_or_else(String::new, |at| format!(" at {}", format_instant(at)));
-    Ok(if revocation.was_already_revoked {
-        format!("Key {id} was already revoked{when}; revocation epoch is now {}.\n", revocation.epoch)
+    let mut out = if revocation.was_already_revoked {
+        format!("Key {id} was already revoked{when}; the revocation epoch stays {}.\n", revocation.epoch)
     } else {
         format!(
             "Revoked key {id}{when} (revocation epoch {}). Warm authorizers refuse it within about a second; \
              usage it made before still counts.\n",
             revocation.epoch
         )
-    })
+    };
+    if notifier.is_some() {
+        out.push_str(
+            "Revocation notice published to SNS: API Gateway's authorizer caches are being flushed.\n",
+        );
+    }
+    Ok(out)
 }
 
 pub(crate) async fn find(store: &impl KeyStore, id: &KeyId) -> anyhow::Result<ApiKeyRecord> {

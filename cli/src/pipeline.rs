@@ -77,8 +77,10 @@ pub(crate) async fn realtime<S: UsageWriter, C: Clock>(
             }
         }
     }
+    // Only what was applied is counted as applied; undecodable deliveries are listed below.
+    let applied = totals.deliveries - totals.undecodable.len() as u64;
     let mut out = format!(
-        "Applied {} deliveries to {store_name} ({} already applied before, {} partly).\n",
+        "Applied {applied} of {} deliveries to {store_name} ({} already applied before, {} partly).\n",
         totals.deliveries, totals.duplicates, totals.partly_applied_before
     );
     write_lines(&mut out, &totals.lines, &totals.rejected_by_reason);

@@ -240,7 +240,7 @@ fn realtime_applies_each_delivery_once_and_reads_stdin() {
     std::fs::write(&file, format!("{event}\n{event}\n")).unwrap();
 
     let out = ok(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
-    assert!(out.contains("Applied 2 deliveries") && out.contains("1 already applied"), "{out}");
+    assert!(out.contains("Applied 2 of 2 deliveries") && out.contains("1 already applied"), "{out}");
     assert!(out.contains("invalid_statusCode 2"), "lines of both deliveries are read: {out}");
     let usage: Value =
         serde_json::from_str(&ok(meter(home.path()).args(["usage", "show", &id, "--json"]))).unwrap();
@@ -269,6 +269,9 @@ fn realtime_reports_undecodable_deliveries_and_fails() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("could not be decoded") && stderr.contains("bad.json event 1"), "{stderr}");
+    // The summary counts what happened: nothing was applied.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Applied 0 of 1 deliveries"), "{stdout}");
 
     std::fs::write(&file, "not json").unwrap();
     let output = run(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
@@ -517,4 +520,28 @@ fn a_skewed_line_blocks_nothing_and_every_good_call_is_billed_on_its_own_day() {
         std::fs::read_to_string(home.path().join("reports/issued/month=2026-10/invoices.csv")).unwrap();
     let row = invoices.lines().find(|l| l.contains("ada@example.com")).unwrap();
     assert_eq!(row.split(',').nth(4), Some("2"), "{invoices}");
+}
+
+/// Revoking twice moves the epoch once (a move flushes every warm authorizer's cache), and an SNS that
+/// cannot be reached is said in one plain sentence, not a dump of the SDK's internals.
+#[test]
+fn revoking_again_keeps_the_epoch_and_an_unreachable_sns_is_said_plainly() {
+    let home = tempfile::tempdir().unwrap();
+    let (id, _) = create(home.path(), "ada@example.com", &[]);
+    let first = ok(meter(home.path()).args(["keys", "revoke", &id]));
+    assert!(first.contains("revocation epoch 1"), "{first}");
+    let again = ok(meter(home.path()).args(["keys", "revoke", &id]));
+    assert!(again.contains("already revoked") && again.contains("epoch stays 1"), "{again}");
+
+    let output = run(meter(home.path())
+        .args(["keys", "revoke", &id, "--revocation-topic", "arn:aws:sns:us-east-1:123456789012:revoked"])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_MAX_ATTEMPTS", "1"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach SNS"), "{stderr}");
+    assert!(!stderr.contains("dispatch failure") && !stderr.contains("connector"), "{stderr}");
 }

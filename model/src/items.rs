@@ -32,11 +32,17 @@ pub enum FieldError {
 }
 
 impl Email {
-    /// Validates an address (surrounding white space is ignored).
+    /// Validates and normalises an address: surrounding white space is ignored and the whole address
+    /// is lowercased, so that `Ada@Example.com` and `ada@example.com` are one customer with one
+    /// invoice. (The local part is case-sensitive in theory; no mail provider treats it so, and two
+    /// monthly fees for one customer are the worse mistake.) The domain must contain a dot.
     pub fn parse(text: &str) -> Result<Self, FieldError> {
         let text = text.trim();
-        if text.len() <= 254 && email_address::EmailAddress::is_valid(text) {
-            Ok(Self(text.to_owned()))
+        let has_dotted_domain = text.rsplit_once('@').is_some_and(|(_, domain)| {
+            domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        });
+        if text.len() <= 254 && has_dotted_domain && email_address::EmailAddress::is_valid(text) {
+            Ok(Self(text.to_lowercase()))
         } else {
             Err(FieldError::Email(text.to_owned()))
         }
@@ -259,9 +265,15 @@ mod tests {
     #[test]
     fn emails_are_validated_and_trimmed() {
         assert_eq!(Email::parse(" ada@example.com ").unwrap().as_str(), "ada@example.com");
-        for bad in ["", "ada", "ada@", "@example.com", "a b@example.com"] {
+        for bad in ["", "ada", "ada@", "@example.com", "a b@example.com", "ada@localhost", "ada@example."] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn emails_are_one_customer_whatever_their_case() {
+        assert_eq!(Email::parse("Ada@Example.COM").unwrap(), Email::parse("ada@example.com").unwrap());
+        assert_eq!(Email::parse(" ADA@example.com").unwrap().as_str(), "ada@example.com");
     }
 
     #[test]

@@ -359,7 +359,7 @@ fn manifest_of(
                 customer_email: i.customer_email.clone(),
                 plan: i.plan.clone(),
                 successful_calls: i.tally.successful_calls,
-                amount_for_period: i.amount - carried,
+                amount_for_period: pricing.in_minor_units(i.amount - carried),
             }
         })
         .collect();
@@ -378,8 +378,8 @@ fn manifest_of(
             successful_calls: tally.successful_calls,
             failed_calls: tally.failed_calls,
             usage_count: tally.usage_count,
-            amount: month.total_amount(),
-            adjustments: adjusted,
+            amount: pricing.in_minor_units(month.total_amount()),
+            adjustments: pricing.in_minor_units(adjusted),
             unattributed_usage_count: month.unattributed.iter().map(|u| u.tally.usage_count).sum(),
         },
         files: files.iter().map(ReportFile::manifest_entry).collect(),

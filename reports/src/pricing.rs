@@ -100,16 +100,6 @@ pub struct Pricing {
     pub plans: BTreeMap<String, Plan>,
 }
 
-/// Decimal places of an ISO 4217 currency's minor unit, for the currencies that do not use two.
-fn iso_minor_units(currency: &str) -> u32 {
-    match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI"
-        | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        _ => 2,
-    }
-}
-
 /// One priced line of a plan's month.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedLine {
@@ -130,10 +120,16 @@ impl Pricing {
     pub fn parse(text: &str) -> Result<Self, PricingError> {
         let file: PricingFile = toml::from_str(text).map_err(|e| PricingError::Syntax(e.to_string()))?;
         let invalid = |m: String| Err(PricingError::Invalid(m));
-        if file.currency.len() != 3 || !file.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        let Some(currency) = iso_currency::Currency::from_code(&file.currency) else {
             return invalid(format!("currency {:?} is not an ISO 4217 code such as \"USD\"", file.currency));
-        }
-        let minor_units = file.minor_units.unwrap_or_else(|| iso_minor_units(&file.currency));
+        };
+        // ISO 4217's minor unit (2 for USD, 0 for JPY, 3 for KWD), unless the file says otherwise.
+        let Some(minor_units) = file.minor_units.or_else(|| currency.exponent().map(u32::from)) else {
+            return invalid(format!(
+                "currency {} has no minor unit in ISO 4217; say how amounts are rounded with minor_units = N",
+                file.currency
+            ));
+        };
         if minor_units > 4 {
             return invalid(format!("minor_units = {minor_units}: at most 4 decimal places"));
         }
@@ -217,6 +213,14 @@ impl Pricing {
                 self.plans.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })
+    }
+
+    /// `amount` written with exactly the currency's minor unit (`0.00`, not `0`).
+    #[must_use]
+    pub fn in_minor_units(&self, amount: Decimal) -> Decimal {
+        let mut value = self.round(amount);
+        value.rescale(self.minor_units);
+        value
     }
 
     /// Rounds an amount half-up (away from zero at the midpoint) to the currency's minor unit.
@@ -357,8 +361,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(jpy.minor_units, 0);
+        // Not a currency at all: refused, whatever its shape.
+        let zzz = "currency = \"ABC\"\ndefault_plan = \"a\"\n[plans.a]\nmonthly_fee = \"1\"\ntiers = [{price_per_1000 = \"1\"}]";
+        assert!(matches!(Pricing::parse(zzz), Err(PricingError::Invalid(m)) if m.contains("ISO 4217")));
         assert_eq!(jpy.round(d("2.5")), d("3"));
         let usd = Pricing::parse(EXAMPLE).unwrap();
+        // Totals are written with the currency's decimals, zero too.
+        assert_eq!(usd.in_minor_units(Decimal::ZERO).to_string(), "0.00");
+        assert_eq!(usd.in_minor_units(d("12.5")).to_string(), "12.50");
+        assert_eq!(jpy.in_minor_units(Decimal::ZERO).to_string(), "0");
         assert_eq!(usd.round(d("0.005")), d("0.01"));
         assert_eq!(usd.round(d("0.0049999")), d("0.00"));
     }

@@ -66,10 +66,21 @@ impl SnsNotifier {
                     }
                 }
                 SdkError::ServiceError(_) => StoreError::Other { operation, source: err.into() },
+                // The SDK's own chain here is credential-lookup and connector internals: say what
+                // to check instead.
+                SdkError::ConstructionFailure(_) => StoreError::Unavailable {
+                    operation,
+                    hint: "cannot reach SNS: no AWS credentials were found (set AWS_PROFILE or \
+                           AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+                        .into(),
+                    source: None,
+                },
                 _ => StoreError::Unavailable {
                     operation,
-                    hint: "cannot reach SNS; check AWS_REGION, AWS_ENDPOINT_URL and the network".into(),
-                    source: Some(err.into()),
+                    hint: "cannot reach SNS; check AWS_REGION, AWS_ENDPOINT_URL, the credentials and the \
+                           network"
+                        .into(),
+                    source: None,
                 },
             }
         })

@@ -332,22 +332,28 @@ impl KeyStore for SqliteStore {
             params![id.as_str(), format_instant(at)],
         )
         .map_err(|e| sql_error("revoke", e))?;
-        let epoch: i64 = tx
-            .query_row(
+        // Revoking a revoked key again moves nothing: every warm authorizer drops its cache when the
+        // epoch moves.
+        let was_already_revoked = before.status == KeyStatus::Revoked;
+        let epoch: i64 = if was_already_revoked {
+            tx.query_row(
+                "SELECT COALESCE(MAX(value), 0) FROM meta WHERE name = ?1",
+                [REVOCATION_EPOCH],
+                |r| r.get(0),
+            )
+        } else {
+            tx.query_row(
                 "INSERT INTO meta (name, value) VALUES (?1, 1) \
                  ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
                 [REVOCATION_EPOCH],
                 |r| r.get(0),
             )
-            .map_err(|e| sql_error("revoke", e))?;
+        }
+        .map_err(|e| sql_error("revoke", e))?;
         let record =
             select_key(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("key {id}") })?;
         tx.commit().map_err(|e| sql_error("revoke", e))?;
-        Ok(Revocation {
-            record,
-            was_already_revoked: before.status == KeyStatus::Revoked,
-            epoch: counter(epoch, "revocation epoch")?,
-        })
+        Ok(Revocation { record, was_already_revoked, epoch: counter(epoch, "revocation epoch")? })
     }
 
     async fn revocation_epoch(&self) -> Result<u64, StoreError> {

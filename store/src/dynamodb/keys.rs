@@ -114,6 +114,14 @@ impl KeyStore for DynamoStore {
             .map(record_from_item)
             .transpose()?
             .ok_or_else(|| corrupt(format!("revoking key {id} returned no previous item")))?;
+        let was_already_revoked = before.status == KeyStatus::Revoked;
+        let record =
+            ApiKeyRecord { status: KeyStatus::Revoked, revoked_at: before.revoked_at.or(Some(at)), ..before };
+        // Revoking a revoked key again moves nothing: every warm authorizer drops its cache when the
+        // epoch moves.
+        if was_already_revoked {
+            return Ok(Revocation { record, was_already_revoked, epoch: self.revocation_epoch().await? });
+        }
         let bumped = self
             .client
             .update_item()
@@ -128,9 +136,6 @@ impl KeyStore for DynamoStore {
                 table_missing(store_error("bump revocation epoch", e), &self.tables.usage_counters)
             })?;
         let epoch = bumped.attributes().map_or(Ok(0), |item| get_n(item, "epoch"))?;
-        let was_already_revoked = before.status == KeyStatus::Revoked;
-        let record =
-            ApiKeyRecord { status: KeyStatus::Revoked, revoked_at: before.revoked_at.or(Some(at)), ..before };
         Ok(Revocation { record, was_already_revoked, epoch })
     }
 
