@@ -7,7 +7,7 @@ use meter_model::time::format_instant;
 use meter_model::{ApiKey, ApiKeyRecord, Clock, KeyId, KeyStore, NewKey, RevocationNotifier, StoreError};
 use serde::Serialize;
 
-use crate::{CreateKey, JsonFlag, to_json};
+use crate::{CreateKey, JsonFlag, UsageError, to_json};
 
 /// Ids are 60 random bits; a clash is astronomically unlikely, but a retry costs nothing.
 const CREATE_ATTEMPTS: usize = 3;
@@ -17,6 +17,16 @@ pub(crate) async fn create(
     clock: &impl Clock,
     args: CreateKey,
 ) -> anyhow::Result<String> {
+    // A plan the pricing lacks would stop the month's invoices later: refuse it now.
+    if let Some(path) = &args.pricing {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the pricing file {}", path.display()))?;
+        let pricing = meter_reports::Pricing::parse(&text)
+            .with_context(|| format!("{} cannot be used", path.display()))?;
+        if let Err(err) = pricing.plan(args.plan.as_ref().map(|p| p.as_str())) {
+            return Err(UsageError(format!("{err} ({})", path.display())).into());
+        }
+    }
     let mut attempts = 0;
     let (key, record) = loop {
         attempts += 1;

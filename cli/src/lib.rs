@@ -247,6 +247,9 @@ pub struct CreateKey {
     /// A name to recognise the key by.
     #[arg(long, value_parser = parse_name)]
     pub name: Option<String>,
+    /// The pricing file the plan must be in (checked before the key is created).
+    #[arg(long, env = "METER_PRICING", value_name = "FILE")]
+    pub pricing: Option<PathBuf>,
     /// Output format.
     #[command(flatten)]
     pub json: JsonFlag,

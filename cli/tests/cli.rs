@@ -545,3 +545,30 @@ fn revoking_again_keeps_the_epoch_and_an_unreachable_sns_is_said_plainly() {
     assert!(stderr.contains("cannot reach SNS"), "{stderr}");
     assert!(!stderr.contains("dispatch failure") && !stderr.contains("connector"), "{stderr}");
 }
+
+/// A plan typo is refused when the key is created (with a pricing file configured), and a key on a
+/// plan the pricing lacks makes the month's report fail with one list of every such key.
+#[test]
+fn plans_are_checked_against_the_pricing() {
+    let home = tempfile::tempdir().unwrap();
+    let pricing =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/pricing.example.toml");
+    let pricing = pricing.to_str().unwrap();
+    let typo = run(meter(home.path())
+        .args(["keys", "create", "--email", "a@example.com", "--plan", "por"])
+        .args(["--pricing", pricing]));
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("\"por\" is not in the pricing"), "{stderr}");
+    assert!(ok(meter(home.path()).args(["keys", "list"])).lines().count() <= 1, "no key was created");
+    create(home.path(), "a@example.com", &["--plan", "pro", "--pricing", pricing]);
+
+    // Without a pricing file at creation, the report names every key it cannot price.
+    let (por, _) = create(home.path(), "b@example.com", &["--plan", "por"]);
+    let (gold, _) = create(home.path(), "c@example.com", &["--plan", "gold"]);
+    let report =
+        run(meter(home.path()).args(["report", "--month", "2026-11", "--draft", "--pricing", pricing]));
+    let stderr = String::from_utf8_lossy(&report.stderr);
+    assert_eq!(report.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("2 key(s)") && stderr.contains(&por) && stderr.contains(&gold), "{stderr}");
+}

@@ -158,6 +158,14 @@ impl ReportFile {
 /// The encoded files, in the order the manifest lists them.
 pub type ReportFiles = Vec<ReportFile>;
 
+/// A text cell as spreadsheet tools read it safely (OWASP's CSV-injection guidance): a cell that
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return would be run as a formula, so it is
+/// prefixed with `'`, which spreadsheets show as text. Only text columns go through here: amounts and
+/// counts are numbers, negative ones included. The Parquet files keep every value as it is.
+fn spreadsheet_safe(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() }
+}
+
 fn fixed(amount: Decimal, decimals: u32) -> String {
     let mut value = amount;
     value.rescale(decimals);
@@ -229,8 +237,8 @@ pub fn encode_report(month: &MonthInvoices, pricing: &Pricing) -> Result<ReportF
             vec![
                 i.invoice_id.clone(),
                 i.period.to_string(),
-                i.customer_email.clone(),
-                i.plan.clone(),
+                spreadsheet_safe(&i.customer_email),
+                spreadsheet_safe(&i.plan),
                 i.tally.successful_calls.to_string(),
                 i.tally.failed_calls.to_string(),
                 i.tally.usage_count.to_string(),
@@ -246,9 +254,9 @@ pub fn encode_report(month: &MonthInvoices, pricing: &Pricing) -> Result<ReportF
             vec![
                 l.invoice_id.clone(),
                 l.line_no.to_string(),
-                l.kind.clone(),
-                l.description.clone(),
-                l.key_id.clone().unwrap_or_default(),
+                spreadsheet_safe(&l.kind),
+                spreadsheet_safe(&l.description),
+                spreadsheet_safe(l.key_id.as_deref().unwrap_or_default()),
                 l.calls.to_string(),
                 l.unit_price_per_1000.to_string(),
                 fixed(l.amount, decimals),
@@ -399,4 +407,20 @@ const PARQUET: &str = "application/vnd.apache.parquet";
 #[must_use]
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_cells_that_a_spreadsheet_would_run_are_escaped() {
+        // A valid address can start with `=`; a spreadsheet would run it as a formula.
+        assert_eq!(spreadsheet_safe("=1+2@x.com"), "'=1+2@x.com");
+        for risky in ["+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(spreadsheet_safe(risky).starts_with('\''), "{risky:?}");
+        }
+        assert_eq!(spreadsheet_safe("ada@example.com"), "ada@example.com");
+        assert_eq!(spreadsheet_safe(""), "");
+    }
 }

@@ -256,16 +256,34 @@ pub fn invoices_for_month(
         .map(|(k, t)| (k.key_id.as_str(), *t))
         .collect();
     let mut groups: BTreeMap<(String, String), Vec<(&ApiKeyRecord, Tally)>> = BTreeMap::new();
+    // Every key on a plan the pricing lacks, so that one error lists them all.
+    let mut unpriced: Vec<String> = Vec::new();
     for key in keys {
         let tally = total_of(key.id.as_str());
         if tally.is_zero() && !live_during(key, period) {
             continue;
         }
-        let plan = pricing.plan(key.plan.as_ref().map(|p| p.as_str())).map_err(|e| match e {
-            PricingError::Invalid(why) => PricingError::Invalid(format!("key {}: {why}", key.id)),
-            other => other,
-        })?;
-        groups.entry((key.user_email.as_str().to_owned(), plan.name.clone())).or_default().push((key, tally));
+        match pricing.plan(key.plan.as_ref().map(|p| p.as_str())) {
+            Ok(plan) => groups
+                .entry((key.user_email.as_str().to_owned(), plan.name.clone()))
+                .or_default()
+                .push((key, tally)),
+            Err(_) => unpriced.push(format!(
+                "key {} of {} on plan {:?}",
+                key.id,
+                key.user_email,
+                key.plan.as_ref().map_or(pricing.default_plan.as_str(), |p| p.as_str())
+            )),
+        }
+    }
+    if !unpriced.is_empty() {
+        return Err(PricingError::Invalid(format!(
+            "{} key(s) are on plans the pricing lacks, so no invoice of {period} is issued: {}; the \
+             pricing's plans are {}",
+            unpriced.len(),
+            unpriced.join(", "),
+            pricing.plan_names().join(", ")
+        )));
     }
     let mut invoices = Vec::with_capacity(groups.len());
     for ((customer_email, plan_name), members) in groups {

@@ -204,6 +204,12 @@ impl Pricing {
         Ok(Self { currency: file.currency, minor_units, default_plan: file.default_plan, plans })
     }
 
+    /// The names of the plans, sorted.
+    #[must_use]
+    pub fn plan_names(&self) -> Vec<&str> {
+        self.plans.keys().map(String::as_str).collect()
+    }
+
     /// The plan called `name`, or the default plan for `None`.
     pub fn plan(&self, name: Option<&str>) -> Result<&Plan, PricingError> {
         let name = name.unwrap_or(&self.default_plan);
