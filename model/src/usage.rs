@@ -132,6 +132,13 @@ pub enum RejectReason {
     /// ([`MAX_TIMESTAMP_BEFORE_LOG`]) or clocks can disagree ([`MAX_TIMESTAMP_AFTER_LOG`]).
     #[error("timestamp is more than 15 minutes before or 5 minutes after the log event's time")]
     TimestampSkew,
+    /// The log event around the line is damaged: its bytes are not UTF-8 text, or hold raw control
+    /// characters.
+    #[error("the log event holds bytes that are not UTF-8 text, or raw control characters")]
+    InvalidBytes,
+    /// The log event's own timestamp is not a time, so the line's cannot be checked against it.
+    #[error("the log event's timestamp is not a time in epoch milliseconds")]
+    InvalidLogTimestamp,
     /// A field has the wrong JSON type or shape.
     #[error("{field} must be {expected}")]
     Invalid {
@@ -150,6 +157,8 @@ impl RejectReason {
             Self::MalformedJson => "malformed_json".to_owned(),
             Self::Missing(field) => format!("missing_{field}"),
             Self::TimestampSkew => "timestamp_skew".to_owned(),
+            Self::InvalidBytes => "invalid_bytes".to_owned(),
+            Self::InvalidLogTimestamp => "invalid_log_timestamp".to_owned(),
             Self::Invalid { field, .. } => format!("invalid_{field}"),
         }
     }

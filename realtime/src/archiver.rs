@@ -82,7 +82,8 @@ impl<A: ArchiveWriter> Archiver<A> {
                 return Ok(());
             }
         };
-        let payload = match decode::parse_payload(&inflated) {
+        let mut repaired = None;
+        let payload = match decode::parse_payload_repairing(&inflated, &mut repaired) {
             Ok(payload) => payload,
             Err(err) => {
                 self.undecodable(origin, &err);

@@ -64,8 +64,10 @@ impl LineStats {
     }
 }
 
-/// The identity of a delivered payload: its log group, stream and log event ids. A redelivery of the
-/// same payload has the same id; two different payloads never share all of their event ids.
+/// The identity of a delivered payload: its log group and stream, and each log event's id, time and
+/// message (by a 128-bit XXH3 digest, cheap next to reading the message). A redelivery of the same
+/// payload has the same id; two payloads that share event ids but differ in any event (a replay, a
+/// hand-made file, an emulator's small integer ids) do not.
 #[must_use]
 pub fn batch_id(payload: &LogsPayload<'_>) -> BatchId {
     let mut hasher = Sha256::new();
@@ -75,12 +77,15 @@ pub fn batch_id(payload: &LogsPayload<'_>) -> BatchId {
     for event in &payload.log_events {
         hasher.update([0]);
         hasher.update(event.id.as_bytes());
+        hasher.update([0]);
+        hasher.update(event.timestamp.to_le_bytes());
+        hasher.update(xxh3_128(event.escaped().as_bytes()).to_le_bytes());
     }
     BatchId::from_digest(&hasher.finalize())
 }
 
 fn log_time(event: &LogEvent<'_>) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(event.timestamp)
+    event.log_time()
 }
 
 /// The realtime view of a payload.
@@ -127,6 +132,20 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
             };
             &read_here
         };
+        // A usage line in a damaged log event is rejected, never billed: a byte that was not text
+        // became U+FFFD, and a log time that is not a time cannot bound the line's own.
+        let damaged = match outcome {
+            LineOutcome::Usage(_) if payload.repaired && event.escaped().contains('\u{fffd}') => {
+                Some(RejectReason::InvalidBytes)
+            }
+            LineOutcome::Usage(_) if event.log_time().is_none() => Some(RejectReason::InvalidLogTimestamp),
+            _ => None,
+        };
+        if let Some(reason) = damaged {
+            stats.rejected += 1;
+            visit(event, Line::Rejected(reason, event.message(&mut scratch)));
+            continue;
+        }
         match outcome {
             LineOutcome::Usage(usage) => {
                 if seen.insert(xxh3_128(usage.request_id.as_bytes())) {
@@ -282,5 +301,57 @@ mod tests {
         let id = |json: &[u8]| batch_id(&parse_payload(json).unwrap());
         assert_eq!(id(&a), id(&a.clone()));
         assert_ne!(id(&a), id(&b));
+    }
+
+    /// One damaged log event (bytes that are not UTF-8, a raw control character, a timestamp that is
+    /// not a time) spoils only itself: the good events of the delivery are kept, the bad ones rejected.
+    #[test]
+    fn a_damaged_log_event_is_rejected_and_the_rest_of_the_delivery_kept() {
+        let literal = |id: &str| serde_json::to_string(&OK.replace("\"r1\"", &format!("\"{id}\""))).unwrap();
+        let event = |i: usize, ts: &str, message: Vec<u8>| {
+            let mut bytes = format!(r#"{{"id":"{i:056}","timestamp":{ts},"message":"#).into_bytes();
+            bytes.extend(message);
+            bytes.push(b'}');
+            bytes
+        };
+        // The byte goes inside the request id, between its escaped quotes.
+        let with_byte = |id: &str, byte: u8| {
+            let mut message = literal(id).into_bytes();
+            let quoted = format!("\\\"{id}\\\"");
+            let at = message.windows(quoted.len()).position(|w| w == quoted.as_bytes()).unwrap() + 2;
+            message.insert(at, byte);
+            message
+        };
+        let events = [
+            event(0, "1796083199000", with_byte("a", 0xff)),
+            event(1, "1796083199001", with_byte("b", 0x01)),
+            event(2, "1796083199002", literal("c").into_bytes()),
+            event(3, "1e30", literal("d").into_bytes()),
+        ];
+        let mut bytes =
+            br#"{"messageType":"DATA_MESSAGE","logGroup":"g","logStream":"s","logEvents":["#.to_vec();
+        bytes.extend(events.join(&b","[..]));
+        bytes.extend(b"]}");
+        assert!(parse_payload(&bytes).is_err(), "the payload cannot be read as it is");
+        let mut repaired = None;
+        let payload = crate::decode::parse_payload_repairing(&bytes, &mut repaired).unwrap();
+        let classified = classify(&payload);
+        let kept: Vec<&str> = classified.events.iter().map(|e| e.request_id.as_ref()).collect();
+        let mut reasons: Vec<&str> = classified.rejects.iter().map(|r| r.reason.as_str()).collect();
+        reasons.sort_unstable();
+        assert_eq!(kept, ["c"], "{reasons:?}");
+        assert_eq!(reasons, ["invalid_bytes", "invalid_bytes", "invalid_log_timestamp"]);
+    }
+
+    #[test]
+    fn batch_ids_tell_apart_deliveries_that_share_event_ids() {
+        let id = |json: &[u8]| batch_id(&parse_payload(json).unwrap());
+        let a = payload_json(&[OK, NEXT_DAY]);
+        // The same ids and times, another message: another delivery.
+        let b = payload_json(&[OK, BAD]);
+        assert_ne!(id(&a), id(&b));
+        // The same ids and messages, another time: another delivery.
+        let later = String::from_utf8(a.clone()).unwrap().replace("1796083199000", "1796083299000");
+        assert_ne!(id(&a), id(later.as_bytes()));
     }
 }

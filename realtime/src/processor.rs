@@ -115,7 +115,8 @@ impl<S: UsageWriter, C: Clock> UsageProcessor<S, C> {
     pub async fn process_compressed(&self, compressed: &[u8]) -> Result<ProcessReport, ProcessError> {
         let started = Instant::now();
         let inflated = decode::gunzip(compressed)?;
-        let payload = decode::parse_payload(&inflated)?;
+        let mut repaired = None;
+        let payload = decode::parse_payload_repairing(&inflated, &mut repaired)?;
         if payload.message_type == MessageType::Control {
             return Ok(ProcessReport { duration: started.elapsed(), ..ProcessReport::default() });
         }

@@ -168,7 +168,8 @@ async fn transform_record<A: ArchiveWriter>(
             return Ok(Outcome::Failed);
         }
     };
-    let payload = match decode::parse_payload(&inflated) {
+    let mut repaired = None;
+    let payload = match decode::parse_payload_repairing(&inflated, &mut repaired) {
         Ok(payload) => payload,
         Err(err) => {
             tracing::warn!(record_id = %record.record_id, error = %err, "record is not CloudWatch Logs JSON");

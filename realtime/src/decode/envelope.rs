@@ -207,6 +207,7 @@ pub(super) fn read(text: &str) -> Option<LogsPayload<'_>> {
         return None;
     }
     Some(LogsPayload {
+        repaired: false,
         message_type: message_type?,
         log_group: Cow::Borrowed(log_group),
         log_stream: Cow::Borrowed(log_stream),

@@ -4,6 +4,8 @@
 //! reader, `envelope` is the fast reader of the compact shape CloudWatch writes, and `unescape` turns
 //! a message back into text when a stage needs it.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
@@ -81,6 +83,36 @@ pub fn parse_payload(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError> {
         return Ok(payload);
     }
     parse_payload_general(json)
+}
+
+/// [`parse_payload`], and when the payload cannot be read as it is because of bytes that are not
+/// UTF-8 or raw control characters (a corrupt or hand-made payload; CloudWatch writes neither), the
+/// payload with each of those replaced by U+FFFD, held in `repaired`. The good events of such a
+/// payload are kept; a usage line that held a bad byte is rejected by the line reader's caller.
+pub fn parse_payload_repairing<'a>(
+    inflated: &'a [u8],
+    repaired: &'a mut Option<Vec<u8>>,
+) -> Result<LogsPayload<'a>, DecodeError> {
+    let err = match parse_payload(inflated) {
+        Ok(payload) => return Ok(payload),
+        Err(err) => err,
+    };
+    let Some(fixed) = repair(inflated) else { return Err(err) };
+    let fixed: &'a [u8] = repaired.insert(fixed);
+    let mut payload = parse_payload(fixed)?;
+    payload.repaired = true;
+    Ok(payload)
+}
+
+/// The payload with invalid UTF-8 and raw control characters other than JSON's white space replaced
+/// by U+FFFD; `None` when it holds neither.
+fn repair(bytes: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(bytes);
+    let forbidden = |c: char| c < ' ' && !matches!(c, '\t' | '\n' | '\r');
+    if matches!(text, Cow::Borrowed(_)) && !text.contains(forbidden) {
+        return None;
+    }
+    Some(text.replace(forbidden, "\u{fffd}").into_bytes())
 }
 
 #[cfg(test)]

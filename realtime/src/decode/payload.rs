@@ -29,6 +29,9 @@ pub struct LogsPayload<'a> {
     pub log_stream: Cow<'a, str>,
     /// The log events, in delivery order.
     pub log_events: Vec<LogEvent<'a>>,
+    /// Whether the payload had to be repaired to be read at all (bytes that are not UTF-8, raw control
+    /// characters): each became U+FFFD, and a usage line holding one is rejected, not billed.
+    pub repaired: bool,
 }
 
 /// One CloudWatch log event.
@@ -36,7 +39,8 @@ pub struct LogsPayload<'a> {
 pub struct LogEvent<'a> {
     /// Its id: a string of digits in AWS (some emulators write a number; both are read).
     pub id: Cow<'a, str>,
-    /// Its ingestion timestamp, epoch milliseconds.
+    /// Its timestamp, epoch milliseconds; [`LogEvent::INVALID_TIME`] when the payload's value is not
+    /// one.
     pub timestamp: i64,
     /// The log line as the payload holds it: a JSON string literal, still escaped. Most lines are
     /// looked at without ever being unescaped (see [`crate::usage_line::parse_escaped_line`]).
@@ -47,6 +51,15 @@ pub struct LogEvent<'a> {
 }
 
 impl<'a> LogEvent<'a> {
+    /// The timestamp of a log event whose payload value is not a time in whole milliseconds.
+    pub const INVALID_TIME: i64 = i64::MIN;
+
+    /// When the event was logged, if its timestamp is a time.
+    #[must_use]
+    pub fn log_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::from_timestamp_millis(self.timestamp)
+    }
+
     /// What the line is, when the payload's reader already knows: a usage event or a line to skip.
     #[must_use]
     pub fn known_outcome(&self) -> Option<&LineOutcome<'a>> {
@@ -90,7 +103,8 @@ pub fn parse_payload_general(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError
     struct RawEvent<'a> {
         #[serde(borrow)]
         id: &'a RawValue,
-        timestamp: i64,
+        #[serde(borrow)]
+        timestamp: &'a RawValue,
         #[serde(borrow)]
         message: &'a RawValue,
     }
@@ -115,7 +129,15 @@ pub fn parse_payload_general(json: &[u8]) -> Result<LogsPayload<'_>, DecodeError
         if !raw_message.starts_with('"') {
             return Err(DecodeError::Json(serde::de::Error::custom("a log event's message is not a string")));
         }
-        log_events.push(LogEvent { id, timestamp: event.timestamp, raw_message, outcome: None });
+        // A time that is not whole milliseconds (1e30, "soon") spoils its own event, not the delivery.
+        let timestamp = event.timestamp.get().parse().unwrap_or(LogEvent::INVALID_TIME);
+        log_events.push(LogEvent { id, timestamp, raw_message, outcome: None });
     }
-    Ok(LogsPayload { message_type, log_group: raw.log_group, log_stream: raw.log_stream, log_events })
+    Ok(LogsPayload {
+        message_type,
+        log_group: raw.log_group,
+        log_stream: raw.log_stream,
+        log_events,
+        repaired: false,
+    })
 }

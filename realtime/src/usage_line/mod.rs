@@ -23,13 +23,21 @@ pub use scan::next_special;
 
 static USAGE_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
     LazyLock::new(|| memchr::memmem::Finder::new(USAGE_TYPE.as_bytes()));
+static UNICODE_ESCAPE_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
+
+/// Whether a line, escaped or not, can be a usage line: it holds `API_USAGE`, or a `\u` escape that
+/// could spell it (`"API_\u0055SAGE"` is the same JSON string). Most log lines are neither, and go
+/// without any JSON parsing.
+fn might_be_usage(text: &str) -> bool {
+    USAGE_FINDER.find(text.as_bytes()).is_some() || UNICODE_ESCAPE_FINDER.find(text.as_bytes()).is_some()
+}
 
 /// Reads one log message. `log_timestamp` is the CloudWatch log event's timestamp, used when the line
 /// carries none; without either, the line is rejected.
 #[must_use]
 pub fn parse_line(message: &str, log_timestamp: Option<DateTime<Utc>>) -> LineOutcome<'_> {
-    // Most log lines are not usage lines; this scan lets them go without any JSON parsing.
-    if USAGE_FINDER.find(message.as_bytes()).is_none() {
+    if !might_be_usage(message) {
         return LineOutcome::Skipped;
     }
     let Some(json) = json_part(message) else {
@@ -71,8 +79,9 @@ pub fn parse_line(message: &str, log_timestamp: Option<DateTime<Utc>>) -> LineOu
 /// property test).
 #[must_use]
 pub fn parse_escaped_line(escaped: &str, log_timestamp: Option<DateTime<Utc>>) -> Option<LineOutcome<'_>> {
-    // `API_USAGE` needs no escaping, so the escaped line contains it exactly when the line does.
-    if USAGE_FINDER.find(escaped.as_bytes()).is_none() {
+    // `API_USAGE` needs no escaping, so the escaped line contains it (or a `\u` escape) exactly when
+    // the line does.
+    if !might_be_usage(escaped) {
         return Some(LineOutcome::Skipped);
     }
     parse_escaped_message(escaped, 0, log_timestamp)

@@ -217,6 +217,27 @@ fn a_timestamp_far_from_its_log_event_is_rejected_as_skew() {
 }
 
 #[test]
+fn a_type_spelled_with_a_json_escape_is_read_by_both_readers() {
+    let line =
+        r#"{"type":"API_\u0055SAGE","requestId":"r1","keyId":"k1","statusCode":200,"shouldCount":true}"#;
+    let read = parse_line(line, log_time());
+    assert!(matches!(&read, LineOutcome::Usage(e) if e.request_id == "r1"), "{read:?}");
+    // The escaped reader may decline; then the caller unescapes the line and reads it as above.
+    if let Some(escaped) = parse_escaped_line(&escape(line), log_time()) {
+        assert_eq!(escaped, read);
+    }
+    // In a payload, where the envelope reads lines as it finds them.
+    let payload = format!(
+        r#"{{"messageType":"DATA_MESSAGE","owner":"1","logGroup":"g","logStream":"s","subscriptionFilters":[],"logEvents":[{{"id":"1","timestamp":{},"message":{}}}]}}"#,
+        log_time().unwrap().timestamp_millis(),
+        serde_json::to_string(line).unwrap()
+    );
+    let payload = crate::decode::parse_payload(payload.as_bytes()).unwrap();
+    let classified = crate::lines::classify(&payload);
+    assert_eq!((classified.events.len(), classified.stats.skipped), (1, 0));
+}
+
+#[test]
 fn a_line_without_any_timestamp_is_rejected() {
     let line = r#"{"type":"API_USAGE","requestId":"r1","keyId":"k1","statusCode":200}"#;
     assert_eq!(parse_line(line, None), LineOutcome::Rejected(RejectReason::Missing("timestamp")));
