@@ -176,8 +176,28 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
             }
         }
         let key = PresentedKey::new(text);
+        let epoch_before = self.state().epoch;
         let decision = self.look_up(&key).await?;
+        if matches!(decision, Decision::Allow(_)) {
+            // A revocation can land while the key is read: its mark comes before its epoch bump, so
+            // if the epoch moved meanwhile, the read may predate the mark. Then the key is read again
+            // and the answer is not cached, so no Allow read under an older epoch outlives it.
+            let epoch_after = self.store.revocation_epoch().await.map_err(AuthorizeError)?;
+            if epoch_before != Some(epoch_after) {
+                {
+                    let mut state = self.state();
+                    state.clear();
+                    state.epoch = Some(epoch_after);
+                    state.epoch_checked_at = Some(now);
+                }
+                return self.look_up(&key).await;
+            }
+        }
         let mut state = self.state();
+        if state.epoch != epoch_before {
+            // Another request saw the epoch move while this one read the key: answer, don't cache.
+            return Ok(decision);
+        }
         match &decision {
             Decision::Allow(grant) => {
                 make_room(&mut state.allowed, self.config.max_positive, now);

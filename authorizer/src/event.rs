@@ -17,16 +17,40 @@ pub enum AuthEvent {
     },
     /// REST API, `REQUEST` authorizer.
     RestRequest {
-        /// From `x-api-key` (any case) or `Authorization: Bearer`.
+        /// From the identity source's header (any case; `Bearer ` removed).
         key: Option<String>,
         /// The invoked method's ARN.
         method_arn: String,
     },
     /// HTTP API, payload format 2.0 (simple responses).
     HttpV2 {
-        /// From `x-api-key`, `Authorization: Bearer` or the identity source.
+        /// From the event's identity source (else the identity source's header).
         key: Option<String>,
     },
+}
+
+/// Where API Gateway takes the key from, and so what its authorizer cache is keyed on: the key is
+/// read from there and nowhere else. Reading another header as well would let a request whose
+/// identity source holds one key be decided on another, and cached under the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySource {
+    header: String,
+}
+
+impl IdentitySource {
+    /// The header API Gateway is configured with (`method.request.header.NAME` for REST, `$request.header.NAME`
+    /// for HTTP APIs); matched in any case.
+    #[must_use]
+    pub fn header(name: &str) -> Self {
+        Self { header: name.trim().to_ascii_lowercase() }
+    }
+}
+
+impl Default for IdentitySource {
+    /// `x-api-key`.
+    fn default() -> Self {
+        Self::header("x-api-key")
+    }
 }
 
 /// An event that is none of the three.
@@ -35,17 +59,27 @@ pub enum AuthEvent {
 pub struct EventError(&'static str);
 
 impl AuthEvent {
-    /// Reads an event.
+    /// Reads an event whose identity source is the `x-api-key` header.
     pub fn parse(event: &Value) -> Result<Self, EventError> {
+        Self::parse_with(event, &IdentitySource::default())
+    }
+
+    /// Reads an event, taking the key from `identity` only.
+    pub fn parse_with(event: &Value, identity: &IdentitySource) -> Result<Self, EventError> {
         let text = |name: &str| event.get(name).and_then(Value::as_str);
         if text("version") == Some("2.0") {
+            // API Gateway puts the identity source's values here, exactly what it caches on.
             let from_identity = event
                 .get("identitySource")
                 .and_then(Value::as_array)
                 .and_then(|a| a.first())
-                .and_then(Value::as_str);
-            let key = header_key(event.get("headers")).or_else(|| from_identity.map(bearer));
-            return Ok(Self::HttpV2 { key: key.map(str::to_owned) });
+                .and_then(Value::as_str)
+                .map(bearer);
+            let key = match from_identity {
+                Some(key) => Some(key),
+                None => header_key(event.get("headers"), identity),
+            };
+            return Ok(Self::HttpV2 { key: key.filter(|k| !k.is_empty()).map(str::to_owned) });
         }
         let method_arn = text("methodArn").ok_or(EventError("methodArn is missing"))?.to_owned();
         match text("type") {
@@ -53,9 +87,10 @@ impl AuthEvent {
                 key: text("authorizationToken").map(|t| bearer(t).to_owned()),
                 method_arn,
             }),
-            Some("REQUEST") => {
-                Ok(Self::RestRequest { key: header_key(event.get("headers")).map(str::to_owned), method_arn })
-            }
+            Some("REQUEST") => Ok(Self::RestRequest {
+                key: header_key(event.get("headers"), identity).map(str::to_owned),
+                method_arn,
+            }),
             _ => Err(EventError("type is neither TOKEN nor REQUEST")),
         }
     }
@@ -79,13 +114,15 @@ fn bearer(value: &str) -> &str {
     }
 }
 
-/// `x-api-key` (any case), else `Authorization: Bearer …`.
-fn header_key(headers: Option<&Value>) -> Option<&str> {
+/// The identity source's header (any case), `Bearer ` removed.
+fn header_key<'e>(headers: Option<&'e Value>, identity: &IdentitySource) -> Option<&'e str> {
     let headers = headers?.as_object()?;
-    let find = |wanted: &str| {
-        headers.iter().find(|(name, _)| name.eq_ignore_ascii_case(wanted)).and_then(|(_, v)| v.as_str())
-    };
-    find("x-api-key").map(str::trim).or_else(|| find("authorization").map(bearer)).filter(|k| !k.is_empty())
+    headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(&identity.header))
+        .and_then(|(_, v)| v.as_str())
+        .map(bearer)
+        .filter(|k| !k.is_empty())
 }
 
 /// The whole stage, so that one cached policy serves every route: `…/<api>/<stage>/*/*`.

@@ -100,6 +100,24 @@ pub trait CacheFlusher: Send + Sync {
     fn flush(&self, target: &FlushTarget) -> impl Future<Output = Result<(), FlushError>> + Send;
 }
 
+/// How long after a revocation a warm authorizer may still answer Allow from its own cache: it
+/// re-reads the epoch at most once a second (plus time for an answer already on its way).
+pub const EPOCH_WINDOW: Duration = Duration::from_secs(2);
+
+/// Flushes every target now and again once [`EPOCH_WINDOW`] has passed. API Gateway may cache an Allow
+/// that a warm authorizer gives in the second before it sees the new epoch; a single flush, run
+/// before that second is over, would leave such an Allow cached for the stage's whole TTL. After the
+/// second flush no authorizer can answer Allow for the revoked key, so nothing stale is cached.
+pub async fn flush_now_and_after_epoch_window<F: CacheFlusher>(
+    flusher: &F,
+    targets: &[FlushTarget],
+) -> Result<usize, FlushError> {
+    let first = flush_all(flusher, targets).await;
+    tokio::time::sleep(EPOCH_WINDOW).await;
+    let second = flush_all(flusher, targets).await;
+    first.and(second)
+}
+
 /// How a flush is retried: 4 attempts, 100 ms doubling (with jitter) to 800 ms.
 pub const FLUSH_RETRY: RetryPolicy =
     RetryPolicy::new(4, Duration::from_millis(100), Duration::from_millis(800));
@@ -146,6 +164,40 @@ mod tests {
         );
         for bad in ["rest:a1b2c3", "grpc:a/b", "rest:/prod", "rest:a/b/c"] {
             assert!(bad.parse::<FlushTarget>().is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records when each target was flushed (tokio's paused clock).
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<(String, tokio::time::Instant)>>);
+
+    impl CacheFlusher for Recording {
+        async fn flush(&self, target: &FlushTarget) -> Result<(), FlushError> {
+            self.0.lock().unwrap().push((target.to_string(), tokio::time::Instant::now()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_target_is_flushed_again_after_the_epoch_window() {
+        let targets = parse_targets("rest:a1/prod,http:b2/$default").unwrap();
+        let recording = Recording::default();
+        let started = tokio::time::Instant::now();
+        flush_now_and_after_epoch_window(&recording, &targets).await.unwrap();
+        let flushes = recording.0.into_inner().unwrap();
+        assert_eq!(flushes.len(), 4);
+        for (target, at) in &flushes[..2] {
+            assert_eq!(*at, started, "{target}: flushed at once");
+        }
+        for (target, at) in &flushes[2..] {
+            assert!(*at - started >= EPOCH_WINDOW, "{target}: flushed again after the window");
         }
     }
 }

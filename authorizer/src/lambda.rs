@@ -7,12 +7,16 @@ use meter_store::lambda::Failure;
 use meter_store::{AnyStore, StoreConfig};
 use serde_json::Value;
 
-use crate::invalidate::{ApiGatewayFlusher, FlushError, FlushTarget, flush_all, parse_targets};
-use crate::{Authorizer, AuthorizerConfig, InvocationError, handle};
+use crate::invalidate::{
+    ApiGatewayFlusher, FlushError, FlushTarget, flush_now_and_after_epoch_window, parse_targets,
+};
+use crate::{Authorizer, AuthorizerConfig, IdentitySource, InvocationError, handle};
 
-/// The authorizer: `METER_STORE` (e.g. `dynamodb:keys=ApiKeys,counters=UsageCounters`).
+/// The authorizer: `METER_STORE` (e.g. `dynamodb:keys=ApiKeys,counters=UsageCounters`) and
+/// `METER_IDENTITY_HEADER` (the header API Gateway's identity source names; default `x-api-key`).
 pub struct AuthorizerFunction {
     authorizer: Authorizer<AnyStore, SystemClock>,
+    identity: IdentitySource,
 }
 
 impl AuthorizerFunction {
@@ -20,13 +24,15 @@ impl AuthorizerFunction {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let store =
             AnyStore::open(&StoreConfig::from_env()?).await.map_err(|e| ConfigError::open("the store", e))?;
-        Ok(Self { authorizer: Authorizer::new(store, SystemClock, AuthorizerConfig::default()) })
+        let identity = env::optional("METER_IDENTITY_HEADER")
+            .map_or_else(IdentitySource::default, |header| IdentitySource::header(&header));
+        Ok(Self { authorizer: Authorizer::new(store, SystemClock, AuthorizerConfig::default()), identity })
     }
 
     /// One authorization: API Gateway's answer, or the failure API Gateway turns into 401 (exactly
     /// the message `Unauthorized`) or 500.
     pub async fn handle(&self, event: Value) -> Result<Value, Failure> {
-        handle(&self.authorizer, &event).await.map_err(|err| match &err {
+        handle(&self.authorizer, &self.identity, &event).await.map_err(|err| match &err {
             InvocationError::Unauthorized => Failure { error_type: "Unauthorized", message: err.to_string() },
             InvocationError::Internal(_) => Failure::retryable(&err),
             InvocationError::BadEvent(_) => Failure::permanent(&err),
@@ -59,7 +65,7 @@ impl CacheInvalidatorFunction {
     pub async fn handle(&self, event: Value) -> Result<(), Failure> {
         let notices = event.get("Records").and_then(Value::as_array).map_or(0, Vec::len);
         tracing::info!(notices, "revocation notice received");
-        flush_all(&self.flusher, &self.targets)
+        flush_now_and_after_epoch_window(&self.flusher, &self.targets)
             .await
             .map(drop)
             .map_err(|err| Failure::new(&err, matches!(err, FlushError::Transient { .. })))

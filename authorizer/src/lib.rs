@@ -11,7 +11,7 @@ pub mod invalidate;
 pub mod lambda;
 
 pub use decide::{AuthorizeError, Authorizer, AuthorizerConfig, Decision, DenyReason, Grant, MissingReason};
-pub use event::{AuthEvent, EventError, response};
+pub use event::{AuthEvent, EventError, IdentitySource, response};
 
 /// Why an invocation fails instead of answering; API Gateway turns these into status codes.
 #[derive(Debug, thiserror::Error)]
@@ -27,16 +27,18 @@ pub enum InvocationError {
     BadEvent(#[from] event::EventError),
 }
 
-/// One authorizer invocation: the event in, API Gateway's answer out.
+/// One authorizer invocation: the event in, API Gateway's answer out; the key is read from
+/// `identity` only.
 pub async fn handle<S, C>(
     authorizer: &Authorizer<S, C>,
+    identity: &IdentitySource,
     event: &serde_json::Value,
 ) -> Result<serde_json::Value, InvocationError>
 where
     S: meter_model::KeyStore,
     C: meter_model::Clock,
 {
-    let request = AuthEvent::parse(event)?;
+    let request = AuthEvent::parse_with(event, identity)?;
     let decision = match authorizer.decide(request.key()).await {
         Ok(decision) => decision,
         Err(err) => {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use meter_authorizer::{
-    AuthEvent, Authorizer, AuthorizerConfig, Decision, DenyReason, InvocationError, MissingReason, handle,
-    response,
+    AuthEvent, Authorizer, AuthorizerConfig, Decision, DenyReason, IdentitySource, InvocationError,
+    MissingReason, handle, response,
 };
 use meter_model::time::parse_instant;
 use meter_model::{
@@ -29,6 +29,9 @@ struct Counting {
     inner: Option<SqliteStore>,
     key_reads: AtomicUsize,
     epoch_reads: AtomicUsize,
+    /// The next key read returns the key as it was, then revokes it: a revocation that lands while
+    /// the authorizer reads the key.
+    revoke_during_next_read: std::sync::atomic::AtomicBool,
 }
 
 impl Counting {
@@ -55,7 +58,11 @@ impl KeyStore for Counting {
     }
     async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.key_reads.fetch_add(1, Ordering::SeqCst);
-        self.store()?.get_key(id).await
+        let read = self.store()?.get_key(id).await?;
+        if self.revoke_during_next_read.swap(false, Ordering::SeqCst) {
+            self.store()?.revoke_key(id, at("2026-11-29T14:00:00Z")).await?;
+        }
+        Ok(read)
     }
     async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.key_reads.fetch_add(1, Ordering::SeqCst);
@@ -165,7 +172,8 @@ async fn an_unreachable_store_fails_closed_with_500() {
     let (authorizer, _) = authorizer(Counting::unreachable());
     let key = ApiKey::generate().unwrap();
     for fixture in ["rest-token.json", "rest-request.json", "http-v2.json"] {
-        let err = handle(&authorizer, &event(fixture, key.reveal())).await.unwrap_err();
+        let err =
+            handle(&authorizer, &IdentitySource::default(), &event(fixture, key.reveal())).await.unwrap_err();
         assert!(matches!(err, InvocationError::Internal(_)), "{fixture}: {err:?}");
         assert_eq!(err.to_string(), "internal authorizer error", "anything but Unauthorized is a 500");
     }
@@ -179,24 +187,31 @@ async fn the_handler_maps_each_outcome_for_each_event_kind() {
     let unknown = ApiKey::generate().unwrap();
     // REST: allow, 403 (explicit Deny), 401 (the Unauthorized error).
     for fixture in ["rest-token.json", "rest-request.json"] {
-        let allow = handle(&authorizer, &event(fixture, active.reveal())).await.unwrap();
+        let allow =
+            handle(&authorizer, &IdentitySource::default(), &event(fixture, active.reveal())).await.unwrap();
         assert_eq!(allow["policyDocument"]["Statement"][0]["Effect"], "Allow");
-        let deny = handle(&authorizer, &event(fixture, unknown.reveal())).await.unwrap();
+        let deny =
+            handle(&authorizer, &IdentitySource::default(), &event(fixture, unknown.reveal())).await.unwrap();
         assert_eq!(deny["policyDocument"]["Statement"][0]["Effect"], "Deny");
-        let unauthorized = handle(&authorizer, &event(fixture, "!")).await.unwrap_err();
+        let unauthorized =
+            handle(&authorizer, &IdentitySource::default(), &event(fixture, "!")).await.unwrap_err();
         assert!(matches!(unauthorized, InvocationError::Unauthorized));
         assert_eq!(unauthorized.to_string(), "Unauthorized");
     }
     assert_eq!(
-        handle(&authorizer, &event("http-v2.json", active.reveal())).await.unwrap()["isAuthorized"],
+        handle(&authorizer, &IdentitySource::default(), &event("http-v2.json", active.reveal()))
+            .await
+            .unwrap()["isAuthorized"],
         true
     );
     assert_eq!(
-        handle(&authorizer, &event("http-v2.json", unknown.reveal())).await.unwrap()["isAuthorized"],
+        handle(&authorizer, &IdentitySource::default(), &event("http-v2.json", unknown.reveal()))
+            .await
+            .unwrap()["isAuthorized"],
         false
     );
     assert!(matches!(
-        handle(&authorizer, &json!({"hello": "world"})).await,
+        handle(&authorizer, &IdentitySource::default(), &json!({"hello": "world"})).await,
         Err(InvocationError::BadEvent(_))
     ));
 }
@@ -312,7 +327,9 @@ fn no_log_error_or_panic_message_contains_a_secret() {
             clock.advance(Duration::seconds(2));
             authorizer.decide(Some(active.reveal())).await.unwrap();
             let (failing, _) = self::authorizer(Counting::unreachable());
-            let _ = handle(&failing, &event("rest-token.json", active.reveal())).await.unwrap_err();
+            let _ = handle(&failing, &IdentitySource::default(), &event("rest-token.json", active.reveal()))
+                .await
+                .unwrap_err();
             let err = failing.decide(Some(active.reveal())).await.unwrap_err();
             texts.push(format!("{err} {err:?}"));
             texts.push(meter_model::error_chain(&err));
@@ -326,4 +343,48 @@ fn no_log_error_or_panic_message_contains_a_secret() {
             assert!(!text.contains(secret.as_str()), "a secret leaked into: {text}");
         }
     }
+}
+
+/// The key is read from the configured identity source only, what API Gateway caches its answer
+/// on: a key in another header is never used.
+#[tokio::test]
+async fn the_key_comes_from_the_identity_source_only() {
+    let store = Counting::new();
+    let key = issue(&store, None).await;
+    let (authorizer, _) = authorizer(store);
+    let bearer = format!("Bearer {}", key.reveal());
+
+    // A REQUEST event with the key in `Authorization` only: the identity source (x-api-key) is empty.
+    let mut other_header = event("rest-request.json", "x");
+    let headers = other_header["headers"].as_object_mut().unwrap();
+    headers.remove("X-Api-Key");
+    headers.insert("Authorization".into(), bearer.clone().into());
+    let request = AuthEvent::parse_with(&other_header, &IdentitySource::default()).unwrap();
+    assert_eq!(request.key(), None);
+    // Configured with `Authorization` as the identity source, the same event is read.
+    let request = AuthEvent::parse_with(&other_header, &IdentitySource::header("Authorization")).unwrap();
+    assert_eq!(request.key(), Some(key.reveal()));
+    assert!(matches!(authorizer.decide(request.key()).await.unwrap(), Decision::Allow(_)));
+
+    // HTTP APIs: the event's identity source wins over any header.
+    let mut http = event("http-v2.json", key.reveal());
+    http["headers"]["x-api-key"] = "mk_000000000000_00000000000000000000000000000000".into();
+    let request = AuthEvent::parse_with(&http, &IdentitySource::default()).unwrap();
+    assert_eq!(request.key(), Some(key.reveal()));
+}
+
+/// A revocation that lands while a warm authorizer reads the key (the read sees it active) is not
+/// answered with Allow, nor cached: the epoch moved during the read, so the key is read again.
+#[tokio::test]
+async fn no_allow_read_under_an_older_epoch_is_served_or_cached() {
+    let store = Counting::new();
+    let key = issue(&store, None).await;
+    let (authorizer, clock) = authorizer(store);
+    authorizer.store().revoke_during_next_read.store(true, Ordering::SeqCst);
+    assert_eq!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Deny(DenyReason::Revoked));
+    assert_eq!(authorizer.cached_entries().0, 0, "no Allow was cached");
+    // Within the same second, and after it: refused.
+    assert_eq!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Deny(DenyReason::Revoked));
+    clock.advance(Duration::seconds(1));
+    assert_eq!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Deny(DenyReason::Revoked));
 }

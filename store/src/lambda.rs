@@ -23,9 +23,26 @@ pub const PERMANENT: &str = "Meter.Permanent";
 /// Structured logs for a Lambda binary: JSON to stdout (CloudWatch Logs), no timestamp (CloudWatch
 /// adds one), filtered by `METER_LOG` (default `info`).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().json().with_env_filter(filter).without_time().with_target(false).init();
+    let spec = std::env::var("METER_LOG").ok();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(log_filter(spec.as_deref()))
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// The log filter of `METER_LOG` (default `info`), with the Lambda runtime held to `info` whatever it
+/// says: at `debug` and `trace` the runtime logs every event whole, and an authorizer's event holds
+/// the API key, a processor's the usage lines.
+fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let filter = spec
+        .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    ["lambda_runtime=info", "lambda_runtime_api_client=info"]
+        .into_iter()
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter, tracing_subscriber::EnvFilter::add_directive)
 }
 
 /// Why an invocation failed, as the runtime reports it.
@@ -91,6 +108,39 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("cannot write s3://b/k")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_runtime_never_logs_events_whatever_meter_log_says() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for spec in ["trace", "lambda_runtime=trace", "debug,lambda_runtime=trace"] {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(log_filter(Some(spec)))
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::trace!(target: "lambda_runtime", "event payload mk_secret");
+                tracing::trace!(target: "meter_authorizer", "own trace");
+            });
+            let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            assert!(!logged.contains("mk_secret"), "{spec}: {logged}");
+            if spec == "trace" {
+                assert!(logged.contains("own trace"), "{spec}: {logged}");
+            }
+        }
+    }
 
     #[test]
     fn failures_carry_a_stable_type_and_the_whole_chain() {
