@@ -158,8 +158,19 @@ pub enum Command {
         #[arg(long)]
         month: Month,
         /// The pricing file (see reports/pricing.example.toml).
-        #[arg(long, env = "METER_PRICING", value_name = "FILE")]
-        pricing: PathBuf,
+        #[arg(long, env = "METER_PRICING", value_name = "FILE", required_unless_present = "resend_links")]
+        pricing: Option<PathBuf>,
+        /// Sign the download links of the month's issued files afresh and send them (to
+        /// --finance-topic, else print them): presigned links die with the credentials that signed
+        /// them.
+        #[arg(long, conflicts_with = "draft")]
+        resend_links: bool,
+        /// SNS topic ARN finance subscribes to (with --resend-links).
+        #[arg(long, env = "METER_FINANCE_TOPIC", value_name = "ARN", requires = "resend_links")]
+        finance_topic: Option<String>,
+        /// How long resent links work, in hours (1 to 168).
+        #[arg(long, env = "METER_LINK_EXPIRY_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u64).range(1..=168))]
+        link_expiry_hours: u64,
         /// Write a draft under draft/month=YYYY-MM/ instead of issuing.
         #[arg(long)]
         draft: bool,
@@ -291,6 +302,38 @@ pub enum StoreCommand {
 }
 
 impl Cli {
+    /// The command line, parsed and checked; bad usage exits 2 with clap's message, as clap's own
+    /// errors do.
+    #[must_use]
+    pub fn parse_checked() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Self::command();
+        let matches = command.clone().get_matches();
+        let cli = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        // The demo always runs on the embedded default in $METER_HOME/demo: say so rather than
+        // accept a place it would not use. (Set in the environment, for other commands, they are
+        // simply not the demo's business.)
+        if let Some(("demo", demo)) = matches.subcommand() {
+            for flag in ["store", "archive", "reports"] {
+                let given = |m: &clap::ArgMatches| {
+                    m.value_source(flag) == Some(clap::parser::ValueSource::CommandLine)
+                };
+                if given(&matches) || given(demo) {
+                    command
+                        .error(
+                            clap::error::ErrorKind::ArgumentConflict,
+                            format!(
+                                "meter demo runs on the embedded default in $METER_HOME/demo and takes no \
+                                 --{flag}"
+                            ),
+                        )
+                        .exit();
+                }
+            }
+        }
+        cli
+    }
+
     /// The store the flags and environment select.
     #[must_use]
     pub fn store_config(&self) -> StoreConfig {
@@ -381,14 +424,35 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             let args = reconcile::ReconcileArgs { from, to, dry_run, alert_threshold };
             reconcile::reconcile_command(&open_store().await?, &archive, &alerts, clock, args).await?
         }
-        Command::Report { month, pricing, draft, out, adjust_months } => {
-            let archive = AnySink::open(&archive_location).await;
+        Command::Report {
+            month,
+            pricing,
+            draft,
+            out,
+            adjust_months,
+            resend_links,
+            finance_topic,
+            link_expiry_hours,
+        } => {
             let location = out
                 .or_else(|| cli.reports.clone())
                 .unwrap_or_else(|| ArchiveLocation::Local(home.join("reports")));
             let reports = AnySink::open(&location).await;
-            let args = report::ReportArgs { month, pricing: &pricing, draft, adjust_months };
-            report::report(&open_store().await?, archive, &reports, clock, args).await?
+            if resend_links {
+                let finance = match &finance_topic {
+                    Some(topic) => {
+                        Some(SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic))
+                    }
+                    None => None,
+                };
+                let expiry = std::time::Duration::from_secs(link_expiry_hours * 3600);
+                report::resend_links(&reports, month, finance.as_ref(), expiry).await?
+            } else {
+                let archive = AnySink::open(&archive_location).await;
+                let pricing = pricing.context("--pricing is required")?;
+                let args = report::ReportArgs { month, pricing: &pricing, draft, adjust_months };
+                report::report(&open_store().await?, archive, &reports, clock, args).await?
+            }
         }
         Command::Demo { events, keys, month, seed, faults } => {
             let preset = meter_sim::traffic::Faults::preset(&faults).map_err(anyhow::Error::msg)?;

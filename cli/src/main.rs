@@ -2,12 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // Usage errors (exit 2) and --help/--version (exit 0) are handled by clap here.
-    let cli = meter::Cli::parse();
+    let cli = meter::Cli::parse_checked();
     meter::init_logging(&cli);
     match meter::run(cli, &meter::SystemClock).await {
         Ok(code) => code,

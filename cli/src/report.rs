@@ -4,9 +4,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
+use meter_model::Publisher;
 use meter_model::{Clock, KeyStore, Month};
 use meter_model::{ObjectSink, ObjectSource};
-use meter_reports::{ArchiveUsage, Pricing, ReportOutcome, ReportRequest, produce_report};
+use meter_reports::{
+    ArchiveUsage, Pricing, ReportOutcome, ReportRequest, deliver, issued_report, produce_report,
+};
 
 /// Options of `meter report`.
 pub(crate) struct ReportArgs<'a> {
@@ -84,4 +87,46 @@ where
     }
     let _ = writeln!(out, "  files: {}", reports.location(outcome.folder()));
     Ok(out)
+}
+
+/// Collects the message a delivery would publish, for printing it.
+#[derive(Default)]
+struct Printed(std::sync::Mutex<String>);
+
+impl Publisher for Printed {
+    async fn publish_message(&self, _subject: &str, message: &str) -> Result<(), meter_model::StoreError> {
+        if let Ok(mut printed) = self.0.lock() {
+            printed.push_str(message);
+        }
+        Ok(())
+    }
+}
+
+/// `meter report --resend-links`: the issued month's files checked against their manifest, their links
+/// signed afresh, and sent to `finance` (or printed).
+pub(crate) async fn resend_links<R: ObjectSource, P: Publisher>(
+    reports: &R,
+    month: Month,
+    finance: Option<&P>,
+    expiry: std::time::Duration,
+) -> anyhow::Result<String> {
+    let issued = issued_report(reports, month).await.with_context(|| format!("no links for {month}"))?;
+    let hours = expiry.as_secs() / 3600;
+    let caveat = "or until the credentials that signed them expire, if sooner";
+    match finance {
+        Some(finance) => {
+            let message =
+                deliver(reports, &issued, finance, expiry).await.context("the links were not sent")?;
+            Ok(format!(
+                "{month}: {} links signed afresh and sent to finance; they work for {hours} hours ({caveat})\n",
+                message.files.len()
+            ))
+        }
+        None => {
+            let printed = Printed::default();
+            deliver(reports, &issued, &printed, expiry).await.context("the links were not signed")?;
+            let body = printed.0.into_inner().unwrap_or_default();
+            Ok(format!("{month}: links signed afresh; they work for {hours} hours ({caveat})\n{body}\n"))
+        }
+    }
 }

@@ -433,6 +433,8 @@ fn bad_usage_exits_2_and_says_what_is_wrong() {
         (&["demo", "--events", "0"][..], "--events"),
         (&["demo", "--keys", "0"][..], "--keys"),
         (&["simulate", "--out", "x", "--faults", "extreme"][..], "extreme"),
+        (&["demo", "--store", "sqlite:x.db"][..], "takes no --store"),
+        (&["--archive", "elsewhere", "demo"][..], "takes no --archive"),
     ] {
         let output = run(meter(home.path()).args(args));
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -520,6 +522,15 @@ fn a_skewed_line_blocks_nothing_and_every_good_call_is_billed_on_its_own_day() {
         std::fs::read_to_string(home.path().join("reports/issued/month=2026-10/invoices.csv")).unwrap();
     let row = invoices.lines().find(|l| l.contains("ada@example.com")).unwrap();
     assert_eq!(row.split(',').nth(4), Some("2"), "{invoices}");
+
+    // Presigned links die with the credentials that signed them: an issued month's links can be
+    // signed again (here printed; with --finance-topic, sent).
+    let links = ok(meter(home.path()).args(["report", "--month", "2026-10", "--resend-links"]));
+    assert!(links.contains("links signed afresh") && links.contains("invoices.csv"), "{links}");
+    assert!(links.contains("file://") && links.contains("\"sha256\""), "{links}");
+    let never = run(meter(home.path()).args(["report", "--month", "2026-09", "--resend-links"]));
+    assert_eq!(never.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&never.stderr).contains("has not been issued"));
 }
 
 /// Revoking twice moves the epoch once (a move flushes every warm authorizer's cache), and an SNS that

@@ -227,6 +227,21 @@ async fn read_manifest<R: ObjectSource>(reports: &R, month: Month) -> Result<Opt
     }
 }
 
+/// An issued month, read back: its manifest, with every file checked against it. For sending its
+/// links again (presigned links die with the credentials that signed them). [`ReportError::NotClosed`]
+/// when the month has not been issued.
+pub async fn issued_report<R: ObjectSource>(reports: &R, month: Month) -> Result<ReportOutcome, ReportError> {
+    let folder = issued_folder(month);
+    let Some(manifest) = read_manifest(reports, month).await? else {
+        return Err(ReportError::NotClosed {
+            month,
+            why: format!("it has not been issued to {}", reports.location(&folder)),
+        });
+    };
+    verify(reports, &folder, &manifest).await?;
+    Ok(ReportOutcome::AlreadyIssued { manifest, folder })
+}
+
 /// Checks every file an issued manifest lists against its SHA-256.
 async fn verify<R: ObjectSource>(reports: &R, folder: &str, manifest: &Manifest) -> Result<(), ReportError> {
     for file in &manifest.files {

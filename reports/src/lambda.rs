@@ -10,7 +10,7 @@ use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier, StoreConfig, 
 
 use crate::files::ManifestTotals;
 use crate::job::month_to_issue;
-use crate::{ArchiveUsage, MAX_LINK_EXPIRY, Pricing, ReportRequest, deliver, produce_report};
+use crate::{ArchiveUsage, MAX_LINK_EXPIRY, Pricing, ReportRequest, deliver, issued_report, produce_report};
 
 /// How long download links live unless `METER_LINK_EXPIRY_HOURS` says otherwise.
 pub const DEFAULT_LINK_EXPIRY_HOURS: u64 = 72;
@@ -63,9 +63,20 @@ impl MonthlyReportFunction {
         })
     }
 
-    /// Issues the month the event names and delivers it; answers the totals.
+    /// Issues the month the event names and delivers it; answers the totals. With `"resendLinks":
+    /// true` the month, issued before, is not issued again: its links are signed afresh and sent.
     pub async fn handle(&self, event: serde_json::Value) -> Result<ManifestTotals, Failure> {
         let month = month_to_issue(&event, SystemClock.now()).map_err(|err| Failure::permanent(&err))?;
+        if event.get("resendLinks").and_then(serde_json::Value::as_bool) == Some(true) {
+            let issued = issued_report(&self.reports, month)
+                .await
+                .map_err(|err| Failure::new(&err, err.is_retryable()))?;
+            let message = deliver(&self.reports, &issued, &self.finance, self.link_expiry)
+                .await
+                .map_err(|err| Failure::new(&err, err.is_retryable()))?;
+            tracing::info!(%month, "links sent again");
+            return Ok(message.totals);
+        }
         let request = ReportRequest { month, draft: false, adjust_months: 3 };
         let outcome = produce_report(
             &self.usage,

@@ -16,5 +16,7 @@ pub use deliver::{DeliveryError, DeliveryMessage, MAX_LINK_EXPIRY, deliver};
 pub use invoice::{
     Invoice, InvoiceLine, KeyDayUsage, MonthInvoices, Unattributed, invoice_id, invoices_for_month,
 };
-pub use issue::{ArchiveUsage, ReportError, ReportOutcome, ReportRequest, UsageSource, produce_report};
+pub use issue::{
+    ArchiveUsage, ReportError, ReportOutcome, ReportRequest, UsageSource, issued_report, produce_report,
+};
 pub use pricing::{Plan, PricedLine, Pricing, PricingError, Tier};
