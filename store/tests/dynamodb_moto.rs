@@ -137,3 +137,65 @@ async fn batch_markers_expire_by_ttl() {
     let ttl = expires - contract::at("2026-11-10T10:00:05Z").timestamp();
     assert!(ttl >= 24 * 3600, "markers outlive CloudWatch's retries: {ttl}s");
 }
+
+/// Which operation each call of a client was, and on which table.
+#[derive(Debug, Default, Clone)]
+struct Operations(std::sync::Arc<std::sync::Mutex<Vec<(&'static str, String)>>>);
+
+impl aws_sdk_dynamodb::config::Intercept for Operations {
+    fn name(&self) -> &'static str {
+        "operations"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        use aws_sdk_dynamodb::operation::{query::QueryInput, scan::ScanInput};
+        let input = context.input();
+        let seen = if let Some(scan) = input.downcast_ref::<ScanInput>() {
+            ("Scan", scan.table_name().unwrap_or_default().to_owned())
+        } else if let Some(query) = input.downcast_ref::<QueryInput>() {
+            ("Query", query.table_name().unwrap_or_default().to_owned())
+        } else {
+            ("other", String::new())
+        };
+        self.0.lock().unwrap().push(seen);
+        Ok(())
+    }
+}
+
+/// Reconcile's read of a range never scans the counters table, whose history grows every day: one
+/// Query per key reads the range's days only.
+#[tokio::test]
+async fn day_items_query_each_key_for_the_range_and_never_scan_the_history() {
+    let store = make().await;
+    let keys: Vec<_> = (0..3).map(|i| contract::new_record(&format!("k{i}@example.com"), None)).collect();
+    for key in &keys {
+        store.insert_key(key).await.unwrap();
+        let mut day: meter_model::Day = "2026-09-01".parse().unwrap();
+        for _ in 0..90 {
+            seed(&store, contract::day_item(&key.id, &day.to_string(), 1)).await;
+            day = day.succ();
+        }
+    }
+    let operations = Operations::default();
+    let config =
+        aws_sdk_dynamodb::config::Builder::from(&meter_testkit::sdk_config_for(&meter_testkit::endpoint()))
+            .interceptor(operations.clone())
+            .build();
+    let watched = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), store.tables().clone());
+    let (from, to) = ("2026-11-27".parse().unwrap(), "2026-11-29".parse().unwrap());
+    let items = meter_model::CounterCorrector::day_items(&watched, from, to).await.unwrap();
+    assert_eq!(items.len(), 9, "three days of three keys");
+    assert!(items.iter().all(|item| item.day >= from && item.day <= to));
+    let calls = operations.0.lock().unwrap().clone();
+    let counters = &store.tables().usage_counters;
+    assert!(!calls.iter().any(|(op, table)| *op == "Scan" && table == counters), "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|(op, table)| *op == "Query" && table == counters).count(),
+        3,
+        "{calls:?}"
+    );
+}

@@ -1,13 +1,14 @@
 //! Applying a delivery's batch exactly once: chunked transactions, each with its marker, then the
 //! `lastUsed` advances.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use meter_model::batch::MARKER_TTL;
 use meter_model::time::format_instant;
 use meter_model::{ApplyReport, BatchDelta, DayDelta, KeyId, StoreError, Tally, UsageWriter};
-use std::collections::HashMap;
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
 use super::item::{corrupt, n, req_s, s};

@@ -1,10 +1,11 @@
 //! Converting between items (attribute maps) and the model's types.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{ApiKeyRecord, Email, HashedKey, KeyId, KeyStatus, PlanName, StoreError, Tally};
-use std::collections::HashMap;
 
 pub(super) fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())

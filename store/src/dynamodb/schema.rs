@@ -1,6 +1,8 @@
 //! Creating the two tables (with the GSI and the TTL) where they do not exist: for emulators and
 //! first-time local use; in AWS the infrastructure creates them.
 
+use std::time::Duration;
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
 use aws_sdk_dynamodb::types::{
@@ -8,7 +10,6 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 use meter_model::StoreError;
-use std::time::Duration;
 
 use super::error::{build_error, store_error};
 use super::{DynamoStore, HASHED_KEY_INDEX, TTL_ATTRIBUTE};
