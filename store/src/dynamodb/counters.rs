@@ -49,30 +49,8 @@ impl DynamoStore {
 
 impl UsageReader for DynamoStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
-        let mut days = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.usage_counters)
-                .key_condition_expression("keyId = :k AND begins_with(#day, :month)")
-                .expression_attribute_names("#day", "day")
-                .expression_attribute_values(":k", s(key_id.as_str()))
-                .expression_attribute_values(":month", s(&month.to_string()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| table_missing(store_error("month usage", e), &self.tables.usage_counters))?;
-            for item in page.items() {
-                days.push(day_usage_of(item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        // Day items sort by `YYYY-MM-DD`: the month is the range of its first to its last day.
+        let mut days = self.key_days(key_id, month.first_day(), month.last_day()).await?;
         days.sort_by_key(|d| d.day);
         Ok(days)
     }
