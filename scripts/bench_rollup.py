@@ -2,6 +2,7 @@
 checked against meter's own rollup file. Prints one line per formulation and the best time."""
 
 import glob
+import resource
 import sys
 import time
 from datetime import date, timedelta
@@ -99,11 +100,21 @@ for name, run in [
     ("group by request, one query per day", per_day(group_by_request)),
     ("distinct rows, one query per day", per_day(distinct_rows)),
 ]:
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     rows = run(con)
     seconds = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    user = cpu_after.ru_utime - cpu_before.ru_utime
+    system = cpu_after.ru_stime - cpu_before.ru_stime
     correct = sorted(tuple(r) for r in rows) == expected
-    print(f"duckdb {name}: {seconds:.2f} s{'' if correct else '  (WRONG: differs from meter rollup)'}")
+    print(
+        f"duckdb {name}: {seconds:.2f} s (user {user:.2f} s, system {system:.2f} s, "
+        f"{(user + system) / seconds:.2f} cores busy)"
+        f"{'' if correct else '  (WRONG: differs from meter rollup)'}"
+    )
     if correct and (best is None or seconds < best):
         best = seconds
 print(f"duckdb best correct: {best:.2f} s" if best is not None else "duckdb: no formulation was correct")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+print(f"duckdb peak memory (the whole script): {peak} MiB")

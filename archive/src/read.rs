@@ -34,8 +34,25 @@ pub async fn rollup<S: ObjectSource>(
 ) -> Result<Rollup, RollupError> {
     let mut engine = RollupEngine::new(from, to);
     let mut rows = Vec::new();
-    for folder in RollupEngine::folders(from, to) {
-        rows.extend(add_folder(archive, &mut engine, folder).await?);
+    let folders = RollupEngine::folders(from, to);
+    // The next folder is fetched while this one decodes: reading files (I/O, or page-cache copies on
+    // this thread) and decoding them (CPU, on rayon's threads) overlap instead of taking turns.
+    let mut fetched = match folders.first() {
+        Some(&first) => Some(fetch_folder(archive, first).await?),
+        None => None,
+    };
+    for (index, &folder) in folders.iter().enumerate() {
+        let files = fetched.take().unwrap_or_default();
+        let next = folders.get(index + 1).copied();
+        let prefetch = async {
+            match next {
+                Some(next) => fetch_folder(archive, next).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (done, prefetched) = tokio::join!(decode_folder(&mut engine, folder, files), prefetch);
+        rows.extend(done?);
+        fetched = prefetched?;
         progress(folder, engine.stats());
     }
     let misplaced = engine.misplaced().to_vec();
@@ -68,6 +85,15 @@ async fn add_folder<S: ObjectSource>(
     folder: Day,
 ) -> Result<Vec<RollupRow>, RollupError> {
     let files = fetch_folder(archive, folder).await?;
+    decode_folder(engine, folder, files).await
+}
+
+/// Hands a folder's files to `engine`; returns the rows of the days it finished.
+async fn decode_folder(
+    engine: &mut RollupEngine,
+    folder: Day,
+    files: Vec<ArchiveFile>,
+) -> Result<Vec<RollupRow>, RollupError> {
     // Decoding is CPU work on rayon's threads; keep the async runtime's threads free meanwhile.
     let mut taken = std::mem::replace(engine, RollupEngine::new(folder, folder));
     let (returned, done) = tokio::task::spawn_blocking(move || {

@@ -236,18 +236,25 @@ impl RollupEngine {
             debug_assert!(folder_day > last, "folders must come in order");
         }
         self.last_folder = Some(folder_day);
-        let pieces = self.decode(folder_day, files)?;
+        // Every day before `folder - 1` is complete (this folder and later ones hold later days,
+        // short of events far from their folder, which wait for a recount): those days are counted
+        // on some cores while this folder decodes on the others, so no core waits for the other
+        // phase to end.
+        let complete = self.take_days_before(folder_day - 1);
+        let (pieces, counted) = rayon::join(|| self.decode(folder_day, files), || count_days(complete));
+        let pieces = pieces?;
+        let rows = self.rows_of(counted);
         self.stats.files += files.len() as u64;
         self.stats.bytes += files.iter().map(|f| f.bytes.len() as u64).sum::<u64>();
         self.note_misplaced(files, &pieces);
         self.merge(pieces.into_iter().map(|(_, piece)| piece));
-        // Nothing of a day before `folder - 1` can still come: later folders hold only later days.
-        self.finish_days_before(folder_day - 1)
+        Ok(rows)
     }
 
     /// Finishes every remaining day; call after the last folder.
     pub fn finish(mut self) -> Result<(Vec<RollupRow>, RollupStats), RollupError> {
-        let rows = self.finish_days_before(i32::MAX)?;
+        let complete = self.take_days_before(i32::MAX);
+        let rows = self.rows_of(count_days(complete));
         Ok((rows, self.stats))
     }
 
@@ -385,15 +392,23 @@ impl RollupEngine {
         index
     }
 
-    fn finish_days_before(&mut self, before: i32) -> Result<Vec<RollupRow>, RollupError> {
+    /// Takes the pending days before `before` out, to be counted: no row can join them any more.
+    fn take_days_before(&mut self, before: i32) -> Vec<(i32, Shards)> {
         self.finished_before = self.finished_before.max(before);
-        let mut out = Vec::new();
+        let mut taken = Vec::new();
         while let Some(entry) = self.pending.first_entry() {
             if *entry.key() >= before {
                 break;
             }
-            let (day, shards) = entry.remove_entry();
-            let (counts, stats) = dedup_day(shards);
+            taken.push(entry.remove_entry());
+        }
+        taken
+    }
+
+    /// The rollup rows of counted days, each day's sorted by key.
+    fn rows_of(&mut self, counted: Vec<(i32, FxHashMap<u32, Tally>, RollupStats)>) -> Vec<RollupRow> {
+        let mut out = Vec::new();
+        for (day, counts, stats) in counted {
             self.stats.add(stats);
             let day = day_of_epoch(day);
             let start = out.len();
@@ -404,8 +419,18 @@ impl RollupEngine {
             }));
             out[start..].sort_unstable_by(|a, b| a.key_id.cmp(&b.key_id));
         }
-        Ok(out)
+        out
     }
+}
+
+/// Counts complete days, each request once.
+fn count_days(days: Vec<(i32, Shards)>) -> Vec<(i32, FxHashMap<u32, Tally>, RollupStats)> {
+    days.into_iter()
+        .map(|(day, shards)| {
+            let (counts, stats) = dedup_day(shards);
+            (day, counts, stats)
+        })
+        .collect()
 }
 
 /// Counts each request of a day once, shards in parallel.
@@ -626,8 +651,15 @@ fn decode_batch(
         let key = match last_key {
             Some((text, index)) if text == key_text => index,
             _ => {
-                let next = u32::try_from(local_keys.len()).unwrap_or(u32::MAX);
-                let index = *local_keys.entry(key_text.into()).or_insert(next);
+                // Looked up borrowed: a key is copied only the first time a piece sees it.
+                let index = match local_keys.get(key_text) {
+                    Some(&index) => index,
+                    None => {
+                        let next = u32::try_from(local_keys.len()).unwrap_or(u32::MAX);
+                        local_keys.insert(key_text.into(), next);
+                        next
+                    }
+                };
                 last_key = Some((key_text, index));
                 index
             }
