@@ -1,7 +1,7 @@
 //! The archive of usage events, the source of truth (CONTRACTS.md §5, §6): its format, its writer, its
 //! reader and the rollup engine. It depends on `meter-model` only; where the bytes live (a local
-//! directory, S3) is an [`ObjectSink`]/[`ObjectSource`] adapter from `meter-store`, composed by the
-//! caller: `Archive::new(LocalDir::new(root))`.
+//! directory, S3) is an [`ObjectSink`]/[`ObjectSource`](meter_model::ObjectSource) adapter from
+//! `meter-store`, composed by the caller: `Archive::new(LocalDir::new(root))`.
 
 pub mod format;
 pub mod output;

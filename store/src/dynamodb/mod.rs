@@ -1,8 +1,8 @@
-//! The DynamoDB store: the `ApiKeys` and `UsageCounters` tables of CONTRACTS.md §2, one concern a module:
-//! [`schema`] creates the tables, `error` translates every SDK error into a [`StoreError`] (nothing
-//! outside this module sees an SDK type), `item` converts items, `keys` is the [`KeyStore`],
-//! `counters` reads and corrects the day items, and `batch` applies the realtime processor's batches
-//! exactly once.
+//! The DynamoDB store: the `ApiKeys` and `UsageCounters` tables of CONTRACTS.md §2, one concern a
+//! module: [`schema`] creates the tables, `error` translates every SDK error into a
+//! [`StoreError`](meter_model::StoreError) (nothing outside this module sees an SDK type), `item`
+//! converts items, `keys` is the [`KeyStore`](meter_model::KeyStore), `counters` reads and corrects the
+//! day items, and `batch` applies the realtime processor's batches exactly once.
 
 use std::collections::HashMap;
 use std::time::Duration;
