@@ -38,8 +38,8 @@ pub struct IdentitySource {
 }
 
 impl IdentitySource {
-    /// The header API Gateway is configured with (`method.request.header.NAME` for REST, `$request.header.NAME`
-    /// for HTTP APIs); matched in any case.
+    /// The header API Gateway is configured with (`method.request.header.NAME` for REST,
+    /// `$request.header.NAME` for HTTP APIs); matched in any case.
     #[must_use]
     pub fn header(name: &str) -> Self {
         Self { header: name.trim().to_ascii_lowercase() }

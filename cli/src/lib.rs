@@ -169,7 +169,12 @@ pub enum Command {
         #[arg(long, env = "METER_FINANCE_TOPIC", value_name = "ARN", requires = "resend_links")]
         finance_topic: Option<String>,
         /// How long resent links work, in hours (1 to 168).
-        #[arg(long, env = "METER_LINK_EXPIRY_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u64).range(1..=168))]
+        #[arg(
+            long,
+            env = "METER_LINK_EXPIRY_HOURS",
+            default_value_t = 72,
+            value_parser = clap::value_parser!(u64).range(1..=168)
+        )]
         link_expiry_hours: u64,
         /// Write a draft under draft/month=YYYY-MM/ instead of issuing.
         #[arg(long)]
