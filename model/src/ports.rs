@@ -82,10 +82,12 @@ impl StoreError {
         matches!(self, Self::Retryable { .. } | Self::ConditionFailed { .. })
     }
 
-    /// Whether the store could not be reached at all (it may be back in a moment).
+    /// Whether trying again a little later may succeed: the call may be retried, or the store could
+    /// not be reached at all and may be back in a moment. What invocations and jobs report as
+    /// retryable.
     #[must_use]
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+    pub fn is_transient(&self) -> bool {
+        self.is_retryable() || matches!(self, Self::Unavailable { .. })
     }
 }
 

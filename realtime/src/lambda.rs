@@ -62,9 +62,8 @@ impl ArchiveTransformerFunction {
     /// One Firehose invocation: every record answered, rejects kept, one metric line printed. Fails
     /// (and Firehose retries) only when rejects cannot be kept.
     pub async fn handle(&self, event: FirehoseEvent) -> Result<FirehoseResponse, Failure> {
-        let (response, stats) = transform(&event, &self.rejects)
-            .await
-            .map_err(|err| Failure::new(&err, err.is_retryable() || err.is_unavailable()))?;
+        let (response, stats) =
+            transform(&event, &self.rejects).await.map_err(|err| Failure::new(&err, err.is_transient()))?;
         println!("{}", stats.metrics(Self::NAME, SystemClock.now()).render());
         Ok(response)
     }

@@ -84,10 +84,6 @@ pub fn batch_id(payload: &LogsPayload<'_>) -> BatchId {
     BatchId::from_digest(&hasher.finalize())
 }
 
-fn log_time(event: &LogEvent<'_>) -> Option<DateTime<Utc>> {
-    event.log_time()
-}
-
 /// The realtime view of a payload.
 #[derive(Debug)]
 pub struct Aggregated {
@@ -125,7 +121,7 @@ fn walk(payload: &LogsPayload<'_>, mut visit: impl FnMut(&LogEvent<'_>, Line<'_>
         let outcome = if let Some(known) = event.known_outcome() {
             known
         } else {
-            let at = log_time(event);
+            let at = event.log_time();
             read_here = match parse_escaped_line(event.escaped(), at) {
                 Some(outcome @ (LineOutcome::Usage(_) | LineOutcome::Skipped)) => outcome,
                 _ => parse_line(event.message(&mut scratch), at),
@@ -226,7 +222,7 @@ pub fn classify(payload: &LogsPayload<'_>) -> Classified {
             &payload.log_group,
             &payload.log_stream,
             &event.id,
-            log_time(event).unwrap_or_default(),
+            event.log_time().unwrap_or_default(),
             message,
         )),
     });

@@ -134,7 +134,7 @@ impl<S: UsageWriter, C: Clock> UsageProcessor<S, C> {
                 .retry
                 .run(
                     || self.store.apply_batch(&batch, self.clock.now()),
-                    worth_retrying,
+                    StoreError::is_transient,
                     |err, pause| {
                         tracing::warn!(batch_id = %batch.batch_id(), attempt = attempts, ?pause, error = %err, "retrying batch");
                         attempts += 1;
@@ -164,10 +164,4 @@ impl<S: UsageWriter, C: Clock> UsageProcessor<S, C> {
         report.duration = started.elapsed();
         Ok(report)
     }
-}
-
-/// Transient conditions and a store that is briefly unreachable are worth another try; corrupt data
-/// or a bug are not.
-fn worth_retrying(err: &StoreError) -> bool {
-    err.is_retryable() || err.is_unavailable()
 }

@@ -77,7 +77,7 @@ impl ReconcileError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Rollup(RollupError::Source { source, .. }) | Self::Store { source, .. } => {
-                source.is_retryable() || source.is_unavailable()
+                source.is_transient()
             }
             Self::Contended { .. } => true,
             Self::Rollup(_) | Self::Encode(_) => false,

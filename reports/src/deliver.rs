@@ -34,7 +34,7 @@ impl DeliveryError {
     /// Whether trying again may succeed: signing or publishing met a busy or unreachable service.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Store { source, .. } if source.is_retryable() || source.is_unavailable())
+        matches!(self, Self::Store { source, .. } if source.is_transient())
     }
 }
 

@@ -87,7 +87,7 @@ impl ReportError {
         match self {
             Self::NotClosed { .. } => true,
             Self::Usage { source: RollupError::Source { source, .. }, .. } | Self::Store { source, .. } => {
-                source.is_retryable() || source.is_unavailable()
+                source.is_transient()
             }
             Self::Pricing(_)
             | Self::Usage { .. }

@@ -54,15 +54,6 @@ where
         .transpose()
 }
 
-/// The value of `name` parsed as `T`; `hint` says what it should hold when it is missing.
-pub fn required_parsed<T>(name: &'static str, hint: &'static str) -> Result<T, EnvError>
-where
-    T: FromStr,
-    T::Err: std::fmt::Display,
-{
-    parsed(name)?.ok_or(EnvError::Missing { name, hint })
-}
-
 /// Why a function cannot start: its configuration is missing or wrong, or what it names cannot be
 /// opened.
 #[derive(Debug, thiserror::Error)]
