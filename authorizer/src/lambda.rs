@@ -2,9 +2,9 @@
 //! and the revocation cache invalidator (subscribed to the revocation topic).
 
 use meter_model::SystemClock;
+use meter_store::AnyStore;
 use meter_store::env::{self, ConfigError};
 use meter_store::lambda::Failure;
-use meter_store::{AnyStore, StoreConfig};
 use serde_json::Value;
 
 use crate::invalidate::{
@@ -22,8 +22,7 @@ pub struct AuthorizerFunction {
 impl AuthorizerFunction {
     /// Reads the configuration and opens the key store.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let store =
-            AnyStore::open(&StoreConfig::from_env()?).await.map_err(|e| ConfigError::open("the store", e))?;
+        let store = AnyStore::from_env().await?;
         let identity = env::optional("METER_IDENTITY_HEADER")
             .map_or_else(IdentitySource::default, |header| IdentitySource::header(&header));
         Ok(Self { authorizer: Authorizer::new(store, SystemClock, AuthorizerConfig::default()), identity })

@@ -18,9 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use meter_authorizer::{Authorizer, AuthorizerConfig, Decision};
 pub use meter_model::SystemClock;
 use meter_model::{Clock, Day, Email, KeyId, Month, PlanName};
-use meter_store::{
-    AnySink, AnyStore, ArchiveLocation, DEFAULT_HOME, SnsNotifier, StoreConfig, load_aws_config,
-};
+use meter_store::{AnySink, AnyStore, ArchiveLocation, DEFAULT_HOME, SnsNotifier, StoreConfig};
 use std::process::ExitCode;
 
 /// API usage metering and billing: keys, counters, archive, reconciliation and invoices.
@@ -391,9 +389,7 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
         Command::Keys(KeysCommand::Show { id, json }) => keys::show(&open_store().await?, &id, json).await?,
         Command::Keys(KeysCommand::Revoke { id }) => {
             let notifier = match &cli.revocation_topic {
-                Some(topic) => {
-                    Some(SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic))
-                }
+                Some(topic) => Some(SnsNotifier::for_topic(topic).await),
                 None => None,
             };
             keys::revoke(&open_store().await?, clock, &id, notifier.as_ref()).await?
@@ -421,9 +417,7 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
         Command::Reconcile { from, to, dry_run, alert_threshold, alert_topic } => {
             let archive = AnySink::open(&archive_location).await;
             let alerts = match &alert_topic {
-                Some(topic) => {
-                    Some(SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic))
-                }
+                Some(topic) => Some(SnsNotifier::for_topic(topic).await),
                 None => None,
             };
             let args = reconcile::ReconcileArgs { from, to, dry_run, alert_threshold };
@@ -445,9 +439,7 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             let reports = AnySink::open(&location).await;
             if resend_links {
                 let finance = match &finance_topic {
-                    Some(topic) => {
-                        Some(SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic))
-                    }
+                    Some(topic) => Some(SnsNotifier::for_topic(topic).await),
                     None => None,
                 };
                 let expiry = std::time::Duration::from_secs(link_expiry_hours * 3600);

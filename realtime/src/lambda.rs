@@ -4,7 +4,7 @@
 use meter_model::{Clock, SystemClock};
 use meter_store::env::{self, ConfigError};
 use meter_store::lambda::Failure;
-use meter_store::{AnySink, AnyStore, ArchiveLocation, RetryPolicy, StoreConfig};
+use meter_store::{AnySink, AnyStore, ArchiveLocation, RetryPolicy};
 use serde_json::value::RawValue;
 
 use crate::UsageProcessor;
@@ -21,8 +21,7 @@ impl UsageProcessorFunction {
 
     /// Reads the configuration and opens the store.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let store =
-            AnyStore::open(&StoreConfig::from_env()?).await.map_err(|e| ConfigError::open("the store", e))?;
+        let store = AnyStore::from_env().await?;
         Ok(Self { processor: UsageProcessor::new(store, SystemClock, RetryPolicy::default()) })
     }
 

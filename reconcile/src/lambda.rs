@@ -4,7 +4,7 @@
 use meter_model::{Clock, ReconcileRun, SystemClock};
 use meter_store::env::{self, ConfigError};
 use meter_store::lambda::Failure;
-use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier, StoreConfig, load_aws_config};
+use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier};
 
 use crate::job::{DEFAULT_LOOKBACK_DAYS, days_to_reconcile};
 use crate::{ReconcileOptions, reconcile};
@@ -22,16 +22,15 @@ pub struct ReconcileFunction {
 impl ReconcileFunction {
     /// Reads the configuration and opens the store, the archive and the alert topic.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let store_config = StoreConfig::from_env()?;
         let archive: ArchiveLocation =
             env::required("METER_ARCHIVE", "the usage archive, e.g. s3://bucket/usage")?.parse()?;
         let lookback_days = env::parsed("METER_RECONCILE_LOOKBACK_DAYS")?.unwrap_or(DEFAULT_LOOKBACK_DAYS);
         let alert_threshold = env::parsed("METER_DRIFT_ALERT_THRESHOLD")?;
         let alerts = match env::optional("METER_ALERT_TOPIC") {
-            Some(topic) => Some(SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic)),
+            Some(topic) => Some(SnsNotifier::for_topic(topic).await),
             None => None,
         };
-        let store = AnyStore::open(&store_config).await.map_err(|e| ConfigError::open("the store", e))?;
+        let store = AnyStore::from_env().await?;
         Ok(Self { store, archive: AnySink::open(&archive).await, alerts, lookback_days, alert_threshold })
     }
 

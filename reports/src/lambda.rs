@@ -6,7 +6,7 @@ use std::time::Duration;
 use meter_model::{Clock, ObjectSource, SystemClock};
 use meter_store::env::{self, ConfigError};
 use meter_store::lambda::Failure;
-use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier, StoreConfig, load_aws_config};
+use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier};
 
 use crate::files::ManifestTotals;
 use crate::job::month_to_issue;
@@ -31,7 +31,6 @@ pub struct MonthlyReportFunction {
 impl MonthlyReportFunction {
     /// Reads the configuration, opens the store and the buckets, and reads and checks the pricing.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let store_config = StoreConfig::from_env()?;
         let archive: ArchiveLocation =
             env::required("METER_ARCHIVE", "the usage archive, e.g. s3://bucket/usage")?.parse()?;
         let reports: ArchiveLocation =
@@ -50,8 +49,8 @@ impl MonthlyReportFunction {
         }
         let pricing_text = pricing_text(&pricing_source).await?;
         let pricing = Pricing::parse(&pricing_text).map_err(|e| ConfigError::open(pricing_source, e))?;
-        let store = AnyStore::open(&store_config).await.map_err(|e| ConfigError::open("the store", e))?;
-        let finance = SnsNotifier::new(meter_store::sns_client(&load_aws_config().await), topic);
+        let store = AnyStore::from_env().await?;
+        let finance = SnsNotifier::for_topic(topic).await;
         Ok(Self {
             store,
             usage: ArchiveUsage::new(AnySink::open(&archive).await),

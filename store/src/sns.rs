@@ -24,6 +24,11 @@ impl SnsNotifier {
         Self { client, topic_arn: topic_arn.into() }
     }
 
+    /// A notifier for `topic_arn` with the standard AWS configuration.
+    pub async fn for_topic(topic_arn: impl Into<String>) -> Self {
+        Self::new(client(&crate::load_aws_config().await), topic_arn)
+    }
+
     /// The notice's body: which key, the epoch, when. Never anything secret.
     #[must_use]
     pub fn message(revocation: &Revocation) -> String {
