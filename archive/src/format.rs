@@ -66,8 +66,7 @@ pub fn archive_schema() -> SchemaRef {
 /// The Hive partition of a day: `year=YYYY/month=MM/day=DD`.
 #[must_use]
 pub fn partition(day: Day) -> String {
-    let text = day.to_string();
-    format!("year={}/month={}/day={}", &text[..4], &text[5..7], &text[8..10])
+    partition_keys(day).map(|(name, value)| format!("{name}={value}")).join("/")
 }
 
 /// Firehose's dynamic-partitioning keys of a day: `year`, `month` and `day`, zero-padded, matching

@@ -19,10 +19,7 @@ pub(crate) async fn create(
 ) -> anyhow::Result<String> {
     // A plan the pricing lacks would stop the month's invoices later: refuse it now.
     if let Some(path) = &args.pricing {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the pricing file {}", path.display()))?;
-        let pricing = meter_reports::Pricing::parse(&text)
-            .with_context(|| format!("{} cannot be used", path.display()))?;
+        let (pricing, _) = crate::report::load_pricing(path)?;
         if let Err(err) = pricing.plan(args.plan.as_ref().map(|p| p.as_str())) {
             return Err(UsageError(format!("{err} ({})", path.display())).into());
         }

@@ -19,6 +19,14 @@ pub(crate) struct ReportArgs<'a> {
     pub(crate) adjust_months: u32,
 }
 
+/// A pricing file, read and checked, with its text (which an issued report keeps).
+pub(crate) fn load_pricing(path: &Path) -> anyhow::Result<(Pricing, String)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the pricing file {}", path.display()))?;
+    let pricing = Pricing::parse(&text).with_context(|| format!("{} cannot be used", path.display()))?;
+    Ok((pricing, text))
+}
+
 pub(crate) async fn report<K, A, R, C>(
     keys: &K,
     archive: A,
@@ -32,10 +40,7 @@ where
     R: ObjectSource + ObjectSink,
     C: Clock,
 {
-    let text = std::fs::read_to_string(args.pricing)
-        .with_context(|| format!("cannot read the pricing file {}", args.pricing.display()))?;
-    let pricing =
-        Pricing::parse(&text).with_context(|| format!("{} cannot be used", args.pricing.display()))?;
+    let (pricing, text) = load_pricing(args.pricing)?;
     let request = ReportRequest { month: args.month, draft: args.draft, adjust_months: args.adjust_months };
     let outcome =
         produce_report(&ArchiveUsage::new(archive), keys, reports, &pricing, &text, clock, &request)

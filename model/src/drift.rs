@@ -60,6 +60,17 @@ impl TallyDelta {
         *self == Self::default()
     }
 
+    /// `tally` moved by this difference, per counter, never below zero.
+    #[must_use]
+    pub fn applied_to(&self, tally: Tally) -> Tally {
+        let moved = |count: u64, by: i128| u64::try_from((i128::from(count) + by).max(0)).unwrap_or(u64::MAX);
+        Tally {
+            successful_calls: moved(tally.successful_calls, self.successful_calls),
+            failed_calls: moved(tally.failed_calls, self.failed_calls),
+            usage_count: moved(tally.usage_count, self.usage_count),
+        }
+    }
+
     /// The sum of the absolute differences: the drift's size.
     #[must_use]
     pub fn magnitude(&self) -> u128 {

@@ -356,7 +356,7 @@ async fn apply<S: CounterCorrector>(
                 // against the archive.
                 let added =
                     TallyDelta::between(correction.expected.unwrap_or_default(), fresh.unwrap_or_default());
-                correction.target = add_signed(correction.target, added);
+                correction.target = added.applied_to(correction.target);
                 correction.expected = fresh;
                 if correction.expected == Some(correction.target) {
                     return Ok((line(DriftAction::AlreadyCorrect, &correction), rereads, false));
@@ -369,16 +369,6 @@ async fn apply<S: CounterCorrector>(
         day: correction.day,
         attempts: MAX_ATTEMPTS,
     })
-}
-
-/// `tally` moved by `delta`, per counter, never below zero.
-fn add_signed(tally: Tally, delta: TallyDelta) -> Tally {
-    let moved = |count: u64, by: i128| u64::try_from((i128::from(count) + by).max(0)).unwrap_or(u64::MAX);
-    Tally {
-        successful_calls: moved(tally.successful_calls, delta.successful_calls),
-        failed_calls: moved(tally.failed_calls, delta.failed_calls),
-        usage_count: moved(tally.usage_count, delta.usage_count),
-    }
 }
 
 /// Applies a key's corrections one after another: they all move the same key item's totals, and

@@ -231,15 +231,18 @@ async fn read_manifest<R: ObjectSource>(reports: &R, month: Month) -> Result<Opt
 /// links again (presigned links die with the credentials that signed them). [`ReportError::NotClosed`]
 /// when the month has not been issued.
 pub async fn issued_report<R: ObjectSource>(reports: &R, month: Month) -> Result<ReportOutcome, ReportError> {
+    issued(reports, month).await?.ok_or_else(|| ReportError::NotClosed {
+        month,
+        why: format!("it has not been issued to {}", reports.location(&issued_folder(month))),
+    })
+}
+
+/// The month's issued report, its files checked against its manifest; `None` when it is not issued.
+async fn issued<R: ObjectSource>(reports: &R, month: Month) -> Result<Option<ReportOutcome>, ReportError> {
     let folder = issued_folder(month);
-    let Some(manifest) = read_manifest(reports, month).await? else {
-        return Err(ReportError::NotClosed {
-            month,
-            why: format!("it has not been issued to {}", reports.location(&folder)),
-        });
-    };
+    let Some(manifest) = read_manifest(reports, month).await? else { return Ok(None) };
     verify(reports, &folder, &manifest).await?;
-    Ok(ReportOutcome::AlreadyIssued { manifest, folder })
+    Ok(Some(ReportOutcome::AlreadyIssued { manifest, folder }))
 }
 
 /// Checks every file an issued manifest lists against its SHA-256.
@@ -452,10 +455,8 @@ where
     let month = request.month;
     let now = clock.now();
     if !request.draft {
-        let folder = issued_folder(month);
-        if let Some(manifest) = read_manifest(reports, month).await? {
-            verify(reports, &folder, &manifest).await?;
-            return Ok(ReportOutcome::AlreadyIssued { manifest, folder });
+        if let Some(issued) = issued(reports, month).await? {
+            return Ok(issued);
         }
         if Month::of(now) <= month {
             return Err(ReportError::NotClosed {
