@@ -208,9 +208,8 @@ mod tests {
         assert_eq!(partition("2026-01-05".parse().unwrap()), "year=2026/month=01/day=05");
     }
 
-    #[test]
-    fn parquet_has_the_contract_schema_with_millisecond_utc_timestamps() {
-        let event = UsageEvent {
+    fn event() -> UsageEvent<'static> {
+        UsageEvent {
             request_id: "r1".into(),
             key_id: "0123456789ab".into(),
             timestamp: parse_instant("2026-11-29T14:03:07.123Z").unwrap(),
@@ -220,7 +219,12 @@ mod tests {
             resource: Some("/v1/items/{id}".into()),
             latency_ms: Some(42),
             dropped: meter_model::DroppedFields::NONE,
-        };
+        }
+    }
+
+    #[test]
+    fn parquet_has_the_contract_schema_with_millisecond_utc_timestamps() {
+        let event = event();
         let bytes = encode_parquet(&[event.clone(), event]).unwrap();
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
         let meta = reader.metadata();
@@ -248,18 +252,7 @@ mod tests {
 
     #[test]
     fn json_rows_name_the_columns_of_the_schema() {
-        let event = UsageEvent {
-            request_id: "r1".into(),
-            key_id: "k1".into(),
-            timestamp: parse_instant("2026-11-29T14:03:07.123Z").unwrap(),
-            status_code: 404,
-            should_count: false,
-            method: Some("GET".into()),
-            resource: None,
-            latency_ms: Some(7),
-            dropped: meter_model::DroppedFields::NONE,
-        };
-        let rows = encode_json_rows(&[event]).unwrap();
+        let rows = encode_json_rows(&[event()]).unwrap();
         let row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&rows).unwrap();
         assert_eq!(row.keys().map(String::as_str).collect::<Vec<_>>(), {
             let mut names = column::ALL.to_vec();

@@ -224,6 +224,11 @@ fn an_unreachable_store_is_a_clear_failure() {
     assert!(stderr.contains("cannot open the store"), "{stderr}");
 }
 
+/// The documented example pricing file.
+fn example_pricing() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/pricing.example.toml")
+}
+
 fn fixture(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../realtime/tests/fixtures").join(name)
 }
@@ -374,8 +379,7 @@ fn rollup_reconcile_and_report_agree_with_the_realtime_counters() {
     assert!(reconciled.contains("corrected 0 day items"), "{reconciled}");
     assert!(reconciled.contains("orphan usage: 3 events of 2 unknown keys"), "{reconciled}");
 
-    let pricing =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/pricing.example.toml");
+    let pricing = example_pricing();
     let draft = ok(meter(home.path()).args([
         "report",
         "--month",
@@ -513,8 +517,7 @@ fn a_skewed_line_blocks_nothing_and_every_good_call_is_billed_on_its_own_day() {
     assert_eq!(month("2026-10")["successfulCalls"], 2);
     assert_eq!(month("2026-11")["successfulCalls"], 1);
 
-    let pricing =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/pricing.example.toml");
+    let pricing = example_pricing();
     let issued =
         ok(meter(home.path()).args(["report", "--month", "2026-10", "--pricing", pricing.to_str().unwrap()]));
     assert!(issued.contains("2026-10 issued report written"), "{issued}");
@@ -562,8 +565,7 @@ fn revoking_again_keeps_the_epoch_and_an_unreachable_sns_is_said_plainly() {
 #[test]
 fn plans_are_checked_against_the_pricing() {
     let home = tempfile::tempdir().unwrap();
-    let pricing =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/pricing.example.toml");
+    let pricing = example_pricing();
     let pricing = pricing.to_str().unwrap();
     let typo = run(meter(home.path())
         .args(["keys", "create", "--email", "a@example.com", "--plan", "por"])

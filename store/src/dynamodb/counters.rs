@@ -19,31 +19,26 @@ const QUERY_CONCURRENCY: usize = 16;
 impl DynamoStore {
     /// The day items of `key` in `from..=to`, read consistently.
     async fn key_days(&self, key: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.tables.usage_counters)
+            .key_condition_expression("keyId = :k AND #day BETWEEN :from AND :to")
+            .expression_attribute_names("#day", "day")
+            .expression_attribute_values(":k", s(key.as_str()))
+            .expression_attribute_values(":from", s(&from.to_string()))
+            .expression_attribute_values(":to", s(&to.to_string()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut days = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.usage_counters)
-                .key_condition_expression("keyId = :k AND #day BETWEEN :from AND :to")
-                .expression_attribute_names("#day", "day")
-                .expression_attribute_values(":k", s(key.as_str()))
-                .expression_attribute_values(":from", s(&from.to_string()))
-                .expression_attribute_values(":to", s(&to.to_string()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
+        while let Some(item) = items.next().await {
+            let item = item
                 .map_err(|e| table_missing(store_error("read day items", e), &self.tables.usage_counters))?;
-            for item in page.items() {
-                days.push(day_usage_of(item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(days);
-            }
+            days.push(day_usage_of(&item)?);
         }
+        Ok(days)
     }
 }
 
