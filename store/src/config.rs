@@ -112,12 +112,6 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
-    /// Opens the store `METER_STORE` names: how every Lambda function finds its store.
-    pub async fn from_env() -> Result<Self, crate::env::ConfigError> {
-        let config = StoreConfig::from_env()?;
-        Self::open(&config).await.map_err(|e| crate::env::ConfigError::open(format!("the store {config}"), e))
-    }
-
     /// Opens the configured store. For DynamoDB this loads the standard AWS configuration (region,
     /// credentials, `AWS_ENDPOINT_URL`) once, with timeouts short enough that an unreachable endpoint
     /// is reported in seconds.

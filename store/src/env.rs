@@ -84,3 +84,11 @@ impl ConfigError {
         Self::Open { what: what.into(), source: err.into() }
     }
 }
+
+impl crate::AnyStore {
+    /// Opens the store `METER_STORE` names: how every Lambda function finds its store.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = crate::StoreConfig::from_env()?;
+        Self::open(&config).await.map_err(|e| ConfigError::open(format!("the store {config}"), e))
+    }
+}
