@@ -1,7 +1,8 @@
 //! The project's one retry policy: capped exponential backoff with jitter (backon), for every call
 //! that may succeed when tried again: store writes inside an invocation, DynamoDB's unprocessed
 //! sub-requests, corrections that meet a busy item, API Gateway cache flushes. Whether an error is
-//! worth another try is the caller's predicate, normally [`meter_model::StoreError::is_retryable`].
+//! worth another try is the caller's predicate, normally
+//! [`meter_model::StoreError::is_retryable`] or [`meter_model::StoreError::is_transient`].
 
 use std::future::Future;
 use std::time::Duration;
