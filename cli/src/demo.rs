@@ -12,11 +12,11 @@ use chrono::{DateTime, NaiveTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use meter_archive::Archive;
 use meter_model::{
-    ApiKeyRecord, CounterCorrector, Day, Email, HashedKey, KeyId, KeyStore, ManualClock, Month, NewKey,
-    PlanName, Tally,
+    ApiKeyRecord, ApplyReport, BatchDelta, CounterCorrector, Day, Email, HashedKey, KeyId, KeyStore,
+    ManualClock, Month, NewKey, PlanName, StoreError, Tally, UsageWriter,
 };
 use meter_realtime::archiver::DEFAULT_ROWS_PER_FILE;
-use meter_realtime::{Archiver, RetryPolicy, UsageProcessor};
+use meter_realtime::{Archiver, Buffering, LocalRealtime, RealtimeCounters, RetryPolicy};
 use meter_reconcile::{ReconcileOptions, reconcile};
 use meter_reports::{ArchiveUsage, Pricing, ReportRequest, produce_report};
 use meter_store::LocalDir;
@@ -24,14 +24,14 @@ use meter_store::SqliteStore;
 use rust_decimal::Decimal;
 
 use crate::cost;
-use meter_sim::traffic::{Faults, SimConfig, Simulator, Truth};
+use meter_sim::traffic::{Faults, SimConfig, Simulator, Truth, Volume};
 
 /// The pricing the demo invoices with: the documented example.
 const PRICING: &str = include_str!("../../reports/pricing.example.toml");
 
 /// Options of `meter demo`.
 pub(crate) struct DemoArgs {
-    pub(crate) events: u64,
+    pub(crate) volume: Volume,
     pub(crate) keys: u32,
     pub(crate) month: Month,
     pub(crate) seed: u64,
@@ -89,6 +89,102 @@ impl Progress {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// What CloudWatch Logs adds to each log event's message when it meters ingestion.
+const CLOUDWATCH_EVENT_OVERHEAD_BYTES: u64 = 26;
+
+/// `n / of`, for people to read.
+fn ratio(n: u64, of: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss, clippy::float_arithmetic)]
+    let r = n as f64 / of.max(1) as f64;
+    r
+}
+
+/// The S3 objects Firehose delivers: one per partition each time its destination buffer flushes
+/// (every [`DESTINATION_BUFFER_SECONDS`] or [`DESTINATION_BUFFER_BYTES`], whichever first). Records
+/// are counted in the partition of the UTC day they arrive on.
+#[derive(Default)]
+struct DeliveredObjects {
+    /// (day partition, flush window) → bytes in it.
+    windows: BTreeMap<(Day, i64), u64>,
+}
+
+/// Firehose's destination buffering as deployed: 900 s (its maximum) or 128 MiB.
+const DESTINATION_BUFFER_SECONDS: i64 = 900;
+const DESTINATION_BUFFER_BYTES: u64 = 128 << 20;
+
+impl DeliveredObjects {
+    fn record(&mut self, at: DateTime<Utc>, bytes: u64) {
+        *self
+            .windows
+            .entry((Day::of(at), at.timestamp().div_euclid(DESTINATION_BUFFER_SECONDS)))
+            .or_default() += bytes;
+    }
+
+    fn count(&self) -> u64 {
+        self.windows.values().map(|bytes| bytes.div_ceil(DESTINATION_BUFFER_BYTES).max(1)).sum()
+    }
+}
+
+/// The counter store as the demo's faults see it: some invocations find it down (their usage reaches
+/// the archive, not the counters, until reconcile), and Firehose runs some invocations twice (the
+/// second finds every delivery marked). The draws are seeded, so a seed gives the same run.
+struct FaultyCounters<'s> {
+    store: &'s SqliteStore,
+    faults: Faults,
+    rng: std::sync::Mutex<rand::rngs::Xoshiro256PlusPlus>,
+    down: std::sync::atomic::AtomicU64,
+    retried: std::sync::atomic::AtomicU64,
+}
+
+impl<'s> FaultyCounters<'s> {
+    fn new(store: &'s SqliteStore, faults: Faults, seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self {
+            store,
+            faults,
+            rng: std::sync::Mutex::new(rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed)),
+            down: std::sync::atomic::AtomicU64::new(0),
+            retried: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn down_invocations(&self) -> u64 {
+        self.down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn retried_invocations(&self) -> u64 {
+        self.retried.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl UsageWriter for FaultyCounters<'_> {
+    async fn apply_deliveries(
+        &self,
+        deliveries: &[BatchDelta],
+        applied_at: DateTime<Utc>,
+    ) -> Result<ApplyReport, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (down, again) = {
+            let mut rng = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (self.faults.counters_unavailable.hit(&mut rng), self.faults.invocation_retried.hit(&mut rng))
+        };
+        if down {
+            self.down.fetch_add(1, Relaxed);
+            return Err(StoreError::Unavailable {
+                operation: "apply deliveries".into(),
+                hint: "the demo's fault: the counter store is down for this invocation".into(),
+                source: None,
+            });
+        }
+        let mut report = self.store.apply_deliveries(deliveries, applied_at).await?;
+        if again {
+            self.retried.fetch_add(1, Relaxed);
+            report.add(self.store.apply_deliveries(deliveries, applied_at).await?);
+        }
+        Ok(report)
     }
 }
 
@@ -171,8 +267,8 @@ async fn create_keys(store: &SqliteStore, sim: &Simulator, month: Month) -> anyh
 /// Runs the demo in `home/demo` (made fresh). Returns the summary and whether the invoices match the
 /// ground truth exactly.
 pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String, bool)> {
-    if args.events == 0 || args.keys == 0 {
-        bail!("--events and --keys must be at least 1");
+    if args.keys == 0 {
+        bail!("--keys must be at least 1");
     }
     let dir: PathBuf = home.join("demo");
     if dir.exists() {
@@ -190,78 +286,67 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     let archive_root = dir.join("archive");
     let reports_root = dir.join("reports");
 
-    let mut sim = Simulator::new(SimConfig {
-        events: args.events,
-        keys: args.keys,
-        month,
-        seed: args.seed,
-        faults: args.faults,
-    });
+    let config = match args.volume {
+        Volume::Month { events, .. } => SimConfig::month(events, args.keys, month, args.seed, args.faults),
+        Volume::Steady { profile, minutes } => {
+            SimConfig::steady(profile, minutes, month, args.seed, args.faults)
+        }
+    };
+    let mut sim = Simulator::new(config);
     let revoked = create_keys(&store, &sim, month).await?;
 
-    // Realtime and archive, a day at a time, as the two subscriptions receive the deliveries.
-    let processor = UsageProcessor::new(&store, &clock, RetryPolicy::default());
+    // One subscription: Firehose buffers the deliveries, and each transformer invocation archives its
+    // records and applies their usage to the counters.
+    let faulty = FaultyCounters::new(&store, args.faults, args.seed);
+    // The deployed policy retries a busy store for seconds; the demo's down store stays down.
+    let retry = RetryPolicy::new(2, Duration::from_millis(1), Duration::from_millis(1));
+    let mut realtime = LocalRealtime::new(RealtimeCounters::new(&faulty, &clock, retry), Buffering::DEPLOYED);
     let archive = Archive::new(LocalDir::new(&archive_root));
     let mut archiver = Archiver::new(archive.clone(), DEFAULT_ROWS_PER_FILE);
-    let mut duplicates = Archiver::new(archive.clone(), DEFAULT_ROWS_PER_FILE);
-    let mut usage = cost::Usage { lambda_memory_mb: 256, ..cost::Usage::default() };
     let (mut realtime_time, mut archive_time, mut generate_time) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let (mut deliveries, mut lost, mut redelivered, mut archived_twice, mut log_events) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    let days = month.days().count() as u64;
+    let (mut deliveries, mut redelivered, mut log_events, mut log_bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut objects = DeliveredObjects::default();
+    let (first_day, mut last_day) = (month.first_day(), month.first_day());
+    let days = match args.volume {
+        Volume::Month { .. } => month.days().count() as u64,
+        Volume::Steady { minutes, .. } => u64::from(minutes).div_ceil(1440),
+    };
     let mut progress = Progress::new("pipeline", days);
     let mut done = 0;
     loop {
         let started = Instant::now();
-        let Some((day, batch)) = sim.next_day() else { break };
+        let Some((day, batch)) = sim.next_slice() else { break };
         generate_time += started.elapsed();
+        if day != last_day {
+            let started = Instant::now();
+            archiver.flush_before(day).await?;
+            archive_time += started.elapsed();
+            last_day = day;
+            done += 1;
+            progress.tick(done);
+        }
         for delivery in &batch {
             deliveries += 1;
+            redelivered += u64::from(delivery.is_redelivery);
             log_events += delivery.log_events;
-            usage.log_bytes += delivery.log_bytes;
-            let record_bytes = (delivery.event.len() as u64) * 3 / 4;
-            usage.firehose_bytes += record_bytes;
-            usage.firehose_billed_bytes += record_bytes.div_ceil(5 * 1024) * 5 * 1024;
+            log_bytes += delivery.log_bytes + CLOUDWATCH_EVENT_OVERHEAD_BYTES * delivery.log_events;
+            objects.record(delivery.arrives_at, delivery.record_bytes);
             let started = Instant::now();
-            if delivery.lost {
-                lost += 1;
-            } else {
-                let times = if delivery.redelivered { 2 } else { 1 };
-                redelivered += u64::from(delivery.redelivered);
-                for _ in 0..times {
-                    let report = processor
-                        .process_event(delivery.event.as_bytes())
-                        .await
-                        .context("the realtime processor failed")?;
-                    usage.lambda_invocations += 1;
-                    usage.write_units += 2 * report.apply.items_written as u64;
-                    usage.read_units += report.keys_touched;
-                }
-            }
+            realtime.add_event(delivery.event.as_bytes(), Some(delivery.arrives_at), "demo").await;
             realtime_time += started.elapsed();
             let started = Instant::now();
             archiver.add_event(delivery.event.as_bytes(), "demo").await?;
-            usage.lambda_invocations += 1; // the Firehose transformer
-            if delivery.archived_twice {
-                archived_twice += 1;
-                duplicates.add_event(delivery.event.as_bytes(), "demo (again)").await?;
-            }
             archive_time += started.elapsed();
         }
-        let started = Instant::now();
-        archiver.flush_before(day).await?;
-        duplicates.flush_before(day).await?;
-        archive_time += started.elapsed();
-        done += 1;
-        progress.tick(done);
     }
     progress.finish();
     let started = Instant::now();
+    let rt = realtime.finish().await;
+    realtime_time += started.elapsed();
+    let started = Instant::now();
     let archived = archiver.finish().await?;
-    let archived_again = duplicates.finish().await?;
     archive_time += started.elapsed();
-    usage.s3_puts += (archived.files.len() + archived_again.files.len()) as u64;
     let truth = sim.truth().clone();
     let expected = truth_items(&truth, &sim, month);
     let truth_total = sum(&expected);
@@ -269,23 +354,19 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     let realtime_items = counters(&store, month).await?;
     let (drifted_items, drift_size) = drift(&realtime_items, &expected);
 
-    // The nightly reconcile over the whole month.
+    // The nightly reconcile over the days the traffic covered.
     let started = Instant::now();
-    let options = ReconcileOptions {
-        from: month.first_day(),
-        to: month.last_day(),
-        dry_run: false,
-        alert_threshold: None,
+    let to = match args.volume {
+        Volume::Month { .. } => month.last_day(),
+        Volume::Steady { .. } => last_day,
     };
+    let options = ReconcileOptions { from: first_day, to, dry_run: false, alert_threshold: None };
     let archive_dir = LocalDir::new(&archive_root);
     let report =
         reconcile(&store, &archive_dir, &None::<meter_store::SnsNotifier>, &clock, &options, |_, _| {})
             .await
             .context("reconcile failed")?;
     let reconcile_time = started.elapsed();
-    usage.lambda_invocations += days;
-    usage.s3_puts += report.written.len() as u64;
-    usage.write_units += 2 * 2 * report.run.items_corrected;
     let reconciled_items = counters(&store, month).await?;
     let (left_items, left_size) = drift(&reconciled_items, &expected);
 
@@ -305,12 +386,22 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     .await
     .context("issuing the invoices failed")?;
     let report_time = started.elapsed();
-    usage.lambda_invocations += 1;
     let manifest = outcome.manifest();
-    usage.s3_puts += manifest.files.len() as u64 + 1;
-    usage.lambda_ms =
-        u64::try_from((realtime_time + archive_time + reconcile_time + report_time).as_millis()).unwrap_or(0);
 
+    // What AWS would bill for this traffic, from the operations the pipeline counted.
+    let retried = faulty.retried_invocations();
+    let apply = &rt.counters.apply;
+    let usage = cost::Usage {
+        log_bytes: log_bytes + (rt.invocations + retried) * cost::OWN_LOG_BYTES_PER_INVOCATION,
+        lambda_invocations: rt.invocations + retried + days + 1,
+        lambda_seconds: (realtime_time + archive_time + reconcile_time + report_time).as_secs_f64(),
+        lambda_io_invocations: rt.invocations + retried,
+        write_units: apply.write_units() + report.run.items_corrected * 2 + report.run.key_totals_refreshed,
+        read_units: apply.read_units() + report.run.keys_checked * 2,
+        firehose_billed_bytes: rt.billed_record_bytes,
+        firehose_objects: objects.count(),
+        s3_puts: objects.count() + report.written.len() as u64 + manifest.files.len() as u64 + 1,
+    };
     // Invoices against the ground truth, customer by customer.
     let mut pooled: BTreeMap<(String, String), Tally> = BTreeMap::new();
     for key in sim.keys() {
@@ -398,21 +489,48 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         },
     ];
 
+    let requests = truth_total.usage_count + truth.orphans.usage_count + truth.malformed;
+    let traffic = match args.volume {
+        Volume::Month { streams, .. } => {
+            format!(
+                "{month}, {requests} requests over {} keys, {streams} log streams, daily cycle",
+                args.keys
+            )
+        }
+        Volume::Steady { profile, minutes } => format!(
+            "{} traffic ({}) for {} h from {}, {requests} requests",
+            profile.name,
+            profile.describe(),
+            Decimal::from(minutes) / Decimal::from(60),
+            first_day
+        ),
+    };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "meter demo: {month}, {} requests over {} keys ({} customers, {revoked} keys revoked mid-month), seed {}, faults {}",
-        args.events,
-        args.keys,
+        "meter demo: {traffic} ({} customers, {revoked} keys revoked mid-month), seed {}, faults {}",
         pooled.len(),
         args.seed,
         args.faults_name
     );
     let _ = writeln!(
         out,
-        "  {deliveries} deliveries of {log_events} log events; faults: {lost} lost before realtime, {redelivered} redelivered, \
-         {archived_twice} archived twice, {} malformed lines, {} calls of unknown keys, {} late calls of the previous month",
-        truth.malformed, truth.orphans.usage_count, truth.previous_month_events
+        "  {deliveries} deliveries of {log_events} log events ({:.1} events each, each log stream delivered every 2 s), \
+         {} transformer invocations (Firehose buffer {} KiB / {} s)",
+        ratio(log_events, deliveries),
+        rt.invocations,
+        Buffering::DEPLOYED.max_bytes >> 10,
+        Buffering::DEPLOYED.max_age.num_seconds()
+    );
+    let _ = writeln!(
+        out,
+        "  faults: {redelivered} deliveries arrived twice, {} invocations retried by Firehose, {} invocations with the \
+         counter store down, {} malformed lines, {} calls of unknown keys, {} late calls of the previous month",
+        retried,
+        faulty.down_invocations(),
+        truth.malformed,
+        truth.orphans.usage_count,
+        truth.previous_month_events
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "  stage                  billable     failed        calls       time  throughput");
@@ -441,12 +559,20 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "  drift before reconcile: {drifted_items} day items off by {drift_size} in all (lost deliveries; redeliveries were absorbed)"
+        "  drift before reconcile: {drifted_items} day items off by {drift_size} in all; {} calls not applied while the \
+         store was down (metric CounterEventsNotApplied); {} duplicate deliveries not counted again",
+        apply.not_applied.usage_count, apply.deliveries_already_applied
     );
     let _ = writeln!(
         out,
-        "  reconcile: {} items corrected of {} checked, {} orphan calls reported; drift left: {left_items} items ({left_size})",
-        report.run.items_corrected, report.run.items_checked, report.run.orphan_events
+        "  reconcile: {} items corrected of {} checked ({} calls missing from realtime, {} extra), {} orphan calls \
+         reported, {} key totals refreshed; drift left: {left_items} items ({left_size})",
+        report.run.items_corrected,
+        report.run.items_checked,
+        report.run.missing_in_realtime,
+        report.run.extra_in_realtime,
+        report.run.orphan_events,
+        report.run.key_totals_refreshed
     );
     let _ = writeln!(
         out,
@@ -465,31 +591,28 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     for line in &lines {
         let _ = writeln!(
             out,
-            "    {:<40} {:>22}  ${:<10} ({})",
+            "    {:<40} {:>24}  ${:<10} ({})",
             line.what,
             line.quantity,
             line.usd.round_dp(4),
             cost::price_label(line.what)
         );
     }
-    let million_calls = Decimal::from(args.events.max(1)) / Decimal::from(1_000_000);
+    let million_calls = Decimal::from(requests.max(1)) / Decimal::from(1_000_000);
     let _ = writeln!(
         out,
-        "    {:<40} {:>22}  ${} (${} per million API calls)",
+        "    {:<40} {:>24}  ${} (${} per million API calls)",
         "total",
         "",
         total_cost.round_dp(4),
         (total_cost / million_calls).round_dp(4)
     );
     let _ = writeln!(out);
+    out.push_str(&cost::design_comparison(&rt, requests));
+    let _ = writeln!(out);
     let _ = writeln!(out, "  files: {}", dir.display());
     let _ = writeln!(out, "    store    {}", dir.join("meter.db").display());
-    let _ = writeln!(
-        out,
-        "    archive  {} ({} Parquet files)",
-        archive_root.display(),
-        archived.files.len() + archived_again.files.len()
-    );
+    let _ = writeln!(out, "    archive  {} ({} Parquet files)", archive_root.display(), archived.files.len());
     let _ = writeln!(out, "    drift    {}", archive_root.join("drift").display());
     let _ = writeln!(out, "    invoices {}", reports_root.join(outcome.folder()).display());
     let _ = writeln!(

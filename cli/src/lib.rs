@@ -69,8 +69,17 @@ pub enum Command {
         /// The API key; `-` reads it from standard input (keeps it out of the process list).
         key: String,
     },
-    /// Apply CloudWatch Logs subscription events (Lambda event JSON) to the counters, exactly once.
-    Realtime(Inputs),
+    /// Apply CloudWatch Logs subscription events (Lambda event JSON) to the counters as the deployed
+    /// transformer does: cut into Firehose invocations (1 MB or 40 s), each delivery counted once.
+    /// Prints what that costs (invocations, DynamoDB units); --json for scripts.
+    Realtime {
+        /// The deliveries.
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Print `{"deliveries", "usageEvents", "invocations", "writeUnits", "readUnits", "itemsWritten", …}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the usage events of CloudWatch Logs subscription events into the Parquet archive.
     Archive(Inputs),
     /// Authoritative rollups from the archive: per key and UTC day, each request counted once. Needs no
@@ -122,10 +131,18 @@ pub enum Command {
         /// Fault preset.
         #[arg(long, default_value = "default", value_parser = FAULT_PRESETS)]
         faults: String,
+        /// Instead of the month: a reference traffic's steady rate (small: 1.2 req/s, 2 log streams,
+        /// 500 keys; medium: 115 req/s, 20 streams, 5,000 keys; large: 1,150 req/s, 100 streams,
+        /// 50,000 keys), to price it.
+        #[arg(long, value_parser = ["small", "medium", "large"], conflicts_with_all = ["events", "keys"])]
+        traffic: Option<String>,
+        /// Hours of --traffic to simulate [default: small 24, medium 3, large 1].
+        #[arg(long, requires = "traffic")]
+        hours: Option<rust_decimal::Decimal>,
     },
-    /// Generate a month of traffic as CloudWatch Logs subscription events, with faults, and its ground
-    /// truth: DIR/realtime/*.json (what the realtime processor receives: lost deliveries missing,
-    /// redelivered ones twice), DIR/archive/*.json (what Firehose receives) and DIR/truth.csv.
+    /// Generate traffic as the log group's subscription delivers it (each log stream every 2 s), with
+    /// faults, and its ground truth: DIR/deliveries/DAY.json (read by `meter realtime` and `meter
+    /// archive`; redelivered deliveries twice), DIR/keys.csv and DIR/truth.csv.
     Simulate {
         /// Directory to write to.
         #[arg(long, value_name = "DIR")]
@@ -148,6 +165,12 @@ pub enum Command {
         /// Rates that override the preset's.
         #[command(flatten)]
         rates: simulate::FaultRates,
+        /// Instead of the month: a reference traffic (small, medium, large), as for `meter demo`.
+        #[arg(long, value_parser = ["small", "medium", "large"], conflicts_with_all = ["events", "keys"])]
+        traffic: Option<String>,
+        /// Hours of --traffic [default: small 24, medium 3, large 1].
+        #[arg(long, requires = "traffic")]
+        hours: Option<rust_decimal::Decimal>,
     },
     /// A month's invoices from the archive: a draft (any month) or, once the month is over and its
     /// last day reconciled, the issued invoices (written once; issuing again verifies them).
@@ -403,8 +426,8 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             usage::show(&open_store().await?, &id, month, json).await?
         }
         Command::Store(StoreCommand::Init) => store_init(&open_store().await?, &config).await?,
-        Command::Realtime(inputs) => {
-            pipeline::realtime(open_store().await?, clock, &config.to_string(), &inputs.files).await?
+        Command::Realtime { inputs, json } => {
+            pipeline::realtime(open_store().await?, clock, &config.to_string(), &inputs.files, json).await?
         }
         Command::Archive(inputs) => {
             let archive = meter_archive::Archive::new(AnySink::open(&archive_location).await);
@@ -451,17 +474,22 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
                 report::report(&open_store().await?, archive, &reports, clock, args).await?
             }
         }
-        Command::Demo { events, keys, month, seed, faults } => {
+        Command::Demo { events, keys, month, seed, faults, traffic, hours } => {
             let preset = meter_sim::traffic::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
-            let args = demo::DemoArgs { events, keys, month, seed, faults_name: faults, faults: preset };
+            let (volume, keys) =
+                simulate::volume(events, keys, traffic.as_deref(), hours).map_err(UsageError)?;
+            let args = demo::DemoArgs { volume, keys, month, seed, faults_name: faults, faults: preset };
             let (text, exact) = demo::demo(&home, args).await?;
             print(&text)?;
             return Ok(if exact { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
-        Command::Simulate { out, events, keys, month, seed, faults, rates: overrides } => {
+        Command::Simulate { out, events, keys, month, seed, faults, rates: overrides, traffic, hours } => {
             let mut rates = meter_sim::traffic::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
             overrides.apply(&mut rates);
-            let config = meter_sim::traffic::SimConfig { events, keys, month, seed, faults: rates };
+            let (volume, keys) =
+                simulate::volume(events, keys, traffic.as_deref(), hours).map_err(UsageError)?;
+            let mut config = meter_sim::traffic::SimConfig::month(events, keys, month, seed, rates);
+            config.volume = volume;
             meter_sim::traffic::write_files(&out, config)?
         }
         Command::GenArchive { out, events, keys, month, files_per_day, seed } => {

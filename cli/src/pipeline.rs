@@ -1,5 +1,5 @@
-//! `meter realtime` and `meter archive`: the two CloudWatch Logs subscriptions, run over files of
-//! Lambda events.
+//! `meter realtime` and `meter archive`: what the log group's subscription feeds (the transformer's
+//! counters, and the archive), run over files of Lambda events.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,7 +9,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use meter_model::{ArchiveWriter, Clock, UsageWriter};
 use meter_realtime::lines::LineStats;
-use meter_realtime::{Archiver, ProcessError, RetryPolicy, UsageProcessor, archiver, split_events};
+use meter_realtime::{
+    Archiver, Buffering, LocalRealtime, RealtimeCounters, RetryPolicy, archiver, split_events,
+};
 
 /// Reads an input: a file, or standard input for `-`.
 pub(crate) fn read_input(path: &Path) -> anyhow::Result<String> {
@@ -25,71 +27,71 @@ fn events_of<'t>(path: &Path, text: &'t str) -> anyhow::Result<Vec<&'t serde_jso
     split_events(text).with_context(|| format!("{} is not a sequence of JSON Lambda events", path.display()))
 }
 
-#[derive(Default)]
-struct RealtimeTotals {
-    deliveries: u64,
-    duplicates: u64,
-    partly_applied_before: u64,
-    lines: LineStats,
-    rejected_by_reason: BTreeMap<String, u64>,
-    unknown_key_events: u64,
-    items_written: usize,
-    undecodable: Vec<String>,
-}
-
 pub(crate) async fn realtime<S: UsageWriter, C: Clock>(
     store: S,
     clock: C,
     store_name: &str,
     files: &[std::path::PathBuf],
+    json: bool,
 ) -> anyhow::Result<String> {
-    let processor = UsageProcessor::new(store, clock, RetryPolicy::default());
-    let mut totals = RealtimeTotals::default();
+    let buffering = Buffering::DEPLOYED;
+    let counters = RealtimeCounters::new(store, clock, RetryPolicy::default());
+    let mut run = LocalRealtime::new(counters, buffering);
     for path in files {
         let text = read_input(path)?;
         for (index, event) in events_of(path, &text)?.into_iter().enumerate() {
-            totals.deliveries += 1;
-            match processor.process_event(event.get().as_bytes()).await {
-                Ok(report) => {
-                    totals.duplicates += u64::from(report.apply.was_duplicate());
-                    totals.partly_applied_before +=
-                        u64::from(!report.apply.was_duplicate() && report.apply.chunks_already_applied > 0);
-                    totals.lines.add(report.lines);
-                    for (reason, n) in report.rejected_by_reason {
-                        *totals.rejected_by_reason.entry(reason).or_insert(0) += n;
-                    }
-                    totals.unknown_key_events += report.unknown_key_events;
-                    totals.items_written += report.apply.items_written;
-                }
-                Err(ProcessError::Undecodable(err)) => {
-                    totals.undecodable.push(format!("{} event {}: {err}", path.display(), index + 1));
-                }
-                Err(err) => {
-                    return Err(anyhow::Error::from(err)).with_context(|| {
-                        format!(
-                            "stopped at {} event {}; deliveries before it were applied, and running the same \
-                             files again is safe (applied batches are skipped)",
-                            path.display(),
-                            index + 1
-                        )
-                    });
-                }
-            }
+            let origin = format!("{} event {}", path.display(), index + 1);
+            run.add_event(event.get().as_bytes(), None, &origin).await;
         }
     }
-    // Only what was applied is counted as applied; undecodable deliveries are listed below.
-    let applied = totals.deliveries - totals.undecodable.len() as u64;
-    let mut out = format!(
-        "Applied {applied} of {} deliveries to {store_name} ({} already applied before, {} partly).\n",
-        totals.deliveries, totals.duplicates, totals.partly_applied_before
-    );
-    write_lines(&mut out, &totals.lines, &totals.rejected_by_reason);
-    let _ = writeln!(
-        out,
-        "  unknown-key events {:>12}  (counted as rejected; no items created)",
-        totals.unknown_key_events
-    );
-    let _ = writeln!(out, "  items written      {:>12}", totals.items_written);
+    let totals = run.finish().await;
+    let apply = &totals.counters.apply;
+    if let Some(failure) = &apply.failure {
+        bail!(
+            "the counters could not be updated ({} calls not applied): {failure}\n  deliveries that were marked \
+             are not applied again by a second run; the nightly reconcile restores their counts",
+            apply.not_applied.usage_count
+        );
+    }
+    let out = if json {
+        serde_json::json!({
+            "deliveries": totals.deliveries,
+            "usageEvents": totals.lines.usage_events,
+            "invocations": totals.invocations,
+            "writeUnits": apply.write_units(),
+            "readUnits": apply.read_units(),
+            "itemsWritten": apply.items_written(),
+            "duplicateDeliveries": apply.deliveries_already_applied,
+            "unknownKeyEvents": totals.counters.unknown_key_events(),
+            "rejectedLines": totals.lines.rejected,
+            "firehoseBilledBytes": totals.billed_record_bytes,
+            "buffering": { "maxBytes": buffering.max_bytes, "maxSeconds": buffering.max_age.num_seconds() },
+        })
+        .to_string()
+            + "\n"
+    } else {
+        let mut out = format!(
+            "Applied {} deliveries to {store_name} in {} transformer invocations ({} delivered before, not counted again).\n",
+            apply.deliveries_applied, totals.invocations, apply.deliveries_already_applied
+        );
+        write_lines(&mut out, &totals.lines, &totals.rejected_by_reason);
+        let _ = writeln!(
+            out,
+            "  unknown-key events {:>12}  (counted as rejected; no items created)",
+            totals.counters.unknown_key_events()
+        );
+        let _ = writeln!(out, "  items written      {:>12}", apply.items_written());
+        let _ = writeln!(
+            out,
+            "  DynamoDB units     {:>12}  write, {} read (what the deployed design consumes for these deliveries, \
+             buffered {} bytes / {} s)",
+            apply.write_units(),
+            apply.read_units(),
+            buffering.max_bytes,
+            buffering.max_age.num_seconds()
+        );
+        out
+    };
     fail_on_undecodable(out, &totals.undecodable)
 }
 

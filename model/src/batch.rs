@@ -1,4 +1,5 @@
-//! A delivered batch's effect on the counters, and what applying it did.
+//! A delivered batch's effect on the counters, how a redelivery is recognised, and what applying a
+//! buffer of deliveries did, in DynamoDB's capacity units (CONTRACTS.md §8).
 
 use std::collections::BTreeMap;
 
@@ -8,12 +9,17 @@ use crate::counting::Tally;
 use crate::key::KeyId;
 use crate::time::Day;
 
-/// How long a batch marker is kept: longer than CloudWatch Logs retries a delivery (6 hours) and
-/// than the design's minimum of 24 hours, with room for a redrive by hand.
+/// How long a delivery's marker is kept: longer than CloudWatch Logs retries a throttled destination
+/// (24 hours) and than Lambda's asynchronous retries (6 hours), with room for a redrive by hand.
 pub const MARKER_TTL: chrono::Duration = chrono::Duration::days(7);
 
+/// Marker slots per minute: deliveries are marked in sets, one set per minute of their first log event
+/// and shard of their log stream, so that a buffer of hundreds of deliveries costs a few writes instead
+/// of one per delivery, while each set stays well under DynamoDB's 1 KB write unit at medium traffic.
+pub const MARKER_SHARDS: u16 = 16;
+
 /// Identifies one delivered batch: the same batch delivered again has the same id. Lowercase hex.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BatchId(String);
 
 impl BatchId {
@@ -27,6 +33,47 @@ impl BatchId {
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A 64-bit digest of the id (XXH3, stable across releases): what a marker set holds. Two
+    /// deliveries of one marker slot (the same minute and log stream shard) collide with odds of
+    /// about 2^-64 per pair.
+    #[must_use]
+    pub fn short_digest(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(self.0.as_bytes())
+    }
+}
+
+/// Where a delivery's marker lives: the UTC minute of its earliest log event and a shard of its log
+/// stream. A redelivery has the same events and stream, so the same slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MarkerSlot {
+    /// Minutes since the Unix epoch.
+    pub minute: i64,
+    /// `0..MARKER_SHARDS`.
+    pub shard: u16,
+}
+
+impl MarkerSlot {
+    /// The slot of a delivery whose earliest log event is at `first_event` and whose log stream
+    /// hashes to `stream_hash`.
+    #[must_use]
+    pub fn of(first_event: DateTime<Utc>, stream_hash: u64) -> Self {
+        let shard = u16::try_from(stream_hash % u64::from(MARKER_SHARDS)).unwrap_or(0);
+        Self { minute: first_event.timestamp().div_euclid(60), shard }
+    }
+
+    /// The slot's name: `YYYY-MM-DDTHH:MM#shard`.
+    #[must_use]
+    pub fn name(&self) -> String {
+        let at = DateTime::<Utc>::from_timestamp(self.minute * 60, 0).unwrap_or_default();
+        format!("{}#{:02}", at.format("%Y-%m-%dT%H:%M"), self.shard)
+    }
+
+    /// The slot's start.
+    #[must_use]
+    pub fn start(&self) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(self.minute * 60, 0).unwrap_or_default()
     }
 }
 
@@ -51,16 +98,17 @@ pub struct DayDelta {
 
 /// A batch's whole effect, one entry per (key, day), sorted by key then day. The order is part of the
 /// contract: stores chunk a batch in this order, so a redelivery is chunked exactly the same way.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchDelta {
     batch_id: BatchId,
+    slot: MarkerSlot,
     days: Vec<DayDelta>,
 }
 
 impl BatchDelta {
     /// Builds the delta, merging entries for the same key and day and sorting them.
     #[must_use]
-    pub fn new(batch_id: BatchId, entries: impl IntoIterator<Item = DayDelta>) -> Self {
+    pub fn new(batch_id: BatchId, slot: MarkerSlot, entries: impl IntoIterator<Item = DayDelta>) -> Self {
         let mut merged: BTreeMap<(KeyId, Day), (Tally, DateTime<Utc>)> = BTreeMap::new();
         for entry in entries {
             let slot = merged.entry((entry.key_id, entry.day)).or_insert((Tally::default(), entry.last_used));
@@ -71,13 +119,19 @@ impl BatchDelta {
             .into_iter()
             .map(|((key_id, day), (tally, last_used))| DayDelta { key_id, day, tally, last_used })
             .collect();
-        Self { batch_id, days }
+        Self { batch_id, slot, days }
     }
 
     /// The batch's id.
     #[must_use]
     pub fn batch_id(&self) -> &BatchId {
         &self.batch_id
+    }
+
+    /// Where its marker lives.
+    #[must_use]
+    pub fn slot(&self) -> MarkerSlot {
+        self.slot
     }
 
     /// The entries, sorted by key then day.
@@ -104,25 +158,115 @@ impl BatchDelta {
     }
 }
 
-/// What applying a batch did.
+/// The deliveries of one buffer merged per key and day, in key then day order: what the counters
+/// receive as one write per item.
+#[must_use]
+pub fn merge_days<'a>(deliveries: impl IntoIterator<Item = &'a BatchDelta>) -> Vec<DayDelta> {
+    let entries = deliveries.into_iter().flat_map(|d| d.days.iter().cloned());
+    BatchDelta::new(BatchId::default(), MarkerSlot::default(), entries.collect::<Vec<_>>()).days
+}
+
+/// What applying a buffer of deliveries did, and what it costs in DynamoDB's capacity units (the
+/// SQLite store reports what the DynamoDB store would have consumed for the same buffer).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
-    /// Chunks written by this call.
-    pub chunks_applied: usize,
-    /// Chunks found already applied (a redelivery, or a retry after a partial failure).
-    pub chunks_already_applied: usize,
-    /// Items written by this call (counters, key totals and markers).
-    pub items_written: usize,
+    /// Deliveries counted by this call.
+    pub deliveries_applied: usize,
+    /// Deliveries found marked already (a redelivery, or a retried invocation), not counted again.
+    pub deliveries_already_applied: usize,
+    /// Marker sets written.
+    pub marker_writes: usize,
+    /// Write units of those marker writes (each by the larger of the set's size before and after).
+    pub marker_write_units: u64,
+    /// Day items written (one update per key and day of the buffer).
+    pub day_items_written: usize,
+    /// Day item writes repeated without `lastUsed` because the item had seen a later event (a
+    /// conditional write that fails still consumes a write unit).
+    pub last_used_rewrites: usize,
+    /// Keys read to learn whether they exist (keys known from earlier buffers are not read again).
+    pub keys_read: usize,
     /// Keys that do not exist, with the usage that was therefore not counted. No item is created for
     /// them; the caller reports their usage as rejected.
     pub unknown_keys: BTreeMap<KeyId, Tally>,
+    /// Usage of deliveries that were marked but whose counters could not be written (the store failed
+    /// midway): realtime drift that the nightly reconcile heals.
+    pub not_applied: Tally,
+    /// Why `not_applied` is not zero.
+    pub failure: Option<String>,
 }
 
 impl ApplyReport {
-    /// Whether the whole batch had been applied before.
+    /// Whether every delivery had been applied before.
     #[must_use]
     pub fn was_duplicate(&self) -> bool {
-        self.chunks_applied == 0 && self.chunks_already_applied > 0
+        self.deliveries_applied == 0 && self.deliveries_already_applied > 0
+    }
+
+    /// Items written: marker sets and day items.
+    #[must_use]
+    pub fn items_written(&self) -> usize {
+        self.marker_writes + self.day_items_written + self.last_used_rewrites
+    }
+
+    /// DynamoDB write request units consumed.
+    #[must_use]
+    pub fn write_units(&self) -> u64 {
+        let day_items =
+            (self.day_items_written + self.last_used_rewrites) as u64 * capacity::DAY_ITEM_WRITE_UNITS;
+        self.marker_write_units + day_items
+    }
+
+    /// DynamoDB read request units consumed (strongly consistent reads of small items: one each).
+    #[must_use]
+    pub fn read_units(&self) -> u64 {
+        self.keys_read as u64
+    }
+
+    /// Adds another report's counts.
+    pub fn add(&mut self, other: Self) {
+        self.deliveries_applied += other.deliveries_applied;
+        self.deliveries_already_applied += other.deliveries_already_applied;
+        self.marker_writes += other.marker_writes;
+        self.marker_write_units += other.marker_write_units;
+        self.day_items_written += other.day_items_written;
+        self.last_used_rewrites += other.last_used_rewrites;
+        self.keys_read += other.keys_read;
+        for (key, tally) in other.unknown_keys {
+            self.unknown_keys.entry(key).or_default().add(tally);
+        }
+        self.not_applied.add(other.not_applied);
+        if self.failure.is_none() {
+            self.failure = other.failure;
+        }
+    }
+}
+
+/// DynamoDB's capacity rules as they apply to the counters (on-demand: a write request unit per 1 KB
+/// of the item written, the larger of before and after for an update; a strongly consistent read unit
+/// per 4 KB read).
+pub mod capacity {
+    /// Write units of one day item update: the item (key id, day, three counters, `lastUsed`,
+    /// `reconciledAt`, attribute names) is about 150 bytes.
+    pub const DAY_ITEM_WRITE_UNITS: u64 = 1;
+
+    /// Bytes of a marker set item holding `ids` delivery digests: the key attributes, the TTL, and a
+    /// number set whose members take about 11 bytes each (a 64-bit number has up to 20 digits,
+    /// stored as about one byte per two digits plus one).
+    #[must_use]
+    pub fn marker_item_bytes(ids: usize) -> u64 {
+        70 + 11 * ids as u64
+    }
+
+    /// Write units of a write of an item of `bytes`.
+    #[must_use]
+    pub fn write_units(bytes: u64) -> u64 {
+        bytes.div_ceil(1024).max(1)
+    }
+
+    /// Write units of adding `added` digests to a marker set that held `before`.
+    #[must_use]
+    pub fn marker_write_units(before: usize, added: usize) -> u64 {
+        write_units(marker_item_bytes(before + added))
     }
 }
 
@@ -144,6 +288,7 @@ mod tests {
     fn entries_are_merged_and_sorted_by_key_then_day() {
         let batch = BatchDelta::new(
             BatchId::from_digest(&[1, 2]),
+            MarkerSlot { minute: 0, shard: 0 },
             [
                 delta("bbbbbbbbbbbb", "2026-11-30", 1, "2026-11-30T23:59:59Z"),
                 delta("aaaaaaaaaaaa", "2026-12-01", 2, "2026-12-01T00:00:01Z"),

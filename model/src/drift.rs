@@ -83,7 +83,7 @@ impl TallyDelta {
 /// What became of a correction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CorrectionOutcome {
-    /// The day item and the key's totals were set.
+    /// The day item was set.
     Applied,
     /// The day item no longer holds what was read (the realtime writer moved it): re-read and retry.
     Changed,
@@ -117,6 +117,15 @@ pub struct ReconcileRun {
     pub keys_corrected: u64,
     /// Sum over corrected items of the absolute differences of the three counters.
     pub total_abs_drift: u128,
+    /// Calls the archive holds that the realtime counters lacked (`usageCount`, summed over corrected
+    /// items): counter writes that failed or were cut short, which the realtime path reports as its
+    /// `CounterEventsNotApplied` metric when it can.
+    pub missing_in_realtime: u64,
+    /// Calls the realtime counters held beyond the archive's (`usageCount`): a request counted twice
+    /// (logged in two different deliveries), or usage whose archive files are missing.
+    pub extra_in_realtime: u64,
+    /// Keys whose lifetime totals were refreshed from their day items.
+    pub key_totals_refreshed: u64,
     /// Usage events in the archive for keys that do not exist.
     pub orphan_events: u64,
     /// Corrections retried because the realtime writer moved the item meanwhile.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::batch::{ApplyReport, BatchDelta};
 use crate::drift::{CorrectionOutcome, DayCorrection, ReconcileRun};
-use crate::items::{ApiKeyRecord, DayUsage};
+use crate::items::{ApiKeyRecord, DayUsage, UsageTotals};
 use crate::key::{HashedKey, KeyId};
 use crate::time::Day;
 use crate::time::Month;
@@ -173,33 +173,44 @@ pub trait UsageReader: Send + Sync {
         key_id: &KeyId,
         month: Month,
     ) -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
+
+    /// All of a key's day items, ordered by day: its live lifetime usage.
+    fn lifetime_usage(
+        &self,
+        key_id: &KeyId,
+    ) -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
 }
 
-/// Applying delivered batches to the counters, exactly once per batch (CONTRACTS.md ).
+/// Applying delivered batches to the counters (CONTRACTS.md §8).
 pub trait UsageWriter: Send + Sync {
-    /// Adds a batch's counts to the `UsageCounters` day items and the `ApiKeys` totals, atomically with
-    /// a marker of the batch (or of each chunk of it) that expires [`MARKER_TTL`](crate::batch::MARKER_TTL)
-    /// after `applied_at`. Applying a batch again, whole or after a partial failure, changes nothing.
-    /// Keys that do not exist get no items; they are listed in the report.
-    fn apply_batch(
+    /// Applies one buffer of deliveries: marks each delivery in its [`MarkerSlot`](crate::batch::MarkerSlot)
+    /// (kept [`MARKER_TTL`](crate::batch::MARKER_TTL) after `applied_at`), skips those marked before,
+    /// and adds the rest, merged, to the day items with one write per key and day, moving each item's
+    /// `lastUsed` forward (never back). Keys that do not exist get no items; they are listed in the
+    /// report. The key's lifetime totals are not touched (reconcile keeps them).
+    ///
+    /// `Err` means nothing was marked or counted, so the call may be repeated. Once deliveries are
+    /// marked, a counter write that fails is reported in [`ApplyReport::not_applied`](crate::ApplyReport)
+    /// instead: repeating the call would find the deliveries marked, so that usage is left to reconcile.
+    fn apply_deliveries(
         &self,
-        batch: &BatchDelta,
+        deliveries: &[BatchDelta],
         applied_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<ApplyReport, StoreError>> + Send;
 }
 
 impl<S: UsageWriter> UsageWriter for &S {
-    fn apply_batch(
+    fn apply_deliveries(
         &self,
-        batch: &BatchDelta,
+        deliveries: &[BatchDelta],
         applied_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<ApplyReport, StoreError>> + Send {
-        (**self).apply_batch(batch, applied_at)
+        (**self).apply_deliveries(deliveries, applied_at)
     }
 }
 
-/// What reconciliation needs of the counters (CONTRACTS.md ): read the day items of a range, and set one
-/// conditionally, together with the key's totals.
+/// What reconciliation needs of the counters (CONTRACTS.md §8): read the day items of a range, set one
+/// conditionally, and refresh a key's lifetime totals from its day items.
 pub trait CounterCorrector: Send + Sync {
     /// Every day item whose day is in `from..=to`, of every key (bookkeeping items excluded). A
     /// nightly job's read, never on the request path.
@@ -214,11 +225,19 @@ pub trait CounterCorrector: Send + Sync {
     ) -> impl Future<Output = Result<Option<DayUsage>, StoreError>> + Send;
 
     /// Sets the day item to `correction.target` only if it still holds `correction.expected` (no item
-    /// for `None`), and moves the key's lifetime totals by the same delta, in one transaction.
+    /// for `None`; then only if the key exists).
     fn correct_day(
         &self,
         correction: &DayCorrection,
     ) -> impl Future<Output = Result<CorrectionOutcome, StoreError>> + Send;
+
+    /// Sets the key's lifetime totals (`successfulCalls`, `failedCalls`, `usageCount`, `lastUsed` on
+    /// `ApiKeys`) to the sum of all its day items, read consistently. Returns the totals, or `None` for
+    /// a key that does not exist. Setting rather than adding makes a repeated or concurrent call harmless.
+    fn refresh_key_totals(
+        &self,
+        key_id: &KeyId,
+    ) -> impl Future<Output = Result<Option<UsageTotals>, StoreError>> + Send;
 
     /// Records a finished run.
     fn record_run(&self, run: &ReconcileRun) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -22,6 +22,17 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
 pub struct Day(NaiveDate);
 
 impl Day {
+    /// The first day a counter can be on (the Unix epoch): the start of a key's whole history.
+    pub const EARLIEST: Self = Self(match NaiveDate::from_ymd_opt(1970, 1, 1) {
+        Some(day) => day,
+        None => NaiveDate::MIN,
+    });
+    /// The last day written with four year digits: the end of a key's whole history.
+    pub const LATEST: Self = Self(match NaiveDate::from_ymd_opt(9999, 12, 31) {
+        Some(day) => day,
+        None => NaiveDate::MAX,
+    });
+
     /// The UTC day an instant falls on.
     #[must_use]
     pub fn of(at: DateTime<Utc>) -> Self {

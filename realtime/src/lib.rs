@@ -1,21 +1,26 @@
-//! The realtime stage (CONTRACTS.md §3–§3.5, §4): decoding CloudWatch Logs subscription payloads, the usage
-//! processor that keeps the counters exactly once per delivered batch, the Firehose transformer that
-//! feeds the archive, and the local archiver behind `meter archive`.
+//! The realtime stage (CONTRACTS.md §3–§5, §8): decoding CloudWatch Logs subscription payloads, the
+//! Firehose transformer that feeds the archive and, from the same buffer, the realtime counters (each
+//! delivery counted once), Firehose's buffering for local runs, and the local archiver behind
+//! `meter archive`.
 
 pub mod archiver;
+pub mod buffer;
+pub mod counters;
 pub mod decode;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod lines;
+pub mod local;
 pub mod metrics;
-pub mod processor;
 pub mod transform;
 pub mod usage_line;
 
 pub use archiver::{ArchiveSummary, Archiver};
+pub use buffer::{BufferCutter, Buffering};
+pub use counters::{CounterReport, RealtimeCounters};
 pub use decode::DecodeError;
+pub use local::{LocalRealtime, RealtimeTotals};
 pub use meter_store::RetryPolicy;
-pub use processor::{ProcessError, ProcessReport, UsageProcessor};
 
 /// Splits a file of Lambda events into its events: one JSON document, or several one after another
 /// (JSON lines, or simply concatenated). Returns each event's raw text.

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use meter_model::{
-    BatchDelta, BatchId, Day, DayDelta, DroppedFields, KeyId, LineOutcome, RejectReason, RejectedLine, Tally,
-    UsageEvent,
+    BatchDelta, BatchId, Day, DayDelta, DroppedFields, KeyId, LineOutcome, MarkerSlot, RejectReason,
+    RejectedLine, Tally, UsageEvent,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::{Digest, Sha256};
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::decode::{LogEvent, LogsPayload};
 use crate::usage_line::{parse_escaped_line, parse_line};
@@ -84,8 +84,40 @@ pub fn batch_id(payload: &LogsPayload<'_>) -> BatchId {
     BatchId::from_digest(&hasher.finalize())
 }
 
+/// Where a payload's marker lives: the minute of its earliest valid log event time and a shard of its
+/// log stream. A redelivery has the same events, so the same slot.
+#[must_use]
+pub fn marker_slot(payload: &LogsPayload<'_>) -> MarkerSlot {
+    let first = payload.log_events.iter().filter_map(LogEvent::log_time).min().unwrap_or_default();
+    MarkerSlot::of(first, xxh3_64(payload.log_stream.as_bytes()))
+}
+
+/// The latest valid log event time of a payload: when CloudWatch can have sent it at the earliest.
+#[must_use]
+pub fn latest_log_time(payload: &LogsPayload<'_>) -> Option<DateTime<Utc>> {
+    payload.log_events.iter().filter_map(LogEvent::log_time).max()
+}
+
+/// A delivery's counts per key and day, from its usage events (each request once, as
+/// [`classify`] gives them).
+#[must_use]
+pub fn delta_of(payload: &LogsPayload<'_>, events: &[UsageEvent<'_>]) -> BatchDelta {
+    let entries: Vec<DayDelta> = events
+        .iter()
+        .filter_map(|event| {
+            Some(DayDelta {
+                key_id: KeyId::parse(&event.key_id).ok()?,
+                day: Day::of(event.timestamp),
+                tally: event.tally(),
+                last_used: event.timestamp,
+            })
+        })
+        .collect();
+    BatchDelta::new(batch_id(payload), marker_slot(payload), entries)
+}
+
 /// The realtime view of a payload.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Aggregated {
     /// Counts per key and day, ready to apply.
     pub delta: BatchDelta,
@@ -193,7 +225,7 @@ pub fn aggregate(payload: &LogsPayload<'_>) -> Aggregated {
         })
     });
     Aggregated {
-        delta: BatchDelta::new(batch_id(payload), entries.collect::<Vec<_>>()),
+        delta: BatchDelta::new(batch_id(payload), marker_slot(payload), entries.collect::<Vec<_>>()),
         stats,
         rejected_by_reason,
     }

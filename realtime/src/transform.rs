@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use meter_archive::format::{self, encode_json_rows};
-use meter_model::{ArchiveWriter, Day, RejectedLine, StoreError, UsageEvent};
+use meter_model::{ArchiveWriter, BatchDelta, Clock, Day, RejectedLine, StoreError, UsageEvent, UsageWriter};
 use serde::{Deserialize, Serialize};
 
+use crate::counters::{CounterReport, RealtimeCounters};
 use crate::decode::{self, MessageType};
 use crate::lines::{self, LineStats};
 use crate::metrics::{MetricLine, Unit};
@@ -81,7 +82,7 @@ pub struct RecordMetadata {
 }
 
 /// What one invocation did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct TransformStats {
     /// Records answered `Ok`.
     pub ok: u64,
@@ -93,13 +94,15 @@ pub struct TransformStats {
     pub lines: LineStats,
     /// Reject files written.
     pub reject_files: u64,
+    /// What the invocation did to the realtime counters.
+    pub counters: CounterReport,
 }
 
 impl TransformStats {
     /// The invocation's metrics as one EMF line.
     #[must_use]
     pub fn metrics(&self, function: &str, at: chrono::DateTime<chrono::Utc>) -> MetricLine {
-        MetricLine::new(function, at)
+        let line = MetricLine::new(function, at)
             .with("RecordsOk", self.ok, Unit::Count)
             .with("RecordsDropped", self.dropped, Unit::Count)
             .with("RecordsFailed", self.failed, Unit::Count)
@@ -108,17 +111,23 @@ impl TransformStats {
             .with("DroppedMethod", self.lines.dropped_method, Unit::Count)
             .with("DroppedResource", self.lines.dropped_resource, Unit::Count)
             .with("DroppedLatencyMs", self.lines.dropped_latency_ms, Unit::Count)
+            .with("DuplicateEvents", self.lines.duplicates, Unit::Count);
+        self.counters.metrics(line)
     }
 }
 
-/// Transforms one invocation. Fails only when rejects cannot be kept, so that Firehose retries the
-/// invocation instead of losing them.
-pub async fn transform<A: ArchiveWriter>(
+/// Transforms one invocation: every record answered for the archive, rejects kept, and the usage of
+/// all its records applied to the realtime counters in one buffer (CONTRACTS.md §8). Fails only when
+/// rejects cannot be kept, so that Firehose retries the invocation instead of losing them; a failing
+/// counter store never fails it (see [`RealtimeCounters::apply`]).
+pub async fn transform<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     event: &FirehoseEvent,
     rejects: &A,
+    counters: &RealtimeCounters<S, C>,
 ) -> Result<(FirehoseResponse, TransformStats), StoreError> {
     let mut stats = TransformStats::default();
     let mut records = Vec::with_capacity(event.records.len());
+    let mut deliveries = Vec::with_capacity(event.records.len());
     for record in &event.records {
         let answer = |result, data, metadata| TransformedRecord {
             record_id: record.record_id.clone(),
@@ -127,8 +136,9 @@ pub async fn transform<A: ArchiveWriter>(
             metadata,
         };
         records.push(match transform_record(record, rejects, &mut stats).await? {
-            Outcome::Rows(rows, day) => {
+            Outcome::Rows(rows, day, delta) => {
                 stats.ok += 1;
+                deliveries.push(delta);
                 answer(RecordResult::Ok, STANDARD.encode(rows), Some(partition_keys(day)))
             }
             Outcome::Dropped => {
@@ -141,13 +151,14 @@ pub async fn transform<A: ArchiveWriter>(
             }
         });
     }
+    stats.counters = counters.apply(&deliveries).await;
     Ok((FirehoseResponse { records }, stats))
 }
 
 /// What a record turned out to hold.
 enum Outcome {
-    /// NDJSON rows, and the record's partition ([`partition_day`]).
-    Rows(Vec<u8>, Day),
+    /// NDJSON rows, the record's partition ([`partition_day`]), and its counts.
+    Rows(Vec<u8>, Day, BatchDelta),
     /// No usage events.
     Dropped,
     /// Undecodable.
@@ -192,7 +203,7 @@ async fn transform_record<A: ArchiveWriter>(
         return Ok(Outcome::Dropped);
     };
     let rows = encode_json_rows(&classified.events)?;
-    Ok(Outcome::Rows(rows, day))
+    Ok(Outcome::Rows(rows, day, lines::delta_of(&payload, &classified.events)))
 }
 
 /// The partition of a record whose events are `events`: the UTC day most of them fall on (the

@@ -10,14 +10,21 @@ use base64::engine::general_purpose::STANDARD;
 use common::*;
 use meter_archive::Archive;
 use meter_archive::format::JsonRow as ArchiveJsonRow;
+use meter_model::ManualClock;
 use meter_realtime::transform::{FirehoseEvent, RecordResult, transform};
-use meter_store::LocalDir;
+use meter_realtime::{RealtimeCounters, RetryPolicy};
+use meter_store::{LocalDir, SqliteStore};
 
 #[tokio::test]
 async fn answers_every_record_once_with_the_right_result() {
     let event: FirehoseEvent = serde_json::from_str(&read_fixture("firehose-event.json")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (response, stats) = transform(&event, &Archive::new(LocalDir::new(dir.path()))).await.unwrap();
+    let store = SqliteStore::open_in_memory().unwrap();
+    seed_fixture_keys(&store).await;
+    let counters =
+        RealtimeCounters::new(&store, ManualClock::new(at("2026-11-30T14:04:00Z")), RetryPolicy::default());
+    let (response, stats) =
+        transform(&event, &Archive::new(LocalDir::new(dir.path())), &counters).await.unwrap();
 
     let ids: Vec<_> = response.records.iter().map(|r| r.record_id.as_str()).collect();
     let expected: Vec<_> = event.records.iter().map(|r| r.record_id.as_str()).collect();
@@ -34,6 +41,10 @@ async fn answers_every_record_once_with_the_right_result() {
         ]
     );
     assert_eq!((stats.ok, stats.dropped, stats.failed), (1, 2, 2));
+    // The usage of the Ok record reached the counters: one delivery, one write per key and day.
+    let apply = &stats.counters.apply;
+    assert_eq!((apply.deliveries_applied, apply.day_items_written), (1, 3), "{apply:?}");
+    assert_eq!(stats.counters.unknown_key_events(), 1);
     // Failed records carry their original data to Firehose's error output.
     assert_eq!(response.records[2].data, event.records[2].data);
 
@@ -83,8 +94,14 @@ async fn a_retried_invocation_rewrites_the_same_reject_file() {
     let event: FirehoseEvent = serde_json::from_str(&read_fixture("firehose-event.json")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let archive = Archive::new(LocalDir::new(dir.path()));
-    transform(&event, &archive).await.unwrap();
-    transform(&event, &archive).await.unwrap();
+    let counters = RealtimeCounters::new(
+        SqliteStore::open_in_memory().unwrap(),
+        ManualClock::new(at("2026-11-30T14:04:00Z")),
+        RetryPolicy::default(),
+    );
+    transform(&event, &archive, &counters).await.unwrap();
+    let (_, again) = transform(&event, &archive, &counters).await.unwrap();
+    assert!(again.counters.apply.was_duplicate(), "a retried invocation counts nothing again");
     let files = std::fs::read_dir(dir.path().join("rejects/year=2026/month=11/day=30")).unwrap().count();
     assert_eq!(files, 1);
 }

@@ -202,7 +202,9 @@ where
     for ((id, day), tally) in realtime {
         pairs.insert((id, day), (Some(tally), Tally::default()));
     }
-    let keys_checked = pairs.keys().map(|(id, _)| id).collect::<BTreeSet<_>>().len() as u64;
+    let keys: Vec<KeyId> =
+        pairs.keys().map(|(id, _)| id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let keys_checked = keys.len() as u64;
     let items_checked = pairs.len() as u64;
     let corrections: Vec<DayCorrection> = pairs
         .into_iter()
@@ -228,6 +230,7 @@ where
         )?);
     }
     let mut conflicts_retried = 0u64;
+    let mut key_totals_refreshed = 0u64;
     let mut drift = Vec::new();
     if options.dry_run {
         drift.extend(corrections.iter().map(|c| DriftLine {
@@ -261,6 +264,15 @@ where
             }
         }
         drift.sort_by(|a, b| (&a.key_id, a.day).cmp(&(&b.key_id, b.day)));
+        // The keys' lifetime totals follow their corrected day items (the realtime path leaves them to
+        // this job: CONTRACTS.md §2).
+        let refreshed: Vec<Option<meter_model::UsageTotals>> = futures::stream::iter(keys)
+            .map(|key| async move { store.refresh_key_totals(&key).await })
+            .buffer_unordered(CORRECTION_CONCURRENCY)
+            .try_collect()
+            .await
+            .map_err(store_failed("refreshing key totals"))?;
+        key_totals_refreshed = refreshed.iter().flatten().count() as u64;
     }
     let moved: Vec<&DriftLine> = drift.iter().filter(|l| l.action != DriftAction::AlreadyCorrect).collect();
     let run = ReconcileRun {
@@ -275,6 +287,15 @@ where
         items_corrected: moved.len() as u64,
         keys_corrected: moved.iter().map(|l| &l.key_id).collect::<BTreeSet<_>>().len() as u64,
         total_abs_drift: moved.iter().map(|l| l.delta().magnitude()).sum(),
+        missing_in_realtime: moved
+            .iter()
+            .map(|l| l.authoritative.usage_count.saturating_sub(l.realtime.usage_count))
+            .sum(),
+        extra_in_realtime: moved
+            .iter()
+            .map(|l| l.realtime.usage_count.saturating_sub(l.authoritative.usage_count))
+            .sum(),
+        key_totals_refreshed,
         orphan_events: orphans.iter().map(|o| o.tally.usage_count).sum(),
         conflicts_retried,
     };

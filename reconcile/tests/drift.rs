@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use common::*;
 use meter_model::{
     ApiKeyRecord, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, HashedKey, KeyId,
-    KeyStore, ManualClock, ReconcileRun, Revocation, StoreError, Tally, UsageWriter,
+    KeyStore, ManualClock, ReconcileRun, Revocation, StoreError, Tally, UsageTotals, UsageWriter,
 };
 use meter_reconcile::reconcile;
 use meter_sim::archive::write_archive;
@@ -43,7 +43,8 @@ impl Logged<'_> {
     async fn add(&self, key: &str, on: Day) {
         let mut log = self.log.lock().await;
         let id = format!("concurrent{}", log.len());
-        self.inner.apply_batch(&batch(&id, key, on, LATE), now()).await.unwrap();
+        let report = self.inner.apply_deliveries(&[batch(&id, key, on, LATE)], now()).await.unwrap();
+        assert_eq!(report.deliveries_applied, 1);
         log.push((key.to_owned(), on, None));
     }
 }
@@ -66,6 +67,11 @@ impl CounterCorrector for Logged<'_> {
             log.push((correction.key_id.to_string(), correction.day, Some(correction.target)));
         }
         Ok(outcome)
+    }
+
+    async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
+        let _order = self.log.lock().await;
+        self.inner.refresh_key_totals(key_id).await
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
@@ -110,5 +116,10 @@ async fn a_concurrent_realtime_writer_and_reconcile_end_with_exact_counts() {
     }
     model.retain(|_, tally| !tally.is_zero());
     assert_eq!(items_of(&store).await, model, "conflicts retried: {}", report.run.conflicts_retried);
-    assert_totals_match_days(&store).await;
+    // The writer went on after the run refreshed the key totals: they are a snapshot, at most what the
+    // day items hold now.
+    for key in store.list_keys().await.unwrap() {
+        let days: Tally = model.iter().filter(|((k, _), _)| *k == key.id.as_str()).map(|(_, t)| *t).sum();
+        assert!(key.totals.usage_count <= days.usage_count, "totals of {}", key.id);
+    }
 }

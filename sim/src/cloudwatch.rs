@@ -7,8 +7,13 @@ use base64::engine::general_purpose::STANDARD;
 /// The Lambda event a CloudWatch Logs subscription delivers for `payload_json`.
 #[must_use]
 pub fn encode_subscription_event(payload_json: &[u8]) -> String {
-    let gz = gzip(payload_json);
-    serde_json::json!({ "awslogs": { "data": STANDARD.encode(gz) } }).to_string()
+    subscription_event_of(&gzip(payload_json))
+}
+
+/// The Lambda event for an already gzipped payload.
+#[must_use]
+pub fn subscription_event_of(compressed: &[u8]) -> String {
+    serde_json::json!({ "awslogs": { "data": STANDARD.encode(compressed) } }).to_string()
 }
 
 /// Gzips bytes (fast level, as CloudWatch Logs does).

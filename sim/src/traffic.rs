@@ -1,16 +1,18 @@
-//! A month of an API's traffic as CloudWatch Logs delivers it to the two
-//! subscriptions, with the faults the real system meets, and the ground truth from the generator's
-//! own bookkeeping.
+//! An API's traffic as CloudWatch Logs delivers it to the log group's subscription, with the faults the
+//! real system meets, and the ground truth from the generator's own bookkeeping.
 //!
-//! The traffic: customers on several plans with one or more keys each, skewed key popularity (the
-//! product of two uniform draws favours the first keys), a daily cycle, a status mix of mostly 2xx with
-//! some 4xx/5xx and a few 1xx/3xx, routes that the backend does not mark billable, and the three line
-//! shapes (bare, Lambda text format, Lambda JSON format) between other log lines.
+//! The traffic: customers on several plans with one or more keys each, Zipf key popularity (exponent
+//! 1.1), a status mix of 90% 2xx with some 4xx/5xx and a few 1xx/3xx, routes that the backend does not
+//! mark billable. Either a month with a daily cycle (the demo's default), or a steady rate for some
+//! hours ([`Profile`]: the cost reference traffic). Each request is logged by one of the backend's log
+//! streams (one per container), and CloudWatch delivers each stream's new events every `window`
+//! (2 s): a delivery holds one stream's events of one window, as real subscriptions send them.
 //!
-//! Faults, each with a rate: deliveries redelivered to the realtime processor, deliveries lost before
-//! it (but archived), deliveries archived twice, late events (delivered after their day, some from the
-//! previous month), malformed usage lines, usage of unknown keys, and keys revoked mid-month (whose
-//! usage still counts).
+//! Faults, each with a rate: deliveries that arrive twice (CloudWatch retrying a delivery that had
+//! landed), late events (delivered after their day, some from the previous month), malformed usage
+//! lines, usage of unknown keys, and keys revoked mid-month (whose usage still counts). The faults of
+//! an invocation (the counter store down, Firehose retrying an invocation) are drawn by whoever plays
+//! Firehose, with the rates in [`Faults`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,8 +23,14 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use rust_decimal::Decimal;
 
-/// Events per delivery (a CloudWatch Logs subscription delivers up to ~10,000 in one invocation).
-pub const EVENTS_PER_DELIVERY: usize = 5_000;
+/// Most events in one delivery (CloudWatch Logs sends at most 10,000 events or 1 MB at once).
+pub const MAX_EVENTS_PER_DELIVERY: usize = 10_000;
+
+/// How often CloudWatch Logs delivers each log stream's new events to a subscription.
+pub const DEFAULT_WINDOW_MS: i64 = 2_000;
+
+/// Generation works a minute of simulated time at a time, so that any volume fits in memory.
+const SLICE_MS: i64 = 60_000;
 
 /// The simulation's files could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +58,8 @@ impl Rate {
         Self(ppm)
     }
 
-    fn hit(self, rng: &mut Xoshiro256PlusPlus) -> bool {
+    /// Whether a draw from `rng` falls within the rate.
+    pub fn hit(self, rng: &mut Xoshiro256PlusPlus) -> bool {
         self.0 > 0 && rng.random_range(0..1_000_000) < self.0
     }
 }
@@ -72,12 +81,13 @@ impl std::str::FromStr for Rate {
 /// The fault rates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Faults {
-    /// Deliveries the realtime processor receives twice.
+    /// Deliveries that arrive twice (CloudWatch retrying a delivery that had in fact landed).
     pub redelivered: Rate,
-    /// Deliveries lost before the realtime processor (archived all the same).
-    pub lost: Rate,
-    /// Deliveries the archive receives twice (Firehose is at-least-once).
-    pub archived_twice: Rate,
+    /// Invocations whose counter writes fail (DynamoDB throttling or down): their usage reaches the
+    /// archive, not the counters, until reconcile.
+    pub counters_unavailable: Rate,
+    /// Invocations Firehose runs twice (a timeout after the work was done): the same records again.
+    pub invocation_retried: Rate,
     /// Events delivered after their day (some from the previous month).
     pub late: Rate,
     /// Usage lines that break the contract.
@@ -96,8 +106,8 @@ impl Faults {
             "none" => Self::default(),
             "default" => Self {
                 redelivered: r(20_000),
-                lost: r(10_000),
-                archived_twice: r(10_000),
+                counters_unavailable: r(10_000),
+                invocation_retried: r(10_000),
                 late: r(2_000),
                 malformed: r(1_000),
                 unknown_keys: r(1_000),
@@ -105,8 +115,8 @@ impl Faults {
             },
             "heavy" => Self {
                 redelivered: r(200_000),
-                lost: r(100_000),
-                archived_twice: r(100_000),
+                counters_unavailable: r(100_000),
+                invocation_retried: r(100_000),
                 late: r(20_000),
                 malformed: r(10_000),
                 unknown_keys: r(10_000),
@@ -117,11 +127,67 @@ impl Faults {
     }
 }
 
+/// A steady reference traffic, for pricing (the cost issue's small, medium and large APIs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    /// Its name.
+    pub name: &'static str,
+    /// Requests per second, in tenths (1.2 req/s is 12).
+    pub rate_tenths: u64,
+    /// Backend log streams (containers).
+    pub streams: u32,
+    /// API keys.
+    pub keys: u32,
+}
+
+impl Profile {
+    /// The reference profiles: `small`, `medium`, `large`.
+    pub const ALL: [Self; 3] = [
+        Self { name: "small", rate_tenths: 12, streams: 2, keys: 500 },
+        Self { name: "medium", rate_tenths: 1_150, streams: 20, keys: 5_000 },
+        Self { name: "large", rate_tenths: 11_500, streams: 100, keys: 50_000 },
+    ];
+
+    /// A profile by name.
+    pub fn named(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| format!("{name:?} is not a traffic profile: use small, medium or large"))
+    }
+
+    /// "115 req/s, 20 log streams, 5000 keys".
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let rate = Decimal::from(self.rate_tenths) / Decimal::TEN;
+        format!("{} req/s, {} log streams, {} keys", rate.normalize(), self.streams, self.keys)
+    }
+}
+
+/// How much traffic, over what time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Volume {
+    /// `events` requests over the whole month with a daily cycle, logged by `streams` streams.
+    Month {
+        /// Requests.
+        events: u64,
+        /// Log streams.
+        streams: u32,
+    },
+    /// A profile's steady rate for `minutes`, from the month's first midnight.
+    Steady {
+        /// The traffic.
+        profile: Profile,
+        /// Simulated minutes.
+        minutes: u32,
+    },
+}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Distinct requests in the month (late events of the previous month come on top).
-    pub events: u64,
+    /// How much traffic (late events of the previous month come on top).
+    pub volume: Volume,
     /// API keys.
     pub keys: u32,
     /// The month.
@@ -130,6 +196,53 @@ pub struct SimConfig {
     pub seed: u64,
     /// Fault rates.
     pub faults: Faults,
+    /// How often CloudWatch delivers each log stream, in milliseconds.
+    pub window_ms: i64,
+}
+
+impl SimConfig {
+    /// A month of `events` requests over `keys` keys and two log streams.
+    #[must_use]
+    pub fn month(events: u64, keys: u32, month: Month, seed: u64, faults: Faults) -> Self {
+        Self {
+            volume: Volume::Month { events, streams: 2 },
+            keys,
+            month,
+            seed,
+            faults,
+            window_ms: DEFAULT_WINDOW_MS,
+        }
+    }
+
+    /// A profile's traffic for `minutes`.
+    #[must_use]
+    pub fn steady(profile: Profile, minutes: u32, month: Month, seed: u64, faults: Faults) -> Self {
+        Self {
+            volume: Volume::Steady { profile, minutes },
+            keys: profile.keys,
+            month,
+            seed,
+            faults,
+            window_ms: DEFAULT_WINDOW_MS,
+        }
+    }
+
+    fn streams(&self) -> u32 {
+        match self.volume {
+            Volume::Month { streams, .. } => streams.max(1),
+            Volume::Steady { profile, .. } => profile.streams.max(1),
+        }
+    }
+
+    /// Minutes simulated.
+    fn slices(&self) -> u32 {
+        match self.volume {
+            Volume::Month { .. } => u32::try_from(self.month.days().count()).unwrap_or(31) * 24 * 60,
+            Volume::Steady { minutes, .. } => {
+                minutes.min(u32::try_from(self.month.days().count()).unwrap_or(28) * 24 * 60)
+            }
+        }
+    }
 }
 
 /// A simulated key.
@@ -145,21 +258,22 @@ pub struct SimKey {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// One delivery of the log group's subscription and what happens to it.
+/// One delivery of the log group's subscription: one log stream's events of one window.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// The Lambda event JSON (`{"awslogs":{"data":…}}`).
+    /// The Lambda event JSON (`{"awslogs":{"data":…}}`); Firehose's record is the `data` inside.
     pub event: String,
+    /// Bytes of the gzip payload: what Firehose receives and bills as the record.
+    pub record_bytes: u64,
     /// Log events in it.
     pub log_events: u64,
-    /// Bytes of its log messages (what CloudWatch Logs bills as ingested).
+    /// Bytes of its log messages (what CloudWatch Logs bills as ingested, before its own per-event
+    /// overhead).
     pub log_bytes: u64,
-    /// Lost before the realtime processor.
-    pub lost: bool,
-    /// Delivered twice to the realtime processor.
-    pub redelivered: bool,
-    /// Archived twice.
-    pub archived_twice: bool,
+    /// When it reaches the subscription's destination.
+    pub arrives_at: DateTime<Utc>,
+    /// A second arrival of a delivery that had landed already.
+    pub is_redelivery: bool,
 }
 
 /// The ground truth: distinct requests per key and day by the counting rules.
@@ -197,18 +311,31 @@ const HOURLY: [u32; 24] = [2, 1, 1, 1, 1, 2, 4, 6, 8, 9, 10, 10, 10, 10, 10, 9, 
 
 const PLANS: [Option<&str>; 3] = [None, None, Some("pro")];
 
-/// The traffic generator, a day at a time, so that any volume fits in memory.
+/// The exponent of the keys' Zipf popularity.
+const ZIPF_EXPONENT: f64 = 1.1;
+
+/// A log line waiting for its delivery: (stream, log time, line).
+type Pending = (u32, DateTime<Utc>, String);
+
+/// The traffic generator, a minute at a time, so that any volume fits in memory.
 pub struct Simulator {
     config: SimConfig,
     rng: Xoshiro256PlusPlus,
     keys: Vec<SimKey>,
+    /// Cumulative Zipf weights of the keys, scaled to `u64`.
+    popularity: Vec<u64>,
     truth: Truth,
-    next_day: u32,
-    days: u32,
+    next_slice: u32,
+    slices: u32,
+    /// Requests not yet generated, and the slices left, for the month's even spread.
+    month_events_left: u64,
+    month_weight_left: u64,
     delivery_index: u64,
     event_index: u64,
-    /// Late events waiting for a later day's deliveries: (deliver on day index, line, timestamp).
-    late: Vec<(u32, String, DateTime<Utc>)>,
+    /// Late lines waiting for a later slice: (deliver in slice, stream, log time, line).
+    late: Vec<(u32, Pending)>,
+    /// Deliveries that will arrive a second time: (arrives in slice, delivery).
+    again: Vec<(u32, Delivery)>,
 }
 
 fn start_of(day: Day) -> DateTime<Utc> {
@@ -222,7 +349,7 @@ impl Simulator {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let month_start = start_of(config.month.first_day());
         let customers = (config.keys / 2).max(1);
-        let keys = (0..config.keys.max(1))
+        let keys: Vec<SimKey> = (0..config.keys.max(1))
             .map(|n| {
                 // Key n belongs to customer n mod customers: most customers have two keys.
                 let customer = n % customers;
@@ -239,17 +366,26 @@ impl Simulator {
                 }
             })
             .collect();
-        let days = u32::try_from(config.month.days().count()).unwrap_or(31);
+        let popularity = zipf_table(keys.len());
+        let slices = config.slices();
+        let month_events_left = match config.volume {
+            Volume::Month { events, .. } => events,
+            Volume::Steady { .. } => 0,
+        };
         Self {
             config,
             rng,
             keys,
+            popularity,
             truth: Truth::default(),
-            next_day: 0,
-            days,
+            next_slice: 0,
+            slices,
+            month_events_left,
+            month_weight_left: (0..slices).map(|s| u64::from(HOURLY[(s / 60 % 24) as usize])).sum(),
             delivery_index: 0,
             event_index: 0,
             late: Vec::new(),
+            again: Vec::new(),
         }
     }
 
@@ -265,30 +401,24 @@ impl Simulator {
         &self.truth
     }
 
-    fn pick_key(&mut self) -> usize {
-        let n = self.keys.len() as u64;
-        let skewed = self.rng.random_range(0..n) * self.rng.random_range(1..=n) / n;
-        usize::try_from(skewed).unwrap_or(0)
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &SimConfig {
+        &self.config
     }
 
-    fn pick_time(&mut self, day: Day) -> DateTime<Utc> {
-        let total: u32 = HOURLY.iter().sum();
-        let mut draw = self.rng.random_range(0..total);
-        let mut hour = 0;
-        while draw >= HOURLY[hour] {
-            draw -= HOURLY[hour];
-            hour += 1;
-        }
-        let ms_in_hour = self.rng.random_range(0..3_600_000i64);
-        start_of(day) + Duration::milliseconds(i64::try_from(hour).unwrap_or(0) * 3_600_000 + ms_in_hour)
+    fn pick_key(&mut self) -> usize {
+        let total = self.popularity.last().copied().unwrap_or(1);
+        let draw = self.rng.random_range(0..total);
+        self.popularity.partition_point(|&c| c <= draw).min(self.keys.len() - 1)
     }
 
     fn status(&mut self) -> u16 {
         match self.rng.random_range(0..1000) {
-            0..880 => 200,
-            880..910 => 201,
-            910..920 => 204,
-            920..928 => 304,
+            0..870 => 200,
+            870..895 => 201,
+            895..900 => 204,
+            900..928 => 304,
             928..930 => 101,
             930..975 => [400, 401, 403, 404, 429][self.rng.random_range(0..5usize)],
             _ => [500, 502, 503, 504][self.rng.random_range(0..4usize)],
@@ -301,7 +431,8 @@ impl Simulator {
         format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
     }
 
-    /// One usage line, wrapped in one of the three shapes, and what it counts for.
+    /// One usage line and what it counts for. The month's traffic comes from Lambda functions (the
+    /// three line shapes); a profile's from containers, which print the bare line.
     fn usage_line(&mut self, at: DateTime<Utc>) -> String {
         let malformed = self.config.faults.malformed.hit(&mut self.rng);
         let unknown = self.config.faults.unknown_keys.hit(&mut self.rng);
@@ -335,6 +466,9 @@ impl Simulator {
                 None => self.truth.orphans.add(tally),
             }
         }
+        if matches!(self.config.volume, Volume::Steady { .. }) {
+            return json;
+        }
         let lambda_request = &request_id[..8];
         match self.rng.random_range(0..3) {
             0 => json,
@@ -345,87 +479,147 @@ impl Simulator {
         }
     }
 
-    /// The next day's deliveries, in time order; `None` after the month's last day.
-    pub fn next_day(&mut self) -> Option<(Day, Vec<Delivery>)> {
-        if self.next_day >= self.days {
-            return None;
-        }
-        let index = self.next_day;
-        self.next_day += 1;
-        let day = Day::from_date(self.config.month.first_day().date() + Duration::days(i64::from(index)));
-        let per_day = self.config.events / u64::from(self.days);
-        let count = if index + 1 == self.days {
-            self.config.events - per_day * u64::from(self.days - 1)
-        } else {
-            per_day
-        };
-
-        // Events of the day, some held back for a later day's deliveries. A late delivery is CloudWatch
-        // retrying one: its log events keep their own times, and it holds nothing of today.
-        let mut lines: Vec<(DateTime<Utc>, String)> =
-            Vec::with_capacity(usize::try_from(count).unwrap_or(0) * 11 / 10);
-        let mut late: BTreeMap<Day, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
-        if index == 0 && self.config.faults.late.0 > 0 {
-            // Late events of the previous month's last day, delivered on the first day of this one.
-            let previous = self.config.month.pred().last_day();
-            let n = count * u64::from(self.config.faults.late.0) / 1_000_000;
-            for _ in 0..n {
-                let at = self.pick_time(previous);
-                let line = self.usage_line(at);
-                self.truth.previous_month_events += 1;
-                late.entry(previous).or_default().push((at, line));
-            }
-        }
-        for _ in 0..count {
-            let at = self.pick_time(day);
-            let line = self.usage_line(at);
-            if self.config.faults.late.hit(&mut self.rng) && index + 1 < self.days {
-                let deliver_on = self.rng.random_range(index + 1..self.days.min(index + 4));
-                self.late.push((deliver_on, line, at));
-            } else {
-                lines.push((at, line));
-            }
-        }
-        let (due, waiting): (Vec<_>, Vec<_>) = self.late.drain(..).partition(|(on, _, _)| *on == index);
-        self.late = waiting;
-        for (_, line, at) in due {
-            late.entry(Day::of(at)).or_default().push((at, line));
-        }
-        // Other log lines of the backend, about one in ten.
-        let other = lines.len() / 10;
-        for _ in 0..other {
-            let at = self.pick_time(day);
-            let id = self.request_id();
-            let line = match self.rng.random_range(0..3) {
-                0 => format!("START RequestId: {id} Version: $LATEST"),
-                1 => format!("END RequestId: {id}"),
-                _ => format!("REPORT RequestId: {id}\tDuration: 12.34 ms\tBilled Duration: 13 ms"),
-            };
-            lines.push((at, line));
-        }
-        lines.sort_by_key(|(at, _)| *at);
-        let mut deliveries: Vec<Delivery> =
-            lines.chunks(EVENTS_PER_DELIVERY).map(|chunk| self.delivery(chunk)).collect();
-        for (_, mut retried) in late {
-            retried.sort_by_key(|(at, _)| *at);
-            deliveries.extend(retried.chunks(EVENTS_PER_DELIVERY).map(|chunk| self.delivery(chunk)));
-        }
-        Some((day, deliveries))
+    fn slice_start(&self, slice: u32) -> DateTime<Utc> {
+        start_of(self.config.month.first_day()) + Duration::milliseconds(i64::from(slice) * SLICE_MS)
     }
 
-    fn delivery(&mut self, lines: &[(DateTime<Utc>, String)]) -> Delivery {
+    /// Requests in a slice: the profile's rate, or the month's requests spread by the daily cycle.
+    fn requests_in(&mut self, slice: u32) -> u64 {
+        match self.config.volume {
+            Volume::Steady { profile, .. } => {
+                // Tenths of a request per second over a minute; the remainder carried by chance.
+                let tenths = profile.rate_tenths * 60;
+                tenths / 10 + u64::from(self.rng.random_range(0..10) < tenths % 10)
+            }
+            Volume::Month { .. } => {
+                let weight = u64::from(HOURLY[(slice / 60 % 24) as usize]);
+                let share = u128::from(self.month_events_left) * u128::from(weight)
+                    / u128::from(self.month_weight_left.max(1));
+                self.month_weight_left = self.month_weight_left.saturating_sub(weight);
+                let n = if slice + 1 == self.slices {
+                    self.month_events_left
+                } else {
+                    u64::try_from(share).unwrap_or(0)
+                };
+                self.month_events_left -= n;
+                n
+            }
+        }
+    }
+
+    /// The next minute's deliveries, in order of arrival; `None` after the last. The day is the
+    /// minute's.
+    pub fn next_slice(&mut self) -> Option<(Day, Vec<Delivery>)> {
+        if self.next_slice >= self.slices {
+            return None;
+        }
+        let slice = self.next_slice;
+        self.next_slice += 1;
+        let start = self.slice_start(slice);
+        let streams = self.config.streams();
+        let mut lines: Vec<Pending> = Vec::new();
+        if slice == 0 && self.config.faults.late.0 > 0 {
+            // Late events of the previous month's last day, delivered in the first minute of this one.
+            let previous = start_of(self.config.month.pred().last_day());
+            let n = match self.config.volume {
+                Volume::Month { events, .. } => events / u64::from(self.slices / 1440).max(1),
+                Volume::Steady { profile, .. } => profile.rate_tenths * 8640,
+            } * u64::from(self.config.faults.late.0)
+                / 1_000_000;
+            let mut old = Vec::new();
+            for _ in 0..n {
+                let at = previous + Duration::milliseconds(self.rng.random_range(0..86_400_000));
+                let line = self.usage_line(at);
+                self.truth.previous_month_events += 1;
+                old.push((self.rng.random_range(0..streams), at, line));
+            }
+            self.late.extend(old.into_iter().map(|p| (0, p)));
+        }
+        let count = self.requests_in(slice);
+        for _ in 0..count {
+            let at = start + Duration::milliseconds(self.rng.random_range(0..SLICE_MS));
+            let stream = self.rng.random_range(0..streams);
+            let line = self.usage_line(at);
+            if self.config.faults.late.hit(&mut self.rng) && slice + 1 < self.slices {
+                // Delivered late: CloudWatch retrying after up to three days (or the run's end).
+                let delay = self.rng.random_range(1..=(3 * 1440).min(self.slices - slice - 1));
+                self.late.push((slice + delay, (stream, at, line)));
+            } else {
+                lines.push((stream, at, line));
+            }
+        }
+        if matches!(self.config.volume, Volume::Month { .. }) {
+            // Other log lines of the backend, about one in ten.
+            for _ in 0..lines.len() / 10 {
+                let at = start + Duration::milliseconds(self.rng.random_range(0..SLICE_MS));
+                let id = self.request_id();
+                let line = match self.rng.random_range(0..3) {
+                    0 => format!("START RequestId: {id} Version: $LATEST"),
+                    1 => format!("END RequestId: {id}"),
+                    _ => format!("REPORT RequestId: {id}\tDuration: 12.34 ms\tBilled Duration: 13 ms"),
+                };
+                lines.push((self.rng.random_range(0..streams), at, line));
+            }
+        }
+        let window = self.config.window_ms.max(1);
+        lines.sort_by_key(|(stream, at, _)| (*stream, at.timestamp_millis().div_euclid(window), *at));
+        let mut deliveries = Vec::new();
+        for group in lines.chunk_by(|a, b| {
+            a.0 == b.0
+                && a.1.timestamp_millis().div_euclid(window) == b.1.timestamp_millis().div_euclid(window)
+        }) {
+            let window_end = group[0].1.timestamp_millis().div_euclid(window) * window + window;
+            let arrives = DateTime::from_timestamp_millis(window_end).unwrap_or(start);
+            for chunk in group.chunks(MAX_EVENTS_PER_DELIVERY) {
+                deliveries.push(self.delivery(chunk, arrives));
+            }
+        }
+        // Late lines due now: a retried delivery per stream and day, arriving now with old events.
+        let (due, waiting): (Vec<_>, Vec<_>) = self.late.drain(..).partition(|(on, _)| *on == slice);
+        self.late = waiting;
+        let mut due: Vec<Pending> = due.into_iter().map(|(_, p)| p).collect();
+        due.sort_by_key(|(stream, at, _)| (*stream, Day::of(*at), *at));
+        for group in due.chunk_by(|a, b| a.0 == b.0 && Day::of(a.1) == Day::of(b.1)) {
+            let arrives = start + Duration::milliseconds(self.rng.random_range(0..SLICE_MS));
+            for chunk in group.chunks(MAX_EVENTS_PER_DELIVERY) {
+                deliveries.push(self.delivery(chunk, arrives));
+            }
+        }
+        // Redeliveries: some of this minute's deliveries arrive again up to five minutes later.
+        let mut again = Vec::new();
+        for delivery in &deliveries {
+            if self.config.faults.redelivered.hit(&mut self.rng) {
+                let delay = self.rng.random_range(5_000..300_000);
+                let mut copy = delivery.clone();
+                copy.arrives_at = delivery.arrives_at + Duration::milliseconds(delay);
+                copy.is_redelivery = true;
+                let in_slice =
+                    u32::try_from((copy.arrives_at - self.slice_start(0)).num_milliseconds() / SLICE_MS)
+                        .unwrap_or(slice)
+                        .clamp(slice, self.slices - 1);
+                again.push((in_slice, copy));
+            }
+        }
+        self.again.extend(again);
+        let (now, later): (Vec<_>, Vec<_>) = self.again.drain(..).partition(|(on, _)| *on <= slice);
+        self.again = later;
+        deliveries.extend(now.into_iter().map(|(_, d)| d));
+        deliveries.sort_by_key(|d| d.arrives_at);
+        Some((Day::of(start), deliveries))
+    }
+
+    fn delivery(&mut self, lines: &[Pending], arrives_at: DateTime<Utc>) -> Delivery {
         self.delivery_index += 1;
-        let stream = format!("2026/01/01/[$LATEST]{:032x}", self.delivery_index);
+        let stream = format!("2026/01/01/[$LATEST]{:032x}", lines.first().map_or(0, |l| l.0));
         // Written directly rather than through serde_json::Value: generation is most of the demo's
         // time at volume. Messages are escaped by serde_json.
-        let mut payload =
-            String::with_capacity(lines.iter().map(|(_, m)| m.len() + 100).sum::<usize>() + 256);
+        let mut payload = String::with_capacity(lines.iter().map(|l| l.2.len() + 100).sum::<usize>() + 256);
         let _ = write!(
             payload,
             r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"/aws/lambda/api","logStream":"{stream}","subscriptionFilters":["usage"],"logEvents":["#
         );
         let mut log_bytes = 0;
-        for (n, (at, message)) in lines.iter().enumerate() {
+        for (n, (_, at, message)) in lines.iter().enumerate() {
             self.event_index += 1;
             log_bytes += message.len() as u64;
             let escaped = serde_json::to_string(message).unwrap_or_default();
@@ -439,53 +633,72 @@ impl Simulator {
             );
         }
         payload.push_str("]}");
-        let event = crate::cloudwatch::encode_subscription_event(payload.as_bytes());
-        let faults = self.config.faults;
+        let compressed = crate::cloudwatch::gzip(payload.as_bytes());
         Delivery {
-            event,
+            event: crate::cloudwatch::subscription_event_of(&compressed),
+            record_bytes: compressed.len() as u64,
             log_events: lines.len() as u64,
             log_bytes,
-            lost: faults.lost.hit(&mut self.rng),
-            redelivered: faults.redelivered.hit(&mut self.rng),
-            archived_twice: faults.archived_twice.hit(&mut self.rng),
+            arrives_at,
+            is_redelivery: false,
         }
     }
 }
 
-/// `meter simulate`: writes the month's deliveries as the two subscriptions receive them, the keys,
-/// and the ground truth under `out`. Returns a summary.
+/// Cumulative Zipf weights of `n` keys by rank, scaled so the total fits `u64` comfortably.
+fn zipf_table(n: usize) -> Vec<u64> {
+    let mut total = 0u64;
+    (1..=n.max(1))
+        .map(|rank| {
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::float_arithmetic,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss
+            )]
+            let weight = (1e12 / (rank as f64).powf(ZIPF_EXPONENT)) as u64;
+            total += weight.max(1);
+            total
+        })
+        .collect()
+}
+
+/// `meter simulate`: writes the deliveries as the log group's subscription sends them (one file per
+/// day of arrival, redeliveries included), the keys, and the ground truth under `out`. Returns a
+/// summary.
 pub fn write_files(out: &std::path::Path, config: SimConfig) -> Result<String, SimWriteError> {
     use std::io::Write;
-    let realtime_dir = out.join("realtime");
-    let archive_dir = out.join("archive");
-    for dir in [&realtime_dir, &archive_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| SimWriteError::new(dir, e))?;
-    }
-    let open = |path: std::path::PathBuf| {
-        std::fs::File::create(&path).map(std::io::BufWriter::new).map_err(|e| SimWriteError::new(&path, e))
-    };
+    let deliveries_dir = out.join("deliveries");
+    std::fs::create_dir_all(&deliveries_dir).map_err(|e| SimWriteError::new(&deliveries_dir, e))?;
     let month = config.month;
     let mut sim = Simulator::new(config);
-    let (mut deliveries, mut log_events) = (0u64, 0u64);
-    while let Some((day, batch)) = sim.next_day() {
-        let name = format!("{day}.json");
-        let (realtime_path, archive_path) = (realtime_dir.join(&name), archive_dir.join(&name));
-        let mut realtime = open(realtime_path.clone())?;
-        let mut archive = open(archive_path.clone())?;
+    let (mut deliveries, mut log_events, mut redeliveries) = (0u64, 0u64, 0u64);
+    let mut current: Option<(Day, std::path::PathBuf, std::io::BufWriter<std::fs::File>)> = None;
+    while let Some((_, batch)) = sim.next_slice() {
         for delivery in &batch {
+            let day = Day::of(delivery.arrives_at);
+            if current.as_ref().is_none_or(|(d, _, _)| *d != day) {
+                if let Some((_, path, mut file)) = current.take() {
+                    file.flush().map_err(|e| SimWriteError::new(&path, e))?;
+                }
+                let path = deliveries_dir.join(format!("{day}.json"));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| SimWriteError::new(&path, e))?;
+                current = Some((day, path, std::io::BufWriter::new(file)));
+            }
+            if let Some((_, path, file)) = current.as_mut() {
+                writeln!(file, "{}", delivery.event).map_err(|e| SimWriteError::new(path, e))?;
+            }
             deliveries += 1;
             log_events += delivery.log_events;
-            let to_realtime = if delivery.lost { 0 } else { 1 + usize::from(delivery.redelivered) };
-            for _ in 0..to_realtime {
-                writeln!(realtime, "{}", delivery.event)
-                    .map_err(|e| SimWriteError::new(&realtime_path, e))?;
-            }
-            for _ in 0..1 + usize::from(delivery.archived_twice) {
-                writeln!(archive, "{}", delivery.event).map_err(|e| SimWriteError::new(&archive_path, e))?;
-            }
+            redeliveries += u64::from(delivery.is_redelivery);
         }
-        realtime.flush().map_err(|e| SimWriteError::new(&realtime_path, e))?;
-        archive.flush().map_err(|e| SimWriteError::new(&archive_path, e))?;
+    }
+    if let Some((_, path, mut file)) = current.take() {
+        file.flush().map_err(|e| SimWriteError::new(&path, e))?;
     }
     let keys_path = out.join("keys.csv");
     let write_keys = || -> Result<(), csv::Error> {
@@ -516,10 +729,10 @@ pub fn write_files(out: &std::path::Path, config: SimConfig) -> Result<String, S
     write_truth().map_err(|e| SimWriteError::new(&truth_path, e))?;
     let total = sim.truth().month_total(month);
     Ok(format!(
-        "wrote {deliveries} deliveries ({log_events} log events) of {month} to {}:\n  realtime/*.json  what the realtime \
-         processor receives (lost deliveries missing, redelivered ones twice)\n  archive/*.json   what Firehose receives \
-         (some twice)\n  keys.csv, truth.csv  the keys and the distinct calls per key and day: {} billable, {} failed, \
-         {} in all\n",
+        "wrote {deliveries} deliveries ({log_events} log events, {redeliveries} deliveries arriving a second time) of \
+         {month} to {}:\n  deliveries/DAY.json  what the log group's subscription sends, by day of arrival (read by \
+         `meter realtime` and `meter archive`)\n  keys.csv, truth.csv  the keys and the distinct calls per key and day: \
+         {} billable, {} failed, {} in all\n",
         out.display(),
         total.successful_calls,
         total.failed_calls,
@@ -532,13 +745,7 @@ mod tests {
     use super::*;
 
     fn config(faults: &str) -> SimConfig {
-        SimConfig {
-            events: 20_000,
-            keys: 40,
-            month: "2026-11".parse().unwrap(),
-            seed: 7,
-            faults: Faults::preset(faults).unwrap(),
-        }
+        SimConfig::month(20_000, 40, "2026-11".parse().unwrap(), 7, Faults::preset(faults).unwrap())
     }
 
     #[test]
@@ -551,32 +758,63 @@ mod tests {
         assert!("lots".parse::<Rate>().is_err());
     }
 
-    #[test]
-    fn the_same_seed_gives_the_same_traffic() {
-        let run = |faults| {
-            let mut sim = Simulator::new(config(faults));
-            let mut all = Vec::new();
-            while let Some((_, deliveries)) = sim.next_day() {
-                all.extend(deliveries.into_iter().map(|d| (d.event, d.lost, d.redelivered)));
-            }
-            (all, sim.truth().per_key_day.clone())
-        };
-        assert_eq!(run("heavy"), run("heavy"));
+    fn run(config: SimConfig) -> (Vec<Delivery>, Truth) {
+        let mut sim = Simulator::new(config);
+        let mut all = Vec::new();
+        while let Some((_, deliveries)) = sim.next_slice() {
+            all.extend(deliveries);
+        }
+        (all, sim.truth().clone())
     }
 
     #[test]
-    fn without_faults_the_truth_counts_every_event_of_the_month() {
-        let mut sim = Simulator::new(config("none"));
-        let mut usage_lines = 0;
-        while let Some((_, deliveries)) = sim.next_day() {
-            for d in deliveries {
-                assert!(!d.lost && !d.redelivered && !d.archived_twice);
-                usage_lines += d.event.len();
-            }
-        }
-        assert!(usage_lines > 0);
+    fn the_same_seed_gives_the_same_traffic() {
+        let events = |config| run(config).0.into_iter().map(|d| (d.event, d.arrives_at)).collect::<Vec<_>>();
+        let small =
+            |faults| SimConfig { volume: Volume::Month { events: 4_000, streams: 2 }, ..config(faults) };
+        assert_eq!(events(small("heavy")), events(small("heavy")));
+    }
+
+    #[test]
+    fn without_faults_the_truth_counts_every_event_of_the_month_in_arrival_order() {
+        let (deliveries, truth) = run(config("none"));
+        assert!(deliveries.iter().all(|d| !d.is_redelivery));
+        assert!(deliveries.windows(2).all(|w| w[0].arrives_at <= w[1].arrives_at));
         let month: Month = "2026-11".parse().unwrap();
-        assert_eq!(sim.truth().month_total(month).usage_count, 20_000);
-        assert_eq!(sim.truth().malformed, 0);
+        assert_eq!(truth.month_total(month).usage_count, 20_000);
+        assert_eq!(truth.malformed, 0);
+    }
+
+    #[test]
+    fn a_profile_delivers_each_stream_every_window_with_a_few_events_each() {
+        let profile = Profile::named("medium").unwrap();
+        let (deliveries, truth) =
+            run(SimConfig::steady(profile, 5, "2026-11".parse().unwrap(), 3, Faults::default()));
+        let events: u64 = deliveries.iter().map(|d| d.log_events).sum();
+        assert_eq!(events, 115 * 300, "115 req/s for five minutes");
+        assert_eq!(truth.per_key_day.values().map(|t| t.usage_count).sum::<u64>(), events);
+        // 20 streams, one delivery each per 2 s window: 11.5 events a delivery on average.
+        let per_delivery = events / deliveries.len() as u64;
+        assert!((10..=12).contains(&per_delivery), "{per_delivery} events a delivery");
+        // Each delivery is one stream's window: it arrives at the window's end.
+        assert!(deliveries.iter().all(|d| d.arrives_at.timestamp_millis() % DEFAULT_WINDOW_MS == 0));
+        // Zipf popularity: the most popular key has several percent of the calls, the least a few.
+        let first =
+            truth.per_key_day.iter().filter(|((k, _), _)| *k == 0).map(|(_, t)| t.usage_count).sum::<u64>();
+        assert!(first * 100 / events >= 5, "top key {first} of {events}");
+        assert!(Profile::named("huge").is_err());
+    }
+
+    #[test]
+    fn redelivered_deliveries_arrive_again_later_unchanged() {
+        let mut faults = Faults::default();
+        faults.redelivered = Rate::per_million(200_000);
+        let (deliveries, _) = run(SimConfig::month(5_000, 10, "2026-11".parse().unwrap(), 1, faults));
+        let again: Vec<&Delivery> = deliveries.iter().filter(|d| d.is_redelivery).collect();
+        assert!(!again.is_empty());
+        for copy in again {
+            let first = deliveries.iter().find(|d| !d.is_redelivery && d.event == copy.event).unwrap();
+            assert!(first.arrives_at < copy.arrives_at);
+        }
     }
 }

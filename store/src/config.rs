@@ -11,7 +11,8 @@ use aws_config::timeout::TimeoutConfig;
 use chrono::{DateTime, Utc};
 use meter_model::{
     ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage,
-    HashedKey, KeyId, KeyStore, Month, ReconcileRun, Revocation, StoreError, UsageReader, UsageWriter,
+    HashedKey, KeyId, KeyStore, Month, ReconcileRun, Revocation, StoreError, UsageReader, UsageTotals,
+    UsageWriter,
 };
 
 use crate::dynamodb::{DynamoStore, TableNames};
@@ -204,6 +205,10 @@ impl UsageReader for AnyStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
         forward!(self, month_usage(key_id, month))
     }
+
+    async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
+        forward!(self, lifetime_usage(key_id))
+    }
 }
 
 impl CounterCorrector for AnyStore {
@@ -219,18 +224,22 @@ impl CounterCorrector for AnyStore {
         forward!(self, correct_day(correction))
     }
 
+    async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
+        forward!(self, refresh_key_totals(key_id))
+    }
+
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
         forward!(self, record_run(run))
     }
 }
 
 impl UsageWriter for AnyStore {
-    async fn apply_batch(
+    async fn apply_deliveries(
         &self,
-        batch: &BatchDelta,
+        deliveries: &[BatchDelta],
         applied_at: DateTime<Utc>,
     ) -> Result<ApplyReport, StoreError> {
-        forward!(self, apply_batch(batch, applied_at))
+        forward!(self, apply_deliveries(deliveries, applied_at))
     }
 }
 

@@ -1,16 +1,17 @@
 //! The embedded store: one SQLite file, created on first use, schema-versioned with
 //! `PRAGMA user_version`, every write in a transaction.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use meter_model::batch::MARKER_TTL;
+use meter_model::batch::{MARKER_TTL, MarkerSlot, capacity, merge_days};
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
     ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage,
     Email, HashedKey, KeyId, KeyStatus, KeyStore, Month, PlanName, ReconcileRun, Revocation, StoreError,
-    Tally, UsageReader, UsageWriter,
+    Tally, UsageReader, UsageTotals, UsageWriter,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -64,6 +65,12 @@ CREATE TABLE reconcile_runs (
 ) WITHOUT ROWID;
 CREATE INDEX usage_counters_day ON usage_counters (day);
 ",
+    // Deliveries are marked in slots (a minute of their first log event and a shard of their stream), as
+    // the DynamoDB store marks them in sets; the slot tells what such a set's write would cost.
+    r"
+ALTER TABLE applied_batches ADD COLUMN slot TEXT NOT NULL DEFAULT '';
+CREATE INDEX applied_batches_slot ON applied_batches (slot);
+",
 ];
 
 const REVOCATION_EPOCH: &str = "revocation_epoch";
@@ -76,6 +83,9 @@ const KEY_COLUMNS: &str = "id, hashed_key, user_email, status, plan, name, creat
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Keys seen to exist. Keys are never deleted, so a key once found stays known; the DynamoDB store
+    /// keeps the same memory to save reads, and this one mirrors it so that both report the same reads.
+    known_keys: Mutex<HashSet<KeyId>>,
 }
 
 impl SqliteStore {
@@ -116,7 +126,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| sql_error("open", e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| sql_error("open", e))?;
         migrate(&mut conn, &path)?;
-        Ok(Self { conn: Mutex::new(conn), path })
+        Ok(Self { conn: Mutex::new(conn), path, known_keys: Mutex::new(HashSet::new()) })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -383,6 +393,20 @@ impl UsageReader for SqliteStore {
             .map_err(|e| sql_error("month usage", e))?;
         rows.into_iter().map(day_usage_of).collect()
     }
+
+    async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {DAY_COLUMNS} FROM usage_counters WHERE key_id = ?1 ORDER BY day"
+            ))
+            .map_err(|e| sql_error("lifetime usage", e))?;
+        let rows = stmt
+            .query_map(params![key_id.as_str()], read_day_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| sql_error("lifetime usage", e))?;
+        rows.into_iter().map(day_usage_of).collect()
+    }
 }
 
 type DayRow = (String, String, i64, i64, i64, Option<String>, Option<String>);
@@ -472,7 +496,6 @@ impl CounterCorrector for SqliteStore {
             return Ok(CorrectionOutcome::Changed);
         }
         let [s, f, u] = tally_params(correction.target)?;
-        let [es, ef, eu] = expected.unwrap_or([0; 3]);
         tx.execute(
             "INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, reconciled_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key_id, day) DO UPDATE SET \
@@ -481,14 +504,42 @@ impl CounterCorrector for SqliteStore {
             params![key, day, s, f, u, format_instant(correction.at)],
         )
         .map_err(op)?;
-        tx.execute(
-            "UPDATE api_keys SET successful_calls = successful_calls + ?2, failed_calls = failed_calls + ?3, \
-             usage_count = usage_count + ?4 WHERE id = ?1",
-            params![key, s - es, f - ef, u - eu],
-        )
-        .map_err(op)?;
         tx.commit().map_err(op)?;
         Ok(CorrectionOutcome::Applied)
+    }
+
+    async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
+        let op = |e| sql_error("refresh key totals", e);
+        let row = self
+            .conn()
+            .query_row(
+                "UPDATE api_keys SET (successful_calls, failed_calls, usage_count, last_used) = \
+                 (SELECT COALESCE(SUM(successful_calls), 0), COALESCE(SUM(failed_calls), 0), \
+                 COALESCE(SUM(usage_count), 0), MAX(last_used) FROM usage_counters WHERE key_id = ?1) \
+                 WHERE id = ?1 RETURNING successful_calls, failed_calls, usage_count, last_used",
+                [key_id.as_str()],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(op)?;
+        row.map(|(s, f, u, last_used)| {
+            Ok(UsageTotals {
+                tally: Tally {
+                    successful_calls: counter(s, "successfulCalls")?,
+                    failed_calls: counter(f, "failedCalls")?,
+                    usage_count: counter(u, "usageCount")?,
+                },
+                last_used: instant(last_used, "lastUsed")?,
+            })
+        })
+        .transpose()
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
@@ -505,35 +556,60 @@ impl CounterCorrector for SqliteStore {
 }
 
 impl UsageWriter for SqliteStore {
-    async fn apply_batch(
+    async fn apply_deliveries(
         &self,
-        batch: &BatchDelta,
+        deliveries: &[BatchDelta],
         applied_at: DateTime<Utc>,
     ) -> Result<ApplyReport, StoreError> {
-        let op = |e| sql_error("apply batch", e);
+        let op = |e| sql_error("apply deliveries", e);
         let mut conn = self.conn();
-        // One transaction holds the whole batch and its marker: it all happens once, or not at all.
+        // One transaction holds the buffer and its markers: it all happens once, or not at all.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
         let now = format_instant(applied_at);
+        let expires = format_instant(applied_at + MARKER_TTL);
         tx.execute("DELETE FROM applied_batches WHERE expires_at < ?1", [&now]).map_err(op)?;
-        let marked = tx
-            .execute(
-                "INSERT INTO applied_batches (batch_id, applied_at, expires_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (batch_id) DO NOTHING",
-                params![batch.batch_id().as_str(), now, format_instant(applied_at + MARKER_TTL)],
-            )
-            .map_err(op)?;
         let mut report = ApplyReport::default();
-        if marked == 0 {
-            report.chunks_already_applied = 1;
-            return Ok(report);
+        let mut slots: BTreeMap<MarkerSlot, Vec<&BatchDelta>> = BTreeMap::new();
+        for delivery in deliveries {
+            slots.entry(delivery.slot()).or_default().push(delivery);
         }
+        let mut fresh: Vec<&BatchDelta> = Vec::new();
         {
-            let mut key_exists = tx.prepare_cached("SELECT 1 FROM api_keys WHERE id = ?1").map_err(op)?;
-            let mut add_to_key = tx
+            let mut held =
+                tx.prepare_cached("SELECT COUNT(*) FROM applied_batches WHERE slot = ?1").map_err(op)?;
+            let mut mark = tx
                 .prepare_cached(
-                    "UPDATE api_keys SET successful_calls = successful_calls + ?2, failed_calls = failed_calls + ?3, \
-                     usage_count = usage_count + ?4, last_used = MAX(COALESCE(last_used, ''), ?5) WHERE id = ?1",
+                    "INSERT INTO applied_batches (batch_id, applied_at, expires_at, slot) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (batch_id) DO NOTHING",
+                )
+                .map_err(op)?;
+            for (slot, members) in &slots {
+                let name = slot.name();
+                let before: i64 = held.query_row([&name], |r| r.get(0)).map_err(op)?;
+                let mut added = 0;
+                for delivery in members {
+                    if mark.execute(params![delivery.batch_id().as_str(), now, expires, name]).map_err(op)?
+                        == 1
+                    {
+                        added += 1;
+                        fresh.push(delivery);
+                    } else {
+                        report.deliveries_already_applied += 1;
+                    }
+                }
+                report.marker_writes += 1;
+                report.marker_write_units +=
+                    capacity::marker_write_units(usize::try_from(before).unwrap_or(0), added);
+            }
+        }
+        report.deliveries_applied = fresh.len();
+        let days = merge_days(fresh.iter().copied());
+        {
+            let mut known = self.known_keys.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut key_exists = tx.prepare_cached("SELECT 1 FROM api_keys WHERE id = ?1").map_err(op)?;
+            let mut later_use = tx
+                .prepare_cached(
+                    "SELECT 1 FROM usage_counters WHERE key_id = ?1 AND day = ?2 AND last_used >= ?3",
                 )
                 .map_err(op)?;
             let mut add_to_day = tx
@@ -546,40 +622,30 @@ impl UsageWriter for SqliteStore {
                      last_used = MAX(COALESCE(last_used, ''), excluded.last_used)",
                 )
                 .map_err(op)?;
-            for (key_id, days) in batch.by_key() {
-                let total: Tally = days.iter().map(|d| d.tally).sum();
-                if !key_exists.exists([key_id.as_str()]).map_err(op)? {
-                    report.unknown_keys.insert(key_id.clone(), total);
-                    continue;
+            for group in days.chunk_by(|a, b| a.key_id == b.key_id) {
+                let key_id = &group[0].key_id;
+                if !known.contains(key_id) {
+                    report.keys_read += 1;
+                    if key_exists.exists([key_id.as_str()]).map_err(op)? {
+                        known.insert(key_id.clone());
+                    } else {
+                        report.unknown_keys.insert(key_id.clone(), group.iter().map(|d| d.tally).sum());
+                        continue;
+                    }
                 }
-                let last_used = days.iter().map(|d| d.last_used).max().map(format_instant);
-                add_to_key
-                    .execute(params![
-                        key_id.as_str(),
-                        to_i64(total.successful_calls, "successfulCalls")?,
-                        to_i64(total.failed_calls, "failedCalls")?,
-                        to_i64(total.usage_count, "usageCount")?,
-                        last_used,
-                    ])
-                    .map_err(op)?;
-                for day in days {
-                    add_to_day
-                        .execute(params![
-                            key_id.as_str(),
-                            day.day.to_string(),
-                            to_i64(day.tally.successful_calls, "successfulCalls")?,
-                            to_i64(day.tally.failed_calls, "failedCalls")?,
-                            to_i64(day.tally.usage_count, "usageCount")?,
-                            format_instant(day.last_used),
-                        ])
-                        .map_err(op)?;
+                for day in group {
+                    let (key, day_text, at) =
+                        (key_id.as_str(), day.day.to_string(), format_instant(day.last_used));
+                    if later_use.exists(params![key, day_text, at]).map_err(op)? {
+                        report.last_used_rewrites += 1;
+                    }
+                    let [s, f, u] = tally_params(day.tally)?;
+                    add_to_day.execute(params![key, day_text, s, f, u, at]).map_err(op)?;
+                    report.day_items_written += 1;
                 }
-                report.items_written += 1 + days.len();
             }
         }
         tx.commit().map_err(op)?;
-        report.chunks_applied = 1;
-        report.items_written += 1;
         Ok(report)
     }
 }

@@ -77,59 +77,81 @@ async fn an_unreachable_endpoint_is_unavailable() {
 }
 
 #[tokio::test]
-async fn a_batch_whose_later_chunks_failed_is_completed_exactly_by_a_retry() {
-    use meter_model::{Tally, UsageWriter};
+async fn a_buffer_cut_short_after_its_markers_reports_exactly_what_it_did_not_apply() {
+    use meter_model::{Tally, UsageReader, UsageWriter};
     let store = make().await;
-    let records: Vec<_> =
-        (0..120).map(|i| contract::new_record(&format!("u{i}@example.com"), None)).collect();
+    let records: Vec<_> = (0..30).map(|i| contract::new_record(&format!("u{i}@example.com"), None)).collect();
     for record in &records {
         store.insert_key(record).await.unwrap();
     }
-    let deltas = records
-        .iter()
-        .map(|r| contract::delta(&r.id, "2026-11-10T10:00:00Z", 200, true, 3))
-        .collect::<Vec<_>>();
-    let batch = contract::batch_of(7, deltas);
-    // The first delivery dies after its first chunk (as a throttled or timed-out invocation would).
-    let failing = store.clone().with_chunk_limit(1);
-    let err = failing.apply_batch(&batch, contract::at("2026-11-10T10:00:05Z")).await.unwrap_err();
-    assert!(err.is_retryable(), "{err:?}");
-    let partial: u64 = {
-        let mut sum = 0;
-        for r in &records {
-            sum += store.get_key(&r.id).await.unwrap().unwrap().totals.successful_calls;
-        }
-        sum
-    };
-    assert!(partial > 0 && partial < 360, "the first chunk landed, the rest did not: {partial}");
-    // The redelivery skips what landed and applies the rest.
-    let retry = store.apply_batch(&batch, contract::at("2026-11-10T10:01:00Z")).await.unwrap();
-    assert_eq!(retry.chunks_already_applied, 1);
-    assert!(retry.chunks_applied >= 1);
+    let deliveries: Vec<_> = records
+        .chunks(3)
+        .enumerate()
+        .map(|(i, keys)| {
+            let deltas =
+                keys.iter().map(|r| contract::delta(&r.id, "2026-11-10T10:00:00Z", 200, true, 3)).collect();
+            contract::batch_of(u8::try_from(i).unwrap() + 100, deltas)
+        })
+        .collect();
+    // The function dies after five of its thirty counter writes (as a timed-out invocation would).
+    let failing = store.clone().with_write_limit(5);
+    let report = failing.apply_deliveries(&deliveries, contract::at("2026-11-10T10:00:05Z")).await.unwrap();
+    assert_eq!(report.deliveries_applied, 10, "every delivery was marked");
+    assert_eq!(report.day_items_written, 5);
+    assert_eq!(report.not_applied, Tally { successful_calls: 75, failed_calls: 0, usage_count: 75 });
+    assert!(report.failure.as_deref().is_some_and(|f| f.contains("fault drill")), "{report:?}");
+    let mut counted = 0;
     for r in &records {
-        let totals = store.get_key(&r.id).await.unwrap().unwrap().totals;
-        assert_eq!(totals, Tally { successful_calls: 3, failed_calls: 0, usage_count: 3 });
+        counted +=
+            store.lifetime_usage(&r.id).await.unwrap().iter().map(|d| d.tally.usage_count).sum::<u64>();
     }
+    assert_eq!(counted, 15, "what was written, and nothing else");
+    // A retried invocation finds every delivery marked: nothing is counted twice; reconcile restores
+    // the 75 calls from the archive.
+    let retry = store.apply_deliveries(&deliveries, contract::at("2026-11-10T10:01:00Z")).await.unwrap();
+    assert_eq!((retry.deliveries_applied, retry.deliveries_already_applied), (0, 10));
 }
 
 #[tokio::test]
-async fn batch_markers_expire_by_ttl() {
+async fn a_store_that_cannot_mark_anything_fails_so_the_whole_buffer_can_be_retried() {
+    use meter_model::UsageWriter;
+    let store = DynamoStore::new(
+        client(),
+        TableNames { api_keys: "NoSuchKeysTable".into(), usage_counters: "NoSuchCounters".into() },
+    );
+    let record = contract::new_record("ada@example.com", None);
+    let batch =
+        contract::batch_of(9, vec![contract::delta(&record.id, "2026-11-10T10:00:00Z", 200, true, 1)]);
+    let err = store.apply_deliveries(&[batch], contract::at("2026-11-10T10:00:05Z")).await.unwrap_err();
+    assert!(err.is_transient() && err.to_string().contains("meter store init"), "{err}");
+}
+
+#[tokio::test]
+async fn delivery_markers_are_sets_per_slot_that_expire_by_ttl() {
     use meter_model::UsageWriter;
     let store = make().await;
     let record = contract::new_record("ada@example.com", None);
     store.insert_key(&record).await.unwrap();
-    let batch =
-        contract::batch_of(8, vec![contract::delta(&record.id, "2026-11-10T10:00:00Z", 200, true, 1)]);
-    store.apply_batch(&batch, contract::at("2026-11-10T10:00:05Z")).await.unwrap();
+    let deliveries: Vec<_> = (0..3)
+        .map(|i| {
+            contract::batch_of(
+                20 + i,
+                vec![contract::delta(&record.id, "2026-11-10T10:00:00Z", 200, true, 1)],
+            )
+        })
+        .collect();
+    store.apply_deliveries(&deliveries, contract::at("2026-11-10T10:00:05Z")).await.unwrap();
     let markers = client()
         .scan()
         .table_name(&store.tables().usage_counters)
         .filter_expression("begins_with(keyId, :p)")
-        .expression_attribute_values(":p", AttributeValue::S("#batch#".into()))
+        .expression_attribute_values(":p", AttributeValue::S("#delivered#".into()))
         .send()
         .await
         .unwrap();
-    assert_eq!(markers.items().len(), 1);
+    assert_eq!(markers.items().len(), 1, "one item for the slot's three deliveries");
+    assert_eq!(markers.items()[0]["keyId"], AttributeValue::S("#delivered#2026-11-10T10:00#00".into()));
+    assert!(matches!(&markers.items()[0]["ids"], AttributeValue::Ns(ids) if ids.len() == 3));
     let expires: i64 = match &markers.items()[0]["expiresAt"] {
         AttributeValue::N(n) => n.parse().unwrap(),
         other => panic!("{other:?}"),

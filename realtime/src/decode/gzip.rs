@@ -42,6 +42,11 @@ pub(super) mod whole {
     /// [`MAX_INFLATED_BYTES`]; `None` for anything else, which the streaming decoder then judges.
     /// libdeflate checks the member's CRC-32 and size, so the bytes are the streaming decoder's.
     pub(in crate::decode) fn single_member(compressed: &[u8]) -> Option<Vec<u8>> {
+        // RFC 1952 requires an error for a header with reserved flag bits set; libdeflate ignores
+        // them, so such a member is left to the streaming decoder, which refuses it.
+        if compressed.get(3).is_none_or(|flags| flags & 0xE0 != 0) {
+            return None;
+        }
         let trailer = compressed.len().checked_sub(4).and_then(|at| compressed.get(at..))?;
         let stated = usize::try_from(u32::from_le_bytes(trailer.try_into().ok()?)).ok()?;
         if stated > MAX_INFLATED_BYTES {

@@ -183,7 +183,12 @@ proptest! {
             gz[at] = byte;
         }
         if let Some(whole) = whole::single_member(&gz) {
-            prop_assert_eq!(Some(whole), gunzip_streaming(&gz).ok());
+            match gunzip_streaming(&gz) {
+                Ok(streamed) => prop_assert_eq!(whole, streamed),
+                // libdeflate accepts some Huffman headers zlib refuses (an incomplete code); what it
+                // returns has passed the member's CRC-32 and size, so it is the original bytes.
+                Err(_) => prop_assert_eq!(whole, data),
+            }
         } else {
             prop_assert!(corrupt, "declined a valid member");
         }

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, TimeZone, Utc};
 use meter_model::{
     ApiKeyRecord, BatchDelta, BatchId, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta,
-    DayUsage, Email, HashedKey, KeyId, KeyStore, ManualClock, NewKey, Publisher, ReconcileRun, Revocation,
-    StoreError, Tally, UsageWriter,
+    DayUsage, Email, HashedKey, KeyId, KeyStore, ManualClock, MarkerSlot, NewKey, Publisher, ReconcileRun,
+    Revocation, StoreError, Tally, UsageTotals, UsageWriter,
 };
 use meter_model::{ObjectSink, ObjectSource};
 use meter_reconcile::{ReconcileOptions, ReconcileReport, reconcile};
@@ -56,6 +56,7 @@ pub(crate) fn batch(id: &str, key: &str, on: Day, tally: Tally) -> BatchDelta {
     let last_used = on.date().and_hms_opt(12, 0, 0).unwrap().and_utc();
     BatchDelta::new(
         BatchId::from_digest(id.as_bytes()),
+        MarkerSlot::default(),
         [DayDelta { key_id: KeyId::parse(key).unwrap(), day: on, tally, last_used }],
     )
 }
@@ -80,10 +81,10 @@ pub(crate) async fn damaged_realtime<S: UsageWriter>(store: &S, generated: &Gene
             1 => double(*tally),
             _ => *tally,
         };
-        store.apply_batch(&batch(&format!("{key}{on}"), key, *on, applied), now()).await.unwrap();
+        store.apply_deliveries(&[batch(&format!("{key}{on}"), key, *on, applied)], now()).await.unwrap();
     }
     let phantom = Tally { successful_calls: 3, failed_calls: 1, usage_count: 5 };
-    store.apply_batch(&batch("phantom", "key00", day("2026-11-27"), phantom), now()).await.unwrap();
+    store.apply_deliveries(&[batch("phantom", "key00", day("2026-11-27"), phantom)], now()).await.unwrap();
 }
 
 pub(crate) fn options(dry_run: bool) -> ReconcileOptions {
@@ -220,11 +221,17 @@ impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, 
         };
         if first {
             let id = format!("late{}{}", correction.key_id, correction.day);
-            self.inner
-                .apply_batch(&batch(&id, correction.key_id.as_str(), correction.day, LATE), now())
+            let report = self
+                .inner
+                .apply_deliveries(&[batch(&id, correction.key_id.as_str(), correction.day, LATE)], now())
                 .await?;
+            assert!(report.failure.is_none(), "{:?}", report.failure);
         }
         self.inner.correct_day(correction).await
+    }
+
+    async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
+        self.inner.refresh_key_totals(key_id).await
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {

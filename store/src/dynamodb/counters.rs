@@ -1,12 +1,12 @@
 //! `UsageCounters` day items: reading them, and correcting them for reconcile without racing the
 //! realtime writer.
 
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
 use futures::StreamExt;
 use meter_model::time::format_instant;
 use meter_model::{
     CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, KeyStore, Month, ReconcileRun,
-    StoreError, UsageReader,
+    StoreError, UsageReader, UsageTotals,
 };
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
@@ -49,6 +49,12 @@ impl UsageReader for DynamoStore {
         days.sort_by_key(|d| d.day);
         Ok(days)
     }
+
+    async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
+        let mut days = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
+        days.sort_by_key(|d| d.day);
+        Ok(days)
+    }
 }
 
 fn day_usage_of(item: &Item) -> Result<DayUsage, StoreError> {
@@ -61,11 +67,6 @@ fn day_usage_of(item: &Item) -> Result<DayUsage, StoreError> {
         last_used: get_instant(item, "lastUsed")?,
         reconciled_at: get_instant(item, "reconciledAt")?,
     })
-}
-
-/// A signed count for an `ADD`.
-fn signed(value: i128) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 impl CounterCorrector for DynamoStore {
@@ -131,20 +132,36 @@ impl CounterCorrector for DynamoStore {
                 day.condition_expression(format!("attribute_exists(keyId) AND {}", clauses.join(" AND ")))
             }
         };
-        let delta = correction.delta();
-        let total = Update::builder()
+        let day = day.build().map_err(|e| build_error(op, e))?;
+        if correction.expected.is_some() {
+            // The item exists, so its key does (items are created only for keys that exist).
+            return match self
+                .client
+                .update_item()
+                .table_name(day.table_name())
+                .set_key(Some(day.key().clone()))
+                .update_expression(day.update_expression())
+                .set_condition_expression(day.condition_expression().map(str::to_owned))
+                .set_expression_attribute_values(day.expression_attribute_values().cloned())
+                .send()
+                .await
+                .map_err(|e| store_error(op, e))
+            {
+                Ok(_) => Ok(CorrectionOutcome::Applied),
+                Err(StoreError::ConditionFailed { .. }) => Ok(CorrectionOutcome::Changed),
+                Err(err) => Err(table_missing(err, &self.tables.usage_counters)),
+            };
+        }
+        // A new item: only for a key that exists, checked in the same transaction.
+        let key_exists = ConditionCheck::builder()
             .table_name(&self.tables.api_keys)
             .set_key(Some(Self::key_of(&correction.key_id)))
-            .update_expression("ADD successfulCalls :s, failedCalls :f, usageCount :u")
-            .expression_attribute_values(":s", signed(delta.successful_calls))
-            .expression_attribute_values(":f", signed(delta.failed_calls))
-            .expression_attribute_values(":u", signed(delta.usage_count))
             .condition_expression("attribute_exists(id)")
             .build()
             .map_err(|e| build_error(op, e))?;
         let items = vec![
-            TransactWriteItem::builder().update(day.build().map_err(|e| build_error(op, e))?).build(),
-            TransactWriteItem::builder().update(total).build(),
+            TransactWriteItem::builder().update(day).build(),
+            TransactWriteItem::builder().condition_check(key_exists).build(),
         ];
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(CorrectionOutcome::Applied),
@@ -164,6 +181,33 @@ impl CounterCorrector for DynamoStore {
                     })
                 }
             }
+        }
+    }
+
+    async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
+        let op = "refresh key totals";
+        let totals = UsageTotals::of_days(&self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?);
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(key_id)))
+            .expression_attribute_values(":s", n(totals.tally.successful_calls))
+            .expression_attribute_values(":f", n(totals.tally.failed_calls))
+            .expression_attribute_values(":u", n(totals.tally.usage_count))
+            .condition_expression("attribute_exists(id)");
+        update = match totals.last_used {
+            Some(at) => update
+                .update_expression(
+                    "SET successfulCalls = :s, failedCalls = :f, usageCount = :u, lastUsed = :t",
+                )
+                .expression_attribute_values(":t", s(&format_instant(at))),
+            None => update.update_expression("SET successfulCalls = :s, failedCalls = :f, usageCount = :u"),
+        };
+        match update.send().await.map_err(|e| store_error(op, e)) {
+            Ok(_) => Ok(Some(totals)),
+            Err(StoreError::ConditionFailed { .. }) => Ok(None),
+            Err(err) => Err(table_missing(err, &self.tables.api_keys)),
         }
     }
 

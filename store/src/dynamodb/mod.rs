@@ -2,9 +2,10 @@
 //! module: [`schema`] creates the tables, `error` translates every SDK error into a
 //! [`StoreError`](meter_model::StoreError) (nothing outside this module sees an SDK type), `item`
 //! converts items, `keys` is the [`KeyStore`](meter_model::KeyStore), `counters` reads and corrects the
-//! day items, and `batch` applies the realtime processor's batches exactly once.
+//! day items, and `batch` applies the realtime path's buffers of deliveries, each delivery once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -46,42 +47,43 @@ impl Default for TableNames {
     }
 }
 
-/// Partition prefix of batch markers in `UsageCounters`; `#` cannot start a key id.
-const BATCH_PARTITION_PREFIX: &str = "#batch#";
+/// Partition prefix of the delivery marker sets in `UsageCounters`; `#` cannot start a key id.
+const MARKER_PARTITION_PREFIX: &str = "#delivered#";
 /// Partition of the reconcile run records in `UsageCounters`.
 const RECONCILE_PARTITION: &str = "#reconcile";
 /// How long run records are kept.
 const RUN_RECORD_TTL_DAYS: i64 = 400;
-/// DynamoDB's limit on the items of one transaction.
-const MAX_TRANSACTION_ITEMS: usize = 100;
 /// DynamoDB's limit on the keys of one `BatchGetItem`.
 const MAX_BATCH_GET_KEYS: usize = 100;
 /// How the keys DynamoDB leaves unprocessed in a `BatchGetItem` (throttling) are asked for again.
 const UNPROCESSED_RETRY: RetryPolicy =
     RetryPolicy::new(9, Duration::from_millis(25), Duration::from_millis(3200));
-/// At most this many `lastUsed` updates in flight.
-const LAST_USED_CONCURRENCY: usize = 16;
+/// At most this many marker and counter writes in flight.
+const COUNTER_WRITE_CONCURRENCY: usize = 32;
 
 /// The DynamoDB store.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
     tables: TableNames,
-    chunk_limit: Option<usize>,
+    write_limit: Option<usize>,
+    /// Keys seen to exist: keys are never deleted, so a warm function reads each key once.
+    known_keys: Arc<Mutex<HashSet<KeyId>>>,
 }
 
 impl DynamoStore {
     /// A store over an already configured client.
     #[must_use]
     pub fn new(client: Client, tables: TableNames) -> Self {
-        Self { client, tables, chunk_limit: None }
+        Self { client, tables, write_limit: None, known_keys: Arc::default() }
     }
 
-    /// A fault drill: each `apply_batch` call applies at most `limit` chunks, then fails as a
-    /// throttled call would. Retrying (as the processor does) must still give exact counts.
+    /// A fault drill: each `apply_deliveries` call marks its deliveries but writes at most `limit`
+    /// day items, as a function that crashed midway would. What is left is reported as not applied,
+    /// and reconcile heals it.
     #[must_use]
-    pub fn with_chunk_limit(mut self, limit: usize) -> Self {
-        self.chunk_limit = Some(limit);
+    pub fn with_write_limit(mut self, limit: usize) -> Self {
+        self.write_limit = Some(limit);
         self
     }
 

@@ -7,8 +7,8 @@
 use chrono::{DateTime, Duration, Utc};
 use meter_model::time::parse_instant;
 use meter_model::{
-    ApiKey, ApiKeyRecord, BatchDelta, BatchId, DayDelta, DayUsage, Email, HashedKey, KeyId, KeyStatus,
-    KeyStore, NewKey, PlanName, StoreError, Tally, UsageReader, UsageWriter,
+    ApiKey, ApiKeyRecord, BatchDelta, BatchId, CounterCorrector, DayDelta, DayUsage, Email, HashedKey, KeyId,
+    KeyStatus, KeyStore, MarkerSlot, NewKey, PlanName, StoreError, Tally, UsageReader, UsageWriter,
 };
 
 pub(crate) fn at(text: &str) -> DateTime<Utc> {
@@ -175,46 +175,59 @@ pub(crate) fn delta(key: &KeyId, instant: &str, status: u16, should_count: bool,
     DayDelta { key_id: key.clone(), day: meter_model::Day::of(last_used), tally, last_used }
 }
 
+/// A delivery whose marker lives in the slot of its first delta's minute (stream shard 0).
 pub(crate) fn batch_of(id: u8, deltas: Vec<DayDelta>) -> BatchDelta {
-    BatchDelta::new(BatchId::from_digest(&[id; 32]), deltas)
+    let first = deltas.iter().map(|d| d.last_used).min().unwrap_or_default();
+    BatchDelta::new(BatchId::from_digest(&[id; 32]), MarkerSlot::of(first, 0), deltas)
 }
 
-async fn totals_of<S: KeyStore>(store: &S, id: &KeyId) -> (Tally, Option<DateTime<Utc>>) {
-    let record = store.get_key(id).await.unwrap().unwrap();
-    (record.totals, record.last_used)
+async fn day_totals<S: UsageReader>(store: &S, id: &KeyId) -> (Tally, Option<DateTime<Utc>>) {
+    let days = store.lifetime_usage(id).await.unwrap();
+    let totals = meter_model::UsageTotals::of_days(&days);
+    (totals.tally, totals.last_used)
 }
 
-pub(crate) async fn a_batch_adds_to_days_and_totals_exactly_once<S: KeyStore + UsageWriter + UsageReader>(
+pub(crate) async fn a_delivery_adds_to_its_days_exactly_once<S: KeyStore + UsageWriter + UsageReader>(
     store: &S,
 ) {
     let record = new_record("ada@example.com", None);
     store.insert_key(&record).await.unwrap();
     let key = &record.id;
-    // A batch that straddles midnight: two day items, one key total.
+    // A delivery that straddles midnight: two day items.
     let batch = batch_of(
         1,
         vec![
             delta(key, "2026-11-30T23:59:59.999Z", 200, true, 3),
-            delta(key, "2026-11-30T23:00:00.000Z", 503, true, 2),
+            delta(key, "2026-11-30T23:59:58.000Z", 503, true, 2),
             delta(key, "2026-12-01T00:00:00.000Z", 201, false, 4),
         ],
     );
-    let first = store.apply_batch(&batch, at("2026-12-01T00:00:30Z")).await.unwrap();
-    assert!(first.chunks_applied >= 1 && first.chunks_already_applied == 0, "{first:?}");
-    assert!(first.unknown_keys.is_empty());
-    let again = store.apply_batch(&batch, at("2026-12-01T01:00:00Z")).await.unwrap();
-    assert!(again.was_duplicate(), "{again:?}");
-    assert_eq!(again.chunks_applied, 0);
+    let first =
+        store.apply_deliveries(std::slice::from_ref(&batch), at("2026-12-01T00:00:30Z")).await.unwrap();
+    assert_eq!((first.deliveries_applied, first.deliveries_already_applied), (1, 0), "{first:?}");
+    assert_eq!((first.marker_writes, first.day_items_written, first.keys_read), (1, 2, 1), "{first:?}");
+    assert!(first.unknown_keys.is_empty() && first.failure.is_none());
+    // The same delivery again, alone or beside a new one in the same slot: counted once.
+    let other = batch_of(2, vec![delta(key, "2026-11-30T23:59:59.500Z", 200, true, 1)]);
+    let again = store
+        .apply_deliveries(&[batch.clone(), other, batch.clone()], at("2026-12-01T01:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!((again.deliveries_applied, again.deliveries_already_applied), (1, 2), "{again:?}");
+    assert_eq!(again.marker_writes, 1, "one marker write for the slot's deliveries");
+    assert_eq!(again.keys_read, 0, "a key once found is known");
 
-    let (totals, last_used) = totals_of(store, key).await;
-    assert_eq!(totals, Tally { successful_calls: 3, failed_calls: 2, usage_count: 9 });
+    let (totals, last_used) = day_totals(store, key).await;
+    assert_eq!(totals, Tally { successful_calls: 4, failed_calls: 2, usage_count: 10 });
     assert_eq!(last_used, Some(at("2026-12-01T00:00:00.000Z")));
     let november = store.month_usage(key, "2026-11".parse().unwrap()).await.unwrap();
     assert_eq!(november.len(), 1);
-    assert_eq!(november[0].tally, Tally { successful_calls: 3, failed_calls: 2, usage_count: 5 });
+    assert_eq!(november[0].tally, Tally { successful_calls: 4, failed_calls: 2, usage_count: 6 });
     assert_eq!(november[0].last_used, Some(at("2026-11-30T23:59:59.999Z")));
     let december = store.month_usage(key, "2026-12".parse().unwrap()).await.unwrap();
     assert_eq!(december[0].tally, Tally { successful_calls: 0, failed_calls: 0, usage_count: 4 });
+    // The realtime path leaves the key's lifetime totals to reconcile.
+    assert_eq!(store.get_key(key).await.unwrap().unwrap().totals, Tally::default());
 }
 
 pub(crate) async fn unknown_keys_get_no_items_and_revoked_keys_still_count<S>(store: &S)
@@ -232,40 +245,63 @@ where
             delta(&unknown, "2026-11-01T10:00:00Z", 200, true, 5),
         ],
     );
-    let report = store.apply_batch(&batch, at("2026-11-01T10:01:00Z")).await.unwrap();
+    let report = store.apply_deliveries(&[batch], at("2026-11-01T10:01:00Z")).await.unwrap();
     assert_eq!(
         report.unknown_keys.into_iter().collect::<Vec<_>>(),
         vec![(unknown.clone(), Tally { successful_calls: 5, failed_calls: 0, usage_count: 5 })]
     );
-    assert_eq!(totals_of(store, &revoked.id).await.0.successful_calls, 2, "usage before revocation counts");
+    assert_eq!(day_totals(store, &revoked.id).await.0.successful_calls, 2, "usage before revocation counts");
     assert_eq!(store.get_key(&unknown).await.unwrap(), None, "no key item is created");
     assert!(store.month_usage(&unknown, "2026-11".parse().unwrap()).await.unwrap().is_empty());
     assert_eq!(store.list_keys().await.unwrap().len(), 1);
+    // An unknown key is looked up again next time: it may have been created meanwhile.
+    let later = batch_of(3, vec![delta(&unknown, "2026-11-01T10:05:00Z", 200, true, 1)]);
+    assert_eq!(store.apply_deliveries(&[later], at("2026-11-01T10:06:00Z")).await.unwrap().keys_read, 1);
 }
 
-pub(crate) async fn large_batches_apply_exactly_once<S: KeyStore + UsageWriter + UsageReader>(store: &S) {
-    // 130 keys over two days: more than one DynamoDB transaction.
+pub(crate) async fn a_buffer_writes_each_key_day_once_and_costs_what_dynamodb_charges<S>(store: &S)
+where
+    S: KeyStore + UsageWriter + UsageReader,
+{
+    // 130 keys over two days, spread over 40 deliveries in 4 slots.
     let records: Vec<_> = (0..130).map(|i| new_record(&format!("u{i}@example.com"), None)).collect();
     for record in &records {
         store.insert_key(record).await.unwrap();
     }
-    let deltas = records
-        .iter()
-        .flat_map(|r| {
-            [
-                delta(&r.id, "2026-11-07T23:59:00Z", 200, true, 2),
-                delta(&r.id, "2026-11-08T00:01:00Z", 404, false, 1),
-            ]
+    let deliveries: Vec<BatchDelta> = (0..40u8)
+        .map(|d| {
+            let minute = ["2026-11-07T23:58", "2026-11-07T23:59", "2026-11-08T00:00", "2026-11-08T00:01"]
+                [usize::from(d % 4)];
+            let deltas = records
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 40 == usize::from(d) || i % 13 == usize::from(d % 13))
+                .map(|(_, r)| {
+                    delta(&r.id, &format!("{minute}:{:02}Z", d), if d % 3 == 0 { 404 } else { 200 }, true, 1)
+                })
+                .collect();
+            batch_of(d + 10, deltas)
         })
         .collect();
-    let batch = batch_of(3, deltas);
-    let first = store.apply_batch(&batch, at("2026-11-08T00:02:00Z")).await.unwrap();
-    let again = store.apply_batch(&batch, at("2026-11-08T00:03:00Z")).await.unwrap();
-    assert_eq!(again.chunks_already_applied, first.chunks_applied);
+    let expected_events: u64 = deliveries.iter().map(|d| d.total().usage_count).sum();
+    let key_days = meter_model::batch::merge_days(&deliveries).len();
+    let first = store.apply_deliveries(&deliveries, at("2026-11-08T00:02:00Z")).await.unwrap();
+    assert_eq!(first.deliveries_applied, 40);
+    assert_eq!(first.marker_writes, 4, "one marker write per slot");
+    assert_eq!(first.marker_write_units, 4, "a slot of ten digests fits one write unit");
+    assert_eq!(first.day_items_written, key_days, "one write per key and day of the buffer");
+    assert_eq!(first.keys_read, 130);
+    assert_eq!(first.write_units(), 4 + key_days as u64);
+    let again = store.apply_deliveries(&deliveries, at("2026-11-08T00:03:00Z")).await.unwrap();
+    assert_eq!(
+        (again.deliveries_applied, again.deliveries_already_applied, again.day_items_written),
+        (0, 40, 0)
+    );
+    let mut counted = 0;
     for record in &records {
-        let (totals, _) = totals_of(store, &record.id).await;
-        assert_eq!(totals, Tally { successful_calls: 2, failed_calls: 1, usage_count: 3 }, "{}", record.id);
+        counted += day_totals(store, &record.id).await.0.usage_count;
     }
+    assert_eq!(counted, expected_events);
 }
 
 pub(crate) async fn last_used_never_moves_back<S: KeyStore + UsageWriter + UsageReader>(store: &S) {
@@ -273,13 +309,35 @@ pub(crate) async fn last_used_never_moves_back<S: KeyStore + UsageWriter + Usage
     store.insert_key(&record).await.unwrap();
     let later = batch_of(4, vec![delta(&record.id, "2026-11-09T12:00:00Z", 200, true, 1)]);
     let earlier = batch_of(5, vec![delta(&record.id, "2026-11-09T08:00:00Z", 200, true, 1)]);
-    store.apply_batch(&later, at("2026-11-09T12:00:10Z")).await.unwrap();
-    store.apply_batch(&earlier, at("2026-11-09T12:00:20Z")).await.unwrap();
-    let (totals, last_used) = totals_of(store, &record.id).await;
-    assert_eq!(totals.successful_calls, 2);
-    assert_eq!(last_used, Some(at("2026-11-09T12:00:00Z")));
+    store.apply_deliveries(&[later], at("2026-11-09T12:00:10Z")).await.unwrap();
+    let report = store.apply_deliveries(&[earlier], at("2026-11-09T12:00:20Z")).await.unwrap();
+    assert_eq!(report.last_used_rewrites, 1, "the conditional write is repeated without lastUsed");
+    assert_eq!(report.write_units(), 1 + 2);
     let days = store.month_usage(&record.id, "2026-11".parse().unwrap()).await.unwrap();
+    assert_eq!(days[0].tally.successful_calls, 2);
     assert_eq!(days[0].last_used, Some(at("2026-11-09T12:00:00Z")));
+}
+
+pub(crate) async fn key_totals_are_refreshed_from_the_day_items<S>(store: &S)
+where
+    S: KeyStore + UsageWriter + UsageReader + CounterCorrector,
+{
+    let record = new_record("ada@example.com", None);
+    store.insert_key(&record).await.unwrap();
+    let deliveries = [
+        batch_of(6, vec![delta(&record.id, "2026-10-31T10:00:00Z", 200, true, 2)]),
+        batch_of(7, vec![delta(&record.id, "2026-11-09T08:00:00Z", 500, true, 3)]),
+    ];
+    store.apply_deliveries(&deliveries, at("2026-11-09T12:00:20Z")).await.unwrap();
+    let refreshed = store.refresh_key_totals(&record.id).await.unwrap().unwrap();
+    let expected = Tally { successful_calls: 2, failed_calls: 3, usage_count: 5 };
+    assert_eq!(refreshed.tally, expected);
+    let stored = store.get_key(&record.id).await.unwrap().unwrap();
+    assert_eq!((stored.totals, stored.last_used), (expected, Some(at("2026-11-09T08:00:00Z"))));
+    // Setting, not adding: a second refresh changes nothing.
+    store.refresh_key_totals(&record.id).await.unwrap();
+    assert_eq!(store.get_key(&record.id).await.unwrap().unwrap().totals, expected);
+    assert_eq!(store.refresh_key_totals(&KeyId::parse("unknown00000").unwrap()).await.unwrap(), None);
 }
 
 /// Generates one `#[tokio::test]` per contract case for a backend.
@@ -318,20 +376,25 @@ macro_rules! contract_suite {
             contract::concurrent_revocations_each_move_the_epoch(&$make().await).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn a_batch_adds_to_days_and_totals_exactly_once() {
-            contract::a_batch_adds_to_days_and_totals_exactly_once(&$make().await).await;
+        async fn a_delivery_adds_to_its_days_exactly_once() {
+            contract::a_delivery_adds_to_its_days_exactly_once(&$make().await).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn unknown_keys_get_no_items_and_revoked_keys_still_count() {
             contract::unknown_keys_get_no_items_and_revoked_keys_still_count(&$make().await).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn large_batches_apply_exactly_once() {
-            contract::large_batches_apply_exactly_once(&$make().await).await;
+        async fn a_buffer_writes_each_key_day_once_and_costs_what_dynamodb_charges() {
+            contract::a_buffer_writes_each_key_day_once_and_costs_what_dynamodb_charges(&$make().await).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn last_used_never_moves_back() {
             contract::last_used_never_moves_back(&$make().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn key_totals_are_refreshed_from_the_day_items() {
+            contract::key_totals_are_refreshed_from_the_day_items(&$make().await).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn month_usage_reads_one_key_and_month() {
