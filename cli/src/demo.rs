@@ -373,7 +373,9 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     // The month's invoices.
     let started = Instant::now();
     let reports = LocalDir::new(&reports_root);
-    let request = ReportRequest { month, draft: false, adjust_months: 3 };
+    // A reference traffic covers hours, not the month: its invoices are a draft of the month so far.
+    let draft = matches!(args.volume, Volume::Steady { .. });
+    let request = ReportRequest { month, draft, adjust_months: 3 };
     let outcome = produce_report(
         &ArchiveUsage::new(archive_dir.clone()),
         &store,
@@ -391,13 +393,25 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     // What AWS would bill for this traffic, from the operations the pipeline counted.
     let retried = faulty.retried_invocations();
     let apply = &rt.counters.apply;
+    // The nightly jobs run once a day whatever the traffic: a reference traffic of a few hours bears
+    // its share of one day's run (a month bears its days' runs in full).
+    let batch_share = |units: u64| match args.volume {
+        Volume::Month { .. } => units,
+        Volume::Steady { minutes, .. } => units * u64::from(minutes.min(1440)) / 1440,
+    };
+    let batch_seconds = (reconcile_time + report_time).as_secs_f64()
+        * match args.volume {
+            Volume::Month { .. } => 1.0,
+            Volume::Steady { minutes, .. } => f64::from(minutes.min(1440)) / 1440.0,
+        };
     let usage = cost::Usage {
         log_bytes: log_bytes + (rt.invocations + retried) * cost::OWN_LOG_BYTES_PER_INVOCATION,
-        lambda_invocations: rt.invocations + retried + days + 1,
-        lambda_seconds: (realtime_time + archive_time + reconcile_time + report_time).as_secs_f64(),
+        lambda_invocations: rt.invocations + retried + batch_share(days + 1).max(1),
+        lambda_seconds: (realtime_time + archive_time).as_secs_f64() + batch_seconds,
         lambda_io_invocations: rt.invocations + retried,
-        write_units: apply.write_units() + report.run.items_corrected * 2 + report.run.key_totals_refreshed,
-        read_units: apply.read_units() + report.run.keys_checked * 2,
+        write_units: apply.write_units()
+            + batch_share(report.run.items_corrected * 2 + report.run.key_totals_refreshed),
+        read_units: apply.read_units() + batch_share(report.run.keys_checked * 2),
         firehose_billed_bytes: rt.billed_record_bytes,
         firehose_objects: objects.count(),
         s3_puts: objects.count() + report.written.len() as u64 + manifest.files.len() as u64 + 1,

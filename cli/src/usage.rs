@@ -26,9 +26,13 @@ pub(crate) async fn show<S: KeyStore + UsageReader>(
     month: Option<Month>,
     flag: JsonFlag,
 ) -> anyhow::Result<String> {
-    let record = keys::find(store, id).await?;
+    keys::find(store, id).await?;
+    // Live totals from the day items: the key item's own totals are refreshed only by the nightly
+    // reconcile (CONTRACTS.md §2).
     let totals = match month {
-        None => UsageTotals { tally: record.totals, last_used: record.last_used },
+        None => UsageTotals::of_days(
+            &store.lifetime_usage(id).await.with_context(|| format!("cannot read {id}'s usage"))?,
+        ),
         Some(month) => UsageTotals::of_days(
             &store
                 .month_usage(id, month)

@@ -245,7 +245,7 @@ fn realtime_applies_each_delivery_once_and_reads_stdin() {
     std::fs::write(&file, format!("{event}\n{event}\n")).unwrap();
 
     let out = ok(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
-    assert!(out.contains("Applied 2 of 2 deliveries") && out.contains("1 already applied"), "{out}");
+    assert!(out.contains("Applied 1 deliveries") && out.contains("(1 delivered before, not counted again)"), "{out}");
     assert!(out.contains("invalid_statusCode 2"), "lines of both deliveries are read: {out}");
     let usage: Value =
         serde_json::from_str(&ok(meter(home.path()).args(["usage", "show", &id, "--json"]))).unwrap();
@@ -262,7 +262,14 @@ fn realtime_applies_each_delivery_once_and_reads_stdin() {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), event.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("1 already applied"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Applied 0 deliveries"));
+    let json: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["realtime", "--json", file.to_str().unwrap()]))).unwrap();
+    assert_eq!(json["deliveries"], 2);
+    assert_eq!(json["usageEvents"], 16);
+    assert_eq!(json["invocations"], 1, "both fit one Firehose buffer");
+    assert_eq!(json["duplicateDeliveries"], 2, "applied by the first run");
+    assert_eq!(json["writeUnits"], 1, "one marker set write; no counter written again");
 }
 
 #[test]
@@ -276,7 +283,7 @@ fn realtime_reports_undecodable_deliveries_and_fails() {
     assert!(stderr.contains("could not be decoded") && stderr.contains("bad.json event 1"), "{stderr}");
     // The summary counts what happened: nothing was applied.
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("Applied 0 of 1 deliveries"), "{stdout}");
+    assert!(stdout.contains("Applied 0 deliveries"), "{stdout}");
 
     std::fs::write(&file, "not json").unwrap();
     let output = run(meter(home.path()).args(["realtime", file.to_str().unwrap()]));

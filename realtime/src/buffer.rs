@@ -16,11 +16,13 @@ pub struct Buffering {
 }
 
 impl Buffering {
-    /// The deployed values. 1 MB: a buffer's archive rows must fit Lambda's 6 MB response, and they
-    /// inflate the compressed records about 3.5 times (measured in ARCHITECTURE.md). 40 s: usage is
-    /// visible within 60 s (a log stream's delivery every few seconds, this interval, the invocation),
-    /// and each key's writes are shared by 40 s of its traffic.
-    pub const DEPLOYED: Self = Self { max_bytes: 1 << 20, max_age: Duration::seconds(40) };
+    /// The deployed values: Firehose's largest processor buffer, 3 MB, so that each invocation
+    /// writes each key's day once for as much traffic as it can (at 1,150 req/s a buffer fills in
+    /// about 30 s); and 45 s, so that usage is visible within 60 s (a log stream's delivery every
+    /// 2 s, CloudWatch's hand-over to Firehose, this interval, the invocation). A full buffer's archive
+    /// rows inflate the records about three times, past Lambda's 6 MB response: the transformer writes
+    /// what does not fit to the archive itself (see `transform::RESPONSE_BUDGET_BYTES`).
+    pub const DEPLOYED: Self = Self { max_bytes: 3 << 20, max_age: Duration::seconds(45) };
 }
 
 impl Default for Buffering {

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use meter_archive::format::{self, encode_json_rows};
 use meter_model::{ArchiveWriter, BatchDelta, Clock, Day, RejectedLine, StoreError, UsageEvent, UsageWriter};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::counters::{CounterReport, RealtimeCounters};
 use crate::decode::{self, MessageType};
@@ -94,6 +95,12 @@ pub struct TransformStats {
     pub lines: LineStats,
     /// Reject files written.
     pub reject_files: u64,
+    /// `Ok` records whose rows would have pushed the response past [`RESPONSE_BUDGET_BYTES`]: their
+    /// events were written to the archive by the transformer itself and the records answered
+    /// `Dropped`, so no row is lost to Lambda's 6 MB response limit.
+    pub archived_directly: u64,
+    /// Bytes of the response's record data.
+    pub response_bytes: u64,
     /// What the invocation did to the realtime counters.
     pub counters: CounterReport,
 }
@@ -111,23 +118,43 @@ impl TransformStats {
             .with("DroppedMethod", self.lines.dropped_method, Unit::Count)
             .with("DroppedResource", self.lines.dropped_resource, Unit::Count)
             .with("DroppedLatencyMs", self.lines.dropped_latency_ms, Unit::Count)
-            .with("DuplicateEvents", self.lines.duplicates, Unit::Count);
+            .with("DuplicateEvents", self.lines.duplicates, Unit::Count)
+            .with("RecordsArchivedDirectly", self.archived_directly, Unit::Count)
+            .with("ResponseBytes", self.response_bytes, Unit::Bytes);
         self.counters.metrics(line)
     }
 }
 
+/// The most record data a response may carry. Lambda caps a synchronous response at 6 MB (6,291,456
+/// bytes); the rest is room for the JSON around the data (record ids, results, partition keys).
+pub const RESPONSE_BUDGET_BYTES: u64 = 5_500_000;
+
 /// Transforms one invocation: every record answered for the archive, rejects kept, and the usage of
 /// all its records applied to the realtime counters in one buffer (CONTRACTS.md §8). Fails only when
-/// rejects cannot be kept, so that Firehose retries the invocation instead of losing them; a failing
-/// counter store never fails it (see [`RealtimeCounters::apply`]).
+/// rejects (or rows that did not fit the response) cannot be kept, so that Firehose retries the
+/// invocation instead of losing them; a failing counter store never fails it (see
+/// [`RealtimeCounters::apply`]).
 pub async fn transform<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     event: &FirehoseEvent,
-    rejects: &A,
+    archive: &A,
     counters: &RealtimeCounters<S, C>,
+) -> Result<(FirehoseResponse, TransformStats), StoreError> {
+    transform_within(event, archive, counters, RESPONSE_BUDGET_BYTES).await
+}
+
+/// [`transform`] with a response budget of `budget` bytes of record data. Rows that do not fit are
+/// written to the archive directly, one Parquet file per day named after the invocation's records
+/// (a retried invocation rewrites the same file), and their records answered `Dropped`.
+pub async fn transform_within<A: ArchiveWriter, S: UsageWriter, C: Clock>(
+    event: &FirehoseEvent,
+    archive: &A,
+    counters: &RealtimeCounters<S, C>,
+    budget: u64,
 ) -> Result<(FirehoseResponse, TransformStats), StoreError> {
     let mut stats = TransformStats::default();
     let mut records = Vec::with_capacity(event.records.len());
     let mut deliveries = Vec::with_capacity(event.records.len());
+    let mut overflow: BTreeMap<Day, Vec<UsageEvent<'static>>> = BTreeMap::new();
     for record in &event.records {
         let answer = |result, data, metadata| TransformedRecord {
             record_id: record.record_id.clone(),
@@ -135,21 +162,44 @@ pub async fn transform<A: ArchiveWriter, S: UsageWriter, C: Clock>(
             data,
             metadata,
         };
-        records.push(match transform_record(record, rejects, &mut stats).await? {
-            Outcome::Rows(rows, day, delta) => {
-                stats.ok += 1;
+        records.push(match transform_record(record, archive, &mut stats).await? {
+            Outcome::Rows(rows, day, delta, events) => {
                 deliveries.push(delta);
-                answer(RecordResult::Ok, STANDARD.encode(rows), Some(partition_keys(day)))
+                let data = STANDARD.encode(rows);
+                if stats.response_bytes + data.len() as u64 > budget {
+                    stats.archived_directly += 1;
+                    for event in events {
+                        overflow.entry(Day::of(event.timestamp)).or_default().push(event);
+                    }
+                    answer(RecordResult::Dropped, String::new(), None)
+                } else {
+                    stats.ok += 1;
+                    stats.response_bytes += data.len() as u64;
+                    answer(RecordResult::Ok, data, Some(partition_keys(day)))
+                }
             }
+            // A dropped record needs no data back: Firehose delivers nothing for it.
             Outcome::Dropped => {
                 stats.dropped += 1;
-                answer(RecordResult::Dropped, record.data.clone(), None)
+                answer(RecordResult::Dropped, String::new(), None)
             }
             Outcome::Failed => {
                 stats.failed += 1;
+                stats.response_bytes += record.data.len() as u64;
                 answer(RecordResult::ProcessingFailed, record.data.clone(), None)
             }
         });
+    }
+    if !overflow.is_empty() {
+        let mut ids = Sha256::new();
+        for record in &event.records {
+            ids.update(record.record_id.as_bytes());
+            ids.update([0]);
+        }
+        let name = format!("transformer-{}", &hex::encode(ids.finalize())[..20]);
+        for (day, events) in &overflow {
+            archive.write_events(*day, &name, events).await?;
+        }
     }
     stats.counters = counters.apply(&deliveries).await;
     Ok((FirehoseResponse { records }, stats))
@@ -157,8 +207,8 @@ pub async fn transform<A: ArchiveWriter, S: UsageWriter, C: Clock>(
 
 /// What a record turned out to hold.
 enum Outcome {
-    /// NDJSON rows, the record's partition ([`partition_day`]), and its counts.
-    Rows(Vec<u8>, Day, BatchDelta),
+    /// NDJSON rows, the record's partition ([`partition_day`]), its counts, and its events.
+    Rows(Vec<u8>, Day, BatchDelta, Vec<UsageEvent<'static>>),
     /// No usage events.
     Dropped,
     /// Undecodable.
@@ -203,7 +253,8 @@ async fn transform_record<A: ArchiveWriter>(
         return Ok(Outcome::Dropped);
     };
     let rows = encode_json_rows(&classified.events)?;
-    Ok(Outcome::Rows(rows, day, lines::delta_of(&payload, &classified.events)))
+    let delta = lines::delta_of(&payload, &classified.events);
+    Ok(Outcome::Rows(rows, day, delta, classified.events))
 }
 
 /// The partition of a record whose events are `events`: the UTC day most of them fall on (the

@@ -105,3 +105,62 @@ async fn a_retried_invocation_rewrites_the_same_reject_file() {
     let files = std::fs::read_dir(dir.path().join("rejects/year=2026/month=11/day=30")).unwrap().count();
     assert_eq!(files, 1);
 }
+
+/// A full Firehose buffer of the large reference traffic (3 MB of records): what the transformer
+/// returns fits Lambda's 6 MB response, and whatever would not is archived directly, never lost.
+#[tokio::test]
+async fn a_full_buffer_fits_the_response_or_is_archived_directly() {
+    use meter_realtime::Buffering;
+    use meter_sim::traffic::{Faults, Profile, SimConfig, Simulator};
+    let profile = Profile::named("large").unwrap();
+    let mut sim = Simulator::new(SimConfig::steady(profile, 2, "2026-11".parse().unwrap(), 5, Faults::default()));
+    let (mut records, mut bytes, mut events) = (Vec::new(), 0u64, 0u64);
+    'fill: while let Some((_, deliveries)) = sim.next_slice() {
+        for delivery in deliveries {
+            if bytes + delivery.record_bytes > Buffering::DEPLOYED.max_bytes {
+                break 'fill;
+            }
+            bytes += delivery.record_bytes;
+            events += delivery.log_events;
+            let event: serde_json::Value = serde_json::from_str(&delivery.event).unwrap();
+            records.push(serde_json::json!({ "recordId": format!("r{}", records.len()), "data": event["awslogs"]["data"] }));
+        }
+    }
+    let event: FirehoseEvent = serde_json::from_value(serde_json::json!({ "records": records })).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let counters = RealtimeCounters::new(
+        SqliteStore::open_in_memory().unwrap(),
+        ManualClock::new(at("2026-11-01T00:03:00Z")),
+        RetryPolicy::default(),
+    );
+    let (response, stats) = transform(&event, &Archive::new(LocalDir::new(dir.path())), &counters).await.unwrap();
+    let json = serde_json::to_vec(&response).unwrap();
+    eprintln!(
+        "{events} events in {bytes} bytes of records: response {} bytes ({:.2}x the records), {} records archived directly",
+        json.len(),
+        json.len() as f64 / bytes as f64,
+        stats.archived_directly
+    );
+    assert!(json.len() < 6 * 1024 * 1024, "{} bytes", json.len());
+    assert_eq!(stats.lines.usage_events, events);
+
+    // Squeezed into a budget of a third, the rest is archived directly: every event in a row or a file.
+    let squeezed = tempfile::tempdir().unwrap();
+    let archive = Archive::new(LocalDir::new(squeezed.path()));
+    let budget = stats.response_bytes / 3;
+    let (response, stats) =
+        meter_realtime::transform::transform_within(&event, &archive, &counters, budget).await.unwrap();
+    assert!(stats.archived_directly > 0 && stats.response_bytes <= budget);
+    let rows: u64 = response
+        .records
+        .iter()
+        .filter(|r| r.result == RecordResult::Ok)
+        .map(|r| String::from_utf8(STANDARD.decode(&r.data).unwrap()).unwrap().lines().count() as u64)
+        .sum();
+    let day = squeezed.path().join("year=2026/month=11/day=01");
+    let files: Vec<_> = std::fs::read_dir(&day).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    let archived = parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows() as u64;
+    assert_eq!(rows + archived, events, "every event in the response or the archive");
+}

@@ -327,9 +327,12 @@ pub struct Simulator {
     truth: Truth,
     next_slice: u32,
     slices: u32,
-    /// Requests not yet generated, and the slices left, for the month's even spread.
-    month_events_left: u64,
-    month_weight_left: u64,
+    /// The month's requests and how many are generated, and the daily cycle's weight in all and so
+    /// far, for the month's even spread.
+    month_events: u64,
+    month_events_done: u64,
+    month_weight_total: u64,
+    month_weight_done: u64,
     delivery_index: u64,
     event_index: u64,
     /// Late lines waiting for a later slice: (deliver in slice, stream, log time, line).
@@ -368,7 +371,7 @@ impl Simulator {
             .collect();
         let popularity = zipf_table(keys.len());
         let slices = config.slices();
-        let month_events_left = match config.volume {
+        let month_events = match config.volume {
             Volume::Month { events, .. } => events,
             Volume::Steady { .. } => 0,
         };
@@ -380,8 +383,10 @@ impl Simulator {
             truth: Truth::default(),
             next_slice: 0,
             slices,
-            month_events_left,
-            month_weight_left: (0..slices).map(|s| u64::from(HOURLY[(s / 60 % 24) as usize])).sum(),
+            month_events,
+            month_events_done: 0,
+            month_weight_total: (0..slices).map(|s| u64::from(HOURLY[(s / 60 % 24) as usize])).sum(),
+            month_weight_done: 0,
             delivery_index: 0,
             event_index: 0,
             late: Vec::new(),
@@ -492,16 +497,13 @@ impl Simulator {
                 tenths / 10 + u64::from(self.rng.random_range(0..10) < tenths % 10)
             }
             Volume::Month { .. } => {
-                let weight = u64::from(HOURLY[(slice / 60 % 24) as usize]);
-                let share = u128::from(self.month_events_left) * u128::from(weight)
-                    / u128::from(self.month_weight_left.max(1));
-                self.month_weight_left = self.month_weight_left.saturating_sub(weight);
-                let n = if slice + 1 == self.slices {
-                    self.month_events_left
-                } else {
-                    u64::try_from(share).unwrap_or(0)
-                };
-                self.month_events_left -= n;
+                // The cumulative share of the month's weight so far, so that rounding never piles up.
+                self.month_weight_done += u64::from(HOURLY[(slice / 60 % 24) as usize]);
+                let target = u128::from(self.month_events) * u128::from(self.month_weight_done)
+                    / u128::from(self.month_weight_total.max(1));
+                let target = u64::try_from(target).unwrap_or(self.month_events).min(self.month_events);
+                let n = target - self.month_events_done;
+                self.month_events_done = target;
                 n
             }
         }
