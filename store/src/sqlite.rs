@@ -66,10 +66,16 @@ CREATE TABLE reconcile_runs (
 CREATE INDEX usage_counters_day ON usage_counters (day);
 ",
     // Deliveries are marked in slots (a minute of their first log event and a shard of their stream), as
-    // the DynamoDB store marks them in sets; the slot tells what such a set's write would cost.
+    // the DynamoDB store marks them in sets: keyed by slot first, marks are appended in time order
+    // rather than scattered over the table, and a slot's size tells what its set's write would cost.
     r"
-ALTER TABLE applied_batches ADD COLUMN slot TEXT NOT NULL DEFAULT '';
-CREATE INDEX applied_batches_slot ON applied_batches (slot);
+CREATE TABLE delivery_marks (
+    slot       TEXT NOT NULL,
+    digest     INTEGER NOT NULL,
+    expires_at TEXT NOT NULL,
+    PRIMARY KEY (slot, digest)
+) WITHOUT ROWID;
+CREATE INDEX delivery_marks_expiry ON delivery_marks (expires_at);
 ",
 ];
 
@@ -567,7 +573,7 @@ impl UsageWriter for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
         let now = format_instant(applied_at);
         let expires = format_instant(applied_at + MARKER_TTL);
-        tx.execute("DELETE FROM applied_batches WHERE expires_at < ?1", [&now]).map_err(op)?;
+        tx.execute("DELETE FROM delivery_marks WHERE expires_at < ?1", [&now]).map_err(op)?;
         let mut report = ApplyReport::default();
         let mut slots: BTreeMap<MarkerSlot, Vec<&BatchDelta>> = BTreeMap::new();
         for delivery in deliveries {
@@ -575,12 +581,10 @@ impl UsageWriter for SqliteStore {
         }
         let mut fresh: Vec<&BatchDelta> = Vec::new();
         {
-            let mut held =
-                tx.prepare_cached("SELECT COUNT(*) FROM applied_batches WHERE slot = ?1").map_err(op)?;
+            let mut held = tx.prepare_cached("SELECT COUNT(*) FROM delivery_marks WHERE slot = ?1").map_err(op)?;
             let mut mark = tx
                 .prepare_cached(
-                    "INSERT INTO applied_batches (batch_id, applied_at, expires_at, slot) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (batch_id) DO NOTHING",
+                    "INSERT INTO delivery_marks (slot, digest, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                 )
                 .map_err(op)?;
             for (slot, members) in &slots {
@@ -588,9 +592,9 @@ impl UsageWriter for SqliteStore {
                 let before: i64 = held.query_row([&name], |r| r.get(0)).map_err(op)?;
                 let mut added = 0;
                 for delivery in members {
-                    if mark.execute(params![delivery.batch_id().as_str(), now, expires, name]).map_err(op)?
-                        == 1
-                    {
+                    // The digest's 64 bits, stored as SQLite's signed integer.
+                    let digest = i64::from_ne_bytes(delivery.batch_id().short_digest().to_ne_bytes());
+                    if mark.execute(params![name, digest, expires]).map_err(op)? == 1 {
                         added += 1;
                         fresh.push(delivery);
                     } else {
