@@ -57,8 +57,8 @@ pub(crate) struct Usage {
     /// the pipeline's own Lambda logs.
     pub(crate) log_bytes: u64,
     pub(crate) lambda_invocations: u64,
-    /// Single-threaded CPU time of the Lambda work, as measured here.
-    pub(crate) lambda_seconds: f64,
+    /// Single-threaded CPU time of the Lambda work, as measured here, in milliseconds.
+    pub(crate) lambda_ms: u64,
     /// Transformer invocations, each waiting on DynamoDB.
     pub(crate) lambda_io_invocations: u64,
     pub(crate) write_units: u64,
@@ -90,8 +90,7 @@ fn decimal(text: &str) -> Decimal {
 
 /// The estimate, line by line: each line's quantity in its price's unit, times the price.
 pub(crate) fn estimate(usage: &Usage) -> Vec<CostLine> {
-    let cpu =
-        Decimal::try_from(usage.lambda_seconds).unwrap_or_default() * decimal(GB_SECONDS_PER_CPU_SECOND);
+    let cpu = Decimal::from(usage.lambda_ms) / Decimal::from(1000) * decimal(GB_SECONDS_PER_CPU_SECOND);
     let io = Decimal::from(usage.lambda_io_invocations)
         * decimal(IO_SECONDS_PER_INVOCATION)
         * decimal(TRANSFORMER_MEMORY_GB);

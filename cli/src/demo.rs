@@ -298,8 +298,9 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     // One subscription: Firehose buffers the deliveries, and each transformer invocation archives its
     // records and applies their usage to the counters.
     let faulty = FaultyCounters::new(&store, args.faults, args.seed);
-    // The deployed policy retries a busy store for seconds; the demo's down store stays down.
-    let retry = RetryPolicy::new(2, Duration::from_millis(1), Duration::from_millis(1));
+    // The deployed policy retries a busy store for seconds; the demo's down store is down for the
+    // whole invocation.
+    let retry = RetryPolicy::new(1, Duration::from_millis(1), Duration::from_millis(1));
     let mut realtime = LocalRealtime::new(RealtimeCounters::new(&faulty, &clock, retry), Buffering::DEPLOYED);
     let archive = Archive::new(LocalDir::new(&archive_root));
     let mut archiver = Archiver::new(archive.clone(), DEFAULT_ROWS_PER_FILE);
@@ -399,15 +400,11 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         Volume::Month { .. } => units,
         Volume::Steady { minutes, .. } => units * u64::from(minutes.min(1440)) / 1440,
     };
-    let batch_seconds = (reconcile_time + report_time).as_secs_f64()
-        * match args.volume {
-            Volume::Month { .. } => 1.0,
-            Volume::Steady { minutes, .. } => f64::from(minutes.min(1440)) / 1440.0,
-        };
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let usage = cost::Usage {
         log_bytes: log_bytes + (rt.invocations + retried) * cost::OWN_LOG_BYTES_PER_INVOCATION,
         lambda_invocations: rt.invocations + retried + batch_share(days + 1).max(1),
-        lambda_seconds: (realtime_time + archive_time).as_secs_f64() + batch_seconds,
+        lambda_ms: millis(realtime_time + archive_time) + batch_share(millis(reconcile_time + report_time)),
         lambda_io_invocations: rt.invocations + retried,
         write_units: apply.write_units()
             + batch_share(report.run.items_corrected * 2 + report.run.key_totals_refreshed),
@@ -503,7 +500,10 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         },
     ];
 
-    let requests = truth_total.usage_count + truth.orphans.usage_count + truth.malformed;
+    // Every call whose line the pipeline carried: the month's, unknown keys', malformed lines, and the
+    // previous month's that arrived late.
+    let requests =
+        truth_total.usage_count + truth.orphans.usage_count + truth.malformed + truth.previous_month_events;
     let traffic = match args.volume {
         Volume::Month { streams, .. } => {
             format!(

@@ -245,7 +245,10 @@ fn realtime_applies_each_delivery_once_and_reads_stdin() {
     std::fs::write(&file, format!("{event}\n{event}\n")).unwrap();
 
     let out = ok(meter(home.path()).args(["realtime", file.to_str().unwrap()]));
-    assert!(out.contains("Applied 1 deliveries") && out.contains("(1 delivered before, not counted again)"), "{out}");
+    assert!(
+        out.contains("Applied 1 deliveries") && out.contains("(1 delivered before, not counted again)"),
+        "{out}"
+    );
     assert!(out.contains("invalid_statusCode 2"), "lines of both deliveries are read: {out}");
     let usage: Value =
         serde_json::from_str(&ok(meter(home.path()).args(["usage", "show", &id, "--json"]))).unwrap();
@@ -264,7 +267,8 @@ fn realtime_applies_each_delivery_once_and_reads_stdin() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("Applied 0 deliveries"));
     let json: Value =
-        serde_json::from_str(&ok(meter(home.path()).args(["realtime", "--json", file.to_str().unwrap()]))).unwrap();
+        serde_json::from_str(&ok(meter(home.path()).args(["realtime", "--json", file.to_str().unwrap()])))
+            .unwrap();
     assert_eq!(json["deliveries"], 2);
     assert_eq!(json["usageEvents"], 16);
     assert_eq!(json["invocations"], 1, "both fit one Firehose buffer");

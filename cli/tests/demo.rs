@@ -123,8 +123,14 @@ fn simulate_writes_what_the_subscription_delivers_and_the_truth() {
     let realtime = meter(home.path()).args(["realtime", "--json", day.to_str().unwrap()]).output().unwrap();
     let json: serde_json::Value = serde_json::from_slice(&realtime.stdout).unwrap();
     assert!(json["duplicateDeliveries"].as_u64().unwrap() > 10, "{json}");
-    for bad in [&["--store-down-rate", "2"][..], &["--traffic", "huge"], &["--hours", "2"], &["--traffic", "small", "--events", "9"]] {
-        let output = meter(home.path()).args(["simulate", "--out", out.to_str().unwrap()]).args(bad).output().unwrap();
+    for bad in [
+        &["--store-down-rate", "2"][..],
+        &["--traffic", "huge"],
+        &["--hours", "2"],
+        &["--traffic", "small", "--events", "9"],
+    ] {
+        let output =
+            meter(home.path()).args(["simulate", "--out", out.to_str().unwrap()]).args(bad).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{bad:?} is bad usage");
     }
 }

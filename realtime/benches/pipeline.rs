@@ -1,38 +1,16 @@
 //! Throughput of the realtime path on realistic deliveries: 8,000 log events per payload, ~10% of
 //! them other log lines, the three usage-line shapes mixed, a skewed key mix over 500 keys.
 //!
-//! `gunzip` alone is the floor; `decode_parse_aggregate` is all the CPU work the processor does per
-//! delivery before it talks to the store. Run: `cargo bench -p meter-realtime --bench pipeline`.
+//! `gunzip` alone is the floor; `decode_parse_aggregate` is all the CPU work the transformer does per
+//! delivery for the counters before it talks to the store. `small_deliveries` does the same on what
+//! CloudWatch really sends (each log stream every 2 s: the medium reference traffic, 11.5 events a
+//! delivery), where the per-delivery overhead shows. What the deliveries cost in DynamoDB is printed
+//! by `meter realtime --json` and `meter demo --traffic …`. Run: `cargo bench -p meter-realtime --bench
+//! pipeline`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use meter_realtime::{decode, lines};
 use meter_sim::bench::{EVENTS_PER_PAYLOAD, payload};
-
-/// What applying these deliveries costs in DynamoDB, from the aggregates and the store's chunk plan:
-/// every transactional item is 2 write units (items are far below 1 KB), each `lastUsed` advance 1,
-/// and the existence check of the keys is a consistent `BatchGetItem` (1 read unit per key).
-fn print_dynamodb_units(payloads: &[Vec<u8>]) {
-    let (mut events, mut keys, mut key_days, mut chunks) = (0u64, 0u64, 0u64, 0u64);
-    each_payload(payloads, |payload| {
-        let aggregated = lines::aggregate(payload);
-        events += aggregated.stats.usage_events;
-        let k = aggregated.delta.by_key().count() as u64;
-        let d = aggregated.delta.days().len() as u64;
-        keys += k;
-        key_days += d;
-        chunks += (k + d).div_ceil(99);
-        0
-    });
-    let per_million = |units: u64| units * 1_000_000 / events.max(1);
-    let writes = 2 * (chunks + keys + key_days) + keys + key_days;
-    println!(
-        "dynamodb: {events} usage events in {} deliveries touch {keys} key totals and {key_days} day items in {chunks} \
-         transactions: {} write units and {} read units per million events",
-        payloads.len(),
-        per_million(writes),
-        per_million(keys),
-    );
-}
 
 /// Gunzips and parses each payload, then measures it with `f`.
 fn each_payload(payloads: &[Vec<u8>], mut f: impl FnMut(&decode::LogsPayload<'_>) -> usize) -> usize {
@@ -54,7 +32,6 @@ fn pipeline(c: &mut Criterion) {
         EVENTS_PER_PAYLOAD * payloads.len(),
         inflated / (EVENTS_PER_PAYLOAD * payloads.len())
     );
-    print_dynamodb_units(&payloads);
     let events = u64::try_from(EVENTS_PER_PAYLOAD * payloads.len()).unwrap_or(u64::MAX);
     let mut group = c.benchmark_group("realtime");
     group.throughput(Throughput::Elements(events));
@@ -77,5 +54,38 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline);
+/// A minute of the medium reference traffic, as the records Firehose hands the transformer.
+fn small_records() -> Vec<Vec<u8>> {
+    use meter_sim::traffic::{Faults, Profile, SimConfig, Simulator};
+    let profile = Profile::named("medium").unwrap_or(Profile::ALL[1]);
+    let mut sim = Simulator::new(SimConfig::steady(
+        profile,
+        1,
+        "2026-11".parse().unwrap_or_else(|_| unreachable!()),
+        1,
+        Faults::default(),
+    ));
+    let mut records = Vec::new();
+    while let Some((_, deliveries)) = sim.next_slice() {
+        for delivery in deliveries {
+            records.extend(decode::subscription_data(delivery.event.as_bytes()).ok());
+        }
+    }
+    records
+}
+
+fn small_deliveries(c: &mut Criterion) {
+    let records = small_records();
+    let events: u64 =
+        records.iter().map(|r| each_payload(std::slice::from_ref(r), |p| p.log_events.len()) as u64).sum();
+    println!("small deliveries: {} records, {events} log events", records.len());
+    let mut group = c.benchmark_group("realtime");
+    group.throughput(Throughput::Elements(events));
+    group.bench_with_input(BenchmarkId::new("small_deliveries", records.len()), &records, |b, records| {
+        b.iter(|| each_payload(records, |payload| lines::aggregate(payload).delta.days().len()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, small_deliveries);
 criterion_main!(benches);

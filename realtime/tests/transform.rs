@@ -113,7 +113,8 @@ async fn a_full_buffer_fits_the_response_or_is_archived_directly() {
     use meter_realtime::Buffering;
     use meter_sim::traffic::{Faults, Profile, SimConfig, Simulator};
     let profile = Profile::named("large").unwrap();
-    let mut sim = Simulator::new(SimConfig::steady(profile, 2, "2026-11".parse().unwrap(), 5, Faults::default()));
+    let mut sim =
+        Simulator::new(SimConfig::steady(profile, 2, "2026-11".parse().unwrap(), 5, Faults::default()));
     let (mut records, mut bytes, mut events) = (Vec::new(), 0u64, 0u64);
     'fill: while let Some((_, deliveries)) = sim.next_slice() {
         for delivery in deliveries {
@@ -133,7 +134,8 @@ async fn a_full_buffer_fits_the_response_or_is_archived_directly() {
         ManualClock::new(at("2026-11-01T00:03:00Z")),
         RetryPolicy::default(),
     );
-    let (response, stats) = transform(&event, &Archive::new(LocalDir::new(dir.path())), &counters).await.unwrap();
+    let (response, stats) =
+        transform(&event, &Archive::new(LocalDir::new(dir.path())), &counters).await.unwrap();
     let json = serde_json::to_vec(&response).unwrap();
     eprintln!(
         "{events} events in {bytes} bytes of records: response {} bytes ({:.2}x the records), {} records archived directly",
@@ -160,7 +162,10 @@ async fn a_full_buffer_fits_the_response_or_is_archived_directly() {
     let day = squeezed.path().join("year=2026/month=11/day=01");
     let files: Vec<_> = std::fs::read_dir(&day).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
-    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
-    let archived = parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows() as u64;
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    let archived =
+        u64::try_from(parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows())
+            .unwrap();
     assert_eq!(rows + archived, events, "every event in the response or the archive");
 }

@@ -523,9 +523,11 @@ impl Simulator {
         if slice == 0 && self.config.faults.late.0 > 0 {
             // Late events of the previous month's last day, delivered in the first minute of this one.
             let previous = start_of(self.config.month.pred().last_day());
+            // As many as the first day of the run would have sent late: a day's share of the month, or
+            // the profile's rate over the run's first day.
             let n = match self.config.volume {
                 Volume::Month { events, .. } => events / u64::from(self.slices / 1440).max(1),
-                Volume::Steady { profile, .. } => profile.rate_tenths * 8640,
+                Volume::Steady { profile, minutes } => profile.rate_tenths * 6 * u64::from(minutes.min(1440)),
             } * u64::from(self.config.faults.late.0)
                 / 1_000_000;
             let mut old = Vec::new();
@@ -809,8 +811,7 @@ mod tests {
 
     #[test]
     fn redelivered_deliveries_arrive_again_later_unchanged() {
-        let mut faults = Faults::default();
-        faults.redelivered = Rate::per_million(200_000);
+        let faults = Faults { redelivered: Rate::per_million(200_000), ..Faults::default() };
         let (deliveries, _) = run(SimConfig::month(5_000, 10, "2026-11".parse().unwrap(), 1, faults));
         let again: Vec<&Delivery> = deliveries.iter().filter(|d| d.is_redelivery).collect();
         assert!(!again.is_empty());

@@ -581,7 +581,8 @@ impl UsageWriter for SqliteStore {
         }
         let mut fresh: Vec<&BatchDelta> = Vec::new();
         {
-            let mut held = tx.prepare_cached("SELECT COUNT(*) FROM delivery_marks WHERE slot = ?1").map_err(op)?;
+            let mut held =
+                tx.prepare_cached("SELECT COUNT(*) FROM delivery_marks WHERE slot = ?1").map_err(op)?;
             let mut mark = tx
                 .prepare_cached(
                     "INSERT INTO delivery_marks (slot, digest, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",

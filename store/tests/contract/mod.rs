@@ -318,6 +318,21 @@ pub(crate) async fn last_used_never_moves_back<S: KeyStore + UsageWriter + Usage
     assert_eq!(days[0].last_used, Some(at("2026-11-09T12:00:00Z")));
 }
 
+pub(crate) async fn marks_expire_by_when_they_were_written_not_by_their_events<S>(store: &S)
+where
+    S: KeyStore + UsageWriter + UsageReader,
+{
+    // Events a month old (a replay, or the demo's clock after the month) are still recognised when
+    // they arrive again days later: a mark lives from when it was written.
+    let record = new_record("ada@example.com", None);
+    store.insert_key(&record).await.unwrap();
+    let old = batch_of(8, vec![delta(&record.id, "2026-10-01T10:00:00Z", 200, true, 1)]);
+    store.apply_deliveries(std::slice::from_ref(&old), at("2026-11-01T10:00:00Z")).await.unwrap();
+    let again = store.apply_deliveries(&[old], at("2026-11-05T10:00:00Z")).await.unwrap();
+    assert_eq!((again.deliveries_applied, again.deliveries_already_applied), (0, 1));
+    assert_eq!(day_totals(store, &record.id).await.0.usage_count, 1);
+}
+
 pub(crate) async fn key_totals_are_refreshed_from_the_day_items<S>(store: &S)
 where
     S: KeyStore + UsageWriter + UsageReader + CounterCorrector,
@@ -390,6 +405,11 @@ macro_rules! contract_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn last_used_never_moves_back() {
             contract::last_used_never_moves_back(&$make().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn marks_expire_by_when_they_were_written_not_by_their_events() {
+            contract::marks_expire_by_when_they_were_written_not_by_their_events(&$make().await).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
