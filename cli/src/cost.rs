@@ -1,6 +1,10 @@
 //! What the demo's traffic would cost on AWS: the operations the pipeline counted, priced with the
 //! public on-demand prices in [`PRICES`]. Decimal throughout.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use meter_model::Day;
 use rust_decimal::Decimal;
 
 /// When [`PRICES`] were taken from the public price pages (us-east-1, on-demand). Prices change:
@@ -179,6 +183,32 @@ pub(crate) fn design_comparison(totals: &meter_realtime::RealtimeTotals, request
         );
     }
     out
+}
+
+/// The S3 objects Firehose delivers: one per partition each time its destination buffer flushes
+/// (every [`DESTINATION_BUFFER_SECONDS`] or [`DESTINATION_BUFFER_BYTES`], whichever first). Records
+/// are counted in the partition of the UTC day they arrive on.
+#[derive(Default)]
+pub(crate) struct DeliveredObjects {
+    /// (day partition, flush window) → bytes in it.
+    windows: BTreeMap<(Day, i64), u64>,
+}
+
+/// Firehose's destination buffering as deployed: 900 s (its maximum) or 128 MiB.
+const DESTINATION_BUFFER_SECONDS: i64 = 900;
+const DESTINATION_BUFFER_BYTES: u64 = 128 << 20;
+
+impl DeliveredObjects {
+    pub(crate) fn record(&mut self, at: DateTime<Utc>, bytes: u64) {
+        *self
+            .windows
+            .entry((Day::of(at), at.timestamp().div_euclid(DESTINATION_BUFFER_SECONDS)))
+            .or_default() += bytes;
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.windows.values().map(|bytes| bytes.div_ceil(DESTINATION_BUFFER_BYTES).max(1)).sum()
+    }
 }
 
 #[cfg(test)]

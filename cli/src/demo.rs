@@ -12,8 +12,8 @@ use chrono::{DateTime, NaiveTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use meter_archive::Archive;
 use meter_model::{
-    ApiKeyRecord, ApplyReport, BatchDelta, CounterCorrector, Day, Email, HashedKey, KeyId, KeyStore,
-    ManualClock, Month, NewKey, PlanName, StoreError, Tally, UsageWriter,
+    ApiKeyRecord, CounterCorrector, Day, Email, HashedKey, KeyId, KeyStore, ManualClock, Month, NewKey,
+    PlanName, Tally,
 };
 use meter_realtime::archiver::DEFAULT_ROWS_PER_FILE;
 use meter_realtime::{Archiver, Buffering, LocalRealtime, RealtimeCounters, RetryPolicy};
@@ -24,6 +24,7 @@ use meter_store::SqliteStore;
 use rust_decimal::Decimal;
 
 use crate::cost;
+use crate::faults::FaultyCounters;
 use meter_sim::traffic::{Faults, SimConfig, Simulator, Truth, Volume};
 
 /// The pricing the demo invoices with: the documented example.
@@ -100,92 +101,6 @@ fn ratio(n: u64, of: u64) -> f64 {
     #[allow(clippy::cast_precision_loss, clippy::float_arithmetic)]
     let r = n as f64 / of.max(1) as f64;
     r
-}
-
-/// The S3 objects Firehose delivers: one per partition each time its destination buffer flushes
-/// (every [`DESTINATION_BUFFER_SECONDS`] or [`DESTINATION_BUFFER_BYTES`], whichever first). Records
-/// are counted in the partition of the UTC day they arrive on.
-#[derive(Default)]
-struct DeliveredObjects {
-    /// (day partition, flush window) → bytes in it.
-    windows: BTreeMap<(Day, i64), u64>,
-}
-
-/// Firehose's destination buffering as deployed: 900 s (its maximum) or 128 MiB.
-const DESTINATION_BUFFER_SECONDS: i64 = 900;
-const DESTINATION_BUFFER_BYTES: u64 = 128 << 20;
-
-impl DeliveredObjects {
-    fn record(&mut self, at: DateTime<Utc>, bytes: u64) {
-        *self
-            .windows
-            .entry((Day::of(at), at.timestamp().div_euclid(DESTINATION_BUFFER_SECONDS)))
-            .or_default() += bytes;
-    }
-
-    fn count(&self) -> u64 {
-        self.windows.values().map(|bytes| bytes.div_ceil(DESTINATION_BUFFER_BYTES).max(1)).sum()
-    }
-}
-
-/// The counter store as the demo's faults see it: some invocations find it down (their usage reaches
-/// the archive, not the counters, until reconcile), and Firehose runs some invocations twice (the
-/// second finds every delivery marked). The draws are seeded, so a seed gives the same run.
-struct FaultyCounters<'s> {
-    store: &'s SqliteStore,
-    faults: Faults,
-    rng: std::sync::Mutex<rand::rngs::Xoshiro256PlusPlus>,
-    down: std::sync::atomic::AtomicU64,
-    retried: std::sync::atomic::AtomicU64,
-}
-
-impl<'s> FaultyCounters<'s> {
-    fn new(store: &'s SqliteStore, faults: Faults, seed: u64) -> Self {
-        use rand::SeedableRng;
-        Self {
-            store,
-            faults,
-            rng: std::sync::Mutex::new(rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed)),
-            down: std::sync::atomic::AtomicU64::new(0),
-            retried: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn down_invocations(&self) -> u64 {
-        self.down.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn retried_invocations(&self) -> u64 {
-        self.retried.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl UsageWriter for FaultyCounters<'_> {
-    async fn apply_deliveries(
-        &self,
-        deliveries: &[BatchDelta],
-        applied_at: DateTime<Utc>,
-    ) -> Result<ApplyReport, StoreError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let (down, again) = {
-            let mut rng = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (self.faults.counters_unavailable.hit(&mut rng), self.faults.invocation_retried.hit(&mut rng))
-        };
-        if down {
-            self.down.fetch_add(1, Relaxed);
-            return Err(StoreError::Unavailable {
-                operation: "apply deliveries".into(),
-                hint: "the demo's fault: the counter store is down for this invocation".into(),
-                source: None,
-            });
-        }
-        let mut report = self.store.apply_deliveries(deliveries, applied_at).await?;
-        if again {
-            self.retried.fetch_add(1, Relaxed);
-            report.add(self.store.apply_deliveries(deliveries, applied_at).await?);
-        }
-        Ok(report)
-    }
 }
 
 fn rate(events: u64, seconds: f64) -> String {
@@ -307,7 +222,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     let (mut realtime_time, mut archive_time, mut generate_time) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut deliveries, mut redelivered, mut log_events, mut log_bytes) = (0u64, 0u64, 0u64, 0u64);
-    let mut objects = DeliveredObjects::default();
+    let mut objects = cost::DeliveredObjects::default();
     let (first_day, mut last_day) = (month.first_day(), month.first_day());
     let days = match args.volume {
         Volume::Month { .. } => month.days().count() as u64,

@@ -3,6 +3,7 @@
 
 mod cost;
 mod demo;
+mod faults;
 mod keys;
 mod pipeline;
 mod reconcile;
