@@ -430,7 +430,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
             "{} traffic ({}) for {} h from {}, {requests} requests",
             profile.name,
             profile.describe(),
-            Decimal::from(minutes) / Decimal::from(60),
+            (Decimal::from(minutes) / Decimal::from(60)).round_dp(2).normalize(),
             first_day
         ),
     };
