@@ -120,6 +120,8 @@ fn rate(events: u64, seconds: f64) -> String {
 /// Day items of the month per (key id, day), from the store.
 async fn counters(store: &SqliteStore, month: Month) -> anyhow::Result<BTreeMap<(String, Day), Tally>> {
     let items = store.day_items(month.first_day(), month.last_day()).await?;
+    let parked = store.parked_usage(month.first_day(), month.last_day()).await?;
+    let items = meter_model::batch::with_parked(items, &parked.entries);
     Ok(items
         .into_iter()
         .filter(|i| !i.tally.is_zero())

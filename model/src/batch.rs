@@ -166,6 +166,63 @@ pub fn merge_days<'a>(deliveries: impl IntoIterator<Item = &'a BatchDelta>) -> V
     BatchDelta::new(BatchId::default(), MarkerSlot::default(), entries.collect::<Vec<_>>()).days
 }
 
+/// Buckets of parked usage: a key's parked usage lives in bucket `xxh3(key id) % PENDING_BUCKETS`, so
+/// that a buffer's parked usage is a few items of about a kilobyte, and a key's reader reads one bucket.
+pub const PENDING_BUCKETS: u64 = 64;
+
+/// The bucket of a key's parked usage.
+#[must_use]
+pub fn pending_bucket(key: &KeyId) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_str().as_bytes()) % PENDING_BUCKETS
+}
+
+/// Splits a buffer's merged usage into what is written to the day items now (a key's day with more
+/// than one call in the buffer) and what is parked (a single call: Zipf's tail, whose calls would
+/// otherwise cost a write each), grouped by bucket and day.
+#[must_use]
+pub fn split_parked(days: Vec<DayDelta>) -> (Vec<DayDelta>, BTreeMap<(u64, Day), Vec<DayDelta>>) {
+    let mut hot = Vec::with_capacity(days.len());
+    let mut parked: BTreeMap<(u64, Day), Vec<DayDelta>> = BTreeMap::new();
+    for delta in days {
+        if delta.tally.usage_count == 1 {
+            parked.entry((pending_bucket(&delta.key_id), delta.day)).or_default().push(delta);
+        } else {
+            hot.push(delta);
+        }
+    }
+    (hot, parked)
+}
+
+/// Usage parked by the realtime path, as reconcile reads it: the entries, and the handles of the items
+/// that hold them (to clear them once the day items hold the authoritative counts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParkedUsage {
+    /// One entry per key, day and parked item.
+    pub entries: Vec<DayDelta>,
+    /// The store's handles of the items read.
+    pub handles: Vec<String>,
+}
+
+/// Day items with the parked usage of their keys and days added in: what a reader of the counters
+/// sees. An entry whose day has no item becomes one. Sorted by key, then day.
+#[must_use]
+pub fn with_parked(items: Vec<crate::DayUsage>, parked: &[DayDelta]) -> Vec<crate::DayUsage> {
+    let mut merged: BTreeMap<(KeyId, Day), crate::DayUsage> =
+        items.into_iter().map(|item| ((item.key_id.clone(), item.day), item)).collect();
+    for entry in parked {
+        let item = merged.entry((entry.key_id.clone(), entry.day)).or_insert_with(|| crate::DayUsage {
+            key_id: entry.key_id.clone(),
+            day: entry.day,
+            tally: Tally::default(),
+            last_used: None,
+            reconciled_at: None,
+        });
+        item.tally.add(entry.tally);
+        item.last_used = item.last_used.max(Some(entry.last_used));
+    }
+    merged.into_values().collect()
+}
+
 /// What applying a buffer of deliveries did, and what it costs in DynamoDB's capacity units (the
 /// SQLite store reports what the DynamoDB store would have consumed for the same buffer).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -185,6 +242,12 @@ pub struct ApplyReport {
     pub last_used_rewrites: usize,
     /// Keys read to learn whether they exist (keys known from earlier buffers are not read again).
     pub keys_read: usize,
+    /// Key days parked (a single call in the buffer), and the parked items written for them.
+    pub parked_entries: usize,
+    /// See `parked_entries`.
+    pub parked_writes: usize,
+    /// Write units of those parked items.
+    pub parked_write_units: u64,
     /// Keys that do not exist, with the usage that was therefore not counted. No item is created for
     /// them; the caller reports their usage as rejected.
     pub unknown_keys: BTreeMap<KeyId, Tally>,
@@ -205,7 +268,7 @@ impl ApplyReport {
     /// Items written: marker sets and day items.
     #[must_use]
     pub fn items_written(&self) -> usize {
-        self.marker_writes + self.day_items_written + self.last_used_rewrites
+        self.marker_writes + self.day_items_written + self.last_used_rewrites + self.parked_writes
     }
 
     /// DynamoDB write request units consumed.
@@ -213,7 +276,7 @@ impl ApplyReport {
     pub fn write_units(&self) -> u64 {
         let day_items =
             (self.day_items_written + self.last_used_rewrites) as u64 * capacity::DAY_ITEM_WRITE_UNITS;
-        self.marker_write_units + day_items
+        self.marker_write_units + day_items + self.parked_write_units
     }
 
     /// DynamoDB read request units consumed (strongly consistent reads of small items: one each).
@@ -231,6 +294,9 @@ impl ApplyReport {
         self.day_items_written += other.day_items_written;
         self.last_used_rewrites += other.last_used_rewrites;
         self.keys_read += other.keys_read;
+        self.parked_entries += other.parked_entries;
+        self.parked_writes += other.parked_writes;
+        self.parked_write_units += other.parked_write_units;
         for (key, tally) in other.unknown_keys {
             self.unknown_keys.entry(key).or_default().add(tally);
         }
@@ -261,6 +327,13 @@ pub mod capacity {
     #[must_use]
     pub fn write_units(bytes: u64) -> u64 {
         bytes.div_ceil(1024).max(1)
+    }
+
+    /// Bytes of a parked item holding `entries` key days (key id, three counts and `lastUsed` as text,
+    /// about 40 bytes each) besides its key attributes and TTL.
+    #[must_use]
+    pub fn parked_item_bytes(entries: usize) -> u64 {
+        80 + 40 * entries as u64
     }
 
     /// Write units of adding `added` digests to a marker set that held `before`.

@@ -11,7 +11,7 @@ pub mod ports;
 pub mod time;
 pub mod usage;
 
-pub use batch::{ApplyReport, BatchDelta, BatchId, DayDelta, MarkerSlot};
+pub use batch::{ApplyReport, BatchDelta, BatchId, DayDelta, MarkerSlot, ParkedUsage};
 pub use counting::Tally;
 pub use drift::{CorrectionOutcome, DayCorrection, ReconcileRun, TallyDelta};
 pub use items::{ApiKeyRecord, DayUsage, Email, FieldError, KeyStatus, NewKey, PlanName, UsageTotals};

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::batch::{ApplyReport, BatchDelta};
+use crate::batch::{ApplyReport, BatchDelta, ParkedUsage};
 use crate::drift::{CorrectionOutcome, DayCorrection, ReconcileRun};
 use crate::items::{ApiKeyRecord, DayUsage, UsageTotals};
 use crate::key::{HashedKey, KeyId};
@@ -167,14 +167,15 @@ impl<S: KeyStore> KeyStore for &S {
 
 /// Reading the `UsageCounters` table.
 pub trait UsageReader: Send + Sync {
-    /// A key's day items in a month, ordered by day.
+    /// A key's day items in a month, ordered by day, with its parked usage added in.
     fn month_usage(
         &self,
         key_id: &KeyId,
         month: Month,
     ) -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
 
-    /// All of a key's day items, ordered by day: its live lifetime usage.
+    /// All of a key's day items, ordered by day, with its parked usage added in: its live lifetime
+    /// usage.
     fn lifetime_usage(
         &self,
         key_id: &KeyId,
@@ -186,8 +187,10 @@ pub trait UsageWriter: Send + Sync {
     /// Applies one buffer of deliveries: marks each delivery in its [`MarkerSlot`](crate::batch::MarkerSlot)
     /// (kept [`MARKER_TTL`](crate::batch::MARKER_TTL) after `applied_at`), skips those marked before,
     /// and adds the rest, merged, to the day items with one write per key and day, moving each item's
-    /// `lastUsed` forward (never back). Keys that do not exist get no items; they are listed in the
-    /// report. The key's lifetime totals are not touched (reconcile keeps them).
+    /// `lastUsed` forward (never back); a key's day with a single call in the buffer is parked instead
+    /// ([`split_parked`](crate::batch::split_parked)), in a few shared items that readers add in and
+    /// reconcile clears. Keys that do not exist get no items; they are listed in the report. The key's
+    /// lifetime totals are not touched (reconcile keeps them).
     ///
     /// `Err` means nothing was marked or counted, so the call may be repeated. Once deliveries are
     /// marked, a counter write that fails is reported in [`ApplyReport::not_applied`](crate::ApplyReport)
@@ -212,8 +215,8 @@ impl<S: UsageWriter> UsageWriter for &S {
 /// What reconciliation needs of the counters (CONTRACTS.md §8): read the day items of a range, set one
 /// conditionally, and refresh a key's lifetime totals from its day items.
 pub trait CounterCorrector: Send + Sync {
-    /// Every day item whose day is in `from..=to`, of every key (bookkeeping items excluded). A
-    /// nightly job's read, never on the request path.
+    /// Every day item whose day is in `from..=to`, of every key (bookkeeping and parked usage
+    /// excluded). A nightly job's read, never on the request path.
     fn day_items(&self, from: Day, to: Day)
     -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
 
@@ -231,8 +234,18 @@ pub trait CounterCorrector: Send + Sync {
         correction: &DayCorrection,
     ) -> impl Future<Output = Result<CorrectionOutcome, StoreError>> + Send;
 
+    /// The usage parked in `from..=to`, with the handles of the items that hold it.
+    fn parked_usage(
+        &self,
+        from: Day,
+        to: Day,
+    ) -> impl Future<Output = Result<ParkedUsage, StoreError>> + Send;
+
+    /// Deletes the parked items of `handles` (once the day items hold the authoritative counts).
+    fn clear_parked(&self, handles: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Sets the key's lifetime totals (`successfulCalls`, `failedCalls`, `usageCount`, `lastUsed` on
-    /// `ApiKeys`) to the sum of all its day items, read consistently. Returns the totals, or `None` for
+    /// `ApiKeys`) to the sum of all its day items and parked usage, read consistently. Returns the totals, or `None` for
     /// a key that does not exist. Setting rather than adding makes a repeated or concurrent call harmless.
     fn refresh_key_totals(
         &self,

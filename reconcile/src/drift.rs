@@ -184,6 +184,14 @@ where
     let known: HashSet<KeyId> =
         store.list_keys().await.map_err(store_failed("listing keys"))?.into_iter().map(|k| k.id).collect();
     let items = store.day_items(options.from, options.to).await.map_err(store_failed("reading day items"))?;
+    // The realtime view is the day items plus the usage parked beside them; the corrections set the
+    // items to the authoritative counts and the parked usage read here is then cleared.
+    let parked =
+        store.parked_usage(options.from, options.to).await.map_err(store_failed("reading parked usage"))?;
+    let mut parked_by: BTreeMap<(KeyId, Day), Tally> = BTreeMap::new();
+    for entry in &parked.entries {
+        parked_by.entry((entry.key_id.clone(), entry.day)).or_default().add(entry.tally);
+    }
 
     let mut realtime: BTreeMap<(KeyId, Day), Tally> =
         items.into_iter().map(|item| ((item.key_id, item.day), item.tally)).collect();
@@ -202,13 +210,39 @@ where
     for ((id, day), tally) in realtime {
         pairs.insert((id, day), (Some(tally), Tally::default()));
     }
+    for key in parked_by.keys() {
+        pairs.entry(key.clone()).or_insert((None, Tally::default()));
+    }
+    let view = |key: &(KeyId, Day), item: Option<Tally>| {
+        let mut tally = item.unwrap_or_default();
+        tally.add(parked_by.get(key).copied().unwrap_or_default());
+        tally
+    };
     let keys: Vec<KeyId> =
         pairs.keys().map(|(id, _)| id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let keys_checked = keys.len() as u64;
     let items_checked = pairs.len() as u64;
+    // A day whose realtime view differs, or whose parked usage is to be folded into its item: its item
+    // is set. A day with no item, nothing in the archive and only parked usage needs no item.
+    let folded_only: Vec<DriftLine> = pairs
+        .iter()
+        .filter(|(key, (current, target))| {
+            current.is_none() && target.is_zero() && parked_by.contains_key(*key)
+        })
+        .map(|((key_id, day), (_, target))| DriftLine {
+            key_id: key_id.clone(),
+            day: *day,
+            realtime: view(&(key_id.clone(), *day), None),
+            authoritative: *target,
+            action: if options.dry_run { DriftAction::WouldCorrect } else { DriftAction::Corrected },
+        })
+        .collect();
     let corrections: Vec<DayCorrection> = pairs
         .into_iter()
-        .filter(|(_, (current, target))| current.unwrap_or_default() != *target)
+        .filter(|(key, (current, target))| {
+            (view(key, *current) != *target || parked_by.contains_key(key))
+                && !(current.is_none() && target.is_zero())
+        })
         .map(|((key_id, day), (expected, target))| DayCorrection {
             key_id,
             day,
@@ -233,13 +267,20 @@ where
     let mut key_totals_refreshed = 0u64;
     let mut drift = Vec::new();
     if options.dry_run {
-        drift.extend(corrections.iter().map(|c| DriftLine {
-            key_id: c.key_id.clone(),
-            day: c.day,
-            realtime: c.expected.unwrap_or_default(),
-            authoritative: c.target,
-            action: DriftAction::WouldCorrect,
-        }));
+        drift.extend(
+            corrections
+                .iter()
+                .map(|c| DriftLine {
+                    key_id: c.key_id.clone(),
+                    day: c.day,
+                    realtime: view(&(c.key_id.clone(), c.day), c.expected),
+                    authoritative: c.target,
+                    action: DriftAction::WouldCorrect,
+                })
+                .filter(|line| line.realtime != line.authoritative),
+        );
+        drift.extend(folded_only);
+        drift.sort_by(|a, b| (&a.key_id, a.day).cmp(&(&b.key_id, b.day)));
     } else {
         let mut by_key: BTreeMap<KeyId, Vec<DayCorrection>> = BTreeMap::new();
         for correction in corrections {
@@ -250,8 +291,15 @@ where
             .buffer_unordered(CORRECTION_CONCURRENCY)
             .try_collect()
             .await?;
-        for (line, retries, orphan) in results.into_iter().flatten() {
+        for (mut line, retries, orphan) in results.into_iter().flatten() {
             conflicts_retried += u64::from(retries);
+            if let Some(parked) = parked_by.get(&(line.key_id.clone(), line.day)) {
+                line.realtime.add(*parked);
+                if line.realtime == line.authoritative {
+                    // Only folded: the realtime view already held the authoritative counts.
+                    line.action = DriftAction::AlreadyCorrect;
+                }
+            }
             if orphan {
                 // The key vanished between the listing and the correction: report, never count.
                 orphans.push(Orphan {
@@ -263,7 +311,9 @@ where
                 drift.push(line);
             }
         }
+        drift.extend(folded_only);
         drift.sort_by(|a, b| (&a.key_id, a.day).cmp(&(&b.key_id, b.day)));
+        store.clear_parked(&parked.handles).await.map_err(store_failed("clearing parked usage"))?;
         // The keys' lifetime totals follow their corrected day items (the realtime path leaves them to
         // this job: CONTRACTS.md §2).
         let refreshed: Vec<Option<meter_model::UsageTotals>> = futures::stream::iter(keys)

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use common::*;
 use meter_model::{
     ApiKeyRecord, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, HashedKey, KeyId,
-    KeyStore, ManualClock, ReconcileRun, Revocation, StoreError, Tally, UsageTotals, UsageWriter,
+    KeyStore, ManualClock, ParkedUsage, ReconcileRun, Revocation, StoreError, Tally, UsageTotals,
+    UsageWriter,
 };
 use meter_reconcile::reconcile;
 use meter_sim::archive::write_archive;
@@ -72,6 +73,16 @@ impl CounterCorrector for Logged<'_> {
     async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
         let _order = self.log.lock().await;
         self.inner.refresh_key_totals(key_id).await
+    }
+
+    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
+        let _order = self.log.lock().await;
+        self.inner.parked_usage(from, to).await
+    }
+
+    async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
+        let _order = self.log.lock().await;
+        self.inner.clear_parked(handles).await
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {

@@ -11,8 +11,8 @@ use aws_config::timeout::TimeoutConfig;
 use chrono::{DateTime, Utc};
 use meter_model::{
     ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage,
-    HashedKey, KeyId, KeyStore, Month, ReconcileRun, Revocation, StoreError, UsageReader, UsageTotals,
-    UsageWriter,
+    HashedKey, KeyId, KeyStore, Month, ParkedUsage, ReconcileRun, Revocation, StoreError, UsageReader,
+    UsageTotals, UsageWriter,
 };
 
 use crate::dynamodb::{DynamoStore, TableNames};
@@ -226,6 +226,14 @@ impl CounterCorrector for AnyStore {
 
     async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
         forward!(self, refresh_key_totals(key_id))
+    }
+
+    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
+        forward!(self, parked_usage(from, to))
+    }
+
+    async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
+        forward!(self, clear_parked(handles))
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use meter_model::batch::{MARKER_TTL, MarkerSlot, capacity, merge_days};
+use meter_model::batch::{MARKER_TTL, MarkerSlot, capacity, merge_days, split_parked, with_parked};
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
-    ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage,
-    Email, HashedKey, KeyId, KeyStatus, KeyStore, Month, PlanName, ReconcileRun, Revocation, StoreError,
-    Tally, UsageReader, UsageTotals, UsageWriter,
+    ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta,
+    DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore, Month, ParkedUsage, PlanName, ReconcileRun,
+    Revocation, StoreError, Tally, UsageReader, UsageTotals, UsageWriter,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -76,6 +76,21 @@ CREATE TABLE delivery_marks (
     PRIMARY KEY (slot, digest)
 ) WITHOUT ROWID;
 CREATE INDEX delivery_marks_expiry ON delivery_marks (expires_at);
+",
+    // Usage parked by the realtime path (a key's day with a single call in a buffer): readers add it
+    // in, reconcile clears it once the day items hold the authoritative counts.
+    r"
+CREATE TABLE parked_usage (
+    id               INTEGER PRIMARY KEY,
+    key_id           TEXT NOT NULL,
+    day              TEXT NOT NULL,
+    successful_calls INTEGER NOT NULL,
+    failed_calls     INTEGER NOT NULL,
+    usage_count      INTEGER NOT NULL,
+    last_used        TEXT NOT NULL
+);
+CREATE INDEX parked_usage_key ON parked_usage (key_id, day);
+CREATE INDEX parked_usage_day ON parked_usage (day);
 ",
 ];
 
@@ -384,6 +399,20 @@ impl KeyStore for SqliteStore {
 
 impl UsageReader for SqliteStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
+        let parked = self.parked_of(Some(key_id), month.first_day(), month.last_day())?;
+        let items = self.month_items(key_id, month)?;
+        Ok(with_parked(items, &parked.entries))
+    }
+
+    async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
+        let parked = self.parked_of(Some(key_id), Day::EARLIEST, Day::LATEST)?;
+        let items = self.lifetime_items(key_id)?;
+        Ok(with_parked(items, &parked.entries))
+    }
+}
+
+impl SqliteStore {
+    fn month_items(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
@@ -400,7 +429,7 @@ impl UsageReader for SqliteStore {
         rows.into_iter().map(day_usage_of).collect()
     }
 
-    async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
+    fn lifetime_items(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
@@ -412,6 +441,40 @@ impl UsageReader for SqliteStore {
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(|e| sql_error("lifetime usage", e))?;
         rows.into_iter().map(day_usage_of).collect()
+    }
+
+    /// Parked usage of one key (or every key) in `from..=to`; the handles are the rows' ids.
+    fn parked_of(&self, key_id: Option<&KeyId>, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
+        let op = |e| sql_error("read parked usage", e);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, key_id, day, successful_calls, failed_calls, usage_count, last_used FROM parked_usage \
+                 WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR key_id = ?3) ORDER BY id",
+            )
+            .map_err(op)?;
+        type Row = (i64, String, String, i64, i64, i64, String);
+        let rows: Vec<Row> = stmt
+            .query_map(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(op)?;
+        let mut parked = ParkedUsage::default();
+        for (id, key, day, s, f, u, last_used) in rows {
+            parked.handles.push(id.to_string());
+            parked.entries.push(DayDelta {
+                key_id: KeyId::parse(&key).map_err(|e| corrupt(e.to_string()))?,
+                day: day.parse().map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
+                tally: Tally {
+                    successful_calls: counter(s, "successfulCalls")?,
+                    failed_calls: counter(f, "failedCalls")?,
+                    usage_count: counter(u, "usageCount")?,
+                },
+                last_used: parse_instant(&last_used).map_err(|e| corrupt(e.to_string()))?,
+            });
+        }
+        Ok(parked)
     }
 }
 
@@ -520,8 +583,10 @@ impl CounterCorrector for SqliteStore {
             .conn()
             .query_row(
                 "UPDATE api_keys SET (successful_calls, failed_calls, usage_count, last_used) = \
-                 (SELECT COALESCE(SUM(successful_calls), 0), COALESCE(SUM(failed_calls), 0), \
-                 COALESCE(SUM(usage_count), 0), MAX(last_used) FROM usage_counters WHERE key_id = ?1) \
+                 (SELECT COALESCE(SUM(s), 0), COALESCE(SUM(f), 0), COALESCE(SUM(u), 0), MAX(t) FROM ( \
+                 SELECT successful_calls AS s, failed_calls AS f, usage_count AS u, last_used AS t \
+                 FROM usage_counters WHERE key_id = ?1 UNION ALL \
+                 SELECT successful_calls, failed_calls, usage_count, last_used FROM parked_usage WHERE key_id = ?1)) \
                  WHERE id = ?1 RETURNING successful_calls, failed_calls, usage_count, last_used",
                 [key_id.as_str()],
                 |r| {
@@ -546,6 +611,25 @@ impl CounterCorrector for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
+        self.parked_of(None, from, to)
+    }
+
+    async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
+        let op = |e| sql_error("clear parked usage", e);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM parked_usage WHERE id = ?1").map_err(op)?;
+            for handle in handles {
+                let id: i64 =
+                    handle.parse().map_err(|_| corrupt(format!("{handle:?} is not a parked row")))?;
+                delete.execute([id]).map_err(op)?;
+            }
+        }
+        tx.commit().map_err(op)
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
@@ -627,6 +711,7 @@ impl UsageWriter for SqliteStore {
                      last_used = MAX(COALESCE(last_used, ''), excluded.last_used)",
                 )
                 .map_err(op)?;
+            let mut existing = Vec::with_capacity(days.len());
             for group in days.chunk_by(|a, b| a.key_id == b.key_id) {
                 let key_id = &group[0].key_id;
                 if !known.contains(key_id) {
@@ -638,16 +723,42 @@ impl UsageWriter for SqliteStore {
                         continue;
                     }
                 }
-                for day in group {
-                    let (key, day_text, at) =
-                        (key_id.as_str(), day.day.to_string(), format_instant(day.last_used));
-                    if later_use.exists(params![key, day_text, at]).map_err(op)? {
-                        report.last_used_rewrites += 1;
-                    }
-                    let [s, f, u] = tally_params(day.tally)?;
-                    add_to_day.execute(params![key, day_text, s, f, u, at]).map_err(op)?;
-                    report.day_items_written += 1;
+                existing.extend(group.iter().cloned());
+            }
+            let (hot, parked) = split_parked(existing);
+            for day in &hot {
+                let (key, day_text, at) =
+                    (day.key_id.as_str(), day.day.to_string(), format_instant(day.last_used));
+                if later_use.exists(params![key, day_text, at]).map_err(op)? {
+                    report.last_used_rewrites += 1;
                 }
+                let [s, f, u] = tally_params(day.tally)?;
+                add_to_day.execute(params![key, day_text, s, f, u, at]).map_err(op)?;
+                report.day_items_written += 1;
+            }
+            let mut park = tx
+                .prepare_cached(
+                    "INSERT INTO parked_usage (key_id, day, successful_calls, failed_calls, usage_count, last_used) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(op)?;
+            for entries in parked.values() {
+                for entry in entries {
+                    let [s, f, u] = tally_params(entry.tally)?;
+                    park.execute(params![
+                        entry.key_id.as_str(),
+                        entry.day.to_string(),
+                        s,
+                        f,
+                        u,
+                        format_instant(entry.last_used)
+                    ])
+                    .map_err(op)?;
+                }
+                report.parked_entries += entries.len();
+                report.parked_writes += 1;
+                report.parked_write_units +=
+                    capacity::write_units(capacity::parked_item_bytes(entries.len()));
             }
         }
         tx.commit().map_err(op)?;

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, TimeZone, Utc};
 use meter_model::{
     ApiKeyRecord, BatchDelta, BatchId, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta,
-    DayUsage, Email, HashedKey, KeyId, KeyStore, ManualClock, MarkerSlot, NewKey, Publisher, ReconcileRun,
-    Revocation, StoreError, Tally, UsageTotals, UsageWriter,
+    DayUsage, Email, HashedKey, KeyId, KeyStore, ManualClock, MarkerSlot, NewKey, ParkedUsage, Publisher,
+    ReconcileRun, Revocation, StoreError, Tally, UsageTotals, UsageWriter,
 };
 use meter_model::{ObjectSink, ObjectSource};
 use meter_reconcile::{ReconcileOptions, ReconcileReport, reconcile};
@@ -115,11 +115,11 @@ pub(crate) fn expected_items(generated: &Generated) -> BTreeMap<(String, Day), T
     generated.truth.iter().filter(|((key, _), _)| key != ORPHAN).map(|(k, v)| (k.clone(), *v)).collect()
 }
 
+/// The realtime view of the days: day items with the parked usage added in.
 pub(crate) async fn items_of<S: CounterCorrector>(store: &S) -> BTreeMap<(String, Day), Tally> {
-    store
-        .day_items(day("2026-11-27"), day("2026-12-01"))
-        .await
-        .unwrap()
+    let (from, to) = (day("2026-11-27"), day("2026-12-01"));
+    let parked = store.parked_usage(from, to).await.unwrap();
+    meter_model::batch::with_parked(store.day_items(from, to).await.unwrap(), &parked.entries)
         .into_iter()
         .filter(|item| !item.tally.is_zero())
         .map(|item| ((item.key_id.to_string(), item.day), item.tally))
@@ -128,7 +128,9 @@ pub(crate) async fn items_of<S: CounterCorrector>(store: &S) -> BTreeMap<(String
 
 /// Every key's lifetime totals equal the sum of its day items.
 pub(crate) async fn assert_totals_match_days<S: CounterCorrector + KeyStore>(store: &S) {
-    let items = store.day_items(day("2000-01-01"), day("2100-01-01")).await.unwrap();
+    let (from, to) = (day("2000-01-01"), day("2100-01-01"));
+    let parked = store.parked_usage(from, to).await.unwrap();
+    let items = meter_model::batch::with_parked(store.day_items(from, to).await.unwrap(), &parked.entries);
     let mut sums: BTreeMap<String, Tally> = BTreeMap::new();
     for item in items {
         sums.entry(item.key_id.to_string()).or_default().add(item.tally);
@@ -150,6 +152,12 @@ where
     A: ObjectSource + ObjectSink,
 {
     damaged_realtime(store, generated).await;
+    // A single call of a key's day is parked beside the items: reconcile folds it in and clears it.
+    let key = KeyId::parse("key00").unwrap();
+    let single = Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 };
+    store.apply_deliveries(&[batch("single", key.as_str(), day("2026-11-28"), single)], now()).await.unwrap();
+    let range = (day("2026-11-27"), day("2026-12-01"));
+    assert!(!store.parked_usage(range.0, range.1).await.unwrap().entries.is_empty(), "usage was parked");
     let before = items_of(store).await;
     let expected = expected_items(generated);
     assert_ne!(before, expected, "the faults caused drift");
@@ -159,6 +167,7 @@ where
     assert!(dry.run.items_corrected > 0);
     assert!(dry.written.is_empty());
     assert_eq!(items_of(store).await, before, "a dry run writes nothing");
+    assert!(!store.parked_usage(range.0, range.1).await.unwrap().entries.is_empty(), "nor clears anything");
     assert!(archive.list("rollups").await.unwrap().is_empty());
 
     let first = run(store, archive, &alerts, false).await;
@@ -171,6 +180,7 @@ where
     assert!(orphan_usage > 0);
     assert_eq!(first.run.orphan_events, orphan_usage);
     assert_eq!(items_of(store).await, expected);
+    assert!(store.parked_usage(range.0, range.1).await.unwrap().entries.is_empty(), "folded and cleared");
     assert!(store.get_key(&KeyId::parse(ORPHAN).unwrap()).await.unwrap().is_none(), "orphans get no item");
     assert_totals_match_days(store).await;
     assert!(first.alerted);
@@ -198,7 +208,8 @@ pub(crate) struct RacingRealtime<'s, S> {
     pub(crate) one_write_at_a_time: tokio::sync::Mutex<()>,
 }
 
-pub(crate) const LATE: Tally = Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 };
+/// Two calls, so that the realtime path writes them to the day item (a single call would be parked).
+pub(crate) const LATE: Tally = Tally { successful_calls: 2, failed_calls: 0, usage_count: 2 };
 
 impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, S> {
     async fn day_items(&self, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
@@ -232,6 +243,14 @@ impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, 
 
     async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
         self.inner.refresh_key_totals(key_id).await
+    }
+
+    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
+        self.inner.parked_usage(from, to).await
+    }
+
+    async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
+        self.inner.clear_parked(handles).await
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use meter_model::batch::{MARKER_TTL, MarkerSlot, capacity, merge_days};
+use meter_model::batch::{MARKER_TTL, MarkerSlot, capacity, merge_days, split_parked};
 use meter_model::time::format_instant;
-use meter_model::{ApplyReport, BatchDelta, DayDelta, KeyId, StoreError, Tally, UsageWriter};
+use meter_model::{ApplyReport, BatchDelta, Day, DayDelta, KeyId, StoreError, Tally, UsageWriter};
 
 use super::error::{build_error, store_error, table_missing};
 use super::item::{corrupt, n, req_s, s};
@@ -263,7 +263,35 @@ impl UsageWriter for DynamoStore {
                 })
                 .collect()
         };
-        let writable: Vec<(usize, DayDelta)> = writable.into_iter().cloned().enumerate().collect();
+        let (hot, parked) = split_parked(writable.into_iter().cloned().collect());
+        // Parked items are named after the buffer's fresh deliveries: the same buffer writes the same items.
+        let mut ids: Vec<&str> = fresh.iter().map(|d| d.batch_id().as_str()).collect();
+        ids.sort_unstable();
+        let buffer = xxhash_rust::xxh3::xxh3_64(ids.join("\n").as_bytes());
+        let parks: Vec<((u64, Day), Vec<DayDelta>)> = parked.into_iter().collect();
+        let parked_results: Vec<(Tally, usize, Result<(), StoreError>)> = futures::stream::iter(parks)
+            .map(|((bucket, day), entries)| async move {
+                let tally = entries.iter().map(|e| e.tally).sum();
+                let result = self.park(bucket, day, buffer, &entries, applied_at).await;
+                (tally, entries.len(), result)
+            })
+            .buffer_unordered(COUNTER_WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for (tally, count, result) in parked_results {
+            match result {
+                Ok(()) => {
+                    report.parked_entries += count;
+                    report.parked_writes += 1;
+                    report.parked_write_units += capacity::write_units(capacity::parked_item_bytes(count));
+                }
+                Err(err) => {
+                    report.not_applied.add(tally);
+                    report.failure.get_or_insert_with(|| meter_model::error_chain(&err));
+                }
+            }
+        }
+        let writable: Vec<(usize, DayDelta)> = hot.into_iter().enumerate().collect();
         let writes: Vec<(Tally, Result<usize, StoreError>)> = futures::stream::iter(writable)
             .map(|(index, delta)| self.write_day(index, delta))
             .buffer_unordered(COUNTER_WRITE_CONCURRENCY)

@@ -2,11 +2,12 @@
 //! realtime writer.
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use meter_model::batch::{PENDING_BUCKETS, pending_bucket, with_parked};
 use meter_model::time::format_instant;
 use meter_model::{
-    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, KeyStore, Month, ReconcileRun,
-    StoreError, UsageReader, UsageTotals,
+    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, KeyStore, Month, ParkedUsage,
+    ReconcileRun, StoreError, UsageReader, UsageTotals,
 };
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
@@ -45,15 +46,18 @@ impl DynamoStore {
 impl UsageReader for DynamoStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
         // Day items sort by `YYYY-MM-DD`: the month is the range of its first to its last day.
-        let mut days = self.key_days(key_id, month.first_day(), month.last_day()).await?;
-        days.sort_by_key(|d| d.day);
-        Ok(days)
+        let (from, to) = (month.first_day(), month.last_day());
+        let items = self.key_days(key_id, from, to).await?;
+        let parked = self.parked_in_bucket(pending_bucket(key_id), from, to).await?;
+        let own: Vec<_> = parked.entries.into_iter().filter(|e| &e.key_id == key_id).collect();
+        Ok(with_parked(items, &own))
     }
 
     async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
-        let mut days = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
-        days.sort_by_key(|d| d.day);
-        Ok(days)
+        let items = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
+        let parked = self.parked_in_bucket(pending_bucket(key_id), Day::EARLIEST, Day::LATEST).await?;
+        let own: Vec<_> = parked.entries.into_iter().filter(|e| &e.key_id == key_id).collect();
+        Ok(with_parked(items, &own))
     }
 }
 
@@ -186,7 +190,7 @@ impl CounterCorrector for DynamoStore {
 
     async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
         let op = "refresh key totals";
-        let totals = UsageTotals::of_days(&self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?);
+        let totals = UsageTotals::of_days(&self.lifetime_usage(key_id).await?);
         let mut update = self
             .client
             .update_item()
@@ -209,6 +213,24 @@ impl CounterCorrector for DynamoStore {
             Err(StoreError::ConditionFailed { .. }) => Ok(None),
             Err(err) => Err(table_missing(err, &self.tables.api_keys)),
         }
+    }
+
+    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
+        let buckets: Vec<ParkedUsage> = futures::stream::iter(0..PENDING_BUCKETS)
+            .map(|bucket| self.parked_in_bucket(bucket, from, to))
+            .buffer_unordered(QUERY_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut all = ParkedUsage::default();
+        for bucket in buckets {
+            all.entries.extend(bucket.entries);
+            all.handles.extend(bucket.handles);
+        }
+        Ok(all)
+    }
+
+    async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
+        self.delete_parked(handles).await
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ mod counters;
 mod error;
 mod item;
 mod keys;
+mod parked;
 pub mod schema;
 
 use item::s;

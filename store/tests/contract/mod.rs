@@ -289,9 +289,15 @@ where
     assert_eq!(first.deliveries_applied, 40);
     assert_eq!(first.marker_writes, 4, "one marker write per slot");
     assert_eq!(first.marker_write_units, 4, "a slot of ten digests fits one write unit");
-    assert_eq!(first.day_items_written, key_days, "one write per key and day of the buffer");
+    assert_eq!(
+        first.day_items_written + first.parked_entries,
+        key_days,
+        "one write per key and day, or parked"
+    );
+    assert!(first.day_items_written > 0 && first.parked_entries > 0, "{first:?}");
+    assert!(first.parked_writes <= first.parked_entries, "parked key days share items");
     assert_eq!(first.keys_read, 130);
-    assert_eq!(first.write_units(), 4 + key_days as u64);
+    assert_eq!(first.write_units(), 4 + first.day_items_written as u64 + first.parked_write_units);
     let again = store.apply_deliveries(&deliveries, at("2026-11-08T00:03:00Z")).await.unwrap();
     assert_eq!(
         (again.deliveries_applied, again.deliveries_already_applied, again.day_items_written),
@@ -307,15 +313,71 @@ where
 pub(crate) async fn last_used_never_moves_back<S: KeyStore + UsageWriter + UsageReader>(store: &S) {
     let record = new_record("ada@example.com", None);
     store.insert_key(&record).await.unwrap();
-    let later = batch_of(4, vec![delta(&record.id, "2026-11-09T12:00:00Z", 200, true, 1)]);
-    let earlier = batch_of(5, vec![delta(&record.id, "2026-11-09T08:00:00Z", 200, true, 1)]);
+    // Two calls each: a single call would be parked rather than written to the item.
+    let later = batch_of(4, vec![delta(&record.id, "2026-11-09T12:00:00Z", 200, true, 2)]);
+    let earlier = batch_of(5, vec![delta(&record.id, "2026-11-09T08:00:00Z", 200, true, 2)]);
     store.apply_deliveries(&[later], at("2026-11-09T12:00:10Z")).await.unwrap();
     let report = store.apply_deliveries(&[earlier], at("2026-11-09T12:00:20Z")).await.unwrap();
     assert_eq!(report.last_used_rewrites, 1, "the conditional write is repeated without lastUsed");
     assert_eq!(report.write_units(), 1 + 2);
     let days = store.month_usage(&record.id, "2026-11".parse().unwrap()).await.unwrap();
-    assert_eq!(days[0].tally.successful_calls, 2);
+    assert_eq!(days[0].tally.successful_calls, 4);
     assert_eq!(days[0].last_used, Some(at("2026-11-09T12:00:00Z")));
+}
+
+pub(crate) async fn single_calls_are_parked_read_with_the_days_and_cleared<S>(store: &S)
+where
+    S: KeyStore + UsageWriter + UsageReader + CounterCorrector,
+{
+    let records: Vec<_> = (0..3).map(|i| new_record(&format!("p{i}@example.com"), None)).collect();
+    for record in &records {
+        store.insert_key(record).await.unwrap();
+    }
+    let (a, b) = (&records[0].id, &records[1].id);
+    // A single call of each key, and a second call of `a` on another day in another delivery.
+    let deliveries = [
+        batch_of(30, records.iter().map(|r| delta(&r.id, "2026-11-09T08:00:00Z", 200, true, 1)).collect()),
+        batch_of(
+            31,
+            vec![
+                delta(a, "2026-11-10T08:00:00Z", 500, true, 1),
+                delta(b, "2026-11-09T08:00:01Z", 404, true, 1),
+            ],
+        ),
+    ];
+    let report = store.apply_deliveries(&deliveries, at("2026-11-10T08:01:00Z")).await.unwrap();
+    // b has two calls on the 9th: written; the rest parked.
+    assert_eq!((report.day_items_written, report.parked_entries), (1, 3), "{report:?}");
+    let november = store.month_usage(a, "2026-11".parse().unwrap()).await.unwrap();
+    assert_eq!(
+        november.iter().map(|d| d.tally.usage_count).collect::<Vec<_>>(),
+        [1, 1],
+        "parked days read in"
+    );
+    assert_eq!(november[1].last_used, Some(at("2026-11-10T08:00:00Z")));
+    assert_eq!(day_totals(store, b).await.0.usage_count, 2);
+    let parked =
+        store.parked_usage("2026-11-09".parse().unwrap(), "2026-11-10".parse().unwrap()).await.unwrap();
+    assert_eq!(parked.entries.len(), 3);
+    assert!(
+        store.day_items("2026-11-09".parse().unwrap(), "2026-11-10".parse().unwrap()).await.unwrap().len()
+            == 1
+    );
+    assert_eq!(
+        store.refresh_key_totals(a).await.unwrap().unwrap().tally.usage_count,
+        2,
+        "totals count parked usage"
+    );
+    store.clear_parked(&parked.handles).await.unwrap();
+    assert!(
+        store
+            .parked_usage("2026-11-09".parse().unwrap(), "2026-11-10".parse().unwrap())
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    assert_eq!(day_totals(store, a).await.0.usage_count, 0, "cleared: reconcile set the items meanwhile");
 }
 
 pub(crate) async fn marks_expire_by_when_they_were_written_not_by_their_events<S>(store: &S)
@@ -410,6 +472,11 @@ macro_rules! contract_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn marks_expire_by_when_they_were_written_not_by_their_events() {
             contract::marks_expire_by_when_they_were_written_not_by_their_events(&$make().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn single_calls_are_parked_read_with_the_days_and_cleared() {
+            contract::single_calls_are_parked_read_with_the_days_and_cleared(&$make().await).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
