@@ -176,13 +176,16 @@ pub fn pending_bucket(key: &KeyId) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key.as_str().as_bytes()) % PENDING_BUCKETS
 }
 
+/// Parked key days by bucket and day: each entry of the map is one parked item.
+pub type ParkedByBucket = BTreeMap<(u64, Day), Vec<DayDelta>>;
+
 /// Splits a buffer's merged usage into what is written to the day items now (a key's day with more
 /// than one call in the buffer) and what is parked (a single call: Zipf's tail, whose calls would
 /// otherwise cost a write each), grouped by bucket and day.
 #[must_use]
-pub fn split_parked(days: Vec<DayDelta>) -> (Vec<DayDelta>, BTreeMap<(u64, Day), Vec<DayDelta>>) {
+pub fn split_parked(days: Vec<DayDelta>) -> (Vec<DayDelta>, ParkedByBucket) {
     let mut hot = Vec::with_capacity(days.len());
-    let mut parked: BTreeMap<(u64, Day), Vec<DayDelta>> = BTreeMap::new();
+    let mut parked = ParkedByBucket::new();
     for delta in days {
         if delta.tally.usage_count == 1 {
             parked.entry((pending_bucket(&delta.key_id), delta.day)).or_default().push(delta);
