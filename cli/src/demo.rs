@@ -323,9 +323,20 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         lambda_invocations: rt.invocations + retried + batch_share(days + 1).max(1),
         lambda_ms: millis(realtime_time + archive_time) + batch_share(millis(reconcile_time + report_time)),
         lambda_io_invocations: rt.invocations + retried,
+        // A correction or a fold that creates an item is a transaction with the key's check (4 units;
+        // 2 are counted for a correction of an existing item). Each parked item the traffic wrote is
+        // deleted (as many units as its write) and read (a unit per 4 KB) by reconcile later: that
+        // is the traffic's own cost, not a share of a day's run.
         write_units: apply.write_units()
-            + batch_share(report.run.items_corrected * 2 + report.run.key_totals_refreshed),
-        read_units: apply.read_units() + batch_share(report.run.keys_checked * 2),
+            + batch_share(
+                report.run.items_corrected * 2
+                    + report.run.items_folded * 4
+                    + report.run.key_totals_refreshed,
+            )
+            + apply.parked_write_units,
+        read_units: apply.read_units()
+            + batch_share(report.run.keys_checked * 2)
+            + apply.parked_write_units.div_ceil(4).max(apply.parked_writes as u64),
         firehose_billed_bytes: rt.billed_record_bytes,
         firehose_objects: objects.count(),
         s3_puts: objects.count() + report.written.len() as u64 + manifest.files.len() as u64 + 1,

@@ -179,9 +179,15 @@ pub fn pending_bucket(key: &KeyId) -> u64 {
 /// Parked key days by bucket and day: each entry of the map is one parked item.
 pub type ParkedByBucket = BTreeMap<(u64, Day), Vec<DayDelta>>;
 
-/// Splits a buffer's merged usage into what is written to the day items now (a key's day with more
-/// than one call in the buffer) and what is parked (a single call: Zipf's tail, whose calls would
-/// otherwise cost a write each), grouped by bucket and day.
+/// Fewest key days worth a parked item. A parked item costs its write, and later its delete and its
+/// read by reconcile; written directly, each key day costs one write unit. Below four entries an item
+/// saves nothing (the small traffic's buffers, a few calls in many buckets, write directly).
+pub const PARK_MIN_ENTRIES: usize = 4;
+
+/// Splits a buffer's merged usage into what is written to the day items now and what is parked:
+/// a key's day with a single call in the buffer (Zipf's tail, whose calls would otherwise cost a
+/// write each), grouped by bucket and day, where a bucket's day gathers at least
+/// [`PARK_MIN_ENTRIES`] of them.
 #[must_use]
 pub fn split_parked(days: Vec<DayDelta>) -> (Vec<DayDelta>, ParkedByBucket) {
     let mut hot = Vec::with_capacity(days.len());
@@ -193,6 +199,15 @@ pub fn split_parked(days: Vec<DayDelta>) -> (Vec<DayDelta>, ParkedByBucket) {
             hot.push(delta);
         }
     }
+    parked.retain(|_, entries| {
+        if entries.len() < PARK_MIN_ENTRIES {
+            hot.append(entries);
+            false
+        } else {
+            true
+        }
+    });
+    hot.sort_by(|a, b| (&a.key_id, a.day).cmp(&(&b.key_id, b.day)));
     (hot, parked)
 }
 

@@ -126,6 +126,10 @@ pub struct ReconcileRun {
     pub extra_in_realtime: u64,
     /// Keys whose lifetime totals were refreshed from their day items.
     pub key_totals_refreshed: u64,
+    /// Day items set only to fold in usage parked beside them (the realtime view was already right).
+    pub items_folded: u64,
+    /// Parked items cleared after the corrections.
+    pub parked_cleared: u64,
     /// Usage events in the archive for keys that do not exist.
     pub orphan_events: u64,
     /// Corrections retried because the realtime writer moved the item meanwhile.

@@ -346,6 +346,13 @@ where
             .map(|l| l.realtime.usage_count.saturating_sub(l.authoritative.usage_count))
             .sum(),
         key_totals_refreshed,
+        items_folded: drift
+            .iter()
+            .filter(|l| {
+                l.action == DriftAction::AlreadyCorrect && parked_by.contains_key(&(l.key_id.clone(), l.day))
+            })
+            .count() as u64,
+        parked_cleared: if options.dry_run { 0 } else { parked.handles.len() as u64 },
         orphan_events: orphans.iter().map(|o| o.tally.usage_count).sum(),
         conflicts_retried,
     };

@@ -82,6 +82,7 @@ CREATE INDEX delivery_marks_expiry ON delivery_marks (expires_at);
     r"
 CREATE TABLE parked_usage (
     id               INTEGER PRIMARY KEY,
+    item             TEXT NOT NULL,
     key_id           TEXT NOT NULL,
     day              TEXT NOT NULL,
     successful_calls INTEGER NOT NULL,
@@ -91,6 +92,7 @@ CREATE TABLE parked_usage (
 );
 CREATE INDEX parked_usage_key ON parked_usage (key_id, day);
 CREATE INDEX parked_usage_day ON parked_usage (day);
+CREATE INDEX parked_usage_item ON parked_usage (item);
 ",
 ];
 
@@ -443,17 +445,17 @@ impl SqliteStore {
         rows.into_iter().map(day_usage_of).collect()
     }
 
-    /// Parked usage of one key (or every key) in `from..=to`; the handles are the rows' ids.
+    /// Parked usage of one key (or every key) in `from..=to`; the handles are the parked items.
     fn parked_of(&self, key_id: Option<&KeyId>, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
         let op = |e| sql_error("read parked usage", e);
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, key_id, day, successful_calls, failed_calls, usage_count, last_used FROM parked_usage \
+                "SELECT item, key_id, day, successful_calls, failed_calls, usage_count, last_used FROM parked_usage \
                  WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR key_id = ?3) ORDER BY id",
             )
             .map_err(op)?;
-        type Row = (i64, String, String, i64, i64, i64, String);
+        type Row = (String, String, String, i64, i64, i64, String);
         let rows: Vec<Row> = stmt
             .query_map(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str)], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
@@ -461,8 +463,11 @@ impl SqliteStore {
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(op)?;
         let mut parked = ParkedUsage::default();
-        for (id, key, day, s, f, u, last_used) in rows {
-            parked.handles.push(id.to_string());
+        let mut items = std::collections::BTreeSet::new();
+        for (item, key, day, s, f, u, last_used) in rows {
+            if items.insert(item.clone()) {
+                parked.handles.push(item);
+            }
             parked.entries.push(DayDelta {
                 key_id: KeyId::parse(&key).map_err(|e| corrupt(e.to_string()))?,
                 day: day.parse().map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
@@ -622,11 +627,9 @@ impl CounterCorrector for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
         {
-            let mut delete = tx.prepare_cached("DELETE FROM parked_usage WHERE id = ?1").map_err(op)?;
+            let mut delete = tx.prepare_cached("DELETE FROM parked_usage WHERE item = ?1").map_err(op)?;
             for handle in handles {
-                let id: i64 =
-                    handle.parse().map_err(|_| corrupt(format!("{handle:?} is not a parked row")))?;
-                delete.execute([id]).map_err(op)?;
+                delete.execute([handle]).map_err(op)?;
             }
         }
         tx.commit().map_err(op)
@@ -738,14 +741,20 @@ impl UsageWriter for SqliteStore {
             }
             let mut park = tx
                 .prepare_cached(
-                    "INSERT INTO parked_usage (key_id, day, successful_calls, failed_calls, usage_count, last_used) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO parked_usage (item, key_id, day, successful_calls, failed_calls, usage_count, last_used) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(op)?;
-            for entries in parked.values() {
+            // Rows of one bucket, day and buffer make one parked item, as in DynamoDB.
+            let mut ids: Vec<&str> = fresh.iter().map(|d| d.batch_id().as_str()).collect();
+            ids.sort_unstable();
+            let buffer = xxhash_rust::xxh3::xxh3_64(ids.join("\n").as_bytes());
+            for ((bucket, day), entries) in &parked {
+                let item = format!("{bucket:02}|{day}|{buffer:016x}");
                 for entry in entries {
                     let [s, f, u] = tally_params(entry.tally)?;
                     park.execute(params![
+                        item,
                         entry.key_id.as_str(),
                         entry.day.to_string(),
                         s,
