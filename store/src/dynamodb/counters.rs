@@ -18,18 +18,29 @@ use super::{DynamoStore, RECONCILE_PARTITION, RUN_RECORD_TTL_DAYS, TTL_ATTRIBUTE
 const QUERY_CONCURRENCY: usize = 16;
 
 impl DynamoStore {
-    /// The day items of `key` in `from..=to`, read consistently.
-    async fn key_days(&self, key: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
-        let mut items = self
-            .client
+    /// A consistent Query of `UsageCounters` for the items of `partition` whose sort key lies in
+    /// `from..=to`.
+    pub(super) fn sort_key_range(
+        &self,
+        partition: &str,
+        from: &str,
+        to: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
             .query()
             .table_name(&self.tables.usage_counters)
             .key_condition_expression("keyId = :k AND #day BETWEEN :from AND :to")
             .expression_attribute_names("#day", "day")
-            .expression_attribute_values(":k", s(key.as_str()))
-            .expression_attribute_values(":from", s(&from.to_string()))
-            .expression_attribute_values(":to", s(&to.to_string()))
+            .expression_attribute_values(":k", s(partition))
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
             .consistent_read(true)
+    }
+
+    /// The day items of `key` in `from..=to`, read consistently.
+    async fn key_days(&self, key: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let mut items = self
+            .sort_key_range(key.as_str(), &from.to_string(), &to.to_string())
             .into_paginator()
             .items()
             .send();

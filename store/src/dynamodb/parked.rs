@@ -95,17 +95,9 @@ impl DynamoStore {
         from: Day,
         to: Day,
     ) -> Result<ParkedUsage, StoreError> {
+        // `$` sorts right after `#`: every sort key of the last day.
         let mut items = self
-            .client
-            .query()
-            .table_name(&self.tables.usage_counters)
-            .key_condition_expression("keyId = :k AND #day BETWEEN :from AND :to")
-            .expression_attribute_names("#day", "day")
-            .expression_attribute_values(":k", s(&partition(bucket)))
-            .expression_attribute_values(":from", s(&from.to_string()))
-            // `$` sorts right after `#`: every sort key of the last day.
-            .expression_attribute_values(":to", s(&format!("{to}$")))
-            .consistent_read(true)
+            .sort_key_range(&partition(bucket), &from.to_string(), &format!("{to}$"))
             .into_paginator()
             .items()
             .send();
