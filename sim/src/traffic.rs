@@ -339,6 +339,7 @@ pub struct Simulator {
     late: Vec<(u32, Pending)>,
     /// Deliveries that will arrive a second time: (arrives in slice, delivery).
     again: Vec<(u32, Delivery)>,
+    gzipper: crate::cloudwatch::Gzipper,
 }
 
 fn start_of(day: Day) -> DateTime<Utc> {
@@ -391,6 +392,7 @@ impl Simulator {
             event_index: 0,
             late: Vec::new(),
             again: Vec::new(),
+            gzipper: crate::cloudwatch::Gzipper::default(),
         }
     }
 
@@ -637,7 +639,7 @@ impl Simulator {
             );
         }
         payload.push_str("]}");
-        let compressed = crate::cloudwatch::gzip(payload.as_bytes());
+        let compressed = self.gzipper.gzip(payload.as_bytes());
         Delivery {
             event: crate::cloudwatch::subscription_event_of(&compressed),
             record_bytes: compressed.len() as u64,
