@@ -78,7 +78,7 @@ mod tests {
     #[test]
     fn renders_the_emf_envelope() {
         let at = meter_model::time::parse_instant("2026-11-29T14:00:00Z").unwrap();
-        let line = MetricLine::new("usage-processor", at).with("EventsRead", 10, Unit::Count).with(
+        let line = MetricLine::new("archive-transformer", at).with("EventsRead", 10, Unit::Count).with(
             "Duration",
             7,
             Unit::Milliseconds,
@@ -91,7 +91,7 @@ mod tests {
             value["_aws"]["CloudWatchMetrics"][0]["Metrics"][1],
             json!({"Name": "Duration", "Unit": "Milliseconds"})
         );
-        assert_eq!(value["Function"], "usage-processor");
+        assert_eq!(value["Function"], "archive-transformer");
         assert_eq!(value["EventsRead"], 10);
     }
 }
