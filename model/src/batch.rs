@@ -211,6 +211,15 @@ pub fn split_parked(days: Vec<DayDelta>) -> (Vec<DayDelta>, ParkedByBucket) {
     (hot, parked)
 }
 
+/// The name of a buffer's parked items: a digest of its fresh deliveries' ids, in any order, so that
+/// writing the same buffer again writes the same items.
+#[must_use]
+pub fn buffer_digest(deliveries: &[&BatchDelta]) -> u64 {
+    let mut ids: Vec<&str> = deliveries.iter().map(|d| d.batch_id().as_str()).collect();
+    ids.sort_unstable();
+    xxhash_rust::xxh3::xxh3_64(ids.join("\n").as_bytes())
+}
+
 /// Usage parked by the realtime path, as reconcile reads it: the entries, and the handles of the items
 /// that hold them (to clear them once the day items hold the authoritative counts).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -301,6 +310,13 @@ impl ApplyReport {
     #[must_use]
     pub fn read_units(&self) -> u64 {
         self.keys_read as u64
+    }
+
+    /// Counts one parked item written, holding `entries` key days.
+    pub fn count_parked_item(&mut self, entries: usize) {
+        self.parked_entries += entries;
+        self.parked_writes += 1;
+        self.parked_write_units += capacity::write_units(capacity::parked_item_bytes(entries));
     }
 
     /// Adds another report's counts.

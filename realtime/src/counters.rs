@@ -1,6 +1,7 @@
 //! The realtime counters, fed by the archive transformer: a buffer of deliveries in, each delivery
 //! counted once, and a failure of the store never stopping the archive (CONTRACTS.md §8).
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use meter_model::{ApplyReport, BatchDelta, Clock, StoreError, Tally, UsageWriter};
@@ -80,7 +81,13 @@ impl<S: UsageWriter, C: Clock> RealtimeCounters<S, C> {
     pub async fn apply(&self, deliveries: &[BatchDelta]) -> CounterReport {
         let started = Instant::now();
         let mut report = CounterReport { deliveries: deliveries.len() as u64, ..CounterReport::default() };
-        let deliveries: Vec<BatchDelta> = deliveries.iter().filter(|d| !d.is_empty()).cloned().collect();
+        // Deliveries without usage are left out (a copy only when there are some: the transformer
+        // hands over none).
+        let deliveries: Cow<'_, [BatchDelta]> = if deliveries.iter().any(BatchDelta::is_empty) {
+            Cow::Owned(deliveries.iter().filter(|d| !d.is_empty()).cloned().collect())
+        } else {
+            Cow::Borrowed(deliveries)
+        };
         if deliveries.is_empty() {
             report.duration = started.elapsed();
             return report;

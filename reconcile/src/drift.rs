@@ -222,35 +222,27 @@ where
         pairs.keys().map(|(id, _)| id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let keys_checked = keys.len() as u64;
     let items_checked = pairs.len() as u64;
-    // A day whose realtime view differs, or whose parked usage is to be folded into its item: its item
-    // is set. A day with no item, nothing in the archive and only parked usage needs no item.
-    let folded_only: Vec<DriftLine> = pairs
-        .iter()
-        .filter(|(key, (current, target))| {
-            current.is_none() && target.is_zero() && parked_by.contains_key(*key)
-        })
-        .map(|((key_id, day), (_, target))| DriftLine {
-            key_id: key_id.clone(),
-            day: *day,
-            realtime: view(&(key_id.clone(), *day), None),
-            authoritative: *target,
-            action: if options.dry_run { DriftAction::WouldCorrect } else { DriftAction::Corrected },
-        })
-        .collect();
-    let corrections: Vec<DayCorrection> = pairs
-        .into_iter()
-        .filter(|(key, (current, target))| {
-            (view(key, *current) != *target || parked_by.contains_key(key))
-                && !(current.is_none() && target.is_zero())
-        })
-        .map(|((key_id, day), (expected, target))| DayCorrection {
-            key_id,
-            day,
-            expected,
-            target,
-            at: started_at,
-        })
-        .collect();
+    // A day whose realtime view differs, or whose parked usage is to be folded into its item, has its
+    // item set. A day with nothing in the archive and only parked usage needs no item: clearing the
+    // parked usage corrects it.
+    let (mut parked_only, mut corrections) = (Vec::new(), Vec::new());
+    for ((key_id, day), (expected, target)) in pairs {
+        let key = (key_id, day);
+        let parked = parked_by.contains_key(&key);
+        if expected.is_none() && target.is_zero() {
+            if parked {
+                parked_only.push(DriftLine {
+                    realtime: view(&key, None),
+                    key_id: key.0,
+                    day,
+                    authoritative: target,
+                    action: if options.dry_run { DriftAction::WouldCorrect } else { DriftAction::Corrected },
+                });
+            }
+        } else if parked || view(&key, expected) != target {
+            corrections.push(DayCorrection { key_id: key.0, day, expected, target, at: started_at });
+        }
+    }
 
     let mut written = Vec::new();
     if !options.dry_run {
@@ -279,7 +271,7 @@ where
                 })
                 .filter(|line| line.realtime != line.authoritative),
         );
-        drift.extend(folded_only);
+        drift.extend(parked_only);
         drift.sort_by(|a, b| (&a.key_id, a.day).cmp(&(&b.key_id, b.day)));
     } else {
         let mut by_key: BTreeMap<KeyId, Vec<DayCorrection>> = BTreeMap::new();
@@ -311,7 +303,7 @@ where
                 drift.push(line);
             }
         }
-        drift.extend(folded_only);
+        drift.extend(parked_only);
         drift.sort_by(|a, b| (&a.key_id, a.day).cmp(&(&b.key_id, b.day)));
         store.clear_parked(&parked.handles).await.map_err(store_failed("clearing parked usage"))?;
         // The keys' lifetime totals follow their corrected day items (the realtime path leaves them to

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use meter_model::batch::{MARKER_TTL, MarkerSlot, capacity, merge_days, split_parked, with_parked};
+use meter_model::batch::{
+    MARKER_TTL, MarkerSlot, buffer_digest, capacity, merge_days, split_parked, with_parked,
+};
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
     ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta,
@@ -401,47 +403,34 @@ impl KeyStore for SqliteStore {
 
 impl UsageReader for SqliteStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
-        let parked = self.parked_of(Some(key_id), month.first_day(), month.last_day())?;
-        let items = self.month_items(key_id, month)?;
-        Ok(with_parked(items, &parked.entries))
+        self.key_usage(key_id, month.first_day(), month.last_day())
     }
 
     async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
-        let parked = self.parked_of(Some(key_id), Day::EARLIEST, Day::LATEST)?;
-        let items = self.lifetime_items(key_id)?;
-        Ok(with_parked(items, &parked.entries))
+        self.key_usage(key_id, Day::EARLIEST, Day::LATEST)
     }
 }
 
 impl SqliteStore {
-    fn month_items(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
+    /// A key's day items in `from..=to` with its parked usage added in.
+    fn key_usage(&self, key_id: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let parked = self.parked_of(Some(key_id), from, to)?;
+        Ok(with_parked(self.key_items(key_id, from, to)?, &parked.entries))
+    }
+
+    /// A key's day items in `from..=to`, ordered by day.
+    fn key_items(&self, key_id: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let op = |e| sql_error("read a key's day items", e);
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {DAY_COLUMNS} FROM usage_counters WHERE key_id = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day"
             ))
-            .map_err(|e| sql_error("month usage", e))?;
+            .map_err(op)?;
         let rows = stmt
-            .query_map(
-                params![key_id.as_str(), month.first_day().to_string(), month.last_day().to_string()],
-                read_day_row,
-            )
+            .query_map(params![key_id.as_str(), from.to_string(), to.to_string()], read_day_row)
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| sql_error("month usage", e))?;
-        rows.into_iter().map(day_usage_of).collect()
-    }
-
-    fn lifetime_items(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {DAY_COLUMNS} FROM usage_counters WHERE key_id = ?1 ORDER BY day"
-            ))
-            .map_err(|e| sql_error("lifetime usage", e))?;
-        let rows = stmt
-            .query_map(params![key_id.as_str()], read_day_row)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| sql_error("lifetime usage", e))?;
+            .map_err(op)?;
         rows.into_iter().map(day_usage_of).collect()
     }
 
@@ -746,9 +735,7 @@ impl UsageWriter for SqliteStore {
                 )
                 .map_err(op)?;
             // Rows of one bucket, day and buffer make one parked item, as in DynamoDB.
-            let mut ids: Vec<&str> = fresh.iter().map(|d| d.batch_id().as_str()).collect();
-            ids.sort_unstable();
-            let buffer = xxhash_rust::xxh3::xxh3_64(ids.join("\n").as_bytes());
+            let buffer = buffer_digest(&fresh);
             for ((bucket, day), entries) in &parked {
                 let item = format!("{bucket:02}|{day}|{buffer:016x}");
                 for entry in entries {
@@ -764,10 +751,7 @@ impl UsageWriter for SqliteStore {
                     ])
                     .map_err(op)?;
                 }
-                report.parked_entries += entries.len();
-                report.parked_writes += 1;
-                report.parked_write_units +=
-                    capacity::write_units(capacity::parked_item_bytes(entries.len()));
+                report.count_parked_item(entries.len());
             }
         }
         tx.commit().map_err(op)?;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use meter_model::batch::{MARKER_TTL, MarkerSlot, capacity, merge_days, split_parked};
+use meter_model::batch::{MARKER_TTL, MarkerSlot, buffer_digest, capacity, merge_days, split_parked};
 use meter_model::time::format_instant;
 use meter_model::{ApplyReport, BatchDelta, Day, DayDelta, KeyId, StoreError, Tally, UsageWriter};
 
@@ -14,7 +14,7 @@ use super::error::{build_error, store_error, table_missing};
 use super::item::{corrupt, n, req_s, s};
 use super::{
     COUNTER_WRITE_CONCURRENCY, DynamoStore, MARKER_PARTITION_PREFIX, MAX_BATCH_GET_KEYS, TTL_ATTRIBUTE,
-    UNPROCESSED_RETRY,
+    UNPROCESSED_RETRY, pause_for_unprocessed,
 };
 
 /// How a slot's marker write went.
@@ -50,13 +50,7 @@ impl DynamoStore {
                 }
                 match out.unprocessed_keys.and_then(|mut u| u.remove(&self.tables.api_keys)) {
                     Some(rest) if !rest.keys().is_empty() => {
-                        let Some(pause) = pauses.next() else {
-                            return Err(StoreError::Retryable {
-                                operation: "look up keys".into(),
-                                source: "DynamoDB left keys unprocessed after every retry".into(),
-                            });
-                        };
-                        tokio::time::sleep(pause).await;
+                        pause_for_unprocessed(&mut pauses, "look up keys").await?;
                         request = rest;
                     }
                     _ => break,
@@ -265,9 +259,7 @@ impl UsageWriter for DynamoStore {
         };
         let (hot, parked) = split_parked(writable.into_iter().cloned().collect());
         // Parked items are named after the buffer's fresh deliveries: the same buffer writes the same items.
-        let mut ids: Vec<&str> = fresh.iter().map(|d| d.batch_id().as_str()).collect();
-        ids.sort_unstable();
-        let buffer = xxhash_rust::xxh3::xxh3_64(ids.join("\n").as_bytes());
+        let buffer = buffer_digest(&fresh);
         let parks: Vec<((u64, Day), Vec<DayDelta>)> = parked.into_iter().collect();
         let parked_results: Vec<(Tally, usize, Result<(), StoreError>)> = futures::stream::iter(parks)
             .map(|((bucket, day), entries)| async move {
@@ -281,9 +273,7 @@ impl UsageWriter for DynamoStore {
         for (tally, count, result) in parked_results {
             match result {
                 Ok(()) => {
-                    report.parked_entries += count;
-                    report.parked_writes += 1;
-                    report.parked_write_units += capacity::write_units(capacity::parked_item_bytes(count));
+                    report.count_parked_item(count);
                 }
                 Err(err) => {
                     report.not_applied.add(tally);

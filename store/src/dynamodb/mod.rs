@@ -59,6 +59,22 @@ const MAX_BATCH_GET_KEYS: usize = 100;
 /// How the keys DynamoDB leaves unprocessed in a `BatchGetItem` (throttling) are asked for again.
 const UNPROCESSED_RETRY: RetryPolicy =
     RetryPolicy::new(9, Duration::from_millis(25), Duration::from_millis(3200));
+/// Waits before asking DynamoDB again for what it left unprocessed (throttling); fails, as a call that
+/// may succeed later, once `pauses` are spent.
+async fn pause_for_unprocessed(
+    pauses: &mut impl Iterator<Item = Duration>,
+    operation: &str,
+) -> Result<(), meter_model::StoreError> {
+    let Some(pause) = pauses.next() else {
+        return Err(meter_model::StoreError::Retryable {
+            operation: operation.into(),
+            source: "DynamoDB left requests unprocessed after every retry".into(),
+        });
+    };
+    tokio::time::sleep(pause).await;
+    Ok(())
+}
+
 /// At most this many marker and counter writes in flight.
 const COUNTER_WRITE_CONCURRENCY: usize = 32;
 

@@ -11,7 +11,7 @@ use meter_model::{Day, DayDelta, KeyId, ParkedUsage, StoreError, Tally};
 
 use super::error::{store_error, table_missing};
 use super::item::{corrupt, n, req_s, s};
-use super::{DynamoStore, TTL_ATTRIBUTE, UNPROCESSED_RETRY};
+use super::{DynamoStore, TTL_ATTRIBUTE, UNPROCESSED_RETRY, pause_for_unprocessed};
 
 /// Partition prefix of parked usage in `UsageCounters`; `#` cannot start a key id.
 const PARKED_PARTITION_PREFIX: &str = "#parked#";
@@ -148,13 +148,7 @@ impl DynamoStore {
                     })?;
                 match out.unprocessed_items.and_then(|mut u| u.remove(&self.tables.usage_counters)) {
                     Some(rest) if !rest.is_empty() => {
-                        let Some(pause) = pauses.next() else {
-                            return Err(StoreError::Retryable {
-                                operation: "clear parked usage".into(),
-                                source: "DynamoDB left deletes unprocessed after every retry".into(),
-                            });
-                        };
-                        tokio::time::sleep(pause).await;
+                        pause_for_unprocessed(&mut pauses, "clear parked usage").await?;
                         requests = rest;
                     }
                     _ => break,
