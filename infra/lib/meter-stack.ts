@@ -1,0 +1,241 @@
+/**
+ * One environment of meter in one region: everything the README's "Deploy to AWS" promises.
+ */
+import { CfnOutput, Duration, Stack, type StackProps } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import type { Construct } from 'constructs';
+import { EXAMPLE_STAGE, ExampleApi, ExistingApiAuthorizer, type FlushTarget, KEY_HEADER } from './api';
+import { ARCHIVE_PREFIX, HASHED_KEY_INDEX, MeterData } from './data';
+import { type Binary, MeterFunction } from './functions';
+import { Monitoring } from './monitoring';
+import { acknowledge, arnToken } from './nag';
+import { ArchivePipeline } from './pipeline';
+import type { EnvironmentSettings } from './settings';
+
+/** Where the monthly report reads its pricing (scripts/deploy uploads the environment's file there). */
+export const PRICING_KEY = 'pricing/pricing.toml';
+/** The monthly report's prefix in the reports bucket. */
+export const REPORTS_PREFIX = 'reports';
+
+export interface MeterStackProps extends StackProps {
+  readonly settings: EnvironmentSettings;
+  /** The folder of cargo-lambda's zips (`<binary>/bootstrap.zip`). */
+  readonly lambdaDir: string;
+}
+
+export class MeterStack extends Stack {
+  readonly data: MeterData;
+  readonly functions: Record<string, MeterFunction>;
+  readonly pipeline: ArchivePipeline;
+  readonly monitoring: Monitoring;
+  readonly exampleApi?: ExampleApi;
+
+  constructor(scope: Construct, id: string, props: MeterStackProps) {
+    super(scope, id, props);
+    const { settings } = props;
+    const data = (this.data = new MeterData(this, 'Data', settings));
+    const store = `dynamodb:keys=${data.apiKeys.tableName},counters=${data.usageCounters.tableName}`;
+    const archive = `s3://${data.archive.bucketName}/${ARCHIVE_PREFIX}`;
+    const logRetention = settings.logRetentionDays as logs.RetentionDays;
+    const fn = (
+      id: string,
+      binary: Binary,
+      description: string,
+      options: { memoryMiB: number; timeout: Duration; environment?: Record<string, string>; asynchronous?: boolean },
+    ) =>
+      new MeterFunction(this, id, {
+        binary,
+        functionName: `meter-${settings.name}-${binary}`,
+        lambdaDir: props.lambdaDir,
+        description,
+        logRetention,
+        environment: options.environment ?? {},
+        memoryMiB: options.memoryMiB,
+        timeout: options.timeout,
+        asynchronous: options.asynchronous,
+      });
+
+    // --- the functions -------------------------------------------------------------------------------
+    const authorizer = fn('Authorizer', 'authorizer', 'Checks API keys for API Gateway (30 s cache, instant revocation)', {
+      memoryMiB: 512,
+      timeout: Duration.seconds(10),
+      environment: { METER_STORE: store, METER_IDENTITY_HEADER: KEY_HEADER },
+    });
+    const transformer = fn('ArchiveTransformer', 'archive-transformer',
+      "Firehose's transformation: archive rows from CloudWatch Logs records, and the realtime counters", {
+        memoryMiB: 1024,
+        // Firehose waits at most 5 minutes for a transformation.
+        timeout: Duration.minutes(5),
+        environment: { METER_STORE: store, METER_ARCHIVE: archive },
+      });
+    const reconcile = fn('ReconcileJob', 'reconcile-job', 'Nightly: recomputes the counters from the archive and corrects drift', {
+      memoryMiB: 2048,
+      timeout: Duration.minutes(15),
+      asynchronous: true,
+      environment: {
+        METER_STORE: store,
+        METER_ARCHIVE: archive,
+        METER_RECONCILE_LOOKBACK_DAYS: String(settings.reconcileLookbackDays),
+        METER_ALERT_TOPIC: data.alertsTopic.topicArn,
+        METER_DRIFT_ALERT_THRESHOLD: String(settings.driftAlarmThreshold),
+      },
+    });
+    const report = fn('MonthlyReport', 'monthly-report', "Monthly: issues last month's invoices and tells finance", {
+      memoryMiB: 2048,
+      timeout: Duration.minutes(15),
+      asynchronous: true,
+      environment: {
+        METER_STORE: store,
+        METER_ARCHIVE: archive,
+        METER_REPORTS: `s3://${data.reports.bucketName}/${REPORTS_PREFIX}`,
+        METER_PRICING: `s3://${data.reports.bucketName}/${PRICING_KEY}`,
+        METER_FINANCE_TOPIC: data.financeTopic.topicArn,
+        METER_LINK_EXPIRY_HOURS: '72',
+      },
+    });
+
+    // --- where the authorizer sits, and whose caches a revocation flushes ------------------------------
+    const flushTargets: FlushTarget[] = [];
+    let backend: MeterFunction | undefined;
+    if (settings.exampleApi) {
+      backend = fn('ExampleBackend', 'example-backend', 'The example API: answers and prints one usage line per request', {
+        memoryMiB: 128,
+        timeout: Duration.seconds(5),
+      });
+      this.exampleApi = new ExampleApi(this, 'ExampleApi', { settings, authorizer: authorizer.function, backend: backend.function });
+      flushTargets.push(this.exampleApi.flushTarget);
+    }
+    let existing: ExistingApiAuthorizer | undefined;
+    if (settings.existingApi) {
+      existing = new ExistingApiAuthorizer(this, 'ExistingApi', settings.existingApi, settings, authorizer.function);
+      flushTargets.push(existing.flushTarget);
+    }
+    const invalidator = fn('CacheInvalidator', 'cache-invalidator', "On revocation: flushes API Gateway's authorizer caches", {
+      memoryMiB: 128,
+      timeout: Duration.seconds(60),
+      asynchronous: true,
+      environment: { METER_FLUSH_TARGETS: flushTargets.map((target) => target.spec).join(',') },
+    });
+    data.revocationTopic.addSubscription(
+      new subscriptions.LambdaSubscription(invalidator.function, { deadLetterQueue: invalidator.failures }),
+    );
+
+    // --- least privilege: each function gets the actions it calls, on the resources it calls them on ---
+    const allow = (target: MeterFunction, actions: string[], resources: string[]) =>
+      target.function.addToRolePolicy(new iam.PolicyStatement({ actions, resources }));
+    const keys = [data.apiKeys.tableArn];
+    const keysIndex = [`${data.apiKeys.tableArn}/index/${HASHED_KEY_INDEX}`];
+    const counters = [data.usageCounters.tableArn];
+    allow(authorizer, ['dynamodb:GetItem'], [...keys, ...counters]);
+    allow(authorizer, ['dynamodb:Query'], keysIndex);
+    allow(invalidator, ['apigateway:DELETE'], flushTargets.map((target) => target.cacheArn));
+    allow(transformer, ['dynamodb:BatchGetItem'], keys);
+    allow(transformer, ['dynamodb:UpdateItem', 'dynamodb:PutItem'], counters);
+    allow(transformer, ['s3:PutObject'], [data.archive.arnForObjects(`${ARCHIVE_PREFIX}/*`)]);
+    allow(reconcile, ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan', 'dynamodb:UpdateItem', 'dynamodb:BatchGetItem', 'dynamodb:ConditionCheckItem'], keys);
+    allow(reconcile, ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:PutItem', 'dynamodb:BatchWriteItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'], counters);
+    allow(reconcile, ['s3:ListBucket'], [data.archive.bucketArn]);
+    allow(reconcile, ['s3:GetObject'], [data.archive.arnForObjects(`${ARCHIVE_PREFIX}/*`)]);
+    data.alertsTopic.grantPublish(reconcile.function);
+    allow(report, ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan'], [...keys, ...counters]);
+    allow(report, ['s3:ListBucket'], [data.archive.bucketArn, data.reports.bucketArn]);
+    allow(report, ['s3:GetObject'], [data.archive.arnForObjects(`${ARCHIVE_PREFIX}/*`)]);
+    allow(report, ['s3:GetObject', 's3:PutObject'], [data.reports.arnForObjects(`${REPORTS_PREFIX}/*`)]);
+    allow(report, ['s3:GetObject'], [data.reports.arnForObjects(PRICING_KEY)]);
+    data.financeTopic.grantPublish(report.function);
+    const prefixReason = (bucket: string) =>
+      `Objects under the ${bucket} prefix are named by day and file as they are written: the prefix is the narrowest scope`;
+    for (const target of [transformer, reconcile, report]) {
+      acknowledge(target.function.role!, {
+        id: `AwsSolutions-IAM5[Resource::${arnToken(data.archive)}/${ARCHIVE_PREFIX}/*]`,
+        reason: prefixReason('archive'),
+      });
+    }
+    acknowledge(report.function.role!, {
+      id: `AwsSolutions-IAM5[Resource::${arnToken(data.reports)}/${REPORTS_PREFIX}/*]`,
+      reason: prefixReason('reports'),
+    });
+    for (const target of [reconcile, report]) {
+      acknowledge(target.function.role!, {
+        id: 'AwsSolutions-IAM5[Action::kms:GenerateDataKey*]',
+        reason: 'Publishing to an encrypted topic needs a data key from its KMS key (granted on that key only)',
+      });
+    }
+
+    // --- the realtime and archive path ---------------------------------------------------------------
+    const usageLogGroup = settings.usageLogGroup
+      ? logs.LogGroup.fromLogGroupName(this, 'UsageLogGroup', settings.usageLogGroup)
+      : backend!.logGroup;
+    this.pipeline = new ArchivePipeline(this, 'Archive', { settings, data, transformer: transformer.function, usageLogGroup });
+
+    // --- schedules -------------------------------------------------------------------------------------
+    // Reconcile runs after Lambda's asynchronous retries (up to 6 h) of the last deliveries of the day;
+    // the lookback days re-check what CloudWatch Logs redelivers later (up to 24 h).
+    new events.Rule(this, 'NightlyReconcileSchedule', {
+      ruleName: `meter-${settings.name}-nightly-reconcile`,
+      description: `Reconciles the last ${settings.reconcileLookbackDays} days at ${settings.reconcileHourUtc}:00 UTC`,
+      schedule: events.Schedule.cron({ minute: '0', hour: String(settings.reconcileHourUtc) }),
+      targets: [new targets.LambdaFunction(reconcile.function, {
+        deadLetterQueue: reconcile.failures, retryAttempts: 3, maxEventAge: Duration.hours(6),
+      })],
+    });
+    // The 2nd of the month, after that morning's reconcile has settled the month's last day with a full
+    // day of CloudWatch Logs' redeliveries behind it: an issued invoice is never re-issued.
+    new events.Rule(this, 'MonthlyReportSchedule', {
+      ruleName: `meter-${settings.name}-monthly-report`,
+      description: "Issues last month's invoices on the 2nd, after the nightly reconcile",
+      schedule: events.Schedule.cron({ minute: '0', hour: String(Math.min(settings.reconcileHourUtc + 3, 23)), day: '2' }),
+      targets: [new targets.LambdaFunction(report.function, {
+        deadLetterQueue: report.failures, retryAttempts: 3, maxEventAge: Duration.hours(6),
+      })],
+    });
+
+    this.functions = { authorizer, cacheInvalidator: invalidator, archiveTransformer: transformer, reconcileJob: reconcile, monthlyReport: report };
+    if (backend) this.functions.exampleBackend = backend;
+    this.monitoring = new Monitoring(this, 'Monitoring', {
+      settings,
+      functions: this.functions,
+      tables: [data.apiKeys, data.usageCounters],
+      pipeline: this.pipeline,
+      usageLogGroupName: usageLogGroup.logGroupName,
+      alerts: data.alertsTopic,
+      api: this.exampleApi ? { name: `meter-${settings.name}-example`, stage: EXAMPLE_STAGE } : undefined,
+    });
+
+    // --- what scripts/deploy prints and scripts/verify-deployment checks ---------------------------------
+    const output = (id: string, value: string, description: string) =>
+      new CfnOutput(this, id, { value, description });
+    output('Environment', settings.name, 'The environment');
+    output('MeterStore', store, 'METER_STORE for the meter command line');
+    output('MeterArchive', archive, 'METER_ARCHIVE for the meter command line');
+    output('MeterReports', `s3://${data.reports.bucketName}/${REPORTS_PREFIX}`, 'METER_REPORTS');
+    output('RevocationTopicArn', data.revocationTopic.topicArn, 'METER_REVOCATION_TOPIC for meter keys revoke');
+    output('FinanceTopicArn', data.financeTopic.topicArn, 'Finance subscribes here');
+    output('AlertsTopicArn', data.alertsTopic.topicArn, 'Operators subscribe here');
+    output('ApiKeysTable', data.apiKeys.tableName, 'Keys');
+    output('UsageCountersTable', data.usageCounters.tableName, 'Counters');
+    output('ArchiveBucket', data.archive.bucketName, 'The usage archive (source of truth)');
+    output('ReportsBucket', data.reports.bucketName, 'Invoices');
+    output('AthenaResultsBucket', data.athenaResults.bucketName, 'Athena query results');
+    output('PricingObject', `s3://${data.reports.bucketName}/${PRICING_KEY}`, 'The pricing the monthly report uses');
+    output('UsageLogGroup', usageLogGroup.logGroupName, 'The log group the subscription reads usage lines from');
+    output('DeliveryStream', this.pipeline.names.deliveryStream, 'Firehose: usage logs to the archive');
+    output('GlueTable', `${this.pipeline.names.database}.${this.pipeline.names.table}`, 'The archive as a table (Athena)');
+    output('AthenaWorkgroup', this.pipeline.names.workgroup, 'Athena workgroup');
+    output('Dashboard', `https://${this.region}.console.aws.amazon.com/cloudwatch/home?region=${this.region}#dashboards:name=meter-api-usage-${settings.name}`, 'CloudWatch dashboard');
+    output('Functions', Object.values(this.functions).map((f) => f.function.functionName).join(','), 'The Lambda functions');
+    output('FailureQueues', Object.values(this.functions).flatMap((f) => (f.failures ? [f.failures.queueName] : [])).join(','), 'Events the asynchronous functions gave up on');
+    output('Schedules', `meter-${settings.name}-nightly-reconcile,meter-${settings.name}-monthly-report`, 'EventBridge rules');
+    output('Alarms', this.monitoring.alarmNames.join(','), 'CloudWatch alarms');
+    output('FlushTargets', flushTargets.map((target) => target.spec).join(','), 'Stages whose authorizer cache a revocation flushes');
+    if (this.exampleApi) {
+      output('ApiUrl', this.exampleApi.api.url, `The example API (header ${KEY_HEADER})`);
+      output('ExampleApiId', this.exampleApi.api.restApiId, 'The example REST API');
+    }
+    if (existing) output('ExistingApiAuthorizerId', existing.authorizerId, 'Attach this authorizer to your methods or routes');
+  }
+}
