@@ -221,6 +221,7 @@ export class MeterStack extends Stack {
     output('ArchiveBucket', data.archive.bucketName, 'The usage archive (source of truth)');
     output('ReportsBucket', data.reports.bucketName, 'Invoices');
     output('AthenaResultsBucket', data.athenaResults.bucketName, 'Athena query results');
+    output('AccessLogsBucket', data.accessLogs.bucketName, 'S3 server access logs of the other buckets');
     output('PricingObject', `s3://${data.reports.bucketName}/${PRICING_KEY}`, 'The pricing the monthly report uses');
     output('UsageLogGroup', usageLogGroup.logGroupName, 'The log group the subscription reads usage lines from');
     output('DeliveryStream', this.pipeline.names.deliveryStream, 'Firehose: usage logs to the archive');

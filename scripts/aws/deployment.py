@@ -1,0 +1,468 @@
+"""What scripts/verify-deployment, scripts/test-api-usage and scripts/destroy do against a deployed stack.
+
+Each command reads the stack `meter-<ENV>` (its outputs name every resource) and talks to AWS with
+boto3 and the standard AWS settings. With AWS_ENDPOINT_URL set it talks to the local emulator instead;
+`verify --emulator` then skips, one line each, what the emulator's CloudFormation does not model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVIRONMENTS = ROOT / "infra" / "environments.json"
+
+
+class Failure(Exception):
+    """A problem the user can act on; printed without a traceback."""
+
+
+def known_environment(name: str) -> None:
+    names = [n for n in json.loads(ENVIRONMENTS.read_text()) if not n.startswith("$")]
+    if name not in names and name != "local":
+        raise Failure(f'unknown environment "{name}": {ENVIRONMENTS.relative_to(ROOT)} defines {", ".join(names)}')
+
+
+def session(region: str | None) -> boto3.session.Session:
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    try:
+        made = boto3.session.Session(region_name=region) if region else boto3.session.Session()
+        if not made.region_name:
+            raise Failure("no AWS region: pass REGION or set AWS_REGION")
+        made.client("sts").get_caller_identity()
+        return made
+    except (NoCredentialsError, NoRegionError) as err:
+        raise Failure(f"no usable AWS credentials ({err}): set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from err
+    except ClientError as err:
+        raise Failure(f"the AWS credentials are refused: {err}") from err
+    except BotoCoreError as err:
+        raise Failure(f"cannot reach AWS: {err}") from err
+
+
+def stack_outputs(aws: boto3.session.Session, env: str) -> dict[str, str]:
+    stack = f"meter-{env}"
+    try:
+        found = aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    except ClientError as err:
+        raise Failure(f"stack {stack} is not deployed in {aws.region_name} ({err.response['Error']['Message']}): run scripts/deploy {env} {aws.region_name}") from err
+    if not found["StackStatus"].endswith("_COMPLETE") or "ROLLBACK" in found["StackStatus"]:
+        raise Failure(f"stack {stack} is {found['StackStatus']}")
+    return {o["OutputKey"]: o["OutputValue"] for o in found.get("Outputs", [])}
+
+
+# --- verify -------------------------------------------------------------------------------------------
+
+@dataclass
+class Checks:
+    emulator: bool
+    failed: int = 0
+    skipped: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def check(self, what: str, probe, *, modelled: bool = True) -> None:
+        """Runs `probe` (returns a detail string, raises on a problem) and prints one line."""
+        if self.emulator and not modelled:
+            self.skipped += 1
+            print(f"skip  {what}: not modelled by the emulator's CloudFormation", flush=True)
+            return
+        try:
+            detail = probe()
+            print(f"ok    {what}{': ' + detail if detail else ''}", flush=True)
+        except (ClientError, BotoCoreError, Failure, KeyError, AssertionError) as err:
+            self.failed += 1
+            print(f"FAIL  {what}: {describe(err)}", flush=True)
+
+
+def describe(err: Exception) -> str:
+    if isinstance(err, ClientError):
+        return f"{err.response['Error'].get('Code')}: {err.response['Error'].get('Message')}"
+    if isinstance(err, KeyError):
+        return f"the stack has no output {err}"
+    return str(err) or type(err).__name__
+
+
+def expect(condition: bool, problem: str) -> None:
+    if not condition:
+        raise Failure(problem)
+
+
+def verify(args: argparse.Namespace) -> int:
+    known_environment(args.env)
+    aws = session(args.region)
+    out = stack_outputs(aws, args.env)
+    emulator = args.emulator
+    checks = Checks(emulator)
+    ddb, s3, sns, lam, logs = (aws.client(n) for n in ("dynamodb", "s3", "sns", "lambda", "logs"))
+
+    def table(name: str, index: str | None = None):
+        def probe():
+            described = ddb.describe_table(TableName=name)["Table"]
+            expect(described["TableStatus"] == "ACTIVE", f"status {described['TableStatus']}")
+            expect(described.get("BillingModeSummary", {}).get("BillingMode") == "PAY_PER_REQUEST", "not on-demand")
+            if index:
+                names = [i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])]
+                expect(index in names, f"index {index} missing (has {names})")
+            return "active, on-demand" + (f", index {index}" if index else "")
+        return probe
+
+    def recovery(name: str):
+        def probe():
+            backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+            expect(backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED", "point-in-time recovery is off")
+            return "enabled"
+        return probe
+
+    def ttl(name: str, attribute: str):
+        def probe():
+            spec = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+            expect(spec.get("AttributeName") == attribute and spec.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"), f"TTL on {attribute} is off")
+            return f"on {attribute}"
+        return probe
+
+    # moto's CloudFormation creates tables and buckets but ignores some of their properties: those are
+    # checked on their own lines, so that the emulator run still checks the rest.
+    for output, index in (("ApiKeysTable", "hashedKey-index"), ("UsageCountersTable", None)):
+        checks.check(f"table {out[output]}", table(out[output], index))
+        checks.check(f"table {out[output]} point-in-time recovery", recovery(out[output]), modelled=False)
+    checks.check(f"table {out['UsageCountersTable']} TTL", ttl(out["UsageCountersTable"], "expiresAt"), modelled=False)
+
+    def bucket(name: str):
+        def probe():
+            s3.head_bucket(Bucket=name)
+            rules = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"]
+            expect(bool(rules), "not encrypted")
+            return "encrypted"
+        return probe
+
+    def private(name: str, versioned: bool):
+        def probe():
+            if versioned:
+                expect(s3.get_bucket_versioning(Bucket=name).get("Status") == "Enabled", "versioning is off")
+            block = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
+            expect(all(block.values()), "public access is not fully blocked")
+            policy = s3.get_bucket_policy(Bucket=name)["Policy"]
+            expect("aws:SecureTransport" in policy, "the bucket policy does not refuse plain HTTP")
+            return "public access blocked, TLS only" + (", versioned" if versioned else "")
+        return probe
+
+    for output, versioned in (("ArchiveBucket", True), ("ReportsBucket", True), ("AthenaResultsBucket", False), ("AccessLogsBucket", False)):
+        if output in out:
+            checks.check(f"bucket {out[output]}", bucket(out[output]))
+            checks.check(f"bucket {out[output]} access and versioning", private(out[output], versioned), modelled=False)
+
+    def pricing():
+        match = re.match(r"s3://([^/]+)/(.+)", out["PricingObject"])
+        s3.head_object(Bucket=match.group(1), Key=match.group(2))
+        return out["PricingObject"]
+
+    checks.check("pricing for the monthly report", pricing)
+
+    for output in ("RevocationTopicArn", "FinanceTopicArn", "AlertsTopicArn"):
+        def probe(arn=out[output]):
+            attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
+            expect(bool(attributes.get("KmsMasterKeyId")), "not encrypted")
+            return "encrypted"
+        checks.check(f"topic {out[output].rsplit(':', 1)[-1]}", probe)
+
+    def subscribed():
+        arns = [s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=out["RevocationTopicArn"])["Subscriptions"]]
+        expect(any("cache-invalidator" in arn for arn in arns), f"the cache invalidator is not subscribed ({arns})")
+        return "cache invalidator subscribed"
+
+    checks.check("revocation reaches the cache invalidator", subscribed, modelled=False)
+
+    for name in out["Functions"].split(","):
+        def probe(name=name):
+            config = lam.get_function(FunctionName=name)["Configuration"]
+            expect(config.get("State", "Active") == "Active", f"state {config.get('State')}")
+            expect(config["Runtime"] == "provided.al2023", f"runtime {config['Runtime']}")
+            groups = logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}")["logGroups"]
+            expect(any(g["logGroupName"] == f"/aws/lambda/{name}" and g.get("retentionInDays") for g in groups), "no log group with a retention")
+            return f"{config['Runtime']}, {config['MemorySize']} MB, logs kept"
+        checks.check(f"function {name}", probe)
+
+    sqs = aws.client("sqs")
+    for name in filter(None, out["FailureQueues"].split(",")):
+        def probe(name=name):
+            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            depth = int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+            expect(depth == 0, f"{depth} failed events wait: read them, fix the cause, redrive")
+            return "empty"
+        checks.check(f"failure queue {name}", probe)
+
+    events = aws.client("events")
+    for name in out["Schedules"].split(","):
+        def probe(name=name):
+            rule = events.describe_rule(Name=name)
+            expect(rule["State"] == "ENABLED", f"state {rule['State']}")
+            targets = events.list_targets_by_rule(Rule=name)["Targets"]
+            expect(len(targets) == 1, f"{len(targets)} targets")
+            return rule["ScheduleExpression"]
+        checks.check(f"schedule {name}", probe)
+
+    def dashboard():
+        name = out["Dashboard"].rsplit("name=", 1)[-1]
+        body = json.loads(aws.client("cloudwatch").get_dashboard(DashboardName=name)["DashboardBody"])
+        return f"{name}, {len(body.get('widgets', []))} widgets"
+
+    checks.check("dashboard", dashboard)
+
+    def alarms():
+        names = out["Alarms"].split(",")
+        found = []
+        for start in range(0, len(names), 100):
+            found += aws.client("cloudwatch").describe_alarms(AlarmNames=names[start:start + 100])["MetricAlarms"]
+        missing = sorted(set(names) - {a["AlarmName"] for a in found})
+        expect(not missing, f"missing: {', '.join(missing)}")
+        firing = sorted(a["AlarmName"] for a in found if a["StateValue"] == "ALARM")
+        expect(not firing, f"in ALARM: {', '.join(firing)}")
+        return f"{len(found)} alarms, none firing"
+
+    checks.check("alarms", alarms, modelled=False)
+
+    def log_group():
+        name = out["UsageLogGroup"]
+        groups = logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+        expect(any(g["logGroupName"] == name for g in groups), "missing")
+        return name
+
+    checks.check("usage log group", log_group)
+
+    def subscription():
+        filters = logs.describe_subscription_filters(logGroupName=out["UsageLogGroup"])["subscriptionFilters"]
+        mine = [f for f in filters if f["filterName"] == out["DeliveryStream"]]
+        expect(bool(mine), f"no subscription filter {out['DeliveryStream']}")
+        expect(mine[0]["filterPattern"] == '"API_USAGE"', f"pattern {mine[0]['filterPattern']}")
+        return f"{mine[0]['filterPattern']} → Firehose"
+
+    checks.check("usage subscription", subscription, modelled=False)
+
+    def delivery_stream():
+        described = aws.client("firehose").describe_delivery_stream(DeliveryStreamName=out["DeliveryStream"])
+        status = described["DeliveryStreamDescription"]["DeliveryStreamStatus"]
+        expect(status == "ACTIVE", f"status {status}")
+        return "active"
+
+    checks.check(f"Firehose {out.get('DeliveryStream')}", delivery_stream, modelled=False)
+
+    def glue_table():
+        database, name = out["GlueTable"].split(".")
+        got = aws.client("glue").get_table(DatabaseName=database, Name=name)["Table"]
+        expect(got.get("Parameters", {}).get("projection.enabled") == "true", "partition projection is off")
+        return "partition projection on"
+
+    checks.check(f"Glue table {out.get('GlueTable')}", glue_table, modelled=False)
+
+    def workgroup():
+        got = aws.client("athena").get_work_group(WorkGroup=out["AthenaWorkgroup"])["WorkGroup"]
+        expect(got["State"] == "ENABLED", f"state {got['State']}")
+        return f"scan limit {got['Configuration'].get('BytesScannedCutoffPerQuery', 0) // 10**9} GB"
+
+    checks.check(f"Athena workgroup {out.get('AthenaWorkgroup')}", workgroup, modelled=False)
+
+    if "ExampleApiId" in out:
+        apigw = aws.client("apigateway")
+
+        def api():
+            apigw.get_rest_api(restApiId=out["ExampleApiId"])
+            return out["ExampleApiId"]
+
+        def authorizer():
+            found = apigw.get_authorizers(restApiId=out["ExampleApiId"])["items"]
+            expect(len(found) == 1, f"{len(found)} authorizers")
+            expect(found[0].get("authorizerResultTtlInSeconds") == 30, f"result TTL {found[0].get('authorizerResultTtlInSeconds')}")
+            return "request authorizer, 30 s result TTL"
+
+        checks.check("example API", api)
+        checks.check("example API authorizer", authorizer, modelled=False)
+        checks.check("example API answers", lambda: probe_api(out["ApiUrl"]), modelled=False)
+
+    summary = f"{checks.failed} failed" + (f", {checks.skipped} skipped (emulator)" if checks.skipped else "")
+    print(f"meter-{args.env}: {summary}")
+    return 1 if checks.failed else 0
+
+
+def probe_api(url: str) -> str:
+    status, _ = call(url.rstrip("/") + "/v1/ping", None)
+    expect(status in (401, 403), f"a call without a key got {status}, not 401/403")
+    return "refuses a call without a key"
+
+
+# --- test-api-usage -----------------------------------------------------------------------------------
+
+def call(url: str, key: str | None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"x-api-key": key} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def meter(args: list[str], env: dict[str, str]) -> dict:
+    binary = os.environ.get("METER_BIN") or shutil.which("meter")
+    command = [binary] if binary else ["cargo", "run", "--quiet", "--release", "-p", "meter", "--"]
+    done = subprocess.run(command + args, env=env, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise Failure(f"meter {' '.join(args)} failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def key_id_of(key: str) -> str:
+    match = re.fullmatch(r"mk_([0-9a-hjkmnp-tv-z]{12})_[0-9A-Za-z]+", key)
+    if not match:
+        raise Failure("KEY is not a meter key (mk_<id>_<secret>); create one with meter keys create")
+    return match.group(1)
+
+
+def test_api_usage(args: argparse.Namespace) -> int:
+    known_environment(args.env)
+    aws = session(args.region)
+    out = stack_outputs(aws, args.env)
+    if "ApiUrl" not in out:
+        raise Failure(f"meter-{args.env} has no example API: test your own API's usage with meter usage show")
+    env = dict(os.environ, METER_STORE=out["MeterStore"], METER_ARCHIVE=out["MeterArchive"],
+               METER_REVOCATION_TOPIC=out["RevocationTopicArn"], AWS_REGION=aws.region_name)
+    base = out["ApiUrl"].rstrip("/")
+    key_id = key_id_of(args.key)
+    before = meter(["usage", "show", key_id, "--json"], env)
+    plan = [("/v1/items/1", 200, True)] * args.billable + [
+        ("/v1/missing", 404, False), ("/v1/fail", 500, False), ("/v1/ping", 200, False)]
+    started = time.monotonic()
+    for path, expected, _ in plan:
+        status, body = call(base + path, args.key)
+        if status != expected:
+            raise Failure(f"GET {path} answered {status}, expected {expected}: {body[:200]}")
+    billable = sum(1 for _, _, counted in plan if counted)
+    failed = sum(1 for _, status, _ in plan if status >= 400)
+    print(f"called the API: {billable} billable, {failed} failed, 1 not counted (shouldCount false)")
+    want = (before["successfulCalls"] + billable, before["failedCalls"] + failed, before["usageCount"] + len(plan))
+    deadline = started + args.timeout
+    while True:
+        now = meter(["usage", "show", key_id, "--json"], env)
+        got = (now["successfulCalls"], now["failedCalls"], now["usageCount"])
+        if got == want:
+            print(f"usage exact after {time.monotonic() - started:.0f} s: successfulCalls {got[0]}, failedCalls {got[1]}, usageCount {got[2]}")
+            break
+        if any(g > w for g, w in zip(got, want)) or time.monotonic() > deadline:
+            raise Failure(f"counters show {got} (successful, failed, usage), expected {want}")
+        time.sleep(2)
+
+    throwaway = meter(["keys", "create", "--email", f"test-api-usage+{uuid.uuid4().hex[:8]}@example.com", "--json"], env)
+    deadline = time.monotonic() + 60
+    while call(base + "/v1/ping", throwaway["key"])[0] != 200:
+        if time.monotonic() > deadline:
+            raise Failure("a new key is not accepted within 60 s")
+        time.sleep(1)
+    meter(["keys", "revoke", throwaway["id"], "--json"], env)
+    revoked = time.monotonic()
+    while True:
+        status, _ = call(base + "/v1/ping", throwaway["key"])
+        if status in (401, 403):
+            print(f"revoked key refused after {time.monotonic() - revoked:.1f} s")
+            return 0
+        if time.monotonic() - revoked > args.timeout:
+            raise Failure(f"the revoked key still answers {status} after {args.timeout} s")
+        time.sleep(0.5)
+
+
+# --- destroy ------------------------------------------------------------------------------------------
+
+def delete_data(args: argparse.Namespace) -> int:
+    """After `cdk destroy`: deletes the retained tables and empties and deletes the retained buckets."""
+    aws = session(args.region)
+    out = json.loads(Path(args.outputs).read_text())
+    ddb, s3 = aws.resource("dynamodb"), aws.resource("s3")
+    for name in (out["ApiKeysTable"], out["UsageCountersTable"]):
+        try:
+            aws.client("dynamodb").update_table(TableName=name, DeletionProtectionEnabled=False)
+            ddb.Table(name).delete()
+            print(f"deleted table {name}")
+        except ClientError as err:
+            print(f"table {name}: {describe(err)}")
+    for output in ("ArchiveBucket", "ReportsBucket", "AthenaResultsBucket", "AccessLogsBucket"):
+        if output not in out:
+            continue
+        bucket = s3.Bucket(out[output])
+        try:
+            bucket.object_versions.delete()
+            bucket.delete()
+            print(f"deleted bucket {out[output]}")
+        except ClientError as err:
+            print(f"bucket {out[output]}: {describe(err)}")
+    return 0
+
+
+def upload_pricing(args: argparse.Namespace) -> int:
+    """Puts the environment's pricing file where the monthly report reads it."""
+    aws = session(args.region)
+    out = stack_outputs(aws, args.env)
+    match = re.match(r"s3://([^/]+)/(.+)", out["PricingObject"])
+    source = Path(args.file)
+    if not source.is_file():
+        raise Failure(f"the pricing file {source} does not exist (set pricingFile in infra/environments.json)")
+    aws.client("s3").put_object(Bucket=match.group(1), Key=match.group(2), Body=source.read_bytes())
+    print(f"pricing {source} → {out['PricingObject']}")
+    return 0
+
+
+def save_outputs(args: argparse.Namespace) -> int:
+    aws = session(args.region)
+    Path(args.file).write_text(json.dumps(stack_outputs(aws, args.env), indent=2))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("verify", help="check every resource the stack promises")
+    check.add_argument("env")
+    check.add_argument("--region")
+    check.add_argument("--emulator", action="store_true", help="skip what the local emulator does not model")
+    check.set_defaults(run=verify)
+    usage = commands.add_parser("test-api-usage", help="call the example API and time counting and revocation")
+    usage.add_argument("env")
+    usage.add_argument("key")
+    usage.add_argument("--region")
+    usage.add_argument("--billable", type=int, default=3)
+    usage.add_argument("--timeout", type=int, default=180, help="seconds to wait for exact counts")
+    usage.set_defaults(run=test_api_usage)
+    outputs = commands.add_parser("outputs", help="save the stack's outputs to a file")
+    outputs.add_argument("env")
+    outputs.add_argument("file")
+    outputs.add_argument("--region")
+    outputs.set_defaults(run=save_outputs)
+    pricing = commands.add_parser("upload-pricing", help="put the pricing file where the monthly report reads it")
+    pricing.add_argument("env")
+    pricing.add_argument("file")
+    pricing.add_argument("--region")
+    pricing.set_defaults(run=upload_pricing)
+    data = commands.add_parser("delete-data", help="delete the retained tables and buckets")
+    data.add_argument("outputs")
+    data.add_argument("--region")
+    data.set_defaults(run=delete_data)
+    args = parser.parse_args()
+    try:
+        return args.run(args)
+    except Failure as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
