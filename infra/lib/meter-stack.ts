@@ -168,7 +168,7 @@ export class MeterStack extends Stack {
 
     // --- the realtime and archive path ---------------------------------------------------------------
     const usageLogGroup = settings.usageLogGroup
-      ? logs.LogGroup.fromLogGroupName(this, 'UsageLogGroup', settings.usageLogGroup)
+      ? logs.LogGroup.fromLogGroupName(this, 'ApiLogGroup', settings.usageLogGroup)
       : backend!.logGroup;
     this.pipeline = new ArchivePipeline(this, 'Archive', { settings, data, transformer: transformer.function, usageLogGroup });
 

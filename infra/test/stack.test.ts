@@ -1,0 +1,326 @@
+/**
+ * The template of an environment: every resource the README promises, with the properties that matter,
+ * least-privilege roles, and no cdk-nag error.
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import { Match } from 'aws-cdk-lib/assertions';
+import { MeterStack } from '../lib/meter-stack';
+import { newApp, settings, synth } from './helpers';
+
+const prod = synth(settings('prod', { protectData: true, logRetentionDays: 365 }));
+const staging = synth(settings('staging', { protectData: false, logRetentionDays: 30, alarmEmail: 'ops@example.com' }));
+
+type Resource = { Type: string; Properties: any; DeletionPolicy?: string };
+const resources = (t = prod.template, type?: string): [string, Resource][] =>
+  Object.entries(t.toJSON().Resources as Record<string, Resource>).filter(([, r]) => !type || r.Type === type);
+const policiesOf = (roleLogicalIdPrefix: string) =>
+  resources(prod.template, 'AWS::IAM::Policy')
+    .filter(([, p]) => p.Properties.Roles.some((r: any) => r.Ref.startsWith(roleLogicalIdPrefix)))
+    .flatMap(([, p]) => p.Properties.PolicyDocument.Statement);
+
+describe('data', () => {
+  it('keeps keys in ApiKeys with the hashed-key index, encrypted, recoverable and retained', () => {
+    prod.template.hasResource('AWS::DynamoDB::Table', {
+      DeletionPolicy: 'Retain',
+      Properties: {
+        TableName: 'ApiKeys-prod',
+        BillingMode: 'PAY_PER_REQUEST',
+        KeySchema: [{ AttributeName: 'id', KeyType: 'HASH' }],
+        SSESpecification: { SSEEnabled: true },
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        DeletionProtectionEnabled: true,
+        GlobalSecondaryIndexes: [
+          { IndexName: 'hashedKey-index', KeySchema: [{ AttributeName: 'hashedKey', KeyType: 'HASH' }], Projection: { ProjectionType: 'KEYS_ONLY' } },
+        ],
+      },
+    });
+  });
+
+  it('keeps counters per key and day with a TTL for markers; deletion protection only where asked', () => {
+    const counters = {
+      TableName: 'UsageCounters-prod',
+      KeySchema: [{ AttributeName: 'keyId', KeyType: 'HASH' }, { AttributeName: 'day', KeyType: 'RANGE' }],
+      TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true },
+      PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+      DeletionProtectionEnabled: true,
+    };
+    prod.template.hasResourceProperties('AWS::DynamoDB::Table', counters);
+    staging.template.hasResourceProperties('AWS::DynamoDB::Table', {
+      ...counters, TableName: 'UsageCounters-staging', DeletionProtectionEnabled: false,
+    });
+  });
+
+  it('makes every bucket private, encrypted, TLS-only and retained', () => {
+    const buckets = resources(prod.template, 'AWS::S3::Bucket');
+    assert.equal(buckets.length, 4, 'archive, reports, Athena results, access logs');
+    for (const [id, bucket] of buckets) {
+      assert.equal(bucket.DeletionPolicy, 'Retain', id);
+      assert.deepEqual(bucket.Properties.PublicAccessBlockConfiguration, {
+        BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true,
+      }, id);
+      assert.ok(bucket.Properties.BucketEncryption, id);
+      const policy = resources(prod.template, 'AWS::S3::BucketPolicy').find(([, p]) => p.Properties.Bucket.Ref === id);
+      assert.ok(policy, `${id} has no bucket policy`);
+      assert.ok(policy[1].Properties.PolicyDocument.Statement.some((s: any) =>
+        s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'), `${id} accepts plain HTTP`);
+    }
+  });
+
+  it('moves the archive to cheaper classes and versions the archive and the invoices', () => {
+    prod.template.hasResourceProperties('AWS::S3::Bucket', {
+      VersioningConfiguration: { Status: 'Enabled' },
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([Match.objectLike({
+          Prefix: 'usage/',
+          Transitions: [
+            { StorageClass: 'STANDARD_IA', TransitionInDays: 30 },
+            { StorageClass: 'GLACIER_IR', TransitionInDays: 180 },
+          ],
+        })]),
+      },
+    });
+    const versioned = resources(prod.template, 'AWS::S3::Bucket').filter(([, b]) => b.Properties.VersioningConfiguration);
+    assert.deepEqual(versioned.map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort(), ['DataArchive', 'DataReports']);
+  });
+
+  it('encrypts the three topics with a rotated key that CloudWatch alarms may use', () => {
+    const topics = resources(prod.template, 'AWS::SNS::Topic');
+    assert.deepEqual(topics.map(([, t]) => t.Properties.TopicName).sort(), ['meter-prod-alerts', 'meter-prod-finance', 'meter-prod-revocation']);
+    for (const [, topic] of topics) assert.ok(topic.Properties.KmsMasterKeyId, topic.Properties.TopicName);
+    prod.template.hasResourceProperties('AWS::KMS::Key', {
+      EnableKeyRotation: true,
+      KeyPolicy: { Statement: Match.arrayWith([Match.objectLike({ Principal: { Service: 'cloudwatch.amazonaws.com' } })]) },
+    });
+    staging.template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
+  });
+});
+
+describe('functions', () => {
+  const functions = resources(prod.template, 'AWS::Lambda::Function');
+
+  it('runs six pre-built functions on provided.al2023, x86_64, each logging to its own group with retention', () => {
+    assert.deepEqual(functions.map(([, f]) => f.Properties.FunctionName).sort(), [
+      'meter-prod-archive-transformer', 'meter-prod-authorizer', 'meter-prod-cache-invalidator',
+      'meter-prod-example-backend', 'meter-prod-monthly-report', 'meter-prod-reconcile-job',
+    ]);
+    for (const [id, fn] of functions) {
+      assert.equal(fn.Properties.Runtime, 'provided.al2023', id);
+      assert.deepEqual(fn.Properties.Architectures, ['x86_64'], id);
+      assert.equal(fn.Properties.Handler, 'bootstrap', id);
+      const group = fn.Properties.LoggingConfig.LogGroup.Ref;
+      const logGroup = prod.template.toJSON().Resources[group];
+      assert.equal(logGroup.Properties.LogGroupName, `/aws/lambda/${fn.Properties.FunctionName}`);
+      assert.equal(logGroup.Properties.RetentionInDays, 365);
+    }
+  });
+
+  it('configures each function from its environment as its binary documents', () => {
+    const env = (name: string) => functions.find(([, f]) => f.Properties.FunctionName === `meter-prod-${name}`)![1].Properties.Environment.Variables;
+    assert.deepEqual(Object.keys(env('authorizer')).sort(), ['METER_IDENTITY_HEADER', 'METER_LOG', 'METER_STORE']);
+    assert.deepEqual(prod.stack.resolve(env('authorizer').METER_STORE), {
+      'Fn::Join': ['', ['dynamodb:keys=', { Ref: 'DataApiKeys9F300A5F' }, ',counters=', { Ref: 'DataUsageCounters2C19E926' }]],
+    });
+    assert.deepEqual(Object.keys(env('archive-transformer')).sort(), ['METER_ARCHIVE', 'METER_LOG', 'METER_STORE']);
+    assert.deepEqual(Object.keys(env('reconcile-job')).sort(), [
+      'METER_ALERT_TOPIC', 'METER_ARCHIVE', 'METER_DRIFT_ALERT_THRESHOLD', 'METER_LOG', 'METER_RECONCILE_LOOKBACK_DAYS', 'METER_STORE',
+    ]);
+    assert.deepEqual(Object.keys(env('monthly-report')).sort(), [
+      'METER_ARCHIVE', 'METER_FINANCE_TOPIC', 'METER_LINK_EXPIRY_HOURS', 'METER_LOG', 'METER_PRICING', 'METER_REPORTS', 'METER_STORE',
+    ]);
+    assert.ok(JSON.stringify(env('cache-invalidator').METER_FLUSH_TARGETS).includes('rest:'));
+  });
+
+  it('sends the events an asynchronous function gives up on to its queue', () => {
+    const configs = resources(prod.template, 'AWS::Lambda::EventInvokeConfig');
+    assert.equal(configs.length, 3);
+    for (const [id, config] of configs) {
+      assert.equal(config.Properties.MaximumEventAgeInSeconds, 6 * 3600, id);
+      assert.ok(config.Properties.DestinationConfig.OnFailure.Destination['Fn::GetAtt'][0].includes('Failures'), id);
+    }
+    prod.template.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'lambda',
+      RedrivePolicy: { deadLetterTargetArn: Match.anyValue() },
+    });
+  });
+
+  it('grants each function only the actions it calls, on the resources it calls them on', () => {
+    for (const statement of resources(prod.template, 'AWS::IAM::Policy').flatMap(([, p]) => p.Properties.PolicyDocument.Statement)) {
+      for (const action of [statement.Action].flat()) assert.notEqual(action, '*');
+      assert.ok(!/^[a-z0-9]+:\*$/.test([statement.Action].flat().join(' ')), JSON.stringify(statement));
+    }
+    const authorizer = policiesOf('AuthorizerRole');
+    assert.deepEqual(authorizer.flatMap((s: any) => [s.Action].flat()).sort(), [
+      'dynamodb:GetItem', 'dynamodb:Query', 'logs:CreateLogStream', 'logs:PutLogEvents',
+    ]);
+    const query = authorizer.find((s: any) => s.Action === 'dynamodb:Query');
+    assert.match(JSON.stringify(query.Resource), /index\/hashedKey-index/);
+    const transformerWrites = policiesOf('ArchiveTransformerRole').find((s: any) => s.Action === 's3:PutObject');
+    assert.match(JSON.stringify(transformerWrites.Resource), /\/usage\/\*/);
+    const invalidator = policiesOf('CacheInvalidatorRole').find((s: any) => s.Action === 'apigateway:DELETE');
+    assert.match(JSON.stringify(invalidator.Resource), /\/restapis\/.*\/stages\/api\/cache\/authorizers/);
+  });
+});
+
+describe('the realtime and archive path', () => {
+  it('subscribes the usage log group to Firehose with a filter that matches all three line formats', () => {
+    const filters = resources(prod.template, 'AWS::Logs::SubscriptionFilter');
+    assert.equal(filters.length, 1, 'one subscription (a log group takes two at most)');
+    assert.equal(filters[0][1].Properties.FilterPattern, '"API_USAGE"');
+    assert.equal(filters[0][1].Properties.FilterName, 'meter-prod-usage');
+    assert.match(JSON.stringify(filters[0][1].Properties.LogGroupName), /ExampleBackendLogs/);
+  });
+
+  it("transforms with Firehose's processor buffer as deployed, partitions by day and writes Parquet", () => {
+    const processor = resources(prod.template, 'AWS::KinesisFirehose::DeliveryStream')[0][1].Properties
+      .ExtendedS3DestinationConfiguration.ProcessingConfiguration.Processors[0].Parameters;
+    assert.equal(processor.find((p: any) => p.ParameterName === 'BufferSizeInMBs').ParameterValue, '3');
+    prod.template.hasResourceProperties('AWS::KinesisFirehose::DeliveryStream', {
+      DeliveryStreamName: 'meter-prod-usage',
+      ExtendedS3DestinationConfiguration: Match.objectLike({
+        Prefix: 'usage/year=!{partitionKeyFromLambda:year}/month=!{partitionKeyFromLambda:month}/day=!{partitionKeyFromLambda:day}/',
+        ErrorOutputPrefix: Match.stringLikeRegexp('^firehose-errors/'),
+        BufferingHints: { IntervalInSeconds: 900, SizeInMBs: 128 },
+        DynamicPartitioningConfiguration: { Enabled: true, RetryOptions: { DurationInSeconds: 7200 } },
+        ProcessingConfiguration: {
+          Enabled: true,
+          Processors: [{
+            Type: 'Lambda',
+            Parameters: Match.arrayWith([{ ParameterName: 'BufferIntervalInSeconds', ParameterValue: '45' }]),
+          }],
+        },
+        DataFormatConversionConfiguration: Match.objectLike({
+          Enabled: true,
+          OutputFormatConfiguration: { Serializer: { ParquetSerDe: Match.objectLike({ Compression: 'SNAPPY' }) } },
+          SchemaConfiguration: Match.objectLike({ DatabaseName: 'meter_prod' }),
+        }),
+      }),
+    });
+  });
+
+  it('describes the archive as a Glue table with partition projection, so no crawler is needed', () => {
+    prod.template.hasResourceProperties('AWS::Glue::Table', {
+      DatabaseName: 'meter_prod',
+      TableInput: Match.objectLike({
+        Name: 'usage',
+        PartitionKeys: [{ Name: 'year', Type: 'int' }, { Name: 'month', Type: 'int' }, { Name: 'day', Type: 'int' }],
+        Parameters: Match.objectLike({ 'projection.enabled': 'true', 'projection.day.digits': '2' }),
+        StorageDescriptor: Match.objectLike({
+          Columns: [
+            { Name: 'request_id', Type: 'string' }, { Name: 'key_id', Type: 'string' }, { Name: 'ts', Type: 'timestamp' },
+            { Name: 'status_code', Type: 'int' }, { Name: 'should_count', Type: 'boolean' }, { Name: 'method', Type: 'string' },
+            { Name: 'resource', Type: 'string' }, { Name: 'latency_ms', Type: 'int' },
+          ],
+        }),
+      }),
+    });
+    prod.template.hasResourceProperties('AWS::Athena::WorkGroup', {
+      Name: 'meter-prod',
+      WorkGroupConfiguration: Match.objectLike({ BytesScannedCutoffPerQuery: 10_000_000_000, EnforceWorkGroupConfiguration: true }),
+    });
+  });
+});
+
+describe('schedules', () => {
+  it('reconciles nightly after asynchronous retries, and reports on the 2nd after that reconcile', () => {
+    const rules = Object.fromEntries(resources(prod.template, 'AWS::Events::Rule').map(([, r]) => [r.Properties.Name, r.Properties]));
+    assert.equal(rules['meter-prod-nightly-reconcile'].ScheduleExpression, 'cron(0 7 * * ? *)');
+    assert.equal(rules['meter-prod-monthly-report'].ScheduleExpression, 'cron(0 10 2 * ? *)');
+    for (const rule of Object.values(rules) as any[]) {
+      assert.equal(rule.Targets.length, 1);
+      assert.ok(rule.Targets[0].DeadLetterConfig.Arn, rule.Name);
+      assert.equal(rule.Targets[0].RetryPolicy.MaximumEventAgeInSeconds, 6 * 3600);
+    }
+  });
+});
+
+describe('monitoring', () => {
+  it('builds the dashboard from the functions\' EMF metrics and the services\' own', () => {
+    const dashboard = resources(prod.template, 'AWS::CloudWatch::Dashboard')[0][1];
+    assert.equal(dashboard.Properties.DashboardName, 'meter-api-usage-prod');
+    const body = JSON.stringify(dashboard.Properties.DashboardBody);
+    for (const title of ['Usage events', 'Rejects by reason', 'Realtime lag', 'DynamoDB throttles', 'Drift per reconcile run', 'Firehose delivery freshness', 'Log subscription']) {
+      assert.ok(body.includes(title), title);
+    }
+    for (const metric of ['UsageEvents', 'RejectedLines', 'RealtimeLagMs', 'TotalAbsDrift', 'DeliveryToS3.DataFreshness', 'DeliveryErrors']) {
+      assert.ok(body.includes(metric), metric);
+    }
+  });
+
+  it('alarms on what an operator must act on, to the alerts topic', () => {
+    const alarms = Object.fromEntries(resources(prod.template, 'AWS::CloudWatch::Alarm').map(([, a]) => [a.Properties.AlarmName, a.Properties]));
+    for (const name of [
+      'meter-prod-authorizer-errors', 'meter-prod-archive-transformer-errors', 'meter-prod-reconcile-job-failed-events',
+      'meter-prod-drift', 'meter-prod-firehose-delivery-failed', 'meter-prod-realtime-lag', 'meter-prod-no-usage',
+      'meter-prod-subscription-delivery-errors', 'meter-prod-counter-events-not-applied', 'meter-prod-usage-counters-throttled',
+    ]) {
+      assert.ok(alarms[name], `${name} missing (have ${Object.keys(alarms).join(', ')})`);
+    }
+    assert.equal(alarms['meter-prod-realtime-lag'].Threshold, 60_000);
+    assert.equal(alarms['meter-prod-no-usage'].TreatMissingData, 'breaching');
+    assert.match(JSON.stringify(alarms['meter-prod-subscription-delivery-errors']), /"FilterName","Value":"meter-prod-usage"|"Name":"FilterName","Value":"meter-prod-usage"/);
+    for (const [name, alarm] of Object.entries(alarms) as [string, any][]) {
+      assert.equal(alarm.AlarmActions.length, 1, name);
+      assert.match(JSON.stringify(alarm.AlarmActions[0]), /DataAlerts/, name);
+    }
+  });
+});
+
+describe('the example API', () => {
+  it('puts every route behind the authorizer, whose result API Gateway caches for 30 s', () => {
+    prod.template.hasResourceProperties('AWS::ApiGateway::Authorizer', {
+      Type: 'REQUEST', IdentitySource: 'method.request.header.x-api-key', AuthorizerResultTtlInSeconds: 30,
+    });
+    const methods = resources(prod.template, 'AWS::ApiGateway::Method');
+    assert.ok(methods.length >= 1);
+    for (const [id, method] of methods) assert.equal(method.Properties.AuthorizationType, 'CUSTOM', id);
+    prod.template.hasResourceProperties('AWS::ApiGateway::Stage', {
+      StageName: 'api', AccessLogSetting: Match.objectLike({ DestinationArn: Match.anyValue() }),
+    });
+  });
+});
+
+describe('an existing API instead of the example', () => {
+  for (const kind of ['rest', 'http'] as const) {
+    it(`attaches the authorizer to an existing ${kind} API, flushes its stage and reads its log group`, () => {
+      const { template, nagErrors } = synth(settings('edge', {
+        existingApi: { kind, apiId: 'a1b2c3d4e5', stage: 'live' },
+        usageLogGroup: '/aws/lambda/orders-api',
+      }));
+      assert.deepEqual(nagErrors, []);
+      assert.equal(resources(template, 'AWS::ApiGateway::RestApi').length, 0);
+      assert.equal(resources(template, 'AWS::Lambda::Function').length, 5);
+      const type = kind === 'rest' ? 'AWS::ApiGateway::Authorizer' : 'AWS::ApiGatewayV2::Authorizer';
+      template.hasResourceProperties(type, kind === 'rest'
+        ? { RestApiId: 'a1b2c3d4e5', AuthorizerResultTtlInSeconds: 30 }
+        : { ApiId: 'a1b2c3d4e5', AuthorizerResultTtlInSeconds: 30, EnableSimpleResponses: true, AuthorizerPayloadFormatVersion: '2.0' });
+      template.hasResourceProperties('AWS::Lambda::Function', {
+        FunctionName: 'meter-edge-cache-invalidator',
+        Environment: { Variables: Match.objectLike({ METER_FLUSH_TARGETS: `${kind}:a1b2c3d4e5/live` }) },
+      });
+      template.hasResourceProperties('AWS::Logs::SubscriptionFilter', { LogGroupName: '/aws/lambda/orders-api' });
+      const collection = kind === 'rest' ? 'restapis' : 'apis';
+      assert.ok(JSON.stringify(template.toJSON()).includes(`::/${collection}/a1b2c3d4e5/stages/live/cache/authorizers`));
+    });
+  }
+});
+
+describe('cdk-nag', () => {
+  it('finds no error in any environment (each acknowledgement carries its reason in code)', () => {
+    assert.deepEqual(prod.nagErrors, []);
+    assert.deepEqual(staging.nagErrors, []);
+  });
+});
+
+describe('building the app', () => {
+  it('says how to build the Lambdas when their zips are missing', () => {
+    const app = newApp();
+    assert.throws(
+      () => new MeterStack(app, 'meter-x', { settings: settings('x'), lambdaDir: fs.mkdtempSync(path.join(os.tmpdir(), 'none-')) }),
+      /bootstrap\.zip is missing: build the Lambdas first \(scripts\/build-lambdas\)/,
+    );
+  });
+});
