@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use meter_model::{ApplyReport, BatchDelta, Clock, StoreError, Tally, UsageWriter};
 use meter_store::RetryPolicy;
 
-use crate::metrics::{MetricLine, Unit};
+use meter_store::metrics::{MetricLine, Unit};
 
 /// What one buffer did to the counters.
 #[derive(Debug, Clone, Default)]

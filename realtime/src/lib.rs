@@ -11,7 +11,7 @@ pub mod decode;
 pub mod lambda;
 pub mod lines;
 pub mod local;
-pub mod metrics;
+pub use meter_store::metrics;
 pub mod transform;
 pub mod usage_line;
 

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::counters::{CounterReport, RealtimeCounters};
 use crate::decode::{self, MessageType};
 use crate::lines::{self, LineStats};
-use crate::metrics::{MetricLine, Unit};
+use meter_store::metrics::{MetricLine, Unit};
 
 /// A Firehose transformation invocation.
 #[derive(Debug, Deserialize)]
@@ -103,6 +103,8 @@ pub struct TransformStats {
     pub response_bytes: u64,
     /// What the invocation did to the realtime counters.
     pub counters: CounterReport,
+    /// The time of the invocation's oldest usage event: its lag is how late the counters show usage.
+    pub oldest_event: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl TransformStats {
@@ -121,6 +123,14 @@ impl TransformStats {
             .with("DuplicateEvents", self.lines.duplicates, Unit::Count)
             .with("RecordsArchivedDirectly", self.archived_directly, Unit::Count)
             .with("ResponseBytes", self.response_bytes, Unit::Bytes);
+        // From the request to its counter update: the design's "visible within 60 s", measured.
+        let line = match self.oldest_event {
+            Some(oldest) => {
+                let lag = u64::try_from((at - oldest).num_milliseconds()).unwrap_or(0);
+                line.with("RealtimeLagMs", lag, Unit::Milliseconds)
+            }
+            None => line,
+        };
         self.counters.metrics(line)
     }
 }
@@ -165,6 +175,8 @@ pub async fn transform_within<A: ArchiveWriter, S: UsageWriter, C: Clock>(
         records.push(match transform_record(record, archive, &mut stats).await? {
             Outcome::Rows(rows, day, delta, events) => {
                 deliveries.push(delta);
+                let oldest = events.iter().map(|event| event.timestamp).min();
+                stats.oldest_event = stats.oldest_event.into_iter().chain(oldest).min();
                 let data = STANDARD.encode(rows);
                 if stats.response_bytes + data.len() as u64 > budget {
                     stats.archived_directly += 1;
@@ -317,5 +329,17 @@ mod tests {
         // Equal shares: the earlier day.
         assert_eq!(partition_day(&events[..2]), Some(day("2026-11-30")));
         assert_eq!(partition_day(&[]), None);
+    }
+
+    #[test]
+    fn the_lag_metric_is_that_of_the_oldest_event_and_absent_without_events() {
+        let at = parse_instant("2026-11-30T14:01:00.000Z").unwrap();
+        let line = |stats: &TransformStats| -> serde_json::Value {
+            serde_json::from_str(&stats.metrics("archive-transformer", at).render()).unwrap()
+        };
+        let mut stats = TransformStats::default();
+        assert!(line(&stats).get("RealtimeLagMs").is_none());
+        stats.oldest_event = Some(parse_instant("2026-11-30T14:00:12.500Z").unwrap());
+        assert_eq!(line(&stats)["RealtimeLagMs"], 47_500);
     }
 }

@@ -4,6 +4,7 @@
 use meter_model::{Clock, ReconcileRun, SystemClock};
 use meter_store::env::{self, ConfigError};
 use meter_store::lambda::Failure;
+use meter_store::metrics::{MetricLine, Unit};
 use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier};
 
 use crate::job::{DEFAULT_LOOKBACK_DAYS, days_to_reconcile};
@@ -20,6 +21,9 @@ pub struct ReconcileFunction {
 }
 
 impl ReconcileFunction {
+    /// The name in its metrics.
+    pub const NAME: &str = "reconcile-job";
+
     /// Reads the configuration and opens the store, the archive and the alert topic.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let archive: ArchiveLocation =
@@ -51,6 +55,58 @@ impl ReconcileFunction {
             orphan_events = report.run.orphan_events,
             "reconciled"
         );
+        println!("{}", run_metrics(&report.run, Self::NAME).render());
         Ok(report.run)
+    }
+}
+
+/// A run's figures as one EMF line: the dashboard's drift per run and the drift alarm read these.
+#[must_use]
+pub fn run_metrics(run: &ReconcileRun, function: &str) -> MetricLine {
+    MetricLine::new(function, run.started_at)
+        .with("TotalAbsDrift", u64::try_from(run.total_abs_drift).unwrap_or(u64::MAX), Unit::Count)
+        .with("ItemsChecked", run.items_checked, Unit::Count)
+        .with("ItemsCorrected", run.items_corrected, Unit::Count)
+        .with("MissingInRealtime", run.missing_in_realtime, Unit::Count)
+        .with("ExtraInRealtime", run.extra_in_realtime, Unit::Count)
+        .with("OrphanEvents", run.orphan_events, Unit::Count)
+        .with("ItemsFolded", run.items_folded, Unit::Count)
+        .with("RunDuration", run.duration_ms, Unit::Milliseconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_drift_becomes_the_metrics_the_alarm_reads() {
+        let day = "2026-11-29".parse().unwrap();
+        let run = ReconcileRun {
+            run_id: "r".into(),
+            started_at: meter_model::time::parse_instant("2026-11-30T07:00:00Z").unwrap(),
+            duration_ms: 1_200,
+            from: day,
+            to: day,
+            dry_run: false,
+            items_checked: 40,
+            keys_checked: 10,
+            items_corrected: 2,
+            keys_corrected: 2,
+            total_abs_drift: 7,
+            missing_in_realtime: 5,
+            extra_in_realtime: 2,
+            key_totals_refreshed: 2,
+            items_folded: 1,
+            parked_cleared: 1,
+            orphan_events: 3,
+            conflicts_retried: 0,
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&run_metrics(&run, ReconcileFunction::NAME).render()).unwrap();
+        assert_eq!(line["Function"], "reconcile-job");
+        let figures =
+            ["TotalAbsDrift", "ItemsCorrected", "MissingInRealtime", "ExtraInRealtime", "OrphanEvents"]
+                .map(|name| line[name].as_u64());
+        assert_eq!(figures, [Some(7), Some(2), Some(5), Some(2), Some(3)]);
     }
 }

@@ -383,10 +383,22 @@ def test_api_usage(args: argparse.Namespace) -> int:
 
 # --- destroy ------------------------------------------------------------------------------------------
 
-def delete_data(args: argparse.Namespace) -> int:
-    """After `cdk destroy`: deletes the retained tables and empties and deletes the retained buckets."""
+def destroy(args: argparse.Namespace) -> int:
+    """Deletes the stack (CloudFormation keeps the tables and buckets it retains); with --delete-data,
+    then deletes those too."""
+    known_environment(args.env)
     aws = session(args.region)
-    out = json.loads(Path(args.outputs).read_text())
+    out = stack_outputs(aws, args.env)
+    stack = f"meter-{args.env}"
+    cloudformation = aws.client("cloudformation")
+    cloudformation.delete_stack(StackName=stack)
+    print(f"deleting {stack} …", flush=True)
+    cloudformation.get_waiter("stack_delete_complete").wait(StackName=stack, WaiterConfig={"Delay": 10, "MaxAttempts": 180})
+    print(f"deleted {stack}")
+    if not args.delete_data:
+        print(f"kept the tables and buckets (scripts/destroy {args.env} {aws.region_name} --delete-data removes them)")
+        return 0
+    ddb, s3 = aws.resource("dynamodb"), aws.resource("s3")
     ddb, s3 = aws.resource("dynamodb"), aws.resource("s3")
     for name in (out["ApiKeysTable"], out["UsageCountersTable"]):
         try:
@@ -452,10 +464,11 @@ def main() -> int:
     pricing.add_argument("file")
     pricing.add_argument("--region")
     pricing.set_defaults(run=upload_pricing)
-    data = commands.add_parser("delete-data", help="delete the retained tables and buckets")
-    data.add_argument("outputs")
-    data.add_argument("--region")
-    data.set_defaults(run=delete_data)
+    teardown = commands.add_parser("destroy", help="delete the stack, and its data if told")
+    teardown.add_argument("env")
+    teardown.add_argument("--region")
+    teardown.add_argument("--delete-data", action="store_true")
+    teardown.set_defaults(run=destroy)
     args = parser.parse_args()
     try:
         return args.run(args)

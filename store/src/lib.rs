@@ -7,6 +7,7 @@ pub mod dynamodb;
 pub mod env;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod metrics;
 pub mod objects;
 pub mod retry;
 pub mod s3;

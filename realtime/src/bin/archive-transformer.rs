@@ -1,7 +1,8 @@
 //! Lambda: the Firehose data transformation that turns CloudWatch Logs records into archive rows.
 //!
-//! Configuration (environment): `METER_ARCHIVE` (`s3://bucket/prefix`, where `rejects/` is written),
-//! the standard AWS settings, `METER_LOG`.
+//! Configuration (environment): `METER_ARCHIVE` (`s3://bucket/prefix`, where `rejects/` and rows that
+//! do not fit the response are written), `METER_STORE` (the realtime counters, e.g.
+//! `dynamodb:keys=ApiKeys,counters=UsageCounters`), the standard AWS settings, `METER_LOG`.
 
 use meter_realtime::lambda::ArchiveTransformerFunction;
 use meter_store::lambda;

@@ -1,0 +1,61 @@
+# Sourced by the scripts: the Python venv with the pinned tools (boto3 and moto, cfn-lint, cargo-lambda),
+# installed on first use and whenever scripts/requirements-test.txt changes.
+#
+#   METER_VENV        the venv (default ~/.cache/meter-venv)
+#   CARGO_TARGET_DIR  the build cache (default ~/.cache/meter-target); the Lambda zips go to its lambda/
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+venv=${METER_VENV:-$HOME/.cache/meter-venv}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/meter-target}
+lambda_dir="$CARGO_TARGET_DIR/lambda"
+
+die() { echo "error: $*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"; }
+
+ensure_venv() {
+  need python3 "install Python 3.11 or later (the tools run in a venv)"
+  local requirements="$root/scripts/requirements-test.txt" stamp="$venv/.requirements.sha256" want
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "installing the pinned tools into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    echo "$want" > "$stamp"
+  fi
+  export PATH="$venv/bin:$PATH"
+}
+
+ensure_infra_packages() {
+  need node "install Node.js 20 or later (the CDK app)"
+  need npm "install npm (comes with Node.js)"
+  local stamp="$root/infra/node_modules/.package-lock.sha256" want
+  want=$(sha256sum "$root/infra/package-lock.json" | cut -d' ' -f1)
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    (cd "$root/infra" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$stamp"
+  fi
+}
+
+# `build_lambdas PROFILE [DIR]`: the six Lambda zips, `DIR/<binary>/bootstrap.zip` (default
+# `$lambda_dir`), for x86_64 Linux (glibc as on provided.al2023, through cargo-lambda's zig).
+build_lambdas() {
+  local profile=$1 out=${2:-$lambda_dir} bins=()
+  need cargo "install Rust (https://rustup.rs)"
+  for bin in authorizer cache-invalidator archive-transformer reconcile-job monthly-report example-backend; do
+    bins+=(--bin "$bin")
+  done
+  # --disable-optimizations: cargo-lambda would otherwise force its own release settings, among them
+  # panic = "abort", which turns one bad event into a dead sandbox; the workspace profiles decide.
+  (cd "$root" && cargo lambda build --locked --disable-optimizations --profile "$profile" --x86-64 \
+    --output-format zip --lambda-dir "$out" "${bins[@]}")
+}
+
+ensure_environment() {
+  local env=$1
+  python3 - "$root/infra/environments.json" "$env" <<'PY' || exit 1
+import json, sys
+names = [n for n in json.load(open(sys.argv[1])) if not n.startswith("$")]
+if sys.argv[2] not in names:
+    sys.exit(f'error: unknown environment "{sys.argv[2]}": infra/environments.json defines {", ".join(names)}')
+PY
+}
