@@ -77,8 +77,8 @@ def main() -> int:
     if not os.environ.get("AWS_ENDPOINT_URL"):
         print("AWS_ENDPOINT_URL must name the emulator: this script never deploys to a real account", file=sys.stderr)
         return 2
-    session = boto3.session.Session()
-    region = session.region_name or "us-east-1"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    session = boto3.session.Session(region_name=region)
     account = session.client("sts").get_caller_identity()["Account"]
     s3 = session.client("s3")
     manifest = json.loads((cdk_out / f"{stack}.assets.json").read_text())
