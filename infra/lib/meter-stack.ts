@@ -60,6 +60,9 @@ export class MeterStack extends Stack {
       });
 
     // --- the functions -------------------------------------------------------------------------------
+    const storeAndArchive = { METER_STORE: store, METER_ARCHIVE: archive };
+    // The scheduled jobs: a Lambda's longest run, memory for a day's rollup, invoked asynchronously.
+    const job = { memoryMiB: 2048, timeout: Duration.minutes(15), asynchronous: true };
     const authorizer = fn('Authorizer', 'authorizer', 'Checks API keys for API Gateway (30 s cache, instant revocation)', {
       memoryMiB: 512,
       timeout: Duration.seconds(10),
@@ -70,27 +73,21 @@ export class MeterStack extends Stack {
         memoryMiB: 1024,
         // Firehose waits at most 5 minutes for a transformation.
         timeout: Duration.minutes(5),
-        environment: { METER_STORE: store, METER_ARCHIVE: archive },
+        environment: storeAndArchive,
       });
     const reconcile = fn('ReconcileJob', 'reconcile-job', 'Nightly: recomputes the counters from the archive and corrects drift', {
-      memoryMiB: 2048,
-      timeout: Duration.minutes(15),
-      asynchronous: true,
+      ...job,
       environment: {
-        METER_STORE: store,
-        METER_ARCHIVE: archive,
+        ...storeAndArchive,
         METER_RECONCILE_LOOKBACK_DAYS: String(settings.reconcileLookbackDays),
         METER_ALERT_TOPIC: data.alertsTopic.topicArn,
         METER_DRIFT_ALERT_THRESHOLD: String(settings.driftAlarmThreshold),
       },
     });
     const report = fn('MonthlyReport', 'monthly-report', "Monthly: issues last month's invoices and tells finance", {
-      memoryMiB: 2048,
-      timeout: Duration.minutes(15),
-      asynchronous: true,
+      ...job,
       environment: {
-        METER_STORE: store,
-        METER_ARCHIVE: archive,
+        ...storeAndArchive,
         METER_REPORTS: `s3://${data.reports.bucketName}/${REPORTS_PREFIX}`,
         METER_PRICING: `s3://${data.reports.bucketName}/${PRICING_KEY}`,
         METER_FINANCE_TOPIC: data.financeTopic.topicArn,
