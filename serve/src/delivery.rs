@@ -1,0 +1,152 @@
+//! What CloudWatch Logs and Firehose do with the log group: every few seconds each stream's new events
+//! become one subscription payload (gzip, CloudWatch's JSON); the payloads go to the realtime path
+//! (buffered as deployed, 3 MB or 45 s) and to the archive. A stream's offset is settled only once the
+//! buffer holding its events is applied and archived, so a restart redelivers exactly what was not:
+//! the realtime path recognises a delivery it already counted, and the archive rewrites the same file.
+
+use std::io;
+
+use chrono::{DateTime, Utc};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use meter_archive::Archive;
+use meter_model::{Clock, StoreError, UsageWriter};
+use meter_realtime::archiver::Archiver;
+use meter_realtime::buffer::Buffering;
+use meter_realtime::local::LocalRealtime;
+use meter_store::{AnySink, ArchiveLocation};
+use serde_json::json;
+
+use crate::log_group::{LogEvent, LogGroup};
+
+/// The subscription filter's name in the payloads.
+const FILTER: &str = "meter-local-usage";
+
+/// A delivery that cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The log group's files.
+    #[error("the local log group: {0}")]
+    Logs(#[from] io::Error),
+    /// The archive.
+    #[error("the archive: {0}")]
+    Archive(#[from] StoreError),
+}
+
+/// The subscription payload of one stream's events, gzip-compressed as CloudWatch sends it.
+pub fn payload(group: &str, stream: &str, events: &[LogEvent]) -> io::Result<Vec<u8>> {
+    let body = json!({
+        "messageType": "DATA_MESSAGE",
+        "owner": "local",
+        "logGroup": group,
+        "logStream": stream,
+        "subscriptionFilters": [FILTER],
+        "logEvents": events.iter().map(|event| json!({
+            "id": format!("{:020}", event.offset),
+            "timestamp": event.timestamp_ms,
+            "message": event.message,
+        })).collect::<Vec<_>>(),
+    });
+    let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
+    serde_json::to_writer(&mut gzip, &body)?;
+    gzip.finish()
+}
+
+/// The delivery loop's state: the realtime path, the archive, and where each stream stands.
+pub struct Deliveries<S, C> {
+    group: std::sync::Arc<LogGroup>,
+    realtime: LocalRealtime<S, C>,
+    archive: ArchiveLocation,
+    archiver: Option<Archiver<Archive<AnySink>>>,
+    buffering: Buffering,
+    /// Per stream: read up to here (handed on, maybe not yet settled).
+    read: Vec<u64>,
+    /// Per stream: settled up to here.
+    settled: Vec<u64>,
+    opened: Option<DateTime<Utc>>,
+    buffered_bytes: u64,
+    /// Events delivered since start.
+    pub events: u64,
+}
+
+impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
+    /// Resumes each stream of `group` from its settled offset.
+    pub fn resume(
+        group: std::sync::Arc<LogGroup>,
+        realtime: LocalRealtime<S, C>,
+        archive: ArchiveLocation,
+        buffering: Buffering,
+    ) -> io::Result<Self> {
+        let settled =
+            (0..group.streams()).map(|index| group.settled(index)).collect::<io::Result<Vec<_>>>()?;
+        Ok(Self {
+            group,
+            realtime,
+            archive,
+            archiver: None,
+            buffering,
+            read: settled.clone(),
+            settled,
+            opened: None,
+            buffered_bytes: 0,
+            events: 0,
+        })
+    }
+
+    /// One tick at `now`: each stream's new events delivered; the buffer settled if it is due.
+    pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<(), DeliveryError> {
+        self.group.write_pending()?;
+        for index in 0..self.group.streams() {
+            let (events, end) = self.group.read_from(index, self.read[index])?;
+            if events.is_empty() {
+                continue;
+            }
+            let stream = self.group.stream_name(index);
+            let compressed = payload(self.group.name(), &stream, &events)?;
+            let origin = format!("{}/{stream}@{}", self.group.name(), self.read[index]);
+            if self.archiver.is_none() {
+                self.archiver =
+                    Some(Archiver::new(Archive::new(AnySink::open(&self.archive).await), usize::MAX));
+            }
+            if let Some(archiver) = self.archiver.as_mut() {
+                archiver.add_compressed(&compressed, &origin).await?;
+            }
+            self.realtime.add_record(&compressed, Some(now), &origin).await;
+            self.opened.get_or_insert(now);
+            self.buffered_bytes += compressed.len() as u64;
+            self.events += events.len() as u64;
+            self.read[index] = end;
+        }
+        let due = self.opened.is_some_and(|opened| now >= opened + self.buffering.max_age)
+            || self.buffered_bytes >= self.buffering.max_bytes;
+        if due { self.settle().await } else { Ok(()) }
+    }
+
+    /// Applies and archives what is buffered, then settles the streams' offsets.
+    pub async fn settle(&mut self) -> Result<(), DeliveryError> {
+        self.realtime.invoke().await;
+        if let Some(archiver) = self.archiver.take() {
+            archiver.finish().await?;
+        }
+        for index in 0..self.read.len() {
+            if self.read[index] != self.settled[index] {
+                self.group.settle(index, self.read[index])?;
+                self.settled[index] = self.read[index];
+            }
+        }
+        self.opened = None;
+        self.buffered_bytes = 0;
+        Ok(())
+    }
+
+    /// Delivers and settles everything written so far (a graceful shutdown).
+    pub async fn drain(&mut self, now: DateTime<Utc>) -> Result<(), DeliveryError> {
+        self.tick(now).await?;
+        self.settle().await
+    }
+
+    /// The realtime path's totals so far.
+    pub fn realtime(&self) -> &LocalRealtime<S, C> {
+        &self.realtime
+    }
+}

@@ -1,0 +1,96 @@
+//! API Gateway, as it treats a request before the backend sees it: the key from the identity source,
+//! the authorizer's answer cached per key for the deployed TTL, and API Gateway's own answers — 401
+//! `Unauthorized` without a key, 403 for a refused key, 500 when the authorizer fails.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Duration, Utc};
+use meter_authorizer::{Authorizer, Decision, Grant};
+use meter_model::key::digest_of;
+use meter_model::{Clock, KeyStore};
+use rustc_hash::FxHashMap;
+
+/// How long API Gateway keeps an authorizer's answer (infra `AUTHORIZER_RESULT_TTL`).
+pub const RESULT_TTL: Duration = Duration::seconds(30);
+
+/// Entries API Gateway's cache holds at most here; beyond, it starts afresh (a flood of random keys
+/// cannot grow memory).
+const MAX_ENTRIES: usize = 100_000;
+
+/// What API Gateway does with a request, given the authorizer's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Passed to the backend with this context.
+    Allowed(Arc<Grant>),
+    /// 401 `{"message":"Unauthorized"}`: no key, or not one (the authorizer's `Unauthorized`).
+    Unauthorized,
+    /// 403 `{"message":"User is not authorized to access this resource"}`: refused.
+    Forbidden,
+    /// 500 `{"message":null}`: the authorizer failed (API Gateway's `AuthorizerConfigurationException`).
+    AuthorizerFailed,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    admission: Admission,
+    expires: DateTime<Utc>,
+}
+
+/// API Gateway's authorizer-result cache in front of the authorizer the Lambda runs.
+pub struct Gateway<S, C> {
+    authorizer: Authorizer<S, C>,
+    clock: C,
+    cache: Mutex<FxHashMap<[u8; 32], Cached>>,
+    epoch: Mutex<Option<u64>>,
+}
+
+impl<S: KeyStore, C: Clock + Clone> Gateway<S, C> {
+    /// A gateway in front of `authorizer`.
+    pub fn new(authorizer: Authorizer<S, C>, clock: C) -> Self {
+        Self { authorizer, clock, cache: Mutex::new(FxHashMap::default()), epoch: Mutex::new(None) }
+    }
+
+    /// Admits or refuses a request that carries `identity` (the identity source's value, if any).
+    pub async fn admit(&self, identity: Option<&str>) -> Admission {
+        // API Gateway answers 401 itself when the identity source is missing or empty.
+        let Some(key) = identity.filter(|key| !key.trim().is_empty()) else { return Admission::Unauthorized };
+        let now = self.clock.now();
+        let digest = digest_of(key);
+        if let Some(hit) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&digest)
+            && hit.expires > now
+        {
+            return hit.admission.clone();
+        }
+        let admission = match self.authorizer.decide(Some(key)).await {
+            Ok(Decision::Allow(grant)) => Admission::Allowed(grant),
+            Ok(Decision::Deny(_)) => Admission::Forbidden,
+            Ok(Decision::Unauthorized(_)) => Admission::Unauthorized,
+            Err(err) => {
+                tracing::warn!(error = %meter_model::error_chain(&err), "the authorizer failed");
+                return Admission::AuthorizerFailed;
+            }
+        };
+        // An `Unauthorized` error is not cached by API Gateway; allow and deny policies are.
+        if admission != Admission::Unauthorized {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.len() >= MAX_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(digest, Cached { admission: admission.clone(), expires: now + RESULT_TTL });
+        }
+        admission
+    }
+
+    /// What the revocation topic's invalidator does: flushes the cache when the store's revocation
+    /// epoch has moved since the last look. Returns whether it flushed.
+    pub async fn flush_if_revoked(&self) -> bool {
+        let Ok(current) = self.authorizer.store().revocation_epoch().await else { return false };
+        let mut seen = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        let moved = seen.is_some_and(|previous| previous != current);
+        *seen = Some(current);
+        if moved {
+            self.cache.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
+        moved
+    }
+}

@@ -1,0 +1,260 @@
+//! `meter serve`: the request path on a laptop. A local API Gateway (the key from the identity source,
+//! its authorizer-result cache in front of the very authorizer the Lambda runs, its 401/403/500
+//! answers), the example backend (`meter-example-api`) printing one usage line per request into a
+//! local log group, and the delivery loop that hands each stream's new events to the realtime path and
+//! the archive as CloudWatch Logs and Firehose would. A revocation made anywhere (`meter keys revoke`)
+//! flushes the gateway's cache within a second, as the revocation topic's invalidator does on AWS.
+
+pub mod delivery;
+pub mod gateway;
+pub mod log_group;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use chrono::Utc;
+use meter_authorizer::{Authorizer, AuthorizerConfig};
+use meter_example_api::{Route, usage_line};
+use meter_model::{KeyStore, SystemClock, UsageWriter};
+use meter_realtime::buffer::Buffering;
+use meter_realtime::counters::RealtimeCounters;
+use meter_realtime::local::LocalRealtime;
+use meter_store::{ArchiveLocation, RetryPolicy};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::delivery::{Deliveries, DeliveryError};
+use crate::gateway::{Admission, Gateway};
+use crate::log_group::LogGroup;
+
+/// How often CloudWatch Logs delivers a stream's new events.
+pub const DELIVERY_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the gateway looks at the revocation epoch (the invalidator's bound).
+pub const EPOCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The address to listen on (127.0.0.1 by default: this is a development gateway).
+    pub address: SocketAddr,
+    /// The header that carries the key (API Gateway's identity source).
+    pub identity_header: String,
+    /// The local log group's folder.
+    pub logs_dir: PathBuf,
+    /// Log streams (one per worker of the backend).
+    pub streams: usize,
+    /// The archive.
+    pub archive: ArchiveLocation,
+    /// How often streams are delivered.
+    pub delivery_interval: Duration,
+    /// Firehose's processor buffer.
+    pub buffering: Buffering,
+}
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is taken or not allowed.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The identity header is not a header name.
+    #[error("{0:?} is not an HTTP header name")]
+    IdentityHeader(String),
+    /// The log group cannot be opened.
+    #[error("the local log group {dir}: {source}")]
+    Logs {
+        /// Its folder.
+        dir: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("the server: {0}")]
+    Server(std::io::Error),
+    /// The last delivery at shutdown failed: what was not delivered is delivered at the next start.
+    #[error("the final delivery: {0}")]
+    Delivery(#[from] DeliveryError),
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeSummary {
+    /// Requests that reached the backend (each printed a usage line).
+    pub requests: u64,
+    /// Usage events delivered to the realtime path and the archive.
+    pub events_delivered: u64,
+}
+
+struct AppState<S> {
+    gateway: Gateway<S, SystemClock>,
+    group: Arc<LogGroup>,
+    identity: HeaderName,
+    request_prefix: String,
+    requests: AtomicU64,
+}
+
+impl<S> AppState<S> {
+    /// A request id unique across runs: the run's random prefix and a counter.
+    fn next_request_id(&self) -> String {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:012x}", self.request_prefix)
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server<K, W> {
+    listener: TcpListener,
+    state: Arc<AppState<K>>,
+    deliveries: Deliveries<W, SystemClock>,
+    delivery_interval: Duration,
+}
+
+impl<K, W> Server<K, W>
+where
+    K: KeyStore + Send + Sync + 'static,
+    W: UsageWriter + Send + Sync + 'static,
+{
+    /// Binds `config.address`, authorizing from `keys` and counting into `counters`; resumes each log
+    /// stream where the last run settled it.
+    pub async fn bind(config: &ServeConfig, keys: K, counters: W) -> Result<Self, ServeError> {
+        let identity = HeaderName::try_from(config.identity_header.to_ascii_lowercase())
+            .map_err(|_| ServeError::IdentityHeader(config.identity_header.clone()))?;
+        let listener = TcpListener::bind(config.address)
+            .await
+            .map_err(|source| ServeError::Listen { address: config.address, source })?;
+        let logs_error = |source| ServeError::Logs { dir: config.logs_dir.clone(), source };
+        let group = Arc::new(
+            LogGroup::open(&config.logs_dir, "/meter/local/api", config.streams).map_err(logs_error)?,
+        );
+        let realtime = LocalRealtime::new(
+            RealtimeCounters::new(counters, SystemClock, RetryPolicy::default()),
+            config.buffering,
+        );
+        let deliveries =
+            Deliveries::resume(group.clone(), realtime, config.archive.clone(), config.buffering)
+                .map_err(logs_error)?;
+        let mut prefix = [0u8; 6];
+        getrandom::fill(&mut prefix).map_err(|e| ServeError::Server(std::io::Error::other(e.to_string())))?;
+        let state = Arc::new(AppState {
+            gateway: Gateway::new(
+                Authorizer::new(keys, SystemClock, AuthorizerConfig::default()),
+                SystemClock,
+            ),
+            group,
+            identity,
+            request_prefix: hex::encode(prefix),
+            requests: AtomicU64::new(0),
+        });
+        Ok(Self { listener, state, deliveries, delivery_interval: config.delivery_interval })
+    }
+
+    /// The address it listens on (the port chosen when the configuration asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight, delivers and settles
+    /// every usage line written, and returns what the run did.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<ServeSummary, ServeError> {
+        let Self { listener, state, mut deliveries, delivery_interval } = self;
+        let (stop, stopped) = watch::channel(false);
+        let app = Router::new().fallback(handle::<K>).with_state(state.clone());
+        let epoch_state = state.clone();
+        let mut epoch_stopped = stopped.clone();
+        let epoch = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(EPOCH_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => { epoch_state.gateway.flush_if_revoked().await; }
+                    _ = epoch_stopped.changed() => break,
+                }
+            }
+        });
+        let mut delivery_stopped = stopped;
+        let delivery = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(delivery_interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        // A failed delivery moves no offset: it is tried again at the next tick.
+                        if let Err(err) = deliveries.tick(Utc::now()).await {
+                            tracing::warn!(error = %meter_model::error_chain(&err), "delivery failed; retrying");
+                        }
+                    }
+                    _ = delivery_stopped.changed() => break,
+                }
+            }
+            let drained = deliveries.drain(Utc::now()).await;
+            drained.map(|()| deliveries.events)
+        });
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let _ = stop.send(true);
+        let _ = epoch.await;
+        let events_delivered =
+            delivery.await.map_err(|e| ServeError::Server(std::io::Error::other(e.to_string())))??;
+        served.map_err(ServeError::Server)?;
+        Ok(ServeSummary { requests: state.requests.load(Ordering::Relaxed), events_delivered })
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value, request_id: Option<&str>) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+/// Every request: API Gateway's admission, then the backend and its usage line.
+async fn handle<K: KeyStore + Send + Sync + 'static>(
+    State(state): State<Arc<AppState<K>>>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let identity = request.headers().get(&state.identity).and_then(|value| value.to_str().ok());
+    match state.gateway.admit(identity).await {
+        Admission::Unauthorized => {
+            json_response(StatusCode::UNAUTHORIZED, &json!({"message": "Unauthorized"}), None)
+        }
+        Admission::Forbidden => json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"message": "User is not authorized to access this resource"}),
+            None,
+        ),
+        Admission::AuthorizerFailed => {
+            json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": null}), None)
+        }
+        Admission::Allowed(grant) => {
+            let method = request.method().as_str();
+            let path = request.uri().path();
+            let route = Route::of(method, path);
+            let request_id = state.next_request_id();
+            let now = Utc::now();
+            let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let line = usage_line(&request_id, grant.key_id.as_str(), now, route, method, latency);
+            state.group.append(now.timestamp_millis(), &line);
+            let status = StatusCode::from_u16(route.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            json_response(status, &route.body(path), Some(&request_id))
+        }
+    }
+}
