@@ -50,16 +50,19 @@ impl<S: KeyStore, C: Clock + Clone> Gateway<S, C> {
         Self { authorizer, clock, cache: Mutex::new(FxHashMap::default()), epoch: Mutex::new(None) }
     }
 
-    /// Admits or refuses a request that carries `identity` (the identity source's value, if any).
-    pub async fn admit(&self, identity: Option<&str>) -> Admission {
+    /// Admits or refuses a request that carries `identity` (the identity source's value, if any); says
+    /// whether the answer came from the cache.
+    pub async fn admit(&self, identity: Option<&str>) -> (Admission, bool) {
         // API Gateway answers 401 itself when the identity source is missing or empty.
-        let Some(key) = identity.filter(|key| !key.trim().is_empty()) else { return Admission::Unauthorized };
+        let Some(key) = identity.filter(|key| !key.trim().is_empty()) else {
+            return (Admission::Unauthorized, false);
+        };
         let now = self.clock.now();
         let digest = digest_of(key);
         if let Some(hit) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&digest)
             && hit.expires > now
         {
-            return hit.admission.clone();
+            return (hit.admission.clone(), true);
         }
         let admission = match self.authorizer.decide(Some(key)).await {
             Ok(Decision::Allow(grant)) => Admission::Allowed(grant),
@@ -67,7 +70,7 @@ impl<S: KeyStore, C: Clock + Clone> Gateway<S, C> {
             Ok(Decision::Unauthorized(_)) => Admission::Unauthorized,
             Err(err) => {
                 tracing::warn!(error = %meter_model::error_chain(&err), "the authorizer failed");
-                return Admission::AuthorizerFailed;
+                return (Admission::AuthorizerFailed, false);
             }
         };
         // An `Unauthorized` error is not cached by API Gateway; allow and deny policies are.
@@ -78,7 +81,7 @@ impl<S: KeyStore, C: Clock + Clone> Gateway<S, C> {
             }
             cache.insert(digest, Cached { admission: admission.clone(), expires: now + RESULT_TTL });
         }
-        admission
+        (admission, false)
     }
 
     /// What the revocation topic's invalidator does: flushes the cache when the store's revocation

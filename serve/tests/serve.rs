@@ -1,6 +1,8 @@
 //! `meter serve` end to end on loopback: API Gateway's answers, the usage lines delivered and counted
 //! exactly once across a restart, and a revocation reaching the gateway's cache.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use meter_model::{ApiKey, ApiKeyRecord, Email, KeyStore, NewKey, UsageReader};
 use meter_realtime::buffer::Buffering;
+use meter_serve::load::{self, LoadPlan};
 use meter_serve::{ServeConfig, ServeSummary, Server};
 use meter_store::ArchiveLocation;
 use meter_store::sqlite::SqliteStore;
@@ -104,7 +107,8 @@ async fn answers_as_api_gateway_and_counts_each_billable_call_once_across_a_rest
     }
     run.stop.send(()).unwrap();
     let first = run.done.await.unwrap();
-    assert_eq!(first, ServeSummary { requests: 5, events_delivered: 5 });
+    assert_eq!((first.requests, first.events_delivered), (5, 5));
+    assert!(first.cached_allow_micros.is_some(), "four of the five were allowed from the cache");
     assert_eq!(totals(&store, &key).await, (2, 2, 5), "counted at shutdown: nothing pending is lost");
 
     // A second run resumes where the first settled: nothing is delivered twice.
@@ -113,7 +117,8 @@ async fn answers_as_api_gateway_and_counts_each_billable_call_once_across_a_rest
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(totals(&store, &key).await, (3, 2, 6), "visible while serving, after the buffer's interval");
     run.stop.send(()).unwrap();
-    assert_eq!(run.done.await.unwrap(), ServeSummary { requests: 1, events_delivered: 1 });
+    let second = run.done.await.unwrap();
+    assert_eq!((second.requests, second.events_delivered), (1, 1));
     assert_eq!(totals(&store, &key).await, (3, 2, 6));
     let archived: usize =
         walk(&home.path().join("archive")).iter().filter(|p| p.ends_with(".parquet")).count();
@@ -153,4 +158,33 @@ async fn a_revoked_key_is_refused_within_the_revocation_bound_despite_the_cache(
     }
     run.stop.send(()).unwrap();
     run.done.await.unwrap();
+}
+
+/// Load, bounded and local: many connections at a fixed rate for a fixed time; every billable call is
+/// counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_every_billable_call_is_counted_exactly_once() {
+    let home = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
+    let key = create_key(&store).await;
+    let run = start(home.path()).await;
+    let plan = LoadPlan {
+        address: run.address,
+        path: "/v1/items/7".into(),
+        header: "x-api-key".into(),
+        key: key.reveal().to_owned(),
+        connections: 32,
+        rate: Some(2_000),
+        duration: Duration::from_secs(2),
+    };
+    let report = load::run(&plan).await;
+    assert_eq!(report.errors, 0);
+    let answered = report.by_status.get(&200).copied().unwrap_or(0);
+    assert_eq!(report.responses(), answered, "only 200s: {:?}", report.by_status);
+    assert!(answered >= 3_000, "a fixed rate of 2,000 req/s for 2 s sent {answered}");
+    run.stop.send(()).unwrap();
+    let summary = run.done.await.unwrap();
+    assert_eq!(summary.requests, answered);
+    assert_eq!(summary.events_delivered, answered);
+    assert_eq!(totals(&store, &key).await, (answered, 0, answered));
 }
