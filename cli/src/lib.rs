@@ -160,6 +160,10 @@ pub enum Command {
         /// Log streams (the backend's workers).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
         streams: u16,
+        /// Firehose's buffer interval before usage reaches the counters [default: 45, as deployed];
+        /// shorter for tests.
+        #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u16).range(1..=900))]
+        buffer_seconds: u16,
     },
     /// Drive a server with one key's requests, at a fixed rate or as fast as it answers, for a fixed
     /// time; prints the answers by status, the throughput and the round-trip latency.
@@ -541,8 +545,8 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             config.volume = volume;
             meter_sim::traffic::write_files(&out, config)?
         }
-        Command::Serve { port, bind, identity_header, streams } => {
-            let args = serve::ServeArgs { bind, port, identity_header, streams };
+        Command::Serve { port, bind, identity_header, streams, buffer_seconds } => {
+            let args = serve::ServeArgs { bind, port, identity_header, streams, buffer_seconds };
             serve::serve(&config, archive_location, &home, args).await?
         }
         Command::Load { url, key, path, identity_header, connections, rate, seconds, json } => {

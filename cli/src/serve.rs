@@ -16,6 +16,7 @@ pub(crate) struct ServeArgs {
     pub(crate) port: u16,
     pub(crate) identity_header: String,
     pub(crate) streams: u16,
+    pub(crate) buffer_seconds: u16,
 }
 
 /// Serves until Ctrl-C, then delivers what is pending; returns the run's summary.
@@ -32,7 +33,10 @@ pub(crate) async fn serve(
         streams: usize::from(args.streams),
         archive,
         delivery_interval: DELIVERY_INTERVAL,
-        buffering: Buffering::DEPLOYED,
+        buffering: Buffering {
+            max_age: chrono::Duration::seconds(i64::from(args.buffer_seconds)),
+            ..Buffering::DEPLOYED
+        },
     };
     let open =
         || async { AnyStore::open(store).await.with_context(|| format!("cannot open the store {store}")) };

@@ -89,8 +89,9 @@ def test_a_key_that_is_not_a_meter_key_is_refused():
             raise AssertionError(f"{bad!r} accepted")
 
 
-def test_local_is_not_yet_served():
-    fails_with(script("test-api-usage", "local", "mk_0123456789ab_x"), "meter serve")
+def test_local_without_a_server_says_to_start_one():
+    env = dict(os.environ, METER_SERVE_URL="http://127.0.0.1:9")
+    fails_with(script("test-api-usage", "local", "mk_0123456789ab_x", env=env), "nothing answers at http://127.0.0.1:9", "meter serve")
 
 
 def main() -> int:

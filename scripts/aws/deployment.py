@@ -332,13 +332,26 @@ def key_id_of(key: str) -> str:
 
 def test_api_usage(args: argparse.Namespace) -> int:
     known_environment(args.env)
+    if args.env == "local":
+        # `meter serve` on this machine; the meter command line uses the same METER_HOME/METER_STORE.
+        base = os.environ.get("METER_SERVE_URL", "http://127.0.0.1:8080").rstrip("/")
+        env = dict(os.environ)
+        try:
+            call(base + "/v1/ping", None)
+        except (urllib.error.URLError, OSError) as err:
+            raise Failure(f"nothing answers at {base} ({err}): start `meter serve` (or set METER_SERVE_URL)") from err
+        return exercise(base, env, args)
     aws = session(args.region)
     out = stack_outputs(aws, args.env)
     if "ApiUrl" not in out:
         raise Failure(f"meter-{args.env} has no example API: test your own API's usage with meter usage show")
     env = dict(os.environ, METER_STORE=out["MeterStore"], METER_ARCHIVE=out["MeterArchive"],
                METER_REVOCATION_TOPIC=out["RevocationTopicArn"], AWS_REGION=aws.region_name)
-    base = out["ApiUrl"].rstrip("/")
+    return exercise(out["ApiUrl"].rstrip("/"), env, args)
+
+
+def exercise(base: str, env: dict[str, str], args: argparse.Namespace) -> int:
+    """The calls, the wait for exact counters, the revocation: the same against AWS and `meter serve`."""
     key_id = key_id_of(args.key)
     before = meter(["usage", "show", key_id, "--json"], env)
     plan = [("/v1/items/1", 200, True)] * args.billable + [
