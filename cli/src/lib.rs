@@ -164,6 +164,11 @@ pub enum Command {
         /// shorter for tests.
         #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u16).range(1..=900))]
         buffer_seconds: u16,
+        /// Proxy allowed requests to your own API (http://HOST:PORT[/PREFIX]) instead of the example
+        /// backend; the gateway prints the usage line from its status, and a success whose response
+        /// carries `x-meter-should-count: false` is not billed.
+        #[arg(long, value_name = "URL")]
+        upstream: Option<String>,
     },
     /// Drive a server with one key's requests, at a fixed rate or as fast as it answers, for a fixed
     /// time; prints the answers by status, the throughput and the round-trip latency.
@@ -545,8 +550,8 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             config.volume = volume;
             meter_sim::traffic::write_files(&out, config)?
         }
-        Command::Serve { port, bind, identity_header, streams, buffer_seconds } => {
-            let args = serve::ServeArgs { bind, port, identity_header, streams, buffer_seconds };
+        Command::Serve { port, bind, identity_header, streams, buffer_seconds, upstream } => {
+            let args = serve::ServeArgs { bind, port, identity_header, streams, buffer_seconds, upstream };
             serve::serve(&config, archive_location, &home, args).await?
         }
         Command::Load { url, key, path, identity_header, connections, rate, seconds, json } => {

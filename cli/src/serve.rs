@@ -17,6 +17,7 @@ pub(crate) struct ServeArgs {
     pub(crate) identity_header: String,
     pub(crate) streams: u16,
     pub(crate) buffer_seconds: u16,
+    pub(crate) upstream: Option<String>,
 }
 
 /// Serves until Ctrl-C, then delivers what is pending; returns the run's summary.
@@ -42,9 +43,15 @@ pub(crate) async fn serve(
         || async { AnyStore::open(store).await.with_context(|| format!("cannot open the store {store}")) };
     let server = Server::bind(&config, open().await?, open().await?).await?;
     let address = server.local_addr()?;
+    let backend = args.upstream.as_ref().map_or_else(
+        || {
+            "GET /v1/items/{id} 200 billable · /v1/ping 200 not counted · /v1/missing 404 · /v1/fail 500"
+                .to_owned()
+        },
+        |url| format!("proxying to {url} (x-meter-should-count: false marks a success not billable)"),
+    );
     println!(
-        "meter serve: http://{address} (key header {}); usage lines in {}; Ctrl-C to stop\n  \
-         GET /v1/items/{{id}} 200 billable · /v1/ping 200 not counted · /v1/missing 404 · /v1/fail 500",
+        "meter serve: http://{address} (key header {}); usage lines in {}; Ctrl-C to stop\n  {backend}",
         args.identity_header,
         config.logs_dir.display()
     );

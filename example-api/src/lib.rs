@@ -98,7 +98,7 @@ pub struct Answer {
     pub usage_line: Option<String>,
 }
 
-/// The usage line of one request (CONTRACTS.md §3), as the backend prints it.
+/// The usage line of one request to a route of this API (CONTRACTS.md §3), as the backend prints it.
 #[must_use]
 pub fn usage_line(
     request_id: &str,
@@ -108,18 +108,57 @@ pub fn usage_line(
     method: &str,
     latency_ms: u64,
 ) -> String {
-    json!({
-        "type": "API_USAGE",
-        "requestId": request_id,
-        "keyId": key_id,
-        "timestamp": at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "statusCode": route.status(),
-        "shouldCount": route.should_count(),
-        "method": method.to_ascii_uppercase(),
-        "resource": route.resource(),
-        "latencyMs": latency_ms,
-    })
-    .to_string()
+    UsageLine {
+        request_id,
+        key_id,
+        at,
+        status: route.status(),
+        should_count: route.should_count(),
+        method,
+        resource: route.resource(),
+        latency_ms,
+    }
+    .render()
+}
+
+/// The fields of one usage line (CONTRACTS.md §3), for any backend.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageLine<'a> {
+    /// API Gateway's request id.
+    pub request_id: &'a str,
+    /// The key id from the authorizer's context.
+    pub key_id: &'a str,
+    /// When the request was answered.
+    pub at: DateTime<Utc>,
+    /// The status code answered.
+    pub status: u16,
+    /// Whether the service asks for the call to be billed if it succeeded.
+    pub should_count: bool,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The resource (a route template, or the path when no template is known).
+    pub resource: &'a str,
+    /// Time to answer, in milliseconds.
+    pub latency_ms: u64,
+}
+
+impl UsageLine<'_> {
+    /// The line as printed: one JSON object.
+    #[must_use]
+    pub fn render(&self) -> String {
+        json!({
+            "type": "API_USAGE",
+            "requestId": self.request_id,
+            "keyId": self.key_id,
+            "timestamp": self.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "statusCode": self.status,
+            "shouldCount": self.should_count,
+            "method": self.method.to_ascii_uppercase(),
+            "resource": self.resource,
+            "latencyMs": self.latency_ms,
+        })
+        .to_string()
+    }
 }
 
 /// Answers an API Gateway proxy event (REST API payload 1.0 or HTTP API payload 2.0) received at

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod latency;
 pub mod load;
 pub mod log_group;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use chrono::Utc;
 use meter_authorizer::{Authorizer, AuthorizerConfig};
-use meter_example_api::{Route, usage_line};
+use meter_example_api::{Route, UsageLine};
 use meter_model::{KeyStore, SystemClock, UsageWriter};
 use meter_realtime::buffer::Buffering;
 use meter_realtime::counters::RealtimeCounters;
@@ -38,6 +39,7 @@ use crate::delivery::{Deliveries, DeliveryError};
 use crate::gateway::{Admission, Gateway};
 use crate::latency::Histogram;
 use crate::log_group::LogGroup;
+use crate::upstream::Upstream;
 
 /// How often CloudWatch Logs delivers a stream's new events.
 pub const DELIVERY_INTERVAL: Duration = Duration::from_secs(2);
@@ -62,6 +64,8 @@ pub struct ServeConfig {
     pub delivery_interval: Duration,
     /// Firehose's processor buffer.
     pub buffering: Buffering,
+    /// Proxy to this API instead of answering with the example backend (`http://HOST:PORT[/PREFIX]`).
+    pub upstream: Option<String>,
 }
 
 /// Why serving failed.
@@ -75,6 +79,9 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The upstream URL cannot be used.
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
     /// The identity header is not a header name.
     #[error("{0:?} is not an HTTP header name")]
     IdentityHeader(String),
@@ -113,6 +120,7 @@ struct AppState<S> {
     request_prefix: String,
     requests: AtomicU64,
     cached_allows: Histogram,
+    upstream: Option<Upstream>,
 }
 
 impl<S> AppState<S> {
@@ -167,6 +175,7 @@ where
             request_prefix: hex::encode(prefix),
             requests: AtomicU64::new(0),
             cached_allows: Histogram::default(),
+            upstream: config.upstream.as_deref().map(Upstream::new).transpose()?,
         });
         Ok(Self { listener, state, deliveries, delivery_interval: config.delivery_interval })
     }
@@ -264,16 +273,39 @@ async fn handle<K: KeyStore + Send + Sync + 'static>(
             if cached {
                 state.cached_allows.record(started.elapsed());
             }
-            let method = request.method().as_str();
-            let path = request.uri().path();
-            let route = Route::of(method, path);
+            let method = request.method().as_str().to_owned();
+            let path = request.uri().path().to_owned();
             let request_id = state.next_request_id();
+            let (response, status, should_count, resource) = match &state.upstream {
+                Some(upstream) => {
+                    let forwarded = upstream.forward(request).await;
+                    (forwarded.response, forwarded.status, forwarded.should_count, path.as_str())
+                }
+                None => {
+                    let route = Route::of(&method, &path);
+                    let status =
+                        StatusCode::from_u16(route.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let response = json_response(status, &route.body(&path), None);
+                    (response, route.status(), route.should_count(), route.resource())
+                }
+            };
             let now = Utc::now();
-            let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let line = usage_line(&request_id, grant.key_id.as_str(), now, route, method, latency);
-            state.group.append(now.timestamp_millis(), &line);
-            let status = StatusCode::from_u16(route.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            json_response(status, &route.body(path), Some(&request_id))
+            let line = UsageLine {
+                request_id: &request_id,
+                key_id: grant.key_id.as_str(),
+                at: now,
+                status,
+                should_count,
+                method: &method,
+                resource,
+                latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            };
+            state.group.append(now.timestamp_millis(), &line.render());
+            let mut response = response;
+            if let Ok(id) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert("x-amzn-requestid", id);
+            }
+            response
         }
     }
 }

@@ -18,8 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-fn config(home: &Path) -> ServeConfig {
+fn config_with(home: &Path, upstream: Option<String>) -> ServeConfig {
     ServeConfig {
+        upstream,
         address: "127.0.0.1:0".parse().unwrap(),
         identity_header: "x-api-key".into(),
         logs_dir: home.join("logs"),
@@ -48,15 +49,35 @@ async fn create_key(store: &SqliteStore) -> ApiKey {
 
 /// One HTTP/1.1 request; the status code and the body.
 async fn get(address: SocketAddr, path: &str, key: Option<&str>) -> (u16, String) {
+    let (status, head, body) = send(address, "GET", path, key, "", "").await;
+    assert!(!head.contains("x-meter-should-count"), "the upstream's billing header reached the client");
+    (status, body)
+}
+
+/// One HTTP/1.1 request with extra header lines and a body; the status, the head and the body.
+async fn send(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    extra: &str,
+    body: &str,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(address).await.unwrap();
     let header = key.map(|k| format!("x-api-key: {k}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n{header}connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\n{header}{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // A server may answer (and close) before reading all of a refused request.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) =
+        response.split_once("\r\n\r\n").map(|(h, b)| (h.to_lowercase(), b.to_owned())).unwrap_or_default();
+    (status, head, body)
 }
 
 struct Running {
@@ -66,11 +87,18 @@ struct Running {
 }
 
 async fn start(home: &Path) -> Running {
+    start_with(home, None).await
+}
+
+async fn start_with(home: &Path, upstream: Option<String>) -> Running {
     let db = home.join("meter.db");
-    let server =
-        Server::bind(&config(home), SqliteStore::open(&db).unwrap(), SqliteStore::open(&db).unwrap())
-            .await
-            .unwrap();
+    let server = Server::bind(
+        &config_with(home, upstream),
+        SqliteStore::open(&db).unwrap(),
+        SqliteStore::open(&db).unwrap(),
+    )
+    .await
+    .unwrap();
     let address = server.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
     let done = tokio::spawn(async move {
@@ -187,4 +215,82 @@ async fn under_load_every_billable_call_is_counted_exactly_once() {
     assert_eq!(summary.requests, answered);
     assert_eq!(summary.events_delivered, answered);
     assert_eq!(totals(&store, &key).await, (answered, 0, answered));
+}
+
+/// A tiny API of the team's own: `/ok` 200, `/free` 200 marked not billable, anything else 404.
+async fn team_api() -> SocketAddr {
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route("/api/ok", axum::routing::get(|| async { "ok" }))
+        .route("/api/free", axum::routing::get(|| async { ([("x-meter-should-count", "false")], "free") }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "no") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_to_the_teams_api_and_bills_by_its_answer_and_its_header() {
+    let home = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
+    let key = create_key(&store).await;
+    let upstream = team_api().await;
+    let run = start_with(home.path(), Some(format!("http://{upstream}/api"))).await;
+    assert_eq!(get(run.address, "/ok", Some(key.reveal())).await, (200, "ok".into()));
+    assert_eq!(get(run.address, "/free", Some(key.reveal())).await, (200, "free".into()));
+    assert_eq!(get(run.address, "/nothing", Some(key.reveal())).await.0, 404);
+    assert_eq!(get(run.address, "/ok", None).await.0, 401, "the gateway still stands in front");
+    let (status, _, body) =
+        send(run.address, "POST", "/ok", Some(key.reveal()), "", &"x".repeat(10 * 1024 * 1024 + 1)).await;
+    assert_eq!((status, body.as_str()), (413, r#"{"message":"Request Entity Too Large"}"#));
+    run.stop.send(()).unwrap();
+    run.done.await.unwrap();
+    assert_eq!(totals(&store, &key).await, (1, 2, 4), "billable: /ok only; failed: 404 and 413");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_is_down_is_a_502_counted_as_failed_and_the_server_lives_on() {
+    let home = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
+    let key = create_key(&store).await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let run = start_with(home.path(), Some(format!("http://{closed}"))).await;
+    assert_eq!(
+        get(run.address, "/ok", Some(key.reveal())).await,
+        (502, r#"{"message":"Internal server error"}"#.into())
+    );
+    run.stop.send(()).unwrap();
+    run.done.await.unwrap();
+    assert_eq!(totals(&store, &key).await, (0, 1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_and_never_stops_the_server() {
+    let home = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
+    let key = create_key(&store).await;
+    let run = start(home.path()).await;
+    // Not a key at all, an empty one, a key with a wrong secret.
+    assert_eq!(
+        get(run.address, "/v1/ping", Some("hello")).await,
+        (401, r#"{"message":"Unauthorized"}"#.into())
+    );
+    assert_eq!(send(run.address, "GET", "/v1/ping", None, "x-api-key: \r\n", "").await.0, 401);
+    let wrong = format!("{}{}", &key.reveal()[..17], "A".repeat(key.reveal().len() - 17));
+    assert_eq!(get(run.address, "/v1/ping", Some(&wrong)).await.0, 403);
+    // Headers far past API Gateway's 10 KB: refused by the HTTP layer, not a crash.
+    let huge = format!("x-junk: {}\r\n", "j".repeat(1024 * 1024));
+    let (status, _, _) = send(run.address, "GET", "/v1/ping", Some(key.reveal()), &huge, "").await;
+    assert!(status == 431 || status == 0 || status == 400, "oversized headers answered {status}");
+    // A slow client holding a half-sent request does not hold up anyone else.
+    let mut slow = TcpStream::connect(run.address).await.unwrap();
+    slow.write_all(b"GET /v1/ping HTTP/1.1\r\nhost: loc").await.unwrap();
+    assert_eq!(get(run.address, "/v1/items/1", Some(key.reveal())).await.0, 200);
+    drop(slow);
+    run.stop.send(()).unwrap();
+    let summary = run.done.await.unwrap();
+    assert_eq!(summary.requests, 1, "only the allowed request reached the backend");
+    assert_eq!(totals(&store, &key).await, (1, 0, 1));
 }
