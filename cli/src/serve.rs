@@ -38,6 +38,7 @@ pub(crate) async fn serve(
             max_age: chrono::Duration::seconds(i64::from(args.buffer_seconds)),
             ..Buffering::DEPLOYED
         },
+        upstream: args.upstream.clone(),
     };
     let open =
         || async { AnyStore::open(store).await.with_context(|| format!("cannot open the store {store}")) };
