@@ -21,6 +21,31 @@ use crate::log_group::{LogEvent, LogGroup};
 
 /// The subscription filter's name in the payloads.
 const FILTER: &str = "meter-local-usage";
+/// CloudWatch Logs' batch limits, which bound what one delivery carries: 10,000 events, and 1 MiB
+/// counting each message and 26 bytes per event.
+const MAX_EVENTS_PER_DELIVERY: usize = 10_000;
+const MAX_BYTES_PER_DELIVERY: usize = 1 << 20;
+const EVENT_OVERHEAD_BYTES: usize = 26;
+
+/// `events` cut into deliveries as CloudWatch Logs cuts a stream's events.
+fn deliveries_of(events: &[LogEvent]) -> Vec<&[LogEvent]> {
+    let mut cuts = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, event) in events.iter().enumerate() {
+        let size = event.message.len() + EVENT_OVERHEAD_BYTES;
+        if index > start
+            && (index - start == MAX_EVENTS_PER_DELIVERY || bytes + size > MAX_BYTES_PER_DELIVERY)
+        {
+            cuts.push(&events[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < events.len() {
+        cuts.push(&events[start..]);
+    }
+    cuts
+}
 
 /// A delivery that cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -102,18 +127,26 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
                 continue;
             }
             let stream = self.group.stream_name(index);
-            let compressed = payload(self.group.name(), &stream, &events)?;
-            let origin = format!("{}/{stream}@{}", self.group.name(), self.read[index]);
             if self.archiver.is_none() {
                 self.archiver =
                     Some(Archiver::new(Archive::new(AnySink::open(&self.archive).await), usize::MAX));
             }
-            if let Some(archiver) = self.archiver.as_mut() {
-                archiver.add_compressed(&compressed, &origin).await?;
+            for delivery in deliveries_of(&events) {
+                let compressed = payload(self.group.name(), &stream, delivery)?;
+                let origin = format!("{}/{stream}@{}", self.group.name(), delivery[0].offset);
+                if let Some(archiver) = self.archiver.as_mut() {
+                    archiver.add_compressed(&compressed, &origin).await?;
+                }
+                let undecodable = self.realtime.totals().undecodable.len();
+                self.realtime.add_record(&compressed, Some(now), &origin).await;
+                if self.realtime.totals().undecodable.len() > undecodable {
+                    // Payloads made here within CloudWatch's limits always decode: a bug, and an
+                    // operator must know its events are not counted.
+                    tracing::error!(%origin, "a local delivery could not be decoded; its events are not counted");
+                }
+                self.buffered_bytes += compressed.len() as u64;
             }
-            self.realtime.add_record(&compressed, Some(now), &origin).await;
             self.opened.get_or_insert(now);
-            self.buffered_bytes += compressed.len() as u64;
             self.events += events.len() as u64;
             self.read[index] = end;
         }
@@ -148,5 +181,25 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
     /// The realtime path's totals so far.
     pub fn realtime(&self) -> &LocalRealtime<S, C> {
         &self.realtime
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(offset: u64, size: usize) -> LogEvent {
+        LogEvent { timestamp_ms: 0, offset, message: "x".repeat(size) }
+    }
+
+    #[test]
+    fn deliveries_keep_to_cloudwatchs_batch_limits() {
+        let many: Vec<_> = (0..25_000).map(|n| event(n, 10)).collect();
+        let sizes: Vec<_> = deliveries_of(&many).iter().map(|d| d.len()).collect();
+        assert_eq!(sizes, [10_000, 10_000, 5_000]);
+        let big: Vec<_> = (0..5).map(|n| event(n, 400_000)).collect();
+        let sizes: Vec<_> = deliveries_of(&big).iter().map(|d| d.len()).collect();
+        assert_eq!(sizes, [2, 2, 1], "at most 1 MiB of messages each");
+        assert!(deliveries_of(&[]).is_empty());
     }
 }

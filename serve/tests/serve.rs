@@ -294,3 +294,45 @@ async fn bad_input_is_answered_and_never_stops_the_server() {
     assert_eq!(summary.requests, 1, "only the allowed request reached the backend");
     assert_eq!(totals(&store, &key).await, (1, 0, 1));
 }
+
+/// A burst larger than one CloudWatch delivery (10,000 events or 1 MiB) between two ticks is cut into several
+/// deliveries, all of them counted (one oversized payload would be refused whole by the decoder).
+#[tokio::test]
+async fn a_burst_beyond_one_delivery_is_cut_and_counted_whole() {
+    use meter_realtime::counters::RealtimeCounters;
+    use meter_realtime::local::LocalRealtime;
+    use meter_serve::delivery::Deliveries;
+    use meter_serve::log_group::LogGroup;
+    use std::sync::Arc;
+
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("meter.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let key = create_key(&store).await;
+    let group = Arc::new(LogGroup::open(&home.path().join("logs"), "/meter/local/api", 1).unwrap());
+    let now = Utc::now();
+    for n in 0..25_000 {
+        let line = meter_example_api::UsageLine {
+            request_id: &format!("burst-{n}"),
+            key_id: key.id().as_str(),
+            at: now,
+            status: 200,
+            should_count: true,
+            method: "GET",
+            resource: "/v1/items/{id}",
+            latency_ms: 1,
+        };
+        group.append(now.timestamp_millis(), &line.render());
+    }
+    let counters =
+        RealtimeCounters::new(SqliteStore::open(&db).unwrap(), meter_model::SystemClock, Default::default());
+    let realtime = LocalRealtime::new(counters, Buffering::DEPLOYED);
+    let archive = ArchiveLocation::Local(home.path().join("archive"));
+    let mut deliveries = Deliveries::resume(group, realtime, archive, Buffering::DEPLOYED).unwrap();
+    deliveries.drain(now).await.unwrap();
+    // ~250-byte lines: CloudWatch's 1 MiB cuts first, at about 3,800 events a delivery.
+    let cut = deliveries.realtime().totals().deliveries;
+    assert!((6..=8).contains(&cut), "{cut} deliveries");
+    assert!(deliveries.realtime().totals().undecodable.is_empty());
+    assert_eq!(totals(&store, &key).await, (25_000, 0, 25_000));
+}
