@@ -181,7 +181,9 @@ async fn a_revoked_key_is_refused_within_the_revocation_bound_despite_the_cache(
             assert_eq!(body, r#"{"message":"User is not authorized to access this resource"}"#);
             break;
         }
-        assert!(revoked.elapsed() < Duration::from_secs(3), "still {status} after {:?}", revoked.elapsed());
+        // Well inside the 30 s the cache would otherwise keep the answer (about 1.5 s on a quiet machine;
+        // the bound is loose for a loaded CI host: this checks the flush, not its speed).
+        assert!(revoked.elapsed() < Duration::from_secs(10), "still {status} after {:?}", revoked.elapsed());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     run.stop.send(()).unwrap();
