@@ -47,6 +47,14 @@ async fn create_key(store: &SqliteStore) -> ApiKey {
     key
 }
 
+/// A fresh METER_HOME, its store, and one key in it.
+async fn with_a_key() -> (tempfile::TempDir, SqliteStore, ApiKey) {
+    let home = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
+    let key = create_key(&store).await;
+    (home, store, key)
+}
+
 /// One HTTP/1.1 request; the status code and the body.
 async fn get(address: SocketAddr, path: &str, key: Option<&str>) -> (u16, String) {
     let (status, head, body) = send(address, "GET", path, key, "", "").await;
@@ -121,9 +129,7 @@ async fn totals(store: &SqliteStore, key: &ApiKey) -> (u64, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_as_api_gateway_and_counts_each_billable_call_once_across_a_restart() {
-    let home = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
-    let key = create_key(&store).await;
+    let (home, store, key) = with_a_key().await;
 
     let run = start(home.path()).await;
     assert_eq!(get(run.address, "/v1/items/1", None).await, (401, r#"{"message":"Unauthorized"}"#.into()));
@@ -168,9 +174,7 @@ fn walk(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_is_refused_within_the_revocation_bound_despite_the_cache() {
-    let home = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
-    let key = create_key(&store).await;
+    let (home, store, key) = with_a_key().await;
     let run = start(home.path()).await;
     assert_eq!(get(run.address, "/v1/ping", Some(key.reveal())).await.0, 200, "allowed, and now cached");
     store.revoke_key(key.id(), Utc::now()).await.unwrap();
@@ -194,9 +198,7 @@ async fn a_revoked_key_is_refused_within_the_revocation_bound_despite_the_cache(
 /// counted exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_load_every_billable_call_is_counted_exactly_once() {
-    let home = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
-    let key = create_key(&store).await;
+    let (home, store, key) = with_a_key().await;
     let run = start(home.path()).await;
     let plan = LoadPlan {
         address: run.address,
@@ -234,9 +236,7 @@ async fn team_api() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_to_the_teams_api_and_bills_by_its_answer_and_its_header() {
-    let home = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
-    let key = create_key(&store).await;
+    let (home, store, key) = with_a_key().await;
     let upstream = team_api().await;
     let run = start_with(home.path(), Some(format!("http://{upstream}/api"))).await;
     assert_eq!(get(run.address, "/ok", Some(key.reveal())).await, (200, "ok".into()));
@@ -253,9 +253,7 @@ async fn proxies_to_the_teams_api_and_bills_by_its_answer_and_its_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_is_down_is_a_502_counted_as_failed_and_the_server_lives_on() {
-    let home = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
-    let key = create_key(&store).await;
+    let (home, store, key) = with_a_key().await;
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let run = start_with(home.path(), Some(format!("http://{closed}"))).await;
@@ -270,9 +268,7 @@ async fn an_upstream_that_is_down_is_a_502_counted_as_failed_and_the_server_live
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_and_never_stops_the_server() {
-    let home = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&home.path().join("meter.db")).unwrap();
-    let key = create_key(&store).await;
+    let (home, store, key) = with_a_key().await;
     let run = start(home.path()).await;
     // Not a key at all, an empty one, a key with a wrong secret.
     assert_eq!(
