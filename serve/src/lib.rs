@@ -177,6 +177,8 @@ where
             cached_allows: Histogram::default(),
             upstream: config.upstream.as_deref().map(Upstream::new).transpose()?,
         });
+        // The epoch as of now, before any request: a revocation from here on is seen as a move.
+        state.gateway.flush_if_revoked().await;
         Ok(Self { listener, state, deliveries, delivery_interval: config.delivery_interval })
     }
 
