@@ -39,6 +39,7 @@ pub(crate) async fn serve(
             ..Buffering::DEPLOYED
         },
         upstream: args.upstream.clone(),
+        header_read_timeout: meter_serve::HEADER_READ_TIMEOUT,
     };
     let open =
         || async { AnyStore::open(store).await.with_context(|| format!("cannot open the store {store}")) };

@@ -43,6 +43,13 @@ use crate::upstream::Upstream;
 
 /// How often CloudWatch Logs delivers a stream's new events.
 pub const DELIVERY_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a client may take to send a request's headers before the connection is closed (a slow
+/// client holds a connection, never the server).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a request's line and headers may take: API Gateway takes 10 KB of headers; a larger
+/// request head is answered 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// How often the gateway looks at the revocation epoch: locally, a cheap read stands in for the
 /// revocation topic's notice, which reaches the deployed invalidator within moments.
 pub const EPOCH_INTERVAL: Duration = Duration::from_millis(250);
@@ -66,6 +73,8 @@ pub struct ServeConfig {
     pub buffering: Buffering,
     /// Proxy to this API instead of answering with the example backend (`http://HOST:PORT[/PREFIX]`).
     pub upstream: Option<String>,
+    /// How long a client may take to send its request's headers ([`HEADER_READ_TIMEOUT`]).
+    pub header_read_timeout: Duration,
 }
 
 /// Why serving failed.
@@ -137,6 +146,7 @@ pub struct Server<K, W> {
     state: Arc<AppState<K>>,
     deliveries: Deliveries<W, SystemClock>,
     delivery_interval: Duration,
+    header_read_timeout: Duration,
 }
 
 impl<K, W> Server<K, W>
@@ -179,7 +189,13 @@ where
         });
         // The epoch as of now, before any request: a revocation from here on is seen as a move.
         state.gateway.flush_if_revoked().await;
-        Ok(Self { listener, state, deliveries, delivery_interval: config.delivery_interval })
+        Ok(Self {
+            listener,
+            state,
+            deliveries,
+            delivery_interval: config.delivery_interval,
+            header_read_timeout: config.header_read_timeout,
+        })
     }
 
     /// The address it listens on (the port chosen when the configuration asked for port 0).
@@ -193,7 +209,7 @@ where
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<ServeSummary, ServeError> {
-        let Self { listener, state, mut deliveries, delivery_interval } = self;
+        let Self { listener, state, mut deliveries, delivery_interval, header_read_timeout } = self;
         let (stop, stopped) = watch::channel(false);
         let app = Router::new().fallback(handle::<K>).with_state(state.clone());
         let epoch_state = state.clone();
@@ -225,7 +241,7 @@ where
             let drained = deliveries.drain(Utc::now()).await;
             drained.map(|()| deliveries.events)
         });
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let served = accept(listener, app, header_read_timeout, shutdown).await;
         let _ = stop.send(true);
         let _ = epoch.await;
         let events_delivered =
@@ -239,6 +255,56 @@ where
             cached_allow_micros,
         })
     }
+}
+
+/// Accepts connections until `shutdown`, then lets the requests in flight finish. Each connection is
+/// HTTP/1.1 with a header-read timeout and a bound on the request head, which `axum::serve` does not
+/// set.
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper::body::Incoming;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use tower::ServiceExt;
+
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of descriptors or a connection reset before accept: keep serving the others.
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: axum::http::Request<Incoming>| {
+            app.clone().oneshot(request.map(Body::new))
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that hangs up or stalls ends its own connection only.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 fn json_response(status: StatusCode, body: &Value, request_id: Option<&str>) -> Response {
