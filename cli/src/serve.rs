@@ -53,13 +53,32 @@ pub(crate) async fn serve(
         |url| format!("proxying to {url} (x-meter-should-count: false marks a success not billable)"),
     );
     println!(
-        "meter serve: http://{address} (key header {}); usage lines in {}; Ctrl-C to stop\n  {backend}",
+        "meter serve: http://{address} (key header {}); usage lines in {}; Ctrl-C (or SIGTERM) to stop\n  {backend}",
         args.identity_header,
         config.logs_dir.display()
     );
     let summary = server
         .run(async {
-            let _ = tokio::signal::ctrl_c().await;
+            // Ctrl-C, or the SIGTERM a service manager sends: both deliver what is pending first.
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut terminate) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = terminate.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         })
         .await?;
     let latency = summary.cached_allow_micros.map_or_else(

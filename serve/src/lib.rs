@@ -43,6 +43,9 @@ use crate::upstream::Upstream;
 
 /// How often CloudWatch Logs delivers a stream's new events.
 pub const DELIVERY_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the usage lines handlers printed are written to the log group's files: what a killed
+/// process can lose, as it loses its unflushed standard output.
+pub const LOG_WRITE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a client may take to send a request's headers before the connection is closed (a slow
 /// client holds a connection, never the server).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -223,6 +226,22 @@ where
                 }
             }
         });
+        let writer_group = state.group.clone();
+        let mut writer_stopped = stopped.clone();
+        let writer = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(LOG_WRITE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        // A failed write keeps the lines in memory for the next one.
+                        if let Err(err) = writer_group.write_pending() {
+                            tracing::warn!(error = %err, "cannot write the log group; retrying");
+                        }
+                    }
+                    _ = writer_stopped.changed() => break,
+                }
+            }
+        });
         let mut delivery_stopped = stopped;
         let delivery = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(delivery_interval);
@@ -244,6 +263,7 @@ where
         let served = accept(listener, app, header_read_timeout, shutdown).await;
         let _ = stop.send(true);
         let _ = epoch.await;
+        let _ = writer.await;
         let events_delivered =
             delivery.await.map_err(|e| ServeError::Server(std::io::Error::other(e.to_string())))??;
         served.map_err(ServeError::Server)?;

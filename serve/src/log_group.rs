@@ -33,6 +33,8 @@ pub struct LogGroup {
     name: String,
     pending: Vec<Mutex<Pending>>,
     next: AtomicUsize,
+    /// One writer of the files at a time, so that lines keep their order.
+    writing: Mutex<()>,
 }
 
 impl LogGroup {
@@ -40,7 +42,13 @@ impl LogGroup {
     pub fn open(dir: &Path, name: &str, streams: usize) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let pending = (0..streams.max(1)).map(|_| Mutex::new(Pending::default())).collect();
-        Ok(Self { dir: dir.to_owned(), name: name.to_owned(), pending, next: AtomicUsize::new(0) })
+        Ok(Self {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            pending,
+            next: AtomicUsize::new(0),
+            writing: Mutex::new(()),
+        })
     }
 
     /// The group's name, as a subscription payload names it.
@@ -80,11 +88,24 @@ impl LogGroup {
 
     /// Writes what handlers appended to the stream files.
     pub fn write_pending(&self) -> io::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         for index in 0..self.pending.len() {
             let bytes =
                 std::mem::take(&mut self.pending[index].lock().unwrap_or_else(PoisonError::into_inner).bytes);
-            if !bytes.is_empty() {
-                OpenOptions::new().create(true).append(true).open(self.file(index))?.write_all(&bytes)?;
+            if bytes.is_empty() {
+                continue;
+            }
+            let written = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.file(index))
+                .and_then(|mut f| f.write_all(&bytes));
+            if let Err(err) = written {
+                // Back in front of what came since, for the next write: no line is dropped.
+                let mut pending = self.pending[index].lock().unwrap_or_else(PoisonError::into_inner);
+                let later = std::mem::replace(&mut pending.bytes, bytes);
+                pending.bytes.extend_from_slice(&later);
+                return Err(err);
             }
         }
         Ok(())
