@@ -145,59 +145,12 @@ pub enum Command {
     /// Serve the request path locally: API Gateway (the key from --identity-header, its 30 s
     /// authorizer-result cache, its 401/403) in front of the example backend, which prints one usage
     /// line per request into a local log group under METER_HOME/logs; each stream is delivered every
-    /// 2 s to the counters and the archive as deployed. A revocation is refused within a second.
-    /// Ctrl-C delivers what is pending and stops.
-    Serve {
-        /// The port.
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-        /// The address to listen on (a development gateway: loopback unless told).
-        #[arg(long, default_value = "127.0.0.1")]
-        bind: std::net::IpAddr,
-        /// The header that carries the key (API Gateway's identity source).
-        #[arg(long, default_value = "x-api-key")]
-        identity_header: String,
-        /// Log streams (the backend's workers).
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
-        streams: u16,
-        /// Firehose's buffer interval before usage reaches the counters [default: 45, as deployed];
-        /// shorter for tests.
-        #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u16).range(1..=900))]
-        buffer_seconds: u16,
-        /// Proxy allowed requests to your own API (http://HOST:PORT[/PREFIX]) instead of the example
-        /// backend; the gateway prints the usage line from its status, and a success whose response
-        /// carries `x-meter-should-count: false` is not billed.
-        #[arg(long, value_name = "URL")]
-        upstream: Option<String>,
-    },
+    /// 2 s to the counters and the archive as deployed. A revoked key is refused within about 1.5 s.
+    /// Ctrl-C or SIGTERM delivers what is pending and stops.
+    Serve(ServeArgs),
     /// Drive a server with one key's requests, at a fixed rate or as fast as it answers, for a fixed
     /// time; prints the answers by status, the throughput and the round-trip latency.
-    Load {
-        /// The server.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// The API key; `-` reads it from standard input.
-        #[arg(long)]
-        key: String,
-        /// The request path.
-        #[arg(long, default_value = "/v1/items/1")]
-        path: String,
-        /// The header that carries the key.
-        #[arg(long, default_value = "x-api-key")]
-        identity_header: String,
-        /// Keep-alive connections.
-        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
-        connections: u16,
-        /// Requests per second in all; 0: as fast as answers come.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// How long.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        seconds: u64,
-        /// Print `{"responses", "byStatus", "errors", "seconds", "requestsPerSecond", "p50Micros", "p99Micros"}`.
-        #[arg(long)]
-        json: bool,
-    },
+    Load(LoadArgs),
     /// Generate traffic as the log group's subscription delivers it (each log stream every 2 s), with
     /// faults, and its ground truth: DIR/deliveries/DAY.json (read by `meter realtime` and `meter
     /// archive`; redelivered deliveries twice), DIR/keys.csv and DIR/truth.csv.
@@ -328,6 +281,61 @@ pub enum KeysCommand {
         /// The key's id.
         id: KeyId,
     },
+}
+
+/// `meter serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The port.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The address to listen on (a development gateway: loopback unless told).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// The header that carries the key (API Gateway's identity source).
+    #[arg(long, default_value = "x-api-key")]
+    pub identity_header: String,
+    /// Log streams (the backend's workers).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub streams: u16,
+    /// Firehose's buffer interval before usage reaches the counters [default: 45, as deployed];
+    /// shorter for tests.
+    #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u16).range(1..=900))]
+    pub buffer_seconds: u16,
+    /// Proxy allowed requests to your own API (http://HOST:PORT[/PREFIX]) instead of the example
+    /// backend; the gateway prints the usage line from its status, and a success whose response
+    /// carries `x-meter-should-count: false` is not billed.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+}
+
+/// `meter load` arguments.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The API key; `-` reads it from standard input.
+    #[arg(long)]
+    pub key: String,
+    /// The request path.
+    #[arg(long, default_value = "/v1/items/1")]
+    pub path: String,
+    /// The header that carries the key.
+    #[arg(long, default_value = "x-api-key")]
+    pub identity_header: String,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub connections: u16,
+    /// Requests per second in all; 0: as fast as answers come.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// How long.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub seconds: u64,
+    /// Print `{"responses", "byStatus", "errors", "seconds", "requestsPerSecond", "p50Micros", "p99Micros"}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `meter keys create` arguments.
@@ -550,14 +558,8 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             config.volume = volume;
             meter_sim::traffic::write_files(&out, config)?
         }
-        Command::Serve { port, bind, identity_header, streams, buffer_seconds, upstream } => {
-            let args = serve::ServeArgs { bind, port, identity_header, streams, buffer_seconds, upstream };
-            serve::serve(&config, archive_location, &home, args).await?
-        }
-        Command::Load { url, key, path, identity_header, connections, rate, seconds, json } => {
-            serve::load(serve::LoadArgs { url, key, path, identity_header, connections, rate, seconds, json })
-                .await?
-        }
+        Command::Serve(args) => serve::serve(&config, archive_location, &home, args).await?,
+        Command::Load(args) => serve::load(args).await?,
         Command::GenArchive { out, events, keys, month, files_per_day, seed } => {
             reconcile::gen_archive(reconcile::GenArgs { out, events, keys, month, files_per_day, seed })?
         }

@@ -1,6 +1,6 @@
 //! `meter serve` and `meter load`: the local request path and a load generator for it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,15 +10,7 @@ use meter_serve::load::{self, LoadPlan};
 use meter_serve::{DELIVERY_INTERVAL, ServeConfig, Server};
 use meter_store::{AnyStore, ArchiveLocation, StoreConfig};
 
-/// What `meter serve` is told.
-pub(crate) struct ServeArgs {
-    pub(crate) bind: IpAddr,
-    pub(crate) port: u16,
-    pub(crate) identity_header: String,
-    pub(crate) streams: u16,
-    pub(crate) buffer_seconds: u16,
-    pub(crate) upstream: Option<String>,
-}
+use crate::{LoadArgs, ServeArgs};
 
 /// Serves until Ctrl-C, then delivers what is pending; returns the run's summary.
 pub(crate) async fn serve(
@@ -89,18 +81,6 @@ pub(crate) async fn serve(
         "stopped: {} requests, {} usage events delivered and settled; {latency}\n",
         summary.requests, summary.events_delivered
     ))
-}
-
-/// What `meter load` is told.
-pub(crate) struct LoadArgs {
-    pub(crate) url: String,
-    pub(crate) key: String,
-    pub(crate) path: String,
-    pub(crate) identity_header: String,
-    pub(crate) connections: u16,
-    pub(crate) rate: u64,
-    pub(crate) seconds: u64,
-    pub(crate) json: bool,
 }
 
 /// Drives a server and reports what came back.

@@ -15,7 +15,7 @@ use meter_realtime::archiver::Archiver;
 use meter_realtime::buffer::Buffering;
 use meter_realtime::local::LocalRealtime;
 use meter_store::{AnySink, ArchiveLocation};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::log_group::{LogEvent, LogGroup};
 
@@ -58,20 +58,43 @@ pub enum DeliveryError {
     Archive(#[from] StoreError),
 }
 
+/// CloudWatch Logs' subscription payload, borrowing the events it carries.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload<'a> {
+    message_type: &'static str,
+    owner: &'static str,
+    log_group: &'a str,
+    log_stream: &'a str,
+    subscription_filters: [&'static str; 1],
+    log_events: Vec<PayloadEvent<'a>>,
+}
+
+#[derive(Serialize)]
+struct PayloadEvent<'a> {
+    /// CloudWatch's ids are digit strings; the event's offset in its stream, zero-padded.
+    id: String,
+    timestamp: i64,
+    message: &'a str,
+}
+
 /// The subscription payload of one stream's events, gzip-compressed as CloudWatch sends it.
 pub fn payload(group: &str, stream: &str, events: &[LogEvent]) -> io::Result<Vec<u8>> {
-    let body = json!({
-        "messageType": "DATA_MESSAGE",
-        "owner": "local",
-        "logGroup": group,
-        "logStream": stream,
-        "subscriptionFilters": [FILTER],
-        "logEvents": events.iter().map(|event| json!({
-            "id": format!("{:020}", event.offset),
-            "timestamp": event.timestamp_ms,
-            "message": event.message,
-        })).collect::<Vec<_>>(),
-    });
+    let body = Payload {
+        message_type: "DATA_MESSAGE",
+        owner: "local",
+        log_group: group,
+        log_stream: stream,
+        subscription_filters: [FILTER],
+        log_events: events
+            .iter()
+            .map(|event| PayloadEvent {
+                id: format!("{:020}", event.offset),
+                timestamp: event.timestamp_ms,
+                message: &event.message,
+            })
+            .collect(),
+    };
     let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
     serde_json::to_writer(&mut gzip, &body)?;
     gzip.finish()

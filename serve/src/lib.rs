@@ -327,13 +327,10 @@ async fn accept(
     Ok(())
 }
 
-fn json_response(status: StatusCode, body: &Value, request_id: Option<&str>) -> Response {
+fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        response.headers_mut().insert("x-amzn-requestid", id);
-    }
     response
 }
 
@@ -347,15 +344,14 @@ async fn handle<K: KeyStore + Send + Sync + 'static>(
     let (admission, cached) = state.gateway.admit(identity).await;
     match admission {
         Admission::Unauthorized => {
-            json_response(StatusCode::UNAUTHORIZED, &json!({"message": "Unauthorized"}), None)
+            json_response(StatusCode::UNAUTHORIZED, &json!({"message": "Unauthorized"}))
         }
         Admission::Forbidden => json_response(
             StatusCode::FORBIDDEN,
             &json!({"message": "User is not authorized to access this resource"}),
-            None,
         ),
         Admission::AuthorizerFailed => {
-            json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": null}), None)
+            json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": null}))
         }
         Admission::Allowed(grant) => {
             if cached {
@@ -373,7 +369,7 @@ async fn handle<K: KeyStore + Send + Sync + 'static>(
                     let route = Route::of(&method, &path);
                     let status =
                         StatusCode::from_u16(route.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                    let response = json_response(status, &route.body(&path), None);
+                    let response = json_response(status, &route.body(&path));
                     (response, route.status(), route.should_count(), route.resource())
                 }
             };

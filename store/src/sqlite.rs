@@ -276,11 +276,7 @@ impl KeyRow {
             created_at: instant(Some(self.created_at), "createdAt")?.unwrap_or_default(),
             revoked_at: instant(self.revoked_at, "revokedAt")?,
             last_used: instant(self.last_used, "lastUsed")?,
-            totals: Tally {
-                successful_calls: counter(self.successful_calls, "successfulCalls")?,
-                failed_calls: counter(self.failed_calls, "failedCalls")?,
-                usage_count: counter(self.usage_count, "usageCount")?,
-            },
+            totals: tally_of(self.successful_calls, self.failed_calls, self.usage_count)?,
             id,
         })
     }
@@ -460,11 +456,7 @@ impl SqliteStore {
             parked.entries.push(DayDelta {
                 key_id: KeyId::parse(&key).map_err(|e| corrupt(e.to_string()))?,
                 day: day.parse().map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
-                tally: Tally {
-                    successful_calls: counter(s, "successfulCalls")?,
-                    failed_calls: counter(f, "failedCalls")?,
-                    usage_count: counter(u, "usageCount")?,
-                },
+                tally: tally_of(s, f, u)?,
                 last_used: parse_instant(&last_used).map_err(|e| corrupt(e.to_string()))?,
             });
         }
@@ -474,16 +466,21 @@ impl SqliteStore {
 
 type DayRow = (String, String, i64, i64, i64, Option<String>, Option<String>);
 
+/// The three counters as stored (SQLite integers are signed), checked.
+fn tally_of(successful: i64, failed: i64, usage: i64) -> Result<Tally, StoreError> {
+    Ok(Tally {
+        successful_calls: counter(successful, "successfulCalls")?,
+        failed_calls: counter(failed, "failedCalls")?,
+        usage_count: counter(usage, "usageCount")?,
+    })
+}
+
 fn day_usage_of(row: DayRow) -> Result<DayUsage, StoreError> {
     let (key_id, day, successful, failed, usage, last_used, reconciled_at) = row;
     Ok(DayUsage {
         key_id: KeyId::parse(&key_id).map_err(|e| corrupt(e.to_string()))?,
         day: day.parse().map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
-        tally: Tally {
-            successful_calls: counter(successful, "successfulCalls")?,
-            failed_calls: counter(failed, "failedCalls")?,
-            usage_count: counter(usage, "usageCount")?,
-        },
+        tally: tally_of(successful, failed, usage)?,
         last_used: instant(last_used, "lastUsed")?,
         reconciled_at: instant(reconciled_at, "reconciledAt")?,
     })
@@ -595,14 +592,7 @@ impl CounterCorrector for SqliteStore {
             .optional()
             .map_err(op)?;
         row.map(|(s, f, u, last_used)| {
-            Ok(UsageTotals {
-                tally: Tally {
-                    successful_calls: counter(s, "successfulCalls")?,
-                    failed_calls: counter(f, "failedCalls")?,
-                    usage_count: counter(u, "usageCount")?,
-                },
-                last_used: instant(last_used, "lastUsed")?,
-            })
+            Ok(UsageTotals { tally: tally_of(s, f, u)?, last_used: instant(last_used, "lastUsed")? })
         })
         .transpose()
     }
