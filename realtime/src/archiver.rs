@@ -164,10 +164,17 @@ impl<A: ArchiveWriter> Archiver<A> {
 
     /// Writes what is buffered and returns the summary.
     pub async fn finish(mut self) -> Result<ArchiveSummary, StoreError> {
+        self.flush_all().await?;
+        Ok(self.summary)
+    }
+
+    /// Writes every buffered day's events now; the run goes on (a caller that settles what it has
+    /// archived at its own moments, as `meter serve` does at each Firehose-like buffer).
+    pub async fn flush_all(&mut self) -> Result<(), StoreError> {
         let days: Vec<Day> = self.buffers.keys().copied().collect();
         for day in days {
             self.flush(day).await?;
         }
-        Ok(self.summary)
+        Ok(())
     }
 }

@@ -104,8 +104,8 @@ pub fn payload(group: &str, stream: &str, events: &[LogEvent]) -> io::Result<Vec
 pub struct Deliveries<S, C> {
     group: std::sync::Arc<LogGroup>,
     realtime: LocalRealtime<S, C>,
-    archive: ArchiveLocation,
-    archiver: Option<Archiver<Archive<AnySink>>>,
+    /// One for the run: opening an S3 archive loads the AWS configuration and builds a client.
+    archiver: Archiver<Archive<AnySink>>,
     buffering: Buffering,
     /// Per stream: read up to here (handed on, maybe not yet settled).
     read: Vec<u64>,
@@ -119,7 +119,7 @@ pub struct Deliveries<S, C> {
 
 impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
     /// Resumes each stream of `group` from its settled offset.
-    pub fn resume(
+    pub async fn resume(
         group: std::sync::Arc<LogGroup>,
         realtime: LocalRealtime<S, C>,
         archive: ArchiveLocation,
@@ -130,8 +130,7 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
         Ok(Self {
             group,
             realtime,
-            archive,
-            archiver: None,
+            archiver: Archiver::new(Archive::new(AnySink::open(&archive).await), usize::MAX),
             buffering,
             read: settled.clone(),
             settled,
@@ -150,16 +149,10 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
                 continue;
             }
             let stream = self.group.stream_name(index);
-            if self.archiver.is_none() {
-                self.archiver =
-                    Some(Archiver::new(Archive::new(AnySink::open(&self.archive).await), usize::MAX));
-            }
             for delivery in deliveries_of(&events) {
                 let compressed = payload(self.group.name(), &stream, delivery)?;
                 let origin = format!("{}/{stream}@{}", self.group.name(), delivery[0].offset);
-                if let Some(archiver) = self.archiver.as_mut() {
-                    archiver.add_compressed(&compressed, &origin).await?;
-                }
+                self.archiver.add_compressed(&compressed, &origin).await?;
                 let undecodable = self.realtime.totals().undecodable.len();
                 self.realtime.add_record(&compressed, Some(now), &origin).await;
                 if self.realtime.totals().undecodable.len() > undecodable {
@@ -181,9 +174,7 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
     /// Applies and archives what is buffered, then settles the streams' offsets.
     pub async fn settle(&mut self) -> Result<(), DeliveryError> {
         self.realtime.invoke().await;
-        if let Some(archiver) = self.archiver.take() {
-            archiver.finish().await?;
-        }
+        self.archiver.flush_all().await?;
         for index in 0..self.read.len() {
             if self.read[index] != self.settled[index] {
                 self.group.settle(index, self.read[index])?;

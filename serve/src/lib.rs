@@ -175,6 +175,7 @@ where
         );
         let deliveries =
             Deliveries::resume(group.clone(), realtime, config.archive.clone(), config.buffering)
+                .await
                 .map_err(logs_error)?;
         let mut prefix = [0u8; 6];
         getrandom::fill(&mut prefix).map_err(|e| ServeError::Server(std::io::Error::other(e.to_string())))?;

@@ -329,7 +329,7 @@ async fn a_burst_beyond_one_delivery_is_cut_and_counted_whole() {
         RealtimeCounters::new(SqliteStore::open(&db).unwrap(), meter_model::SystemClock, Default::default());
     let realtime = LocalRealtime::new(counters, Buffering::DEPLOYED);
     let archive = ArchiveLocation::Local(home.path().join("archive"));
-    let mut deliveries = Deliveries::resume(group, realtime, archive, Buffering::DEPLOYED).unwrap();
+    let mut deliveries = Deliveries::resume(group, realtime, archive, Buffering::DEPLOYED).await.unwrap();
     deliveries.drain(now).await.unwrap();
     // ~250-byte lines: CloudWatch's 1 MiB cuts first, at about 3,800 events a delivery.
     let cut = deliveries.realtime().totals().deliveries;
