@@ -10,6 +10,21 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/meter-target}
 lambda_dir="$CARGO_TARGET_DIR/lambda"
 
 die() { echo "error: $*" >&2; exit 1; }
+
+# A free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# `wait_for_port PORT PID`: returns once something listens on PORT (20 s at most); fails at once if
+# process PID has exited.
+wait_for_port() {
+  local port=$1 pid=$2
+  for _ in $(seq 1 200); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), timeout=1).close()" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"; }
 
 ensure_venv() {
