@@ -145,7 +145,7 @@ pub enum Command {
     /// Serve the request path locally: API Gateway (the key from --identity-header, its 30 s
     /// authorizer-result cache, its 401/403) in front of the example backend, which prints one usage
     /// line per request into a local log group under METER_HOME/logs; each stream is delivered every
-    /// 2 s to the counters and the archive as deployed. A revoked key is refused within about 1.5 s.
+    /// 2 s to the counters and the archive as deployed. A revoked key is refused within about 2.6 s.
     /// Ctrl-C or SIGTERM delivers what is pending and stops.
     Serve(ServeArgs),
     /// Drive a server with one key's requests, at a fixed rate or as fast as it answers, for a fixed

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
+use meter_authorizer::invalidate::{CacheFlusher, FlushError, FlushTarget};
 use meter_authorizer::{Authorizer, Decision, Grant};
 use meter_model::key::digest_of;
 use meter_model::{Clock, KeyStore};
@@ -12,10 +13,6 @@ use rustc_hash::FxHashMap;
 
 /// How long API Gateway keeps an authorizer's answer (infra `AUTHORIZER_RESULT_TTL`).
 pub const RESULT_TTL: Duration = Duration::seconds(30);
-
-/// The authorizer re-reads the epoch at most this often (`AuthorizerConfig::epoch_check_interval`),
-/// plus a margin.
-const EPOCH_WINDOW: Duration = Duration::milliseconds(1_200);
 
 /// Entries API Gateway's cache holds at most here; beyond, it starts afresh (a flood of random keys
 /// cannot grow memory).
@@ -45,27 +42,14 @@ pub struct Gateway<S, C> {
     authorizer: Authorizer<S, C>,
     clock: C,
     cache: Mutex<FxHashMap<[u8; 32], Cached>>,
-    epoch: Mutex<EpochWatch>,
-}
-
-/// What the gateway knows of the revocation epoch.
-#[derive(Debug, Default)]
-struct EpochWatch {
-    seen: Option<u64>,
-    /// When to flush once more after a revocation: the authorizer itself re-reads the epoch only once
-    /// a second, so in that second it may still allow the key, and the gateway would cache that again.
-    flush_again_at: Option<DateTime<Utc>>,
+    /// The revocation epoch at the last look.
+    epoch: Mutex<Option<u64>>,
 }
 
 impl<S: KeyStore, C: Clock + Clone> Gateway<S, C> {
     /// A gateway in front of `authorizer`.
     pub fn new(authorizer: Authorizer<S, C>, clock: C) -> Self {
-        Self {
-            authorizer,
-            clock,
-            cache: Mutex::new(FxHashMap::default()),
-            epoch: Mutex::new(EpochWatch::default()),
-        }
+        Self { authorizer, clock, cache: Mutex::new(FxHashMap::default()), epoch: Mutex::new(None) }
     }
 
     /// Admits or refuses a request that carries `identity` (the identity source's value, if any); says
@@ -102,32 +86,27 @@ impl<S: KeyStore, C: Clock + Clone> Gateway<S, C> {
         (admission, false)
     }
 
-    /// What the revocation topic's invalidator does: flushes the cache when the store's revocation
-    /// epoch has moved since the last look, and once more after the authorizer's own epoch window (as
-    /// the deployed invalidator does). Returns whether it flushed.
-    pub async fn flush_if_revoked(&self) -> bool {
-        let now = self.clock.now();
+    /// Whether the store's revocation epoch has moved since the last look (the first look only
+    /// records it). A move is what the revocation topic announces on AWS.
+    pub async fn revoked_since_last_look(&self) -> bool {
         let current = match self.authorizer.store().revocation_epoch().await {
-            Ok(current) => Some(current),
+            Ok(current) => current,
             Err(err) => {
                 tracing::warn!(error = %meter_model::error_chain(&err), "cannot read the revocation epoch");
-                None
+                return false;
             }
         };
-        let mut watch = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
-        let moved = current.is_some_and(|epoch| watch.seen.is_some_and(|previous| previous != epoch));
-        if current.is_some() {
-            watch.seen = current;
-        }
-        let again = watch.flush_again_at.is_some_and(|at| now >= at);
-        if moved {
-            watch.flush_again_at = Some(now + EPOCH_WINDOW);
-        } else if again {
-            watch.flush_again_at = None;
-        }
-        if moved || again {
-            self.cache.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        }
-        moved || again
+        let mut seen = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        let moved = seen.is_some_and(|previous| previous != current);
+        *seen = Some(current);
+        moved
+    }
+}
+
+/// The gateway's cache is what the invalidator flushes locally: one stage, every entry.
+impl<S: Send + Sync, C: Send + Sync> CacheFlusher for Gateway<S, C> {
+    fn flush(&self, _target: &FlushTarget) -> impl Future<Output = Result<(), FlushError>> + Send {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        std::future::ready(Ok(()))
     }
 }

@@ -24,6 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use chrono::Utc;
+use meter_authorizer::invalidate::{FlushTarget, flush_now_and_after_epoch_window};
 use meter_authorizer::{Authorizer, AuthorizerConfig};
 use meter_example_api::{Route, UsageLine};
 use meter_model::{KeyStore, SystemClock, UsageWriter};
@@ -192,7 +193,7 @@ where
             upstream: config.upstream.as_deref().map(Upstream::new).transpose()?,
         });
         // The epoch as of now, before any request: a revocation from here on is seen as a move.
-        state.gateway.flush_if_revoked().await;
+        state.gateway.revoked_since_last_look().await;
         Ok(Self {
             listener,
             state,
@@ -222,7 +223,15 @@ where
             let mut ticks = tokio::time::interval(EPOCH_INTERVAL);
             loop {
                 tokio::select! {
-                    _ = ticks.tick() => { epoch_state.gateway.flush_if_revoked().await; }
+                    _ = ticks.tick() => {
+                        if epoch_state.gateway.revoked_since_last_look().await {
+                            // As the deployed invalidator does on the revocation notice.
+                            let state = epoch_state.clone();
+                            tokio::spawn(async move {
+                                let _ = flush_now_and_after_epoch_window(&state.gateway, &[local_stage()]).await;
+                            });
+                        }
+                    }
                     _ = epoch_stopped.changed() => break,
                 }
             }
@@ -326,6 +335,11 @@ async fn accept(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The one stage `meter serve` plays, as the invalidator names stages.
+fn local_stage() -> FlushTarget {
+    FlushTarget::Rest { api_id: "local".into(), stage: "serve".into() }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
