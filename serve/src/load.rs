@@ -161,7 +161,7 @@ async fn exchange(stream: &mut TcpStream, request: &[u8], buffer: &mut Vec<u8>) 
     buffer.clear();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = find(buffer, b"\r\n\r\n") {
+        if let Some(end) = memchr::memmem::find(buffer, b"\r\n\r\n") {
             let head = std::str::from_utf8(&buffer[..end]).map_err(std::io::Error::other)?;
             let status = head
                 .get(9..12)
@@ -189,8 +189,4 @@ async fn exchange(stream: &mut TcpStream, request: &[u8], buffer: &mut Vec<u8>) 
         }
         buffer.extend_from_slice(&chunk[..read]);
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
 }
