@@ -39,6 +39,10 @@ pub mod column {
 /// Folder (under the archive root) of the rollups reconcile writes: `rollups/day=YYYY-MM-DD/`.
 pub const ROLLUPS_DIR: &str = "rollups";
 
+/// The key directory snapshot beside the archive: which customer and plan each key id bills to, for
+/// the analysts' joins (the Glue table `keys`, `notebooks/`). Rewritten whole by each reconcile run.
+pub const KEYS_SNAPSHOT: &str = "keys/keys.parquet";
+
 /// The folder of a day's rollup, relative to the archive root.
 #[must_use]
 pub fn rollup_folder(day: Day) -> String {

@@ -7,16 +7,18 @@ pub mod format;
 pub mod output;
 pub mod read;
 pub mod rollup;
+pub mod sql;
 
 use meter_model::{ArchiveWriter, Day, ObjectSink, RejectedLine, StoreError, UsageEvent};
 
-pub use format::{REJECTS_DIR, archive_schema, is_data_file, partition, rollup_folder};
+pub use format::{KEYS_SNAPSHOT, REJECTS_DIR, archive_schema, is_data_file, partition, rollup_folder};
 pub use output::{
-    EncodeError, RollupWriteError, encode_rollup_file, rollup_csv, rollup_parquet, rollup_schema,
-    write_rollups,
+    EncodeError, RollupWriteError, encode_rollup_file, key_directory_parquet, key_directory_schema,
+    rollup_csv, rollup_parquet, rollup_schema, write_rollups,
 };
 pub use read::{Rollup, rollup};
 pub use rollup::{ArchiveFile, Misplaced, RollupEngine, RollupError, RollupRow, RollupStats};
+pub use sql::{ROLLUP_SQL, range_parameters, rollup_on};
 
 /// The archive: the layout of CONTRACTS.md §5 over any [`ObjectSink`]. Files are named by their writers
 /// after their content, so writing one again replaces it with the same bytes rather than adding a

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use arrow_array::ArrayRef;
-use arrow_array::builder::{StringBuilder, UInt64Builder};
+use arrow_array::builder::{StringBuilder, TimestampMillisecondBuilder, UInt64Builder};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use meter_model::{Day, ObjectSink, StoreError};
+use meter_model::{ApiKeyRecord, Day, ObjectSink, StoreError};
 
 use crate::format::{parquet_file, rollup_folder};
 
@@ -98,6 +98,53 @@ pub fn encode_rollup_file(path: &str, rows: &[RollupRow]) -> Result<Vec<u8>, Enc
             std::io::Error::other(format!("{path} names neither format")),
         )),
     }
+}
+
+/// The key directory snapshot's columns ([`crate::format::KEYS_SNAPSHOT`]): `key_id`, `customer_email`,
+/// `plan` (null for the pricing's default plan), `name`, `status`, `created_at`, `revoked_at`. No hash
+/// of a key, ever: the snapshot is for joins, not for authorizing.
+#[must_use]
+pub fn key_directory_schema() -> SchemaRef {
+    let time = DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("key_id", DataType::Utf8, false),
+        Field::new("customer_email", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("created_at", time.clone(), false),
+        Field::new("revoked_at", time, true),
+    ]))
+}
+
+/// Encodes the key directory snapshot as Parquet (Snappy).
+pub fn key_directory_parquet(keys: &[ApiKeyRecord]) -> Result<Vec<u8>, EncodeError> {
+    let mut key_id = StringBuilder::new();
+    let mut email = StringBuilder::new();
+    let mut plan = StringBuilder::new();
+    let mut name = StringBuilder::new();
+    let mut status = StringBuilder::new();
+    let mut created = TimestampMillisecondBuilder::with_capacity(keys.len()).with_timezone("UTC");
+    let mut revoked = TimestampMillisecondBuilder::with_capacity(keys.len()).with_timezone("UTC");
+    for key in keys {
+        key_id.append_value(key.id.as_str());
+        email.append_value(key.user_email.as_str());
+        plan.append_option(key.plan.as_ref().map(|p| p.as_str()));
+        name.append_option(key.name.as_deref());
+        status.append_value(key.status.as_str());
+        created.append_value(key.created_at.timestamp_millis());
+        revoked.append_option(key.revoked_at.map(|at| at.timestamp_millis()));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(key_id.finish()),
+        Arc::new(email.finish()),
+        Arc::new(plan.finish()),
+        Arc::new(name.finish()),
+        Arc::new(status.finish()),
+        Arc::new(created.finish()),
+        Arc::new(revoked.finish()),
+    ];
+    parquet_file(key_directory_schema(), columns).map_err(|e| encode_error("Parquet", e))
 }
 
 /// Rollups could not be written beside the archive.

@@ -20,7 +20,10 @@ use clap::{Args, Parser, Subcommand};
 use meter_authorizer::{Authorizer, AuthorizerConfig, Decision};
 pub use meter_model::SystemClock;
 use meter_model::{Clock, Day, Email, KeyId, Month, PlanName};
-use meter_store::{AnySink, AnyStore, ArchiveLocation, DEFAULT_HOME, SnsNotifier, StoreConfig};
+use meter_reconcile::RollupEngine;
+use meter_store::{
+    AnySink, AnyStore, ArchiveLocation, AthenaEngine, AthenaSettings, DEFAULT_HOME, SnsNotifier, StoreConfig,
+};
 use std::process::ExitCode;
 
 /// API usage metering and billing: keys, counters, archive, reconciliation and invoices.
@@ -96,6 +99,9 @@ pub enum Command {
         /// Write the rollup to FILE.parquet or FILE.csv instead of printing CSV.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Where the rollup is computed.
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Rollups, then drift correction of the counters (conditional, race-free); prints the drift.
     Reconcile {
@@ -114,6 +120,9 @@ pub enum Command {
         /// SNS topic ARN for drift alerts.
         #[arg(long, env = "METER_ALERT_TOPIC", value_name = "ARN")]
         alert_topic: Option<String>,
+        /// Where the rollup is computed.
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// A month of simulated traffic through the whole pipeline on the embedded default, with faults,
     /// checked against the ground truth; exits 1 if the invoices do not match it exactly.
@@ -251,6 +260,46 @@ const FAULT_PRESETS: [&str; 3] = ["none", "default", "heavy"];
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// Where `meter rollup` and `meter reconcile` compute the rollup.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// `local`: this machine reads the archive's files; `athena`: notebooks/sql/rollup.sql runs in an
+    /// Athena workgroup over the archive's Glue table (for archives beyond one machine).
+    #[arg(long, env = "METER_ROLLUP_ENGINE", default_value = "local", value_parser = ["local", "athena"])]
+    engine: String,
+    /// The Athena workgroup (the stack's output AthenaWorkgroup, e.g. meter-prod).
+    #[arg(long, env = "METER_ATHENA_WORKGROUP", value_name = "NAME", required_if_eq("engine", "athena"))]
+    athena_workgroup: Option<String>,
+    /// The Glue database holding the `usage` table (e.g. meter_prod).
+    #[arg(long, env = "METER_ATHENA_DATABASE", value_name = "NAME", required_if_eq("engine", "athena"))]
+    athena_database: Option<String>,
+    /// Where Athena writes results (s3://…/), for a workgroup that does not set it.
+    #[arg(long, env = "METER_ATHENA_OUTPUT", value_name = "S3")]
+    athena_output: Option<String>,
+    /// How long to wait for the Athena query before cancelling it.
+    #[arg(long, env = "METER_ATHENA_TIMEOUT_SECONDS", default_value_t = 600, value_name = "SECONDS")]
+    athena_timeout_seconds: u64,
+}
+
+impl EngineArgs {
+    /// The engine these flags select, its clients built.
+    pub async fn open(self) -> RollupEngine {
+        match (self.engine.as_str(), self.athena_workgroup, self.athena_database) {
+            ("athena", Some(workgroup), Some(database)) => RollupEngine::Query(
+                AthenaEngine::new(AthenaSettings {
+                    workgroup,
+                    database,
+                    output_location: self.athena_output,
+                    timeout: std::time::Duration::from_secs(self.athena_timeout_seconds),
+                })
+                .await,
+            ),
+            // clap requires the workgroup and the database with `athena`.
+            _ => RollupEngine::Local,
+        }
+    }
+}
 
 /// Input files of Lambda events.
 #[derive(Debug, Args)]
@@ -499,17 +548,18 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             let archive = meter_archive::Archive::new(AnySink::open(&archive_location).await);
             pipeline::archive(archive, &archive_location.to_string(), &inputs.files).await?
         }
-        Command::Rollup { from, to, out } => {
+        Command::Rollup { from, to, out, engine } => {
             let archive = AnySink::open(&archive_location).await;
-            reconcile::rollup_command(&archive, from, to, out.as_deref()).await?
+            reconcile::rollup_command(&engine.open().await, &archive, from, to, out.as_deref()).await?
         }
-        Command::Reconcile { from, to, dry_run, alert_threshold, alert_topic } => {
+        Command::Reconcile { from, to, dry_run, alert_threshold, alert_topic, engine } => {
             let archive = AnySink::open(&archive_location).await;
             let alerts = match &alert_topic {
                 Some(topic) => Some(SnsNotifier::for_topic(topic).await),
                 None => None,
             };
-            let args = reconcile::ReconcileArgs { from, to, dry_run, alert_threshold };
+            let args =
+                reconcile::ReconcileArgs { from, to, dry_run, alert_threshold, engine: engine.open().await };
             reconcile::reconcile_command(&open_store().await?, &archive, &alerts, clock, args).await?
         }
         Command::Report {

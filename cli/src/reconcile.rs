@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use crate::UsageError;
 use anyhow::{Context, bail};
-use meter_archive::{Rollup, RollupStats, encode_rollup_file, rollup, rollup_csv};
-use meter_model::{Clock, CounterCorrector, Day, KeyStore, Month, Publisher};
+use meter_archive::{Rollup, encode_rollup_file, rollup_csv};
+use meter_model::{Clock, CounterCorrector, Day, KeyStore, Month, Publisher, QueryEngine};
 use meter_model::{ObjectSink, ObjectSource};
-use meter_reconcile::{ReconcileOptions, reconcile};
+use meter_reconcile::{ReconcileOptions, RollupEngine, reconcile_with};
 use meter_sim::archive::{ArchiveSpec, write_archive};
 
 fn check_range(from: Day, to: Day) -> anyhow::Result<()> {
@@ -27,7 +27,18 @@ fn peak_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn throughput(stats: &RollupStats, seconds: f64) -> String {
+fn throughput<Q: QueryEngine>(engine: &RollupEngine<Q>, rollup: &Rollup, seconds: f64) -> String {
+    let stats = &rollup.stats;
+    if let RollupEngine::Query(_) = engine {
+        return format!(
+            "{} {} rows, {} distinct requests, {} MiB scanned by {} in {seconds:.2} s",
+            rollup.rows.len(),
+            if rollup.rows.len() == 1 { "key-day" } else { "key-days" },
+            stats.distinct,
+            stats.bytes >> 20,
+            engine.name()
+        );
+    }
     #[allow(clippy::cast_precision_loss, clippy::float_arithmetic)] // a rate for people to read
     let rate = stats.rows as f64 / seconds.max(1e-9);
     let peak = peak_memory().map_or_else(|| "unknown".to_owned(), |b| format!("{} MiB", b >> 20));
@@ -56,7 +67,8 @@ fn misplaced_lines(rollup: &Rollup) -> String {
     out
 }
 
-pub(crate) async fn rollup_command<A: ObjectSource>(
+pub(crate) async fn rollup_command<A: ObjectSource, Q: QueryEngine>(
+    engine: &RollupEngine<Q>,
     archive: &A,
     from: Day,
     to: Day,
@@ -74,10 +86,9 @@ pub(crate) async fn rollup_command<A: ObjectSource>(
         }
     }
     let started = Instant::now();
-    let result =
-        rollup(archive, from, to, |_, _| {}).await.context("the rollup failed; nothing was written")?;
+    let result = engine.rollup(archive, from, to).await.context("the rollup failed; nothing was written")?;
     let seconds = started.elapsed().as_secs_f64();
-    let summary = format!("{}{}", misplaced_lines(&result), throughput(&result.stats, seconds));
+    let summary = format!("{}{}", misplaced_lines(&result), throughput(engine, &result, seconds));
     match out {
         Some(path) => {
             let bytes = encode_rollup_file(&path.to_string_lossy(), &result.rows)?;
@@ -111,6 +122,7 @@ pub(crate) struct ReconcileArgs {
     pub(crate) to: Day,
     pub(crate) dry_run: bool,
     pub(crate) alert_threshold: Option<u128>,
+    pub(crate) engine: RollupEngine,
 }
 
 pub(crate) async fn reconcile_command<S, A, P, C>(
@@ -134,7 +146,8 @@ where
         alert_threshold: args.alert_threshold,
     };
     let started = Instant::now();
-    let report = reconcile(store, archive, alerts, clock, &options, |_, _| {}).await.context(
+    let rollups = Box::pin(args.engine.rollup(archive, args.from, args.to));
+    let report = reconcile_with(store, archive, rollups, alerts, clock, &options).await.context(
         "reconcile stopped; corrections already made are complete and conditional, so running it again is safe",
     )?;
     let run = &report.run;
@@ -142,7 +155,7 @@ where
     let verb = if run.dry_run { "would correct" } else { "corrected" };
     let _ =
         writeln!(out, "reconcile {}..{}{}", run.from, run.to, if run.dry_run { " (dry run)" } else { "" });
-    let _ = writeln!(out, "  {}", throughput(&report.rollup.stats, started.elapsed().as_secs_f64()));
+    let _ = writeln!(out, "  {}", throughput(&args.engine, &report.rollup, started.elapsed().as_secs_f64()));
     for line in misplaced_lines(&report.rollup).lines() {
         let _ = writeln!(out, "  {line}");
     }

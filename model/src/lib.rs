@@ -17,8 +17,8 @@ pub use drift::{CorrectionOutcome, DayCorrection, ReconcileRun, TallyDelta};
 pub use items::{ApiKeyRecord, DayUsage, Email, FieldError, KeyStatus, NewKey, PlanName, UsageTotals};
 pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
 pub use ports::{
-    ArchiveWriter, CounterCorrector, KeyStore, ObjectSink, ObjectSource, Publisher, RejectedLine, Revocation,
-    RevocationNotifier, StoreError, UsageReader, UsageWriter,
+    ArchiveWriter, CounterCorrector, KeyStore, ObjectSink, ObjectSource, Publisher, QueryEngine, QueryRows,
+    RejectedLine, Revocation, RevocationNotifier, StoreError, UsageReader, UsageWriter,
 };
 pub use time::{Clock, Day, ManualClock, Month, SystemClock};
 

@@ -369,6 +369,29 @@ pub trait ObjectSource: Send + Sync {
     ) -> impl Future<Output = Result<String, StoreError>> + Send;
 }
 
+/// What a query answered: its column names and its rows as text (Athena's result file is CSV).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryRows {
+    /// The column names, in order.
+    pub columns: Vec<String>,
+    /// The rows; an empty string stands for SQL NULL.
+    pub rows: Vec<Vec<String>>,
+    /// Bytes the engine scanned (what Athena bills), when it says.
+    pub scanned_bytes: Option<u64>,
+}
+
+/// Running SQL over the archive's table on a distributed engine (Athena): the rollup of an archive
+/// beyond one machine.
+pub trait QueryEngine: Send + Sync {
+    /// Runs `sql`, whose `?` placeholders take `parameters` (SQL literals, e.g. `'2026-11-01'`), waits
+    /// for it to finish and answers its rows.
+    fn run(
+        &self,
+        sql: &str,
+        parameters: &[String],
+    ) -> impl Future<Output = Result<QueryRows, StoreError>> + Send;
+}
+
 /// Telling the rest of the system that a key was revoked (CONTRACTS.md : an SNS topic whose subscriber
 /// flushes API Gateway's authorizer caches).
 pub trait RevocationNotifier: Send + Sync {

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use meter_archive::{EncodeError, Rollup, RollupError, RollupWriteError, rollup, write_rollups};
+use meter_archive::{
+    EncodeError, KEYS_SNAPSHOT, Rollup, RollupError, RollupWriteError, key_directory_parquet, rollup,
+    write_rollups,
+};
 use meter_model::{
     Clock, CorrectionOutcome, CounterCorrector, Day, DayCorrection, KeyId, KeyStore, Publisher, ReconcileRun,
     StoreError, Tally, TallyDelta,
@@ -153,8 +156,9 @@ pub struct ReconcileReport {
     pub alerted: bool,
 }
 
-/// Reconciles `options.from..=options.to`: rollups from `archive`, corrections in `store`, files
-/// beside the archive, the run recorded, and an alert through `alerts` when the drift is large.
+/// Reconciles `options.from..=options.to`: rollups from `archive` (computed on this machine),
+/// corrections in `store`, files beside the archive, the run recorded, and an alert through `alerts`
+/// when the drift is large.
 pub async fn reconcile<S, A, P, C>(
     store: &S,
     archive: &A,
@@ -169,9 +173,30 @@ where
     P: Publisher,
     C: Clock,
 {
+    let rollups = rollup(archive, options.from, options.to, progress);
+    reconcile_with(store, archive, rollups, alerts, clock, options).await
+}
+
+/// [`reconcile`] with the rollups computed elsewhere: `rollups` is awaited first (within the run's
+/// time), e.g. [`meter_archive::rollup_on`] Athena for an archive beyond one machine. The drift
+/// correction, the files and the run record are the same whatever computed them.
+pub async fn reconcile_with<S, A, P, C>(
+    store: &S,
+    archive: &A,
+    rollups: impl Future<Output = Result<Rollup, RollupError>>,
+    alerts: &P,
+    clock: &C,
+    options: &ReconcileOptions,
+) -> Result<ReconcileReport, ReconcileError>
+where
+    S: CounterCorrector + KeyStore,
+    A: ObjectSource + ObjectSink,
+    P: Publisher,
+    C: Clock,
+{
     let started = Instant::now();
     let started_at = clock.now();
-    let rollup = rollup(archive, options.from, options.to, progress).await?;
+    let rollup = rollups.await?;
     for file in &rollup.misplaced {
         tracing::warn!(
             file = %file.file,
@@ -181,8 +206,8 @@ where
             "events more than a day from their folder; counted on their own day"
         );
     }
-    let known: HashSet<KeyId> =
-        store.list_keys().await.map_err(store_failed("listing keys"))?.into_iter().map(|k| k.id).collect();
+    let directory = store.list_keys().await.map_err(store_failed("listing keys"))?;
+    let known: HashSet<KeyId> = directory.iter().map(|k| k.id.clone()).collect();
     let items = store.day_items(options.from, options.to).await.map_err(store_failed("reading day items"))?;
     // The realtime view is the day items plus the usage parked beside them; the corrections set the
     // items to the authoritative counts and the parked usage read here is then cleared.
@@ -254,6 +279,14 @@ where
                 }
             },
         )?);
+        // The analysts' key directory (which customer each key bills to) follows the keys each night.
+        let snapshot = key_directory_parquet(&directory)?;
+        written.push(
+            archive
+                .put(KEYS_SNAPSHOT, snapshot, "application/vnd.apache.parquet")
+                .await
+                .map_err(store_failed(&format!("writing {KEYS_SNAPSHOT}")))?,
+        );
     }
     let mut conflicts_retried = 0u64;
     let mut key_totals_refreshed = 0u64;

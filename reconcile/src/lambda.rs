@@ -8,13 +8,15 @@ use meter_store::metrics::{MetricLine, Unit};
 use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier};
 
 use crate::job::{DEFAULT_LOOKBACK_DAYS, days_to_reconcile};
-use crate::{ReconcileOptions, reconcile};
+use crate::{ReconcileOptions, RollupEngine, reconcile_with};
 
 /// The job: `METER_STORE`, `METER_ARCHIVE` (`s3://bucket/prefix`), `METER_RECONCILE_LOOKBACK_DAYS`
-/// (default 3), and optionally `METER_ALERT_TOPIC` and `METER_DRIFT_ALERT_THRESHOLD`.
+/// (default 3), optionally `METER_ALERT_TOPIC` and `METER_DRIFT_ALERT_THRESHOLD`, and the rollup's
+/// engine (`METER_ROLLUP_ENGINE`, see [`RollupEngine::from_env`]).
 pub struct ReconcileFunction {
     store: AnyStore,
     archive: AnySink,
+    engine: RollupEngine,
     alerts: Option<SnsNotifier>,
     lookback_days: u32,
     alert_threshold: Option<u128>,
@@ -34,8 +36,10 @@ impl ReconcileFunction {
             Some(topic) => Some(SnsNotifier::for_topic(topic).await),
             None => None,
         };
+        let engine = RollupEngine::from_env().await?;
         let store = AnyStore::from_env().await?;
-        Ok(Self { store, archive: AnySink::open(&archive).await, alerts, lookback_days, alert_threshold })
+        let archive = AnySink::open(&archive).await;
+        Ok(Self { store, archive, engine, alerts, lookback_days, alert_threshold })
     }
 
     /// One run over the days the event names; answers the run's record.
@@ -43,13 +47,16 @@ impl ReconcileFunction {
         let (from, to) = days_to_reconcile(&event, SystemClock.now(), self.lookback_days)
             .map_err(|err| Failure::permanent(&err))?;
         let options = ReconcileOptions { from, to, dry_run: false, alert_threshold: self.alert_threshold };
-        let report = reconcile(&self.store, &self.archive, &self.alerts, &SystemClock, &options, |_, _| {})
-            .await
-            .map_err(|err| Failure::new(&err, err.is_retryable()))?;
+        let rollups = Box::pin(self.engine.rollup(&self.archive, from, to));
+        let report =
+            reconcile_with(&self.store, &self.archive, rollups, &self.alerts, &SystemClock, &options)
+                .await
+                .map_err(|err| Failure::new(&err, err.is_retryable()))?;
         tracing::info!(
             run_id = %report.run.run_id,
             %from,
             %to,
+            engine = self.engine.name(),
             items_corrected = report.run.items_corrected,
             total_abs_drift = %report.run.total_abs_drift,
             orphan_events = report.run.orphan_events,

@@ -2,10 +2,13 @@
 //! rollups (computed by `meter-archive`), never racing the realtime writer.
 
 pub mod drift;
+pub mod engine;
 pub mod job;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 
 pub use drift::{
     DriftAction, DriftLine, Orphan, ReconcileError, ReconcileOptions, ReconcileReport, reconcile,
+    reconcile_with,
 };
+pub use engine::RollupEngine;

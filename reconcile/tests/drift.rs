@@ -134,3 +134,35 @@ async fn a_concurrent_realtime_writer_and_reconcile_end_with_exact_counts() {
         assert!(key.totals.usage_count <= days.usage_count, "totals of {}", key.id);
     }
 }
+
+/// Each run leaves the analysts' key directory beside the archive: every key with its customer and
+/// plan, and never a hash of a key.
+#[tokio::test]
+async fn a_run_writes_the_key_directory_snapshot_without_hashes() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let dir = tempfile::tempdir().unwrap();
+    write_archive(dir.path(), &spec()).unwrap();
+    let store = SqliteStore::open_in_memory().unwrap();
+    create_keys(&store, &spec()).await;
+    let (archive, alerts, clock) = (LocalDir::new(dir.path()), Recorded::default(), ManualClock::new(now()));
+    let report = reconcile(&store, &archive, &alerts, &clock, &options(false), |_, _| {}).await.unwrap();
+    let snapshot = dir.path().join(meter_archive::KEYS_SNAPSHOT);
+    assert!(report.written.iter().any(|w| w.ends_with(meter_archive::KEYS_SNAPSHOT)), "{:?}", report.written);
+    let file = std::fs::File::open(&snapshot).unwrap();
+    let batches: Vec<_> = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let schema = batches[0].schema();
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(columns, ["key_id", "customer_email", "plan", "name", "status", "created_at", "revoked_at"]);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, store.list_keys().await.unwrap().len());
+    // A dry run writes nothing, the snapshot included.
+    std::fs::remove_file(&snapshot).unwrap();
+    reconcile(&store, &archive, &alerts, &clock, &options(true), |_, _| {}).await.unwrap();
+    assert!(!snapshot.exists());
+}

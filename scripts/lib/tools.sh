@@ -1,5 +1,6 @@
 # Sourced by the scripts: the Python venv with the pinned tools (boto3 and moto, cfn-lint, cargo-lambda),
-# installed on first use and whenever scripts/requirements-test.txt changes.
+# the notebooks' tools (notebooks/requirements.txt), installed on first use and whenever a requirements
+# file changes.
 #
 #   METER_VENV        the venv (default ~/.cache/meter-venv)
 #   CARGO_TARGET_DIR  the build cache (default ~/.cache/meter-target); the Lambda zips go to its lambda/
@@ -30,7 +31,7 @@ need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"; }
 ensure_venv() {
   need python3 "install Python 3.11 or later (the tools run in a venv)"
   local requirements="$root/scripts/requirements-test.txt" stamp="$venv/.requirements.sha256" want
-  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  want=$(cat "$requirements" "$root/notebooks/requirements.txt" | sha256sum | cut -d' ' -f1)
   if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "installing the pinned tools into $venv" >&2
     python3 -m venv "$venv"

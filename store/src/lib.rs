@@ -2,6 +2,7 @@
 //! DynamoDB, and the files of the archive and the reports on a local directory or S3. The two table stores pass the same
 //! contract test suite (`tests/contract`), so a handler cannot tell them apart.
 
+pub mod athena;
 mod config;
 pub mod dynamodb;
 pub mod env;
@@ -15,6 +16,7 @@ mod sdk;
 pub mod sns;
 pub mod sqlite;
 
+pub use athena::{AthenaEngine, AthenaSettings};
 pub use config::{AnyStore, DEFAULT_HOME, StoreConfig, load_aws_config};
 pub use dynamodb::{DynamoStore, TableNames};
 pub use objects::{AnySink, ArchiveLocation, LocalDir, S3Prefix};

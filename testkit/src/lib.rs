@@ -150,3 +150,30 @@ pub async fn receive_all(queue: &str) -> Vec<String> {
         .expect("receive");
     received.messages().iter().filter_map(|m| m.body().map(str::to_owned)).collect()
 }
+
+/// Queues canned Athena results in the emulator (moto runs no SQL): each query started afterwards
+/// takes the next one, and moto also writes it as CSV to the query's result location. `results` is
+/// moto's shape: `[{"rows": [{"Data": [{"VarCharValue": "…"}, …]}, …], "column_info": […]}, …]`.
+///
+/// # Panics
+/// When the emulator is missing or refuses the request.
+pub async fn queue_athena_results(results: serde_json::Value) {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let body = serde_json::json!({"account_id": "123456789012", "region": "us-east-1", "results": results});
+    let request = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(request);
+    let uri = format!("{}/moto-api/static/athena/query-results", endpoint());
+    let answer = client
+        .request(
+            hyper::Request::post(uri)
+                .header("content-type", "application/json")
+                .body(Full::new(bytes::Bytes::from(body.to_string())))
+                .expect("a valid request"),
+        )
+        .await
+        .expect("the emulator answers");
+    assert_eq!(answer.status().as_u16(), 201, "moto refused the canned Athena results");
+}

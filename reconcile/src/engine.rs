@@ -1,0 +1,78 @@
+//! Where the authoritative rollups are computed: on this machine from the archive's files (the
+//! default; ARCHITECTURE.md has its measured rate and the largest day one Lambda takes), or by the
+//! rollup SQL in an Athena workgroup, for archives beyond one machine. The drift correction after it
+//! is the same either way ([`crate::reconcile_with`]).
+
+use std::time::Duration;
+
+use meter_archive::{Rollup, RollupError, rollup, rollup_on};
+use meter_model::{Day, ObjectSource, QueryEngine};
+use meter_store::env::{self, EnvError};
+use meter_store::{AthenaEngine, AthenaSettings};
+
+/// How long an Athena rollup may take by default: within a Lambda's 15 minutes, with time left for the
+/// corrections.
+pub const DEFAULT_ATHENA_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The rollup's engine.
+#[derive(Debug, Clone)]
+pub enum RollupEngine<Q = AthenaEngine> {
+    /// This machine reads the archive's files (`meter_archive::rollup`).
+    Local,
+    /// A distributed engine runs `notebooks/sql/rollup.sql` over the archive's table.
+    Query(Q),
+}
+
+impl<Q: QueryEngine> RollupEngine<Q> {
+    /// The engine's name, as `--engine` and `METER_ROLLUP_ENGINE` spell it.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Query(_) => "athena",
+        }
+    }
+
+    /// The rollups of `from..=to`, sorted by day then key.
+    pub async fn rollup<A: ObjectSource>(
+        &self,
+        archive: &A,
+        from: Day,
+        to: Day,
+    ) -> Result<Rollup, RollupError> {
+        match self {
+            Self::Local => rollup(archive, from, to, |_, _| {}).await,
+            Self::Query(engine) => rollup_on(engine, from, to).await,
+        }
+    }
+}
+
+impl RollupEngine {
+    /// The engine a function's environment selects: `METER_ROLLUP_ENGINE` = `local` (default) or
+    /// `athena`, which needs `METER_ATHENA_WORKGROUP` and `METER_ATHENA_DATABASE` and takes
+    /// `METER_ATHENA_OUTPUT` (a result location for a workgroup without one) and
+    /// `METER_ATHENA_TIMEOUT_SECONDS` (default 600).
+    pub async fn from_env() -> Result<Self, EnvError> {
+        match env::optional("METER_ROLLUP_ENGINE").as_deref().map(str::trim) {
+            None | Some("local") => Ok(Self::Local),
+            Some("athena") => {
+                let settings = AthenaSettings {
+                    workgroup: env::required(
+                        "METER_ATHENA_WORKGROUP",
+                        "the Athena workgroup, e.g. meter-prod",
+                    )?,
+                    database: env::required("METER_ATHENA_DATABASE", "the Glue database, e.g. meter_prod")?,
+                    output_location: env::optional("METER_ATHENA_OUTPUT"),
+                    timeout: env::parsed("METER_ATHENA_TIMEOUT_SECONDS")?
+                        .map_or(DEFAULT_ATHENA_TIMEOUT, Duration::from_secs),
+                };
+                Ok(Self::Query(AthenaEngine::new(settings).await))
+            }
+            Some(other) => Err(EnvError::Invalid {
+                name: "METER_ROLLUP_ENGINE",
+                value: other.to_owned(),
+                problem: "use local or athena".into(),
+            }),
+        }
+    }
+}
