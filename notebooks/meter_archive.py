@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import sqlglot
@@ -88,6 +89,19 @@ def months(archive: Location) -> list[str]:
     return sorted(out)
 
 
+def default_month(archive_uri: str) -> str:
+    """The month with the most day folders (the latest on a tie): an archive's edges hold a stray day of
+    the neighbouring months."""
+    location = Location.of(archive_uri)
+    found = {m: len(location.child(f"year={m[:4]}/month={m[5:]}").subdirs()) for m in months(location)}
+    if not found:
+        raise SystemExit(
+            f"{archive_uri} holds no day folders (year=YYYY/month=MM/day=DD): set METER_ARCHIVE to an archive, "
+            "or run `cargo run --release -p meter -- demo` first"
+        )
+    return max(found, key=lambda m: (found[m], m))
+
+
 def month_days(month: str) -> tuple[date, date]:
     first = date.fromisoformat(f"{month}-01")
     following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
@@ -127,23 +141,19 @@ class Archive:
             files += self.location.child(folder(day)).files(".parquet")
             day += timedelta(days=1)
         self.files = files
-        columns = ["request_id", "key_id", "ts", "status_code", "should_count", "method", "resource", "latency_ms"]
-        table = ds.dataset(files, filesystem=self.location.fs, format="parquet", partitioning="hive").to_table() \
-            if files else None
-        if table is None or table.num_rows == 0:
-            self.con.execute(
-                "CREATE TABLE usage (request_id VARCHAR, key_id VARCHAR, ts TIMESTAMPTZ, status_code INTEGER, "
-                "should_count BOOLEAN, method VARCHAR, resource VARCHAR, latency_ms INTEGER, year INTEGER, "
-                "month INTEGER, day INTEGER)"
-            )
-        else:
-            # Hive partition columns are INTEGER as in the Glue table (pyarrow would infer int32 too;
-            # the CAST states it).
-            self.con.register("usage_files", table.select(columns + ["year", "month", "day"]))
-            self.con.execute(
-                "CREATE VIEW usage AS SELECT * EXCLUDE (year, month, day), CAST(year AS INTEGER) AS year, "
-                "CAST(month AS INTEGER) AS month, CAST(day AS INTEGER) AS day FROM usage_files"
-            )
+        # The archive's schema (CONTRACTS.md §5) stated, not inferred: optional columns may be absent
+        # from some files (they read as NULL), and the partition columns are INTEGER as in Glue.
+        schema = pa.schema([
+            ("request_id", pa.string()), ("key_id", pa.string()), ("ts", pa.timestamp("ms", tz="UTC")),
+            ("status_code", pa.int32()), ("should_count", pa.bool_()), ("method", pa.string()),
+            ("resource", pa.string()), ("latency_ms", pa.int32()),
+            ("year", pa.int32()), ("month", pa.int32()), ("day", pa.int32()),
+        ])
+        partitioning = ds.partitioning(pa.schema([("year", pa.int32()), ("month", pa.int32()), ("day", pa.int32())]),
+                                       flavor="hive")
+        table = ds.dataset(files, schema=schema, filesystem=self.location.fs, format="parquet",
+                           partitioning=partitioning).to_table() if files else schema.empty_table()
+        self.con.register("usage", table)
         self.has_keys = self._register_keys()
 
     def _register_keys(self) -> bool:

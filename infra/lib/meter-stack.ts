@@ -13,7 +13,7 @@ import { ARCHIVE_PREFIX, HASHED_KEY_INDEX, MeterData } from './data';
 import { type Binary, MeterFunction } from './functions';
 import { Monitoring } from './monitoring';
 import { acknowledge, arnToken } from './nag';
-import { ArchivePipeline } from './pipeline';
+import { ArchivePipeline, pipelineNames } from './pipeline';
 import type { EnvironmentSettings } from './settings';
 
 /** Where the monthly report reads its pricing (scripts/deploy uploads the environment's file there). */
@@ -82,6 +82,13 @@ export class MeterStack extends Stack {
         METER_RECONCILE_LOOKBACK_DAYS: String(settings.reconcileLookbackDays),
         METER_ALERT_TOPIC: data.alertsTopic.topicArn,
         METER_DRIFT_ALERT_THRESHOLD: String(settings.driftAlarmThreshold),
+        ...(settings.rollupEngine === 'athena'
+          ? {
+            METER_ROLLUP_ENGINE: 'athena',
+            METER_ATHENA_WORKGROUP: pipelineNames(settings.name).workgroup,
+            METER_ATHENA_DATABASE: pipelineNames(settings.name).database,
+          }
+          : {}),
       },
     });
     const report = fn('MonthlyReport', 'monthly-report', "Monthly: issues last month's invoices and tells finance", {
@@ -137,6 +144,32 @@ export class MeterStack extends Stack {
     allow(reconcile, ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:PutItem', 'dynamodb:BatchWriteItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'], counters);
     allow(reconcile, ['s3:ListBucket'], [data.archive.bucketArn]);
     allow(reconcile, ['s3:GetObject'], [data.archive.arnForObjects(`${ARCHIVE_PREFIX}/*`)]);
+    // What each run writes beside the archive: the day rollups, the drift report, the key directory.
+    const besideArchive = ['rollups', 'drift', 'keys'];
+    allow(reconcile, ['s3:PutObject'], besideArchive.map((dir) => data.archive.arnForObjects(`${ARCHIVE_PREFIX}/${dir}/*`)));
+    acknowledge(reconcile.function.role!, ...besideArchive.map((dir) => ({
+      id: `AwsSolutions-IAM5[Resource::${arnToken(data.archive)}/${ARCHIVE_PREFIX}/${dir}/*]`,
+      reason: `Each run writes its ${dir} files under this folder, named by day or run`,
+    })));
+    if (settings.rollupEngine === 'athena') {
+      const names = pipelineNames(settings.name);
+      const { account, region, partition } = Stack.of(this);
+      allow(reconcile, ['athena:StartQueryExecution', 'athena:GetQueryExecution', 'athena:StopQueryExecution'], [
+        `arn:${partition}:athena:${region}:${account}:workgroup/${names.workgroup}`,
+      ]);
+      allow(reconcile, ['glue:GetDatabase', 'glue:GetTable', 'glue:GetPartitions'], [
+        `arn:${partition}:glue:${region}:${account}:catalog`,
+        `arn:${partition}:glue:${region}:${account}:database/${names.database}`,
+        `arn:${partition}:glue:${region}:${account}:table/${names.database}/${names.table}`,
+      ]);
+      // Athena reads the archive and writes the result with the caller's permissions.
+      allow(reconcile, ['s3:GetBucketLocation', 's3:ListBucket'], [data.archive.bucketArn, data.athenaResults.bucketArn]);
+      allow(reconcile, ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'], [data.athenaResults.arnForObjects('results/*')]);
+      acknowledge(reconcile.function.role!, {
+        id: `AwsSolutions-IAM5[Resource::${arnToken(data.athenaResults)}/results/*]`,
+        reason: 'Athena names each result file after its query id, under the workgroup\'s result prefix',
+      });
+    }
     data.alertsTopic.grantPublish(reconcile.function);
     allow(report, ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan'], [...keys, ...counters]);
     allow(report, ['s3:ListBucket'], [data.archive.bucketArn, data.reports.bucketArn]);

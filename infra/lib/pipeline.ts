@@ -4,6 +4,8 @@
  * archive rows partitioned by day; Firehose converts them to Parquet through the Glue table that Athena
  * and the notebooks query, with partition projection so that no crawler is needed.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Duration, Size, Stack } from 'aws-cdk-lib';
 import * as athena from 'aws-cdk-lib/aws-athena';
 import * as firehose from 'aws-cdk-lib/aws-kinesisfirehose';
@@ -39,6 +41,22 @@ export function pipelineNames(environment: string) {
   };
 }
 
+/** The analysts' SQL (Athena dialect), parity-tested against meter by notebooks/test_notebooks.py. */
+export const SQL_DIR = path.join(__dirname, '..', '..', 'notebooks', 'sql');
+
+/** Each query of notebooks/sql/ as a named query: `meter <file name>`, described by its first line. */
+export function namedQueries(): { name: string; description: string; sql: string }[] {
+  return fs
+    .readdirSync(SQL_DIR)
+    .filter((file) => file.endsWith('.sql'))
+    .sort()
+    .map((file) => {
+      const sql = fs.readFileSync(path.join(SQL_DIR, file), 'utf8');
+      const description = sql.split('\n')[0].replace(/^--\s*/, '').slice(0, 1024);
+      return { name: `meter ${path.basename(file, '.sql').replace(/_/g, ' ')}`, description, sql };
+    });
+}
+
 export interface PipelineProps {
   readonly settings: EnvironmentSettings;
   readonly data: MeterData;
@@ -52,6 +70,8 @@ export class ArchivePipeline extends Construct {
   readonly deliveryStream: firehose.DeliveryStream;
   readonly subscription: logs.SubscriptionFilter;
   readonly workgroup: athena.CfnWorkGroup;
+  readonly keysTable: glue.CfnTable;
+  readonly namedQueries: athena.CfnNamedQuery[];
   readonly names: ReturnType<typeof pipelineNames>;
 
   constructor(scope: Construct, id: string, props: PipelineProps) {
@@ -186,6 +206,49 @@ export class ArchivePipeline extends Construct {
           encryptionConfiguration: { encryptionOption: 'SSE_S3' },
         },
       },
+    });
+
+    // The key directory snapshot each reconcile run writes beside the archive (keys/keys.parquet,
+    // archive/src/output.rs `key_directory_schema`): which customer and plan a key bills to.
+    this.keysTable = new glue.CfnTable(this, 'KeysTable', {
+      catalogId: account,
+      databaseName: names.database,
+      tableInput: {
+        name: 'keys',
+        description: 'One row per API key: its customer and plan (no key hashes), rewritten by each reconcile run',
+        tableType: 'EXTERNAL_TABLE',
+        parameters: { classification: 'parquet' },
+        storageDescriptor: {
+          location: `${location}keys/`,
+          inputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat',
+          outputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat',
+          serdeInfo: { serializationLibrary: 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe' },
+          columns: [
+            { name: 'key_id', type: 'string' },
+            { name: 'customer_email', type: 'string' },
+            { name: 'plan', type: 'string' },
+            { name: 'name', type: 'string' },
+            { name: 'status', type: 'string' },
+            { name: 'created_at', type: 'timestamp' },
+            { name: 'revoked_at', type: 'timestamp' },
+          ],
+        },
+      },
+    });
+    this.keysTable.addDependency(this.database);
+
+    // The analysts' queries and the scale-out rollup, in the workgroup, over these tables.
+    this.namedQueries = namedQueries().map(({ name, description, sql }) => {
+      const query = new athena.CfnNamedQuery(this, `Query ${name}`, {
+        name,
+        description,
+        database: names.database,
+        workGroup: names.workgroup,
+        queryString: sql,
+      });
+      query.addDependency(this.workgroup);
+      query.addDependency(this.database);
+      return query;
     });
   }
 }

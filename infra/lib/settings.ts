@@ -33,6 +33,11 @@ export interface EnvironmentSettings {
   readonly pricingFile: string;
   /** Athena's per-query scan limit in the workgroup, in GB. */
   readonly athenaBytesScannedCutoffGb: number;
+  /**
+   * Where the nightly reconcile computes its rollup: `local` (the Lambda reads the archive's files) or
+   * `athena` (the rollup SQL in the workgroup), for days beyond one Lambda (ARCHITECTURE.md, scale-out).
+   */
+  readonly rollupEngine: 'local' | 'athena';
   /** Hour (UTC) of the nightly reconcile; late enough for Lambda's asynchronous retries (6 h). */
   readonly reconcileHourUtc: number;
   /** Days before today each reconcile recomputes: covers CloudWatch Logs' 24 h of redelivery. */
@@ -54,6 +59,7 @@ const DEFAULTS: Omit<EnvironmentSettings, 'name' | 'exampleApi'> = {
   existingApi: null,
   pricingFile: 'reports/pricing.example.toml',
   athenaBytesScannedCutoffGb: 10,
+  rollupEngine: 'local',
   reconcileHourUtc: 7,
   reconcileLookbackDays: 3,
   driftAlarmThreshold: 0,
@@ -157,6 +163,8 @@ export function validate(name: string, raw: unknown, where: string): Environment
   if (!exampleApi && usageLogGroup === null) {
     fail('usageLogGroup', "the API backend's log group when the example API is not deployed");
   }
+  const rollupEngine = pick('rollupEngine');
+  if (rollupEngine !== 'local' && rollupEngine !== 'athena') fail('rollupEngine', '"local" or "athena"');
   const pricingFile = pick('pricingFile');
   if (typeof pricingFile !== 'string' || pricingFile.length === 0) fail('pricingFile', 'a path');
   const settings: EnvironmentSettings = {
@@ -169,6 +177,7 @@ export function validate(name: string, raw: unknown, where: string): Environment
     exampleApi: exampleApi as boolean,
     pricingFile: pricingFile as string,
     athenaBytesScannedCutoffGb: integer('athenaBytesScannedCutoffGb', 1, 100_000),
+    rollupEngine: rollupEngine as 'local' | 'athena',
     reconcileHourUtc: integer('reconcileHourUtc', 6, 23),
     reconcileLookbackDays: integer('reconcileLookbackDays', 2, 31),
     driftAlarmThreshold: integer('driftAlarmThreshold', 0, 1_000_000_000),

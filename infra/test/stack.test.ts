@@ -7,8 +7,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { Match } from 'aws-cdk-lib/assertions';
+import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { MeterStack } from '../lib/meter-stack';
+import { SQL_DIR } from '../lib/pipeline';
 import { newApp, settings, synth } from './helpers';
 
 const prod = synth(settings('prod', { protectData: true, logRetentionDays: 365 }));
@@ -222,7 +223,63 @@ describe('the realtime and archive path', () => {
       WorkGroupConfiguration: Match.objectLike({ BytesScannedCutoffPerQuery: 10_000_000_000, EnforceWorkGroupConfiguration: true }),
     });
   });
+  it('offers every query of notebooks/sql/ as an Athena named query in the workgroup, the rollup included', () => {
+    const queries = resources(prod.template, 'AWS::Athena::NamedQuery').map(([, q]) => q.Properties);
+    const files = fs.readdirSync(SQL_DIR).filter((f) => f.endsWith('.sql')).sort();
+    assert.deepEqual(queries.map((q) => q.Name).sort(), files.map((f) => `meter ${f.replace('.sql', '').replace(/_/g, ' ')}`).sort());
+    for (const query of queries) {
+      assert.equal(query.Database, 'meter_prod');
+      assert.equal(query.WorkGroup, 'meter-prod');
+      assert.ok(query.Description.length > 10 && !query.Description.startsWith('--'), query.Description);
+    }
+    const rollup = queries.find((q) => q.Name === 'meter rollup');
+    assert.equal(rollup.QueryString, fs.readFileSync(path.join(SQL_DIR, 'rollup.sql'), 'utf8'));
+  });
+
+  it('describes the key directory snapshot reconcile writes as the table the customer queries join', () => {
+    prod.template.hasResourceProperties('AWS::Glue::Table', {
+      DatabaseName: 'meter_prod',
+      TableInput: Match.objectLike({
+        Name: 'keys',
+        StorageDescriptor: Match.objectLike({
+          Location: Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith(['/usage/keys/'])]) }),
+          Columns: Match.arrayWith([{ Name: 'key_id', Type: 'string' }, { Name: 'customer_email', Type: 'string' }]),
+        }),
+      }),
+    });
+  });
 });
+
+describe('the rollup engine of the nightly reconcile', () => {
+  const reconcileEnv = (template: Template) => resources(template, 'AWS::Lambda::Function')
+    .find(([, f]) => String(f.Properties.FunctionName).endsWith('-reconcile-job'))![1].Properties.Environment.Variables;
+  const reconcileActions = (template: Template) => resources(template, 'AWS::IAM::Policy')
+    .filter(([id]) => id.startsWith('ReconcileJob'))
+    .flatMap(([, p]) => p.Properties.PolicyDocument.Statement)
+    .flatMap((statement: any) => [statement.Action].flat());
+
+  it('is local by default: no Athena permissions, and the writes beside the archive are granted', () => {
+    assert.equal(reconcileEnv(prod.template).METER_ROLLUP_ENGINE, undefined);
+    const actions = reconcileActions(prod.template);
+    assert.ok(!actions.some((a: string) => a.startsWith('athena:')), actions.join(' '));
+    assert.ok(actions.includes('s3:PutObject'), actions.join(' '));
+  });
+
+  it('runs the rollup in the workgroup with rollupEngine athena, with exactly what Athena needs', () => {
+    const { template, nagErrors } = synth(settings('big', { rollupEngine: 'athena' }));
+    assert.deepEqual(nagErrors, []);
+    assert.deepEqual(
+      [reconcileEnv(template).METER_ROLLUP_ENGINE, reconcileEnv(template).METER_ATHENA_WORKGROUP, reconcileEnv(template).METER_ATHENA_DATABASE],
+      ['athena', 'meter-big', 'meter_big'],
+    );
+    const actions = reconcileActions(template);
+    for (const action of ['athena:StartQueryExecution', 'athena:GetQueryExecution', 'athena:StopQueryExecution', 'glue:GetTable']) {
+      assert.ok(actions.includes(action), action);
+    }
+    assert.throws(() => settings('big', { rollupEngine: 'spark' }), /rollupEngine must be "local" or "athena"/);
+  });
+});
+
 
 describe('schedules', () => {
   it('reconciles nightly after asynchronous retries, and reports on the 2nd after that reconcile', () => {
