@@ -57,6 +57,17 @@ export function namedQueries(): { name: string; description: string; sql: string
     });
 }
 
+/** A Glue table's storage: Parquet files under `location` with these columns, in this order. */
+function parquetFiles(location: string, columns: Record<string, string>): glue.CfnTable.StorageDescriptorProperty {
+  return {
+    location,
+    inputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat',
+    outputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat',
+    serdeInfo: { serializationLibrary: 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe' },
+    columns: Object.entries(columns).map(([name, type]) => ({ name, type })),
+  };
+}
+
 export interface PipelineProps {
   readonly settings: EnvironmentSettings;
   readonly data: MeterData;
@@ -110,22 +121,10 @@ export class ArchivePipeline extends Construct {
           { name: 'month', type: 'int' },
           { name: 'day', type: 'int' },
         ],
-        storageDescriptor: {
-          location,
-          inputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat',
-          outputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat',
-          serdeInfo: { serializationLibrary: 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe' },
-          columns: [
-            { name: 'request_id', type: 'string' },
-            { name: 'key_id', type: 'string' },
-            { name: 'ts', type: 'timestamp' },
-            { name: 'status_code', type: 'int' },
-            { name: 'should_count', type: 'boolean' },
-            { name: 'method', type: 'string' },
-            { name: 'resource', type: 'string' },
-            { name: 'latency_ms', type: 'int' },
-          ],
-        },
+        storageDescriptor: parquetFiles(location, {
+          request_id: 'string', key_id: 'string', ts: 'timestamp', status_code: 'int', should_count: 'boolean',
+          method: 'string', resource: 'string', latency_ms: 'int',
+        }),
       },
     });
 
@@ -218,21 +217,10 @@ export class ArchivePipeline extends Construct {
         description: 'One row per API key: its customer and plan (no key hashes), rewritten by each reconcile run',
         tableType: 'EXTERNAL_TABLE',
         parameters: { classification: 'parquet' },
-        storageDescriptor: {
-          location: `${location}keys/`,
-          inputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat',
-          outputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat',
-          serdeInfo: { serializationLibrary: 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe' },
-          columns: [
-            { name: 'key_id', type: 'string' },
-            { name: 'customer_email', type: 'string' },
-            { name: 'plan', type: 'string' },
-            { name: 'name', type: 'string' },
-            { name: 'status', type: 'string' },
-            { name: 'created_at', type: 'timestamp' },
-            { name: 'revoked_at', type: 'timestamp' },
-          ],
-        },
+        storageDescriptor: parquetFiles(`${location}keys/`, {
+          key_id: 'string', customer_email: 'string', plan: 'string', name: 'string', status: 'string',
+          created_at: 'timestamp', revoked_at: 'timestamp',
+        }),
       },
     });
     this.keysTable.addDependency(this.database);
