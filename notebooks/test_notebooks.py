@@ -6,6 +6,7 @@
   key directory, issued invoices beside it) and a bare one from `meter gen-archive` (nothing beside it:
   each section whose input is absent must say so and carry on). The notebooks' own variables are then
   read from their kernel and compared with `meter rollup` / `meter report`, not just "it ran".
+- The archive read from S3 (moto, METER_TEST_AWS_ENDPOINT, as scripts/test sets it) gives the same rollup.
 - The committed notebooks carry no outputs.
 
 Usage: test_notebooks.py METER_BINARY   Prints one line per test and a libtest-style summary (read by
@@ -145,6 +146,26 @@ def check_resources_sql(fixture: Fixture) -> None:
             assert abs(a - e) <= max(0.05 * e, 5), f"{approx} {a} is far from the exact {e}"
 
 
+def check_an_archive_on_s3(fixture: Fixture) -> None:
+    """The same archive read from S3 (the emulator scripts/test starts) gives the same rollup."""
+    import boto3
+
+    endpoint = os.environ.get("METER_TEST_AWS_ENDPOINT")
+    assert endpoint, "METER_TEST_AWS_ENDPOINT is not set: run scripts/test, which starts the AWS emulator"
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    bucket = f"meter-notebooks-{os.getpid()}"
+    s3.create_bucket(Bucket=bucket)
+    for path in fixture.archive.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, f"usage/{path.relative_to(fixture.archive).as_posix()}")
+    archive = ma.Archive(f"s3://{bucket}/usage", fixture.first, fixture.last)
+    assert archive.has_keys, "the key directory snapshot is read from S3 too"
+    assert_frames_equal(sorted_frame(archive.query("rollup"), ["day", "key_id"]),
+                        sorted_frame(fixture.rollup, ["day", "key_id"]), "rollup.sql over S3 vs meter rollup")
+    assert ma.drift_runs(f"s3://{bucket}/usage").height > 0
+
+
 def check_transpiled_sql_keeps_the_traps_in_mind() -> None:
     for path in sorted(ma.SQL_DIR.glob("*.sql")):
         athena = path.read_text()
@@ -246,6 +267,7 @@ def main() -> int:
         ("daily_totals.sql and top_keys.sql = meter rollup", lambda: check_daily_and_top_keys_sql(bare)),
         ("billable_by_customer.sql = meter report's invoices", lambda: check_billable_by_customer_sql(demo)),
         ("resources.sql counts exact, percentiles close", lambda: check_resources_sql(demo)),
+        ("an archive on S3 (the emulator) reads the same", lambda: check_an_archive_on_s3(demo)),
         ("usage notebook = meter rollup (demo)", lambda: check_usage_notebook(demo, keys_beside=True)),
         ("usage notebook on a bare archive says what is absent", lambda: check_usage_notebook(bare, keys_beside=False)),
         ("reconcile notebook = meter report (demo)", lambda: check_reconcile_notebook(demo, has_reports=True)),
