@@ -367,13 +367,17 @@ impl RollupEngine {
                 self.late.push(Piece { keys: piece.keys.clone(), days: late, ..Piece::default() });
             }
             let global: Vec<u32> = piece.keys.drain(..).map(|name| self.intern(name)).collect();
+            let mut days = days;
+            // The one step that touches every row here: remapped shard by shard on every core.
+            days.par_iter_mut().flat_map(|(_, shards)| shards.par_iter_mut()).for_each(|rows| {
+                for row in rows.iter_mut() {
+                    row.key = global[row.key as usize];
+                }
+            });
             for (day, shards) in days {
                 self.stats.rows += shards.iter().map(|s| s.len() as u64).sum::<u64>();
                 let target = self.pending.entry(day).or_insert_with(|| std::array::from_fn(|_| Vec::new()));
-                for (shard, mut rows) in shards.into_iter().enumerate() {
-                    for row in &mut rows {
-                        row.key = global[row.key as usize];
-                    }
+                for (shard, rows) in shards.into_iter().enumerate() {
                     if !rows.is_empty() {
                         target[shard].push(rows);
                     }
