@@ -78,6 +78,21 @@ impl KeyStore for Counting {
         self.epoch_reads.fetch_add(1, Ordering::SeqCst);
         self.store()?.revocation_epoch().await
     }
+    async fn update_key(
+        &self,
+        id: &KeyId,
+        change: &meter_model::KeyChange,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        self.store()?.update_key(id, change).await
+    }
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: &ApiKeyRecord,
+        grace_ends_at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        self.store()?.rotate_key(old, new, grace_ends_at).await
+    }
 }
 
 async fn issue(store: &Counting, plan: Option<&str>) -> ApiKey {

@@ -45,6 +45,16 @@ impl Tally {
         self.usage_count = self.usage_count.saturating_add(other.usage_count);
     }
 
+    /// This tally less `other`, each counter at least zero.
+    #[must_use]
+    pub fn saturating_sub(self, other: Tally) -> Self {
+        Self {
+            successful_calls: self.successful_calls.saturating_sub(other.successful_calls),
+            failed_calls: self.failed_calls.saturating_sub(other.failed_calls),
+            usage_count: self.usage_count.saturating_sub(other.usage_count),
+        }
+    }
+
     /// Whether all three counters are zero.
     #[must_use]
     pub fn is_zero(&self) -> bool {

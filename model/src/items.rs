@@ -3,7 +3,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::counting::Tally;
 use crate::key::{HashedKey, KeyId};
@@ -13,6 +13,20 @@ use crate::time::Day;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Email(String);
+
+impl<'de> serde::Deserialize<'de> for Email {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PlanName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
 
 /// A value given for a key's fields that the contract does not allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,9 +208,110 @@ pub struct ApiKeyRecord {
     /// Lifetime counters.
     #[serde(flatten)]
     pub totals: Tally,
+    /// Usage the system the key was imported from had counted before meter (`meter keys import`):
+    /// part of the lifetime totals, never of a month's usage.
+    #[serde(skip_serializing_if = "UsageTotals::is_zero")]
+    pub imported: UsageTotals,
+    /// When a rotated key stops working (the end of its grace period): refused from then on like a
+    /// revoked key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    /// The customer and plan the key had before each change, oldest first: a month is billed under the
+    /// terms in force at its end ([`ApiKeyRecord::terms_at`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub previous_terms: Vec<KeyTerms>,
+}
+
+/// Who a key billed to and on which plan, until a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyTerms {
+    /// The instant the change took effect: these terms held before it.
+    pub until: DateTime<Utc>,
+    /// The customer then.
+    pub user_email: Email,
+    /// The plan then (none: the pricing's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanName>,
+}
+
+/// A change to a key item: each field that is `Some` is set, the others are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChange {
+    /// A new customer.
+    pub user_email: Option<Email>,
+    /// A new plan (`Some(None)`: back to the pricing's default).
+    pub plan: Option<Option<PlanName>>,
+    /// A new name (`Some(None)`: no name).
+    pub name: Option<Option<String>>,
+    /// A new status, with its revocation time.
+    pub status: Option<(KeyStatus, Option<DateTime<Utc>>)>,
+    /// The end of a grace period.
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    /// The terms history, replaced whole.
+    pub previous_terms: Option<Vec<KeyTerms>>,
+    /// Usage counted before meter, replaced whole.
+    pub imported: Option<UsageTotals>,
+}
+
+impl KeyChange {
+    /// Whether the change sets nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The record after the change.
+    #[must_use]
+    pub fn applied_to(&self, record: &ApiKeyRecord) -> ApiKeyRecord {
+        let mut out = record.clone();
+        if let Some(email) = &self.user_email {
+            out.user_email = email.clone();
+        }
+        if let Some(plan) = &self.plan {
+            out.plan.clone_from(plan);
+        }
+        if let Some(name) = &self.name {
+            out.name.clone_from(name);
+        }
+        if let Some((status, revoked_at)) = self.status {
+            out.status = status;
+            out.revoked_at = revoked_at;
+        }
+        if let Some(at) = self.grace_ends_at {
+            out.grace_ends_at = Some(at);
+        }
+        if let Some(terms) = &self.previous_terms {
+            out.previous_terms.clone_from(terms);
+        }
+        if let Some(imported) = self.imported {
+            // The lifetime totals move with the imported usage: they are its sum with the day items'.
+            out.totals = out.totals.saturating_sub(out.imported.tally);
+            out.totals.add(imported.tally);
+            out.last_used = out.last_used.max(imported.last_used);
+            out.imported = imported;
+        }
+        out
+    }
 }
 
 impl ApiKeyRecord {
+    /// The customer and plan the key billed to at `at`: the first earlier terms that held until after
+    /// `at`, or the current ones.
+    #[must_use]
+    pub fn terms_at(&self, at: DateTime<Utc>) -> (&Email, Option<&PlanName>) {
+        self.previous_terms
+            .iter()
+            .find(|terms| terms.until > at)
+            .map_or((&self.user_email, self.plan.as_ref()), |terms| (&terms.user_email, terms.plan.as_ref()))
+    }
+
+    /// Whether the key is refused at `now`: revoked, or past the end of its grace period.
+    #[must_use]
+    pub fn is_refused_at(&self, now: DateTime<Utc>) -> bool {
+        self.status == KeyStatus::Revoked || self.grace_ends_at.is_some_and(|end| end <= now)
+    }
+
     /// A fresh, active key item with zero counters.
     #[must_use]
     pub fn new(key: NewKey) -> Self {
@@ -211,6 +326,9 @@ impl ApiKeyRecord {
             revoked_at: None,
             last_used: None,
             totals: Tally::default(),
+            imported: UsageTotals::default(),
+            grace_ends_at: None,
+            previous_terms: Vec::new(),
         }
     }
 }
@@ -239,15 +357,32 @@ pub struct DayUsage {
 }
 
 /// Counters over a period (lifetime or a month) with the latest use in it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UsageTotals {
     /// The counters.
+    #[serde(flatten)]
     pub tally: Tally,
     /// Timestamp of the latest counted call.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used: Option<DateTime<Utc>>,
 }
 
 impl UsageTotals {
+    /// No usage at all.
+    #[must_use]
+    pub fn is_zero(&self) -> bool {
+        self.tally.is_zero() && self.last_used.is_none()
+    }
+
+    /// These totals with `other`'s added (the later of the two last uses).
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        let mut tally = self.tally;
+        tally.add(other.tally);
+        Self { tally, last_used: self.last_used.max(other.last_used) }
+    }
+
     /// Sums day items.
     #[must_use]
     pub fn of_days(days: &[DayUsage]) -> Self {

@@ -14,7 +14,9 @@ pub mod usage;
 pub use batch::{ApplyReport, BatchDelta, BatchId, DayDelta, MarkerSlot, ParkedUsage};
 pub use counting::Tally;
 pub use drift::{CorrectionOutcome, DayCorrection, ReconcileRun, TallyDelta};
-pub use items::{ApiKeyRecord, DayUsage, Email, FieldError, KeyStatus, NewKey, PlanName, UsageTotals};
+pub use items::{
+    ApiKeyRecord, DayUsage, Email, FieldError, KeyChange, KeyStatus, KeyTerms, NewKey, PlanName, UsageTotals,
+};
 pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
 pub use ports::{
     ArchiveWriter, CounterCorrector, KeyStore, ObjectSink, ObjectSource, Publisher, QueryEngine, QueryRows,

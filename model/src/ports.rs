@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::batch::{ApplyReport, BatchDelta, ParkedUsage};
 use crate::drift::{CorrectionOutcome, DayCorrection, ReconcileRun};
-use crate::items::{ApiKeyRecord, DayUsage, UsageTotals};
+use crate::items::{ApiKeyRecord, DayUsage, KeyChange, UsageTotals};
 use crate::key::{HashedKey, KeyId};
 use crate::time::Day;
 use crate::time::Month;
@@ -130,6 +130,26 @@ pub trait KeyStore: Send + Sync {
 
     /// The current revocation epoch (0 before any revocation).
     fn revocation_epoch(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Applies `change` to the key item `id` (the fields it sets; when it sets the imported usage, the
+    /// lifetime totals move by the difference) and answers the item as it is now.
+    /// [`StoreError::NotFound`] for an unknown id.
+    fn update_key(
+        &self,
+        id: &KeyId,
+        change: &KeyChange,
+    ) -> impl Future<Output = Result<ApiKeyRecord, StoreError>> + Send;
+
+    /// A rotation, both writes or neither: creates `new` and ends `old`'s use at `grace_ends_at`.
+    /// Answers `old` as it is now. [`StoreError::NotFound`] for an unknown `old`,
+    /// [`StoreError::ConditionFailed`] when `old` is revoked or already rotated,
+    /// [`StoreError::AlreadyExists`] when `new`'s id is taken.
+    fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: &ApiKeyRecord,
+        grace_ends_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ApiKeyRecord, StoreError>> + Send;
 }
 
 impl<S: KeyStore> KeyStore for &S {
@@ -162,6 +182,23 @@ impl<S: KeyStore> KeyStore for &S {
 
     fn revocation_epoch(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
         (**self).revocation_epoch()
+    }
+
+    fn update_key(
+        &self,
+        id: &KeyId,
+        change: &KeyChange,
+    ) -> impl Future<Output = Result<ApiKeyRecord, StoreError>> + Send {
+        (**self).update_key(id, change)
+    }
+
+    fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: &ApiKeyRecord,
+        grace_ends_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ApiKeyRecord, StoreError>> + Send {
+        (**self).rotate_key(old, new, grace_ends_at)
     }
 }
 

@@ -11,8 +11,8 @@ use aws_config::timeout::TimeoutConfig;
 use chrono::{DateTime, Utc};
 use meter_model::{
     ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage,
-    HashedKey, KeyId, KeyStore, Month, ParkedUsage, ReconcileRun, Revocation, StoreError, UsageReader,
-    UsageTotals, UsageWriter,
+    HashedKey, KeyChange, KeyId, KeyStore, Month, ParkedUsage, ReconcileRun, Revocation, StoreError,
+    UsageReader, UsageTotals, UsageWriter,
 };
 
 use crate::dynamodb::{DynamoStore, TableNames};
@@ -198,6 +198,19 @@ impl KeyStore for AnyStore {
 
     async fn revocation_epoch(&self) -> Result<u64, StoreError> {
         forward!(self, revocation_epoch())
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<ApiKeyRecord, StoreError> {
+        forward!(self, update_key(id, change))
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: &ApiKeyRecord,
+        grace_ends_at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        forward!(self, rotate_key(old, new, grace_ends_at))
     }
 }
 

@@ -12,8 +12,8 @@ use meter_model::batch::{
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
     ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta,
-    DayUsage, Email, HashedKey, KeyId, KeyStatus, KeyStore, Month, ParkedUsage, PlanName, ReconcileRun,
-    Revocation, StoreError, Tally, UsageReader, UsageTotals, UsageWriter,
+    DayUsage, Email, HashedKey, KeyChange, KeyId, KeyStatus, KeyStore, Month, ParkedUsage, PlanName,
+    ReconcileRun, Revocation, StoreError, Tally, UsageReader, UsageTotals, UsageWriter,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -96,12 +96,23 @@ CREATE INDEX parked_usage_key ON parked_usage (key_id, day);
 CREATE INDEX parked_usage_day ON parked_usage (day);
 CREATE INDEX parked_usage_item ON parked_usage (item);
 ",
+    // Key lifecycle (`meter keys import|update|rotate`): usage counted before meter, the end of a
+    // rotation's grace period, and the earlier terms (JSON) a month is billed under.
+    r"
+ALTER TABLE api_keys ADD COLUMN imported_usage_count INTEGER NOT NULL DEFAULT 0 CHECK (imported_usage_count >= 0);
+ALTER TABLE api_keys ADD COLUMN imported_successful_calls INTEGER NOT NULL DEFAULT 0 CHECK (imported_successful_calls >= 0);
+ALTER TABLE api_keys ADD COLUMN imported_failed_calls INTEGER NOT NULL DEFAULT 0 CHECK (imported_failed_calls >= 0);
+ALTER TABLE api_keys ADD COLUMN imported_last_used TEXT;
+ALTER TABLE api_keys ADD COLUMN grace_ends_at TEXT;
+ALTER TABLE api_keys ADD COLUMN previous_terms TEXT;
+",
 ];
 
 const REVOCATION_EPOCH: &str = "revocation_epoch";
 
 const KEY_COLUMNS: &str = "id, hashed_key, user_email, status, plan, name, created_at, revoked_at, last_used, \
-     usage_count, successful_calls, failed_calls";
+     usage_count, successful_calls, failed_calls, imported_usage_count, imported_successful_calls, \
+     imported_failed_calls, imported_last_used, grace_ends_at, previous_terms";
 
 /// The embedded store.
 #[derive(Debug)]
@@ -244,6 +255,12 @@ struct KeyRow {
     usage_count: i64,
     successful_calls: i64,
     failed_calls: i64,
+    imported_usage_count: i64,
+    imported_successful_calls: i64,
+    imported_failed_calls: i64,
+    imported_last_used: Option<String>,
+    grace_ends_at: Option<String>,
+    previous_terms: Option<String>,
 }
 
 impl KeyRow {
@@ -261,6 +278,12 @@ impl KeyRow {
             usage_count: row.get(9)?,
             successful_calls: row.get(10)?,
             failed_calls: row.get(11)?,
+            imported_usage_count: row.get(12)?,
+            imported_successful_calls: row.get(13)?,
+            imported_failed_calls: row.get(14)?,
+            imported_last_used: row.get(15)?,
+            grace_ends_at: row.get(16)?,
+            previous_terms: row.get(17)?,
         })
     }
 
@@ -277,6 +300,19 @@ impl KeyRow {
             revoked_at: instant(self.revoked_at, "revokedAt")?,
             last_used: instant(self.last_used, "lastUsed")?,
             totals: tally_of(self.successful_calls, self.failed_calls, self.usage_count)?,
+            imported: UsageTotals {
+                tally: tally_of(
+                    self.imported_successful_calls,
+                    self.imported_failed_calls,
+                    self.imported_usage_count,
+                )?,
+                last_used: instant(self.imported_last_used, "importedLastUsed")?,
+            },
+            grace_ends_at: instant(self.grace_ends_at, "graceEndsAt")?,
+            previous_terms: match self.previous_terms.as_deref() {
+                None | Some("") => Vec::new(),
+                Some(json) => serde_json::from_str(json).map_err(|e| context(&e))?,
+            },
             id,
         })
     }
@@ -295,23 +331,10 @@ impl KeyStore for SqliteStore {
         let conn = self.conn();
         let inserted = conn.execute(
             &format!(
-                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-                 ON CONFLICT (id) DO NOTHING"
+                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                 ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT (id) DO NOTHING"
             ),
-            params![
-                record.id.as_str(),
-                record.hashed_key.as_str(),
-                record.user_email.as_str(),
-                record.status.as_str(),
-                record.plan.as_ref().map(PlanName::as_str),
-                record.name,
-                format_instant(record.created_at),
-                record.revoked_at.map(format_instant),
-                record.last_used.map(format_instant),
-                to_i64(record.totals.usage_count, "usageCount")?,
-                to_i64(record.totals.successful_calls, "successfulCalls")?,
-                to_i64(record.totals.failed_calls, "failedCalls")?,
-            ],
+            rusqlite::params_from_iter(key_values(record)?),
         );
         match inserted.map_err(|e| sql_error("insert key", e))? {
             0 => Err(StoreError::AlreadyExists { what: format!("key {}", record.id) }),
@@ -395,6 +418,99 @@ impl KeyStore for SqliteStore {
             .map_err(|e| sql_error("read revocation epoch", e))?;
         counter(epoch.unwrap_or(0), "revocation epoch")
     }
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<ApiKeyRecord, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_error("update key", e))?;
+        let before =
+            select_key(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("key {id}") })?;
+        let after = change.applied_to(&before);
+        if after != before {
+            write_key(&tx, &after)?;
+        }
+        tx.commit().map_err(|e| sql_error("update key", e))?;
+        Ok(after)
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: &ApiKeyRecord,
+        grace_ends_at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_error("rotate key", e))?;
+        let before =
+            select_key(&tx, old)?.ok_or_else(|| StoreError::NotFound { what: format!("key {old}") })?;
+        if before.status == KeyStatus::Revoked || before.grace_ends_at.is_some() {
+            return Err(StoreError::ConditionFailed {
+                what: format!("key {old} is revoked or already rotated"),
+            });
+        }
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+                     ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT (id) DO NOTHING"
+                ),
+                rusqlite::params_from_iter(key_values(new)?),
+            )
+            .map_err(|e| sql_error("rotate key", e))?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists { what: format!("key {}", new.id) });
+        }
+        let after = ApiKeyRecord { grace_ends_at: Some(grace_ends_at), ..before };
+        write_key(&tx, &after)?;
+        tx.commit().map_err(|e| sql_error("rotate key", e))?;
+        Ok(after)
+    }
+}
+
+/// The column values of a key item, in [`KEY_COLUMNS`]'s order.
+fn key_values(record: &ApiKeyRecord) -> Result<Vec<rusqlite::types::Value>, StoreError> {
+    use rusqlite::types::Value;
+    let text = |value: Option<String>| value.map_or(Value::Null, Value::Text);
+    let terms = if record.previous_terms.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&record.previous_terms).map_err(|e| corrupt(e.to_string()))?)
+    };
+    Ok(vec![
+        Value::Text(record.id.as_str().to_owned()),
+        Value::Text(record.hashed_key.as_str().to_owned()),
+        Value::Text(record.user_email.as_str().to_owned()),
+        Value::Text(record.status.as_str().to_owned()),
+        text(record.plan.as_ref().map(|p| p.as_str().to_owned())),
+        text(record.name.clone()),
+        Value::Text(format_instant(record.created_at)),
+        text(record.revoked_at.map(format_instant)),
+        text(record.last_used.map(format_instant)),
+        Value::Integer(to_i64(record.totals.usage_count, "usageCount")?),
+        Value::Integer(to_i64(record.totals.successful_calls, "successfulCalls")?),
+        Value::Integer(to_i64(record.totals.failed_calls, "failedCalls")?),
+        Value::Integer(to_i64(record.imported.tally.usage_count, "importedUsageCount")?),
+        Value::Integer(to_i64(record.imported.tally.successful_calls, "importedSuccessfulCalls")?),
+        Value::Integer(to_i64(record.imported.tally.failed_calls, "importedFailedCalls")?),
+        text(record.imported.last_used.map(format_instant)),
+        text(record.grace_ends_at.map(format_instant)),
+        text(terms),
+    ])
+}
+
+/// Writes every column of an existing key item (inside the caller's transaction).
+fn write_key(tx: &Connection, record: &ApiKeyRecord) -> Result<(), StoreError> {
+    let columns: Vec<&str> = KEY_COLUMNS.split(',').map(str::trim).collect();
+    let assignments: Vec<String> =
+        columns.iter().enumerate().skip(1).map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
+    tx.execute(
+        &format!("UPDATE api_keys SET {} WHERE id = ?1", assignments.join(", ")),
+        rusqlite::params_from_iter(key_values(record)?),
+    )
+    .map_err(|e| sql_error("update key", e))?;
+    Ok(())
 }
 
 impl UsageReader for SqliteStore {
@@ -577,7 +693,9 @@ impl CounterCorrector for SqliteStore {
                  (SELECT COALESCE(SUM(s), 0), COALESCE(SUM(f), 0), COALESCE(SUM(u), 0), MAX(t) FROM ( \
                  SELECT successful_calls AS s, failed_calls AS f, usage_count AS u, last_used AS t \
                  FROM usage_counters WHERE key_id = ?1 UNION ALL \
-                 SELECT successful_calls, failed_calls, usage_count, last_used FROM parked_usage WHERE key_id = ?1)) \
+                 SELECT successful_calls, failed_calls, usage_count, last_used FROM parked_usage WHERE key_id = ?1 \
+                 UNION ALL SELECT imported_successful_calls, imported_failed_calls, imported_usage_count, \
+                 imported_last_used FROM api_keys WHERE id = ?1)) \
                  WHERE id = ?1 RETURNING successful_calls, failed_calls, usage_count, last_used",
                 [key_id.as_str()],
                 |r| {

@@ -313,6 +313,19 @@ macro_rules! key_store_via_inner {
             async fn revocation_epoch(&self) -> Result<u64, StoreError> {
                 self.inner.revocation_epoch().await
             }
+
+            async fn update_key(&self, id: &KeyId, change: &meter_model::KeyChange) -> Result<ApiKeyRecord, StoreError> {
+                self.inner.update_key(id, change).await
+            }
+
+            async fn rotate_key(
+                &self,
+                old: &KeyId,
+                new: &ApiKeyRecord,
+                grace_ends_at: DateTime<Utc>,
+            ) -> Result<ApiKeyRecord, StoreError> {
+                self.inner.rotate_key(old, new, grace_ends_at).await
+            }
         }
     };
 }

@@ -201,7 +201,12 @@ impl CounterCorrector for DynamoStore {
 
     async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
         let op = "refresh key totals";
-        let totals = UsageTotals::of_days(&self.lifetime_usage(key_id).await?);
+        // Usage counted before meter (an imported key) is part of the lifetime totals.
+        let imported = match self.get_key(key_id).await? {
+            Some(record) => record.imported,
+            None => return Ok(None),
+        };
+        let totals = UsageTotals::of_days(&self.lifetime_usage(key_id).await?).plus(imported);
         let mut update = self
             .client
             .update_item()

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use meter_model::time::{format_instant, parse_instant};
-use meter_model::{ApiKeyRecord, Email, HashedKey, KeyId, KeyStatus, PlanName, StoreError, Tally};
+use meter_model::{
+    ApiKeyRecord, Email, HashedKey, KeyId, KeyStatus, PlanName, StoreError, Tally, UsageTotals,
+};
 
 pub(super) fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
@@ -72,6 +74,19 @@ pub(super) fn record_from_item(item: &Item) -> Result<ApiKeyRecord, StoreError> 
         revoked_at: get_instant(item, "revokedAt")?,
         last_used: get_instant(item, "lastUsed")?,
         totals: tally_of(item)?,
+        imported: UsageTotals {
+            tally: Tally {
+                successful_calls: get_n(item, "importedSuccessfulCalls")?,
+                failed_calls: get_n(item, "importedFailedCalls")?,
+                usage_count: get_n(item, "importedUsageCount")?,
+            },
+            last_used: get_instant(item, "importedLastUsed")?,
+        },
+        grace_ends_at: get_instant(item, "graceEndsAt")?,
+        previous_terms: match get_s(item, "previousTerms")? {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str(json).map_err(|e| context(&e))?,
+        },
         id,
     })
 }
@@ -87,11 +102,28 @@ pub(super) fn item_from_record(record: &ApiKeyRecord) -> Item {
         ("successfulCalls".to_owned(), n(record.totals.successful_calls)),
         ("failedCalls".to_owned(), n(record.totals.failed_calls)),
     ]);
+    let imported = record.imported.tally;
+    for (name, value) in [
+        ("importedUsageCount", imported.usage_count),
+        ("importedSuccessfulCalls", imported.successful_calls),
+        ("importedFailedCalls", imported.failed_calls),
+    ] {
+        if value > 0 {
+            item.insert(name.to_owned(), n(value));
+        }
+    }
+    // Earlier terms as one JSON string: read whole, written whole, never queried.
+    let terms = (!record.previous_terms.is_empty())
+        .then(|| serde_json::to_string(&record.previous_terms).unwrap_or_default());
     let optional = [
         ("plan", record.plan.as_ref().map(|p| p.as_str().to_owned())),
         ("name", record.name.clone()),
         ("revokedAt", record.revoked_at.map(format_instant)),
         ("lastUsed", record.last_used.map(format_instant)),
+        ("importedLastUsed", record.imported.last_used.map(format_instant)),
+        // Not `expiresAt`: that name is the counters table's TTL attribute, which deletes items.
+        ("graceEndsAt", record.grace_ends_at.map(format_instant)),
+        ("previousTerms", terms),
     ];
     for (name, value) in optional {
         if let Some(value) = value {

@@ -1,11 +1,11 @@
 //! `ApiKeys`: the [`KeyStore`] on DynamoDB, and the revocation epoch.
 
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use meter_model::time::format_instant;
-use meter_model::{ApiKeyRecord, HashedKey, KeyId, KeyStatus, KeyStore, Revocation, StoreError};
+use meter_model::{ApiKeyRecord, HashedKey, KeyChange, KeyId, KeyStatus, KeyStore, Revocation, StoreError};
 
-use super::error::{store_error, table_missing};
+use super::error::{build_error, cancellation_reasons, store_error, table_missing};
 use super::item::{corrupt, get_n, item_from_record, n, record_from_item, req_s, s};
 use super::{DynamoStore, HASHED_KEY_INDEX};
 
@@ -153,4 +153,102 @@ impl KeyStore for DynamoStore {
             })?;
         got.item().map_or(Ok(0), |item| get_n(item, "epoch"))
     }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<ApiKeyRecord, StoreError> {
+        // Optimistic: the item is replaced only if what others write meanwhile (reconcile's totals, a
+        // revocation) is still what was read; otherwise it is read again.
+        for _ in 0..UPDATE_ATTEMPTS {
+            let before =
+                self.get_key(id).await?.ok_or_else(|| StoreError::NotFound { what: format!("key {id}") })?;
+            let after = change.applied_to(&before);
+            if after == before {
+                return Ok(after);
+            }
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.tables.api_keys)
+                .set_item(Some(item_from_record(&after)))
+                .condition_expression(
+                    "attribute_exists(id) AND #status = :status AND usageCount = :u AND successfulCalls = :s \
+                     AND failedCalls = :f",
+                )
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(before.status.as_str()))
+                .expression_attribute_values(":u", n(before.totals.usage_count))
+                .expression_attribute_values(":s", n(before.totals.successful_calls))
+                .expression_attribute_values(":f", n(before.totals.failed_calls))
+                .send()
+                .await;
+            match put.map_err(|e| store_error("update key", e)) {
+                Ok(_) => return Ok(after),
+                Err(StoreError::ConditionFailed { .. }) => {}
+                Err(other) => return Err(table_missing(other, &self.tables.api_keys)),
+            }
+        }
+        Err(StoreError::Retryable {
+            operation: format!("update key {id}"),
+            source: format!("the item changed {UPDATE_ATTEMPTS} times while being updated").into(),
+        })
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: &ApiKeyRecord,
+        grace_ends_at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let op = "rotate key";
+        let before =
+            self.get_key(old).await?.ok_or_else(|| StoreError::NotFound { what: format!("key {old}") })?;
+        let refused =
+            || StoreError::ConditionFailed { what: format!("key {old} is revoked or already rotated") };
+        if before.status == KeyStatus::Revoked || before.grace_ends_at.is_some() {
+            return Err(refused());
+        }
+        let put = Put::builder()
+            .table_name(&self.tables.api_keys)
+            .set_item(Some(item_from_record(new)))
+            .condition_expression("attribute_not_exists(id)")
+            .build()
+            .map_err(|e| build_error(op, e))?;
+        let end = Update::builder()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(old)))
+            .update_expression("SET graceEndsAt = :end")
+            .condition_expression(
+                "attribute_exists(id) AND #status = :active AND attribute_not_exists(graceEndsAt)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":active", s(KeyStatus::Active.as_str()))
+            .expression_attribute_values(":end", s(&format_instant(grace_ends_at)))
+            .build()
+            .map_err(|e| build_error(op, e))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().update(end).build(),
+        ];
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(ApiKeyRecord { grace_ends_at: Some(grace_ends_at), ..before }),
+            Err(err) => {
+                let reasons =
+                    cancellation_reasons(op, err).map_err(|e| table_missing(e, &self.tables.api_keys))?;
+                let failed =
+                    |i: usize| reasons.get(i).and_then(Option::as_deref) == Some("ConditionalCheckFailed");
+                if failed(0) {
+                    Err(StoreError::AlreadyExists { what: format!("key {}", new.id) })
+                } else if failed(1) {
+                    Err(refused())
+                } else {
+                    Err(StoreError::Other {
+                        operation: op.into(),
+                        source: format!("transaction cancelled: {reasons:?}").into(),
+                    })
+                }
+            }
+        }
+    }
 }
+
+/// Re-reads of an item that keeps changing under an update before it gives up.
+const UPDATE_ATTEMPTS: usize = 5;

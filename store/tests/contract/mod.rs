@@ -7,8 +7,9 @@
 use chrono::{DateTime, Duration, Utc};
 use meter_model::time::parse_instant;
 use meter_model::{
-    ApiKey, ApiKeyRecord, BatchDelta, BatchId, CounterCorrector, DayDelta, DayUsage, Email, HashedKey, KeyId,
-    KeyStatus, KeyStore, MarkerSlot, NewKey, PlanName, StoreError, Tally, UsageReader, UsageWriter,
+    ApiKey, ApiKeyRecord, BatchDelta, BatchId, CounterCorrector, DayDelta, DayUsage, Email, HashedKey,
+    KeyChange, KeyId, KeyStatus, KeyStore, KeyTerms, MarkerSlot, NewKey, PlanName, StoreError, Tally,
+    UsageReader, UsageTotals, UsageWriter,
 };
 
 pub(crate) fn at(text: &str) -> DateTime<Utc> {
@@ -424,6 +425,94 @@ where
     assert_eq!(store.refresh_key_totals(&KeyId::parse("unknown00000").unwrap()).await.unwrap(), None);
 }
 
+pub(crate) async fn updates_set_only_what_they_name_and_keep_the_history<S: KeyStore>(store: &S) {
+    let mut record = new_record("ada@example.com", Some("pro"));
+    record.totals = Tally { successful_calls: 4, failed_calls: 1, usage_count: 6 };
+    store.insert_key(&record).await.unwrap();
+    let terms = vec![KeyTerms {
+        until: at("2026-12-01T00:00:00Z"),
+        user_email: record.user_email.clone(),
+        plan: record.plan.clone(),
+    }];
+    let change = KeyChange {
+        user_email: Some(Email::parse("billing@example.com").unwrap()),
+        plan: Some(None),
+        previous_terms: Some(terms.clone()),
+        ..KeyChange::default()
+    };
+    let updated = store.update_key(&record.id, &change).await.unwrap();
+    assert_eq!(updated.user_email.as_str(), "billing@example.com");
+    assert_eq!((updated.plan.as_ref(), updated.name.as_deref()), (None, Some("pro key")));
+    assert_eq!((updated.previous_terms.clone(), updated.totals), (terms, record.totals));
+    assert_eq!(store.get_key(&record.id).await.unwrap(), Some(updated.clone()));
+    // The same change again changes nothing.
+    assert_eq!(store.update_key(&record.id, &change).await.unwrap(), updated);
+    let unknown = store.update_key(&KeyId::parse("unknown00000").unwrap(), &change).await.unwrap_err();
+    assert!(matches!(unknown, StoreError::NotFound { .. }), "{unknown:?}");
+}
+
+pub(crate) async fn imported_usage_is_part_of_the_lifetime_totals<S>(store: &S)
+where
+    S: KeyStore + UsageWriter + UsageReader + CounterCorrector,
+{
+    let record = new_record("legacy@example.com", None);
+    store.insert_key(&record).await.unwrap();
+    let imported = UsageTotals {
+        tally: Tally { successful_calls: 100, failed_calls: 5, usage_count: 120 },
+        last_used: Some(at("2026-10-01T00:00:00Z")),
+    };
+    let change = KeyChange { imported: Some(imported), ..KeyChange::default() };
+    let stored = store.update_key(&record.id, &change).await.unwrap();
+    assert_eq!((stored.imported, stored.totals), (imported, imported.tally));
+    store
+        .apply_deliveries(
+            &[batch_of(9, vec![delta(&record.id, "2026-11-09T08:00:00Z", 200, true, 2)])],
+            at("2026-11-09T12:00:20Z"),
+        )
+        .await
+        .unwrap();
+    // Reconcile's refresh: the day items plus what was counted before meter.
+    let refreshed = store.refresh_key_totals(&record.id).await.unwrap().unwrap();
+    assert_eq!(refreshed.tally, Tally { successful_calls: 102, failed_calls: 5, usage_count: 122 });
+    assert_eq!(refreshed.last_used, Some(at("2026-11-09T08:00:00Z")));
+    // Importing the same usage again moves nothing; importing a correction moves the totals by the difference.
+    assert_eq!(store.update_key(&record.id, &change).await.unwrap().totals.usage_count, 122);
+    let less = UsageTotals { tally: Tally { usage_count: 110, ..imported.tally }, ..imported };
+    let stored = store
+        .update_key(&record.id, &KeyChange { imported: Some(less), ..KeyChange::default() })
+        .await
+        .unwrap();
+    assert_eq!(stored.totals.usage_count, 112);
+}
+
+pub(crate) async fn a_rotation_writes_both_keys_or_neither<S: KeyStore>(store: &S) {
+    let old = new_record("ada@example.com", Some("pro"));
+    store.insert_key(&old).await.unwrap();
+    let end = at("2026-11-02T09:30:00Z");
+    let mut new = new_record("ada@example.com", Some("pro"));
+    new.created_at = at("2026-11-01T09:30:00Z");
+    let rotated = store.rotate_key(&old.id, &new, end).await.unwrap();
+    assert_eq!(rotated.grace_ends_at, Some(end));
+    assert_eq!(store.get_key(&old.id).await.unwrap(), Some(rotated.clone()));
+    assert_eq!(store.get_key(&new.id).await.unwrap(), Some(new.clone()));
+    assert!(!rotated.is_refused_at(at("2026-11-02T09:29:59Z")) && rotated.is_refused_at(end));
+    // Rotating it again is refused and writes nothing.
+    let another = new_record("ada@example.com", Some("pro"));
+    let err = store.rotate_key(&old.id, &another, end).await.unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err:?}");
+    assert_eq!(store.get_key(&another.id).await.unwrap(), None);
+    // A taken id for the new key leaves the old key as it was.
+    let fresh = new_record("grace@example.com", None);
+    store.insert_key(&fresh).await.unwrap();
+    let mut clash = new_record("grace@example.com", None);
+    clash.id = new.id.clone();
+    let err = store.rotate_key(&fresh.id, &clash, end).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(store.get_key(&fresh.id).await.unwrap().unwrap().grace_ends_at, None);
+    let unknown = store.rotate_key(&KeyId::parse("unknown00000").unwrap(), &another, end).await.unwrap_err();
+    assert!(matches!(unknown, StoreError::NotFound { .. }), "{unknown:?}");
+}
+
 /// Generates one `#[tokio::test]` per contract case for a backend.
 macro_rules! contract_suite {
     ($make:path, $seed:path) => {
@@ -489,6 +578,18 @@ macro_rules! contract_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn key_totals_are_refreshed_from_the_day_items() {
             contract::key_totals_are_refreshed_from_the_day_items(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn updates_set_only_what_they_name_and_keep_the_history() {
+            contract::updates_set_only_what_they_name_and_keep_the_history(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn imported_usage_is_part_of_the_lifetime_totals() {
+            contract::imported_usage_is_part_of_the_lifetime_totals(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_rotation_writes_both_keys_or_neither() {
+            contract::a_rotation_writes_both_keys_or_neither(&$make().await).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn month_usage_reads_one_key_and_month() {
