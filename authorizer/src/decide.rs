@@ -44,6 +44,18 @@ pub struct Grant {
     pub user_email: Email,
     /// The plan, if not the default.
     pub plan: Option<PlanName>,
+    /// When a rotated key's grace period ends: no cache may keep this grant past it.
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
+impl Grant {
+    /// How long a cache may serve this grant from `now`: `ttl`, or less when the grace period ends
+    /// sooner.
+    #[must_use]
+    pub fn cache_until(&self, now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+        let until = now + ttl;
+        self.valid_until.map_or(until, |end| end.min(until))
+    }
 }
 
 /// Why a key is refused with 403.
@@ -53,6 +65,8 @@ pub enum DenyReason {
     UnknownKey,
     /// The key was revoked.
     Revoked,
+    /// The key was rotated and its grace period is over.
+    Expired,
 }
 
 /// Why a request is refused with 401.
@@ -83,6 +97,7 @@ impl Decision {
             Self::Allow(_) => "active key",
             Self::Deny(DenyReason::UnknownKey) => "unknown key",
             Self::Deny(DenyReason::Revoked) => "revoked key",
+            Self::Deny(DenyReason::Expired) => "rotated key past its grace period",
             Self::Unauthorized(MissingReason::Missing) => "no key sent",
             Self::Unauthorized(MissingReason::Malformed) => "malformed key",
         }
@@ -201,7 +216,10 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
         match &decision {
             Decision::Allow(grant) => {
                 make_room(&mut state.allowed, self.config.max_positive, now);
-                state.allowed.insert(digest, (Arc::clone(grant), now + self.config.positive_ttl));
+                // A rotated key's grant leaves the cache when its grace period ends, not 30 s later.
+                state
+                    .allowed
+                    .insert(digest, (Arc::clone(grant), grant.cache_until(now, self.config.positive_ttl)));
             }
             Decision::Deny(reason) => {
                 make_room(&mut state.refused, self.config.max_negative, now);
@@ -242,10 +260,14 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
         };
         Ok(match record.status {
             KeyStatus::Revoked => Decision::Deny(DenyReason::Revoked),
+            KeyStatus::Active if record.is_refused_at(self.clock.now()) => {
+                Decision::Deny(DenyReason::Expired)
+            }
             KeyStatus::Active => Decision::Allow(Arc::new(Grant {
                 key_id: record.id,
                 user_email: record.user_email,
                 plan: record.plan,
+                valid_until: record.grace_ends_at,
             })),
         })
     }

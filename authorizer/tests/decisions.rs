@@ -249,6 +249,38 @@ async fn keys_of_another_format_are_found_by_hash() {
     assert_eq!(grant.key_id.as_str(), "legacy-0042");
 }
 
+/// A rotated key works until its grace period ends and not a moment after, although its allow is
+/// cached: the cache entry ends with the grace period, not 30 seconds after the last read. The key
+/// issued by the rotation works throughout.
+#[tokio::test]
+async fn a_rotated_key_is_refused_from_the_end_of_its_grace_period_even_when_cached() {
+    let store = Counting::new();
+    let old = issue(&store, Some("pro")).await;
+    let new = ApiKey::generate().unwrap();
+    let record = ApiKeyRecord::new(NewKey {
+        id: new.id().clone(),
+        hashed_key: new.hashed(),
+        user_email: Email::parse("ada@example.com").unwrap(),
+        plan: Some(PlanName::parse("pro").unwrap()),
+        name: None,
+        created_at: at("2026-11-29T14:00:00Z"),
+    });
+    let grace_end = at("2026-11-29T14:00:10Z");
+    store.rotate_key(old.id(), &record, grace_end).await.unwrap();
+    let (authorizer, clock) = authorizer(store);
+    let Decision::Allow(grant) = authorizer.decide(Some(old.reveal())).await.unwrap() else { panic!() };
+    assert_eq!(grant.valid_until, Some(grace_end));
+    clock.set(at("2026-11-29T14:00:09.999Z"));
+    assert!(matches!(authorizer.decide(Some(old.reveal())).await.unwrap(), Decision::Allow(_)));
+    let reads = authorizer.store().key_reads.load(Ordering::SeqCst);
+    assert_eq!(reads, 1, "served from the cache until then");
+    clock.set(grace_end);
+    let decision = authorizer.decide(Some(old.reveal())).await.unwrap();
+    assert_eq!(decision, Decision::Deny(DenyReason::Expired));
+    assert_eq!(decision.reason(), "rotated key past its grace period");
+    assert!(matches!(authorizer.decide(Some(new.reveal())).await.unwrap(), Decision::Allow(_)));
+}
+
 #[tokio::test]
 async fn hits_within_30_seconds_read_no_key_and_revocation_lands_within_a_second() {
     let store = Counting::new();

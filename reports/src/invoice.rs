@@ -212,6 +212,12 @@ pub fn invoice_id(period: Month, customer_email: &str, plan: &str) -> String {
 }
 
 /// Whether a key could be used during `month`: created before it ended and not revoked before it began.
+/// The last instant of `month` (UTC): the terms in force then price it.
+fn month_end(month: Month) -> chrono::DateTime<chrono::Utc> {
+    let next = month.succ().first_day().date().and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_default();
+    next - chrono::Duration::nanoseconds(1)
+}
+
 fn live_during(key: &ApiKeyRecord, month: Month) -> bool {
     let start = month.first_day().date().and_hms_opt(0, 0, 0).map(|t| t.and_utc());
     let end = month.succ().first_day().date().and_hms_opt(0, 0, 0).map(|t| t.and_utc());
@@ -228,6 +234,9 @@ pub fn invoices_for_month(
 ) -> Result<MonthInvoices, PricingError> {
     // Every key that was live, or that has usage in the month, is on its customer's invoice.
     let by_id: HashMap<&str, &ApiKeyRecord> = keys.iter().map(|k| (k.id.as_str(), k)).collect();
+    // A key's customer and plan for the month: those in force at its end (CONTRACTS.md §6), so a
+    // change made after a month is over never reprices it (nor its later adjustments).
+    let month_end = month_end(period);
     let mut daily_index: HashMap<&str, usize> = HashMap::new();
     let mut daily_keys: Vec<DailyKey> = Vec::new();
     let mut key_totals: Vec<Tally> = Vec::new();
@@ -235,12 +244,12 @@ pub fn invoices_for_month(
     for row in usage.iter().filter(|r| period.contains(r.day)) {
         let key = *daily_index.entry(row.key_id.as_str()).or_insert_with(|| {
             let record = by_id.get(row.key_id.as_str());
+            let terms = record.map(|k| k.terms_at(month_end));
             daily_keys.push(DailyKey {
                 key_id: row.key_id.clone(),
-                customer_email: record.map(|k| k.user_email.as_str().to_owned()),
-                plan: record.map(|k| {
-                    k.plan.as_ref().map_or(pricing.default_plan.as_str(), |p| p.as_str()).to_owned()
-                }),
+                customer_email: terms.map(|(email, _)| email.as_str().to_owned()),
+                plan: terms
+                    .map(|(_, plan)| plan.map_or(pricing.default_plan.as_str(), |p| p.as_str()).to_owned()),
             });
             key_totals.push(Tally::default());
             daily_keys.len() - 1
@@ -263,16 +272,16 @@ pub fn invoices_for_month(
         if tally.is_zero() && !live_during(key, period) {
             continue;
         }
-        match pricing.plan(key.plan.as_ref().map(|p| p.as_str())) {
-            Ok(plan) => groups
-                .entry((key.user_email.as_str().to_owned(), plan.name.clone()))
-                .or_default()
-                .push((key, tally)),
+        let (email, key_plan) = key.terms_at(month_end);
+        match pricing.plan(key_plan.map(|p| p.as_str())) {
+            Ok(plan) => {
+                groups.entry((email.as_str().to_owned(), plan.name.clone())).or_default().push((key, tally))
+            }
             Err(_) => unpriced.push(format!(
                 "key {} of {} on plan {:?}",
                 key.id,
-                key.user_email,
-                key.plan.as_ref().map_or(pricing.default_plan.as_str(), |p| p.as_str())
+                email,
+                key_plan.map_or(pricing.default_plan.as_str(), |p| p.as_str())
             )),
         }
     }

@@ -109,3 +109,36 @@ fn a_key_on_a_plan_the_pricing_lacks_is_an_error_naming_the_key() {
     let err = invoices_for_month("2026-11".parse().unwrap(), &[], &keys, &pricing).unwrap_err().to_string();
     assert!(err.contains("key eeee00000001") && err.contains("\"gold\""), "{err}");
 }
+
+/// The documented rule for a plan or customer change (`meter keys update`): a month is priced under
+/// the terms in force at its end. A change on 15 November prices all of November under the new plan
+/// and customer; October, priced again after the change (an adjustment, or a re-issue), keeps the
+/// old ones: no credit on one plan and charge on another for an issued month.
+#[test]
+fn a_change_of_plan_and_customer_prices_each_month_under_the_terms_at_its_end() {
+    let pricing = Pricing::parse(PRICING).unwrap();
+    let mut changed = key("aaaa00000001", "team@example.com", Some("pro"));
+    changed.previous_terms = vec![meter_model::KeyTerms {
+        until: Utc.with_ymd_and_hms(2026, 11, 15, 12, 0, 0).unwrap(),
+        user_email: Email::parse("ann@example.com").unwrap(),
+        plan: None,
+    }];
+    let usage = vec![
+        billable("aaaa00000001", "2026-10-20", 5_000),
+        billable("aaaa00000001", "2026-11-02", 3_000), // before the change, in the month it happened
+        billable("aaaa00000001", "2026-11-20", 4_000),
+    ];
+    let invoices_of = |month: &str, key: &ApiKeyRecord| {
+        invoices_for_month(month.parse().unwrap(), &usage, std::slice::from_ref(key), &pricing)
+            .unwrap()
+            .invoices
+            .into_iter()
+            .map(|i| (i.customer_email, i.plan, i.tally.successful_calls))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(invoices_of("2026-10", &changed), [("ann@example.com".into(), "payg".into(), 5_000)]);
+    assert_eq!(invoices_of("2026-11", &changed), [("team@example.com".into(), "pro".into(), 7_000)]);
+    // A change at the very first instant of a month belongs to that month, not the one before.
+    changed.previous_terms[0].until = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    assert_eq!(invoices_of("2026-11", &changed), [("ann@example.com".into(), "payg".into(), 7_000)]);
+}

@@ -81,7 +81,13 @@ impl<S: KeyStore, C: Clock + Clone> Gateway<S, C> {
             if cache.len() >= MAX_ENTRIES {
                 cache.clear();
             }
-            cache.insert(digest, Cached { admission: admission.clone(), expires: now + RESULT_TTL });
+            // At a rotated key's grace end the deployed stack flushes API Gateway's cache (a one-time
+            // schedule publishes the revocation notice then); here the entry simply ends there.
+            let expires = match &admission {
+                Admission::Allowed(grant) => grant.cache_until(now, RESULT_TTL),
+                _ => now + RESULT_TTL,
+            };
+            cache.insert(digest, Cached { admission: admission.clone(), expires });
         }
         (admission, false)
     }
