@@ -61,7 +61,11 @@ pub(crate) async fn create(
     ))
 }
 
-pub(crate) async fn list(store: &impl KeyStore, flag: JsonFlag) -> anyhow::Result<String> {
+pub(crate) async fn list(
+    store: &impl KeyStore,
+    clock: &impl Clock,
+    flag: JsonFlag,
+) -> anyhow::Result<String> {
     let records = store.list_keys().await.context("cannot list keys")?;
     if flag.json {
         return to_json(&records);
@@ -73,12 +77,13 @@ pub(crate) async fn list(store: &impl KeyStore, flag: JsonFlag) -> anyhow::Resul
         "{:<14} {:<8} {:<30} {:<12} {:>14} {:<24}\n",
         "ID", "STATUS", "EMAIL", "PLAN", "BILLABLE", "LAST USED"
     );
+    let now = clock.now();
     for r in &records {
         let _ = writeln!(
             out,
             "{:<14} {:<8} {:<30} {:<12} {:>14} {:<24}",
             r.id,
-            r.status,
+            status_label(r, now),
             r.user_email,
             r.plan.as_ref().map_or("-", |p| p.as_str()),
             r.totals.successful_calls,
@@ -88,12 +93,49 @@ pub(crate) async fn list(store: &impl KeyStore, flag: JsonFlag) -> anyhow::Resul
     Ok(out)
 }
 
-pub(crate) async fn show(store: &impl KeyStore, id: &KeyId, flag: JsonFlag) -> anyhow::Result<String> {
+/// `active`, `revoked`, `rotated` (in its grace period) or `expired` (past it).
+fn status_label(record: &ApiKeyRecord, now: chrono::DateTime<chrono::Utc>) -> &'static str {
+    match (record.status, record.grace_ends_at) {
+        (meter_model::KeyStatus::Revoked, _) => "revoked",
+        (_, Some(end)) if end <= now => "expired",
+        (_, Some(_)) => "rotated",
+        (_, None) => "active",
+    }
+}
+
+pub(crate) async fn show(
+    store: &impl KeyStore,
+    clock: &impl Clock,
+    id: &KeyId,
+    flag: JsonFlag,
+) -> anyhow::Result<String> {
     let record = find(store, id).await?;
     if flag.json {
         return to_json(&record);
     }
     let optional = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
+    let mut extra = String::new();
+    if let Some(end) = record.grace_ends_at {
+        let _ = writeln!(extra, "grace ends       {}", format_instant(end));
+    }
+    if !record.imported.is_zero() {
+        let _ = writeln!(
+            extra,
+            "imported calls   {} (billable {}, failed {}; counted before meter, part of the totals)",
+            record.imported.tally.usage_count,
+            record.imported.tally.successful_calls,
+            record.imported.tally.failed_calls
+        );
+    }
+    for terms in &record.previous_terms {
+        let _ = writeln!(
+            extra,
+            "until {}  {} on plan {}",
+            format_instant(terms.until),
+            terms.user_email,
+            terms.plan.as_ref().map_or("(default)", |p| p.as_str())
+        );
+    }
     Ok(format!(
         "id               {id}\n\
          status           {status}\n\
@@ -105,9 +147,9 @@ pub(crate) async fn show(store: &impl KeyStore, id: &KeyId, flag: JsonFlag) -> a
          last used        {last_used}\n\
          billable calls   {successful}\n\
          failed calls     {failed}\n\
-         all calls        {usage}\n",
+         all calls        {usage}\n{extra}",
         id = record.id,
-        status = record.status,
+        status = status_label(&record, clock.now()),
         email = record.user_email,
         plan = optional(record.plan.map(|p| p.to_string())),
         name = optional(record.name),

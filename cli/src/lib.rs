@@ -5,6 +5,7 @@ mod cost;
 mod demo;
 mod faults;
 mod keys;
+mod lifecycle;
 mod pipeline;
 mod reconcile;
 mod report;
@@ -22,7 +23,8 @@ pub use meter_model::SystemClock;
 use meter_model::{Clock, Day, Email, KeyId, Month, PlanName};
 use meter_reconcile::RollupEngine;
 use meter_store::{
-    AnySink, AnyStore, ArchiveLocation, AthenaEngine, AthenaSettings, DEFAULT_HOME, SnsNotifier, StoreConfig,
+    AnySink, AnyStore, ArchiveLocation, AthenaEngine, AthenaSettings, DEFAULT_HOME, GraceEndScheduler,
+    SnsNotifier, StoreConfig,
 };
 use std::process::ExitCode;
 
@@ -330,6 +332,78 @@ pub enum KeysCommand {
         /// The key's id.
         id: KeyId,
     },
+    /// Import keys from another system (hashed keys only): FILE (.csv or .jsonl) or a DynamoDB table
+    /// with the ApiKeys schema. Idempotent; every row is checked before anything is written.
+    Import(ImportArgs),
+    /// Change a key's plan, customer e-mail or name. A month is billed under the terms at its end.
+    Update(UpdateKey),
+    /// Issue a new key for the same customer and plan (printed once); the old key works until the
+    /// grace period ends, then is refused like a revoked key.
+    Rotate(RotateKey),
+}
+
+/// `meter keys import` arguments.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file: .csv with a header row, or .jsonl (one JSON object per line). Fields as in the ApiKeys
+    /// schema: id, hashedKey, userEmail (required); status, plan, name, createdAt, usageCount,
+    /// successfulCalls, failedCalls, lastUsed.
+    #[arg(required_unless_present = "from_dynamodb", conflicts_with = "from_dynamodb", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Read the keys from this DynamoDB table instead (the standard AWS settings select the account).
+    #[arg(long, value_name = "TABLE")]
+    pub from_dynamodb: Option<String>,
+    /// List what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The pricing file every imported plan must be in.
+    #[arg(long, env = "METER_PRICING", value_name = "FILE")]
+    pub pricing: Option<PathBuf>,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// `meter keys update` arguments.
+#[derive(Debug, Args)]
+pub struct UpdateKey {
+    /// The key's id.
+    pub id: KeyId,
+    /// The new plan (checked against --pricing when given).
+    #[arg(long)]
+    pub plan: Option<PlanName>,
+    /// The new customer e-mail address.
+    #[arg(long)]
+    pub email: Option<Email>,
+    /// The new name.
+    #[arg(long, value_parser = parse_name)]
+    pub name: Option<String>,
+    /// The pricing file the plan must be in.
+    #[arg(long, env = "METER_PRICING", value_name = "FILE")]
+    pub pricing: Option<PathBuf>,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// `meter keys rotate` arguments.
+#[derive(Debug, Args)]
+pub struct RotateKey {
+    /// The key's id.
+    pub id: KeyId,
+    /// How long the old key keeps working: 24h, 90m, 2d, 0 (revoked at once); at most 30 days.
+    #[arg(long, default_value = "24h", value_parser = lifecycle::parse_grace)]
+    pub grace: chrono::Duration,
+    /// The role EventBridge Scheduler assumes to flush API Gateway's cache at the grace end (the
+    /// stack's output KeyExpiryRole); needed with --revocation-topic.
+    #[arg(long, env = "METER_KEY_EXPIRY_ROLE", value_name = "ARN")]
+    pub grace_end_role: Option<String>,
+    /// The schedule group for it (the stack's output KeyExpiryScheduleGroup).
+    #[arg(long, env = "METER_KEY_EXPIRY_GROUP", default_value = "default", value_name = "NAME")]
+    pub grace_end_group: String,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// `meter serve` arguments.
@@ -523,14 +597,76 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
         || async { AnyStore::open(&config).await.with_context(|| format!("cannot open the store {config}")) };
     let text = match cli.command {
         Command::Keys(KeysCommand::Create(args)) => keys::create(&open_store().await?, clock, args).await?,
-        Command::Keys(KeysCommand::List(flag)) => keys::list(&open_store().await?, flag).await?,
-        Command::Keys(KeysCommand::Show { id, json }) => keys::show(&open_store().await?, &id, json).await?,
+        Command::Keys(KeysCommand::List(flag)) => keys::list(&open_store().await?, clock, flag).await?,
+        Command::Keys(KeysCommand::Show { id, json }) => {
+            keys::show(&open_store().await?, clock, &id, json).await?
+        }
         Command::Keys(KeysCommand::Revoke { id }) => {
             let notifier = match &cli.revocation_topic {
                 Some(topic) => Some(SnsNotifier::for_topic(topic).await),
                 None => None,
             };
             keys::revoke(&open_store().await?, clock, &id, notifier.as_ref()).await?
+        }
+        Command::Keys(KeysCommand::Import(args)) => {
+            let pricing = args.pricing.as_deref().map(report::load_pricing).transpose()?.map(|(p, _)| p);
+            let (source, rows) = match (&args.file, &args.from_dynamodb) {
+                (Some(file), _) => (file.display().to_string(), lifecycle::read_file(file)?),
+                (None, Some(table)) => {
+                    let items = Box::pin(meter_store::dynamodb::export::items_as_text(table))
+                        .await
+                        .with_context(|| format!("cannot read the keys of DynamoDB table {table}"))?;
+                    let rows = items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, fields)| lifecycle::SourceRow { place: format!("item {}", i + 1), fields })
+                        .collect();
+                    (format!("DynamoDB table {table}"), rows)
+                }
+                (None, None) => return Err(UsageError("give FILE or --from-dynamodb TABLE".into()).into()),
+            };
+            let notifier = match &cli.revocation_topic {
+                Some(topic) => Some(SnsNotifier::for_topic(topic).await),
+                None => None,
+            };
+            let store = open_store().await?;
+            let options = lifecycle::ImportOptions {
+                pricing: pricing.as_ref(),
+                dry_run: args.dry_run,
+                json: args.json.json,
+            };
+            Box::pin(lifecycle::import(&store, clock, (&source, rows), notifier.as_ref(), options)).await?
+        }
+        Command::Keys(KeysCommand::Update(args)) => {
+            let pricing = args.pricing.as_deref().map(report::load_pricing).transpose()?.map(|(p, _)| p);
+            let edit = (args.email, args.plan, args.name);
+            let store = open_store().await?;
+            Box::pin(lifecycle::update(&store, clock, &args.id, edit, pricing.as_ref(), args.json.json))
+                .await?
+        }
+        Command::Keys(KeysCommand::Rotate(args)) => {
+            let notifier = match &cli.revocation_topic {
+                Some(topic) => Some(SnsNotifier::for_topic(topic).await),
+                None => None,
+            };
+            let scheduler = match (&cli.revocation_topic, args.grace_end_role) {
+                (Some(topic), Some(role)) => {
+                    Some(GraceEndScheduler::new(topic.clone(), role, args.grace_end_group).await)
+                }
+                _ => None,
+            };
+            let store = open_store().await?;
+            let (revocations, grace_end) = (notifier.as_ref(), scheduler.as_ref());
+            Box::pin(lifecycle::rotate(
+                &store,
+                clock,
+                &args.id,
+                args.grace,
+                revocations,
+                grace_end,
+                args.json.json,
+            ))
+            .await?
         }
         Command::Authorize { key } => {
             let (text, allowed) = authorize(open_store().await?, clock, &key).await?;

@@ -7,7 +7,8 @@ async fn main() -> ExitCode {
     // Usage errors (exit 2) and --help/--version (exit 0) are handled by clap here.
     let cli = meter::Cli::parse_checked();
     meter::init_logging(&cli);
-    match meter::run(cli, &meter::SystemClock).await {
+    // On the heap: one future for every command is large, and the main thread's stack is not.
+    match Box::pin(meter::run(cli, &meter::SystemClock)).await {
         Ok(code) => code,
         Err(err) if err.downcast_ref::<meter::UsageError>().is_some() => {
             eprintln!("error: {err:#}\n\nFor more information, try '--help'.");

@@ -26,13 +26,14 @@ pub(crate) async fn show<S: KeyStore + UsageReader>(
     month: Option<Month>,
     flag: JsonFlag,
 ) -> anyhow::Result<String> {
-    keys::find(store, id).await?;
+    let record = keys::find(store, id).await?;
     // Live totals from the day items: the key item's own totals are refreshed only by the nightly
-    // reconcile (CONTRACTS.md §2).
+    // reconcile (CONTRACTS.md §2). A key's lifetime includes what it did before it was imported.
     let totals = match month {
         None => UsageTotals::of_days(
             &store.lifetime_usage(id).await.with_context(|| format!("cannot read {id}'s usage"))?,
-        ),
+        )
+        .plus(record.imported),
         Some(month) => UsageTotals::of_days(
             &store
                 .month_usage(id, month)

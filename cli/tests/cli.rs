@@ -596,3 +596,191 @@ fn plans_are_checked_against_the_pricing() {
     assert_eq!(report.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("2 key(s)") && stderr.contains(&por) && stderr.contains(&gold), "{stderr}");
 }
+
+/// The SHA-256 of a key as another system stored it.
+fn sha256(key: &str) -> String {
+    HashedKey::of(key).as_str().to_owned()
+}
+
+fn import_json(home: &Path, file: &Path, extra: &[&str]) -> Value {
+    serde_json::from_str(&ok(meter(home).args(["keys", "import"]).arg(file).args(extra).arg("--json")))
+        .unwrap()
+}
+
+#[test]
+fn keys_import_from_csv_and_json_lines_is_idempotent_and_keeps_what_the_old_system_knew() {
+    let home = tempfile::tempdir().unwrap();
+    let csv = home.path().join("keys.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "id,hashedKey,userEmail,status,plan,usageCount,successfulCalls,failedCalls,lastUsed,team\n\
+             legacy-0001,{},Ada@Example.com,active,pro,120,100,5,2026-10-01T00:00:00Z,core\n\
+             legacy-0002,{},bob@example.com,revoked,,10,9,0,,core\n",
+            sha256("sk_live_one_0000000000001"),
+            sha256("sk_live_two_0000000000002")
+        ),
+    )
+    .unwrap();
+    let dry = import_json(home.path(), &csv, &["--dry-run"]);
+    assert_eq!((dry["created"].as_array().unwrap().len(), dry["dryRun"].as_bool()), (2, Some(true)));
+    assert!(
+        ok(meter(home.path()).args(["keys", "list", "--json"])).trim() == "[]",
+        "a dry run writes nothing"
+    );
+    let first = import_json(home.path(), &csv, &["--pricing", example_pricing().to_str().unwrap()]);
+    assert_eq!(first["created"], serde_json::json!(["legacy-0001", "legacy-0002"]));
+    assert_eq!(first["ignoredFields"], serde_json::json!(["team"]));
+    let again = import_json(home.path(), &csv, &[]);
+    assert_eq!((again["created"].as_array().unwrap().len(), again["unchanged"].as_u64()), (0, Some(2)));
+
+    let shown: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", "legacy-0001", "--json"])))
+            .unwrap();
+    assert_eq!((shown["userEmail"].as_str(), shown["plan"].as_str()), (Some("ada@example.com"), Some("pro")));
+    assert_eq!(
+        (shown["usageCount"].as_u64(), shown["imported"]["successfulCalls"].as_u64()),
+        (Some(120), Some(100))
+    );
+    let usage: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["usage", "show", "legacy-0001", "--json"])))
+            .unwrap();
+    assert_eq!(usage["usageCount"], 120, "lifetime usage includes what the old system counted");
+
+    // Keys of another format authorize through the hashed-key index; a revoked one is refused.
+    let allowed = run(meter(home.path()).args(["authorize", "sk_live_one_0000000000001"]));
+    assert_eq!(allowed.status.code(), Some(0), "{}", String::from_utf8_lossy(&allowed.stdout));
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("legacy-0001"));
+    assert_eq!(
+        run(meter(home.path()).args(["authorize", "sk_live_two_0000000000002"])).status.code(),
+        Some(1)
+    );
+
+    // JSON lines: a new key, and a changed plan for one already here (recorded with its time).
+    let lines = home.path().join("keys.jsonl");
+    std::fs::write(
+        &lines,
+        format!(
+            "{{\"id\":\"legacy-0001\",\"hashedKey\":\"{}\",\"userEmail\":\"ada@example.com\",\"plan\":\"payg\",\
+             \"usageCount\":120,\"successfulCalls\":100,\"failedCalls\":5,\"lastUsed\":\"2026-10-01T00:00:00Z\"}}\n\
+             {{\"id\":\"legacy-0003\",\"hashedKey\":\"{}\",\"userEmail\":\"cy@example.com\",\"lastUsed\":1790000000000}}\n",
+            sha256("sk_live_one_0000000000001"),
+            sha256("sk_live_three_00000000003")
+        ),
+    )
+    .unwrap();
+    let third = import_json(home.path(), &lines, &[]);
+    assert_eq!(third["created"], serde_json::json!(["legacy-0003"]));
+    assert_eq!(third["updated"][0]["id"], "legacy-0001");
+    assert_eq!(third["updated"][0]["changes"], serde_json::json!(["plan pro → payg"]));
+    let shown: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", "legacy-0001", "--json"])))
+            .unwrap();
+    assert_eq!(shown["previousTerms"][0]["plan"], "pro");
+}
+
+#[test]
+fn keys_import_reports_every_bad_row_by_line_and_imports_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let good = sha256("sk_live_good_000000000001");
+    let file = home.path().join("bad.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            "{{\"id\":\"ok-1\",\"hashedKey\":\"{good}\",\"userEmail\":\"ok@example.com\"}}\n\
+             {{\"id\":\"bad-2\",\"hashedKey\":\"sk_live_plain\",\"userEmail\":\"b@example.com\"}}\n\
+             {{\"id\":\"bad-3\",\"hashedKey\":\"{}\",\"userEmail\":\"c@example.com\",\"apiKey\":\"sk_live_secret\"}}\n\
+             {{\"id\":\"bad-4\",\"hashedKey\":\"{}\",\"userEmail\":\"nobody\"}}\n\
+             {{\"id\":\"bad-5\",\"hashedKey\":\"{good}\",\"userEmail\":\"d@example.com\"}}\n\
+             {{\"id\":\"bad-6\",\"hashedKey\":\"{}\",\"userEmail\":\"e@example.com\",\"usageCount\":1,\"successfulCalls\":2}}\n\
+             {{\"id\":\"bad-7\",\"hashedKey\":\"{}\",\"userEmail\":\"f@example.com\",\"plan\":\"gold\"}}\n\
+             [1,2]\n",
+            sha256("3"),
+            sha256("4"),
+            sha256("6"),
+            sha256("7"),
+        ),
+    )
+    .unwrap();
+    let output = run(meter(home.path())
+        .args(["keys", "import"])
+        .arg(&file)
+        .args(["--pricing", example_pricing().to_str().unwrap()]));
+    assert_eq!(output.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "7 of 8 rows",
+        "nothing was imported",
+        "line 2 (id bad-2): hashedKey must be the 64 hex digits",
+        "line 3 (id bad-3): has a field \"apiKey\"",
+        "line 4 (id bad-4): userEmail",
+        "line 5: its hashedKey is also on line 1",
+        "line 6 (id bad-6): successfulCalls (2) and failedCalls (0) cannot exceed usageCount (1)",
+        "line 7 (id bad-7): pricing: plan \"gold\" is not in the pricing",
+        "line 8: not a JSON object",
+    ] {
+        assert!(said.contains(expected), "{expected:?} not in:\n{said}");
+    }
+    assert!(!said.contains("sk_live_secret"), "a plain key is never repeated");
+    assert_eq!(ok(meter(home.path()).args(["keys", "list", "--json"])).trim(), "[]", "nothing half-imported");
+}
+
+#[test]
+fn keys_update_records_the_change_and_rotate_keeps_the_old_key_for_its_grace_period() {
+    let home = tempfile::tempdir().unwrap();
+    let (id, key) = create(home.path(), "ada@example.com", &["--plan", "payg"]);
+    let pricing = example_pricing();
+    let refused =
+        run(meter(home.path()).args(["keys", "update", &id, "--plan", "gold", "--pricing"]).arg(&pricing));
+    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(run(meter(home.path()).args(["keys", "update", &id])).status.code(), Some(2));
+    let said = ok(meter(home.path())
+        .args(["keys", "update", &id, "--plan", "pro", "--email", "Team@Example.com", "--pricing"])
+        .arg(&pricing));
+    assert!(
+        said.contains("plan payg → pro") && said.contains("customer ada@example.com → team@example.com"),
+        "{said}"
+    );
+    let shown: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", &id, "--json"]))).unwrap();
+    assert_eq!(
+        (shown["plan"].as_str(), shown["userEmail"].as_str()),
+        (Some("pro"), Some("team@example.com"))
+    );
+    assert_eq!(shown["previousTerms"][0]["userEmail"], "ada@example.com");
+    assert_eq!(shown["previousTerms"][0]["plan"], "payg");
+
+    let rotated: Value = serde_json::from_str(&ok(
+        meter(home.path()).args(["keys", "rotate", &id, "--grace", "2s", "--json"])
+    ))
+    .unwrap();
+    let (new_id, new_key) = (rotated["id"].as_str().unwrap(), rotated["key"].as_str().unwrap());
+    assert_eq!(rotated["rotatedFrom"], id.as_str());
+    let new: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", new_id, "--json"]))).unwrap();
+    // The same customer and plan: both keys' usage is on one invoice.
+    assert_eq!((new["userEmail"].as_str(), new["plan"].as_str()), (Some("team@example.com"), Some("pro")));
+    let authorize = |key: &str| run(meter(home.path()).args(["authorize", key])).status.code();
+    assert_eq!(
+        (authorize(&key), authorize(new_key)),
+        (Some(0), Some(0)),
+        "both work during the grace period"
+    );
+    let again = run(meter(home.path()).args(["keys", "rotate", &id]));
+    assert_eq!(again.status.code(), Some(1), "a key is rotated once");
+    let grace_end = chrono::DateTime::parse_from_rfc3339(rotated["graceEndsAt"].as_str().unwrap()).unwrap();
+    let wait = (grace_end.to_utc() - chrono::Utc::now()).to_std().unwrap_or_default();
+    std::thread::sleep(wait + std::time::Duration::from_millis(50));
+    let after = run(meter(home.path()).args(["authorize", &key]));
+    assert_eq!(after.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&after.stdout).contains("rotated key past its grace period"));
+    assert_eq!(authorize(new_key), Some(0));
+    assert!(ok(meter(home.path()).args(["keys", "list"])).contains("expired"));
+
+    // A grace of 0 revokes the old key at once.
+    let (other, other_key) = create(home.path(), "bob@example.com", &[]);
+    ok(meter(home.path()).args(["keys", "rotate", &other, "--grace", "0"]));
+    assert_eq!(authorize(&other_key), Some(1));
+    let bad = run(meter(home.path()).args(["keys", "rotate", &other, "--grace", "45d"]));
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -98,3 +98,131 @@ fn revoke_publishes_a_notice_that_an_sqs_subscriber_receives() {
     assert_eq!(notice["epoch"], 1);
     assert!(!messages[0].contains(&key[16..]));
 }
+
+/// A team's existing key table (the seed's `ApiKeys` schema) imported into meter's DynamoDB store;
+/// its keys then authorize through the hashed-key index, and a rotation schedules the flush of API
+/// Gateway's cache for the end of its grace period.
+#[test]
+fn keys_import_from_a_dynamodb_table_then_rotation_schedules_the_grace_end() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let suffix = std::process::id();
+    let store = format!("dynamodb:keys=ImpKeys-{suffix},counters=ImpUsage-{suffix}");
+    ok(meter(&store).args(["store", "init"]));
+    let source = format!("LegacyApiKeys-{suffix}");
+    let dynamodb = meter_testkit::dynamodb_client();
+    runtime
+        .block_on(
+            dynamodb
+                .create_table()
+                .table_name(&source)
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("id")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .unwrap(),
+                )
+                .key_schema(
+                    KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap(),
+                )
+                .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+                .send(),
+        )
+        .unwrap();
+    let legacy = [
+        ("u-1001", "sk_live_first_legacy_key_1", "active", "42"),
+        ("u-1002", "sk_live_second_legacy_key2", "revoked", "7"),
+    ];
+    for (id, key, status, calls) in legacy {
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        runtime
+            .block_on(
+                dynamodb
+                    .put_item()
+                    .table_name(&source)
+                    .item("id", s(id))
+                    .item("hashedKey", s(meter_model::HashedKey::of(key).as_str()))
+                    .item("userEmail", s("Legacy@Example.com"))
+                    .item("status", s(status))
+                    .item("usageCount", AttributeValue::N(calls.into()))
+                    .item("successfulCalls", AttributeValue::N(calls.into()))
+                    .item("failedCalls", AttributeValue::N("0".into()))
+                    .item("lastUsed", s("2026-11-01T12:00:00Z"))
+                    .item("createdBy", s("the old system"))
+                    .send(),
+            )
+            .unwrap();
+    }
+    let imported: Value = serde_json::from_str(&ok(meter(&store).args([
+        "keys",
+        "import",
+        "--from-dynamodb",
+        &source,
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(imported["created"], serde_json::json!(["u-1001", "u-1002"]));
+    assert_eq!(imported["ignoredFields"], serde_json::json!(["createdBy"]));
+    let again: Value = serde_json::from_str(&ok(meter(&store).args([
+        "keys",
+        "import",
+        "--from-dynamodb",
+        &source,
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!((again["created"].as_array().unwrap().len(), again["unchanged"].as_u64()), (0, Some(2)));
+
+    let allowed = meter(&store).args(["authorize", "sk_live_first_legacy_key_1"]).output().unwrap();
+    assert_eq!(allowed.status.code(), Some(0), "{}", String::from_utf8_lossy(&allowed.stderr));
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("u-1001 of legacy@example.com"));
+    assert_eq!(
+        meter(&store).args(["authorize", "sk_live_second_legacy_key2"]).output().unwrap().status.code(),
+        Some(1)
+    );
+
+    // A rotation on AWS: refused without the role that flushes API Gateway's cache at the grace end …
+    let (topic, _queue) = runtime.block_on(meter_testkit::topic_with_queue());
+    let without = meter(&store)
+        .env("METER_REVOCATION_TOPIC", &topic)
+        .args(["keys", "rotate", "u-1001"])
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("--grace-end-role"));
+    // … and with it, the schedule publishes to the revocation topic at the grace end.
+    let role = "arn:aws:iam::123456789012:role/meter-test-key-expiry";
+    let rotated: Value = serde_json::from_str(&ok(meter(&store)
+        .env("METER_REVOCATION_TOPIC", &topic)
+        .args(["keys", "rotate", "u-1001", "--grace", "1h", "--grace-end-role", role, "--json"])))
+    .unwrap();
+    let ends = rotated["graceEndsAt"].as_str().unwrap();
+    let scheduler =
+        aws_sdk_scheduler::Client::new(&meter_testkit::sdk_config_for(&meter_testkit::endpoint()));
+    let listed = runtime.block_on(scheduler.list_schedules().group_name("default").send()).unwrap();
+    let name = listed
+        .schedules()
+        .iter()
+        .filter_map(|s| s.name())
+        .find(|n| n.starts_with("meter-grace-end-"))
+        .unwrap()
+        .to_owned();
+    let schedule =
+        runtime.block_on(scheduler.get_schedule().name(&name).group_name("default").send()).unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(ends).unwrap().to_utc();
+    assert_eq!(
+        schedule.schedule_expression(),
+        Some(format!("at({})", at.format("%Y-%m-%dT%H:%M:%S")).as_str())
+    );
+    let target = schedule.target().unwrap();
+    assert_eq!((target.arn(), target.role_arn()), (topic.as_str(), role));
+    assert!(target.input().unwrap().contains("u-1001"));
+    let new = rotated["id"].as_str().unwrap();
+    let shown: Value =
+        serde_json::from_str(&ok(meter(&store).args(["keys", "show", new, "--json"]))).unwrap();
+    assert_eq!(shown["userEmail"], "legacy@example.com");
+}

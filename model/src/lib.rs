@@ -19,8 +19,9 @@ pub use items::{
 };
 pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
 pub use ports::{
-    ArchiveWriter, CounterCorrector, KeyStore, ObjectSink, ObjectSource, Publisher, QueryEngine, QueryRows,
-    RejectedLine, Revocation, RevocationNotifier, StoreError, UsageReader, UsageWriter,
+    ArchiveWriter, CounterCorrector, GraceEndNotifier, KeyStore, ObjectSink, ObjectSource, Publisher,
+    QueryEngine, QueryRows, RejectedLine, Revocation, RevocationNotifier, StoreError, UsageReader,
+    UsageWriter,
 };
 pub use time::{Clock, Day, ManualClock, Month, SystemClock};
 

@@ -429,6 +429,18 @@ pub trait QueryEngine: Send + Sync {
     ) -> impl Future<Output = Result<QueryRows, StoreError>> + Send;
 }
 
+/// Arranging for API Gateway's authorizer caches to be flushed when a rotated key's grace period
+/// ends (CONTRACTS.md §9): warm authorizers stop serving the key then on their own; API Gateway's
+/// cache needs the same notice a revocation sends, at that moment.
+pub trait GraceEndNotifier: Send + Sync {
+    /// Schedules the notice for `at`; answers where the schedule is (for messages).
+    fn notify_at_grace_end(
+        &self,
+        key: &KeyId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+}
+
 /// Telling the rest of the system that a key was revoked (CONTRACTS.md : an SNS topic whose subscriber
 /// flushes API Gateway's authorizer caches).
 pub trait RevocationNotifier: Send + Sync {

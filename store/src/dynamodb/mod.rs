@@ -17,6 +17,7 @@ use crate::retry::RetryPolicy;
 mod batch;
 mod counters;
 mod error;
+pub mod export;
 mod item;
 mod keys;
 mod parked;

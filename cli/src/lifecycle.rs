@@ -1,0 +1,625 @@
+//! `meter keys import | update | rotate`: bringing keys in from another system, changing a key's
+//! customer, plan or name, and rotating a key with a grace period. Never a plain key stored or logged:
+//! an import takes hashes only, and a rotation's new key is printed once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Duration, DurationRound, SubsecRound, Utc};
+use meter_model::time::{format_instant, parse_instant};
+use meter_model::{
+    ApiKey, ApiKeyRecord, Clock, Email, GraceEndNotifier, HashedKey, KeyChange, KeyId, KeyStatus, KeyStore,
+    KeyTerms, NewKey, PlanName, RevocationNotifier, StoreError, Tally, UsageTotals,
+};
+use meter_reports::Pricing;
+use serde::Serialize;
+
+use crate::{UsageError, to_json};
+
+/// Fields of the `ApiKeys` schema an import reads (CONTRACTS.md §2).
+const FIELDS: [&str; 11] = [
+    "id",
+    "hashedKey",
+    "userEmail",
+    "status",
+    "plan",
+    "name",
+    "createdAt",
+    "usageCount",
+    "successfulCalls",
+    "failedCalls",
+    "lastUsed",
+];
+/// Fields that would hold a key itself: a row with one is refused, never read.
+const PLAIN_KEY_FIELDS: [&str; 5] = ["key", "apiKey", "api_key", "plainKey", "secret"];
+/// The longest grace period a rotation may give.
+const MAX_GRACE: Duration = Duration::days(30);
+
+/// One row of an import's source, its fields as text.
+#[derive(Debug)]
+pub(crate) struct SourceRow {
+    /// Where it is, for messages: `line 4`, `item 7`.
+    pub(crate) place: String,
+    pub(crate) fields: BTreeMap<String, String>,
+}
+
+/// Reads FILE as CSV (`.csv`) or JSON lines (`.jsonl`, `.ndjson`, `.json`).
+pub(crate) fn read_file(path: &Path) -> anyhow::Result<Vec<SourceRow>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("csv") => read_csv(&text).with_context(|| format!("{} is not valid CSV", path.display())),
+        Some("jsonl" | "ndjson" | "json") => read_json_lines(&text),
+        _ => Err(UsageError(format!(
+            "{}: the format is chosen by the extension: .csv, or .jsonl for JSON lines",
+            path.display()
+        ))
+        .into()),
+    }
+}
+
+fn read_csv(text: &str) -> anyhow::Result<Vec<SourceRow>> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text.as_bytes());
+    let headers: Vec<String> = reader.headers()?.iter().map(|h| h.trim().to_owned()).collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record?;
+        let line = record.position().map_or(0, csv::Position::line);
+        let fields = headers
+            .iter()
+            .zip(record.iter())
+            .filter(|(_, value)| !value.trim().is_empty())
+            .map(|(name, value)| (name.clone(), value.trim().to_owned()))
+            .collect();
+        rows.push(SourceRow { place: format!("line {line}"), fields });
+    }
+    Ok(rows)
+}
+
+fn read_json_lines(text: &str) -> anyhow::Result<Vec<SourceRow>> {
+    let mut rows = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let place = format!("line {}", index + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(object)) => object
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    let text = match value {
+                        serde_json::Value::Null => return None,
+                        serde_json::Value::String(text) => text,
+                        serde_json::Value::Number(n) => n.to_string(),
+                        serde_json::Value::Bool(b) => b.to_string(),
+                        serde_json::Value::Array(_) => "<list>".into(),
+                        serde_json::Value::Object(_) => "<map>".into(),
+                    };
+                    Some((name, text))
+                })
+                .collect(),
+            // A line that is not an object is a bad row like any other: reported with the rest.
+            Ok(_) => BTreeMap::from([("<row>".to_owned(), "not a JSON object".to_owned())]),
+            Err(err) => BTreeMap::from([("<row>".to_owned(), format!("not JSON: {err}"))]),
+        };
+        rows.push(SourceRow { place, fields });
+    }
+    Ok(rows)
+}
+
+/// A source row that passed validation.
+#[derive(Debug)]
+struct ImportRow {
+    place: String,
+    id: KeyId,
+    hashed_key: HashedKey,
+    email: Email,
+    status: KeyStatus,
+    plan: Option<PlanName>,
+    name: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    imported: UsageTotals,
+}
+
+fn validate(row: &SourceRow, pricing: Option<&Pricing>) -> Result<ImportRow, String> {
+    if let Some(problem) = row.fields.get("<row>") {
+        return Err(problem.clone());
+    }
+    if let Some(field) = PLAIN_KEY_FIELDS.iter().find(|f| row.fields.contains_key(**f)) {
+        return Err(format!(
+            "has a field {field:?}, which would hold a plain key: export hashedKey (SHA-256) only; plain keys are never imported"
+        ));
+    }
+    let get = |name: &str| row.fields.get(name).map(String::as_str);
+    let required = |name: &str| get(name).ok_or_else(|| format!("{name} is missing"));
+    let id = KeyId::parse(required("id")?).map_err(|e| format!("id: {e}"))?;
+    let hash_text = required("hashedKey")?.to_ascii_lowercase();
+    let hashed_key = HashedKey::parse(&hash_text).map_err(|_| {
+        "hashedKey must be the 64 hex digits of the key's SHA-256 (plain keys are never imported)".to_owned()
+    })?;
+    let email = Email::parse(required("userEmail")?).map_err(|e| format!("userEmail: {e}"))?;
+    let status = get("status")
+        .map_or(Ok(KeyStatus::Active), |s| KeyStatus::parse(&s.to_ascii_lowercase()))
+        .map_err(|e| format!("status: {e}"))?;
+    let plan = get("plan").map(PlanName::parse).transpose().map_err(|e| format!("plan: {e}"))?;
+    if let Some(pricing) = pricing {
+        pricing.plan(plan.as_ref().map(PlanName::as_str)).map_err(|e| e.to_string())?;
+    }
+    let name =
+        get("name").map(meter_model::items::validate_name).transpose().map_err(|e| format!("name: {e}"))?;
+    let instant = |name: &str| -> Result<Option<DateTime<Utc>>, String> {
+        get(name)
+            .map(|text| {
+                parse_instant(text)
+                    .ok()
+                    .or_else(|| text.parse::<i64>().ok().and_then(DateTime::from_timestamp_millis))
+                    .ok_or_else(|| {
+                        format!("{name} {text:?} is neither an ISO-8601 time nor epoch milliseconds")
+                    })
+            })
+            .transpose()
+    };
+    let count = |name: &str| -> Result<u64, String> {
+        get(name).map_or(Ok(0), |text| text.parse().map_err(|_| format!("{name} {text:?} is not a count")))
+    };
+    let tally = Tally {
+        successful_calls: count("successfulCalls")?,
+        failed_calls: count("failedCalls")?,
+        usage_count: count("usageCount")?,
+    };
+    if tally.successful_calls > tally.usage_count || tally.failed_calls > tally.usage_count {
+        return Err(format!(
+            "successfulCalls ({}) and failedCalls ({}) cannot exceed usageCount ({})",
+            tally.successful_calls, tally.failed_calls, tally.usage_count
+        ));
+    }
+    Ok(ImportRow {
+        place: row.place.clone(),
+        id,
+        hashed_key,
+        email,
+        status,
+        plan,
+        name,
+        created_at: instant("createdAt")?,
+        imported: UsageTotals { tally, last_used: instant("lastUsed")? },
+    })
+}
+
+/// What an import does to one key.
+#[derive(Debug)]
+enum Action {
+    Create(Box<ApiKeyRecord>),
+    Update { id: KeyId, change: Box<KeyChange>, revoke: bool, changes: Vec<String> },
+    Unchanged,
+}
+
+/// What the import did (or, in a dry run, would do).
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImportSummary {
+    dry_run: bool,
+    created: Vec<String>,
+    updated: Vec<UpdatedKey>,
+    unchanged: usize,
+    ignored_fields: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct UpdatedKey {
+    id: String,
+    changes: Vec<String>,
+}
+
+/// How `meter keys import` runs.
+pub(crate) struct ImportOptions<'a> {
+    /// The pricing every plan must be in, when one is configured.
+    pub(crate) pricing: Option<&'a Pricing>,
+    /// List what would change; write nothing.
+    pub(crate) dry_run: bool,
+    /// Answer in JSON.
+    pub(crate) json: bool,
+}
+
+/// Imports `rows` (already read from a file or a table named `source`): every row is validated and
+/// compared with the store first; if any is bad, nothing is written and every bad row is reported.
+pub(crate) async fn import<S: KeyStore>(
+    store: &S,
+    clock: &impl Clock,
+    (source, rows): (&str, Vec<SourceRow>),
+    notifier: Option<&impl RevocationNotifier>,
+    options: ImportOptions<'_>,
+) -> anyhow::Result<String> {
+    let ImportOptions { pricing, dry_run, json } = options;
+    let now = clock.now();
+    let mut errors = Vec::new();
+    let mut valid = Vec::new();
+    let mut ids: HashMap<KeyId, String> = HashMap::new();
+    let mut hashes: HashMap<String, String> = HashMap::new();
+    for row in &rows {
+        match validate(row, pricing) {
+            Ok(valid_row) => {
+                if let Some(first) = ids.insert(valid_row.id.clone(), row.place.clone()) {
+                    errors.push(format!("{}: id {} is also on {first}", row.place, valid_row.id));
+                } else if let Some(first) =
+                    hashes.insert(valid_row.hashed_key.as_str().to_owned(), row.place.clone())
+                {
+                    errors.push(format!("{}: its hashedKey is also on {first}", row.place));
+                } else {
+                    valid.push(valid_row);
+                }
+            }
+            Err(reason) => {
+                let id = row.fields.get("id").map(|id| format!(" (id {id})")).unwrap_or_default();
+                errors.push(format!("{}{id}: {reason}", row.place));
+            }
+        }
+    }
+    let mut actions = Vec::with_capacity(valid.len());
+    for row in &valid {
+        match plan_row(store, row, now).await {
+            Ok(action) => actions.push(action),
+            Err(PlanError::Row(reason)) => errors.push(format!("{} (id {}): {reason}", row.place, row.id)),
+            Err(PlanError::Store(err)) => {
+                return Err(err).context(format!("cannot read the store for {}", row.place));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        let mut message = format!(
+            "{} of {} rows of {source} cannot be imported; nothing was imported:\n",
+            errors.len(),
+            rows.len()
+        );
+        for error in errors.iter().take(50) {
+            let _ = writeln!(message, "  {error}");
+        }
+        if errors.len() > 50 {
+            let _ = writeln!(message, "  … {} more", errors.len() - 50);
+        }
+        bail!(message.trim_end().to_owned());
+    }
+    let ignored: BTreeSet<String> = rows
+        .iter()
+        .flat_map(|row| row.fields.keys())
+        .filter(|name| !FIELDS.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    let mut summary =
+        ImportSummary { dry_run, ignored_fields: ignored.into_iter().collect(), ..ImportSummary::default() };
+    let mut applied = 0usize;
+    let total = actions.iter().filter(|a| !matches!(a, Action::Unchanged)).count();
+    for action in actions {
+        match action {
+            Action::Unchanged => summary.unchanged += 1,
+            Action::Create(record) => {
+                if !dry_run {
+                    store.insert_key(&record).await.with_context(|| partial(applied, total, &record.id))?;
+                    applied += 1;
+                }
+                summary.created.push(record.id.to_string());
+            }
+            Action::Update { id, change, revoke, changes } => {
+                if !dry_run {
+                    if !change.is_empty() {
+                        store.update_key(&id, &change).await.with_context(|| partial(applied, total, &id))?;
+                    }
+                    if revoke {
+                        let revocation =
+                            store.revoke_key(&id, now).await.with_context(|| partial(applied, total, &id))?;
+                        if let Some(notifier) = notifier {
+                            notifier
+                                .notify_revoked(&revocation)
+                                .await
+                                .with_context(|| partial(applied, total, &id))?;
+                        }
+                    }
+                    applied += 1;
+                }
+                summary.updated.push(UpdatedKey { id: id.to_string(), changes });
+            }
+        }
+    }
+    tracing::info!(
+        created = summary.created.len(),
+        updated = summary.updated.len(),
+        unchanged = summary.unchanged,
+        dry_run,
+        "keys imported"
+    );
+    if json {
+        return to_json(&summary);
+    }
+    let verb = if dry_run { "would create" } else { "created" };
+    let mut out = format!(
+        "{source}: {verb} {}, {} {}, {} unchanged{}\n",
+        summary.created.len(),
+        if dry_run { "would update" } else { "updated" },
+        summary.updated.len(),
+        summary.unchanged,
+        if dry_run { " (dry run: nothing written)" } else { "" }
+    );
+    for id in &summary.created {
+        let _ = writeln!(out, "  create {id}");
+    }
+    for key in &summary.updated {
+        let _ = writeln!(out, "  update {}: {}", key.id, key.changes.join("; "));
+    }
+    if !summary.ignored_fields.is_empty() {
+        let _ = writeln!(
+            out,
+            "  ignored fields (not in the ApiKeys schema): {}",
+            summary.ignored_fields.join(", ")
+        );
+    }
+    Ok(out)
+}
+
+fn partial(applied: usize, total: usize, id: &KeyId) -> String {
+    format!(
+        "the import stopped at key {id} after {applied} of {total} changes; the import is idempotent: run it again \
+         to finish"
+    )
+}
+
+enum PlanError {
+    Row(String),
+    Store(StoreError),
+}
+
+/// Compares a valid row with the store: create, update (which fields), or nothing.
+async fn plan_row<S: KeyStore>(store: &S, row: &ImportRow, now: DateTime<Utc>) -> Result<Action, PlanError> {
+    if let Some(owner) = store.find_key_by_hash(&row.hashed_key).await.map_err(PlanError::Store)?
+        && owner.id != row.id
+    {
+        return Err(PlanError::Row(format!("its hashedKey already belongs to key {}", owner.id)));
+    }
+    let Some(existing) = store.get_key(&row.id).await.map_err(PlanError::Store)? else {
+        let mut record = ApiKeyRecord::new(NewKey {
+            id: row.id.clone(),
+            hashed_key: row.hashed_key.clone(),
+            user_email: row.email.clone(),
+            plan: row.plan.clone(),
+            name: row.name.clone(),
+            created_at: row.created_at.unwrap_or(now),
+        });
+        if row.status == KeyStatus::Revoked {
+            record.status = KeyStatus::Revoked;
+            record.revoked_at = Some(now);
+        }
+        record.imported = row.imported;
+        record.totals = row.imported.tally;
+        record.last_used = row.imported.last_used;
+        return Ok(Action::Create(Box::new(record)));
+    };
+    if existing.hashed_key != row.hashed_key {
+        return Err(PlanError::Row(
+            "exists here with another key (its hashedKey differs); not imported".into(),
+        ));
+    }
+    if existing.status == KeyStatus::Revoked && row.status == KeyStatus::Active {
+        return Err(PlanError::Row("is revoked here; an import never reactivates a key".into()));
+    }
+    let mut change = KeyChange::default();
+    let mut changes = Vec::new();
+    if existing.user_email != row.email || existing.plan != row.plan {
+        change.previous_terms = Some(with_terms_until(&existing, now));
+    }
+    if existing.user_email != row.email {
+        changes.push(format!("userEmail {} → {}", existing.user_email, row.email));
+        change.user_email = Some(row.email.clone());
+    }
+    if existing.plan != row.plan {
+        changes.push(format!(
+            "plan {} → {}",
+            plan_text(existing.plan.as_ref()),
+            plan_text(row.plan.as_ref())
+        ));
+        change.plan = Some(row.plan.clone());
+    }
+    if row.name.is_some() && existing.name != row.name {
+        changes.push("name".into());
+        change.name = Some(row.name.clone());
+    }
+    if existing.imported != row.imported {
+        changes.push(format!(
+            "imported usage {} → {} calls",
+            existing.imported.tally.usage_count, row.imported.tally.usage_count
+        ));
+        change.imported = Some(row.imported);
+    }
+    let revoke = existing.status == KeyStatus::Active && row.status == KeyStatus::Revoked;
+    if revoke {
+        changes.push("revoked".into());
+    }
+    Ok(if changes.is_empty() {
+        Action::Unchanged
+    } else {
+        Action::Update { id: row.id.clone(), change: Box::new(change), revoke, changes }
+    })
+}
+
+/// The key's earlier terms with its current ones appended, held until `now`.
+fn with_terms_until(record: &ApiKeyRecord, now: DateTime<Utc>) -> Vec<KeyTerms> {
+    let mut terms = record.previous_terms.clone();
+    let until = now.trunc_subsecs(3);
+    terms.push(KeyTerms { until, user_email: record.user_email.clone(), plan: record.plan.clone() });
+    terms
+}
+
+fn plan_text(plan: Option<&PlanName>) -> &str {
+    plan.map_or("(default)", PlanName::as_str)
+}
+
+/// `meter keys update ID [--plan P] [--email E] [--name N]`.
+pub(crate) async fn update<S: KeyStore>(
+    store: &S,
+    clock: &impl Clock,
+    id: &KeyId,
+    edit: (Option<Email>, Option<PlanName>, Option<String>),
+    pricing: Option<&Pricing>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let (email, plan, name) = edit;
+    if email.is_none() && plan.is_none() && name.is_none() {
+        return Err(UsageError("nothing to change: give --plan, --email or --name".into()).into());
+    }
+    if let (Some(pricing), Some(plan)) = (pricing, &plan) {
+        pricing.plan(Some(plan.as_str())).map_err(|e| UsageError(e.to_string()))?;
+    }
+    let before = crate::keys::find(store, id).await?;
+    let now = clock.now();
+    let mut change = KeyChange::default();
+    let mut said = Vec::new();
+    let new_email = email.filter(|e| *e != before.user_email);
+    let new_plan = plan.filter(|p| before.plan.as_ref() != Some(p));
+    if new_email.is_some() || new_plan.is_some() {
+        change.previous_terms = Some(with_terms_until(&before, now));
+    }
+    if let Some(email) = new_email {
+        said.push(format!("customer {} → {email}", before.user_email));
+        change.user_email = Some(email);
+    }
+    if let Some(plan) = new_plan {
+        said.push(format!("plan {} → {plan}", plan_text(before.plan.as_ref())));
+        change.plan = Some(Some(plan));
+    }
+    if let Some(name) = name.filter(|n| before.name.as_ref() != Some(n)) {
+        said.push(format!("name {name:?}"));
+        change.name = Some(Some(name));
+    }
+    let after = if change.is_empty() {
+        before
+    } else {
+        store.update_key(id, &change).await.with_context(|| format!("cannot update key {id}"))?
+    };
+    tracing::info!(key_id = %id, changes = said.len(), "key updated");
+    if json {
+        return to_json(&after);
+    }
+    if said.is_empty() {
+        return Ok(format!("Key {id} already has these values; nothing changed.\n"));
+    }
+    Ok(format!(
+        "Updated key {id}: {}.\nAs of {}. A month is billed under the customer and plan a key has at the month's \
+         end, so this month is billed under the new ones and earlier months keep theirs.\n",
+        said.join(", "),
+        format_instant(now)
+    ))
+}
+
+/// Parses a grace period: `24h`, `90m`, `2d`, `1h 30m`, `0`; at most 30 days.
+pub(crate) fn parse_grace(text: &str) -> Result<Duration, String> {
+    let std = if text.trim() == "0" {
+        std::time::Duration::ZERO
+    } else {
+        humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?} is not a duration like 24h or 90m: {e}"))?
+    };
+    let grace = Duration::from_std(std).map_err(|_| format!("{text:?} is too long"))?;
+    if grace > MAX_GRACE {
+        return Err(format!("{text:?} is longer than the 30 days a rotation may give"));
+    }
+    Ok(grace)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rotated<'a> {
+    id: &'a str,
+    key: &'a str,
+    rotated_from: &'a str,
+    grace_ends_at: String,
+}
+
+/// `meter keys rotate ID [--grace 24h]`: a new key for the same customer, plan and name, printed once;
+/// the old key works until the grace period ends, then is refused like a revoked key. With a grace
+/// of 0 the old key is revoked at once.
+pub(crate) async fn rotate<S: KeyStore>(
+    store: &S,
+    clock: &impl Clock,
+    id: &KeyId,
+    grace: Duration,
+    revocations: Option<&impl RevocationNotifier>,
+    grace_end: Option<&impl GraceEndNotifier>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let old = crate::keys::find(store, id).await?;
+    let now = clock.now();
+    if old.is_refused_at(now) || old.grace_ends_at.is_some() {
+        bail!("key {id} is revoked or already rotated; create a new key with `meter keys create` instead");
+    }
+    // Whole seconds: the schedule that flushes API Gateway's cache cannot be finer, and it must not
+    // fire before the key stops.
+    let ends = (now + grace).duration_round_up(Duration::seconds(1)).unwrap_or(now + grace);
+    let key = ApiKey::generate().context("cannot generate a key")?;
+    let record = ApiKeyRecord::new(NewKey {
+        id: key.id().clone(),
+        hashed_key: key.hashed(),
+        user_email: old.user_email.clone(),
+        plan: old.plan.clone(),
+        name: old.name.clone(),
+        created_at: now,
+    });
+    // The flush is scheduled before anything is written: a schedule left by a failed rotation only
+    // flushes a cache once more, while a rotation without one would leave the old key in API
+    // Gateway's cache up to 30 s past its end.
+    let scheduled = match (grace.is_zero(), revocations.is_some(), grace_end) {
+        (true, _, _) | (false, false, _) => None,
+        (false, true, Some(scheduler)) => Some(scheduler.notify_at_grace_end(id, ends).await.context(
+            "cannot schedule the flush of API Gateway's authorizer cache at the grace end; nothing was changed",
+        )?),
+        (false, true, None) => {
+            return Err(UsageError(
+                "a rotation with a grace period needs --grace-end-role (METER_KEY_EXPIRY_ROLE, the stack's output \
+                 KeyExpiryRole) with --revocation-topic, so that API Gateway's cache is flushed when the grace ends"
+                    .into(),
+            )
+            .into());
+        }
+    };
+    let rotated =
+        store.rotate_key(id, &record, ends).await.with_context(|| format!("cannot rotate key {id}"))?;
+    if grace.is_zero() {
+        let revocation = store.revoke_key(id, now).await.with_context(|| {
+            format!(
+                "key {id} was rotated (new key {}) but not revoked; run `meter keys revoke {id}`",
+                record.id
+            )
+        })?;
+        if let Some(notifier) = revocations {
+            notifier.notify_revoked(&revocation).await.context("the revocation notice was not published")?;
+        }
+    }
+    tracing::info!(key_id = %id, new_key_id = %record.id, grace_ends_at = %format_instant(ends), "key rotated");
+    if json {
+        return to_json(&Rotated {
+            id: record.id.as_str(),
+            key: key.reveal(),
+            rotated_from: id.as_str(),
+            grace_ends_at: format_instant(ends),
+        });
+    }
+    let mut out = format!(
+        "Rotated key {id} for {} (plan: {}): the new key is {}.\n\n    {}\n\n\
+         This is the only time the key is shown: store it now. Only its SHA-256 hash is kept.\n",
+        rotated.user_email,
+        plan_text(rotated.plan.as_ref()),
+        record.id,
+        key.reveal(),
+    );
+    if grace.is_zero() {
+        let _ = writeln!(out, "The old key {id} is revoked now.");
+    } else {
+        let _ = writeln!(
+            out,
+            "The old key {id} works until {} and is refused from then on; both count toward the same invoice.",
+            format_instant(ends)
+        );
+    }
+    if let Some(schedule) = scheduled {
+        let _ = writeln!(out, "API Gateway's authorizer cache is flushed then ({schedule}).");
+    }
+    Ok(out)
+}
