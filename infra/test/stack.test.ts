@@ -250,6 +250,26 @@ describe('the realtime and archive path', () => {
   });
 });
 
+describe('the end of a rotated key\'s grace period', () => {
+  it('lets EventBridge Scheduler publish to the revocation topic, and only that, in the stack\'s schedule group', () => {
+    prod.template.hasResourceProperties('AWS::Scheduler::ScheduleGroup', { Name: 'meter-prod' });
+    prod.template.hasResourceProperties('AWS::IAM::Role', {
+      RoleName: 'meter-prod-key-expiry',
+      AssumeRolePolicyDocument: Match.objectLike({
+        Statement: [Match.objectLike({ Principal: { Service: 'scheduler.amazonaws.com' } })],
+      }),
+    });
+    const actions = resources(prod.template, 'AWS::IAM::Policy')
+      .filter(([id]) => id.startsWith('GraceEndRole'))
+      .flatMap(([, p]) => p.Properties.PolicyDocument.Statement)
+      .flatMap((statement: any) => [statement.Action].flat())
+      .sort();
+    assert.deepEqual(actions, ['kms:Decrypt', 'kms:GenerateDataKey*', 'sns:Publish']);
+    const outputs = prod.template.toJSON().Outputs;
+    assert.ok(outputs.KeyExpiryRole && outputs.KeyExpiryScheduleGroup);
+  });
+});
+
 describe('the rollup engine of the nightly reconcile', () => {
   const reconcileEnv = (template: Template) => resources(template, 'AWS::Lambda::Function')
     .find(([, f]) => String(f.Properties.FunctionName).endsWith('-reconcile-job'))![1].Properties.Environment.Variables;
