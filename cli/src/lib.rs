@@ -23,7 +23,7 @@ pub use meter_model::SystemClock;
 use meter_model::{Clock, Day, Email, KeyId, Month, PlanName};
 use meter_reconcile::RollupEngine;
 use meter_store::{
-    AnySink, AnyStore, ArchiveLocation, AthenaEngine, AthenaSettings, DEFAULT_HOME, GraceEndScheduler,
+    AnySink, AnyStore, ArchiveLocation, AthenaEngine, AthenaSettings, DEFAULT_HOME, GraceEndWorkflow,
     SnsNotifier, StoreConfig,
 };
 use std::process::ExitCode;
@@ -394,13 +394,10 @@ pub struct RotateKey {
     /// How long the old key keeps working: 24h, 90m, 2d, 0 (revoked at once); at most 30 days.
     #[arg(long, default_value = "24h", value_parser = lifecycle::parse_grace)]
     pub grace: chrono::Duration,
-    /// The role EventBridge Scheduler assumes to flush API Gateway's cache at the grace end (the
-    /// stack's output KeyExpiryRole); needed with --revocation-topic.
-    #[arg(long, env = "METER_KEY_EXPIRY_ROLE", value_name = "ARN")]
-    pub grace_end_role: Option<String>,
-    /// The schedule group for it (the stack's output KeyExpiryScheduleGroup).
-    #[arg(long, env = "METER_KEY_EXPIRY_GROUP", default_value = "default", value_name = "NAME")]
-    pub grace_end_group: String,
+    /// The state machine that flushes API Gateway's cache at the grace end (the stack's output
+    /// GraceEndStateMachine); needed with --revocation-topic.
+    #[arg(long, env = "METER_GRACE_END_STATE_MACHINE", value_name = "ARN")]
+    pub grace_end_state_machine: Option<String>,
     /// Output format.
     #[command(flatten)]
     pub json: JsonFlag,
@@ -649,14 +646,12 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
                 Some(topic) => Some(SnsNotifier::for_topic(topic).await),
                 None => None,
             };
-            let scheduler = match (&cli.revocation_topic, args.grace_end_role) {
-                (Some(topic), Some(role)) => {
-                    Some(GraceEndScheduler::new(topic.clone(), role, args.grace_end_group).await)
-                }
+            let workflow = match (&cli.revocation_topic, args.grace_end_state_machine) {
+                (Some(_), Some(arn)) => Some(GraceEndWorkflow::new(arn).await),
                 _ => None,
             };
             let store = open_store().await?;
-            let (revocations, grace_end) = (notifier.as_ref(), scheduler.as_ref());
+            let (revocations, grace_end) = (notifier.as_ref(), workflow.as_ref());
             Box::pin(lifecycle::rotate(
                 &store,
                 clock,

@@ -550,8 +550,8 @@ pub(crate) async fn rotate<S: KeyStore>(
     if old.is_refused_at(now) || old.grace_ends_at.is_some() {
         bail!("key {id} is revoked or already rotated; create a new key with `meter keys create` instead");
     }
-    // Whole seconds: the schedule that flushes API Gateway's cache cannot be finer, and it must not
-    // fire before the key stops.
+    // Whole seconds: an instant people can read and type, and the flush of API Gateway's cache waits
+    // for the very same one.
     let ends = (now + grace).duration_round_up(Duration::seconds(1)).unwrap_or(now + grace);
     let key = ApiKey::generate().context("cannot generate a key")?;
     let record = ApiKeyRecord::new(NewKey {
@@ -562,18 +562,19 @@ pub(crate) async fn rotate<S: KeyStore>(
         name: old.name.clone(),
         created_at: now,
     });
-    // The flush is scheduled before anything is written: a schedule left by a failed rotation only
-    // flushes a cache once more, while a rotation without one would leave the old key in API
-    // Gateway's cache up to 30 s past its end.
+    // The flush is arranged before anything is written: one left by a failed rotation only flushes a
+    // cache once more, while a rotation without one would leave the old key in API Gateway's cache up
+    // to 30 s past its end.
     let scheduled = match (grace.is_zero(), revocations.is_some(), grace_end) {
         (true, _, _) | (false, false, _) => None,
-        (false, true, Some(scheduler)) => Some(scheduler.notify_at_grace_end(id, ends).await.context(
-            "cannot schedule the flush of API Gateway's authorizer cache at the grace end; nothing was changed",
+        (false, true, Some(workflow)) => Some(workflow.notify_at_grace_end(id, ends).await.context(
+            "cannot arrange the flush of API Gateway's authorizer cache at the grace end; nothing was changed",
         )?),
         (false, true, None) => {
             return Err(UsageError(
-                "a rotation with a grace period needs --grace-end-role (METER_KEY_EXPIRY_ROLE, the stack's output \
-                 KeyExpiryRole) with --revocation-topic, so that API Gateway's cache is flushed when the grace ends"
+                "a rotation with a grace period needs --grace-end-state-machine (METER_GRACE_END_STATE_MACHINE, the \
+                 stack's output GraceEndStateMachine) with --revocation-topic, so that API Gateway's cache is \
+                 flushed when the grace ends"
                     .into(),
             )
             .into());

@@ -185,7 +185,7 @@ fn keys_import_from_a_dynamodb_table_then_rotation_schedules_the_grace_end() {
         Some(1)
     );
 
-    // A rotation on AWS: refused without the role that flushes API Gateway's cache at the grace end …
+    // A rotation on AWS: refused without the workflow that flushes API Gateway's cache at the grace end …
     let (topic, _queue) = runtime.block_on(meter_testkit::topic_with_queue());
     let without = meter(&store)
         .env("METER_REVOCATION_TOPIC", &topic)
@@ -193,34 +193,41 @@ fn keys_import_from_a_dynamodb_table_then_rotation_schedules_the_grace_end() {
         .output()
         .unwrap();
     assert_eq!(without.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&without.stderr).contains("--grace-end-role"));
-    // … and with it, the schedule publishes to the revocation topic at the grace end.
-    let role = "arn:aws:iam::123456789012:role/meter-test-key-expiry";
-    let rotated: Value = serde_json::from_str(&ok(meter(&store)
-        .env("METER_REVOCATION_TOPIC", &topic)
-        .args(["keys", "rotate", "u-1001", "--grace", "1h", "--grace-end-role", role, "--json"])))
-    .unwrap();
-    let ends = rotated["graceEndsAt"].as_str().unwrap();
-    let scheduler =
-        aws_sdk_scheduler::Client::new(&meter_testkit::sdk_config_for(&meter_testkit::endpoint()));
-    let listed = runtime.block_on(scheduler.list_schedules().group_name("default").send()).unwrap();
-    let name = listed
-        .schedules()
-        .iter()
-        .filter_map(|s| s.name())
-        .find(|n| n.starts_with("meter-grace-end-"))
+    assert!(String::from_utf8_lossy(&without.stderr).contains("--grace-end-state-machine"));
+    // … and with it, an execution waits for the grace end and then publishes to the revocation topic.
+    let sfn = aws_sdk_sfn::Client::new(&meter_testkit::sdk_config_for(&meter_testkit::endpoint()));
+    let definition =
+        r#"{"StartAt":"Wait","States":{"Wait":{"Type":"Wait","TimestampPath":"$.graceEndsAt","End":true}}}"#;
+    let machine = runtime
+        .block_on(
+            sfn.create_state_machine()
+                .name(meter_testkit::unique("grace-end"))
+                .definition(definition)
+                .role_arn("arn:aws:iam::123456789012:role/meter-test-grace-end")
+                .send(),
+        )
         .unwrap()
-        .to_owned();
-    let schedule =
-        runtime.block_on(scheduler.get_schedule().name(&name).group_name("default").send()).unwrap();
-    let at = chrono::DateTime::parse_from_rfc3339(ends).unwrap().to_utc();
-    assert_eq!(
-        schedule.schedule_expression(),
-        Some(format!("at({})", at.format("%Y-%m-%dT%H:%M:%S")).as_str())
-    );
-    let target = schedule.target().unwrap();
-    assert_eq!((target.arn(), target.role_arn()), (topic.as_str(), role));
-    assert!(target.input().unwrap().contains("u-1001"));
+        .state_machine_arn;
+    let rotated: Value =
+        serde_json::from_str(&ok(meter(&store).env("METER_REVOCATION_TOPIC", &topic).args([
+            "keys",
+            "rotate",
+            "u-1001",
+            "--grace",
+            "1h",
+            "--grace-end-state-machine",
+            &machine,
+            "--json",
+        ])))
+        .unwrap();
+    let executions = runtime.block_on(sfn.list_executions().state_machine_arn(&machine).send()).unwrap();
+    assert_eq!(executions.executions().len(), 1);
+    let execution = runtime
+        .block_on(sfn.describe_execution().execution_arn(executions.executions()[0].execution_arn()).send())
+        .unwrap();
+    let input: Value = serde_json::from_str(execution.input().unwrap()).unwrap();
+    assert_eq!(input["keyId"], "u-1001");
+    assert_eq!(input["graceEndsAt"], rotated["graceEndsAt"]);
     let new = rotated["id"].as_str().unwrap();
     let shown: Value =
         serde_json::from_str(&ok(meter(&store).args(["keys", "show", new, "--json"]))).unwrap();

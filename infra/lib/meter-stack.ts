@@ -6,7 +6,8 @@ import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
-import * as scheduler from 'aws-cdk-lib/aws-scheduler';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { EXAMPLE_STAGE, ExampleApi, ExistingApiAuthorizer, type FlushTarget, KEY_HEADER } from './api';
@@ -198,21 +199,32 @@ export class MeterStack extends Stack {
     }
 
     // --- the end of a rotated key's grace period ----------------------------------------------------------
-    // `meter keys rotate` creates a one-time schedule in this group that publishes to the revocation
-    // topic when the old key's grace period ends, as this role: the invalidator then flushes API
-    // Gateway's authorizer caches, as for a revocation (warm authorizers stop serving the key on their own).
-    const graceEndGroup = new scheduler.CfnScheduleGroup(this, 'GraceEndScheduleGroup', { name: `meter-${settings.name}` });
-    const graceEndRole = new iam.Role(this, 'GraceEndRole', {
-      roleName: `meter-${settings.name}-key-expiry`,
-      description: "EventBridge Scheduler publishes a rotated key's grace end to the revocation topic",
-      assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', {
-        conditions: { StringEquals: { 'aws:SourceAccount': this.account } },
-      }),
+    // `meter keys rotate` starts an execution that waits until the old key's grace period ends and then
+    // publishes to the revocation topic: the invalidator flushes API Gateway's authorizer caches, as for
+    // a revocation (warm authorizers stop serving the key on their own). A Wait resumes within about a
+    // second; EventBridge Scheduler fires within the minute, longer than API Gateway's 30-second cache.
+    const graceEndLogs = new logs.LogGroup(this, 'GraceEndLogs', {
+      logGroupName: `/aws/vendedlogs/states/meter-${settings.name}-grace-end`,
+      retention: settings.logRetentionDays as logs.RetentionDays,
     });
-    data.revocationTopic.grantPublish(graceEndRole);
-    acknowledge(graceEndRole, {
-      id: 'AwsSolutions-IAM5[Action::kms:GenerateDataKey*]',
-      reason: 'Publishing to an encrypted topic needs a data key from its KMS key (granted on that key only)',
+    const graceEnd = new sfn.StateMachine(this, 'GraceEnd', {
+      stateMachineName: `meter-${settings.name}-grace-end`,
+      comment: "Flushes API Gateway's authorizer caches when a rotated key's grace period ends",
+      definitionBody: sfn.DefinitionBody.fromChainable(
+        new sfn.Wait(this, 'UntilTheGraceEnds', { time: sfn.WaitTime.timestampPath('$.graceEndsAt') }).next(
+          new tasks.SnsPublish(this, 'FlushTheCaches', {
+            topic: data.revocationTopic,
+            subject: "meter: a rotated key's grace period ended",
+            message: sfn.TaskInput.fromText(sfn.JsonPath.jsonToString(sfn.JsonPath.objectAt('$'))),
+          }),
+        ),
+      ),
+      logs: { destination: graceEndLogs, level: sfn.LogLevel.ALL },
+      tracingEnabled: true,
+    });
+    acknowledge(graceEnd.role, {
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: "Step Functions' log delivery and X-Ray trace segments have no resource scope (CloudWatch Logs and X-Ray APIs)",
     });
 
     // --- the realtime and archive path ---------------------------------------------------------------
@@ -263,8 +275,7 @@ export class MeterStack extends Stack {
     output('MeterArchive', archive, 'METER_ARCHIVE for the meter command line');
     output('MeterReports', `s3://${data.reports.bucketName}/${REPORTS_PREFIX}`, 'METER_REPORTS');
     output('RevocationTopicArn', data.revocationTopic.topicArn, 'METER_REVOCATION_TOPIC for meter keys revoke');
-    output('KeyExpiryRole', graceEndRole.roleArn, 'METER_KEY_EXPIRY_ROLE for meter keys rotate');
-    output('KeyExpiryScheduleGroup', graceEndGroup.name!, 'METER_KEY_EXPIRY_GROUP for meter keys rotate');
+    output('GraceEndStateMachine', graceEnd.stateMachineArn, 'METER_GRACE_END_STATE_MACHINE for meter keys rotate');
     output('FinanceTopicArn', data.financeTopic.topicArn, 'Finance subscribes here');
     output('AlertsTopicArn', data.alertsTopic.topicArn, 'Operators subscribe here');
     output('ApiKeysTable', data.apiKeys.tableName, 'Keys');

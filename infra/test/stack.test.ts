@@ -251,22 +251,22 @@ describe('the realtime and archive path', () => {
 });
 
 describe('the end of a rotated key\'s grace period', () => {
-  it('lets EventBridge Scheduler publish to the revocation topic, and only that, in the stack\'s schedule group', () => {
-    prod.template.hasResourceProperties('AWS::Scheduler::ScheduleGroup', { Name: 'meter-prod' });
-    prod.template.hasResourceProperties('AWS::IAM::Role', {
-      RoleName: 'meter-prod-key-expiry',
-      AssumeRolePolicyDocument: Match.objectLike({
-        Statement: [Match.objectLike({ Principal: { Service: 'scheduler.amazonaws.com' } })],
-      }),
-    });
+  it('waits until the grace end, then publishes to the revocation topic, with the state machine logged and traced', () => {
+    const machines = resources(prod.template, 'AWS::StepFunctions::StateMachine').map(([, m]) => m.Properties);
+    assert.equal(machines.length, 1);
+    assert.equal(machines[0].StateMachineName, 'meter-prod-grace-end');
+    assert.equal(machines[0].LoggingConfiguration.Level, 'ALL');
+    assert.equal(machines[0].TracingConfiguration.Enabled, true);
+    const definition = JSON.stringify(prod.stack.resolve(machines[0].DefinitionString));
+    assert.match(definition, /TimestampPath.*\$\.graceEndsAt/);
+    assert.match(definition, /arn:.*:states:::sns:publish/);
     const actions = resources(prod.template, 'AWS::IAM::Policy')
       .filter(([id]) => id.startsWith('GraceEndRole'))
       .flatMap(([, p]) => p.Properties.PolicyDocument.Statement)
-      .flatMap((statement: any) => [statement.Action].flat())
-      .sort();
-    assert.deepEqual(actions, ['kms:Decrypt', 'kms:GenerateDataKey*', 'sns:Publish']);
-    const outputs = prod.template.toJSON().Outputs;
-    assert.ok(outputs.KeyExpiryRole && outputs.KeyExpiryScheduleGroup);
+      .flatMap((statement: any) => [statement.Action].flat());
+    assert.ok(actions.includes('sns:Publish'), actions.join(' '));
+    assert.ok(!actions.some((a: string) => a.startsWith('dynamodb:') || a.startsWith('s3:')), actions.join(' '));
+    assert.ok(prod.template.toJSON().Outputs.GraceEndStateMachine);
   });
 });
 
