@@ -157,24 +157,20 @@ fn keys_import_from_a_dynamodb_table_then_rotation_schedules_the_grace_end() {
             )
             .unwrap();
     }
-    let imported: Value = serde_json::from_str(&ok(meter(&store).args([
-        "keys",
-        "import",
-        "--from-dynamodb",
-        &source,
-        "--json",
-    ])))
-    .unwrap();
+    let import = || -> Value {
+        serde_json::from_str(&ok(meter(&store).args([
+            "keys",
+            "import",
+            "--from-dynamodb",
+            &source,
+            "--json",
+        ])))
+        .unwrap()
+    };
+    let imported = import();
     assert_eq!(imported["created"], serde_json::json!(["u-1001", "u-1002"]));
     assert_eq!(imported["ignoredFields"], serde_json::json!(["createdBy"]));
-    let again: Value = serde_json::from_str(&ok(meter(&store).args([
-        "keys",
-        "import",
-        "--from-dynamodb",
-        &source,
-        "--json",
-    ])))
-    .unwrap();
+    let again = import();
     assert_eq!((again["created"].as_array().unwrap().len(), again["unchanged"].as_u64()), (0, Some(2)));
 
     let allowed = meter(&store).args(["authorize", "sk_live_first_legacy_key_1"]).output().unwrap();
