@@ -159,6 +159,8 @@ type Shards = [Vec<Vec<Row>>; SHARDS];
 struct Piece {
     keys: Vec<String>,
     days: Vec<(i32, [Vec<Row>; SHARDS])>,
+    /// Rows expected per shard of the folder's own day (a row group's rows over the shards).
+    expected_per_shard: usize,
     /// Events of this piece more than a day from its folder, and their earliest and latest day.
     misplaced: u64,
     misplaced_days: Option<(i32, i32)>,
@@ -516,7 +518,12 @@ fn decode_row_group(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(unreadable)?;
-    let mut piece = Piece::default();
+    // Most of a row group's rows are of its folder's day: that day's shards are sized for them up
+    // front, so they do not grow by doubling (each doubling copies the rows and frees a buffer that
+    // the allocator keeps).
+    let expected = usize::try_from(meta.metadata().row_group(group).num_rows()).unwrap_or(0);
+    let mut piece =
+        Piece { expected_per_shard: expected / SHARDS + expected / SHARDS / 8, ..Piece::default() };
     let mut local_keys: FxHashMap<Box<str>, u32> = FxHashMap::default();
     for batch in reader {
         let batch = batch.map_err(|e| unreadable(e.into()))?;
@@ -644,7 +651,8 @@ fn decode_batch(
             Some((d, slot)) if d == day => slot,
             _ => {
                 let slot = piece.days.iter().position(|(d, _)| *d == day).unwrap_or_else(|| {
-                    piece.days.push((day, std::array::from_fn(|_| Vec::new())));
+                    let capacity = if day == folder_day { piece.expected_per_shard } else { 0 };
+                    piece.days.push((day, std::array::from_fn(|_| Vec::with_capacity(capacity))));
                     piece.days.len() - 1
                 });
                 current = Some((day, slot));
