@@ -55,6 +55,7 @@ pub async fn rollup<S: ObjectSource>(
         fetched = prefetched?;
         progress(folder, engine.stats());
     }
+    rows.extend(engine.settle()?);
     let misplaced = engine.misplaced().to_vec();
     // Days that events further than a day from their folder reached only after they were finished
     // are counted again, from their own folders and those events together.
@@ -97,7 +98,7 @@ async fn decode_folder(
     // Decoding is CPU work on rayon's threads; keep the async runtime's threads free meanwhile.
     let mut taken = std::mem::replace(engine, RollupEngine::new(folder, folder));
     let (returned, done) = tokio::task::spawn_blocking(move || {
-        let done = taken.add_folder(folder, &files);
+        let done = taken.add_folder(folder, files);
         (taken, done)
     })
     .await
