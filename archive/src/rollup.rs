@@ -2,13 +2,15 @@
 //!
 //! The work is deduplicating request ids, so the engine is built around it:
 //! - each file (each row group, for big files) is decoded on its own rayon task, reading only the five
-//!   columns the counting rules need; every row becomes 24 bytes: a 128-bit hash of its request id, the
+//!   columns the counting rules need; every row becomes 20 bytes: a 128-bit hash of its request id, the
 //!   key (an index into a dictionary) and its class (billable, failed);
 //! - rows are split by event day and by the hash's top bits into shards while they are decoded, so the
 //!   deduplication of a day runs on every core, each shard with a small hash set, without another pass;
 //! - folders are read in day order and a day is finished as soon as the folder after it has been read
 //!   (events sit in their own day's folder or a neighbouring one), so memory holds about two days of
-//!   rows, never the whole range.
+//!   rows, never the whole range;
+//! - a folder's decode is queued on the pool before the previous folder is waited for, merged and its
+//!   completed days counted, so the cores never wait at a folder's end for its slowest file.
 //!
 //! An event further from its folder (a Firehose record that spanned days) never fails the rollup: it
 //! is reported with its file ([`Misplaced`]) and counted on its own day when that day is in the range.
