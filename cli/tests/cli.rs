@@ -750,11 +750,16 @@ fn keys_update_records_the_change_and_rotate_keeps_the_old_key_for_its_grace_per
     assert_eq!(shown["previousTerms"][0]["userEmail"], "ada@example.com");
     assert_eq!(shown["previousTerms"][0]["plan"], "payg");
 
-    let rotated: Value = serde_json::from_str(&ok(
-        meter(home.path()).args(["keys", "rotate", &id, "--grace", "2s", "--json"])
-    ))
-    .unwrap();
+    let output = run(meter(home.path())
+        .env("METER_LOG", "debug")
+        .args(["keys", "rotate", &id, "--grace", "2s", "--json"]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rotated: Value = serde_json::from_slice(&output.stdout).unwrap();
     let (new_id, new_key) = (rotated["id"].as_str().unwrap(), rotated["key"].as_str().unwrap());
+    // The new key is printed once and never logged or stored.
+    let secret = &new_key[16..];
+    assert!(!contains(&output.stderr, secret), "the log holds the new key");
+    assert!(!contains(&bytes_of_dir(home.path()), secret), "the store holds the new key");
     assert_eq!(rotated["rotatedFrom"], id.as_str());
     let new: Value =
         serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", new_id, "--json"]))).unwrap();
