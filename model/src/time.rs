@@ -52,6 +52,12 @@ impl Day {
         self.0
     }
 
+    /// The day's first instant (00:00 UTC).
+    #[must_use]
+    pub fn start(self) -> DateTime<Utc> {
+        self.0.and_time(chrono::NaiveTime::MIN).and_utc()
+    }
+
     /// The month this day belongs to.
     #[must_use]
     pub fn month(self) -> Month {

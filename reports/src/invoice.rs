@@ -211,17 +211,14 @@ pub fn invoice_id(period: Month, customer_email: &str, plan: &str) -> String {
     format!("INV-{text}-{}", &hex::encode(digest)[..12])
 }
 
-/// Whether a key could be used during `month`: created before it ended and not revoked before it began.
 /// The last instant of `month` (UTC): the terms in force then price it.
 fn month_end(month: Month) -> chrono::DateTime<chrono::Utc> {
-    let next = month.succ().first_day().date().and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_default();
-    next - chrono::Duration::nanoseconds(1)
+    month.succ().first_day().start() - chrono::Duration::nanoseconds(1)
 }
 
+/// Whether a key could be used during `month`: created before it ended and not revoked before it began.
 fn live_during(key: &ApiKeyRecord, month: Month) -> bool {
-    let start = month.first_day().date().and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    let end = month.succ().first_day().date().and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    let (Some(start), Some(end)) = (start, end) else { return false };
+    let (start, end) = (month.first_day().start(), month.succ().first_day().start());
     key.created_at < end && key.revoked_at.is_none_or(|at| at >= start)
 }
 
