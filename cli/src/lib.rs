@@ -616,7 +616,7 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
                     let rows = items
                         .into_iter()
                         .enumerate()
-                        .map(|(i, fields)| lifecycle::SourceRow { place: format!("item {}", i + 1), fields })
+                        .map(|(i, fields)| lifecycle::SourceRow::new(format!("item {}", i + 1), fields))
                         .collect();
                     (format!("DynamoDB table {table}"), rows)
                 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, DurationRound, SubsecRound, Utc};
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
     ApiKey, ApiKeyRecord, Clock, Email, GraceEndNotifier, HashedKey, KeyChange, KeyId, KeyStatus, KeyStore,
-    KeyTerms, NewKey, PlanName, RevocationNotifier, StoreError, Tally, UsageTotals,
+    KeyTerms, NewKey, PlanName, RevocationNotifier, Tally, UsageTotals,
 };
 use meter_reports::Pricing;
 use serde::Serialize;
@@ -43,6 +43,16 @@ pub(crate) struct SourceRow {
     /// Where it is, for messages: `line 4`, `item 7`.
     pub(crate) place: String,
     pub(crate) fields: BTreeMap<String, String>,
+    /// Why the row could not be read at all (a line that is not a JSON object): reported with the
+    /// other bad rows.
+    pub(crate) unreadable: Option<String>,
+}
+
+impl SourceRow {
+    /// A row read as fields.
+    pub(crate) fn new(place: String, fields: BTreeMap<String, String>) -> Self {
+        Self { place, fields, unreadable: None }
+    }
 }
 
 /// Reads FILE as CSV (`.csv`) or JSON lines (`.jsonl`, `.ndjson`, `.json`).
@@ -72,7 +82,7 @@ fn read_csv(text: &str) -> anyhow::Result<Vec<SourceRow>> {
             .filter(|(_, value)| !value.trim().is_empty())
             .map(|(name, value)| (name.clone(), value.trim().to_owned()))
             .collect();
-        rows.push(SourceRow { place: format!("line {line}"), fields });
+        rows.push(SourceRow::new(format!("line {line}"), fields));
     }
     Ok(rows)
 }
@@ -84,26 +94,33 @@ fn read_json_lines(text: &str) -> anyhow::Result<Vec<SourceRow>> {
         if line.trim().is_empty() {
             continue;
         }
-        let fields = match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(object)) => object
-                .into_iter()
-                .filter_map(|(name, value)| {
-                    let text = match value {
-                        serde_json::Value::Null => return None,
-                        serde_json::Value::String(text) => text,
-                        serde_json::Value::Number(n) => n.to_string(),
-                        serde_json::Value::Bool(b) => b.to_string(),
-                        serde_json::Value::Array(_) => "<list>".into(),
-                        serde_json::Value::Object(_) => "<map>".into(),
-                    };
-                    Some((name, text))
-                })
-                .collect(),
+        let row = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(object)) => SourceRow::new(
+                place,
+                object
+                    .into_iter()
+                    .filter_map(|(name, value)| {
+                        let text = match value {
+                            serde_json::Value::Null => return None,
+                            serde_json::Value::String(text) => text,
+                            serde_json::Value::Number(n) => n.to_string(),
+                            serde_json::Value::Bool(b) => b.to_string(),
+                            serde_json::Value::Array(_) => "<list>".into(),
+                            serde_json::Value::Object(_) => "<map>".into(),
+                        };
+                        Some((name, text))
+                    })
+                    .collect(),
+            ),
             // A line that is not an object is a bad row like any other: reported with the rest.
-            Ok(_) => BTreeMap::from([("<row>".to_owned(), "not a JSON object".to_owned())]),
-            Err(err) => BTreeMap::from([("<row>".to_owned(), format!("not JSON: {err}"))]),
+            Ok(_) => {
+                SourceRow { place, fields: BTreeMap::new(), unreadable: Some("not a JSON object".into()) }
+            }
+            Err(err) => {
+                SourceRow { place, fields: BTreeMap::new(), unreadable: Some(format!("not JSON: {err}")) }
+            }
         };
-        rows.push(SourceRow { place, fields });
+        rows.push(row);
     }
     Ok(rows)
 }
@@ -123,7 +140,7 @@ struct ImportRow {
 }
 
 fn validate(row: &SourceRow, pricing: Option<&Pricing>) -> Result<ImportRow, String> {
-    if let Some(problem) = row.fields.get("<row>") {
+    if let Some(problem) = &row.unreadable {
         return Err(problem.clone());
     }
     if let Some(field) = PLAIN_KEY_FIELDS.iter().find(|f| row.fields.contains_key(**f)) {
@@ -256,14 +273,17 @@ pub(crate) async fn import<S: KeyStore>(
             }
         }
     }
+    // The key table read once (an operator's scan), not two or three reads per row: an import of
+    // 100,000 keys compares them in memory.
+    let existing = store.list_keys().await.context("cannot read the keys already in the store")?;
+    let by_id: HashMap<&KeyId, &ApiKeyRecord> = existing.iter().map(|k| (&k.id, k)).collect();
+    let by_hash: HashMap<&str, &KeyId> = existing.iter().map(|k| (k.hashed_key.as_str(), &k.id)).collect();
     let mut actions = Vec::with_capacity(valid.len());
     for row in &valid {
-        match plan_row(store, row, now).await {
+        let owner = by_hash.get(row.hashed_key.as_str()).copied();
+        match plan_row(row, by_id.get(&row.id).copied(), owner, now) {
             Ok(action) => actions.push(action),
-            Err(PlanError::Row(reason)) => errors.push(format!("{} (id {}): {reason}", row.place, row.id)),
-            Err(PlanError::Store(err)) => {
-                return Err(err).context(format!("cannot read the store for {}", row.place));
-            }
+            Err(reason) => errors.push(format!("{} (id {}): {reason}", row.place, row.id)),
         }
     }
     if !errors.is_empty() {
@@ -363,19 +383,18 @@ fn partial(applied: usize, total: usize, id: &KeyId) -> String {
     )
 }
 
-enum PlanError {
-    Row(String),
-    Store(StoreError),
-}
-
-/// Compares a valid row with the store: create, update (which fields), or nothing.
-async fn plan_row<S: KeyStore>(store: &S, row: &ImportRow, now: DateTime<Utc>) -> Result<Action, PlanError> {
-    if let Some(owner) = store.find_key_by_hash(&row.hashed_key).await.map_err(PlanError::Store)?
-        && owner.id != row.id
-    {
-        return Err(PlanError::Row(format!("its hashedKey already belongs to key {}", owner.id)));
+/// Compares a valid row with the key of its id (`existing`) and the owner of its hash: create,
+/// update (which fields), or nothing; or why the row cannot be imported.
+fn plan_row(
+    row: &ImportRow,
+    existing: Option<&ApiKeyRecord>,
+    hash_owner: Option<&KeyId>,
+    now: DateTime<Utc>,
+) -> Result<Action, String> {
+    if let Some(owner) = hash_owner.filter(|owner| **owner != row.id) {
+        return Err(format!("its hashedKey already belongs to key {owner}"));
     }
-    let Some(existing) = store.get_key(&row.id).await.map_err(PlanError::Store)? else {
+    let Some(existing) = existing else {
         let mut record = ApiKeyRecord::new(NewKey {
             id: row.id.clone(),
             hashed_key: row.hashed_key.clone(),
@@ -394,17 +413,15 @@ async fn plan_row<S: KeyStore>(store: &S, row: &ImportRow, now: DateTime<Utc>) -
         return Ok(Action::Create(Box::new(record)));
     };
     if existing.hashed_key != row.hashed_key {
-        return Err(PlanError::Row(
-            "exists here with another key (its hashedKey differs); not imported".into(),
-        ));
+        return Err("exists here with another key (its hashedKey differs); not imported".into());
     }
     if existing.status == KeyStatus::Revoked && row.status == KeyStatus::Active {
-        return Err(PlanError::Row("is revoked here; an import never reactivates a key".into()));
+        return Err("is revoked here; an import never reactivates a key".into());
     }
     let mut change = KeyChange::default();
     let mut changes = Vec::new();
     if existing.user_email != row.email || existing.plan != row.plan {
-        change.previous_terms = Some(with_terms_until(&existing, now));
+        change.previous_terms = Some(with_terms_until(existing, now));
     }
     if existing.user_email != row.email {
         changes.push(format!("userEmail {} → {}", existing.user_email, row.email));
