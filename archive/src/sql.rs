@@ -42,24 +42,23 @@ fn rows_of(answer: &QueryRows, from: Day, to: Day) -> Result<Vec<RollupRow>, Rol
         .enumerate()
         .map(|(index, row)| {
             let line = index + 2; // the header is line 1
-            let count = |column: usize| {
-                row[column].parse::<u64>().map_err(|_| {
-                    problem(format!("line {line}: {} {:?} is not a count", expected[column], row[column]))
-                })
-            };
-            let [key_id, day, ..] = row.as_slice() else {
+            let [key_id, day, successful, failed, usage] = row.as_slice() else {
                 return Err(problem(format!("line {line} has {} fields", row.len())));
             };
-            if row.len() != expected.len() {
-                return Err(problem(format!("line {line} has {} fields", row.len())));
-            }
+            let count = |name: &str, text: &String| {
+                text.parse::<u64>()
+                    .map_err(|_| problem(format!("line {line}: {name} {text:?} is not a count")))
+            };
             let day: Day =
                 day.parse().map_err(|_| problem(format!("line {line}: day {day:?} is not a day")))?;
             if day < from || day > to {
                 return Err(problem(format!("line {line}: day {day} is outside {from}..{to}")));
             }
-            let tally =
-                Tally { successful_calls: count(2)?, failed_calls: count(3)?, usage_count: count(4)? };
+            let tally = Tally {
+                successful_calls: count(expected[2], successful)?,
+                failed_calls: count(expected[3], failed)?,
+                usage_count: count(expected[4], usage)?,
+            };
             Ok(RollupRow { key_id: key_id.clone(), day, tally })
         })
         .collect()
