@@ -420,21 +420,15 @@ fn plan_row(
     }
     let mut change = KeyChange::default();
     let mut changes = Vec::new();
-    if existing.user_email != row.email || existing.plan != row.plan {
-        change.previous_terms = Some(with_terms_until(existing, now));
+    let email = (existing.user_email != row.email).then(|| row.email.clone());
+    let plan = (existing.plan != row.plan).then(|| row.plan.clone());
+    if let Some(email) = &email {
+        changes.push(format!("userEmail {} → {email}", existing.user_email));
     }
-    if existing.user_email != row.email {
-        changes.push(format!("userEmail {} → {}", existing.user_email, row.email));
-        change.user_email = Some(row.email.clone());
+    if let Some(plan) = &plan {
+        changes.push(format!("plan {} → {}", plan_text(existing.plan.as_ref()), plan_text(plan.as_ref())));
     }
-    if existing.plan != row.plan {
-        changes.push(format!(
-            "plan {} → {}",
-            plan_text(existing.plan.as_ref()),
-            plan_text(row.plan.as_ref())
-        ));
-        change.plan = Some(row.plan.clone());
-    }
+    change_terms(&mut change, existing, email, plan, now);
     if row.name.is_some() && existing.name != row.name {
         changes.push("name".into());
         change.name = Some(row.name.clone());
@@ -457,12 +451,24 @@ fn plan_row(
     })
 }
 
-/// The key's earlier terms with its current ones appended, held until `now`.
-fn with_terms_until(record: &ApiKeyRecord, now: DateTime<Utc>) -> Vec<KeyTerms> {
+/// Sets a new customer and/or plan (each given only where it differs) on `change`, keeping the key's
+/// current terms in its history as held until `now`: a month is priced under the terms at its end.
+fn change_terms(
+    change: &mut KeyChange,
+    record: &ApiKeyRecord,
+    email: Option<Email>,
+    plan: Option<Option<PlanName>>,
+    now: DateTime<Utc>,
+) {
+    if email.is_none() && plan.is_none() {
+        return;
+    }
     let mut terms = record.previous_terms.clone();
     let until = now.trunc_subsecs(3);
     terms.push(KeyTerms { until, user_email: record.user_email.clone(), plan: record.plan.clone() });
-    terms
+    change.previous_terms = Some(terms);
+    change.user_email = email;
+    change.plan = plan;
 }
 
 fn plan_text(plan: Option<&PlanName>) -> &str {
@@ -491,17 +497,13 @@ pub(crate) async fn update<S: KeyStore>(
     let mut said = Vec::new();
     let new_email = email.filter(|e| *e != before.user_email);
     let new_plan = plan.filter(|p| before.plan.as_ref() != Some(p));
-    if new_email.is_some() || new_plan.is_some() {
-        change.previous_terms = Some(with_terms_until(&before, now));
-    }
-    if let Some(email) = new_email {
+    if let Some(email) = &new_email {
         said.push(format!("customer {} → {email}", before.user_email));
-        change.user_email = Some(email);
     }
-    if let Some(plan) = new_plan {
+    if let Some(plan) = &new_plan {
         said.push(format!("plan {} → {plan}", plan_text(before.plan.as_ref())));
-        change.plan = Some(Some(plan));
     }
+    change_terms(&mut change, &before, new_email, new_plan.map(Some), now);
     if let Some(name) = name.filter(|n| before.name.as_ref() != Some(n)) {
         said.push(format!("name {name:?}"));
         change.name = Some(Some(name));
