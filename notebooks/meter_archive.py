@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import sqlglot
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
@@ -214,6 +215,4 @@ def issued_months(reports_uri: str) -> list[str]:
 def invoices(reports_uri: str, month: str) -> pl.DataFrame:
     location = Location.of(reports_uri).child(f"issued/month={month}")
     with location.fs.open_input_file(f"{location.path}/invoices.parquet") as f:
-        import pyarrow.parquet as pq
-
         return pl.from_arrow(pq.read_table(f))

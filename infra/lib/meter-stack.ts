@@ -77,6 +77,8 @@ export class MeterStack extends Stack {
         timeout: Duration.minutes(5),
         environment: storeAndArchive,
       });
+    // The pipeline's names, known before it exists: the reconcile job's Athena settings and grants use them.
+    const names = pipelineNames(settings.name);
     const reconcile = fn('ReconcileJob', 'reconcile-job', 'Nightly: recomputes the counters from the archive and corrects drift', {
       ...job,
       environment: {
@@ -87,8 +89,8 @@ export class MeterStack extends Stack {
         ...(settings.rollupEngine === 'athena'
           ? {
             METER_ROLLUP_ENGINE: 'athena',
-            METER_ATHENA_WORKGROUP: pipelineNames(settings.name).workgroup,
-            METER_ATHENA_DATABASE: pipelineNames(settings.name).database,
+            METER_ATHENA_WORKGROUP: names.workgroup,
+            METER_ATHENA_DATABASE: names.database,
           }
           : {}),
       },
@@ -154,7 +156,6 @@ export class MeterStack extends Stack {
       reason: `Each run writes its ${dir} files under this folder, named by day or run`,
     })));
     if (settings.rollupEngine === 'athena') {
-      const names = pipelineNames(settings.name);
       const { account, region, partition } = Stack.of(this);
       allow(reconcile, ['athena:StartQueryExecution', 'athena:GetQueryExecution', 'athena:StopQueryExecution'], [
         `arn:${partition}:athena:${region}:${account}:workgroup/${names.workgroup}`,
