@@ -192,7 +192,7 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
         }
         let key = PresentedKey::new(text);
         let epoch_before = self.state().epoch;
-        let decision = self.look_up(&key).await?;
+        let decision = self.look_up(&key, now).await?;
         if matches!(decision, Decision::Allow(_)) {
             // A revocation can land while the key is read: its mark comes before its epoch bump, so
             // if the epoch moved meanwhile, the read may predate the mark. Then the key is read again
@@ -205,7 +205,7 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
                     state.epoch = Some(epoch_after);
                     state.epoch_checked_at = Some(now);
                 }
-                return self.look_up(&key).await;
+                return self.look_up(&key, now).await;
             }
         }
         let mut state = self.state();
@@ -248,7 +248,7 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
         Ok(())
     }
 
-    async fn look_up(&self, key: &PresentedKey) -> Result<Decision, AuthorizeError> {
+    async fn look_up(&self, key: &PresentedKey, now: DateTime<Utc>) -> Result<Decision, AuthorizeError> {
         let record = match key.id() {
             Some(id) => self.store.get_key(id).await,
             None => self.store.find_key_by_hash(&key.hashed()).await,
@@ -260,9 +260,7 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
         };
         Ok(match record.status {
             KeyStatus::Revoked => Decision::Deny(DenyReason::Revoked),
-            KeyStatus::Active if record.is_refused_at(self.clock.now()) => {
-                Decision::Deny(DenyReason::Expired)
-            }
+            KeyStatus::Active if record.is_refused_at(now) => Decision::Deny(DenyReason::Expired),
             KeyStatus::Active => Decision::Allow(Arc::new(Grant {
                 key_id: record.id,
                 user_email: record.user_email,

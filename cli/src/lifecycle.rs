@@ -566,7 +566,8 @@ pub(crate) async fn rotate<S: KeyStore>(
 ) -> anyhow::Result<String> {
     let old = crate::keys::find(store, id).await?;
     let now = clock.now();
-    if old.is_refused_at(now) || old.grace_ends_at.is_some() {
+    // The store refuses these too; asked first so that no flush is arranged for a rotation that fails.
+    if old.status == KeyStatus::Revoked || old.grace_ends_at.is_some() {
         bail!("key {id} is revoked or already rotated; create a new key with `meter keys create` instead");
     }
     // Whole seconds: an instant people can read and type, and the flush of API Gateway's cache waits
