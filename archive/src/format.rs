@@ -9,8 +9,10 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use meter_model::{Day, RejectedLine, StoreError, UsageEvent};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// The archive's column names, in the schema's order.
@@ -122,16 +124,47 @@ pub fn encode_parquet(events: &[UsageEvent<'_>]) -> Result<Vec<u8>, StoreError> 
 
 /// One Parquet file (Snappy, the codec Firehose's conversion uses) holding `columns` as one batch.
 /// Every Parquet file the project writes is made here.
+///
+/// The file is what [`ArrowWriter`] writes, byte for byte, but its column chunks are encoded on every
+/// core: encoding is most of the time it takes to write a rollup or a report, and it would otherwise
+/// keep one core busy while the others wait.
 pub fn parquet_file(
     schema: SchemaRef,
     columns: Vec<ArrayRef>,
 ) -> Result<Vec<u8>, parquet::errors::ParquetError> {
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    // Row groups as ArrowWriter cuts them.
+    let group_rows = props.max_row_group_size().max(1);
     let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(props))?;
-    writer.write(&batch)?;
-    writer.close()?;
+    let (mut file, groups) =
+        ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props))?.into_serialized_writer()?;
+    let mut chunks_to_encode = Vec::new();
+    for (group, start) in (0..batch.num_rows()).step_by(group_rows).enumerate() {
+        let rows = batch.slice(start, group_rows.min(batch.num_rows() - start));
+        let mut leaves = Vec::new();
+        for (field, array) in schema.fields().iter().zip(rows.columns()) {
+            leaves.extend(compute_leaves(field, array)?);
+        }
+        let writers = groups.create_column_writers(group)?;
+        chunks_to_encode.extend(writers.into_iter().zip(leaves).map(|(writer, leaf)| (group, writer, leaf)));
+    }
+    let encoded: Vec<(usize, ArrowColumnChunk)> = chunks_to_encode
+        .into_par_iter()
+        .map(|(group, mut writer, leaf)| {
+            writer.write(&leaf)?;
+            Ok((group, writer.close()?))
+        })
+        .collect::<Result<_, parquet::errors::ParquetError>>()?;
+    let mut encoded = encoded.into_iter().peekable();
+    while let Some(&(group, _)) = encoded.peek() {
+        let mut row_group = file.next_row_group()?;
+        while let Some((_, chunk)) = encoded.next_if(|(next, _)| *next == group) {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+    }
+    file.close()?;
     Ok(buffer)
 }
 

@@ -1,16 +1,22 @@
 //! Authoritative rollups from the Parquet archive (CONTRACTS.md §5, §6).
 //!
 //! The work is deduplicating request ids, so the engine is built around it:
-//! - each file (each row group, for big files) is decoded on its own rayon task, reading only the five
-//!   columns the counting rules need; every row becomes 20 bytes: a 128-bit hash of its request id, the
-//!   key (an index into a dictionary) and its class (billable, failed);
+//! - each row group of each file is decoded by a job of its own on the rayon pool, reading only the
+//!   five columns the counting rules need; every row becomes 20 bytes: a 128-bit hash of its request
+//!   id, the key (an index into the row group's own dictionary) and its class (billable, failed);
 //! - rows are split by event day and by the hash's top bits into shards while they are decoded, so the
 //!   deduplication of a day runs on every core, each shard with a small hash set, without another pass;
 //! - folders are read in day order and a day is finished as soon as the folder after it has been read
 //!   (events sit in their own day's folder or a neighbouring one), so memory holds about two days of
 //!   rows, never the whole range;
-//! - a folder's decode is queued on the pool before the previous folder is waited for, merged and its
-//!   completed days counted, so the cores never wait at a folder's end for its slowest file.
+//! - a folder's decode is queued on the pool before the previous folder is waited for and merged, and
+//!   a completed day is counted by a job per shard, queued behind the decodes: the thread feeding
+//!   folders waits for nothing but the folder it merges, so the pool always has work queued;
+//! - no job waits for another: a job that waited inside the pool (a parallel iterator's join) would
+//!   take other jobs meanwhile, and could only return when the last of them ended, holding up
+//!   whatever waited for it. Each job sends its result on a channel instead;
+//! - a row's key is translated to the engine's index only when the row is counted, through its row
+//!   group's map, so no pass rewrites the rows.
 //!
 //! An event further from its folder (a Firehose record that spanned days) never fails the rollup: it
 //! is reported with its file ([`Misplaced`]) and counted on its own day when that day is in the range.
@@ -39,7 +45,6 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
-use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -173,13 +178,29 @@ impl Row {
         // The top two bits: fits a u8.
         (self.key_class >> 30) as u8
     }
-
-    fn with_key(self, key: u32) -> Self {
-        Self { key_class: (key & KEY_MASK) | (self.key_class & !KEY_MASK), ..self }
-    }
 }
 
-type Shards = [Vec<Vec<Row>>; SHARDS];
+/// Rows of one piece in one shard of a day, with the piece's map from its key indices to the
+/// engine's: a row's key is translated when it is counted, never rewritten in place (a pass over every
+/// row that would hold up the counting of the day).
+#[derive(Debug)]
+struct Chunk {
+    rows: Vec<Row>,
+    keys: Arc<[u32]>,
+}
+
+type Shards = [Vec<Chunk>; SHARDS];
+
+/// A day whose shards are being counted on the pool, a job each.
+#[derive(Debug, Default)]
+struct Counting {
+    shards_left: usize,
+    counts: FxHashMap<u32, Tally>,
+    stats: RollupStats,
+}
+
+/// What a shard's job sends: the day, and the shard's tally per key (the engine's indices).
+type ShardCounted = (i32, Result<(FxHashMap<u32, Tally>, RollupStats), RollupError>);
 
 /// Rows of one piece of a file (a row group), split by event day and shard; keys are local indices.
 #[derive(Debug, Default)]
@@ -203,16 +224,22 @@ impl Piece {
     }
 }
 
-/// A folder whose files are decoding on the pool.
+/// A folder whose row groups are decoding on the pool, a job each.
 #[derive(Debug)]
 struct Decoding {
     folder_day: i32,
-    /// The files' names and total size: the bytes themselves go with the decode, and are freed as
-    /// soon as it ends.
+    /// The files' names and total size: the bytes themselves go with the jobs, and are freed as soon
+    /// as the last of them ends.
     names: Vec<String>,
     bytes: u64,
-    result: mpsc::Receiver<Result<Vec<(usize, Piece)>, RollupError>>,
+    /// The jobs started, and where each sends its row group.
+    jobs: usize,
+    result: mpsc::Receiver<Decoded>,
 }
+
+/// What a row group's job sends: its place in file and row-group order, and the row group's rows
+/// with the index of its file.
+type Decoded = (usize, Result<(usize, Piece), RollupError>);
 
 /// Days since 1970-01-01 of `day`.
 fn epoch_day(day: Day) -> i32 {
@@ -241,7 +268,11 @@ pub struct RollupEngine {
     late: Vec<Piece>,
     /// The last folder added, decoding on the pool.
     decoding: Option<Decoding>,
-    /// More distinct key ids than a row's 30 bits of key index hold.
+    /// Complete days being counted on the pool, and where their shards' counts arrive.
+    counting: BTreeMap<i32, Counting>,
+    counted_sender: mpsc::Sender<ShardCounted>,
+    counted: mpsc::Receiver<ShardCounted>,
+    /// More distinct key ids than a u32 holds.
     too_many_keys: bool,
     misplaced: Vec<Misplaced>,
     last_folder: Option<i32>,
@@ -252,6 +283,7 @@ impl RollupEngine {
     /// An engine for the days `from..=to`.
     #[must_use]
     pub fn new(from: Day, to: Day) -> Self {
+        let (counted_sender, counted) = mpsc::channel();
         Self {
             from: epoch_day(from),
             to: epoch_day(to),
@@ -261,6 +293,9 @@ impl RollupEngine {
             finished_before: i32::MIN,
             late: Vec::new(),
             decoding: None,
+            counting: BTreeMap::new(),
+            counted_sender,
+            counted,
             too_many_keys: false,
             misplaced: Vec::new(),
             last_folder: None,
@@ -275,11 +310,12 @@ impl RollupEngine {
     }
 
     /// Starts decoding a day folder's files on the pool, then takes in the folder before it (whose
-    /// decode has been running meanwhile) and returns the rollup rows of every day that is now complete
-    /// (sorted by key). Folders must come in day order; call [`Self::settle`] after the last one.
+    /// decode has been running meanwhile) and returns the rollup rows of the days counted so far (each
+    /// day's sorted by key). Folders must come in day order; call [`Self::settle`] after the last one.
     ///
     /// A folder's decode is queued before the previous one is waited for, so no core waits at a
-    /// folder's end for its slowest file: the next folder's row groups are there to take.
+    /// folder's end for its slowest file: the next folder's row groups are there to take. The rows of
+    /// a complete day come back from a later call (or [`Self::finish`]), once its count has ended.
     pub fn add_folder(
         &mut self,
         folder: Day,
@@ -290,32 +326,15 @@ impl RollupEngine {
             debug_assert!(folder_day > last, "folders must come in order");
         }
         self.last_folder = Some(folder_day);
-        let names = files.iter().map(|f| f.name.clone()).collect();
-        let bytes = files.iter().map(|f| f.bytes.len() as u64).sum();
-        let (from, to) = (self.from, self.to);
-        let (sender, result) = mpsc::sync_channel(1);
-        rayon::spawn(move || {
-            // A decoder that panics on some file is an error naming the folder, never an abort.
-            let decoded =
-                std::panic::catch_unwind(AssertUnwindSafe(|| decode_folder(folder_day, &files, from, to)))
-                    .unwrap_or_else(|_| {
-                        Err(RollupError::Schema {
-                            file: partition(day_of_epoch(folder_day)),
-                            problem: "the Parquet decoder failed on one of its files".into(),
-                        })
-                    });
-            drop(files);
-            // The engine may be gone (an earlier folder failed): nobody is left to tell.
-            let _ = sender.send(decoded);
-        });
-        match self.decoding.replace(Decoding { folder_day, names, bytes, result }) {
+        let decoding = start_decoding(folder_day, files, self.from, self.to)?;
+        match self.decoding.replace(decoding) {
             Some(previous) => self.absorb(previous),
             None => Ok(Vec::new()),
         }
     }
 
     /// Takes in the last folder added: call after the last one, before [`Self::misplaced`],
-    /// [`Self::days_to_recount`] or [`Self::finish`]. Returns the rows of the days it completes.
+    /// [`Self::days_to_recount`] or [`Self::finish`]. Returns the rows of the days counted so far.
     pub fn settle(&mut self) -> Result<Vec<RollupRow>, RollupError> {
         match self.decoding.take() {
             Some(last) => self.absorb(last),
@@ -323,16 +342,21 @@ impl RollupEngine {
         }
     }
 
-    /// Waits for a folder's decode, merges its rows, and counts the days it completes: with folder
-    /// `f` in, every day before `f` is complete (its events sit in its own folder or a neighbour's,
-    /// short of events far from their folder, which wait for a recount).
+    /// Waits for a folder's decode, merges its rows, and starts counting the days it completes: with
+    /// folder `f` in, every day before `f` is complete (its events sit in its own folder or a
+    /// neighbour's, short of events far from their folder, which wait for a recount). Returns the rows
+    /// of the days whose count has ended.
     fn absorb(&mut self, decoded: Decoding) -> Result<Vec<RollupRow>, RollupError> {
-        let pieces = decoded.result.recv().unwrap_or_else(|_| {
-            Err(RollupError::Schema {
+        let mut pieces: Vec<Option<(usize, Piece)>> = (0..decoded.jobs).map(|_| None).collect();
+        for _ in 0..decoded.jobs {
+            let (place, piece) = decoded.result.recv().map_err(|_| RollupError::Schema {
                 file: partition(day_of_epoch(decoded.folder_day)),
                 problem: "the folder's decode stopped without an answer".into(),
-            })
-        })?;
+            })?;
+            pieces[place] = Some(piece?);
+        }
+        // In file and row-group order, so the first copy of a request is always the same one.
+        let pieces: Vec<(usize, Piece)> = pieces.into_iter().flatten().collect();
         self.stats.files += decoded.names.len() as u64;
         self.stats.bytes += decoded.bytes;
         self.note_misplaced(&decoded.names, &pieces);
@@ -340,19 +364,74 @@ impl RollupEngine {
         if self.too_many_keys {
             return Err(RollupError::Schema {
                 file: partition(day_of_epoch(decoded.folder_day)),
-                problem: "the range holds more than 2^30 distinct key ids; roll up fewer days at once".into(),
+                problem: "the range holds more than 2^32 - 1 distinct key ids; roll up fewer days at once"
+                    .into(),
             });
         }
         let complete = self.take_days_before(decoded.folder_day);
-        let counted = count_days(complete);
-        Ok(self.rows_of(counted))
+        self.count_on_pool(complete);
+        self.take_counted(false)
+    }
+
+    /// Counts complete days on the pool, a job per shard: the caller goes on feeding folders, and the
+    /// jobs queue behind the decodes already there. No job waits for another (as a parallel iterator's
+    /// would, on whatever it took meanwhile), so a day's count never waits for a decode to end.
+    fn count_on_pool(&mut self, days: Vec<(i32, Shards)>) {
+        for (day, shards) in days {
+            let counting = self.counting.entry(day).or_default();
+            for chunks in shards.into_iter().filter(|chunks| !chunks.is_empty()) {
+                counting.shards_left += 1;
+                let sender = self.counted_sender.clone();
+                rayon::spawn(move || {
+                    let counted = std::panic::catch_unwind(AssertUnwindSafe(|| count_shard(&chunks)))
+                        .map_err(|_| RollupError::Schema {
+                            file: partition(day_of_epoch(day)),
+                            problem: "counting the requests of this day failed".into(),
+                        });
+                    drop(chunks);
+                    // The engine may be gone (an earlier folder failed): nobody is left to tell.
+                    let _ = sender.send((day, counted));
+                });
+            }
+        }
+    }
+
+    /// The rows of the days counted so far; with `all`, waits for every day being counted.
+    fn take_counted(&mut self, all: bool) -> Result<Vec<RollupRow>, RollupError> {
+        let mut done = Vec::new();
+        loop {
+            // Days without rows in any shard are done at once.
+            while let Some(entry) = self.counting.first_entry().filter(|e| e.get().shards_left == 0) {
+                let (day, counting) = entry.remove_entry();
+                done.push((day, counting.counts, counting.stats));
+            }
+            if self.counting.is_empty() {
+                break;
+            }
+            // The engine holds a sender, so `recv` ends only with a count; `try_recv` also when none
+            // is ready.
+            let next = if all { self.counted.recv().ok() } else { self.counted.try_recv().ok() };
+            let Some((day, shard)) = next else { break };
+            let (counts, stats) = shard?;
+            let Some(counting) = self.counting.get_mut(&day) else { continue };
+            counting.shards_left -= 1;
+            counting.stats.add(stats);
+            if counting.counts.len() < counts.len() {
+                let smaller = std::mem::replace(&mut counting.counts, counts);
+                add_counts(&mut counting.counts, smaller);
+            } else {
+                add_counts(&mut counting.counts, counts);
+            }
+        }
+        Ok(self.rows_of(done))
     }
 
     /// Finishes every remaining day; call after the last folder.
     pub fn finish(mut self) -> Result<(Vec<RollupRow>, RollupStats), RollupError> {
         let mut rows = self.settle()?;
         let complete = self.take_days_before(i32::MAX);
-        rows.extend(self.rows_of(count_days(complete)));
+        self.count_on_pool(complete);
+        rows.extend(self.take_counted(true)?);
         Ok((rows, self.stats))
     }
 
@@ -383,32 +462,11 @@ impl RollupEngine {
     pub fn recount(&self, day: Day) -> Self {
         let mut engine = Self::new(day, day);
         let day = epoch_day(day);
-        for piece in &self.late {
-            let mut keys: Vec<String> = Vec::new();
-            let mut local: FxHashMap<u32, u32> = FxHashMap::default();
-            let days = piece
-                .days
-                .iter()
-                .filter(|(d, _)| *d == day)
-                .map(|(d, shards)| {
-                    let shards = std::array::from_fn(|shard| {
-                        shards[shard]
-                            .iter()
-                            .map(|row| {
-                                let next = u32::try_from(local.len()).unwrap_or(u32::MAX);
-                                let key = *local.entry(row.key()).or_insert_with(|| {
-                                    keys.push(piece.keys[row.key() as usize].clone());
-                                    next
-                                });
-                                row.with_key(key)
-                            })
-                            .collect()
-                    });
-                    (*d, shards)
-                })
-                .collect();
-            engine.merge(vec![Piece { keys, days, ..Piece::default() }]);
-        }
+        let late = self.late.iter().filter_map(|piece| {
+            let days: Vec<_> = piece.days.iter().filter(|(d, _)| *d == day).cloned().collect();
+            (!days.is_empty()).then(|| Piece { keys: piece.keys.clone(), days, ..Piece::default() })
+        });
+        engine.merge(late);
         engine
     }
 
@@ -440,20 +498,13 @@ impl RollupEngine {
             if !late.is_empty() {
                 self.late.push(Piece { keys: piece.keys.clone(), days: late, ..Piece::default() });
             }
-            let global: Vec<u32> = piece.keys.drain(..).map(|name| self.intern(name)).collect();
-            let mut days = days;
-            // The one step that touches every row here: remapped shard by shard on every core.
-            days.par_iter_mut().flat_map(|(_, shards)| shards.par_iter_mut()).for_each(|rows| {
-                for row in rows.iter_mut() {
-                    *row = row.with_key(global[row.key() as usize]);
-                }
-            });
+            let keys: Arc<[u32]> = piece.keys.drain(..).map(|name| self.intern(name)).collect();
             for (day, shards) in days {
                 self.stats.rows += shards.iter().map(|s| s.len() as u64).sum::<u64>();
                 let target = self.pending.entry(day).or_insert_with(|| std::array::from_fn(|_| Vec::new()));
                 for (shard, rows) in shards.into_iter().enumerate() {
                     if !rows.is_empty() {
-                        target[shard].push(rows);
+                        target[shard].push(Chunk { rows, keys: Arc::clone(&keys) });
                     }
                 }
             }
@@ -465,8 +516,8 @@ impl RollupEngine {
             return index;
         }
         let index = u32::try_from(self.key_names.len()).unwrap_or(u32::MAX);
-        // Rows hold 30 bits of key index: past that the rollup stops with an error (absorb).
-        self.too_many_keys |= index > KEY_MASK;
+        // Past u32::MAX keys the rollup stops with an error (absorb).
+        self.too_many_keys |= index == u32::MAX;
         self.key_names.push(name.clone());
         self.key_index.insert(name, index);
         index
@@ -503,73 +554,79 @@ impl RollupEngine {
     }
 }
 
-/// Decodes a folder's files into pieces (a row group each), in file and row-group order.
-fn decode_folder(
+/// Starts decoding a folder's files on the pool, a job per row group. The files' metadata (their
+/// footers, a small part of each) is read here, to know the row groups.
+fn start_decoding(
     folder_day: i32,
-    files: &[ArchiveFile],
+    files: Vec<ArchiveFile>,
     from: i32,
     to: i32,
-) -> Result<Vec<(usize, Piece)>, RollupError> {
-    // Metadata first (cheap), so that big files can be split into row groups across cores.
+) -> Result<Decoding, RollupError> {
+    let names = files.iter().map(|f| f.name.clone()).collect();
+    let bytes = files.iter().map(|f| f.bytes.len() as u64).sum();
     let metadata: Vec<ArrowReaderMetadata> = files
-        .par_iter()
+        .iter()
         .map(|file| {
-            ArrowReaderMetadata::load(&file.bytes, ArrowReaderOptions::new())
+            // A decoder that panics on some file is an error naming it, never an abort.
+            std::panic::catch_unwind(|| ArrowReaderMetadata::load(&file.bytes, ArrowReaderOptions::new()))
+                .unwrap_or_else(|_| {
+                    Err(parquet::errors::ParquetError::General("the footer decoder failed".into()))
+                })
                 .map_err(|source| RollupError::Unreadable { file: file.name.clone(), source })
         })
         .collect::<Result<_, _>>()?;
-    let tasks: Vec<(usize, usize)> = metadata
-        .iter()
-        .enumerate()
-        .flat_map(|(file, meta)| (0..meta.metadata().num_row_groups()).map(move |group| (file, group)))
-        .collect();
-    tasks
-        .into_par_iter()
-        .map(|(file, group)| {
-            decode_row_group(&files[file], &metadata[file], group, folder_day, from, to).map(|p| (file, p))
-        })
-        .collect()
+    let files: Arc<[ArchiveFile]> = files.into();
+    let (sender, result) = mpsc::channel();
+    let mut jobs = 0;
+    for (index, meta) in metadata.into_iter().enumerate() {
+        for group in 0..meta.metadata().num_row_groups() {
+            let (files, meta, sender, place) = (Arc::clone(&files), meta.clone(), sender.clone(), jobs);
+            jobs += 1;
+            rayon::spawn(move || {
+                let file = &files[index];
+                let piece = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    decode_row_group(file, &meta, group, folder_day, from, to)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(RollupError::Schema {
+                        file: file.name.clone(),
+                        problem: "the Parquet decoder failed on this file".into(),
+                    })
+                });
+                // The engine may be gone (an earlier folder failed): nobody is left to tell.
+                let _ = sender.send((place, piece.map(|piece| (index, piece))));
+            });
+        }
+    }
+    Ok(Decoding { folder_day, names, bytes, jobs, result })
 }
 
-/// Counts complete days, each request once.
-fn count_days(days: Vec<(i32, Shards)>) -> Vec<(i32, FxHashMap<u32, Tally>, RollupStats)> {
-    days.into_iter()
-        .map(|(day, shards)| {
-            let (counts, stats) = dedup_day(shards);
-            (day, counts, stats)
-        })
-        .collect()
+/// Adds one shard's (or day's) counts to another's.
+fn add_counts(into: &mut FxHashMap<u32, Tally>, counts: FxHashMap<u32, Tally>) {
+    for (key, tally) in counts {
+        into.entry(key).or_default().add(tally);
+    }
 }
 
-/// Counts each request of a day once, shards in parallel.
-fn dedup_day(shards: Shards) -> (FxHashMap<u32, Tally>, RollupStats) {
-    let empty = || (FxHashMap::default(), RollupStats::default());
-    shards
-        .into_par_iter()
-        .map(|chunks| {
-            let total: usize = chunks.iter().map(Vec::len).sum();
-            let mut seen: FxHashSet<(u64, u64)> =
-                FxHashSet::with_capacity_and_hasher(total, Default::default());
-            let mut counts: FxHashMap<u32, Tally> = FxHashMap::default();
-            for row in chunks.iter().flatten() {
-                let (hash, key, class) = ((row.hash_lo, row.hash_hi), row.key(), row.class());
-                if seen.insert(hash) {
-                    let tally = counts.entry(key).or_default();
-                    tally.successful_calls += u64::from(class & CLASS_BILLABLE);
-                    tally.failed_calls += u64::from((class & CLASS_FAILED) >> 1);
-                    tally.usage_count += 1;
-                }
+/// Counts each request of a day's shard once.
+fn count_shard(chunks: &[Chunk]) -> (FxHashMap<u32, Tally>, RollupStats) {
+    let total: usize = chunks.iter().map(|chunk| chunk.rows.len()).sum();
+    let mut seen: FxHashSet<(u64, u64)> = FxHashSet::with_capacity_and_hasher(total, Default::default());
+    let mut counts: FxHashMap<u32, Tally> = FxHashMap::default();
+    for chunk in chunks {
+        for row in &chunk.rows {
+            if !seen.insert((row.hash_lo, row.hash_hi)) {
+                continue;
             }
-            let distinct = seen.len() as u64;
-            (counts, RollupStats { distinct, duplicates: total as u64 - distinct, ..RollupStats::default() })
-        })
-        .reduce(empty, |(mut left, mut left_stats), (right, right_stats)| {
-            left_stats.add(right_stats);
-            for (key, tally) in right {
-                left.entry(key).or_default().add(tally);
-            }
-            (left, left_stats)
-        })
+            let class = row.class();
+            let tally = counts.entry(chunk.keys[row.key() as usize]).or_default();
+            tally.successful_calls += u64::from(class & CLASS_BILLABLE);
+            tally.failed_calls += u64::from((class & CLASS_FAILED) >> 1);
+            tally.usage_count += 1;
+        }
+    }
+    let distinct = seen.len() as u64;
+    (counts, RollupStats { distinct, duplicates: total as u64 - distinct, ..RollupStats::default() })
 }
 
 /// The archive columns a rollup reads, located in one file.

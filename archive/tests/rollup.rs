@@ -344,3 +344,60 @@ async fn int96_timestamps_are_read() {
     assert_eq!(as_map(&result.rows), expected);
     assert_eq!(result.stats.duplicates, 1);
 }
+
+/// A file's row groups are decoded by jobs of their own, which end in any order: each request is
+/// still counted once, as its first copy in file and row-group order says.
+#[tokio::test]
+async fn row_groups_decoded_apart_count_each_request_as_its_first_copy() {
+    use arrow_array::{ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let write = |path: &Path, events: &[(String, String, i32)]| {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("request_id", DataType::Utf8, false),
+            Field::new("key_id", DataType::Utf8, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("status_code", DataType::Int32, false),
+            Field::new("should_count", DataType::Boolean, false),
+        ]));
+        let noon = meter_model::time::parse_instant("2026-11-29T12:00:00Z").unwrap().timestamp_millis();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(events.iter().map(|e| &e.0))),
+            Arc::new(StringArray::from_iter_values(events.iter().map(|e| &e.1))),
+            Arc::new(TimestampMillisecondArray::from(vec![noon; events.len()]).with_timezone("UTC")),
+            Arc::new(Int32Array::from_iter_values(events.iter().map(|e| e.2))),
+            Arc::new(BooleanArray::from(vec![true; events.len()])),
+        ];
+        let batch = arrow_array::RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_size(50).build();
+        let mut out = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, out).unwrap();
+    };
+    // 2,000 requests in 40 row groups of 50; every tenth is repeated 500 rows later under another key
+    // and status, and a second file repeats the first hundred under a third key.
+    let mut first: Vec<(String, String, i32)> =
+        (0..2000).map(|i| (format!("r{i}"), format!("k{}", i % 7), 200)).collect();
+    for i in (0..1500).step_by(10) {
+        first.insert(i + 500, (format!("r{i}"), "repeat".into(), 500));
+    }
+    let second: Vec<(String, String, i32)> =
+        (0..100).map(|i| (format!("r{i}"), "other-file".into(), 404)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join(partition(day("2026-11-29")));
+    write(&folder.join("a.parquet"), &first);
+    write(&folder.join("b.parquet"), &second);
+    let mut truth: BTreeMap<(String, Day), Tally> = BTreeMap::new();
+    for i in 0..2000 {
+        let tally = truth.entry((format!("k{}", i % 7), day("2026-11-29"))).or_default();
+        tally.successful_calls += 1;
+        tally.usage_count += 1;
+    }
+    for _ in 0..3 {
+        let result = rollup_of(dir.path(), day("2026-11-29"), day("2026-11-29")).await.unwrap();
+        assert_eq!(as_map(&result.rows), truth);
+        assert_eq!((result.stats.distinct, result.stats.duplicates), (2000, 250));
+    }
+}

@@ -100,7 +100,9 @@ serde_as_text!(Month);
 
 impl fmt::Display for Day {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.format("%Y-%m-%d"))
+        // chrono's own `YYYY-MM-DD`, without parsing a format string on every call: rollups and
+        // reports print a day per row.
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
