@@ -400,7 +400,7 @@ impl RollupEngine {
     fn take_counted(&mut self, all: bool) -> Result<Vec<RollupRow>, RollupError> {
         let mut done = Vec::new();
         loop {
-            // Days without rows in any shard are done at once.
+            // Days whose shards have all been counted, in day order.
             while let Some(entry) = self.counting.first_entry().filter(|e| e.get().shards_left == 0) {
                 let (day, counting) = entry.remove_entry();
                 done.push((day, counting.counts, counting.stats));
@@ -408,10 +408,18 @@ impl RollupEngine {
             if self.counting.is_empty() {
                 break;
             }
-            // The engine holds a sender, so `recv` ends only with a count; `try_recv` also when none
-            // is ready.
-            let next = if all { self.counted.recv().ok() } else { self.counted.try_recv().ok() };
-            let Some((day, shard)) = next else { break };
+            let (day, shard) = if all {
+                // The engine holds a sender, so the channel is open while any count is still to come.
+                let first = self.counting.first_key_value().map_or(0, |(day, _)| *day);
+                self.counted.recv().map_err(|_| RollupError::Schema {
+                    file: partition(day_of_epoch(first)),
+                    problem: "the day's count stopped without an answer".into(),
+                })?
+            } else if let Ok(counted) = self.counted.try_recv() {
+                counted
+            } else {
+                break;
+            };
             let (counts, stats) = shard?;
             let Some(counting) = self.counting.get_mut(&day) else { continue };
             counting.shards_left -= 1;
