@@ -228,8 +228,8 @@ impl Piece {
 #[derive(Debug)]
 struct Decoding {
     folder_day: i32,
-    /// The files' names and total size: the bytes themselves go with the jobs, and are freed as soon
-    /// as the last of them ends.
+    /// The files' names and total size: the bytes themselves go with the jobs, each file's freed as
+    /// soon as its row groups are decoded.
     names: Vec<String>,
     bytes: u64,
     /// The jobs started, and where each sends its row group.
@@ -583,17 +583,17 @@ fn start_decoding(
                 .map_err(|source| RollupError::Unreadable { file: file.name.clone(), source })
         })
         .collect::<Result<_, _>>()?;
-    let files: Arc<[ArchiveFile]> = files.into();
     let (sender, result) = mpsc::channel();
     let mut jobs = 0;
-    for (index, meta) in metadata.into_iter().enumerate() {
+    for (index, (file, meta)) in files.into_iter().zip(metadata).enumerate() {
+        // Shared by the file's row groups only: its bytes are freed as soon as they are decoded.
+        let file = Arc::new(file);
         for group in 0..meta.metadata().num_row_groups() {
-            let (files, meta, sender, place) = (Arc::clone(&files), meta.clone(), sender.clone(), jobs);
+            let (file, meta, sender, place) = (Arc::clone(&file), meta.clone(), sender.clone(), jobs);
             jobs += 1;
             rayon::spawn(move || {
-                let file = &files[index];
                 let piece = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    decode_row_group(file, &meta, group, folder_day, from, to)
+                    decode_row_group(&file, &meta, group, folder_day, from, to)
                 }))
                 .unwrap_or_else(|_| {
                     Err(RollupError::Schema {
