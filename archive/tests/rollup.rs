@@ -10,6 +10,7 @@ use meter_archive::{RollupError, rollup};
 use meter_model::{Day, Tally};
 use meter_sim::archive::{ArchiveSpec, Generated, TsUnit, write_archive};
 use meter_store::LocalDir;
+use parquet::file::properties::WriterProperties;
 
 fn day(text: &str) -> Day {
     text.parse().unwrap()
@@ -93,19 +94,18 @@ async fn a_corrupt_file_is_an_error_that_names_it() {
 }
 
 fn write_parquet(path: &Path, schema: Arc<arrow_schema::Schema>, columns: Vec<arrow_array::ArrayRef>) {
-    write_parquet_with(path, schema, columns, parquet::basic::Compression::UNCOMPRESSED);
+    write_parquet_with(path, schema, columns, WriterProperties::builder().build());
 }
 
 fn write_parquet_with(
     path: &Path,
     schema: Arc<arrow_schema::Schema>,
     columns: Vec<arrow_array::ArrayRef>,
-    compression: parquet::basic::Compression,
+    props: WriterProperties,
 ) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let batch = arrow_array::RecordBatch::try_new(schema.clone(), columns).unwrap();
     let mut out = Vec::new();
-    let props = parquet::file::properties::WriterProperties::builder().set_compression(compression).build();
     let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
@@ -138,14 +138,14 @@ async fn files_that_break_the_schema_are_errors_that_say_what_is_wrong() {
 
 /// Writes a file of events `(request id, key, time, status)`, all marked billable.
 fn events_file(path: &Path, events: &[(&str, &str, &str, i32)]) {
-    events_file_with(path, events, parquet::basic::Compression::SNAPPY);
+    events_file_with(
+        path,
+        events,
+        WriterProperties::builder().set_compression(parquet::basic::Compression::SNAPPY).build(),
+    );
 }
 
-fn events_file_with(
-    path: &Path,
-    events: &[(&str, &str, &str, i32)],
-    compression: parquet::basic::Compression,
-) {
+fn events_file_with(path: &Path, events: &[(&str, &str, &str, i32)], props: WriterProperties) {
     use arrow_array::{ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMillisecondArray};
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
     let schema = Arc::new(Schema::new(vec![
@@ -166,8 +166,7 @@ fn events_file_with(
         Arc::new(Int32Array::from(events.iter().map(|e| e.3).collect::<Vec<_>>())),
         Arc::new(BooleanArray::from(vec![true; events.len()])),
     ];
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    write_parquet_with(path, schema, columns, compression);
+    write_parquet_with(path, schema, columns, props);
 }
 
 /// Firehose's conversion writes Snappy or GZIP; analysts' tools compact archives with ZSTD, LZ4 or no
@@ -192,7 +191,7 @@ async fn every_parquet_codec_is_read() {
                 (request.as_str(), "k1", "2026-11-29T10:00:00Z", 200),
                 ("shared", "k1", "2026-11-29T11:00:00Z", 404),
             ],
-            *codec,
+            WriterProperties::builder().set_compression(*codec).build(),
         );
     }
     let result = rollup_of(dir.path(), day("2026-11-29"), day("2026-11-29")).await.unwrap();
@@ -349,32 +348,11 @@ async fn int96_timestamps_are_read() {
 /// still counted once, as its first copy in file and row-group order says.
 #[tokio::test]
 async fn row_groups_decoded_apart_count_each_request_as_its_first_copy() {
-    use arrow_array::{ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMillisecondArray};
-    use arrow_schema::{DataType, Field, Schema, TimeUnit};
     let write = |path: &Path, events: &[(String, String, i32)]| {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("request_id", DataType::Utf8, false),
-            Field::new("key_id", DataType::Utf8, false),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-            Field::new("status_code", DataType::Int32, false),
-            Field::new("should_count", DataType::Boolean, false),
-        ]));
-        let noon = meter_model::time::parse_instant("2026-11-29T12:00:00Z").unwrap().timestamp_millis();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(events.iter().map(|e| &e.0))),
-            Arc::new(StringArray::from_iter_values(events.iter().map(|e| &e.1))),
-            Arc::new(TimestampMillisecondArray::from(vec![noon; events.len()]).with_timezone("UTC")),
-            Arc::new(Int32Array::from_iter_values(events.iter().map(|e| e.2))),
-            Arc::new(BooleanArray::from(vec![true; events.len()])),
-        ];
-        let batch = arrow_array::RecordBatch::try_new(schema.clone(), columns).unwrap();
-        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_size(50).build();
-        let mut out = Vec::new();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, out).unwrap();
+        let noon = "2026-11-29T12:00:00Z";
+        let events: Vec<_> =
+            events.iter().map(|(id, key, status)| (id.as_str(), key.as_str(), noon, *status)).collect();
+        events_file_with(path, &events, WriterProperties::builder().set_max_row_group_size(50).build());
     };
     // 2,000 requests in 40 row groups of 50; every tenth is repeated 500 rows later under another key
     // and status, and a second file repeats the first hundred under a third key.
