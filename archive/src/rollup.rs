@@ -152,8 +152,8 @@ pub struct ArchiveFile {
 }
 
 /// One deduplicated request in 20 bytes, so that a day of rows stays small: the request id's 128-bit
-/// hash, and the key index (30 bits) with the class (2 bits) in one word. Packed to 4-byte alignment:
-/// 24 bytes otherwise, a sixth more memory for every row in flight.
+/// hash, and the key's index in its row group (30 bits) with the class (2 bits) in one word. Packed to
+/// 4-byte alignment: 24 bytes otherwise, a sixth more memory for every row in flight.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, packed(4))]
 struct Row {
