@@ -12,16 +12,16 @@ use crate::format::{parquet_file, rollup_folder};
 
 use crate::rollup::RollupRow;
 
+/// The rollup's column names, in order: in its Parquet and CSV files and in the rollup query's result.
+pub const ROLLUP_COLUMNS: [&str; 5] = ["key_id", "day", "successful_calls", "failed_calls", "usage_count"];
+
 /// The rollup's columns: `key_id`, `day` (`YYYY-MM-DD`, as the counters' sort key), the three counts.
 #[must_use]
 pub fn rollup_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("key_id", DataType::Utf8, false),
-        Field::new("day", DataType::Utf8, false),
-        Field::new("successful_calls", DataType::UInt64, false),
-        Field::new("failed_calls", DataType::UInt64, false),
-        Field::new("usage_count", DataType::UInt64, false),
-    ]))
+    let [key_id, day, counts @ ..] = ROLLUP_COLUMNS;
+    let mut fields = vec![Field::new(key_id, DataType::Utf8, false), Field::new(day, DataType::Utf8, false)];
+    fields.extend(counts.map(|name| Field::new(name, DataType::UInt64, false)));
+    Arc::new(Schema::new(fields))
 }
 
 /// A rollup file could not be encoded.
@@ -81,9 +81,7 @@ fn day_column(rows: &[RollupRow]) -> ArrayRef {
 /// Encodes rollup rows as CSV with a header.
 pub fn rollup_csv(rows: &[RollupRow]) -> Result<Vec<u8>, EncodeError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    writer
-        .write_record(["key_id", "day", "successful_calls", "failed_calls", "usage_count"])
-        .map_err(|e| encode_error("CSV", e))?;
+    writer.write_record(ROLLUP_COLUMNS).map_err(|e| encode_error("CSV", e))?;
     for row in rows {
         writer
             .write_record([

@@ -4,11 +4,12 @@
 use futures::{StreamExt, TryStreamExt};
 use meter_model::Day;
 use meter_model::ObjectSource;
-use rayon::slice::ParallelSliceMut;
 
 use crate::format::{is_data_file, partition};
 
-use crate::rollup::{ArchiveFile, Misplaced, RollupEngine, RollupError, RollupRow, RollupStats};
+use crate::rollup::{
+    ArchiveFile, Misplaced, RollupEngine, RollupError, RollupRow, RollupStats, sort_by_day_and_key,
+};
 
 /// How many files of a folder are fetched at once (S3 latency, not bandwidth, bounds a folder's fetch).
 const FETCH_CONCURRENCY: usize = 16;
@@ -76,8 +77,7 @@ pub async fn rollup<S: ObjectSource>(
         rows.retain(|row| row.day != day);
         rows.extend(day_rows);
     }
-    // A key has one row a day, so no two rows compare equal: an unstable sort keeps the order exact.
-    rows.par_sort_unstable_by(|a, b| a.day.cmp(&b.day).then_with(|| a.key_id.cmp(&b.key_id)));
+    sort_by_day_and_key(&mut rows);
     Ok(Rollup { rows, stats, misplaced })
 }
 

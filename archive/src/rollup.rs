@@ -45,6 +45,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use rayon::slice::ParallelSliceMut;
 use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -240,6 +241,12 @@ struct Decoding {
 /// What a row group's job sends: its place in file and row-group order, and the row group's rows
 /// with the index of its file.
 type Decoded = (usize, Result<(usize, Piece), RollupError>);
+
+/// Puts rollup rows in the rollup's order: by day, then key. A key has one row a day, so no two rows
+/// compare equal and an unstable (parallel) sort gives the one order.
+pub(crate) fn sort_by_day_and_key(rows: &mut [RollupRow]) {
+    rows.par_sort_unstable_by(|a, b| a.day.cmp(&b.day).then_with(|| a.key_id.cmp(&b.key_id)));
+}
 
 /// Days since 1970-01-01 of `day`.
 fn epoch_day(day: Day) -> i32 {

@@ -4,8 +4,9 @@
 
 use meter_model::{Day, QueryEngine, QueryRows, Tally};
 
+use crate::output::ROLLUP_COLUMNS;
 use crate::read::Rollup;
-use crate::rollup::{RollupError, RollupRow, RollupStats};
+use crate::rollup::{RollupError, RollupRow, RollupStats, sort_by_day_and_key};
 
 /// The rollup in Athena's dialect: distinct requests per key and UTC day (CONTRACTS.md §4, §6).
 pub const ROLLUP_SQL: &str = include_str!("../../notebooks/sql/rollup.sql");
@@ -24,7 +25,7 @@ pub async fn rollup_on<Q: QueryEngine>(engine: &Q, from: Day, to: Day) -> Result
         RollupError::Source { context: format!("running the rollup query for {from}..{to}"), source }
     })?;
     let mut rows = rows_of(&answer, from, to)?;
-    rows.sort_by(|a, b| a.day.cmp(&b.day).then_with(|| a.key_id.cmp(&b.key_id)));
+    sort_by_day_and_key(&mut rows);
     let distinct = rows.iter().map(|r| r.tally.usage_count).sum();
     let stats = RollupStats { bytes: answer.scanned_bytes.unwrap_or(0), distinct, ..RollupStats::default() };
     Ok(Rollup { rows, stats, misplaced: Vec::new() })
@@ -32,7 +33,7 @@ pub async fn rollup_on<Q: QueryEngine>(engine: &Q, from: Day, to: Day) -> Result
 
 fn rows_of(answer: &QueryRows, from: Day, to: Day) -> Result<Vec<RollupRow>, RollupError> {
     let problem = |problem: String| RollupError::Schema { file: "the rollup query's result".into(), problem };
-    let expected = ["key_id", "day", "successful_calls", "failed_calls", "usage_count"];
+    let expected = ROLLUP_COLUMNS;
     if answer.columns != expected {
         return Err(problem(format!("has columns {:?} where {expected:?} are expected", answer.columns)));
     }

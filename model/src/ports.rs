@@ -282,7 +282,8 @@ pub trait CounterCorrector: Send + Sync {
     fn clear_parked(&self, handles: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Sets the key's lifetime totals (`successfulCalls`, `failedCalls`, `usageCount`, `lastUsed` on
-    /// `ApiKeys`) to the sum of all its day items and parked usage, read consistently. Returns the totals, or `None` for
+    /// `ApiKeys`) to the sum of all its day items and parked usage, read consistently, plus the usage
+    /// imported with the key (`imported*`). Returns the totals, or `None` for
     /// a key that does not exist. Setting rather than adding makes a repeated or concurrent call harmless.
     fn refresh_key_totals(
         &self,
