@@ -3,8 +3,11 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
 use meter_model::time::format_instant;
-use meter_model::{ApiKey, ApiKeyRecord, Clock, KeyId, KeyStore, NewKey, RevocationNotifier, StoreError};
+use meter_model::{
+    ApiKey, ApiKeyRecord, Clock, KeyId, KeyStore, NewKey, Revocation, RevocationNotifier, StoreError,
+};
 use serde::Serialize;
 
 use crate::{CreateKey, JsonFlag, UsageError, to_json};
@@ -162,13 +165,16 @@ pub(crate) async fn show(
     ))
 }
 
-pub(crate) async fn revoke(
+/// Revokes a key and publishes the notice that flushes API Gateway's authorizer cache. Every
+/// revocation (`keys revoke`, an import's, a rotation without grace) goes through here, so none leaves
+/// the key in that cache.
+pub(crate) async fn revoke_and_announce(
     store: &impl KeyStore,
-    clock: &impl Clock,
     id: &KeyId,
+    at: DateTime<Utc>,
     notifier: Option<&impl RevocationNotifier>,
-) -> anyhow::Result<String> {
-    let revocation = match store.revoke_key(id, clock.now()).await {
+) -> anyhow::Result<Revocation> {
+    let revocation = match store.revoke_key(id, at).await {
         Ok(revocation) => revocation,
         Err(StoreError::NotFound { .. }) => bail!(no_such_key(id)),
         Err(err) => return Err(err).with_context(|| format!("cannot revoke key {id}")),
@@ -182,6 +188,16 @@ pub(crate) async fn revoke(
             )
         })?;
     }
+    Ok(revocation)
+}
+
+pub(crate) async fn revoke(
+    store: &impl KeyStore,
+    clock: &impl Clock,
+    id: &KeyId,
+    notifier: Option<&impl RevocationNotifier>,
+) -> anyhow::Result<String> {
+    let revocation = revoke_and_announce(store, id, clock.now(), notifier).await?;
     let when =
         revocation.record.revoked_at.map_or_else(String::new, |at| format!(" at {}", format_instant(at)));
     let mut out = if revocation.was_already_revoked {

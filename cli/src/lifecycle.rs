@@ -16,6 +16,7 @@ use meter_model::{
 use meter_reports::Pricing;
 use serde::Serialize;
 
+use crate::keys::revoke_and_announce;
 use crate::{UsageError, to_json};
 
 /// Fields of the `ApiKeys` schema an import reads (CONTRACTS.md §2).
@@ -326,14 +327,9 @@ pub(crate) async fn import<S: KeyStore>(
                         store.update_key(&id, &change).await.with_context(|| partial(applied, total, &id))?;
                     }
                     if revoke {
-                        let revocation =
-                            store.revoke_key(&id, now).await.with_context(|| partial(applied, total, &id))?;
-                        if let Some(notifier) = notifier {
-                            notifier
-                                .notify_revoked(&revocation)
-                                .await
-                                .with_context(|| partial(applied, total, &id))?;
-                        }
+                        revoke_and_announce(store, &id, now, notifier)
+                            .await
+                            .with_context(|| partial(applied, total, &id))?;
                     }
                     applied += 1;
                 }
@@ -603,15 +599,9 @@ pub(crate) async fn rotate<S: KeyStore>(
     let rotated =
         store.rotate_key(id, &record, ends).await.with_context(|| format!("cannot rotate key {id}"))?;
     if grace.is_zero() {
-        let revocation = store.revoke_key(id, now).await.with_context(|| {
-            format!(
-                "key {id} was rotated (new key {}) but not revoked; run `meter keys revoke {id}`",
-                record.id
-            )
+        revoke_and_announce(store, id, now, revocations).await.with_context(|| {
+            format!("key {id} was rotated (new key {}) but its revocation did not complete", record.id)
         })?;
-        if let Some(notifier) = revocations {
-            notifier.notify_revoked(&revocation).await.context("the revocation notice was not published")?;
-        }
     }
     tracing::info!(key_id = %id, new_key_id = %record.id, grace_ends_at = %format_instant(ends), "key rotated");
     if json {
