@@ -134,15 +134,8 @@ impl AthenaEngine {
             location.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).ok_or_else(|| {
                 StoreError::Corrupt { detail: format!("Athena's result location {location} is not s3://") }
             })?;
-        let object =
-            self.s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| {
-                crate::s3::store_error(&format!("read the query result {location}"), bucket, e)
-            })?;
-        let body = object.body.collect().await.map_err(|e| StoreError::Retryable {
-            operation: format!("read the query result {location}"),
-            source: e.into(),
-        })?;
-        parse_result(&body.into_bytes(), location)
+        let body = crate::s3::get_object(&self.s3, bucket, key, "read the query result").await?;
+        parse_result(&body, location)
     }
 }
 

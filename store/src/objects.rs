@@ -297,20 +297,7 @@ impl ObjectSource for S3Prefix {
     }
 
     async fn get(&self, relative: &str) -> Result<bytes::Bytes, StoreError> {
-        let key = self.key(relative);
-        let object = self.client.get_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| {
-            match crate::s3::store_error("read archive", &self.bucket, e) {
-                StoreError::NotFound { .. } => {
-                    StoreError::NotFound { what: format!("s3://{}/{key}", self.bucket) }
-                }
-                other => other,
-            }
-        })?;
-        let body = object.body.collect().await.map_err(|e| StoreError::Retryable {
-            operation: format!("read s3://{}/{key}", self.bucket),
-            source: e.into(),
-        })?;
-        Ok(body.into_bytes())
+        crate::s3::get_object(&self.client, &self.bucket, &self.key(relative), "read archive").await
     }
 
     async fn put_new(

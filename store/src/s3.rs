@@ -13,6 +13,27 @@ pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// An object's whole body. `operation` names the read in errors; a missing object is
+/// [`StoreError::NotFound`] with its `s3://` location.
+pub(crate) async fn get_object(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    operation: &str,
+) -> Result<bytes::Bytes, StoreError> {
+    let object = client.get_object().bucket(bucket).key(key).send().await.map_err(|e| {
+        match store_error(operation, bucket, e) {
+            StoreError::NotFound { .. } => StoreError::NotFound { what: format!("s3://{bucket}/{key}") },
+            other => other,
+        }
+    })?;
+    let body = object.body.collect().await.map_err(|e| StoreError::Retryable {
+        operation: format!("{operation} s3://{bucket}/{key}"),
+        source: e.into(),
+    })?;
+    Ok(body.into_bytes())
+}
+
 /// Translates an S3 error into the domain's terms; the one place that looks at S3 error codes.
 pub(crate) fn store_error<E, R>(operation: &str, bucket: &str, err: SdkError<E, R>) -> StoreError
 where
