@@ -280,7 +280,12 @@ pub struct EngineArgs {
     #[arg(long, env = "METER_ATHENA_OUTPUT", value_name = "S3")]
     athena_output: Option<String>,
     /// How long to wait for the Athena query before cancelling it.
-    #[arg(long, env = "METER_ATHENA_TIMEOUT_SECONDS", default_value_t = 600, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "METER_ATHENA_TIMEOUT_SECONDS",
+        default_value_t = meter_reconcile::engine::DEFAULT_ATHENA_TIMEOUT.as_secs(),
+        value_name = "SECONDS"
+    )]
     athena_timeout_seconds: u64,
 }
 
