@@ -328,18 +328,7 @@ fn select_key(conn: &Connection, id: &KeyId) -> Result<Option<ApiKeyRecord>, Sto
 
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
-        let conn = self.conn();
-        let inserted = conn.execute(
-            &format!(
-                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                 ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT (id) DO NOTHING"
-            ),
-            rusqlite::params_from_iter(key_values(record)?),
-        );
-        match inserted.map_err(|e| sql_error("insert key", e))? {
-            0 => Err(StoreError::AlreadyExists { what: format!("key {}", record.id) }),
-            _ => Ok(()),
-        }
+        insert_new_key(&self.conn(), record, "insert key")
     }
 
     async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -450,18 +439,7 @@ impl KeyStore for SqliteStore {
                 what: format!("key {old} is revoked or already rotated"),
             });
         }
-        let inserted = tx
-            .execute(
-                &format!(
-                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
-                     ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT (id) DO NOTHING"
-                ),
-                rusqlite::params_from_iter(key_values(new)?),
-            )
-            .map_err(|e| sql_error("rotate key", e))?;
-        if inserted == 0 {
-            return Err(StoreError::AlreadyExists { what: format!("key {}", new.id) });
-        }
+        insert_new_key(&tx, new, "rotate key")?;
         let after = ApiKeyRecord { grace_ends_at: Some(grace_ends_at), ..before };
         write_key(&tx, &after)?;
         tx.commit().map_err(|e| sql_error("rotate key", e))?;
@@ -498,6 +476,24 @@ fn key_values(record: &ApiKeyRecord) -> Result<Vec<rusqlite::types::Value>, Stor
         text(record.grace_ends_at.map(format_instant)),
         text(terms),
     ])
+}
+
+/// Inserts a key item; [`StoreError::AlreadyExists`] if its id is taken.
+fn insert_new_key(conn: &Connection, record: &ApiKeyRecord, operation: &str) -> Result<(), StoreError> {
+    let placeholders: Vec<String> = (1..=KEY_COLUMNS.split(',').count()).map(|i| format!("?{i}")).collect();
+    let inserted = conn
+        .execute(
+            &format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
+                placeholders.join(", ")
+            ),
+            rusqlite::params_from_iter(key_values(record)?),
+        )
+        .map_err(|e| sql_error(operation, e))?;
+    match inserted {
+        0 => Err(StoreError::AlreadyExists { what: format!("key {}", record.id) }),
+        _ => Ok(()),
+    }
 }
 
 /// Writes every column of an existing key item (inside the caller's transaction).
