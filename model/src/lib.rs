@@ -2,6 +2,25 @@
 //! how time is bucketed, what the tables hold, and the ports (traits) through which every stage reaches
 //! storage. Nothing here does I/O, so every rule is testable on its own and shared by all stages.
 
+/// Values that travel as their text in JSON (days, months, e-mail addresses, plan names): written with
+/// `Display`, read with `FromStr`, so a value read back is checked like one typed in.
+macro_rules! serde_as_text {
+    ($type:ty) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod batch;
 pub mod counting;
 pub mod drift;
