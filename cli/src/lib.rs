@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use meter_authorizer::{Authorizer, AuthorizerConfig, Decision};
-pub use meter_model::SystemClock;
 use meter_model::{Clock, Day, Email, KeyId, Month, PlanName};
+pub use meter_model::{ShiftedClock, SystemClock};
 use meter_reconcile::RollupEngine;
 use meter_store::{
     AnySink, AnyStore, ArchiveLocation, AthenaEngine, AthenaSettings, DEFAULT_HOME, GraceEndWorkflow,
@@ -262,6 +262,32 @@ const FAULT_PRESETS: [&str; 3] = ["none", "default", "heavy"];
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The environment variable that sets the instant a run starts at (RFC 3339), for tests and for
+/// replaying a past day; unset, the command line runs on the system clock.
+pub const NOW_VARIABLE: &str = "METER_NOW";
+
+/// The command line's clock: the system's, or, when `METER_NOW` holds an instant, one that starts
+/// there and runs at the real rate. The only place the command line's "now" comes from.
+///
+/// # Errors
+/// `METER_NOW` set to something that is not an RFC 3339 instant (bad usage).
+pub fn clock_from_env() -> Result<ShiftedClock, UsageError> {
+    clock_from(std::env::var_os(NOW_VARIABLE).as_deref())
+}
+
+fn clock_from(value: Option<&std::ffi::OsStr>) -> Result<ShiftedClock, UsageError> {
+    let Some(value) = value else { return Ok(ShiftedClock::system()) };
+    let bad = || {
+        UsageError(format!(
+            "{NOW_VARIABLE}={value:?} is not an RFC 3339 instant (e.g. 2027-01-31T23:59:59Z); \
+             unset it to run on the system clock"
+        ))
+    };
+    let instant = value.to_str().ok_or_else(bad)?;
+    let at = chrono::DateTime::parse_from_rfc3339(instant).map_err(|_| bad())?;
+    Ok(ShiftedClock::starting_at(at.to_utc()))
+}
 
 /// Where `meter rollup` and `meter reconcile` compute the rollup.
 #[derive(Debug, Args)]
@@ -590,7 +616,7 @@ pub fn init_logging(cli: &Cli) {
 
 /// Runs one command, writing its output to standard output. Returns the exit code for outcomes that
 /// are not errors but still say no (`authorize` denying).
-pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: Cli, clock: &(impl Clock + Clone + 'static)) -> anyhow::Result<ExitCode> {
     let config = cli.store_config();
     let archive_location = cli.archive_location();
     let home = cli.home();
@@ -744,7 +770,7 @@ pub async fn run(cli: Cli, clock: &impl Clock) -> anyhow::Result<ExitCode> {
             config.volume = volume;
             meter_sim::traffic::write_files(&out, config)?
         }
-        Command::Serve(args) => serve::serve(&config, archive_location, &home, args).await?,
+        Command::Serve(args) => serve::serve(&config, archive_location, &home, args, clock.clone()).await?,
         Command::Load(args) => serve::load(args).await?,
         Command::GenArchive { out, events, keys, month, files_per_day, seed } => {
             reconcile::gen_archive(reconcile::GenArgs { out, events, keys, month, files_per_day, seed })?
@@ -799,4 +825,21 @@ fn to_json(value: &impl serde::Serialize) -> anyhow::Result<String> {
     let mut text = serde_json::to_string_pretty(value).context("cannot render JSON")?;
     text.push('\n');
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meter_now_sets_the_instant_a_run_starts_at() {
+        let unset = clock_from(None).unwrap().now() - chrono::Utc::now();
+        assert!(unset.abs() < chrono::Duration::seconds(1), "{unset}");
+        let leap = clock_from(Some("2028-02-29T23:59:59+01:00".as_ref())).unwrap().now();
+        assert_eq!(leap.format("%F %T").to_string(), "2028-02-29 22:59:59");
+        for bad in ["2028-02-30T00:00:00Z", "2026-12-07", "", "now"] {
+            let err = clock_from(Some(bad.as_ref())).unwrap_err().to_string();
+            assert!(err.contains("METER_NOW") && err.contains("RFC 3339"), "{bad}: {err}");
+        }
+    }
 }

@@ -7,8 +7,12 @@ async fn main() -> ExitCode {
     // Usage errors (exit 2) and --help/--version (exit 0) are handled by clap here.
     let cli = meter::Cli::parse_checked();
     meter::init_logging(&cli);
-    // On the heap: one future for every command is large, and the main thread's stack is not.
-    match Box::pin(meter::run(cli, &meter::SystemClock)).await {
+    let outcome = match meter::clock_from_env() {
+        // On the heap: one future for every command is large, and the main thread's stack is not.
+        Ok(clock) => Box::pin(meter::run(cli, &clock)).await,
+        Err(err) => Err(err.into()),
+    };
+    match outcome {
         Ok(code) => code,
         Err(err) if err.downcast_ref::<meter::UsageError>().is_some() => {
             eprintln!("error: {err:#}\n\nFor more information, try '--help'.");

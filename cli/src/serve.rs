@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use meter_model::Clock;
 use meter_realtime::buffer::Buffering;
 use meter_serve::load::{self, LoadPlan};
 use meter_serve::{DELIVERY_INTERVAL, ServeConfig, Server};
@@ -18,6 +19,7 @@ pub(crate) async fn serve(
     archive: ArchiveLocation,
     home: &Path,
     args: ServeArgs,
+    clock: impl Clock + Clone + 'static,
 ) -> anyhow::Result<String> {
     let config = ServeConfig {
         address: SocketAddr::new(args.bind, args.port),
@@ -35,7 +37,7 @@ pub(crate) async fn serve(
     };
     let open =
         || async { AnyStore::open(store).await.with_context(|| format!("cannot open the store {store}")) };
-    let server = Server::bind(&config, open().await?, open().await?).await?;
+    let server = Server::bind_with_clock(&config, open().await?, open().await?, clock).await?;
     let address = server.local_addr()?;
     let backend = args.upstream.as_ref().map_or_else(
         || {

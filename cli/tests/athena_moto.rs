@@ -18,6 +18,8 @@ fn meter(home: &Path) -> Command {
         .envs(meter_testkit::aws_env())
         .env_remove("AWS_PROFILE")
         .env("METER_HOME", home)
+        // After October 2026, whose archive these tests reconcile.
+        .env("METER_NOW", "2026-11-02T07:00:00Z")
         .env_remove("METER_ROLLUP_ENGINE")
         .env_remove("METER_STORE")
         .env_remove("METER_ARCHIVE");

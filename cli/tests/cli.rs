@@ -9,9 +9,19 @@ use std::process::{Command, Output};
 use meter_model::HashedKey;
 use serde_json::Value;
 
+/// The instant every command of these tests starts at, unless a test says otherwise: the evening of
+/// 30 November 2026, so November is the current month (not over, not issuable) and October is over.
+/// The fixtures' usage is dated 30 November and 1 December 2026.
+const NOW: &str = "2026-11-30T18:00:00Z";
+
 fn meter(home: &Path) -> Command {
+    meter_at(home, NOW)
+}
+
+/// `meter` as if started at `now` (RFC 3339).
+fn meter_at(home: &Path, now: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_meter"));
-    command.env("METER_HOME", home).env_remove("METER_STORE").env_remove("METER_LOG");
+    command.env("METER_HOME", home).env("METER_NOW", now).env_remove("METER_STORE").env_remove("METER_LOG");
     command
 }
 
@@ -26,7 +36,11 @@ fn ok(command: &mut Command) -> String {
 }
 
 fn create(home: &Path, email: &str, extra: &[&str]) -> (String, String) {
-    let out = ok(meter(home).args(["keys", "create", "--email", email, "--json"]).args(extra));
+    create_at(home, NOW, email, extra)
+}
+
+fn create_at(home: &Path, now: &str, email: &str, extra: &[&str]) -> (String, String) {
+    let out = ok(meter_at(home, now).args(["keys", "create", "--email", email, "--json"]).args(extra));
     let created: Value = serde_json::from_str(&out).unwrap();
     (created["id"].as_str().unwrap().to_owned(), created["key"].as_str().unwrap().to_owned())
 }
@@ -404,7 +418,7 @@ fn rollup_reconcile_and_report_agree_with_the_realtime_counters() {
         std::fs::read_to_string(home.path().join("reports/draft/month=2026-11/invoices.csv")).unwrap();
     assert!(invoices.contains("ada@example.com,payg,"), "{invoices}");
 
-    // November 2026 is not over on this machine's clock (or, later, not reconciled to its last day).
+    // November 2026 is not over at the tests' instant, 30 November.
     let issue = run(meter(home.path()).args([
         "report",
         "--month",
@@ -773,14 +787,14 @@ fn keys_update_records_the_change_and_rotate_keeps_the_old_key_for_its_grace_per
     );
     let again = run(meter(home.path()).args(["keys", "rotate", &id]));
     assert_eq!(again.status.code(), Some(1), "a key is rotated once");
-    let grace_end = chrono::DateTime::parse_from_rfc3339(rotated["graceEndsAt"].as_str().unwrap()).unwrap();
-    let wait = (grace_end.to_utc() - chrono::Utc::now()).to_std().unwrap_or_default();
-    std::thread::sleep(wait + std::time::Duration::from_millis(50));
-    let after = run(meter(home.path()).args(["authorize", &key]));
+    // From the grace end on (a command started at that instant), the old key is refused.
+    let grace_end = rotated["graceEndsAt"].as_str().unwrap();
+    let after = run(meter_at(home.path(), grace_end).args(["authorize", &key]));
     assert_eq!(after.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&after.stdout).contains("rotated key past its grace period"));
-    assert_eq!(authorize(new_key), Some(0));
-    assert!(ok(meter(home.path()).args(["keys", "list"])).contains("expired"));
+    assert_eq!(run(meter_at(home.path(), grace_end).args(["authorize", new_key])).status.code(), Some(0));
+    assert!(ok(meter_at(home.path(), grace_end).args(["keys", "list"])).contains("expired"));
+    assert!(!ok(meter(home.path()).args(["keys", "list"])).contains("expired"));
 
     // A grace of 0 revokes the old key at once.
     let (other, other_key) = create(home.path(), "bob@example.com", &[]);
@@ -788,4 +802,45 @@ fn keys_update_records_the_change_and_rotate_keeps_the_old_key_for_its_grace_per
     assert_eq!(authorize(&other_key), Some(1));
     let bad = run(meter(home.path()).args(["keys", "rotate", &other, "--grace", "45d"]));
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// The month rules on whatever date the suite runs, a year ahead: a key made "now" is priced in the
+/// current month and not in the one before, and the current month cannot be issued before it ends.
+#[test]
+fn the_month_rules_hold_a_year_from_today() {
+    let home = tempfile::tempdir().unwrap();
+    let now = (chrono::Utc::now() + chrono::Duration::days(365)).to_rfc3339();
+    let month = meter_model::Month::of(chrono::DateTime::parse_from_rfc3339(&now).unwrap().to_utc());
+    let (gold, _) = create_at(home.path(), &now, "c@example.com", &["--plan", "gold"]);
+    let pricing = example_pricing();
+    let report = |month: meter_model::Month, extra: &[&str]| {
+        run(meter_at(home.path(), &now)
+            .args(["report", "--month", &month.to_string(), "--pricing", pricing.to_str().unwrap()])
+            .args(extra))
+    };
+    let current = report(month, &["--draft"]);
+    let stderr = String::from_utf8_lossy(&current.stderr);
+    assert_eq!(current.status.code(), Some(1), "the key is live this month: {stderr}");
+    assert!(stderr.contains("1 key(s)") && stderr.contains(&gold), "{stderr}");
+    let before = report(month.pred(), &["--draft"]);
+    assert!(
+        before.status.success(),
+        "not live the month before: {}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+
+    ok(meter_at(home.path(), &now).args(["keys", "update", &gold, "--plan", "pro"]));
+    let issue = report(month, &[]);
+    let stderr = String::from_utf8_lossy(&issue.stderr);
+    assert_eq!(issue.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{month} cannot be issued yet")), "{stderr}");
+}
+
+#[test]
+fn a_bad_meter_now_is_bad_usage() {
+    let home = tempfile::tempdir().unwrap();
+    let output = run(meter_at(home.path(), "next tuesday").args(["keys", "list"]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("METER_NOW=\"next tuesday\" is not an RFC 3339 instant"), "{stderr}");
 }

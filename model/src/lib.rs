@@ -42,7 +42,7 @@ pub use ports::{
     QueryEngine, QueryRows, RejectedLine, Revocation, RevocationNotifier, StoreError, UsageReader,
     UsageWriter,
 };
-pub use time::{Clock, Day, ManualClock, Month, SystemClock};
+pub use time::{Clock, Day, ManualClock, Month, ShiftedClock, SystemClock};
 
 /// An error and its sources, joined by `: `: how errors are logged and reported, whole, everywhere.
 #[must_use]

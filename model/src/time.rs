@@ -224,6 +224,37 @@ impl Clock for SystemClock {
     }
 }
 
+/// The system's clock moved by a fixed offset: it starts at a chosen instant and runs at the real
+/// rate from there. The command line runs on it so that a test (or an operator replaying a past
+/// night) can say which "now" a run happens at, while everything that measures elapsed time (`meter
+/// serve`'s buffers, a rotation's grace period) still sees time pass.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ShiftedClock {
+    offset: Duration,
+}
+
+impl ShiftedClock {
+    /// The system clock itself (no offset).
+    #[must_use]
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// A clock whose "now" is `at` at the moment of this call.
+    #[must_use]
+    pub fn starting_at(at: DateTime<Utc>) -> Self {
+        Self { offset: at.signed_duration_since(Utc::now()) }
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        // Saturates rather than panics: `starting_at` took an instant chrono can hold, and the real
+        // clock has moved forward by little since.
+        Utc::now().checked_add_signed(self.offset).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
 /// A clock that moves only when told to (tests, simulations).
 #[derive(Debug)]
 pub struct ManualClock {
@@ -292,5 +323,20 @@ mod tests {
         assert_eq!(clock.now(), start);
         clock.advance(Duration::milliseconds(1500));
         assert_eq!(format_instant(clock.now()), "2026-11-29T00:00:01.500Z");
+    }
+
+    #[test]
+    fn a_shifted_clock_starts_where_told_and_runs_at_the_real_rate() {
+        let start = parse_instant("2028-02-29T23:59:59Z").unwrap();
+        let clock = ShiftedClock::starting_at(start);
+        let first = clock.now();
+        assert!(first >= start && first - start < Duration::seconds(5), "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(clock.now() - first >= Duration::milliseconds(20), "it runs");
+        let system = ShiftedClock::system().now() - Utc::now();
+        assert!(system.abs() < Duration::seconds(1), "no offset: {system}");
+        let far = ShiftedClock::starting_at(DateTime::<Utc>::MAX_UTC);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(far.now(), DateTime::<Utc>::MAX_UTC, "saturates instead of panicking");
     }
 }

@@ -23,11 +23,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use chrono::Utc;
 use meter_authorizer::invalidate::{FlushTarget, flush_now_and_after_epoch_window};
 use meter_authorizer::{Authorizer, AuthorizerConfig};
 use meter_example_api::{Route, UsageLine};
-use meter_model::{KeyStore, SystemClock, UsageWriter};
+use meter_model::{Clock, KeyStore, SystemClock, UsageWriter};
 use meter_realtime::buffer::Buffering;
 use meter_realtime::counters::RealtimeCounters;
 use meter_realtime::local::LocalRealtime;
@@ -126,8 +125,9 @@ pub struct ServeSummary {
     pub cached_allow_micros: Option<(u64, u64)>,
 }
 
-struct AppState<S> {
-    gateway: Gateway<S, SystemClock>,
+struct AppState<S, C> {
+    gateway: Gateway<S, C>,
+    clock: C,
     group: Arc<LogGroup>,
     identity: HeaderName,
     request_prefix: String,
@@ -136,7 +136,7 @@ struct AppState<S> {
     upstream: Option<Upstream>,
 }
 
-impl<S> AppState<S> {
+impl<S, C> AppState<S, C> {
     /// A request id unique across runs: the run's random prefix and a counter.
     fn next_request_id(&self) -> String {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
@@ -144,11 +144,12 @@ impl<S> AppState<S> {
     }
 }
 
-/// A bound server, ready to run.
-pub struct Server<K, W> {
+/// A bound server, ready to run. Its clock (the system's unless told otherwise) stamps the usage
+/// lines, ages the buffers and decides keys' grace periods.
+pub struct Server<K, W, C = SystemClock> {
     listener: TcpListener,
-    state: Arc<AppState<K>>,
-    deliveries: Deliveries<W, SystemClock>,
+    state: Arc<AppState<K, C>>,
+    deliveries: Deliveries<W, C>,
     delivery_interval: Duration,
     header_read_timeout: Duration,
 }
@@ -161,6 +162,23 @@ where
     /// Binds `config.address`, authorizing from `keys` and counting into `counters`; resumes each log
     /// stream where the last run settled it.
     pub async fn bind(config: &ServeConfig, keys: K, counters: W) -> Result<Self, ServeError> {
+        Server::bind_with_clock(config, keys, counters, SystemClock).await
+    }
+}
+
+impl<K, W, C> Server<K, W, C>
+where
+    K: KeyStore + Send + Sync + 'static,
+    W: UsageWriter + Send + Sync + 'static,
+    C: Clock + Clone + 'static,
+{
+    /// [`Server::bind`] on `clock` instead of the system's.
+    pub async fn bind_with_clock(
+        config: &ServeConfig,
+        keys: K,
+        counters: W,
+        clock: C,
+    ) -> Result<Self, ServeError> {
         let identity = HeaderName::try_from(config.identity_header.to_ascii_lowercase())
             .map_err(|_| ServeError::IdentityHeader(config.identity_header.clone()))?;
         let listener = TcpListener::bind(config.address)
@@ -171,7 +189,7 @@ where
             LogGroup::open(&config.logs_dir, "/meter/local/api", config.streams).map_err(logs_error)?,
         );
         let realtime = LocalRealtime::new(
-            RealtimeCounters::new(counters, SystemClock, RetryPolicy::default()),
+            RealtimeCounters::new(counters, clock.clone(), RetryPolicy::default()),
             config.buffering,
         );
         let deliveries =
@@ -182,9 +200,10 @@ where
         getrandom::fill(&mut prefix).map_err(|e| ServeError::Server(std::io::Error::other(e.to_string())))?;
         let state = Arc::new(AppState {
             gateway: Gateway::new(
-                Authorizer::new(keys, SystemClock, AuthorizerConfig::default()),
-                SystemClock,
+                Authorizer::new(keys, clock.clone(), AuthorizerConfig::default()),
+                clock.clone(),
             ),
+            clock,
             group,
             identity,
             request_prefix: hex::encode(prefix),
@@ -216,7 +235,7 @@ where
     ) -> Result<ServeSummary, ServeError> {
         let Self { listener, state, mut deliveries, delivery_interval, header_read_timeout } = self;
         let (stop, stopped) = watch::channel(false);
-        let app = Router::new().fallback(handle::<K>).with_state(state.clone());
+        let app = Router::new().fallback(handle::<K, C>).with_state(state.clone());
         let epoch_state = state.clone();
         let mut epoch_stopped = stopped.clone();
         let epoch = tokio::spawn(async move {
@@ -253,6 +272,7 @@ where
             }
         });
         let mut delivery_stopped = stopped;
+        let delivery_clock = state.clock.clone();
         let delivery = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(delivery_interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -260,14 +280,14 @@ where
                 tokio::select! {
                     _ = ticks.tick() => {
                         // A failed delivery moves no offset: it is tried again at the next tick.
-                        if let Err(err) = deliveries.tick(Utc::now()).await {
+                        if let Err(err) = deliveries.tick(delivery_clock.now()).await {
                             tracing::warn!(error = %meter_model::error_chain(&err), "delivery failed; retrying");
                         }
                     }
                     _ = delivery_stopped.changed() => break,
                 }
             }
-            let drained = deliveries.drain(Utc::now()).await;
+            let drained = deliveries.drain(delivery_clock.now()).await;
             drained.map(|()| deliveries.events)
         });
         let served = accept(listener, app, header_read_timeout, shutdown).await;
@@ -350,8 +370,8 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 }
 
 /// Every request: API Gateway's admission, then the backend and its usage line.
-async fn handle<K: KeyStore + Send + Sync + 'static>(
-    State(state): State<Arc<AppState<K>>>,
+async fn handle<K: KeyStore + Send + Sync + 'static, C: Clock + Clone + 'static>(
+    State(state): State<Arc<AppState<K, C>>>,
     request: Request,
 ) -> Response {
     let started = Instant::now();
@@ -388,7 +408,7 @@ async fn handle<K: KeyStore + Send + Sync + 'static>(
                     (response, route.status(), route.should_count(), route.resource())
                 }
             };
-            let now = Utc::now();
+            let now = state.clock.now();
             let line = UsageLine {
                 request_id: &request_id,
                 key_id: grant.key_id.as_str(),
