@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use meter_store::RetryPolicy;
+use meter_lambda::RetryPolicy;
 
 #[cfg(feature = "lambda")]
 pub use crate::api_gateway::ApiGatewayFlusher;

@@ -3,8 +3,8 @@
 
 use meter_model::SystemClock;
 use meter_store::AnyStore;
-use meter_store::env::{self, ConfigError};
-use meter_store::lambda::Failure;
+use meter_lambda::env::{self, ConfigError};
+use meter_lambda::runtime::Failure;
 use serde_json::Value;
 
 use crate::invalidate::{

@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use meter_model::{ApplyReport, BatchDelta, Clock, StoreError, Tally, UsageWriter};
-use meter_store::RetryPolicy;
+use meter_lambda::RetryPolicy;
 
-use meter_store::metrics::{MetricLine, Unit};
+use meter_lambda::metrics::{MetricLine, Unit};
 
 /// What one buffer did to the counters.
 #[derive(Debug, Clone, Default)]

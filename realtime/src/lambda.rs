@@ -2,9 +2,10 @@
 //! data transformation), which also keeps the realtime counters.
 
 use meter_model::{Clock, SystemClock};
-use meter_store::env::{self, ConfigError};
-use meter_store::lambda::Failure;
-use meter_store::{AnySink, AnyStore, ArchiveLocation, RetryPolicy};
+use meter_lambda::env::{self, ConfigError};
+use meter_lambda::runtime::Failure;
+use meter_lambda::RetryPolicy;
+use meter_store::{AnySink, AnyStore, ArchiveLocation};
 
 use crate::RealtimeCounters;
 use crate::transform::{FirehoseEvent, FirehoseResponse, transform};

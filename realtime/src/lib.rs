@@ -11,7 +11,7 @@ pub mod decode;
 pub mod lambda;
 pub mod lines;
 pub mod local;
-pub use meter_store::metrics;
+pub use meter_lambda::metrics;
 pub mod transform;
 pub mod usage_line;
 
@@ -20,7 +20,7 @@ pub use buffer::{BufferCutter, Buffering};
 pub use counters::{CounterReport, RealtimeCounters};
 pub use decode::DecodeError;
 pub use local::{LocalRealtime, RealtimeTotals};
-pub use meter_store::RetryPolicy;
+pub use meter_lambda::RetryPolicy;
 
 /// Splits a file of Lambda events into its events: one JSON document, or several one after another
 /// (JSON lines, or simply concatenated). Returns each event's raw text.

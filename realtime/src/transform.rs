@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::counters::{CounterReport, RealtimeCounters};
 use crate::decode::{self, MessageType};
 use crate::lines::{self, LineStats};
-use meter_store::metrics::{MetricLine, Unit};
+use meter_lambda::metrics::{MetricLine, Unit};
 
 /// A Firehose transformation invocation.
 #[derive(Debug, Deserialize)]

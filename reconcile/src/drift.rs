@@ -16,7 +16,7 @@ use meter_model::{
     StoreError, Tally, TallyDelta,
 };
 use meter_model::{ObjectSink, ObjectSource};
-use meter_store::RetryPolicy;
+use meter_lambda::RetryPolicy;
 use serde::Serialize;
 
 /// Keys whose corrections are in flight at once (each correction is one small transaction).

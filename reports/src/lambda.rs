@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use meter_model::{Clock, ObjectSource, SystemClock};
-use meter_store::env::{self, ConfigError};
-use meter_store::lambda::Failure;
+use meter_lambda::env::{self, ConfigError};
+use meter_lambda::runtime::Failure;
 use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier};
 
 use crate::files::ManifestTotals;

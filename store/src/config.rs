@@ -15,6 +15,8 @@ use meter_model::{
     UsageReader, UsageTotals, UsageWriter,
 };
 
+use meter_lambda::env::ConfigError;
+
 use crate::dynamodb::{DynamoStore, TableNames};
 use crate::sqlite::SqliteStore;
 
@@ -57,6 +59,12 @@ impl StoreConfig {
 pub struct StoreConfigError {
     input: String,
     reason: &'static str,
+}
+
+impl From<StoreConfigError> for ConfigError {
+    fn from(err: StoreConfigError) -> Self {
+        Self::Setting { name: "METER_STORE", source: Box::new(err) }
+    }
 }
 
 impl FromStr for StoreConfig {
@@ -132,6 +140,12 @@ impl AnyStore {
                 Ok(Self::DynamoDb(DynamoStore::new(client, tables.clone())))
             }
         }
+    }
+
+    /// Opens the store `METER_STORE` names: how every Lambda function finds its store.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = StoreConfig::from_env()?;
+        Self::open(&config).await.map_err(|e| ConfigError::open(format!("the store {config}"), e))
     }
 
     /// Makes sure the store is ready to use, creating its tables where they are missing. Returns a

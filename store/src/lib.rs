@@ -5,13 +5,8 @@
 pub mod athena;
 mod config;
 pub mod dynamodb;
-pub mod env;
 pub mod grace_end;
-#[cfg(feature = "lambda")]
-pub mod lambda;
-pub mod metrics;
 pub mod objects;
-pub mod retry;
 pub mod s3;
 mod sdk;
 pub mod sns;
@@ -22,6 +17,5 @@ pub use config::{AnyStore, DEFAULT_HOME, StoreConfig, load_aws_config};
 pub use dynamodb::{DynamoStore, TableNames};
 pub use grace_end::GraceEndWorkflow;
 pub use objects::{AnySink, ArchiveLocation, LocalDir, S3Prefix};
-pub use retry::RetryPolicy;
 pub use sns::{SnsNotifier, client as sns_client};
 pub use sqlite::SqliteStore;

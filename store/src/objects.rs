@@ -28,6 +28,12 @@ pub enum ArchiveLocation {
 #[error("{0:?} is not an archive location: use a directory or s3://BUCKET[/PREFIX]")]
 pub struct ArchiveLocationError(String);
 
+impl From<ArchiveLocationError> for meter_lambda::env::ConfigError {
+    fn from(err: ArchiveLocationError) -> Self {
+        Self::Value(Box::new(err))
+    }
+}
+
 impl FromStr for ArchiveLocation {
     type Err = ArchiveLocationError;
 

@@ -4,7 +4,7 @@
 //! `http:API_ID/STAGE`), the standard AWS settings, `METER_LOG`.
 
 use meter_authorizer::lambda::CacheInvalidatorFunction;
-use meter_store::lambda;
+use meter_lambda::runtime as lambda;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

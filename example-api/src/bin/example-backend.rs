@@ -4,7 +4,7 @@
 //!
 //! Configuration (environment): `METER_LOG` (default `info`).
 
-use meter_store::lambda;
+use meter_lambda::runtime as lambda;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -5,7 +5,7 @@
 //! `dynamodb:keys=ApiKeys,counters=UsageCounters`), the standard AWS settings, `METER_LOG`.
 
 use meter_realtime::lambda::ArchiveTransformerFunction;
-use meter_store::lambda;
+use meter_lambda::runtime as lambda;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

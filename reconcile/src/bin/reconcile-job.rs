@@ -5,7 +5,7 @@
 //! (optional), the standard AWS settings, `METER_LOG`.
 
 use meter_reconcile::lambda::ReconcileFunction;
-use meter_store::lambda;
+use meter_lambda::runtime as lambda;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

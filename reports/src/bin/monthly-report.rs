@@ -6,7 +6,7 @@
 //! `METER_LOG`.
 
 use meter_reports::lambda::MonthlyReportFunction;
-use meter_store::lambda;
+use meter_lambda::runtime as lambda;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

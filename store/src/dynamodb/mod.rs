@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use meter_model::KeyId;
 
-use crate::retry::RetryPolicy;
+use meter_lambda::RetryPolicy;
 
 mod batch;
 mod counters;

@@ -61,12 +61,19 @@ pub enum ConfigError {
     /// A variable is missing or does not parse.
     #[error(transparent)]
     Env(#[from] EnvError),
-    /// `METER_STORE` does not name a store.
-    #[error("METER_STORE")]
-    StoreSpec(#[from] crate::config::StoreConfigError),
-    /// An archive or reports location does not parse.
+    /// A variable's value does not name what it should (`METER_STORE` a store): the variable, with
+    /// the parser's reason as the source.
+    #[error("{name}")]
+    Setting {
+        /// The variable.
+        name: &'static str,
+        /// Why its value is not one.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A value that says itself what is wrong (an archive or reports location that does not parse).
     #[error(transparent)]
-    Location(#[from] crate::objects::ArchiveLocationError),
+    Value(Box<dyn std::error::Error + Send + Sync>),
     /// The store, a file or a client could not be opened.
     #[error("cannot open {what}")]
     Open {
@@ -82,13 +89,5 @@ impl ConfigError {
     /// `what` could not be opened.
     pub fn open(what: impl Into<String>, err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Open { what: what.into(), source: err.into() }
-    }
-}
-
-impl crate::AnyStore {
-    /// Opens the store `METER_STORE` names: how every Lambda function finds its store.
-    pub async fn from_env() -> Result<Self, ConfigError> {
-        let config = crate::StoreConfig::from_env()?;
-        Self::open(&config).await.map_err(|e| ConfigError::open(format!("the store {config}"), e))
     }
 }
