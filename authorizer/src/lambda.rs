@@ -1,10 +1,10 @@
 //! The two authorizer Lambda functions, configured from their environment: the API Gateway authorizer
 //! and the revocation cache invalidator (subscribed to the revocation topic).
 
-use meter_model::SystemClock;
-use meter_store::AnyStore;
 use meter_lambda::env::{self, ConfigError};
 use meter_lambda::runtime::Failure;
+use meter_model::SystemClock;
+use meter_store::AnyStore;
 use serde_json::Value;
 
 use crate::invalidate::{

@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use meter_model::{ApplyReport, BatchDelta, Clock, StoreError, Tally, UsageWriter};
 use meter_lambda::RetryPolicy;
+use meter_model::{ApplyReport, BatchDelta, Clock, StoreError, Tally, UsageWriter};
 
 use meter_lambda::metrics::{MetricLine, Unit};
 

@@ -1,10 +1,10 @@
 //! The realtime Lambda function, configured from its environment: the archive transformer (Firehose
 //! data transformation), which also keeps the realtime counters.
 
-use meter_model::{Clock, SystemClock};
+use meter_lambda::RetryPolicy;
 use meter_lambda::env::{self, ConfigError};
 use meter_lambda::runtime::Failure;
-use meter_lambda::RetryPolicy;
+use meter_model::{Clock, SystemClock};
 use meter_store::{AnySink, AnyStore, ArchiveLocation};
 
 use crate::RealtimeCounters;

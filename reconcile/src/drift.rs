@@ -11,12 +11,12 @@ use meter_archive::{
     EncodeError, KEYS_SNAPSHOT, Rollup, RollupError, RollupWriteError, key_directory_parquet, rollup,
     write_rollups,
 };
+use meter_lambda::RetryPolicy;
 use meter_model::{
     Clock, CorrectionOutcome, CounterCorrector, Day, DayCorrection, KeyId, KeyStore, Publisher, ReconcileRun,
     StoreError, Tally, TallyDelta,
 };
 use meter_model::{ObjectSink, ObjectSource};
-use meter_lambda::RetryPolicy;
 use serde::Serialize;
 
 /// Keys whose corrections are in flight at once (each correction is one small transaction).

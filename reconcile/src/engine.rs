@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use meter_archive::{Rollup, RollupError, rollup, rollup_on};
-use meter_model::{Day, ObjectSource, QueryEngine};
 use meter_lambda::env::{self, EnvError};
+use meter_model::{Day, ObjectSource, QueryEngine};
 use meter_store::{AthenaEngine, AthenaSettings};
 
 /// How long an Athena rollup may take by default: within a Lambda's 15 minutes, with time left for the

@@ -1,10 +1,10 @@
 //! The nightly reconcile job as a Lambda function, configured from its environment and invoked by an
 //! EventBridge schedule (or by hand for a backfill; see [`crate::job`]).
 
-use meter_model::{Clock, ReconcileRun, SystemClock};
 use meter_lambda::env::{self, ConfigError};
-use meter_lambda::runtime::Failure;
 use meter_lambda::metrics::{MetricLine, Unit};
+use meter_lambda::runtime::Failure;
+use meter_model::{Clock, ReconcileRun, SystemClock};
 use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier};
 
 use crate::job::{DEFAULT_LOOKBACK_DAYS, days_to_reconcile};

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use meter_model::{Clock, ObjectSource, SystemClock};
 use meter_lambda::env::{self, ConfigError};
 use meter_lambda::runtime::Failure;
+use meter_model::{Clock, ObjectSource, SystemClock};
 use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier};
 
 use crate::files::ManifestTotals;

@@ -4,8 +4,8 @@
 //! do not fit the response are written), `METER_STORE` (the realtime counters, e.g.
 //! `dynamodb:keys=ApiKeys,counters=UsageCounters`), the standard AWS settings, `METER_LOG`.
 
-use meter_realtime::lambda::ArchiveTransformerFunction;
 use meter_lambda::runtime as lambda;
+use meter_realtime::lambda::ArchiveTransformerFunction;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -4,8 +4,8 @@
 //! `METER_RECONCILE_LOOKBACK_DAYS` (default 3), `METER_ALERT_TOPIC` and `METER_DRIFT_ALERT_THRESHOLD`
 //! (optional), the standard AWS settings, `METER_LOG`.
 
-use meter_reconcile::lambda::ReconcileFunction;
 use meter_lambda::runtime as lambda;
+use meter_reconcile::lambda::ReconcileFunction;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

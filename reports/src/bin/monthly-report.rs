@@ -5,8 +5,8 @@
 //! (SNS topic ARN), `METER_LINK_EXPIRY_HOURS` (default 72, at most 168), the standard AWS settings,
 //! `METER_LOG`.
 
-use meter_reports::lambda::MonthlyReportFunction;
 use meter_lambda::runtime as lambda;
+use meter_reports::lambda::MonthlyReportFunction;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -1,0 +1,167 @@
+//! Reading and correcting the day items: a key's usage (its parked entries added), the reconcile
+//! run's corrections and key totals, and the run records.
+
+use meter_model::batch::with_parked;
+use meter_model::time::format_instant;
+use meter_model::{
+    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, Month, ParkedUsage,
+    ReconcileRun, StoreError, UsageReader, UsageTotals,
+};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::SqliteStore;
+use super::error::{instant, sql_error};
+use super::item::{DAY_COLUMNS, day_usage_of, read_day_row, tally_of, tally_params};
+
+impl UsageReader for SqliteStore {
+    async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
+        self.key_usage(key_id, month.first_day(), month.last_day())
+    }
+
+    async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
+        self.key_usage(key_id, Day::EARLIEST, Day::LATEST)
+    }
+}
+
+impl SqliteStore {
+    /// A key's day items in `from..=to` with its parked usage added in.
+    fn key_usage(&self, key_id: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let parked = self.parked_of(Some(key_id), from, to)?;
+        Ok(with_parked(self.key_items(key_id, from, to)?, &parked.entries))
+    }
+
+    /// A key's day items in `from..=to`, ordered by day.
+    fn key_items(&self, key_id: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let op = |e| sql_error("read a key's day items", e);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {DAY_COLUMNS} FROM usage_counters WHERE key_id = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day"
+            ))
+            .map_err(op)?;
+        let rows = stmt
+            .query_map(params![key_id.as_str(), from.to_string(), to.to_string()], read_day_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(op)?;
+        rows.into_iter().map(day_usage_of).collect()
+    }
+}
+
+impl CounterCorrector for SqliteStore {
+    async fn day_items(&self, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {DAY_COLUMNS} FROM usage_counters WHERE day >= ?1 AND day <= ?2 ORDER BY key_id, day"
+            ))
+            .map_err(|e| sql_error("read day items", e))?;
+        let rows = stmt
+            .query_map(params![from.to_string(), to.to_string()], read_day_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| sql_error("read day items", e))?;
+        rows.into_iter().map(day_usage_of).collect()
+    }
+
+    async fn day_item(&self, key_id: &KeyId, day: Day) -> Result<Option<DayUsage>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {DAY_COLUMNS} FROM usage_counters WHERE key_id = ?1 AND day = ?2"),
+                params![key_id.as_str(), day.to_string()],
+                read_day_row,
+            )
+            .optional()
+            .map_err(|e| sql_error("read day item", e))?;
+        row.map(day_usage_of).transpose()
+    }
+
+    async fn correct_day(&self, correction: &DayCorrection) -> Result<CorrectionOutcome, StoreError> {
+        let op = |e| sql_error("correct day", e);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
+        let key = correction.key_id.as_str();
+        let day = correction.day.to_string();
+        if tx
+            .query_row("SELECT 1 FROM api_keys WHERE id = ?1", [key], |_| Ok(()))
+            .optional()
+            .map_err(op)?
+            .is_none()
+        {
+            return Ok(CorrectionOutcome::UnknownKey);
+        }
+        let current = tx
+            .query_row(
+                "SELECT successful_calls, failed_calls, usage_count FROM usage_counters WHERE key_id = ?1 AND day = ?2",
+                params![key, day],
+                |r| Ok([r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?]),
+            )
+            .optional()
+            .map_err(op)?;
+        let expected = correction.expected.map(tally_params).transpose()?;
+        if current != expected {
+            return Ok(CorrectionOutcome::Changed);
+        }
+        let [s, f, u] = tally_params(correction.target)?;
+        tx.execute(
+            "INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, reconciled_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key_id, day) DO UPDATE SET \
+             successful_calls = excluded.successful_calls, failed_calls = excluded.failed_calls, \
+             usage_count = excluded.usage_count, reconciled_at = excluded.reconciled_at",
+            params![key, day, s, f, u, format_instant(correction.at)],
+        )
+        .map_err(op)?;
+        tx.commit().map_err(op)?;
+        Ok(CorrectionOutcome::Applied)
+    }
+
+    async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
+        let op = |e| sql_error("refresh key totals", e);
+        let row = self
+            .conn()
+            .query_row(
+                "UPDATE api_keys SET (successful_calls, failed_calls, usage_count, last_used) = \
+                 (SELECT COALESCE(SUM(s), 0), COALESCE(SUM(f), 0), COALESCE(SUM(u), 0), MAX(t) FROM ( \
+                 SELECT successful_calls AS s, failed_calls AS f, usage_count AS u, last_used AS t \
+                 FROM usage_counters WHERE key_id = ?1 UNION ALL \
+                 SELECT successful_calls, failed_calls, usage_count, last_used FROM parked_usage WHERE key_id = ?1 \
+                 UNION ALL SELECT imported_successful_calls, imported_failed_calls, imported_usage_count, \
+                 imported_last_used FROM api_keys WHERE id = ?1)) \
+                 WHERE id = ?1 RETURNING successful_calls, failed_calls, usage_count, last_used",
+                [key_id.as_str()],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(op)?;
+        row.map(|(s, f, u, last_used)| {
+            Ok(UsageTotals { tally: tally_of(s, f, u)?, last_used: instant(last_used, "lastUsed")? })
+        })
+        .transpose()
+    }
+
+    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
+        self.parked_of(None, from, to)
+    }
+
+    async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
+        self.delete_parked(handles)
+    }
+
+    async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
+        let record = serde_json::to_string(run)
+            .map_err(|e| StoreError::Other { operation: "record run".into(), source: e.into() })?;
+        self.conn()
+            .execute(
+                "INSERT INTO reconcile_runs (run_id, started_at, record) VALUES (?1, ?2, ?3)",
+                params![run.run_id, format_instant(run.started_at), record],
+            )
+            .map_err(|e| sql_error("record run", e))?;
+        Ok(())
+    }
+}

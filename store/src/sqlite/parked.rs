@@ -1,0 +1,64 @@
+//! Parked usage: single calls of a buffer gathered per bucket and day (CONTRACTS.md §2), read with a
+//! key's day items and deleted once reconcile has folded them.
+
+use meter_model::time::parse_instant;
+use meter_model::{Day, DayDelta, KeyId, ParkedUsage, StoreError};
+use rusqlite::{TransactionBehavior, params};
+
+use super::SqliteStore;
+use super::error::{corrupt, sql_error};
+use super::item::tally_of;
+
+impl SqliteStore {
+    /// Parked usage of one key (or every key) in `from..=to`; the handles are the parked items.
+    pub(super) fn parked_of(
+        &self,
+        key_id: Option<&KeyId>,
+        from: Day,
+        to: Day,
+    ) -> Result<ParkedUsage, StoreError> {
+        let op = |e| sql_error("read parked usage", e);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT item, key_id, day, successful_calls, failed_calls, usage_count, last_used FROM parked_usage \
+                 WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR key_id = ?3) ORDER BY id",
+            )
+            .map_err(op)?;
+        type Row = (String, String, String, i64, i64, i64, String);
+        let rows: Vec<Row> = stmt
+            .query_map(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(op)?;
+        let mut parked = ParkedUsage::default();
+        let mut items = std::collections::BTreeSet::new();
+        for (item, key, day, s, f, u, last_used) in rows {
+            if items.insert(item.clone()) {
+                parked.handles.push(item);
+            }
+            parked.entries.push(DayDelta {
+                key_id: KeyId::parse(&key).map_err(|e| corrupt(e.to_string()))?,
+                day: day.parse().map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
+                tally: tally_of(s, f, u)?,
+                last_used: parse_instant(&last_used).map_err(|e| corrupt(e.to_string()))?,
+            });
+        }
+        Ok(parked)
+    }
+
+    /// Deletes the parked items `handles` names, in one transaction.
+    pub(super) fn delete_parked(&self, handles: &[String]) -> Result<(), StoreError> {
+        let op = |e| sql_error("clear parked usage", e);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM parked_usage WHERE item = ?1").map_err(op)?;
+            for handle in handles {
+                delete.execute([handle]).map_err(op)?;
+            }
+        }
+        tx.commit().map_err(op)
+    }
+}

@@ -1,0 +1,158 @@
+//! The schema: migrations applied in order, `PRAGMA user_version` recording how many have run.
+
+use std::path::Path;
+
+use meter_model::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::sql_error;
+
+/// Schema migrations, applied in order; `user_version` records how many have run. Never edit one that
+/// has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    r"
+CREATE TABLE api_keys (
+    id               TEXT PRIMARY KEY NOT NULL,
+    hashed_key       TEXT NOT NULL,
+    user_email       TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+    plan             TEXT,
+    name             TEXT,
+    created_at       TEXT NOT NULL,
+    revoked_at       TEXT,
+    last_used        TEXT,
+    usage_count      INTEGER NOT NULL DEFAULT 0 CHECK (usage_count >= 0),
+    successful_calls INTEGER NOT NULL DEFAULT 0 CHECK (successful_calls >= 0),
+    failed_calls     INTEGER NOT NULL DEFAULT 0 CHECK (failed_calls >= 0)
+);
+CREATE INDEX api_keys_hashed_key ON api_keys (hashed_key);
+CREATE TABLE usage_counters (
+    key_id           TEXT NOT NULL,
+    day              TEXT NOT NULL,
+    successful_calls INTEGER NOT NULL DEFAULT 0 CHECK (successful_calls >= 0),
+    failed_calls     INTEGER NOT NULL DEFAULT 0 CHECK (failed_calls >= 0),
+    usage_count      INTEGER NOT NULL DEFAULT 0 CHECK (usage_count >= 0),
+    last_used        TEXT,
+    reconciled_at    TEXT,
+    PRIMARY KEY (key_id, day)
+) WITHOUT ROWID;
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+",
+    r"
+CREATE TABLE applied_batches (
+    batch_id   TEXT PRIMARY KEY NOT NULL,
+    applied_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX applied_batches_expiry ON applied_batches (expires_at);
+",
+    r"
+CREATE TABLE reconcile_runs (
+    run_id     TEXT PRIMARY KEY NOT NULL,
+    started_at TEXT NOT NULL,
+    record     TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX usage_counters_day ON usage_counters (day);
+",
+    // Deliveries are marked in slots (a minute of their first log event and a shard of their stream), as
+    // the DynamoDB store marks them in sets: keyed by slot first, marks are appended in time order
+    // rather than scattered over the table, and a slot's size tells what its set's write would cost.
+    r"
+CREATE TABLE delivery_marks (
+    slot       TEXT NOT NULL,
+    digest     INTEGER NOT NULL,
+    expires_at TEXT NOT NULL,
+    PRIMARY KEY (slot, digest)
+) WITHOUT ROWID;
+CREATE INDEX delivery_marks_expiry ON delivery_marks (expires_at);
+",
+    // Usage parked by the realtime path (a key's day with a single call in a buffer): readers add it
+    // in, reconcile clears it once the day items hold the authoritative counts.
+    r"
+CREATE TABLE parked_usage (
+    id               INTEGER PRIMARY KEY,
+    item             TEXT NOT NULL,
+    key_id           TEXT NOT NULL,
+    day              TEXT NOT NULL,
+    successful_calls INTEGER NOT NULL,
+    failed_calls     INTEGER NOT NULL,
+    usage_count      INTEGER NOT NULL,
+    last_used        TEXT NOT NULL
+);
+CREATE INDEX parked_usage_key ON parked_usage (key_id, day);
+CREATE INDEX parked_usage_day ON parked_usage (day);
+CREATE INDEX parked_usage_item ON parked_usage (item);
+",
+    // Key lifecycle (`meter keys import|update|rotate`): usage counted before meter, the end of a
+    // rotation's grace period, and the earlier terms (JSON) a month is billed under.
+    r"
+ALTER TABLE api_keys ADD COLUMN imported_usage_count INTEGER NOT NULL DEFAULT 0 CHECK (imported_usage_count >= 0);
+ALTER TABLE api_keys ADD COLUMN imported_successful_calls INTEGER NOT NULL DEFAULT 0 CHECK (imported_successful_calls >= 0);
+ALTER TABLE api_keys ADD COLUMN imported_failed_calls INTEGER NOT NULL DEFAULT 0 CHECK (imported_failed_calls >= 0);
+ALTER TABLE api_keys ADD COLUMN imported_last_used TEXT;
+ALTER TABLE api_keys ADD COLUMN grace_ends_at TEXT;
+ALTER TABLE api_keys ADD COLUMN previous_terms TEXT;
+",
+];
+
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_error("migrate", e))?;
+    let version: i64 =
+        tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| sql_error("migrate", e))?;
+    let known = MIGRATIONS.len();
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > known {
+        return Err(StoreError::Unavailable {
+            operation: "open".into(),
+            hint: format!(
+                "{} has schema version {version}, newer than this meter understands ({known}); upgrade meter",
+                path.display()
+            ),
+            source: None,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql).map_err(|e| sql_error("migrate", e))?;
+        tx.pragma_update(None, "user_version", index + 1).map_err(|e| sql_error("migrate", e))?;
+    }
+    tx.commit().map_err(|e| sql_error("migrate", e))
+}
+
+/// The schema version this build writes.
+#[must_use]
+pub fn schema_version() -> usize {
+    MIGRATIONS.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteStore;
+
+    #[test]
+    fn a_newer_schema_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meter.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(err.to_string().contains("upgrade meter"), "{err}");
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/meter.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let store = SqliteStore::open(&path).unwrap();
+        let version: usize = store.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, schema_version());
+    }
+}
