@@ -1,5 +1,5 @@
 /**
- * One environment of meter in one region: everything the README's "Deploy to AWS" promises.
+ * One environment of meter in one region: everything the manual's "Deploy to AWS" (docs/src/deploy.md) promises.
  */
 import { CfnOutput, Duration, Stack, type StackProps } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';

@@ -160,7 +160,7 @@ export class Monitoring extends Construct {
     });
     this.dashboard.addWidgets(
       new cloudwatch.TextWidget({
-        markdown: `# meter ${settings.name}\nUsage, realtime health and reconcile. Troubleshooting: README, "Deploy to AWS".`,
+        markdown: `# meter ${settings.name}\nUsage, realtime health and reconcile. Troubleshooting: the manual, docs/src/deploy.md.`,
         width: 24,
         height: 2,
       }),

@@ -1,5 +1,5 @@
 /**
- * The template of an environment: every resource the README promises, with the properties that matter,
+ * The template of an environment: every resource the manual (docs/src/deploy.md) promises, with the properties that matter,
  * least-privilege roles, and no cdk-nag error.
  */
 import * as assert from 'node:assert/strict';

@@ -52,6 +52,19 @@ ensure_infra_packages() {
   fi
 }
 
+# mdbook, which builds the manual (docs/): pinned, built once into ~/.cache/meter-tools (or
+# METER_TOOLS) with only what `mdbook build` needs.
+MDBOOK_VERSION=0.5.4
+ensure_mdbook() {
+  local tools=${METER_TOOLS:-$HOME/.cache/meter-tools}
+  if [[ "$("$tools/bin/mdbook" --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]]; then
+    need cargo "install Rust (https://rustup.rs)"
+    echo "installing mdbook $MDBOOK_VERSION into $tools" >&2
+    cargo install --quiet --locked "mdbook@$MDBOOK_VERSION" --no-default-features --features search --root "$tools"
+  fi
+  export PATH="$tools/bin:$PATH"
+}
+
 # `build_lambdas PROFILE [DIR]`: the six Lambda zips, `DIR/<binary>/bootstrap.zip` (default
 # `$lambda_dir`), for x86_64 Linux (glibc as on provided.al2023, through cargo-lambda's zig).
 build_lambdas() {

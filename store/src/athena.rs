@@ -38,7 +38,7 @@ pub struct AthenaEngine {
 impl AthenaEngine {
     /// Athena and S3 clients from the loaded AWS configuration.
     pub async fn new(settings: AthenaSettings) -> Self {
-        let sdk = crate::config::load_aws_config().await;
+        let sdk = crate::sdk::load_aws_config().await;
         Self { athena: aws_sdk_athena::Client::new(&sdk), s3: crate::s3::client(&sdk), settings }
     }
 

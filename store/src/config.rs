@@ -4,10 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::timeout::TimeoutConfig;
 use chrono::{DateTime, Utc};
 use meter_model::{
     ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage,
@@ -16,6 +13,8 @@ use meter_model::{
 };
 
 use meter_lambda::env::ConfigError;
+
+pub use crate::sdk::load_aws_config;
 
 use crate::dynamodb::{DynamoStore, TableNames};
 use crate::sqlite::SqliteStore;
@@ -157,26 +156,6 @@ impl AnyStore {
             Self::DynamoDb(store) => store.ensure_tables().await,
         }
     }
-}
-
-/// Loads the standard AWS configuration (region, credentials, `AWS_ENDPOINT_URL`, …) with timeouts
-/// short enough that an unreachable endpoint is reported in seconds.
-/// Loaded once per process: the store, the archive and the revocation topic share it.
-pub async fn load_aws_config() -> aws_config::SdkConfig {
-    static LOADED: tokio::sync::OnceCell<aws_config::SdkConfig> = tokio::sync::OnceCell::const_new();
-    LOADED
-        .get_or_init(|| {
-            aws_config::defaults(BehaviorVersion::latest())
-                .timeout_config(
-                    TimeoutConfig::builder()
-                        .connect_timeout(Duration::from_secs(3))
-                        .operation_attempt_timeout(Duration::from_secs(30))
-                        .build(),
-                )
-                .load()
-        })
-        .await
-        .clone()
 }
 
 /// Forwards a port method to whichever store is inside.

@@ -19,7 +19,7 @@ pub struct GraceEndWorkflow {
 impl GraceEndWorkflow {
     /// Executions of `state_machine_arn`.
     pub async fn new(state_machine_arn: String) -> Self {
-        let sdk = crate::config::load_aws_config().await;
+        let sdk = crate::sdk::load_aws_config().await;
         Self { client: aws_sdk_sfn::Client::new(&sdk), state_machine_arn }
     }
 

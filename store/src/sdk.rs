@@ -1,5 +1,10 @@
-//! What every AWS adapter asks first of an SDK error: did the call reach the service, and if so, with
-//! what error code.
+//! What every AWS adapter shares: the one AWS configuration of the process, and what each asks first of
+//! an SDK error: did the call reach the service, and if so, with what error code.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use meter_model::StoreError;
@@ -26,4 +31,24 @@ where
         }
         _ => Ok((None, err)),
     }
+}
+
+/// Loads the standard AWS configuration (region, credentials, `AWS_ENDPOINT_URL`, …) with timeouts
+/// short enough that an unreachable endpoint is reported in seconds.
+/// Loaded once per process: the store, the archive and the revocation topic share it.
+pub async fn load_aws_config() -> aws_config::SdkConfig {
+    static LOADED: tokio::sync::OnceCell<aws_config::SdkConfig> = tokio::sync::OnceCell::const_new();
+    LOADED
+        .get_or_init(|| {
+            aws_config::defaults(BehaviorVersion::latest())
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(3))
+                        .operation_attempt_timeout(Duration::from_secs(30))
+                        .build(),
+                )
+                .load()
+        })
+        .await
+        .clone()
 }

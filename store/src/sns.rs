@@ -26,7 +26,7 @@ impl SnsNotifier {
 
     /// A notifier for `topic_arn` with the standard AWS configuration.
     pub async fn for_topic(topic_arn: impl Into<String>) -> Self {
-        Self::new(client(&crate::config::load_aws_config().await), topic_arn)
+        Self::new(client(&crate::sdk::load_aws_config().await), topic_arn)
     }
 
     /// The notice's body: which key, the epoch, when. Never anything secret.

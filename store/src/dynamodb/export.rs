@@ -12,7 +12,7 @@ use super::error::{store_error, table_missing};
 /// as text; an attribute of another type reads as `<list>`, `<map>`, … so that a row using it as a
 /// field fails validation naming it.
 pub async fn items_as_text(table: &str) -> Result<Vec<BTreeMap<String, String>>, StoreError> {
-    let client = aws_sdk_dynamodb::Client::new(&crate::config::load_aws_config().await);
+    let client = aws_sdk_dynamodb::Client::new(&crate::sdk::load_aws_config().await);
     let mut rows = Vec::new();
     let mut start = None;
     loop {
