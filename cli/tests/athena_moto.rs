@@ -7,22 +7,17 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
 fn meter(home: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meter"));
-    command
-        .envs(meter_testkit::aws_env())
-        .env_remove("AWS_PROFILE")
-        .env("METER_HOME", home)
-        // After October 2026, whose archive these tests reconcile.
-        .env("METER_NOW", "2026-11-02T07:00:00Z")
-        .env_remove("METER_ROLLUP_ENGINE")
-        .env_remove("METER_STORE")
-        .env_remove("METER_ARCHIVE");
+    // After October 2026, whose archive these tests reconcile.
+    let mut command = common::meter_at("2026-11-02T07:00:00Z");
+    command.envs(meter_testkit::aws_env()).env_remove("AWS_PROFILE").env("METER_HOME", home);
     command
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -18,10 +20,10 @@ fn meter(home: &Path) -> Command {
     meter_at(home, NOW)
 }
 
-/// `meter` as if started at `now` (RFC 3339).
+/// `meter` as if started at `now` (RFC 3339), on the embedded default in `home`.
 fn meter_at(home: &Path, now: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meter"));
-    command.env("METER_HOME", home).env("METER_NOW", now).env_remove("METER_STORE").env_remove("METER_LOG");
+    let mut command = common::meter_at(now);
+    command.env("METER_HOME", home);
     command
 }
 

@@ -3,18 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 fn meter(home: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meter"));
-    command
-        .env("METER_HOME", home)
-        // The demo runs its month on a clock of its own; the instant says only when the run "is".
-        .env("METER_NOW", "2026-12-02T10:00:00Z")
-        .env_remove("METER_STORE")
-        .env_remove("METER_LOG")
-        .env_remove("METER_ARCHIVE");
+    // The demo runs its month on a clock of its own; the instant says only when the run "is".
+    let mut command = common::meter_at("2026-12-02T10:00:00Z");
+    command.env("METER_HOME", home);
     command
 }
 

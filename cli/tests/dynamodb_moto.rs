@@ -3,18 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
 
 fn meter(store: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meter"));
-    command
-        .envs(meter_testkit::aws_env())
-        .env_remove("AWS_PROFILE")
-        .env("METER_STORE", store)
-        // The usage these tests write is of November 2026; the commands run the day after.
-        .env("METER_NOW", "2026-12-01T09:00:00Z");
+    // The usage these tests write is of November 2026; the commands run the day after.
+    let mut command = common::meter_at("2026-12-01T09:00:00Z");
+    command.envs(meter_testkit::aws_env()).env_remove("AWS_PROFILE").env("METER_STORE", store);
     command
 }
 
