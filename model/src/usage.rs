@@ -253,8 +253,11 @@ impl<'a> UsageFields<'a> {
                 let at = json_timestamp(raw).ok_or_else(|| {
                     invalid("timestamp", "an ISO-8601 UTC time or epoch milliseconds, in years 1970 to 9999")
                 })?;
+                // The offset, not `logged ± window`: a log time at the ends of chrono's range
+                // cannot be moved further, and any two instants' difference fits a TimeDelta.
                 if let Some(logged) = log_timestamp
-                    && (at < logged - MAX_TIMESTAMP_BEFORE_LOG || at > logged + MAX_TIMESTAMP_AFTER_LOG)
+                    && let offset = at.signed_duration_since(logged)
+                    && (offset < -MAX_TIMESTAMP_BEFORE_LOG || offset > MAX_TIMESTAMP_AFTER_LOG)
                 {
                     return Err(RejectReason::TimestampSkew);
                 }

@@ -207,6 +207,16 @@ fn a_timestamp_far_from_its_log_event_is_rejected_as_skew() {
         );
     }
     assert_eq!(RejectReason::TimestampSkew.code(), "timestamp_skew");
+    // A log event's time at the ends of what chrono can hold (a damaged or hostile record) rejects the
+    // line; the window around it is never computed past those ends.
+    for logged in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+        let ts = "2026-11-29T14:03:08.000Z";
+        assert_eq!(parse_line(&line(ts), Some(logged)), LineOutcome::Rejected(RejectReason::TimestampSkew));
+        assert_eq!(
+            parse_escaped_line(&escape(&line(ts)), Some(logged)),
+            Some(LineOutcome::Rejected(RejectReason::TimestampSkew))
+        );
+    }
     // Without a log event's time (a line read on its own) there is nothing to compare with.
     assert!(matches!(parse_line(&line("2020-01-01T00:00:00Z"), None), LineOutcome::Usage(_)));
     // A line without a timestamp takes the log event's, which must itself have a four-digit year.
