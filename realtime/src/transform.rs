@@ -99,7 +99,7 @@ pub struct TransformStats {
     /// events were written to the archive by the transformer itself and the records answered
     /// `Dropped`, so no row is lost to Lambda's 6 MB response limit.
     pub archived_directly: u64,
-    /// Bytes of the response's record data.
+    /// Bytes of the whole response as it is serialized (record ids, results, data, partition keys).
     pub response_bytes: u64,
     /// What the invocation did to the realtime counters.
     pub counters: CounterReport,
@@ -135,9 +135,16 @@ impl TransformStats {
     }
 }
 
-/// The most record data a response may carry. Lambda caps a synchronous response at 6 MB (6,291,456
-/// bytes); the rest is room for the JSON around the data (record ids, results, partition keys).
-pub const RESPONSE_BUDGET_BYTES: u64 = 5_500_000;
+/// Lambda's cap on a synchronous response: the whole JSON answer, record ids and metadata included.
+pub const LAMBDA_RESPONSE_LIMIT_BYTES: u64 = 6_291_456;
+
+/// The most the transformer's serialized response may weigh: Lambda's cap less 291,456 bytes (4.6%)
+/// kept spare. Every byte is counted (record ids, results, partition keys, JSON punctuation), not only
+/// the rows.
+pub const RESPONSE_BUDGET_BYTES: u64 = 6_000_000;
+
+/// `{"records":[` and `]}` around the answers.
+const RESPONSE_ENVELOPE_BYTES: u64 = r#"{"records":[]}"#.len() as u64;
 
 /// Transforms one invocation: every record answered for the archive, rejects kept, and the usage of
 /// all its records applied to the realtime counters in one buffer (CONTRACTS.md §8). Fails only when
@@ -152,9 +159,15 @@ pub async fn transform<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     transform_within(event, archive, counters, RESPONSE_BUDGET_BYTES).await
 }
 
-/// [`transform`] with a response budget of `budget` bytes of record data. Rows that do not fit are
-/// written to the archive directly, one Parquet file per day named after the invocation's records
-/// (a retried invocation rewrites the same file), and their records answered `Dropped`.
+/// [`transform`] with a response budget of `budget` bytes of serialized response. Rows that do not
+/// fit are written to the archive directly, one Parquet file per day named after the invocation's
+/// records (a retried invocation rewrites the same file), and their records answered `Dropped`.
+///
+/// The budget holds by construction: every record is first counted at its smallest answer (`Dropped`
+/// without data, or `ProcessingFailed` with its own data, each no larger than the record in the
+/// request), and an `Ok` answer replaces it only if the difference fits. The smallest answers
+/// together are smaller than the request, which Firehose keeps under its buffer size (3 MB) and
+/// Lambda under 6 MB.
 pub async fn transform_within<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     event: &FirehoseEvent,
     archive: &A,
@@ -162,45 +175,54 @@ pub async fn transform_within<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     budget: u64,
 ) -> Result<(FirehoseResponse, TransformStats), StoreError> {
     let mut stats = TransformStats::default();
-    let mut records = Vec::with_capacity(event.records.len());
+    let mut outcomes = Vec::with_capacity(event.records.len());
+    for record in &event.records {
+        outcomes.push(transform_record(record, archive, &mut stats).await?);
+    }
+    let mut records: Vec<TransformedRecord> = event
+        .records
+        .iter()
+        .zip(&outcomes)
+        .map(|(record, outcome)| match outcome {
+            Outcome::Failed => record.answer(RecordResult::ProcessingFailed, record.data.clone(), None),
+            Outcome::Rows(..) | Outcome::Dropped => record.answer(RecordResult::Dropped, String::new(), None),
+        })
+        .collect();
+    let commas = u64::try_from(records.len().saturating_sub(1)).unwrap_or(u64::MAX);
+    stats.response_bytes = records.iter().map(serialized_len).sum::<u64>() + RESPONSE_ENVELOPE_BYTES + commas;
+    if stats.response_bytes > budget {
+        // Cannot happen with Firehose's buffers (see above); said rather than assumed.
+        tracing::error!(
+            bytes = stats.response_bytes,
+            budget,
+            "the smallest answer to this invocation exceeds the response budget; Lambda will refuse it"
+        );
+    }
     let mut deliveries = Vec::with_capacity(event.records.len());
     let mut overflow: BTreeMap<Day, Vec<UsageEvent<'static>>> = BTreeMap::new();
-    for record in &event.records {
-        let answer = |result, data, metadata| TransformedRecord {
-            record_id: record.record_id.clone(),
-            result,
-            data,
-            metadata,
-        };
-        records.push(match transform_record(record, archive, &mut stats).await? {
+    for ((record, answer), outcome) in event.records.iter().zip(records.iter_mut()).zip(outcomes) {
+        match outcome {
             Outcome::Rows(rows, day, delta, events) => {
                 deliveries.push(delta);
                 let oldest = events.iter().map(|event| event.timestamp).min();
                 stats.oldest_event = stats.oldest_event.into_iter().chain(oldest).min();
-                let data = STANDARD.encode(rows);
-                if stats.response_bytes + data.len() as u64 > budget {
+                let ok = record.answer(RecordResult::Ok, STANDARD.encode(rows), Some(partition_keys(day)));
+                let growth = serialized_len(&ok).saturating_sub(serialized_len(answer));
+                if stats.response_bytes + growth > budget {
                     stats.archived_directly += 1;
                     for event in events {
                         overflow.entry(Day::of(event.timestamp)).or_default().push(event);
                     }
-                    answer(RecordResult::Dropped, String::new(), None)
                 } else {
                     stats.ok += 1;
-                    stats.response_bytes += data.len() as u64;
-                    answer(RecordResult::Ok, data, Some(partition_keys(day)))
+                    stats.response_bytes += growth;
+                    *answer = ok;
                 }
             }
             // A dropped record needs no data back: Firehose delivers nothing for it.
-            Outcome::Dropped => {
-                stats.dropped += 1;
-                answer(RecordResult::Dropped, String::new(), None)
-            }
-            Outcome::Failed => {
-                stats.failed += 1;
-                stats.response_bytes += record.data.len() as u64;
-                answer(RecordResult::ProcessingFailed, record.data.clone(), None)
-            }
-        });
+            Outcome::Dropped => stats.dropped += 1,
+            Outcome::Failed => stats.failed += 1,
+        }
     }
     if !overflow.is_empty() {
         let mut ids = Sha256::new();
@@ -215,6 +237,23 @@ pub async fn transform_within<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     }
     stats.counters = counters.apply(&deliveries).await;
     Ok((FirehoseResponse { records }, stats))
+}
+
+impl FirehoseRecord {
+    fn answer(
+        &self,
+        result: RecordResult,
+        data: String,
+        metadata: Option<RecordMetadata>,
+    ) -> TransformedRecord {
+        TransformedRecord { record_id: self.record_id.clone(), result, data, metadata }
+    }
+}
+
+/// The bytes `record` takes in the serialized response.
+fn serialized_len(record: &TransformedRecord) -> u64 {
+    // Serializing these plain structs cannot fail; were it to, u64::MAX keeps the budget safe.
+    serde_json::to_vec(record).map_or(u64::MAX, |bytes| bytes.len() as u64)
 }
 
 /// What a record turned out to hold.

@@ -174,3 +174,85 @@ async fn a_full_buffer_fits_the_response_or_is_archived_directly() {
             .unwrap();
     assert_eq!(rows + archived, events, "every event in the response or the archive");
 }
+
+/// The worst case for Lambda's 6 MB response cap: a full 3 MB buffer of small deliveries (a few usage
+/// lines each, with only the required fields), record ids longer than Firehose's, and records of
+/// every kind. The whole serialized answer (record ids, results, partition keys, punctuation) stays
+/// within the budget, its size is what the transformer counted, and every event is in a row or in a
+/// file the transformer wrote itself.
+#[tokio::test]
+async fn the_whole_answer_fits_lambdas_cap_for_the_worst_buffer() {
+    use meter_realtime::Buffering;
+    use meter_realtime::transform::{LAMBDA_RESPONSE_LIMIT_BYTES, RESPONSE_BUDGET_BYTES};
+    let id = |n: usize| format!("{n:0>200}");
+    let (mut records, mut bytes, mut events) = (Vec::new(), 0u64, 0u64);
+    while bytes < Buffering::DEPLOYED.max_bytes {
+        let n = records.len();
+        let data = if n % 500 == 7 {
+            STANDARD.encode(b"not gzip at all") // answered ProcessingFailed, with its data
+        } else {
+            let log_events: Vec<_> = (0..5)
+                .map(|i| {
+                    let line = format!(
+                        r#"{{"type":"API_USAGE","requestId":"{n}-{i}","keyId":"k{}","statusCode":200}}"#,
+                        n % 977
+                    );
+                    serde_json::json!({"id": format!("{n}{i}"), "timestamp": 1_796_000_000_000u64 + n as u64, "message": line})
+                })
+                .collect();
+            events += log_events.len() as u64;
+            let payload = serde_json::json!({
+                "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/lambda/api",
+                "logStream": format!("2026/11/30/[$LATEST]{n:032x}"), "subscriptionFilters": ["meter"],
+                "logEvents": log_events,
+            });
+            STANDARD.encode(meter_sim::cloudwatch::gzip(payload.to_string().as_bytes()))
+        };
+        bytes += (data.len() + id(n).len()) as u64;
+        records.push(serde_json::json!({ "recordId": id(n), "data": data }));
+    }
+    let event: FirehoseEvent = serde_json::from_value(serde_json::json!({ "records": records })).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let counters = RealtimeCounters::new(
+        SqliteStore::open_in_memory().unwrap(),
+        ManualClock::new(at("2026-12-01T00:03:00Z")),
+        RetryPolicy::default(),
+    );
+    let (response, stats) =
+        transform(&event, &Archive::new(LocalDir::new(dir.path())), &counters).await.unwrap();
+    let json = serde_json::to_vec(&response).unwrap();
+    eprintln!(
+        "{} records, {events} events: answer {} bytes (budget {RESPONSE_BUDGET_BYTES}, cap {LAMBDA_RESPONSE_LIMIT_BYTES}), {} archived directly",
+        event.records.len(),
+        json.len(),
+        stats.archived_directly
+    );
+    assert_eq!(json.len() as u64, stats.response_bytes, "the transformer counts what it answers");
+    assert!(
+        stats.response_bytes <= RESPONSE_BUDGET_BYTES && RESPONSE_BUDGET_BYTES < LAMBDA_RESPONSE_LIMIT_BYTES
+    );
+    assert!(stats.archived_directly > 0, "this buffer would not fit whole: {}", json.len());
+    assert_eq!(response.records.len(), event.records.len());
+    assert!(
+        stats.failed > 0
+            && stats.failed + stats.ok + stats.archived_directly + stats.dropped
+                == event.records.len() as u64
+    );
+    let rows: u64 = response
+        .records
+        .iter()
+        .filter(|r| r.result == RecordResult::Ok)
+        .map(|r| String::from_utf8(STANDARD.decode(&r.data).unwrap()).unwrap().lines().count() as u64)
+        .sum();
+    let mut archived = 0;
+    for day in std::fs::read_dir(dir.path().join("year=2026/month=11")).unwrap() {
+        for file in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            let reader = parquet::file::reader::SerializedFileReader::new(
+                std::fs::File::open(file.unwrap().path()).unwrap(),
+            )
+            .unwrap();
+            archived += parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows();
+        }
+    }
+    assert_eq!(rows + u64::try_from(archived).unwrap(), events, "every event in the answer or the archive");
+}
