@@ -101,9 +101,42 @@ where
     lambda_runtime::run(service_fn(|event: LambdaEvent<E>| Box::pin(handler(event.payload)))).await
 }
 
+/// [`serve`] for a handler that must finish in time: each event's payload comes with the instant the
+/// invocation must have answered by (Lambda's deadline, as a monotonic instant of this process).
+pub async fn serve_with_deadline<E, R, F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    E: DeserializeOwned + Send + 'static,
+    R: Serialize,
+    F: Fn(E, tokio::time::Instant) -> Fut,
+    Fut: Future<Output = Result<R, Failure>>,
+{
+    lambda_runtime::run(service_fn(|event: LambdaEvent<E>| {
+        let deadline = deadline_of(event.context.deadline(), std::time::SystemTime::now());
+        Box::pin(handler(event.payload, deadline))
+    }))
+    .await
+}
+
+/// Lambda's deadline (wall-clock time) as an instant of the monotonic clock, taken `now`; a deadline
+/// already past is now.
+fn deadline_of(deadline: std::time::SystemTime, now: std::time::SystemTime) -> tokio::time::Instant {
+    tokio::time::Instant::now() + deadline.duration_since(now).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deadline_is_as_far_ahead_as_lambda_says_and_never_behind() {
+        let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000);
+        let before = tokio::time::Instant::now();
+        let ahead = deadline_of(now + std::time::Duration::from_secs(300), now);
+        assert!(ahead >= before + std::time::Duration::from_secs(300));
+        assert!(ahead <= tokio::time::Instant::now() + std::time::Duration::from_secs(300));
+        let past = deadline_of(now - std::time::Duration::from_secs(1), now);
+        assert!(past <= tokio::time::Instant::now(), "a deadline gone by is now");
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot write s3://b/k")]

@@ -79,6 +79,25 @@ impl<S: UsageWriter, C: Clock> RealtimeCounters<S, C> {
     /// [`ApplyReport::not_applied`] (a warning and a metric; the nightly reconcile restores it from the
     /// archive), so that the archive records of the same invocation are always returned.
     pub async fn apply(&self, deliveries: &[BatchDelta]) -> CounterReport {
+        self.apply_until(deliveries, None).await
+    }
+
+    /// [`apply`](Self::apply), given up at `deadline` with everything counted as not applied: the
+    /// caller's own answer (the archive records) must go back in time, whatever the store does. A
+    /// write in flight when time runs out may still land; reconcile settles the day either way.
+    pub async fn apply_before(
+        &self,
+        deliveries: &[BatchDelta],
+        deadline: tokio::time::Instant,
+    ) -> CounterReport {
+        self.apply_until(deliveries, Some(deadline)).await
+    }
+
+    async fn apply_until(
+        &self,
+        deliveries: &[BatchDelta],
+        deadline: Option<tokio::time::Instant>,
+    ) -> CounterReport {
         let started = Instant::now();
         let mut report = CounterReport { deliveries: deliveries.len() as u64, ..CounterReport::default() };
         // Deliveries without usage are left out (a copy only when there are some: the transformer
@@ -93,21 +112,28 @@ impl<S: UsageWriter, C: Clock> RealtimeCounters<S, C> {
             return report;
         }
         let mut attempts = 1;
-        let applied = self
-            .retry
-            .run(
-                || self.store.apply_deliveries(&deliveries, self.clock.now()),
-                StoreError::is_transient,
-                |err, pause| {
-                    tracing::warn!(attempt = attempts, ?pause, error = %err, "retrying the counters");
-                    attempts += 1;
-                },
-            )
-            .await;
+        let retried = self.retry.run(
+            || self.store.apply_deliveries(&deliveries, self.clock.now()),
+            StoreError::is_transient,
+            |err, pause| {
+                tracing::warn!(attempt = attempts, ?pause, error = %err, "retrying the counters");
+                attempts += 1;
+            },
+        );
+        let applied = match deadline {
+            None => retried.await.map_err(|err| meter_model::error_chain(&err)),
+            Some(deadline) => match tokio::time::timeout_at(deadline, retried).await {
+                Ok(applied) => applied.map_err(|err| meter_model::error_chain(&err)),
+                Err(_) => Err(format!(
+                    "the invocation's time for the counters ran out after {} ms",
+                    started.elapsed().as_millis()
+                )),
+            },
+        };
         report.attempts = attempts;
-        report.apply = applied.unwrap_or_else(|err| ApplyReport {
+        report.apply = applied.unwrap_or_else(|failure| ApplyReport {
             not_applied: deliveries.iter().map(BatchDelta::total).sum::<Tally>(),
-            failure: Some(meter_model::error_chain(&err)),
+            failure: Some(failure),
             ..ApplyReport::default()
         });
         if let Some(failure) = &report.apply.failure {

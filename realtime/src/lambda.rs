@@ -8,7 +8,11 @@ use meter_model::{Clock, SystemClock};
 use meter_store::{AnySink, AnyStore, ArchiveLocation};
 
 use crate::RealtimeCounters;
-use crate::transform::{FirehoseEvent, FirehoseResponse, transform};
+use crate::transform::{FirehoseEvent, FirehoseResponse, transform_before};
+
+/// What the transformer keeps of its invocation's time for answering once the counters are given up:
+/// serializing at most 6 MB and handing it to the runtime take milliseconds.
+pub const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The archive transformer, which also keeps the realtime counters: `METER_ARCHIVE`
 /// (`s3://bucket/prefix`, where `rejects/` is written) and `METER_STORE` (e.g.
@@ -33,10 +37,16 @@ impl ArchiveTransformerFunction {
         })
     }
 
-    /// One Firehose invocation: every record answered, rejects kept, the counters updated, one metric
-    /// line printed. Fails (and Firehose retries) only when rejects cannot be kept.
-    pub async fn handle(&self, event: FirehoseEvent) -> Result<FirehoseResponse, Failure> {
-        let (response, stats) = transform(&event, &self.rejects, &self.counters)
+    /// One Firehose invocation: every record answered, rejects kept, the counters updated (given up
+    /// [`ANSWER_RESERVE`] before `deadline`, Lambda's), one metric line printed. Fails (and Firehose
+    /// retries) only when rejects cannot be kept.
+    pub async fn handle(
+        &self,
+        event: FirehoseEvent,
+        deadline: tokio::time::Instant,
+    ) -> Result<FirehoseResponse, Failure> {
+        let counters_deadline = deadline.checked_sub(ANSWER_RESERVE).unwrap_or(deadline);
+        let (response, stats) = transform_before(&event, &self.rejects, &self.counters, counters_deadline)
             .await
             .map_err(|err| Failure::new(&err, err.is_transient()))?;
         println!("{}", stats.metrics(Self::NAME, SystemClock.now()).render());

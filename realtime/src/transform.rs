@@ -174,6 +174,28 @@ pub async fn transform_within<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     counters: &RealtimeCounters<S, C>,
     budget: u64,
 ) -> Result<(FirehoseResponse, TransformStats), StoreError> {
+    transform_limited(event, archive, counters, budget, None).await
+}
+
+/// [`transform`] as the deployed function runs it: the counters are given up at `counters_deadline`
+/// (reported as not applied, restored by reconcile), so that the archive answer always goes back
+/// before Lambda's own deadline, whatever DynamoDB does.
+pub async fn transform_before<A: ArchiveWriter, S: UsageWriter, C: Clock>(
+    event: &FirehoseEvent,
+    archive: &A,
+    counters: &RealtimeCounters<S, C>,
+    counters_deadline: tokio::time::Instant,
+) -> Result<(FirehoseResponse, TransformStats), StoreError> {
+    transform_limited(event, archive, counters, RESPONSE_BUDGET_BYTES, Some(counters_deadline)).await
+}
+
+async fn transform_limited<A: ArchiveWriter, S: UsageWriter, C: Clock>(
+    event: &FirehoseEvent,
+    archive: &A,
+    counters: &RealtimeCounters<S, C>,
+    budget: u64,
+    counters_deadline: Option<tokio::time::Instant>,
+) -> Result<(FirehoseResponse, TransformStats), StoreError> {
     let mut stats = TransformStats::default();
     let mut outcomes = Vec::with_capacity(event.records.len());
     for record in &event.records {
@@ -235,7 +257,10 @@ pub async fn transform_within<A: ArchiveWriter, S: UsageWriter, C: Clock>(
             archive.write_events(*day, &name, events).await?;
         }
     }
-    stats.counters = counters.apply(&deliveries).await;
+    stats.counters = match counters_deadline {
+        Some(deadline) => counters.apply_before(&deliveries, deadline).await,
+        None => counters.apply(&deliveries).await,
+    };
     Ok((FirehoseResponse { records }, stats))
 }
 

@@ -256,3 +256,51 @@ async fn the_whole_answer_fits_lambdas_cap_for_the_worst_buffer() {
     }
     assert_eq!(rows + u64::try_from(archived).unwrap(), events, "every event in the answer or the archive");
 }
+
+/// A counter store in a brownout: every write hangs for 20 s (as DynamoDB's calls do before the SDK
+/// times them out), and the retry policy would try six times.
+struct Brownout;
+
+impl meter_model::UsageWriter for Brownout {
+    async fn apply_deliveries(
+        &self,
+        _: &[meter_model::BatchDelta],
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Result<meter_model::ApplyReport, meter_model::StoreError> {
+        tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+        Err(meter_model::StoreError::Unavailable {
+            operation: "apply deliveries".into(),
+            hint: "timed out".into(),
+            source: None,
+        })
+    }
+}
+
+/// The counters never hold up the archive: with the store in a brownout, the transformer gives the
+/// counters up at their deadline, reports their usage as not applied, and answers the archive records.
+#[tokio::test(start_paused = true)]
+async fn a_counter_brownout_never_keeps_the_archive_answer_past_its_deadline() {
+    let event: FirehoseEvent = serde_json::from_str(&read_fixture("firehose-event.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let counters =
+        RealtimeCounters::new(Brownout, ManualClock::new(at("2026-11-30T14:04:00Z")), RetryPolicy::default());
+    let started = tokio::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(45);
+    let (response, stats) = meter_realtime::transform::transform_before(
+        &event,
+        &Archive::new(LocalDir::new(dir.path())),
+        &counters,
+        deadline,
+    )
+    .await
+    .unwrap();
+    assert_eq!(tokio::time::Instant::now(), deadline, "given up at the deadline, not after six 20 s tries");
+    assert_eq!(response.records[0].result, RecordResult::Ok, "the archive rows go back");
+    assert!(stats.counters.apply.not_applied.usage_count > 0);
+    assert_eq!(stats.counters.apply.not_applied.usage_count, stats.lines.usage_events);
+    assert!(
+        stats.counters.apply.failure.as_deref().unwrap().contains("ran out"),
+        "{:?}",
+        stats.counters.apply.failure
+    );
+}

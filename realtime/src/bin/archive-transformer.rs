@@ -11,5 +11,5 @@ use meter_realtime::lambda::ArchiveTransformerFunction;
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_logging();
     let function = ArchiveTransformerFunction::from_env().await.map_err(lambda::cannot_start)?;
-    lambda::serve(|event| function.handle(event)).await
+    lambda::serve_with_deadline(|event, deadline| function.handle(event, deadline)).await
 }
