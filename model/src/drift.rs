@@ -21,6 +21,10 @@ pub struct DayCorrection {
     pub target: Tally,
     /// When the correction is made (the item's `reconciledAt`).
     pub at: DateTime<Utc>,
+    /// The item's `lastUsed` after the correction, when parked calls are folded into it: the latest
+    /// of the item's own and the parked entries' (reconcile computes it from what it read, and the
+    /// condition on `expected` makes sure nothing moved since). `None` leaves `lastUsed` as it is.
+    pub last_used: Option<DateTime<Utc>>,
 }
 
 impl DayCorrection {

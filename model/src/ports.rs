@@ -264,8 +264,9 @@ pub trait CounterCorrector: Send + Sync {
         day: Day,
     ) -> impl Future<Output = Result<Option<DayUsage>, StoreError>> + Send;
 
-    /// Sets the day item to `correction.target` only if it still holds `correction.expected` (no item
-    /// for `None`; then only if the key exists).
+    /// Sets the day item to `correction.target` (and its `lastUsed` to `correction.last_used`, when
+    /// given) only if it still holds `correction.expected` (no item for `None`; then only if the key
+    /// exists).
     fn correct_day(
         &self,
         correction: &DayCorrection,

@@ -218,6 +218,16 @@ where
         parked_by.entry((entry.key_id.clone(), entry.day)).or_default().add(entry.tally);
     }
 
+    // The latest call each (key, day) is known to have had: its item's, or a parked entry's. A fold
+    // carries it into the item, so a key used only in single calls keeps its lastUsed.
+    let mut latest: BTreeMap<(KeyId, Day), chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    let observed = items
+        .iter()
+        .filter_map(|item| Some(((item.key_id.clone(), item.day), item.last_used?)))
+        .chain(parked.entries.iter().map(|entry| ((entry.key_id.clone(), entry.day), entry.last_used)));
+    for (key, at) in observed {
+        latest.entry(key).and_modify(|known| *known = (*known).max(at)).or_insert(at);
+    }
     let mut realtime: BTreeMap<(KeyId, Day), Tally> =
         items.into_iter().map(|item| ((item.key_id, item.day), item.tally)).collect();
     let mut orphans = Vec::new();
@@ -265,7 +275,15 @@ where
                 });
             }
         } else if parked || view(&key, expected) != target {
-            corrections.push(DayCorrection { key_id: key.0, day, expected, target, at: started_at });
+            let last_used = if parked { latest.get(&key).copied() } else { None };
+            corrections.push(DayCorrection {
+                key_id: key.0,
+                day,
+                expected,
+                target,
+                at: started_at,
+                last_used,
+            });
         }
     }
 
@@ -452,6 +470,9 @@ async fn apply<S: CounterCorrector>(
                     .day_item(&correction.key_id, correction.day)
                     .await
                     .map_err(store_failed("re-reading a day item"))?;
+                if let Some(at) = now.as_ref().and_then(|item| item.last_used) {
+                    correction.last_used = correction.last_used.map(|folded| folded.max(at));
+                }
                 let fresh = now.map(|item| item.tally);
                 // The realtime writer added to the item after the archive was rolled up: what it
                 // added is newer than the rollup (its events may not be archived yet), so it is kept

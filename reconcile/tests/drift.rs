@@ -25,6 +25,13 @@ async fn lost_doubled_and_phantom_counts_are_corrected_exactly_and_a_second_run_
 }
 
 #[tokio::test]
+async fn folded_parked_calls_keep_their_last_used_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in_memory().unwrap();
+    folded_parked_calls_keep_their_last_used(&store, &LocalDir::new(dir.path())).await;
+}
+
+#[tokio::test]
 async fn realtime_writes_racing_a_correction_leave_items_exact_and_totals_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let generated = write_archive(dir.path(), &spec()).unwrap();

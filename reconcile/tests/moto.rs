@@ -46,6 +46,13 @@ async fn drift_in_dynamodb_is_corrected_from_an_s3_archive_and_a_second_run_chan
 }
 
 #[tokio::test]
+async fn folded_parked_calls_keep_their_last_used_on_dynamodb() {
+    let store = meter_testkit::fresh_dynamo_store().await;
+    let archive = S3Prefix::new(meter_testkit::s3_client(), meter_testkit::fresh_bucket().await, "usage");
+    folded_parked_calls_keep_their_last_used(&store, &archive).await;
+}
+
+#[tokio::test]
 async fn dynamodb_corrections_are_conditional_on_what_was_read() {
     let (archive, generated) = archive_in_s3().await;
     let store = meter_testkit::fresh_dynamo_store().await;

@@ -371,3 +371,68 @@ pub(crate) async fn racing_realtime_writes_leave_totals_consistent<S, A>(
         assert_eq!(line.authoritative, from_archive, "{line:?}");
     }
 }
+
+/// Keys used only in single calls, parked beside the day items: folding them into their items keeps
+/// each key's `lastUsed` (on the day item and the key's totals), as a call written directly would.
+pub(crate) async fn folded_parked_calls_keep_their_last_used<S, A>(store: &S, archive: &A)
+where
+    S: CounterCorrector + KeyStore + UsageWriter,
+    A: ObjectSource + ObjectSink,
+{
+    let on = day("2026-11-29");
+    let mut keys: Vec<KeyId> = Vec::new();
+    for i in 0.. {
+        let key = KeyId::parse(&format!("seldom{i:04}")).unwrap();
+        if meter_model::batch::pending_bucket(&key) == 5 {
+            keys.push(key);
+        }
+        if keys.len() == meter_model::batch::PARK_MIN_ENTRIES {
+            break;
+        }
+    }
+    let single = Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 };
+    let (mut deltas, mut events) = (Vec::new(), Vec::new());
+    for (minute, key) in keys.iter().enumerate() {
+        store
+            .insert_key(&ApiKeyRecord::new(NewKey {
+                id: key.clone(),
+                hashed_key: HashedKey::of(key.as_str()),
+                user_email: Email::parse("ops@example.com").unwrap(),
+                plan: None,
+                name: None,
+                created_at: now(),
+            }))
+            .await
+            .unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 29, 10, u32::try_from(minute).unwrap(), 7).unwrap();
+        deltas.push(DayDelta { key_id: key.clone(), day: on, tally: single, last_used: at });
+        events.push(meter_model::UsageEvent {
+            request_id: format!("seldom-{minute}").into(),
+            key_id: key.as_str().to_owned().into(),
+            timestamp: at,
+            status_code: 200,
+            should_count: true,
+            method: None,
+            resource: None,
+            latency_ms: None,
+            dropped: meter_model::DroppedFields::NONE,
+        });
+    }
+    let delivery = BatchDelta::new(BatchId::from_digest(b"seldom"), MarkerSlot::default(), deltas.clone());
+    store.apply_deliveries(&[delivery], now()).await.unwrap();
+    assert_eq!(store.parked_usage(on, on).await.unwrap().entries.len(), keys.len(), "all parked");
+    let parquet = meter_archive::format::encode_parquet(&events).unwrap();
+    archive
+        .put("year=2026/month=11/day=29/seldom.parquet", parquet, "application/vnd.apache.parquet")
+        .await
+        .unwrap();
+
+    run(store, archive, &Recorded::default(), false).await;
+    assert!(store.parked_usage(on, on).await.unwrap().entries.is_empty(), "folded and cleared");
+    for delta in &deltas {
+        let item = store.day_item(&delta.key_id, on).await.unwrap().unwrap();
+        assert_eq!((item.tally, item.last_used), (single, Some(delta.last_used)), "{}", delta.key_id);
+        let key = store.get_key(&delta.key_id).await.unwrap().unwrap();
+        assert_eq!(key.last_used, Some(delta.last_used), "the key's totals: {}", delta.key_id);
+    }
+}

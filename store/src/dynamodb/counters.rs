@@ -120,13 +120,17 @@ impl CounterCorrector for DynamoStore {
         let mut day = Update::builder()
             .table_name(&self.tables.usage_counters)
             .set_key(Some(Self::day_key(&correction.key_id, &correction.day.to_string())))
-            .update_expression(
-                "SET successfulCalls = :s, failedCalls = :f, usageCount = :u, reconciledAt = :r",
-            )
+            .update_expression(format!(
+                "SET successfulCalls = :s, failedCalls = :f, usageCount = :u, reconciledAt = :r{}",
+                if correction.last_used.is_some() { ", lastUsed = :lu" } else { "" }
+            ))
             .expression_attribute_values(":s", n(target.successful_calls))
             .expression_attribute_values(":f", n(target.failed_calls))
             .expression_attribute_values(":u", n(target.usage_count))
             .expression_attribute_values(":r", s(&format_instant(correction.at)));
+        if let Some(last_used) = correction.last_used {
+            day = day.expression_attribute_values(":lu", s(&format_instant(last_used)));
+        }
         day = match correction.expected {
             None => day.condition_expression("attribute_not_exists(keyId)"),
             Some(expected) => {

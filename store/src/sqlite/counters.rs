@@ -103,11 +103,21 @@ impl CounterCorrector for SqliteStore {
         }
         let [s, f, u] = tally_params(correction.target)?;
         tx.execute(
-            "INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, reconciled_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key_id, day) DO UPDATE SET \
+            "INSERT INTO usage_counters \
+             (key_id, day, successful_calls, failed_calls, usage_count, reconciled_at, last_used) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (key_id, day) DO UPDATE SET \
              successful_calls = excluded.successful_calls, failed_calls = excluded.failed_calls, \
-             usage_count = excluded.usage_count, reconciled_at = excluded.reconciled_at",
-            params![key, day, s, f, u, format_instant(correction.at)],
+             usage_count = excluded.usage_count, reconciled_at = excluded.reconciled_at, \
+             last_used = COALESCE(excluded.last_used, usage_counters.last_used)",
+            params![
+                key,
+                day,
+                s,
+                f,
+                u,
+                format_instant(correction.at),
+                correction.last_used.map(format_instant)
+            ],
         )
         .map_err(op)?;
         tx.commit().map_err(op)?;
