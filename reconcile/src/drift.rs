@@ -196,6 +196,12 @@ where
 {
     let started = Instant::now();
     let started_at = clock.now();
+    // The parked usage is read before the archive is: an entry parked while the rollup runs may hold
+    // calls whose rows the rollup does not see yet (the transformer parks before Firehose writes the
+    // rows), so it stays parked for the next run instead of being folded into a count that lacks it
+    // and deleted.
+    let parked =
+        store.parked_usage(options.from, options.to).await.map_err(store_failed("reading parked usage"))?;
     let rollup = rollups.await?;
     for file in &rollup.misplaced {
         tracing::warn!(
@@ -210,9 +216,7 @@ where
     let known: HashSet<KeyId> = directory.iter().map(|k| k.id.clone()).collect();
     let items = store.day_items(options.from, options.to).await.map_err(store_failed("reading day items"))?;
     // The realtime view is the day items plus the usage parked beside them; the corrections set the
-    // items to the authoritative counts and the parked usage read here is then cleared.
-    let parked =
-        store.parked_usage(options.from, options.to).await.map_err(store_failed("reading parked usage"))?;
+    // items to the authoritative counts and the parked usage read above is then cleared.
     let mut parked_by: BTreeMap<(KeyId, Day), Tally> = BTreeMap::new();
     for entry in &parked.entries {
         parked_by.entry((entry.key_id.clone(), entry.day)).or_default().add(entry.tally);

@@ -5,6 +5,7 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use common::*;
+use meter_model::ObjectSink;
 use meter_model::{
     ApiKeyRecord, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, HashedKey, KeyId,
     KeyStore, ManualClock, ParkedUsage, ReconcileRun, Revocation, StoreError, Tally, UsageTotals,
@@ -29,6 +30,45 @@ async fn folded_parked_calls_keep_their_last_used_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_in_memory().unwrap();
     folded_parked_calls_keep_their_last_used(&store, &LocalDir::new(dir.path())).await;
+}
+
+/// Calls parked while the rollup reads the archive stay parked for the next run: their rows may not be
+/// in the archive the rollup read, so folding them would count them as zero and delete them.
+#[tokio::test]
+async fn usage_parked_during_the_rollup_stays_parked_for_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = LocalDir::new(dir.path());
+    let store = SqliteStore::open_in_memory().unwrap();
+    let on = day("2026-11-29");
+    let (before, parquet) = park_single_calls(&store, "early", 3, on).await;
+    archive
+        .put("year=2026/month=11/day=29/early.parquet", parquet, "application/vnd.apache.parquet")
+        .await
+        .unwrap();
+    let options = options(false);
+    let rollups = async {
+        // The transformer parks these while the run reads the archive; their rows come later.
+        let (during, _) = park_single_calls(&store, "late", 7, on).await;
+        assert_eq!(during.len(), before.len());
+        meter_archive::rollup(&archive, options.from, options.to, |_, _| {}).await
+    };
+    meter_reconcile::reconcile_with(
+        &store,
+        &archive,
+        rollups,
+        &Recorded::default(),
+        &ManualClock::new(now()),
+        &options,
+    )
+    .await
+    .unwrap();
+    let still: Vec<String> =
+        store.parked_usage(on, on).await.unwrap().entries.iter().map(|e| e.key_id.to_string()).collect();
+    assert!(!still.is_empty() && still.iter().all(|k| k.starts_with("late")), "{still:?}");
+    for delta in &before {
+        let item = store.day_item(&delta.key_id, on).await.unwrap().unwrap();
+        assert_eq!(item.tally, delta.tally, "the early calls were folded: {}", delta.key_id);
+    }
 }
 
 #[tokio::test]

@@ -380,10 +380,36 @@ where
     A: ObjectSource + ObjectSink,
 {
     let on = day("2026-11-29");
+    let (deltas, parquet) = park_single_calls(store, "seldom", 5, on).await;
+    assert_eq!(store.parked_usage(on, on).await.unwrap().entries.len(), deltas.len(), "all parked");
+    archive
+        .put("year=2026/month=11/day=29/seldom.parquet", parquet, "application/vnd.apache.parquet")
+        .await
+        .unwrap();
+
+    run(store, archive, &Recorded::default(), false).await;
+    assert!(store.parked_usage(on, on).await.unwrap().entries.is_empty(), "folded and cleared");
+    for delta in &deltas {
+        let item = store.day_item(&delta.key_id, on).await.unwrap().unwrap();
+        assert_eq!((item.tally, item.last_used), (delta.tally, Some(delta.last_used)), "{}", delta.key_id);
+        let key = store.get_key(&delta.key_id).await.unwrap().unwrap();
+        assert_eq!(key.last_used, Some(delta.last_used), "the key's totals: {}", delta.key_id);
+    }
+}
+
+/// Creates the first keys named `<prefix>NNNN` that fall in parked bucket `bucket` (as many as make a
+/// parked item), and parks one call of each on `on`, minutes apart. Returns the parked entries and
+/// the same calls as an archive file (Parquet) to put where the test wants them.
+pub(crate) async fn park_single_calls<S: KeyStore + UsageWriter>(
+    store: &S,
+    prefix: &str,
+    bucket: u64,
+    on: Day,
+) -> (Vec<DayDelta>, Vec<u8>) {
     let mut keys: Vec<KeyId> = Vec::new();
     for i in 0.. {
-        let key = KeyId::parse(&format!("seldom{i:04}")).unwrap();
-        if meter_model::batch::pending_bucket(&key) == 5 {
+        let key = KeyId::parse(&format!("{prefix}{i:04}")).unwrap();
+        if meter_model::batch::pending_bucket(&key) == bucket {
             keys.push(key);
         }
         if keys.len() == meter_model::batch::PARK_MIN_ENTRIES {
@@ -404,10 +430,10 @@ where
             }))
             .await
             .unwrap();
-        let at = Utc.with_ymd_and_hms(2026, 11, 29, 10, u32::try_from(minute).unwrap(), 7).unwrap();
+        let at = on.date().and_hms_opt(10, u32::try_from(minute).unwrap(), 7).unwrap().and_utc();
         deltas.push(DayDelta { key_id: key.clone(), day: on, tally: single, last_used: at });
         events.push(meter_model::UsageEvent {
-            request_id: format!("seldom-{minute}").into(),
+            request_id: format!("{prefix}-{minute}").into(),
             key_id: key.as_str().to_owned().into(),
             timestamp: at,
             status_code: 200,
@@ -418,21 +444,8 @@ where
             dropped: meter_model::DroppedFields::NONE,
         });
     }
-    let delivery = BatchDelta::new(BatchId::from_digest(b"seldom"), MarkerSlot::default(), deltas.clone());
+    let delivery =
+        BatchDelta::new(BatchId::from_digest(prefix.as_bytes()), MarkerSlot::default(), deltas.clone());
     store.apply_deliveries(&[delivery], now()).await.unwrap();
-    assert_eq!(store.parked_usage(on, on).await.unwrap().entries.len(), keys.len(), "all parked");
-    let parquet = meter_archive::format::encode_parquet(&events).unwrap();
-    archive
-        .put("year=2026/month=11/day=29/seldom.parquet", parquet, "application/vnd.apache.parquet")
-        .await
-        .unwrap();
-
-    run(store, archive, &Recorded::default(), false).await;
-    assert!(store.parked_usage(on, on).await.unwrap().entries.is_empty(), "folded and cleared");
-    for delta in &deltas {
-        let item = store.day_item(&delta.key_id, on).await.unwrap().unwrap();
-        assert_eq!((item.tally, item.last_used), (single, Some(delta.last_used)), "{}", delta.key_id);
-        let key = store.get_key(&delta.key_id).await.unwrap().unwrap();
-        assert_eq!(key.last_used, Some(delta.last_used), "the key's totals: {}", delta.key_id);
-    }
+    (deltas, meter_archive::format::encode_parquet(&events).unwrap())
 }
