@@ -139,3 +139,13 @@ pub struct ReconcileRun {
     /// Corrections retried because the realtime writer moved the item meanwhile.
     pub conflicts_retried: u64,
 }
+
+/// The reconcile lease as another run holds it: one run at a time corrects the counters
+/// (CONTRACTS.md §8), and a run that died gives the lease up when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLease {
+    /// The run that holds it (its run id).
+    pub holder: String,
+    /// Until when.
+    pub until: DateTime<Utc>,
+}

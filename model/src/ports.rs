@@ -293,6 +293,19 @@ pub trait CounterCorrector: Send + Sync {
 
     /// Records a finished run.
     fn record_run(&self, run: &ReconcileRun) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claims the reconcile lease for run `holder` until `until`, atomically: `None` when it is now
+    /// `holder`'s (it was free, had expired at `now`, or was `holder`'s already), or the lease another
+    /// run holds. One run at a time corrects the counters; a run that died frees it by expiring.
+    fn claim_reconcile_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<crate::RunLease>, StoreError>> + Send;
+
+    /// Gives the reconcile lease back, if run `holder` still holds it.
+    fn release_reconcile_lease(&self, holder: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A usage line that was rejected, kept with its reason (CONTRACTS.md §3, §5).

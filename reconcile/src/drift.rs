@@ -60,6 +60,16 @@ pub enum ReconcileError {
     /// A report could not be encoded.
     #[error("cannot encode a report")]
     Encode(#[from] EncodeError),
+    /// Another run holds the reconcile lease; nothing was read or written.
+    #[error(
+        "another reconcile run ({holder}) is in progress until {until} at the latest; run again when it has finished"
+    )]
+    AnotherRun {
+        /// The run holding the lease.
+        holder: String,
+        /// When its lease expires.
+        until: chrono::DateTime<chrono::Utc>,
+    },
     /// An item kept changing under the correction.
     #[error("{key_id} {day}: the day item changed {attempts} times while being corrected; run again")]
     Contended {
@@ -82,7 +92,7 @@ impl ReconcileError {
             Self::Rollup(RollupError::Source { source, .. }) | Self::Store { source, .. } => {
                 source.is_transient()
             }
-            Self::Contended { .. } => true,
+            Self::Contended { .. } | Self::AnotherRun { .. } => true,
             Self::Rollup(_) | Self::Encode(_) => false,
         }
     }
@@ -196,6 +206,49 @@ where
 {
     let started = Instant::now();
     let started_at = clock.now();
+    let run_id = run_id(started_at)?;
+    // One run at a time: two runs correcting the same item would both apply their difference (the
+    // second through the re-read of a changed item), and both fold and clear the same parked usage.
+    // A dry run writes nothing and takes no lease.
+    if !options.dry_run {
+        let until = started_at + RUN_LEASE;
+        let held = store
+            .claim_reconcile_lease(&run_id, started_at, until)
+            .await
+            .map_err(store_failed("claiming the reconcile lease"))?;
+        if let Some(lease) = held {
+            return Err(ReconcileError::AnotherRun { holder: lease.holder, until: lease.until });
+        }
+    }
+    let outcome =
+        correct(store, archive, rollups, alerts, options, (started, started_at, run_id.clone())).await;
+    if !options.dry_run
+        && let Err(err) = store.release_reconcile_lease(&run_id).await
+    {
+        // It expires by itself; a run starting before then is refused and says until when.
+        tracing::warn!(error = %meter_model::error_chain(&err), "cannot release the reconcile lease");
+    }
+    outcome
+}
+
+/// How long a run holds the reconcile lease: longer than the deployed job may run (15 minutes), so
+/// that a lease outlives only a run that died.
+pub const RUN_LEASE: chrono::Duration = chrono::Duration::minutes(20);
+
+/// The run itself, holding the lease: rollups against the day items, corrections, files, the record.
+async fn correct<S, A, P>(
+    store: &S,
+    archive: &A,
+    rollups: impl Future<Output = Result<Rollup, RollupError>>,
+    alerts: &P,
+    options: &ReconcileOptions,
+    (started, started_at, run_id): (Instant, chrono::DateTime<chrono::Utc>, String),
+) -> Result<ReconcileReport, ReconcileError>
+where
+    S: CounterCorrector + KeyStore,
+    A: ObjectSource + ObjectSink,
+    P: Publisher,
+{
     // The parked usage is read before the archive is: an entry parked while the rollup runs may hold
     // calls whose rows the rollup does not see yet (the transformer parks before Firehose writes the
     // rows), so it stays parked for the next run instead of being folded into a count that lacks it
@@ -373,7 +426,7 @@ where
     }
     let moved: Vec<&DriftLine> = drift.iter().filter(|l| l.action != DriftAction::AlreadyCorrect).collect();
     let run = ReconcileRun {
-        run_id: run_id(started_at)?,
+        run_id,
         started_at,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         from: options.from,

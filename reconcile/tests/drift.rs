@@ -32,6 +32,15 @@ async fn folded_parked_calls_keep_their_last_used_on_sqlite() {
     folded_parked_calls_keep_their_last_used(&store, &LocalDir::new(dir.path())).await;
 }
 
+#[tokio::test]
+async fn one_reconcile_run_at_a_time_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    write_archive(dir.path(), &spec()).unwrap();
+    let store = SqliteStore::open_in_memory().unwrap();
+    create_keys(&store, &spec()).await;
+    one_reconcile_run_at_a_time(&store, &LocalDir::new(dir.path())).await;
+}
+
 /// Calls parked while the rollup reads the archive stay parked for the next run: their rows may not be
 /// in the archive the rollup read, so folding them would count them as zero and delete them.
 #[tokio::test]
@@ -134,6 +143,19 @@ impl CounterCorrector for Logged<'_> {
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
         self.inner.record_run(run).await
+    }
+
+    async fn claim_reconcile_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<meter_model::RunLease>, StoreError> {
+        self.inner.claim_reconcile_lease(holder, now, until).await
+    }
+
+    async fn release_reconcile_lease(&self, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_reconcile_lease(holder).await
     }
 }
 

@@ -46,6 +46,14 @@ async fn drift_in_dynamodb_is_corrected_from_an_s3_archive_and_a_second_run_chan
 }
 
 #[tokio::test]
+async fn one_reconcile_run_at_a_time_on_dynamodb() {
+    let (archive, _) = archive_in_s3().await;
+    let store = meter_testkit::fresh_dynamo_store().await;
+    create_keys(&store, &spec()).await;
+    one_reconcile_run_at_a_time(&store, &archive).await;
+}
+
+#[tokio::test]
 async fn folded_parked_calls_keep_their_last_used_on_dynamodb() {
     let store = meter_testkit::fresh_dynamo_store().await;
     let archive = S3Prefix::new(meter_testkit::s3_client(), meter_testkit::fresh_bucket().await, "usage");

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use meter_model::{
     ApiKeyRecord, ApplyReport, BatchDelta, CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage,
-    HashedKey, KeyChange, KeyId, KeyStore, Month, ParkedUsage, ReconcileRun, Revocation, StoreError,
-    UsageReader, UsageTotals, UsageWriter,
+    HashedKey, KeyChange, KeyId, KeyStore, Month, ParkedUsage, ReconcileRun, Revocation, RunLease,
+    StoreError, UsageReader, UsageTotals, UsageWriter,
 };
 
 use meter_lambda::env::ConfigError;
@@ -244,6 +244,19 @@ impl CounterCorrector for AnyStore {
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
         forward!(self, record_run(run))
+    }
+
+    async fn claim_reconcile_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<RunLease>, StoreError> {
+        forward!(self, claim_reconcile_lease(holder, now, until))
+    }
+
+    async fn release_reconcile_lease(&self, holder: &str) -> Result<(), StoreError> {
+        forward!(self, release_reconcile_lease(holder))
     }
 }
 

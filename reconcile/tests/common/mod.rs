@@ -284,6 +284,19 @@ impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
         self.inner.record_run(run).await
     }
+
+    async fn claim_reconcile_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<meter_model::RunLease>, StoreError> {
+        self.inner.claim_reconcile_lease(holder, now, until).await
+    }
+
+    async fn release_reconcile_lease(&self, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_reconcile_lease(holder).await
+    }
 }
 
 /// Implements `KeyStore` for a test wrapper by handing every call to its `inner` store.
@@ -448,4 +461,43 @@ pub(crate) async fn park_single_calls<S: KeyStore + UsageWriter>(
         BatchDelta::new(BatchId::from_digest(prefix.as_bytes()), MarkerSlot::default(), deltas.clone());
     store.apply_deliveries(&[delivery], now()).await.unwrap();
     (deltas, meter_archive::format::encode_parquet(&events).unwrap())
+}
+
+/// One run at a time: a run finding the lease held by another is refused before it reads or writes
+/// anything (and may be retried), a dry run needs no lease, only the holder frees it, a run frees it
+/// when it ends, and a lease that expired (its run died) is taken over.
+pub(crate) async fn one_reconcile_run_at_a_time<S, A>(store: &S, archive: &A)
+where
+    S: CounterCorrector + KeyStore,
+    A: ObjectSource + ObjectSink,
+{
+    let later = now() + chrono::Duration::minutes(10);
+    assert_eq!(store.claim_reconcile_lease("manual", now(), later).await.unwrap(), None);
+    assert_eq!(store.claim_reconcile_lease("manual", now(), later).await.unwrap(), None, "its own again");
+    let attempt = || async {
+        reconcile(store, archive, &Recorded::default(), &ManualClock::new(now()), &options(false), |_, _| {})
+            .await
+    };
+    let refused = attempt().await.unwrap_err();
+    assert!(
+        matches!(&refused, meter_reconcile::ReconcileError::AnotherRun { holder, until } if holder == "manual" && *until == later),
+        "{refused}"
+    );
+    assert!(
+        refused.is_retryable() && refused.to_string().contains("another reconcile run (manual)"),
+        "{refused}"
+    );
+    assert!(archive.list("drift").await.unwrap().is_empty(), "the refused run wrote nothing");
+    run(store, archive, &Recorded::default(), true).await;
+    store.release_reconcile_lease("someone-else").await.unwrap();
+    assert!(attempt().await.is_err(), "only the holder frees the lease");
+
+    store.release_reconcile_lease("manual").await.unwrap();
+    attempt().await.unwrap();
+    assert_eq!(store.claim_reconcile_lease("next", now(), later).await.unwrap(), None, "freed by the run");
+    store.release_reconcile_lease("next").await.unwrap();
+
+    let long_ago = now() - chrono::Duration::hours(1);
+    store.claim_reconcile_lease("died", long_ago, long_ago + chrono::Duration::minutes(20)).await.unwrap();
+    attempt().await.unwrap();
 }

@@ -2,17 +2,20 @@
 //! realtime writer.
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use meter_model::batch::{PENDING_BUCKETS, pending_bucket, with_parked};
-use meter_model::time::format_instant;
+use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
     CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, KeyStore, Month, ParkedUsage,
-    ReconcileRun, StoreError, UsageReader, UsageTotals,
+    ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
 };
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
 use super::item::{Item, corrupt, get_instant, n, req_s, s, tally_of};
-use super::{DynamoStore, RECONCILE_PARTITION, RUN_RECORD_TTL_DAYS, TTL_ATTRIBUTE};
+use super::{
+    DynamoStore, LEASE_PARTITION, RECONCILE_LEASE, RECONCILE_PARTITION, RUN_RECORD_TTL_DAYS, TTL_ATTRIBUTE,
+};
 
 /// Keys whose days are queried at once.
 const QUERY_CONCURRENCY: usize = 16;
@@ -251,6 +254,76 @@ impl CounterCorrector for DynamoStore {
 
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
         self.delete_parked(handles).await
+    }
+
+    async fn claim_reconcile_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<RunLease>, StoreError> {
+        let op = "claim the reconcile lease";
+        // ISO instants of one width compare as text; the TTL removes a lease long after it expired.
+        let claimed = self
+            .client
+            .put_item()
+            .table_name(&self.tables.usage_counters)
+            .item("keyId", s(LEASE_PARTITION))
+            .item("day", s(RECONCILE_LEASE))
+            .item("holder", s(holder))
+            .item("leaseUntil", s(&format_instant(until)))
+            .item(
+                TTL_ATTRIBUTE,
+                AttributeValue::N((until + chrono::Duration::days(1)).timestamp().to_string()),
+            )
+            .condition_expression("attribute_not_exists(keyId) OR holder = :holder OR leaseUntil <= :now")
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":now", s(&format_instant(now)))
+            .send()
+            .await
+            .map_err(|e| table_missing(store_error(op, e), &self.tables.usage_counters));
+        match claimed {
+            Ok(_) => Ok(None),
+            Err(StoreError::ConditionFailed { .. }) => {
+                let item = self
+                    .client
+                    .get_item()
+                    .table_name(&self.tables.usage_counters)
+                    .key("keyId", s(LEASE_PARTITION))
+                    .key("day", s(RECONCILE_LEASE))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| store_error(op, e))?
+                    .item
+                    .ok_or_else(|| StoreError::Retryable {
+                        operation: op.into(),
+                        source: "the lease was released while it was claimed; claim it again".into(),
+                    })?;
+                let until = parse_instant(req_s(&item, "leaseUntil")?)
+                    .map_err(|_| corrupt("the reconcile lease's leaseUntil is not a timestamp"))?;
+                Ok(Some(RunLease { holder: req_s(&item, "holder")?.to_owned(), until }))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn release_reconcile_lease(&self, holder: &str) -> Result<(), StoreError> {
+        let released = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.usage_counters)
+            .key("keyId", s(LEASE_PARTITION))
+            .key("day", s(RECONCILE_LEASE))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await
+            .map_err(|e| store_error("release the reconcile lease", e));
+        match released {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {

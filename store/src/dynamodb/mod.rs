@@ -53,6 +53,9 @@ impl Default for TableNames {
 const MARKER_PARTITION_PREFIX: &str = "#delivered#";
 /// Partition of the reconcile run records in `UsageCounters`.
 const RECONCILE_PARTITION: &str = "#reconcile";
+/// Partition and sort key of the reconcile lease (one run at a time).
+const LEASE_PARTITION: &str = "#lease";
+const RECONCILE_LEASE: &str = "reconcile";
 /// How long run records are kept.
 const RUN_RECORD_TTL_DAYS: i64 = 400;
 /// DynamoDB's limit on the keys of one `BatchGetItem`.

@@ -1,11 +1,12 @@
 //! Reading and correcting the day items: a key's usage (its parked entries added), the reconcile
 //! run's corrections and key totals, and the run records.
 
+use chrono::{DateTime, Utc};
 use meter_model::batch::with_parked;
 use meter_model::time::format_instant;
 use meter_model::{
     CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, Month, ParkedUsage,
-    ReconcileRun, StoreError, UsageReader, UsageTotals,
+    ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
 };
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -161,6 +162,45 @@ impl CounterCorrector for SqliteStore {
 
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
         self.delete_parked(handles)
+    }
+
+    async fn claim_reconcile_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<RunLease>, StoreError> {
+        let op = |e| sql_error("claim the reconcile lease", e);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
+        let held: Option<(String, String)> = tx
+            .query_row("SELECT holder, until FROM run_leases WHERE name = 'reconcile'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(op)?;
+        if let Some((other, other_until)) = held {
+            let other_until = instant(Some(other_until), "the reconcile lease's until")?
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            if other != holder && other_until > now {
+                return Ok(Some(RunLease { holder: other, until: other_until }));
+            }
+        }
+        tx.execute(
+            "INSERT INTO run_leases (name, holder, until) VALUES ('reconcile', ?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until",
+            params![holder, format_instant(until)],
+        )
+        .map_err(op)?;
+        tx.commit().map_err(op)?;
+        Ok(None)
+    }
+
+    async fn release_reconcile_lease(&self, holder: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM run_leases WHERE name = 'reconcile' AND holder = ?1", [holder])
+            .map_err(|e| sql_error("release the reconcile lease", e))?;
+        Ok(())
     }
 
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {

@@ -96,6 +96,14 @@ ALTER TABLE api_keys ADD COLUMN imported_last_used TEXT;
 ALTER TABLE api_keys ADD COLUMN grace_ends_at TEXT;
 ALTER TABLE api_keys ADD COLUMN previous_terms TEXT;
 ",
+    // One reconcile run at a time: the lease a run holds while it corrects the counters.
+    r"
+CREATE TABLE run_leases (
+    name   TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until  TEXT NOT NULL
+) WITHOUT ROWID;
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
