@@ -10,7 +10,7 @@ use meter_model::batch::{MARKER_TTL, MarkerSlot, buffer_digest, capacity, merge_
 use meter_model::time::format_instant;
 use meter_model::{ApplyReport, BatchDelta, Day, DayDelta, KeyId, StoreError, Tally, UsageWriter};
 
-use super::error::{build_error, store_error, table_missing};
+use super::error::{build_error, refused_unapplied, store_error, table_missing};
 use super::item::{corrupt, n, req_s, s};
 use super::{
     COUNTER_WRITE_CONCURRENCY, DynamoStore, MARKER_PARTITION_PREFIX, MAX_BATCH_GET_KEYS, TTL_ATTRIBUTE,
@@ -19,10 +19,21 @@ use super::{
 
 /// How a slot's marker write went.
 enum Marked {
-    /// The digests the set held before this write.
-    Before(HashSet<u64>),
-    /// The write failed: none of the slot's deliveries is counted by this call.
-    Failed(StoreError),
+    /// The digests the set held before this write. `uncertain`: an earlier attempt of the same write
+    /// may have landed, so a digest found here may be this call's own mark rather than a
+    /// redelivery's; such deliveries are reported as not applied, never silently skipped.
+    Before { set: HashSet<u64>, uncertain: bool },
+    /// The write failed: none of the slot's deliveries is counted by this call. `ambiguous`: it may
+    /// have landed anyway, so repeating the call could not tell its deliveries from redeliveries.
+    Failed { err: StoreError, ambiguous: bool },
+}
+
+/// The SDK must not resend a write that is not idempotent (an `ADD`): a resent request whose first
+/// attempt landed would add twice, or find its own marks. These writes are resent here, and only
+/// when DynamoDB refused them unapplied.
+fn no_sdk_retries() -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::default()
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
 }
 
 impl DynamoStore {
@@ -61,33 +72,54 @@ impl DynamoStore {
     }
 
     /// Adds `digests` to the slot's set and returns what the set held before: one atomic write for
-    /// every delivery of the slot in this buffer, and a digest found in the old set is a redelivery.
-    async fn mark(
-        &self,
-        slot: MarkerSlot,
-        digests: &[u64],
-        applied_at: DateTime<Utc>,
-    ) -> Result<HashSet<u64>, StoreError> {
+    /// every delivery of the slot in this buffer, and a digest found in the old set is a redelivery
+    /// (or, after an attempt that may have landed, possibly this call's own mark: see [`Marked`]).
+    async fn mark(&self, slot: MarkerSlot, digests: &[u64], applied_at: DateTime<Utc>) -> Marked {
         let op = "mark deliveries";
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.tables.usage_counters)
-            .key("keyId", s(&format!("{MARKER_PARTITION_PREFIX}{}", slot.name())))
-            .key("day", s("deliveries"))
-            .update_expression("ADD ids :ids SET #ttl = :ttl")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(
-                ":ids",
-                AttributeValue::Ns(digests.iter().map(u64::to_string).collect()),
-            )
-            .expression_attribute_values(":ttl", n((applied_at + MARKER_TTL).timestamp().unsigned_abs()))
-            // The whole old item: the set as it was, whether or not this write changed it.
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| table_missing(store_error(op, e), &self.tables.usage_counters))?;
-        let old = out.attributes().and_then(|a| a.get("ids"));
+        let mut pauses = UNPROCESSED_RETRY.pauses();
+        let mut uncertain = false;
+        let out = loop {
+            let sent = self
+                .client
+                .update_item()
+                .table_name(&self.tables.usage_counters)
+                .key("keyId", s(&format!("{MARKER_PARTITION_PREFIX}{}", slot.name())))
+                .key("day", s("deliveries"))
+                .update_expression("ADD ids :ids SET #ttl = :ttl")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(
+                    ":ids",
+                    AttributeValue::Ns(digests.iter().map(u64::to_string).collect()),
+                )
+                .expression_attribute_values(":ttl", n((applied_at + MARKER_TTL).timestamp().unsigned_abs()))
+                // The whole old item: the set as it was, whether or not this write changed it.
+                .return_values(ReturnValue::AllOld)
+                .customize()
+                .config_override(no_sdk_retries())
+                .send()
+                .await;
+            match sent {
+                Ok(out) => break out,
+                Err(err) => {
+                    let unapplied = refused_unapplied(&err);
+                    uncertain |= !unapplied;
+                    let err = table_missing(store_error(op, err), &self.tables.usage_counters);
+                    match pauses.next().filter(|_| err.is_retryable()) {
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => return Marked::Failed { err, ambiguous: uncertain },
+                    }
+                }
+            }
+        };
+        let set = match Self::old_marks(slot, out.attributes().and_then(|a| a.get("ids"))) {
+            Ok(set) => set,
+            Err(err) => return Marked::Failed { err, ambiguous: true },
+        };
+        Marked::Before { set, uncertain }
+    }
+
+    /// The digests of a marker set's old value (none when the set did not exist).
+    fn old_marks(slot: MarkerSlot, old: Option<&AttributeValue>) -> Result<HashSet<u64>, StoreError> {
         let Some(old) = old else { return Ok(HashSet::new()) };
         let members =
             old.as_ns().map_err(|_| corrupt(format!("marker set {} is not a number set", slot.name())))?;
@@ -120,17 +152,31 @@ impl DynamoStore {
             } else {
                 request.update_expression("ADD successfulCalls :s, failedCalls :f, usageCount :u")
             };
-            request.send()
+            request.customize().config_override(no_sdk_retries()).send()
         };
-        match update(true).await.map_err(|e| store_error(op, e)) {
-            Ok(_) => Ok(1),
-            Err(StoreError::ConditionFailed { .. }) => {
-                update(false)
-                    .await
-                    .map_err(|e| table_missing(store_error(op, e), &self.tables.usage_counters))?;
-                Ok(2)
+        // Resent only when DynamoDB refused it unapplied (throttling): an `ADD` resent after a timeout
+        // or a 500 could add twice. Anything else is reported as not applied; reconcile settles it.
+        let mut pauses = UNPROCESSED_RETRY.pauses();
+        let mut with_last_used = true;
+        let mut writes = 1;
+        loop {
+            let err = match update(with_last_used).await {
+                Ok(_) => return Ok(writes),
+                Err(err) => err,
+            };
+            let unapplied = refused_unapplied(&err);
+            match table_missing(store_error(op, err), &self.tables.usage_counters) {
+                StoreError::ConditionFailed { .. } if with_last_used => {
+                    // A later event got there first: the counts alone.
+                    with_last_used = false;
+                    writes += 1;
+                }
+                err if unapplied && err.is_retryable() => match pauses.next() {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Err(err),
+                },
+                err => return Err(err),
             }
-            Err(err) => Err(table_missing(err, &self.tables.usage_counters)),
         }
     }
 
@@ -140,10 +186,7 @@ impl DynamoStore {
         digests: Vec<u64>,
         applied_at: DateTime<Utc>,
     ) -> (MarkerSlot, Marked) {
-        match self.mark(slot, &digests, applied_at).await {
-            Ok(before) => (slot, Marked::Before(before)),
-            Err(err) => (slot, Marked::Failed(err)),
-        }
+        (slot, self.mark(slot, &digests, applied_at).await)
     }
 
     /// The `index`th day item write of a call (the fault drill stops after its limit).
@@ -197,14 +240,26 @@ impl UsageWriter for DynamoStore {
             .await;
         let mut fresh: Vec<&BatchDelta> = Vec::new();
         let mut first_failure = None;
+        let mut may_have_landed = false;
         for (slot, outcome) in marked {
             let members = &slots[&slot];
             match outcome {
-                Marked::Before(before) => {
+                Marked::Before { set: before, uncertain } => {
                     let mut added = HashSet::new();
                     for delivery in members {
                         let digest = delivery.batch_id().short_digest();
-                        if before.contains(&digest) {
+                        if before.contains(&digest) && uncertain {
+                            // Maybe a redelivery, maybe this call's own earlier attempt: reported,
+                            // and the nightly reconcile settles it.
+                            report.not_applied.add(delivery.total());
+                            first_failure.get_or_insert_with(|| StoreError::Other {
+                                operation: "mark deliveries".into(),
+                                source:
+                                    "a marker write was sent again after an attempt that may have landed; \
+                                         its deliveries found marked are left to reconcile"
+                                        .into(),
+                            });
+                        } else if before.contains(&digest) {
                             report.deliveries_already_applied += 1;
                         } else if added.insert(digest) {
                             fresh.push(delivery);
@@ -213,13 +268,15 @@ impl UsageWriter for DynamoStore {
                     report.marker_writes += 1;
                     report.marker_write_units += capacity::marker_write_units(before.len(), added.len());
                 }
-                Marked::Failed(err) => {
+                Marked::Failed { err, ambiguous } => {
                     report.not_applied.add(total(members));
+                    may_have_landed |= ambiguous;
                     first_failure.get_or_insert(err);
                 }
             }
         }
         if report.marker_writes == 0
+            && !may_have_landed
             && let Some(err) = first_failure
         {
             return Err(err); // nothing marked: the whole call may be repeated

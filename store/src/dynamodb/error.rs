@@ -45,6 +45,31 @@ where
     }
 }
 
+/// Whether DynamoDB refused the request before applying anything (throttling, a conflict with a
+/// transaction, a failed condition, a bad request), so that sending it again cannot apply it twice.
+/// A timeout, a lost connection or a 500 may come after the write was applied: those are not.
+pub(crate) fn refused_unapplied<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(context) => matches!(
+            context.err().code(),
+            Some(
+                "ThrottlingException"
+                    | "ProvisionedThroughputExceededException"
+                    | "RequestLimitExceeded"
+                    | "TransactionConflictException"
+                    | "ConditionalCheckFailedException"
+                    | "ValidationException"
+                    | "ResourceNotFoundException"
+            )
+        ),
+        SdkError::ConstructionFailure(_) => true,
+        _ => false,
+    }
+}
+
 /// The cancellation reason codes of a cancelled transaction, one per item (`None` where that item
 /// was fine), or the error translated when it is anything else.
 pub(super) fn cancellation_reasons(
