@@ -158,21 +158,14 @@ async fn a_full_buffer_fits_the_response_or_is_archived_directly() {
     let (response, stats) =
         meter_realtime::transform::transform_within(&event, &archive, &counters, budget).await.unwrap();
     assert!(stats.archived_directly > 0 && stats.response_bytes <= budget);
-    let rows: u64 = response
-        .records
-        .iter()
-        .filter(|r| r.result == RecordResult::Ok)
-        .map(|r| String::from_utf8(STANDARD.decode(&r.data).unwrap()).unwrap().lines().count() as u64)
-        .sum();
     let day = squeezed.path().join("year=2026/month=11/day=01");
     let files: Vec<_> = std::fs::read_dir(&day).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
-    let reader =
-        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
-    let archived =
-        u64::try_from(parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows())
-            .unwrap();
-    assert_eq!(rows + archived, events, "every event in the response or the archive");
+    assert_eq!(
+        rows_answered(&response) + rows_in_files(squeezed.path()),
+        events,
+        "every event in the response or the archive"
+    );
 }
 
 /// The worst case for Lambda's 6 MB response cap: a full 3 MB buffer of small deliveries (a few usage
@@ -213,13 +206,7 @@ async fn the_whole_answer_fits_lambdas_cap_for_the_worst_buffer() {
     }
     let event: FirehoseEvent = serde_json::from_value(serde_json::json!({ "records": records })).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let counters = RealtimeCounters::new(
-        SqliteStore::open_in_memory().unwrap(),
-        ManualClock::new(at("2026-12-01T00:03:00Z")),
-        RetryPolicy::default(),
-    );
-    let (response, stats) =
-        transform(&event, &Archive::new(LocalDir::new(dir.path())), &counters).await.unwrap();
+    let (response, stats) = transform_into(dir.path(), &event).await;
     let json = serde_json::to_vec(&response).unwrap();
     eprintln!(
         "{} records, {events} events: answer {} bytes (budget {RESPONSE_BUDGET_BYTES}, cap {LAMBDA_RESPONSE_LIMIT_BYTES}), {} archived directly",
@@ -238,23 +225,11 @@ async fn the_whole_answer_fits_lambdas_cap_for_the_worst_buffer() {
             && stats.failed + stats.ok + stats.archived_directly + stats.dropped
                 == event.records.len() as u64
     );
-    let rows: u64 = response
-        .records
-        .iter()
-        .filter(|r| r.result == RecordResult::Ok)
-        .map(|r| String::from_utf8(STANDARD.decode(&r.data).unwrap()).unwrap().lines().count() as u64)
-        .sum();
-    let mut archived = 0;
-    for day in std::fs::read_dir(dir.path().join("year=2026/month=11")).unwrap() {
-        for file in std::fs::read_dir(day.unwrap().path()).unwrap() {
-            let reader = parquet::file::reader::SerializedFileReader::new(
-                std::fs::File::open(file.unwrap().path()).unwrap(),
-            )
-            .unwrap();
-            archived += parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows();
-        }
-    }
-    assert_eq!(rows + u64::try_from(archived).unwrap(), events, "every event in the answer or the archive");
+    assert_eq!(
+        rows_answered(&response) + rows_in_files(dir.path()),
+        events,
+        "every event in the answer or the archive"
+    );
 }
 
 /// A counter store in a brownout: every write hangs for 20 s (as DynamoDB's calls do before the SDK
@@ -303,4 +278,45 @@ async fn a_counter_brownout_never_keeps_the_archive_answer_past_its_deadline() {
         "{:?}",
         stats.counters.apply.failure
     );
+}
+
+/// Transforms `event` into an archive under `dir`, the counters in a fresh embedded store.
+async fn transform_into(
+    dir: &std::path::Path,
+    event: &FirehoseEvent,
+) -> (meter_realtime::transform::FirehoseResponse, meter_realtime::transform::TransformStats) {
+    let counters = RealtimeCounters::new(
+        SqliteStore::open_in_memory().unwrap(),
+        ManualClock::new(at("2026-12-01T00:03:00Z")),
+        RetryPolicy::default(),
+    );
+    transform(event, &Archive::new(LocalDir::new(dir)), &counters).await.unwrap()
+}
+
+/// The archive rows an answer hands back to Firehose.
+fn rows_answered(response: &meter_realtime::transform::FirehoseResponse) -> u64 {
+    response
+        .records
+        .iter()
+        .filter(|r| r.result == RecordResult::Ok)
+        .map(|r| String::from_utf8(STANDARD.decode(&r.data).unwrap()).unwrap().lines().count() as u64)
+        .sum()
+}
+
+/// The rows of every Parquet file under `dir`.
+fn rows_in_files(dir: &std::path::Path) -> u64 {
+    let mut rows = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rows += rows_in_files(&path);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            let reader =
+                parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&path).unwrap())
+                    .unwrap();
+            let n = parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows();
+            rows += u64::try_from(n).unwrap();
+        }
+    }
+    rows
 }

@@ -154,36 +154,7 @@ where
     damaged_realtime(store, generated).await;
     // Single calls of keys that share a bucket are parked beside the items; these keys have nothing in
     // the archive, so reconcile folds them to zero and clears them.
-    let single = Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 };
-    let mut parked_keys: Vec<KeyId> = Vec::new();
-    for i in 0.. {
-        let key = KeyId::parse(&format!("parked{i:04}")).unwrap();
-        if meter_model::batch::pending_bucket(&key) == 0 {
-            parked_keys.push(key);
-        }
-        if parked_keys.len() == meter_model::batch::PARK_MIN_ENTRIES {
-            break;
-        }
-    }
-    let mut singles = Vec::new();
-    for key in &parked_keys {
-        store
-            .insert_key(&ApiKeyRecord::new(NewKey {
-                id: key.clone(),
-                hashed_key: HashedKey::of(key.as_str()),
-                user_email: Email::parse("ops@example.com").unwrap(),
-                plan: None,
-                name: None,
-                created_at: now(),
-            }))
-            .await
-            .unwrap();
-        singles.extend(
-            batch(&format!("single{key}"), key.as_str(), day("2026-11-28"), single).days().iter().cloned(),
-        );
-    }
-    let delivery = BatchDelta::new(BatchId::from_digest(b"singles"), MarkerSlot::default(), singles);
-    store.apply_deliveries(&[delivery], now()).await.unwrap();
+    park_single_calls(store, "parked", 0, day("2026-11-28")).await;
     let range = (day("2026-11-27"), day("2026-12-01"));
     assert!(!store.parked_usage(range.0, range.1).await.unwrap().entries.is_empty(), "usage was parked");
     let before = items_of(store).await;
