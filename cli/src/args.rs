@@ -60,7 +60,7 @@ pub enum Command {
         key: String,
     },
     /// Apply CloudWatch Logs subscription events (Lambda event JSON) to the counters as the deployed
-    /// transformer does: cut into Firehose invocations (1 MB or 40 s), each delivery counted once.
+    /// transformer does: cut into Firehose invocations (3 MB or 45 s), each delivery counted once.
     /// Prints what that costs (invocations, DynamoDB units); --json for scripts.
     Realtime {
         /// The deliveries.
