@@ -5,30 +5,56 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
 use chrono::{TimeZone, Utc};
 use meter_model::{BatchDelta, BatchId, DayDelta, KeyId, MarkerSlot, Tally, UsageWriter};
 use meter_store::{DynamoStore, TableNames};
 
-fn answer(status: u16, body: &str) -> http::Response<SdkBody> {
-    http::Response::builder()
-        .status(status)
-        .header("content-type", "application/x-amz-json-1.0")
-        .body(SdkBody::from(body.to_owned()))
-        .unwrap()
+/// DynamoDB as a list of answers (status, JSON body), given in order whatever is asked; counts the
+/// requests it was sent.
+#[derive(Debug, Clone, Default)]
+struct Replay {
+    answers: Arc<Mutex<VecDeque<(u16, String)>>>,
+    sent: Arc<Mutex<usize>>,
 }
 
-fn request() -> http::Request<SdkBody> {
-    http::Request::builder().uri("https://dynamodb.us-east-1.amazonaws.com/").body(SdkBody::empty()).unwrap()
+impl Replay {
+    fn sent(&self) -> usize {
+        *self.sent.lock().unwrap()
+    }
+}
+
+impl HttpConnector for Replay {
+    fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+        *self.sent.lock().unwrap() += 1;
+        let (status, body) = self.answers.lock().unwrap().pop_front().expect("more requests than answers");
+        let mut answer = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body));
+        answer.headers_mut().insert("content-type", "application/x-amz-json-1.0");
+        HttpConnectorFuture::ready(Ok(answer))
+    }
+}
+
+impl HttpClient for Replay {
+    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
 }
 
 /// A store whose DynamoDB gives `answers` in order, configured as `load_aws_config` configures the
 /// real one (the SDK's standard retries on).
-fn store_answering(answers: Vec<http::Response<SdkBody>>) -> (DynamoStore, StaticReplayClient) {
-    let replay =
-        StaticReplayClient::new(answers.into_iter().map(|a| ReplayEvent::new(request(), a)).collect());
+fn store_answering(answers: &[(u16, &str)]) -> (DynamoStore, Replay) {
+    let replay = Replay::default();
+    replay.answers.lock().unwrap().extend(answers.iter().map(|(status, body)| (*status, (*body).to_owned())));
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -64,10 +90,10 @@ const SERVER_ERROR: &str =
 async fn a_marker_write_resent_after_a_lost_answer_reports_what_it_finds_marked() {
     let delivery = delivery();
     let marked = format!(r#"{{"Attributes":{{"ids":{{"NS":["{}"]}}}}}}"#, delivery.batch_id().short_digest());
-    let (store, replay) = store_answering(vec![answer(500, SERVER_ERROR), answer(200, &marked)]);
+    let (store, replay) = store_answering(&[(500, SERVER_ERROR), (200, &marked)]);
     let at = Utc.with_ymd_and_hms(2026, 11, 30, 14, 4, 0).unwrap();
     let report = store.apply_deliveries(std::slice::from_ref(&delivery), at).await.unwrap();
-    assert_eq!(replay.actual_requests().count(), 2, "sent twice, by the adapter");
+    assert_eq!(replay.sent(), 2, "sent twice, by the adapter");
     assert_eq!(report.deliveries_already_applied, 0, "not taken for a redelivery");
     assert_eq!(report.not_applied, delivery.total(), "reported, for reconcile to restore");
     assert!(report.failure.as_deref().unwrap().contains("may have landed"), "{:?}", report.failure);
@@ -79,15 +105,10 @@ async fn a_marker_write_resent_after_a_lost_answer_reports_what_it_finds_marked(
 async fn a_day_write_whose_answer_is_lost_is_not_sent_again() {
     let delivery = delivery();
     let found = r#"{"Responses":{"ApiKeys":[{"id":{"S":"0123456789ab"}}]},"UnprocessedKeys":{}}"#;
-    let (store, replay) = store_answering(vec![
-        answer(200, "{}"),
-        answer(200, found),
-        answer(500, SERVER_ERROR),
-        answer(200, "{}"),
-    ]);
+    let (store, replay) = store_answering(&[(200, "{}"), (200, found), (500, SERVER_ERROR), (200, "{}")]);
     let at = Utc.with_ymd_and_hms(2026, 11, 30, 14, 4, 0).unwrap();
     let report = store.apply_deliveries(std::slice::from_ref(&delivery), at).await.unwrap();
-    assert_eq!(replay.actual_requests().count(), 3, "mark, key lookup, one day write");
+    assert_eq!(replay.sent(), 3, "mark, key lookup, one day write");
     assert_eq!(report.day_items_written, 0);
     assert_eq!(report.not_applied, delivery.total());
 }
