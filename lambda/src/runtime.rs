@@ -118,9 +118,15 @@ where
 }
 
 /// Lambda's deadline (wall-clock time) as an instant of the monotonic clock, taken `now`; a deadline
-/// already past is now.
+/// already past is now. A runtime that gives none (an emulator's zero) leaves the longest time a
+/// function may run, 15 minutes.
 fn deadline_of(deadline: std::time::SystemTime, now: std::time::SystemTime) -> tokio::time::Instant {
-    tokio::time::Instant::now() + deadline.duration_since(now).unwrap_or_default()
+    let remaining = if deadline == std::time::SystemTime::UNIX_EPOCH {
+        std::time::Duration::from_secs(15 * 60)
+    } else {
+        deadline.duration_since(now).unwrap_or_default()
+    };
+    tokio::time::Instant::now() + remaining
 }
 
 #[cfg(test)]
@@ -136,6 +142,8 @@ mod tests {
         assert!(ahead <= tokio::time::Instant::now() + std::time::Duration::from_secs(300));
         let past = deadline_of(now - std::time::Duration::from_secs(1), now);
         assert!(past <= tokio::time::Instant::now(), "a deadline gone by is now");
+        let unset = deadline_of(std::time::SystemTime::UNIX_EPOCH, now);
+        assert!(unset >= before + std::time::Duration::from_secs(899), "none given: Lambda's longest");
     }
 
     #[derive(Debug, thiserror::Error)]
