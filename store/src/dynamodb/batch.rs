@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, TryFutureExt};
 use meter_model::batch::{MARKER_TTL, MarkerSlot, buffer_digest, capacity, merge_days, split_parked};
 use meter_model::time::format_instant;
 use meter_model::{ApplyReport, BatchDelta, Day, DayDelta, KeyId, StoreError, Tally, UsageWriter};
 
-use super::error::{build_error, refused_unapplied, store_error, table_missing};
+use super::error::{WriteFailure, build_error, store_error, table_missing};
 use super::item::{corrupt, n, req_s, s};
 use super::{
     COUNTER_WRITE_CONCURRENCY, DynamoStore, MARKER_PARTITION_PREFIX, MAX_BATCH_GET_KEYS, TTL_ATTRIBUTE,
@@ -26,14 +26,6 @@ enum Marked {
     /// The write failed: none of the slot's deliveries is counted by this call. `ambiguous`: it may
     /// have landed anyway, so repeating the call could not tell its deliveries from redeliveries.
     Failed { err: StoreError, ambiguous: bool },
-}
-
-/// The SDK must not resend a write that is not idempotent (an `ADD`): a resent request whose first
-/// attempt landed would add twice, or find its own marks. These writes are resent here, and only
-/// when DynamoDB refused them unapplied.
-fn no_sdk_retries() -> aws_sdk_dynamodb::config::Builder {
-    aws_sdk_dynamodb::config::Builder::default()
-        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
 }
 
 impl DynamoStore {
@@ -75,47 +67,40 @@ impl DynamoStore {
     /// every delivery of the slot in this buffer, and a digest found in the old set is a redelivery
     /// (or, after an attempt that may have landed, possibly this call's own mark: see [`Marked`]).
     async fn mark(&self, slot: MarkerSlot, digests: &[u64], applied_at: DateTime<Utc>) -> Marked {
-        let op = "mark deliveries";
-        let mut pauses = UNPROCESSED_RETRY.pauses();
+        let table = &self.tables.usage_counters;
         let mut uncertain = false;
-        let out = loop {
-            let sent = self
-                .client
-                .update_item()
-                .table_name(&self.tables.usage_counters)
-                .key("keyId", s(&format!("{MARKER_PARTITION_PREFIX}{}", slot.name())))
-                .key("day", s("deliveries"))
-                .update_expression("ADD ids :ids SET #ttl = :ttl")
-                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-                .expression_attribute_values(
-                    ":ids",
-                    AttributeValue::Ns(digests.iter().map(u64::to_string).collect()),
-                )
-                .expression_attribute_values(":ttl", n((applied_at + MARKER_TTL).timestamp().unsigned_abs()))
-                // The whole old item: the set as it was, whether or not this write changed it.
-                .return_values(ReturnValue::AllOld)
-                .customize()
-                .config_override(no_sdk_retries())
-                .send()
-                .await;
-            match sent {
-                Ok(out) => break out,
-                Err(err) => {
-                    let unapplied = refused_unapplied(&err);
-                    uncertain |= !unapplied;
-                    let err = table_missing(store_error(op, err), &self.tables.usage_counters);
-                    match pauses.next().filter(|_| err.is_retryable()) {
-                        Some(pause) => tokio::time::sleep(pause).await,
-                        None => return Marked::Failed { err, ambiguous: uncertain },
-                    }
-                }
-            }
-        };
-        let set = match Self::old_marks(slot, out.attributes().and_then(|a| a.get("ids"))) {
-            Ok(set) => set,
-            Err(err) => return Marked::Failed { err, ambiguous: true },
-        };
-        Marked::Before { set, uncertain }
+        let sent = UNPROCESSED_RETRY
+            .run(
+                || {
+                    self.single_shot
+                        .update_item()
+                        .table_name(table)
+                        .key("keyId", s(&format!("{MARKER_PARTITION_PREFIX}{}", slot.name())))
+                        .key("day", s("deliveries"))
+                        .update_expression("ADD ids :ids SET #ttl = :ttl")
+                        .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                        .expression_attribute_values(
+                            ":ids",
+                            AttributeValue::Ns(digests.iter().map(u64::to_string).collect()),
+                        )
+                        .expression_attribute_values(
+                            ":ttl",
+                            n((applied_at + MARKER_TTL).timestamp().unsigned_abs()),
+                        )
+                        // The whole old item: the set as it was, whether or not this write changed it.
+                        .return_values(ReturnValue::AllOld)
+                        .send()
+                        .map_err(|e| WriteFailure::of("mark deliveries", table, e))
+                },
+                |failure: &WriteFailure| failure.err.is_retryable(),
+                |failure, _| uncertain |= !failure.unapplied,
+            )
+            .await;
+        match sent.map(|out| Self::old_marks(slot, out.attributes().and_then(|a| a.get("ids")))) {
+            Ok(Ok(set)) => Marked::Before { set, uncertain },
+            Ok(Err(err)) => Marked::Failed { err, ambiguous: true },
+            Err(failure) => Marked::Failed { err: failure.err, ambiguous: uncertain || !failure.unapplied },
+        }
     }
 
     /// The digests of a marker set's old value (none when the set did not exist).
@@ -131,13 +116,16 @@ impl DynamoStore {
 
     /// Adds one key's day to its item and moves `lastUsed` forward. When the item has seen a later
     /// event, the conditional write fails and the counts are added alone. Returns the writes made.
+    /// Each write is resent only while DynamoDB refuses it unapplied (throttling): an `ADD` resent
+    /// after a timeout or a 500 could add twice, so that is reported as not applied instead, and
+    /// reconcile settles it.
     async fn add_day(&self, delta: &DayDelta) -> Result<usize, StoreError> {
-        let op = "add usage";
+        let table = &self.tables.usage_counters;
         let update = |with_last_used: bool| {
             let mut request = self
-                .client
+                .single_shot
                 .update_item()
-                .table_name(&self.tables.usage_counters)
+                .table_name(table)
                 .set_key(Some(Self::day_key(&delta.key_id, &delta.day.to_string())))
                 .expression_attribute_values(":s", n(delta.tally.successful_calls))
                 .expression_attribute_values(":f", n(delta.tally.failed_calls))
@@ -152,31 +140,22 @@ impl DynamoStore {
             } else {
                 request.update_expression("ADD successfulCalls :s, failedCalls :f, usageCount :u")
             };
-            request.customize().config_override(no_sdk_retries()).send()
+            request.send().map_err(|e| WriteFailure::of("add usage", table, e))
         };
-        // Resent only when DynamoDB refused it unapplied (throttling): an `ADD` resent after a timeout
-        // or a 500 could add twice. Anything else is reported as not applied; reconcile settles it.
-        let mut pauses = UNPROCESSED_RETRY.pauses();
-        let mut with_last_used = true;
-        let mut writes = 1;
-        loop {
-            let err = match update(with_last_used).await {
-                Ok(_) => return Ok(writes),
-                Err(err) => err,
-            };
-            let unapplied = refused_unapplied(&err);
-            match table_missing(store_error(op, err), &self.tables.usage_counters) {
-                StoreError::ConditionFailed { .. } if with_last_used => {
-                    // A later event got there first: the counts alone.
-                    with_last_used = false;
-                    writes += 1;
-                }
-                err if unapplied && err.is_retryable() => match pauses.next() {
-                    Some(pause) => tokio::time::sleep(pause).await,
-                    None => return Err(err),
-                },
-                err => return Err(err),
+        let add = |with_last_used: bool| {
+            UNPROCESSED_RETRY.run(
+                move || update(with_last_used),
+                |failure: &WriteFailure| failure.unapplied && failure.err.is_retryable(),
+                |_, _| {},
+            )
+        };
+        match add(true).await.map_err(|failure| failure.err) {
+            Ok(_) => Ok(1),
+            Err(StoreError::ConditionFailed { .. }) => {
+                add(false).await.map_err(|failure| failure.err)?;
+                Ok(2)
             }
+            Err(err) => Err(err),
         }
     }
 

@@ -45,10 +45,30 @@ where
     }
 }
 
-/// Whether DynamoDB refused the request before applying anything (throttling, a conflict with a
-/// transaction, a failed condition, a bad request), so that sending it again cannot apply it twice.
-/// A timeout, a lost connection or a 500 may come after the write was applied: those are not.
-pub(crate) fn refused_unapplied<E, R>(err: &SdkError<E, R>) -> bool
+/// A failed write that must not be applied twice, and whether DynamoDB refused it before applying
+/// anything (throttling, a conflict with a transaction, a failed condition, a bad request), so that
+/// sending it again cannot apply it twice. A timeout, a lost connection or a 500 may come after the
+/// write was applied.
+pub(super) struct WriteFailure {
+    /// The error, translated.
+    pub(super) err: StoreError,
+    /// Refused before anything was applied.
+    pub(super) unapplied: bool,
+}
+
+impl WriteFailure {
+    /// The failure of `operation` on `table`.
+    pub(super) fn of<E, R>(operation: &str, table: &str, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let unapplied = refused_unapplied(&err);
+        Self { err: table_missing(store_error(operation, err), table), unapplied }
+    }
+}
+
+fn refused_unapplied<E, R>(err: &SdkError<E, R>) -> bool
 where
     E: ProvideErrorMetadata,
 {

@@ -86,6 +86,10 @@ const COUNTER_WRITE_CONCURRENCY: usize = 32;
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
+    /// The same client with the SDK's retries off, for the writes that are not idempotent (an `ADD`):
+    /// a resent request whose first attempt landed would add twice or find its own marks. Those writes
+    /// are resent by the adapter, and only when DynamoDB refused them unapplied.
+    single_shot: Client,
     tables: TableNames,
     write_limit: Option<usize>,
     /// Keys seen to exist: keys are never deleted, so a warm function reads each key once.
@@ -96,7 +100,9 @@ impl DynamoStore {
     /// A store over an already configured client.
     #[must_use]
     pub fn new(client: Client, tables: TableNames) -> Self {
-        Self { client, tables, write_limit: None, known_keys: Arc::default() }
+        let retry_off = aws_sdk_dynamodb::config::retry::RetryConfig::disabled();
+        let single_shot = Client::from_conf(client.config().to_builder().retry_config(retry_off).build());
+        Self { client, single_shot, tables, write_limit: None, known_keys: Arc::default() }
     }
 
     /// A fault drill: each `apply_deliveries` call marks its deliveries but writes at most `limit`
