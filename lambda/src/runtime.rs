@@ -96,9 +96,7 @@ where
     F: Fn(E) -> Fut,
     Fut: Future<Output = Result<R, Failure>>,
 {
-    // Boxed: the handler's future nests the store's, and the runtime's service stack around it would
-    // otherwise make a type too deep for the compiler to lay out. One allocation per invocation.
-    lambda_runtime::run(service_fn(|event: LambdaEvent<E>| Box::pin(handler(event.payload)))).await
+    serve_with_deadline(|event, _| handler(event)).await
 }
 
 /// [`serve`] for a handler that must finish in time: each event's payload comes with the instant the
@@ -110,6 +108,8 @@ where
     F: Fn(E, tokio::time::Instant) -> Fut,
     Fut: Future<Output = Result<R, Failure>>,
 {
+    // Boxed: the handler's future nests the store's, and the runtime's service stack around it would
+    // otherwise make a type too deep for the compiler to lay out. One allocation per invocation.
     lambda_runtime::run(service_fn(|event: LambdaEvent<E>| {
         let deadline = deadline_of(event.context.deadline(), std::time::SystemTime::now());
         Box::pin(handler(event.payload, deadline))

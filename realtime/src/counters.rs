@@ -120,15 +120,16 @@ impl<S: UsageWriter, C: Clock> RealtimeCounters<S, C> {
                 attempts += 1;
             },
         );
-        let applied = match deadline {
-            None => retried.await.map_err(|err| meter_model::error_chain(&err)),
-            Some(deadline) => match tokio::time::timeout_at(deadline, retried).await {
-                Ok(applied) => applied.map_err(|err| meter_model::error_chain(&err)),
-                Err(_) => Err(format!(
-                    "the invocation's time for the counters ran out after {} ms",
-                    started.elapsed().as_millis()
-                )),
-            },
+        let in_time = match deadline {
+            None => Ok(retried.await),
+            Some(deadline) => tokio::time::timeout_at(deadline, retried).await,
+        };
+        let applied = match in_time {
+            Ok(applied) => applied.map_err(|err| meter_model::error_chain(&err)),
+            Err(_) => Err(format!(
+                "the invocation's time for the counters ran out after {} ms",
+                started.elapsed().as_millis()
+            )),
         };
         report.attempts = attempts;
         report.apply = applied.unwrap_or_else(|failure| ApplyReport {

@@ -156,25 +156,7 @@ pub async fn transform<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     archive: &A,
     counters: &RealtimeCounters<S, C>,
 ) -> Result<(FirehoseResponse, TransformStats), StoreError> {
-    transform_within(event, archive, counters, RESPONSE_BUDGET_BYTES).await
-}
-
-/// [`transform`] with a response budget of `budget` bytes of serialized response. Rows that do not
-/// fit are written to the archive directly, one Parquet file per day named after the invocation's
-/// records (a retried invocation rewrites the same file), and their records answered `Dropped`.
-///
-/// The budget holds by construction: every record is first counted at its smallest answer (`Dropped`
-/// without data, or `ProcessingFailed` with its own data, each no larger than the record in the
-/// request), and an `Ok` answer replaces it only if the difference fits. The smallest answers
-/// together are smaller than the request, which Firehose keeps under its buffer size (3 MB) and
-/// Lambda under 6 MB.
-pub async fn transform_within<A: ArchiveWriter, S: UsageWriter, C: Clock>(
-    event: &FirehoseEvent,
-    archive: &A,
-    counters: &RealtimeCounters<S, C>,
-    budget: u64,
-) -> Result<(FirehoseResponse, TransformStats), StoreError> {
-    transform_limited(event, archive, counters, budget, None).await
+    transform_within(event, archive, counters, RESPONSE_BUDGET_BYTES, None).await
 }
 
 /// [`transform`] as the deployed function runs it: the counters are given up at `counters_deadline`
@@ -186,10 +168,20 @@ pub async fn transform_before<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     counters: &RealtimeCounters<S, C>,
     counters_deadline: tokio::time::Instant,
 ) -> Result<(FirehoseResponse, TransformStats), StoreError> {
-    transform_limited(event, archive, counters, RESPONSE_BUDGET_BYTES, Some(counters_deadline)).await
+    transform_within(event, archive, counters, RESPONSE_BUDGET_BYTES, Some(counters_deadline)).await
 }
 
-async fn transform_limited<A: ArchiveWriter, S: UsageWriter, C: Clock>(
+/// [`transform`] with a response budget of `budget` bytes of serialized response, and the counters
+/// given up at `counters_deadline` when there is one. Rows that do not fit are written to the archive
+/// directly, one Parquet file per day named after the invocation's records (a retried invocation
+/// rewrites the same file), and their records answered `Dropped`.
+///
+/// The budget holds by construction: every record is first counted at its smallest answer (`Dropped`
+/// without data, or `ProcessingFailed` with its own data, each no larger than the record in the
+/// request), and an `Ok` answer replaces it only if the difference fits. The smallest answers
+/// together are smaller than the request, which Firehose keeps under its buffer size (3 MB) and
+/// Lambda under 6 MB.
+pub async fn transform_within<A: ArchiveWriter, S: UsageWriter, C: Clock>(
     event: &FirehoseEvent,
     archive: &A,
     counters: &RealtimeCounters<S, C>,

@@ -156,7 +156,7 @@ async fn a_full_buffer_fits_the_response_or_is_archived_directly() {
     let archive = Archive::new(LocalDir::new(squeezed.path()));
     let budget = stats.response_bytes / 3;
     let (response, stats) =
-        meter_realtime::transform::transform_within(&event, &archive, &counters, budget).await.unwrap();
+        meter_realtime::transform::transform_within(&event, &archive, &counters, budget, None).await.unwrap();
     assert!(stats.archived_directly > 0 && stats.response_bytes <= budget);
     let day = squeezed.path().join("year=2026/month=11/day=01");
     let files: Vec<_> = std::fs::read_dir(&day).unwrap().map(|e| e.unwrap().path()).collect();
