@@ -204,26 +204,24 @@ where
     P: Publisher,
     C: Clock,
 {
-    let started = Instant::now();
     let started_at = clock.now();
-    let run_id = run_id(started_at)?;
+    let start = RunStart { id: run_id(started_at)?, at: started_at, began: Instant::now() };
     // One run at a time: two runs correcting the same item would both apply their difference (the
     // second through the re-read of a changed item), and both fold and clear the same parked usage.
     // A dry run writes nothing and takes no lease.
     if !options.dry_run {
         let until = started_at + RUN_LEASE;
         let held = store
-            .claim_reconcile_lease(&run_id, started_at, until)
+            .claim_reconcile_lease(&start.id, started_at, until)
             .await
             .map_err(store_failed("claiming the reconcile lease"))?;
         if let Some(lease) = held {
             return Err(ReconcileError::AnotherRun { holder: lease.holder, until: lease.until });
         }
     }
-    let outcome =
-        correct(store, archive, rollups, alerts, options, (started, started_at, run_id.clone())).await;
+    let outcome = correct(store, archive, rollups, alerts, options, &start).await;
     if !options.dry_run
-        && let Err(err) = store.release_reconcile_lease(&run_id).await
+        && let Err(err) = store.release_reconcile_lease(&start.id).await
     {
         // It expires by itself; a run starting before then is refused and says until when.
         tracing::warn!(error = %meter_model::error_chain(&err), "cannot release the reconcile lease");
@@ -235,6 +233,13 @@ where
 /// that a lease outlives only a run that died.
 pub const RUN_LEASE: chrono::Duration = chrono::Duration::minutes(20);
 
+/// How a run started: its id, its instant, and the monotonic clock its duration is measured on.
+struct RunStart {
+    id: String,
+    at: chrono::DateTime<chrono::Utc>,
+    began: Instant,
+}
+
 /// The run itself, holding the lease: rollups against the day items, corrections, files, the record.
 async fn correct<S, A, P>(
     store: &S,
@@ -242,7 +247,7 @@ async fn correct<S, A, P>(
     rollups: impl Future<Output = Result<Rollup, RollupError>>,
     alerts: &P,
     options: &ReconcileOptions,
-    (started, started_at, run_id): (Instant, chrono::DateTime<chrono::Utc>, String),
+    start: &RunStart,
 ) -> Result<ReconcileReport, ReconcileError>
 where
     S: CounterCorrector + KeyStore,
@@ -270,23 +275,28 @@ where
     let items = store.day_items(options.from, options.to).await.map_err(store_failed("reading day items"))?;
     // The realtime view is the day items plus the usage parked beside them; the corrections set the
     // items to the authoritative counts and the parked usage read above is then cleared.
+    // Per parked (key, day): its calls, and its latest call, which a fold carries into the item's
+    // lastUsed (the item's own, if later, is kept: see below), so a key used only in single calls
+    // keeps its lastUsed.
     let mut parked_by: BTreeMap<(KeyId, Day), Tally> = BTreeMap::new();
+    let mut latest: BTreeMap<(KeyId, Day), chrono::DateTime<chrono::Utc>> = BTreeMap::new();
     for entry in &parked.entries {
-        parked_by.entry((entry.key_id.clone(), entry.day)).or_default().add(entry.tally);
+        let key = (entry.key_id.clone(), entry.day);
+        latest
+            .entry(key.clone())
+            .and_modify(|at| *at = (*at).max(entry.last_used))
+            .or_insert(entry.last_used);
+        parked_by.entry(key).or_default().add(entry.tally);
     }
 
-    // The latest call each (key, day) is known to have had: its item's, or a parked entry's. A fold
-    // carries it into the item, so a key used only in single calls keeps its lastUsed.
-    let mut latest: BTreeMap<(KeyId, Day), chrono::DateTime<chrono::Utc>> = BTreeMap::new();
-    let observed = items
-        .iter()
-        .filter_map(|item| Some(((item.key_id.clone(), item.day), item.last_used?)))
-        .chain(parked.entries.iter().map(|entry| ((entry.key_id.clone(), entry.day), entry.last_used)));
-    for (key, at) in observed {
-        latest.entry(key).and_modify(|known| *known = (*known).max(at)).or_insert(at);
+    let mut realtime: BTreeMap<(KeyId, Day), Tally> = BTreeMap::new();
+    for item in items {
+        let key = (item.key_id, item.day);
+        if let (Some(at), Some(folded)) = (item.last_used, latest.get_mut(&key)) {
+            *folded = (*folded).max(at);
+        }
+        realtime.insert(key, item.tally);
     }
-    let mut realtime: BTreeMap<(KeyId, Day), Tally> =
-        items.into_iter().map(|item| ((item.key_id, item.day), item.tally)).collect();
     let mut orphans = Vec::new();
     let mut pairs: BTreeMap<(KeyId, Day), (Option<Tally>, Tally)> = BTreeMap::new();
     for row in &rollup.rows {
@@ -333,14 +343,7 @@ where
             }
         } else if parked || view(&key, expected) != target {
             let last_used = if parked { latest.get(&key).copied() } else { None };
-            corrections.push(DayCorrection {
-                key_id: key.0,
-                day,
-                expected,
-                target,
-                at: started_at,
-                last_used,
-            });
+            corrections.push(DayCorrection { key_id: key.0, day, expected, target, at: start.at, last_used });
         }
     }
 
@@ -426,9 +429,9 @@ where
     }
     let moved: Vec<&DriftLine> = drift.iter().filter(|l| l.action != DriftAction::AlreadyCorrect).collect();
     let run = ReconcileRun {
-        run_id,
-        started_at,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        run_id: start.id.clone(),
+        started_at: start.at,
+        duration_ms: u64::try_from(start.began.elapsed().as_millis()).unwrap_or(u64::MAX),
         from: options.from,
         to: options.to,
         dry_run: options.dry_run,
