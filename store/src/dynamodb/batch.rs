@@ -143,11 +143,7 @@ impl DynamoStore {
             request.send().map_err(|e| WriteFailure::of("add usage", table, e))
         };
         let add = |with_last_used: bool| {
-            UNPROCESSED_RETRY.run(
-                move || update(with_last_used),
-                |failure: &WriteFailure| failure.unapplied && failure.err.is_retryable(),
-                |_, _| {},
-            )
+            UNPROCESSED_RETRY.run(move || update(with_last_used), WriteFailure::worth_resending, |_, _| {})
         };
         match add(true).await.map_err(|failure| failure.err) {
             Ok(_) => Ok(1),

@@ -66,6 +66,13 @@ impl WriteFailure {
         let unapplied = refused_unapplied(&err);
         Self { err: table_missing(store_error(operation, err), table), unapplied }
     }
+
+    /// Refused unapplied by a busy table (throttling, a transaction conflict): safe to send again,
+    /// and likely to pass. A failed condition is refused unapplied too, but sending it again would
+    /// fail the same way.
+    pub(super) fn worth_resending(&self) -> bool {
+        self.unapplied && matches!(self.err, StoreError::Retryable { .. })
+    }
 }
 
 fn refused_unapplied<E, R>(err: &SdkError<E, R>) -> bool
