@@ -20,7 +20,7 @@ use std::io::Write;
 use anyhow::Context;
 use meter_authorizer::{Authorizer, AuthorizerConfig, Decision};
 use meter_model::Clock;
-pub use meter_model::{ShiftedClock, SystemClock};
+pub use meter_model::ShiftedClock;
 use meter_store::{AnySink, AnyStore, ArchiveLocation, GraceEndWorkflow, SnsNotifier, StoreConfig};
 use std::process::ExitCode;
 

@@ -269,8 +269,20 @@ impl FirehoseRecord {
 
 /// The bytes `record` takes in the serialized response.
 fn serialized_len(record: &TransformedRecord) -> u64 {
+    /// Counts what is written instead of keeping it: an `Ok` answer's rows may be megabytes.
+    struct Counted(u64);
+    impl std::io::Write for Counted {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counted = Counted(0);
     // Serializing these plain structs cannot fail; were it to, u64::MAX keeps the budget safe.
-    serde_json::to_vec(record).map_or(u64::MAX, |bytes| bytes.len() as u64)
+    serde_json::to_writer(&mut counted, record).map_or(u64::MAX, |()| counted.0)
 }
 
 /// What a record turned out to hold.

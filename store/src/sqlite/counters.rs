@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use meter_model::batch::with_parked;
-use meter_model::time::format_instant;
+use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
     CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, Month, ParkedUsage,
     ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
@@ -11,7 +11,7 @@ use meter_model::{
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::SqliteStore;
-use super::error::{instant, sql_error};
+use super::error::{corrupt, instant, sql_error};
 use super::item::{DAY_COLUMNS, day_usage_of, read_day_row, tally_of, tally_params};
 
 impl UsageReader for SqliteStore {
@@ -180,8 +180,9 @@ impl CounterCorrector for SqliteStore {
             .optional()
             .map_err(op)?;
         if let Some((other, other_until)) = held {
-            let other_until = instant(Some(other_until), "the reconcile lease's until")?
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let other_until = parse_instant(&other_until).map_err(|_| {
+                corrupt(format!("the reconcile lease's until {other_until:?} is not a timestamp"))
+            })?;
             if other != holder && other_until > now {
                 return Ok(Some(RunLease { holder: other, until: other_until }));
             }
