@@ -224,10 +224,76 @@ pub fn buffer_digest(deliveries: &[&BatchDelta]) -> u64 {
 /// that hold them (to clear them once the day items hold the authoritative counts).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParkedUsage {
-    /// One entry per key, day and parked item.
+    /// One entry per key and day, the sum of its parked entries (their latest `last_used`), sorted by
+    /// key then day: a large day's millions of parked calls take the memory of its distinct key days.
     pub entries: Vec<DayDelta>,
     /// The store's handles of the items read.
     pub handles: Vec<String>,
+}
+
+/// Sums parked entries per key and day as they are read, item by item.
+#[derive(Debug, Default)]
+pub struct ParkedAggregate {
+    by_key_day: BTreeMap<(KeyId, Day), (Tally, DateTime<Utc>)>,
+    handles: Vec<String>,
+}
+
+impl ParkedAggregate {
+    /// Adds one parked item: its handle and its entries.
+    pub fn add_item(&mut self, handle: String, entries: impl IntoIterator<Item = DayDelta>) {
+        self.handles.push(handle);
+        for entry in entries {
+            self.add_entry(entry);
+        }
+    }
+
+    /// Adds one entry (of an item whose handle is added on its own, see [`Self::add_handle`]).
+    pub fn add_entry(&mut self, entry: DayDelta) {
+        let slot =
+            self.by_key_day.entry((entry.key_id, entry.day)).or_insert((Tally::default(), entry.last_used));
+        slot.0.add(entry.tally);
+        slot.1 = slot.1.max(entry.last_used);
+    }
+
+    /// Adds the handle of an item whose entries are added one by one.
+    pub fn add_handle(&mut self, handle: String) {
+        self.handles.push(handle);
+    }
+
+    /// Merges another aggregate (another bucket's) into this one.
+    pub fn merge(&mut self, other: Self) {
+        self.handles.extend(other.handles);
+        for ((key_id, day), (tally, last_used)) in other.by_key_day {
+            self.add_entry(DayDelta { key_id, day, tally, last_used });
+        }
+    }
+
+    /// The usage read, one entry per key and day.
+    #[must_use]
+    pub fn finish(self) -> ParkedUsage {
+        ParkedUsage {
+            entries: self
+                .by_key_day
+                .into_iter()
+                .map(|((key_id, day), (tally, last_used))| DayDelta { key_id, day, tally, last_used })
+                .collect(),
+            handles: self.handles,
+        }
+    }
+}
+
+impl ParkedUsage {
+    /// Each key's parked usage, all its days summed (the latest `last_used`), in key order.
+    #[must_use]
+    pub fn per_key(&self) -> BTreeMap<KeyId, crate::UsageTotals> {
+        let mut keys: BTreeMap<KeyId, crate::UsageTotals> = BTreeMap::new();
+        for entry in &self.entries {
+            let totals = keys.entry(entry.key_id.clone()).or_default();
+            totals.tally.add(entry.tally);
+            totals.last_used = totals.last_used.max(Some(entry.last_used));
+        }
+        keys
+    }
 }
 
 /// Day items with the parked usage of their keys and days added in: what a reader of the counters
@@ -278,9 +344,17 @@ pub struct ApplyReport {
     /// Keys that do not exist, with the usage that was therefore not counted. No item is created for
     /// them; the caller reports their usage as rejected.
     pub unknown_keys: BTreeMap<KeyId, Tally>,
+    /// Key items whose lifetime totals this call moved (one write per key with directly written
+    /// usage), and the writes repeated without `lastUsed` because the key had seen a later call.
+    pub key_total_writes: usize,
+    /// See `key_total_writes`.
+    pub key_last_used_rewrites: usize,
     /// Usage of deliveries that were marked but whose counters could not be written (the store failed
     /// midway): realtime drift that the nightly reconcile heals.
     pub not_applied: Tally,
+    /// Usage written to the day items whose key totals could not be moved: the totals lag by it until
+    /// a recount (`meter reconcile --recount-keys`).
+    pub key_totals_not_applied: Tally,
     /// Why `not_applied` is not zero.
     pub failure: Option<String>,
 }
@@ -295,7 +369,12 @@ impl ApplyReport {
     /// Items written: marker sets and day items.
     #[must_use]
     pub fn items_written(&self) -> usize {
-        self.marker_writes + self.day_items_written + self.last_used_rewrites + self.parked_writes
+        self.marker_writes
+            + self.day_items_written
+            + self.last_used_rewrites
+            + self.parked_writes
+            + self.key_total_writes
+            + self.key_last_used_rewrites
     }
 
     /// DynamoDB write request units consumed.
@@ -303,7 +382,9 @@ impl ApplyReport {
     pub fn write_units(&self) -> u64 {
         let day_items =
             (self.day_items_written + self.last_used_rewrites) as u64 * capacity::DAY_ITEM_WRITE_UNITS;
-        self.marker_write_units + day_items + self.parked_write_units
+        let key_items =
+            (self.key_total_writes + self.key_last_used_rewrites) as u64 * capacity::KEY_ITEM_WRITE_UNITS;
+        self.marker_write_units + day_items + self.parked_write_units + key_items
     }
 
     /// DynamoDB read request units consumed (strongly consistent reads of small items: one each).
@@ -331,6 +412,9 @@ impl ApplyReport {
         self.parked_entries += other.parked_entries;
         self.parked_writes += other.parked_writes;
         self.parked_write_units += other.parked_write_units;
+        self.key_total_writes += other.key_total_writes;
+        self.key_last_used_rewrites += other.key_last_used_rewrites;
+        self.key_totals_not_applied.add(other.key_totals_not_applied);
         for (key, tally) in other.unknown_keys {
             self.unknown_keys.entry(key).or_default().add(tally);
         }
@@ -348,6 +432,10 @@ pub mod capacity {
     /// Write units of one day item update: the item (key id, day, three counters, `lastUsed`,
     /// `reconciledAt`, attribute names) is about 150 bytes.
     pub const DAY_ITEM_WRITE_UNITS: u64 = 1;
+
+    /// Write units of one key item update: an `ApiKeys` item (id, hash, customer, plan, name, times,
+    /// lifetime, imported and parked counters) is 300–700 bytes, under one write unit's kilobyte.
+    pub const KEY_ITEM_WRITE_UNITS: u64 = 1;
 
     /// Bytes of a marker set item holding `ids` delivery digests: the key attributes, the TTL, and a
     /// number set whose members take about 11 bytes each (a 64-bit number has up to 20 digits,
@@ -389,6 +477,40 @@ mod tests {
             tally: Tally { successful_calls: n, failed_calls: 0, usage_count: n },
             last_used: parse_instant(at).unwrap(),
         }
+    }
+
+    #[test]
+    fn parked_entries_are_summed_per_key_and_day_as_they_are_read() {
+        let mut aggregate = ParkedAggregate::default();
+        aggregate.add_item(
+            "item-1".into(),
+            [
+                delta("aaaaaaaaaaaa", "2026-11-30", 1, "2026-11-30T10:00:00Z"),
+                delta("bbbbbbbbbbbb", "2026-11-30", 1, "2026-11-30T11:00:00Z"),
+            ],
+        );
+        let mut other = ParkedAggregate::default();
+        other.add_item(
+            "item-2".into(),
+            [
+                delta("aaaaaaaaaaaa", "2026-11-30", 1, "2026-11-30T09:00:00Z"),
+                delta("aaaaaaaaaaaa", "2026-12-01", 1, "2026-12-01T00:00:01Z"),
+            ],
+        );
+        aggregate.merge(other);
+        let parked = aggregate.finish();
+        assert_eq!(parked.handles, ["item-1", "item-2"]);
+        assert_eq!(
+            parked.entries,
+            [
+                delta("aaaaaaaaaaaa", "2026-11-30", 2, "2026-11-30T10:00:00Z"),
+                delta("aaaaaaaaaaaa", "2026-12-01", 1, "2026-12-01T00:00:01Z"),
+                delta("bbbbbbbbbbbb", "2026-11-30", 1, "2026-11-30T11:00:00Z"),
+            ]
+        );
+        let per_key = parked.per_key();
+        let a = &per_key[&KeyId::parse("aaaaaaaaaaaa").unwrap()];
+        assert_eq!((a.tally.usage_count, a.last_used), (3, Some(parse_instant("2026-12-01T00:00:01Z").unwrap())));
     }
 
     #[test]

@@ -128,7 +128,8 @@ pub struct ReconcileRun {
     /// Calls the realtime counters held beyond the archive's (`usageCount`): a request counted twice
     /// (logged in two different deliveries), or usage whose archive files are missing.
     pub extra_in_realtime: u64,
-    /// Keys whose lifetime totals were refreshed from their day items.
+    /// Keys whose lifetime totals the run's parked refresh moved (its corrections move their keys'
+    /// totals themselves, with the items).
     pub key_totals_refreshed: u64,
     /// Day items set only to fold in usage parked beside them (the realtime view was already right).
     pub items_folded: u64,
@@ -148,4 +149,18 @@ pub struct RunLease {
     pub holder: String,
     /// Until when.
     pub until: DateTime<Utc>,
+}
+
+/// What one refresh of the parked usage in the keys' totals did (CONTRACTS.md §2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedRefresh {
+    /// Parked items read (every bucket once, every day).
+    pub parked_items: u64,
+    /// Distinct keys with parked usage.
+    pub keys_parked: u64,
+    /// Key items whose totals moved: their parked usage had changed since the last refresh.
+    pub keys_moved: u64,
+    /// Key item writes refused because the item changed under the refresh, and made again.
+    pub conflicts_retried: u64,
 }

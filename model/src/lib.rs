@@ -32,7 +32,7 @@ pub mod usage;
 
 pub use batch::{ApplyReport, BatchDelta, BatchId, DayDelta, MarkerSlot, ParkedUsage};
 pub use counting::Tally;
-pub use drift::{CorrectionOutcome, DayCorrection, ReconcileRun, RunLease, TallyDelta};
+pub use drift::{CorrectionOutcome, DayCorrection, ParkedRefresh, ReconcileRun, RunLease, TallyDelta};
 pub use items::{
     ApiKeyRecord, DayUsage, Email, FieldError, KeyChange, KeyStatus, KeyTerms, NewKey, PlanName, UsageTotals,
 };

@@ -226,8 +226,10 @@ pub trait UsageWriter: Send + Sync {
     /// and adds the rest, merged, to the day items with one write per key and day, moving each item's
     /// `lastUsed` forward (never back); a key's day with a single call in the buffer is parked instead
     /// ([`split_parked`](crate::batch::split_parked)), in a few shared items that readers add in and
-    /// reconcile clears. Keys that do not exist get no items; they are listed in the report. The key's
-    /// lifetime totals are not touched (reconcile keeps them).
+    /// reconcile clears. Keys that do not exist get no items; they are listed in the report. The usage
+    /// written to day items is added to its key's lifetime totals too (one write per key, `lastUsed`
+    /// moved forward); parked usage reaches them at the next
+    /// [`refresh_parked_totals`](CounterCorrector::refresh_parked_totals).
     ///
     /// `Err` means nothing was marked or counted, so the call may be repeated. Once deliveries are
     /// marked, a counter write that fails is reported in [`ApplyReport::not_applied`](crate::ApplyReport)
@@ -266,7 +268,8 @@ pub trait CounterCorrector: Send + Sync {
 
     /// Sets the day item to `correction.target` (and its `lastUsed` to `correction.last_used`, when
     /// given) only if it still holds `correction.expected` (no item for `None`; then only if the key
-    /// exists).
+    /// exists), and moves the key's lifetime totals by the same difference (`lastUsed` forward), in
+    /// one atomic write.
     fn correct_day(
         &self,
         correction: &DayCorrection,
@@ -282,10 +285,18 @@ pub trait CounterCorrector: Send + Sync {
     /// Deletes the parked items of `handles` (once the day items hold the authoritative counts).
     fn clear_parked(&self, handles: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Sets the key's lifetime totals (`successfulCalls`, `failedCalls`, `usageCount`, `lastUsed` on
-    /// `ApiKeys`) to the sum of all its day items and parked usage, read consistently, plus the usage
-    /// imported with the key (`imported*`). Returns the totals, or `None` for
-    /// a key that does not exist. Setting rather than adding makes a repeated or concurrent call harmless.
+    /// Brings the parked usage into the keys' lifetime totals: reads every parked item once, and for
+    /// each key whose parked usage differs from the snapshot its item holds (`parked*` on `ApiKeys`),
+    /// sets the snapshot and moves the totals by the difference (`lastUsed` forward), conditionally on
+    /// the snapshot it replaces. Repeating it, or running two at once, is harmless.
+    fn refresh_parked_totals(&self) -> impl Future<Output = Result<crate::ParkedRefresh, StoreError>> + Send;
+
+    /// Recounts a key's lifetime totals (`successfulCalls`, `failedCalls`, `usageCount`, `lastUsed` on
+    /// `ApiKeys`): sets them to the sum of all its day items and parked usage, read consistently, plus
+    /// the usage imported with the key (`imported*`), and its parked snapshot to its parked usage.
+    /// Returns the totals, or `None` for a key that does not exist. A repair, read in proportion to the
+    /// key's age: the totals are kept by the writes themselves (CONTRACTS.md §2), and this puts them
+    /// right after a write that moved a day item but not its key (`key_totals_not_applied`).
     fn refresh_key_totals(
         &self,
         key_id: &KeyId,

@@ -136,6 +136,11 @@ impl CounterCorrector for Logged<'_> {
         self.inner.parked_usage(from, to).await
     }
 
+    async fn refresh_parked_totals(&self) -> Result<meter_model::ParkedRefresh, StoreError> {
+        let _order = self.log.lock().await;
+        self.inner.refresh_parked_totals().await
+    }
+
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
         let _order = self.log.lock().await;
         self.inner.clear_parked(handles).await

@@ -242,6 +242,10 @@ impl CounterCorrector for AnyStore {
         forward!(self, clear_parked(handles))
     }
 
+    async fn refresh_parked_totals(&self) -> Result<meter_model::ParkedRefresh, StoreError> {
+        forward!(self, refresh_parked_totals())
+    }
+
     async fn record_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
         forward!(self, record_run(run))
     }

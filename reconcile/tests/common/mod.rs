@@ -248,6 +248,10 @@ impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, 
         self.inner.parked_usage(from, to).await
     }
 
+    async fn refresh_parked_totals(&self) -> Result<meter_model::ParkedRefresh, StoreError> {
+        self.inner.refresh_parked_totals().await
+    }
+
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
         self.inner.clear_parked(handles).await
     }

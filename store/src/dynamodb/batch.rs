@@ -155,6 +155,50 @@ impl DynamoStore {
         }
     }
 
+    /// Adds a buffer's directly written usage of one key to its lifetime totals and moves its
+    /// `lastUsed` forward, as [`Self::add_day`] does for a day item (and resent only as it is).
+    /// Returns the writes made.
+    async fn add_to_key(&self, key_id: &KeyId, tally: Tally, last_used: DateTime<Utc>) -> Result<usize, StoreError> {
+        let table = &self.tables.api_keys;
+        let update = |with_last_used: bool| {
+            let mut request = self
+                .single_shot
+                .update_item()
+                .table_name(table)
+                .set_key(Some(Self::key_of(key_id)))
+                .expression_attribute_values(":s", n(tally.successful_calls))
+                .expression_attribute_values(":f", n(tally.failed_calls))
+                .expression_attribute_values(":u", n(tally.usage_count));
+            // A key that vanished gets no stub item.
+            request = if with_last_used {
+                request
+                    .update_expression(
+                        "ADD successfulCalls :s, failedCalls :f, usageCount :u SET lastUsed = :t",
+                    )
+                    .condition_expression(
+                        "attribute_exists(id) AND (attribute_not_exists(lastUsed) OR lastUsed < :t)",
+                    )
+                    .expression_attribute_values(":t", s(&format_instant(last_used)))
+            } else {
+                request
+                    .update_expression("ADD successfulCalls :s, failedCalls :f, usageCount :u")
+                    .condition_expression("attribute_exists(id)")
+            };
+            request.send().map_err(|e| WriteFailure::of("add usage to the key totals", table, e))
+        };
+        let add = |with_last_used: bool| {
+            UNPROCESSED_RETRY.run(move || update(with_last_used), WriteFailure::worth_resending, |_, _| {})
+        };
+        match add(true).await.map_err(|failure| failure.err) {
+            Ok(_) => Ok(1),
+            Err(StoreError::ConditionFailed { .. }) => match add(false).await.map_err(|failure| failure.err) {
+                Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(2),
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
+        }
+    }
+
     async fn mark_slot(
         &self,
         slot: MarkerSlot,
@@ -165,15 +209,13 @@ impl DynamoStore {
     }
 
     /// The `index`th day item write of a call (the fault drill stops after its limit).
-    async fn write_day(&self, index: usize, delta: DayDelta) -> (Tally, Result<usize, StoreError>) {
+    async fn write_day(&self, index: usize, delta: DayDelta) -> (DayDelta, Result<usize, StoreError>) {
         if let Some(limit) = self.write_limit.filter(|limit| index >= *limit) {
             let drill = format!("fault drill: stopped after {limit} counter write(s)");
-            return (
-                delta.tally,
-                Err(StoreError::Retryable { operation: "add usage".into(), source: drill.into() }),
-            );
+            return (delta, Err(StoreError::Retryable { operation: "add usage".into(), source: drill.into() }));
         }
-        (delta.tally, self.add_day(&delta).await)
+        let outcome = self.add_day(&delta).await;
+        (delta, outcome)
     }
 
     pub(super) fn day_key(key: &KeyId, day: &str) -> HashMap<String, AttributeValue> {
@@ -314,19 +356,43 @@ impl UsageWriter for DynamoStore {
             }
         }
         let writable: Vec<(usize, DayDelta)> = hot.into_iter().enumerate().collect();
-        let writes: Vec<(Tally, Result<usize, StoreError>)> = futures::stream::iter(writable)
+        let writes: Vec<(DayDelta, Result<usize, StoreError>)> = futures::stream::iter(writable)
             .map(|(index, delta)| self.write_day(index, delta))
             .buffer_unordered(COUNTER_WRITE_CONCURRENCY)
             .collect()
             .await;
-        for (tally, outcome) in writes {
+        // What landed in the day items moves the keys' totals: one write per key (CONTRACTS.md §2).
+        let mut by_key: BTreeMap<KeyId, (Tally, DateTime<Utc>)> = BTreeMap::new();
+        for (delta, outcome) in writes {
             match outcome {
                 Ok(made) => {
                     report.day_items_written += 1;
                     report.last_used_rewrites += made - 1;
+                    let key = by_key.entry(delta.key_id).or_insert((Tally::default(), delta.last_used));
+                    key.0.add(delta.tally);
+                    key.1 = key.1.max(delta.last_used);
                 }
                 Err(err) => {
-                    report.not_applied.add(tally);
+                    report.not_applied.add(delta.tally);
+                    report.failure.get_or_insert_with(|| meter_model::error_chain(&err));
+                }
+            }
+        }
+        let key_writes: Vec<(Tally, Result<usize, StoreError>)> = futures::stream::iter(by_key)
+            .map(|(key_id, (tally, last_used))| async move {
+                (tally, self.add_to_key(&key_id, tally, last_used).await)
+            })
+            .buffer_unordered(COUNTER_WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for (tally, outcome) in key_writes {
+            match outcome {
+                Ok(made) => {
+                    report.key_total_writes += 1;
+                    report.key_last_used_rewrites += made - 1;
+                }
+                Err(err) => {
+                    report.key_totals_not_applied.add(tally);
                     report.failure.get_or_insert_with(|| meter_model::error_chain(&err));
                 }
             }

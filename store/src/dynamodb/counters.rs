@@ -1,14 +1,14 @@
 //! `UsageCounters` day items: reading them, and correcting them for reconcile without racing the
 //! realtime writer.
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
-use meter_model::batch::{PENDING_BUCKETS, pending_bucket, with_parked};
+use futures::StreamExt;
+use meter_model::batch::{PENDING_BUCKETS, ParkedAggregate, pending_bucket, with_parked};
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
-    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, KeyStore, Month, ParkedUsage,
-    ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
+    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta, DayUsage, KeyId, KeyStore, Month,
+    ParkedRefresh, ParkedUsage, ReconcileRun, RunLease, StoreError, Tally, UsageReader, UsageTotals,
 };
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
@@ -40,6 +40,12 @@ impl DynamoStore {
             .consistent_read(true)
     }
 
+    /// A key's parked usage in `from..=to`, per day: its bucket read, the other keys' entries left out.
+    async fn own_parked(&self, key_id: &KeyId, from: Day, to: Day) -> Result<Vec<DayDelta>, StoreError> {
+        let parked = self.parked_in_bucket(pending_bucket(key_id), from, to).await?.finish();
+        Ok(parked.entries.into_iter().filter(|e| &e.key_id == key_id).collect())
+    }
+
     /// The day items of `key` in `from..=to`, read consistently.
     async fn key_days(&self, key: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
         let mut items = self
@@ -62,15 +68,13 @@ impl UsageReader for DynamoStore {
         // Day items sort by `YYYY-MM-DD`: the month is the range of its first to its last day.
         let (from, to) = (month.first_day(), month.last_day());
         let items = self.key_days(key_id, from, to).await?;
-        let parked = self.parked_in_bucket(pending_bucket(key_id), from, to).await?;
-        let own: Vec<_> = parked.entries.into_iter().filter(|e| &e.key_id == key_id).collect();
+        let own = self.own_parked(key_id, from, to).await?;
         Ok(with_parked(items, &own))
     }
 
     async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
         let items = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
-        let parked = self.parked_in_bucket(pending_bucket(key_id), Day::EARLIEST, Day::LATEST).await?;
-        let own: Vec<_> = parked.entries.into_iter().filter(|e| &e.key_id == key_id).collect();
+        let own = self.own_parked(key_id, Day::EARLIEST, Day::LATEST).await?;
         Ok(with_parked(items, &own))
     }
 }
@@ -155,44 +159,32 @@ impl CounterCorrector for DynamoStore {
             }
         };
         let day = day.build().map_err(|e| build_error(op, e))?;
-        if correction.expected.is_some() {
-            // The item exists, so its key does (items are created only for keys that exist).
-            return match self
-                .client
-                .update_item()
-                .table_name(day.table_name())
-                .set_key(Some(day.key().clone()))
-                .update_expression(day.update_expression())
-                .set_condition_expression(day.condition_expression().map(str::to_owned))
-                .set_expression_attribute_values(day.expression_attribute_values().cloned())
-                .send()
-                .await
-                .map_err(|e| store_error(op, e))
-            {
-                Ok(_) => Ok(CorrectionOutcome::Applied),
-                Err(StoreError::ConditionFailed { .. }) => Ok(CorrectionOutcome::Changed),
-                Err(err) => Err(table_missing(err, &self.tables.usage_counters)),
-            };
-        }
-        // A new item: only for a key that exists, checked in the same transaction.
-        let key_exists = ConditionCheck::builder()
+        // The key's totals move by what the item moves, in the same transaction (CONTRACTS.md §2);
+        // its condition also keeps an item from being created for a key that does not exist.
+        let delta = correction.delta();
+        let signed = |value: i128| AttributeValue::N(value.to_string());
+        let key = Update::builder()
             .table_name(&self.tables.api_keys)
             .set_key(Some(Self::key_of(&correction.key_id)))
+            .update_expression("ADD successfulCalls :ds, failedCalls :df, usageCount :du")
             .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":ds", signed(delta.successful_calls))
+            .expression_attribute_values(":df", signed(delta.failed_calls))
+            .expression_attribute_values(":du", signed(delta.usage_count))
             .build()
             .map_err(|e| build_error(op, e))?;
         let items = vec![
             TransactWriteItem::builder().update(day).build(),
-            TransactWriteItem::builder().condition_check(key_exists).build(),
+            TransactWriteItem::builder().update(key).build(),
         ];
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(CorrectionOutcome::Applied),
+            Ok(_) => {}
             Err(err) => {
                 let reasons = cancellation_reasons(op, err)
                     .map_err(|e| table_missing(e, &self.tables.usage_counters))?;
                 let failed =
                     |i: usize| reasons.get(i).and_then(Option::as_deref) == Some("ConditionalCheckFailed");
-                if failed(1) {
+                return if failed(1) {
                     Ok(CorrectionOutcome::UnknownKey)
                 } else if failed(0) {
                     Ok(CorrectionOutcome::Changed)
@@ -201,19 +193,47 @@ impl CounterCorrector for DynamoStore {
                         operation: op.into(),
                         source: format!("transaction cancelled: {reasons:?}").into(),
                     })
-                }
+                };
             }
         }
+        if let Some(last_used) = correction.last_used {
+            // Forward only; a failed condition means the key has seen a later call already.
+            let moved = self
+                .client
+                .update_item()
+                .table_name(&self.tables.api_keys)
+                .set_key(Some(Self::key_of(&correction.key_id)))
+                .update_expression("SET lastUsed = :t")
+                .condition_expression("attribute_exists(id) AND (attribute_not_exists(lastUsed) OR lastUsed < :t)")
+                .expression_attribute_values(":t", s(&format_instant(last_used)))
+                .send()
+                .await
+                .map_err(|e| store_error(op, e));
+            match moved {
+                Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
+                // The counts are corrected; repeating the call would find them so and stop. The
+                // key's lastUsed moves with its next call or recount.
+                Err(err) => tracing::warn!(
+                    key_id = %correction.key_id,
+                    error = %meter_model::error_chain(&err),
+                    "corrected a day, but could not move the key's lastUsed"
+                ),
+            }
+        }
+        Ok(CorrectionOutcome::Applied)
     }
 
     async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
-        let op = "refresh key totals";
+        let op = "recount key totals";
         // Usage counted before meter (an imported key) is part of the lifetime totals.
         let imported = match self.get_key(key_id).await? {
             Some(record) => record.imported,
             None => return Ok(None),
         };
-        let totals = UsageTotals::of_days(&self.lifetime_usage(key_id).await?).plus(imported);
+        let items = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
+        let own = self.own_parked(key_id, Day::EARLIEST, Day::LATEST).await?;
+        let parked: Tally = own.iter().map(|e| e.tally).sum();
+        let totals = UsageTotals::of_days(&with_parked(items, &own)).plus(imported);
         let mut update = self
             .client
             .update_item()
@@ -222,14 +242,17 @@ impl CounterCorrector for DynamoStore {
             .expression_attribute_values(":s", n(totals.tally.successful_calls))
             .expression_attribute_values(":f", n(totals.tally.failed_calls))
             .expression_attribute_values(":u", n(totals.tally.usage_count))
+            .expression_attribute_values(":ps", n(parked.successful_calls))
+            .expression_attribute_values(":pf", n(parked.failed_calls))
+            .expression_attribute_values(":pu", n(parked.usage_count))
             .condition_expression("attribute_exists(id)");
+        let set = "SET successfulCalls = :s, failedCalls = :f, usageCount = :u, \
+                   parkedSuccessfulCalls = :ps, parkedFailedCalls = :pf, parkedUsageCount = :pu";
         update = match totals.last_used {
             Some(at) => update
-                .update_expression(
-                    "SET successfulCalls = :s, failedCalls = :f, usageCount = :u, lastUsed = :t",
-                )
+                .update_expression(format!("{set}, lastUsed = :t"))
                 .expression_attribute_values(":t", s(&format_instant(at))),
-            None => update.update_expression("SET successfulCalls = :s, failedCalls = :f, usageCount = :u"),
+            None => update.update_expression(set),
         };
         match update.send().await.map_err(|e| store_error(op, e)) {
             Ok(_) => Ok(Some(totals)),
@@ -238,18 +261,19 @@ impl CounterCorrector for DynamoStore {
         }
     }
 
+    async fn refresh_parked_totals(&self) -> Result<ParkedRefresh, StoreError> {
+        self.refresh_parked().await
+    }
+
     async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
-        let buckets: Vec<ParkedUsage> = futures::stream::iter(0..PENDING_BUCKETS)
+        let mut buckets = futures::stream::iter(0..PENDING_BUCKETS)
             .map(|bucket| self.parked_in_bucket(bucket, from, to))
-            .buffer_unordered(QUERY_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let mut all = ParkedUsage::default();
-        for bucket in buckets {
-            all.entries.extend(bucket.entries);
-            all.handles.extend(bucket.handles);
+            .buffer_unordered(QUERY_CONCURRENCY);
+        let mut all = ParkedAggregate::default();
+        while let Some(bucket) = buckets.next().await {
+            all.merge(bucket?);
         }
-        Ok(all)
+        Ok(all.finish())
     }
 
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {

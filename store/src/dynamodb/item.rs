@@ -45,6 +45,18 @@ pub(super) fn get_n(item: &Item, name: &str) -> Result<u64, StoreError> {
     }
 }
 
+/// A key's lifetime counter. The writes move it by differences (CONTRACTS.md §2): after a write
+/// that moved a day item but not its key, a later correction can take it below zero until a recount.
+/// It reads as 0 then rather than making the key unreadable (the authorizer reads this item).
+fn lifetime_n(item: &Item, name: &str) -> Result<u64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) if value.starts_with('-') => {
+            value.parse::<i128>().map(|_| 0).map_err(|_| corrupt(format!("attribute {name} = {value} is not a count")))
+        }
+        _ => get_n(item, name),
+    }
+}
+
 pub(super) fn get_instant(item: &Item, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     get_s(item, name)?
         .map(|t| {
@@ -73,7 +85,11 @@ pub(super) fn record_from_item(item: &Item) -> Result<ApiKeyRecord, StoreError> 
         created_at: get_instant(item, "createdAt")?.ok_or_else(|| context(&"createdAt is missing"))?,
         revoked_at: get_instant(item, "revokedAt")?,
         last_used: get_instant(item, "lastUsed")?,
-        totals: tally_of(item)?,
+        totals: Tally {
+            successful_calls: lifetime_n(item, "successfulCalls")?,
+            failed_calls: lifetime_n(item, "failedCalls")?,
+            usage_count: lifetime_n(item, "usageCount")?,
+        },
         imported: UsageTotals {
             tally: Tally {
                 successful_calls: get_n(item, "importedSuccessfulCalls")?,

@@ -9,6 +9,9 @@ use super::error::{build_error, cancellation_reasons, store_error, table_missing
 use super::item::{corrupt, get_n, item_from_record, n, record_from_item, req_s, s};
 use super::{DynamoStore, HASHED_KEY_INDEX};
 
+/// The key item's parked snapshot attributes (CONTRACTS.md §2).
+const PARKED_SNAPSHOT: [&str; 3] = ["parkedSuccessfulCalls", "parkedFailedCalls", "parkedUsageCount"];
+
 impl KeyStore for DynamoStore {
     async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
         let put = self
@@ -158,17 +161,35 @@ impl KeyStore for DynamoStore {
         // Optimistic: the item is replaced only if what others write meanwhile (reconcile's totals, a
         // revocation) is still what was read; otherwise it is read again.
         for _ in 0..UPDATE_ATTEMPTS {
-            let before =
-                self.get_key(id).await?.ok_or_else(|| StoreError::NotFound { what: format!("key {id}") })?;
+            let raw = self
+                .client
+                .get_item()
+                .table_name(&self.tables.api_keys)
+                .set_key(Some(Self::key_of(id)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| table_missing(store_error("update key", e), &self.tables.api_keys))?
+                .item
+                .ok_or_else(|| StoreError::NotFound { what: format!("key {id}") })?;
+            let before = record_from_item(&raw)?;
             let after = change.applied_to(&before);
             if after == before {
                 return Ok(after);
+            }
+            // The parked snapshot is the counters' bookkeeping, not the record's: kept as it is (the
+            // condition on the totals below covers it, as a refresh moves them together).
+            let mut item = item_from_record(&after);
+            for name in PARKED_SNAPSHOT {
+                if let Some(value) = raw.get(name) {
+                    item.insert(name.to_owned(), value.clone());
+                }
             }
             let put = self
                 .client
                 .put_item()
                 .table_name(&self.tables.api_keys)
-                .set_item(Some(item_from_record(&after)))
+                .set_item(Some(item))
                 .condition_expression(
                     "attribute_exists(id) AND #status = :status AND usageCount = :u AND successfulCalls = :s \
                      AND failedCalls = :f",

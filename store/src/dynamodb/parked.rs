@@ -2,15 +2,17 @@
 //! keys (`#parked#<bucket>`, sort key `<day>#<digest of the buffer>`) instead of an item write each.
 //! Readers add them in; reconcile clears them once the day items hold the authoritative counts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use futures::StreamExt;
 use chrono::{DateTime, Utc};
 use meter_model::time::format_instant;
-use meter_model::{Day, DayDelta, KeyId, ParkedUsage, StoreError, Tally};
+use meter_model::batch::{PENDING_BUCKETS, ParkedAggregate};
+use meter_model::{Day, DayDelta, KeyId, ParkedRefresh, StoreError, Tally, TallyDelta, UsageTotals};
 
 use super::error::{store_error, table_missing};
-use super::item::{corrupt, n, req_s, s};
+use super::item::{corrupt, get_instant, get_n, n, req_s, s};
 use super::{DynamoStore, TTL_ATTRIBUTE, UNPROCESSED_RETRY, pause_for_unprocessed};
 
 /// Partition prefix of parked usage in `UsageCounters`; `#` cannot start a key id.
@@ -20,6 +22,35 @@ const PARKED_PARTITION_PREFIX: &str = "#parked#";
 /// reconcile range, so that only a deployment without its nightly job ever loses one from the
 /// realtime view (the archive keeps the calls).
 const PARKED_TTL: chrono::Duration = chrono::Duration::days(40);
+
+/// Buckets read, and keys refreshed, at once.
+const PARKED_READ_CONCURRENCY: usize = 16;
+
+/// Writes of one key's parked snapshot before a refresh gives up on it (each failed one re-reads).
+const SNAPSHOT_ATTEMPTS: u64 = 10;
+
+/// What a refresh reads of a key item.
+const SNAPSHOT_PROJECTION: &str = "id, parkedSuccessfulCalls, parkedFailedCalls, parkedUsageCount, lastUsed";
+
+/// A key item's parked snapshot: the parked usage its totals include, and its `lastUsed`.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    parked: Tally,
+    last_used: Option<DateTime<Utc>>,
+}
+
+impl Snapshot {
+    fn of(item: &super::item::Item) -> Result<Self, StoreError> {
+        Ok(Self {
+            parked: Tally {
+                successful_calls: get_n(item, "parkedSuccessfulCalls")?,
+                failed_calls: get_n(item, "parkedFailedCalls")?,
+                usage_count: get_n(item, "parkedUsageCount")?,
+            },
+            last_used: get_instant(item, "lastUsed")?,
+        })
+    }
+}
 
 /// `DynamoDB`'s limit on the requests of one `BatchWriteItem`.
 const MAX_BATCH_WRITE: usize = 25;
@@ -88,20 +119,21 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// The parked usage of one bucket in `from..=to`, read consistently; handles are `partition|sort key`.
+    /// The parked usage of one bucket in `from..=to`, read consistently and summed per key and day as
+    /// it is read; handles are `partition|sort key`.
     pub(super) async fn parked_in_bucket(
         &self,
         bucket: u64,
         from: Day,
         to: Day,
-    ) -> Result<ParkedUsage, StoreError> {
+    ) -> Result<ParkedAggregate, StoreError> {
         // `$` sorts right after `#`: every sort key of the last day.
         let mut items = self
             .sort_key_range(&partition(bucket), &from.to_string(), &format!("{to}$"))
             .into_paginator()
             .items()
             .send();
-        let mut parked = ParkedUsage::default();
+        let mut parked = ParkedAggregate::default();
         while let Some(item) = items.next().await {
             let item = item.map_err(|e| {
                 table_missing(store_error("read parked usage", e), &self.tables.usage_counters)
@@ -113,10 +145,159 @@ impl DynamoStore {
                 .unwrap_or_default()
                 .parse()
                 .map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?;
-            parked.entries.extend(decode(day, req_s(&item, "entries")?)?);
-            parked.handles.push(format!("{}|{sort_key}", partition(bucket)));
+            parked.add_item(format!("{}|{sort_key}", partition(bucket)), decode(day, req_s(&item, "entries")?)?);
         }
         Ok(parked)
+    }
+
+    /// [`CounterCorrector::refresh_parked_totals`](meter_model::CounterCorrector::refresh_parked_totals):
+    /// every bucket read once, the keys' snapshots read in one Scan, and one conditional write per key
+    /// whose parked usage changed.
+    pub(super) async fn refresh_parked(&self) -> Result<ParkedRefresh, StoreError> {
+        let mut buckets = futures::stream::iter(0..PENDING_BUCKETS)
+            .map(|bucket| self.parked_in_bucket(bucket, Day::EARLIEST, Day::LATEST))
+            .buffer_unordered(PARKED_READ_CONCURRENCY);
+        let mut parked = ParkedAggregate::default();
+        while let Some(bucket) = buckets.next().await {
+            parked.merge(bucket?);
+        }
+        let parked = parked.finish();
+        let now = parked.per_key();
+        let mut refresh = ParkedRefresh {
+            parked_items: parked.handles.len() as u64,
+            keys_parked: now.len() as u64,
+            ..ParkedRefresh::default()
+        };
+        let snapshots = self.parked_snapshots().await?;
+        let mut changed: Vec<(KeyId, Snapshot, UsageTotals)> = Vec::new();
+        for (key, snapshot) in &snapshots {
+            let parked_now = now.get(key).copied().unwrap_or_default();
+            if snapshot.parked != parked_now.tally {
+                changed.push((key.clone(), snapshot.clone(), parked_now));
+            }
+        }
+        let outcomes: Vec<Result<Option<u64>, StoreError>> = futures::stream::iter(changed)
+            .map(|(key, snapshot, parked_now)| async move {
+                self.set_parked_snapshot(&key, snapshot, parked_now).await
+            })
+            .buffer_unordered(PARKED_READ_CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            if let Some(retries) = outcome? {
+                refresh.keys_moved += 1;
+                refresh.conflicts_retried += retries;
+            }
+        }
+        Ok(refresh)
+    }
+
+    /// Every key's parked snapshot and `lastUsed`, by id: one Scan of `ApiKeys`, projected.
+    async fn parked_snapshots(&self) -> Result<BTreeMap<KeyId, Snapshot>, StoreError> {
+        let mut snapshots = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.tables.api_keys)
+                .projection_expression(SNAPSHOT_PROJECTION)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| table_missing(store_error("read the keys' parked snapshots", e), &self.tables.api_keys))?;
+            for item in page.items() {
+                let key = KeyId::parse(req_s(item, "id")?).map_err(|e| corrupt(e.to_string()))?;
+                snapshots.insert(key, Snapshot::of(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(snapshots);
+            }
+        }
+    }
+
+    /// Sets one key's parked snapshot to `parked_now` and moves its totals by the difference, on
+    /// condition that the snapshot is still `snapshot`; re-reads and tries again when it is not.
+    /// `Some(re-reads)` when the totals moved, `None` when there was nothing to do (or no key).
+    async fn set_parked_snapshot(
+        &self,
+        key: &KeyId,
+        mut snapshot: Snapshot,
+        parked_now: UsageTotals,
+    ) -> Result<Option<u64>, StoreError> {
+        let op = "refresh parked usage in the key totals";
+        for rereads in 0..SNAPSHOT_ATTEMPTS {
+            if snapshot.parked == parked_now.tally {
+                return Ok(None);
+            }
+            let delta = TallyDelta::between(snapshot.parked, parked_now.tally);
+            let signed = |value: i128| AttributeValue::N(value.to_string());
+            let mut set = String::from(
+                "SET parkedSuccessfulCalls = :ns, parkedFailedCalls = :nf, parkedUsageCount = :nu",
+            );
+            let mut condition = vec!["attribute_exists(id)".to_owned()];
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.tables.api_keys)
+                .set_key(Some(Self::key_of(key)))
+                .expression_attribute_values(":ns", n(parked_now.tally.successful_calls))
+                .expression_attribute_values(":nf", n(parked_now.tally.failed_calls))
+                .expression_attribute_values(":nu", n(parked_now.tally.usage_count))
+                .expression_attribute_values(":ds", signed(delta.successful_calls))
+                .expression_attribute_values(":df", signed(delta.failed_calls))
+                .expression_attribute_values(":du", signed(delta.usage_count));
+            for (name, placeholder, value) in [
+                ("parkedSuccessfulCalls", ":os", snapshot.parked.successful_calls),
+                ("parkedFailedCalls", ":of", snapshot.parked.failed_calls),
+                ("parkedUsageCount", ":ou", snapshot.parked.usage_count),
+            ] {
+                // A snapshot never written reads as 0.
+                condition.push(if value == 0 {
+                    format!("(attribute_not_exists({name}) OR {name} = {placeholder})")
+                } else {
+                    format!("{name} = {placeholder}")
+                });
+                update = update.expression_attribute_values(placeholder, n(value));
+            }
+            if let Some(latest) = parked_now.last_used.filter(|at| Some(*at) > snapshot.last_used) {
+                set.push_str(", lastUsed = :t");
+                condition.push("(attribute_not_exists(lastUsed) OR lastUsed < :t)".to_owned());
+                update = update.expression_attribute_values(":t", s(&format_instant(latest)));
+            }
+            let sent = update
+                .update_expression(format!("{set} ADD successfulCalls :ds, failedCalls :df, usageCount :du"))
+                .condition_expression(condition.join(" AND "))
+                .send()
+                .await
+                .map_err(|e| store_error(op, e));
+            match sent {
+                Ok(_) => return Ok(Some(rereads)),
+                Err(StoreError::ConditionFailed { .. }) => {
+                    let item = self
+                        .client
+                        .get_item()
+                        .table_name(&self.tables.api_keys)
+                        .set_key(Some(Self::key_of(key)))
+                        .projection_expression(SNAPSHOT_PROJECTION)
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(|e| store_error(op, e))?;
+                    match item.item() {
+                        Some(item) => snapshot = Snapshot::of(item)?,
+                        None => return Ok(None),
+                    }
+                }
+                Err(err) => return Err(table_missing(err, &self.tables.api_keys)),
+            }
+        }
+        Err(StoreError::Retryable {
+            operation: format!("{op} of key {key}"),
+            source: format!("its item changed {SNAPSHOT_ATTEMPTS} times while being refreshed").into(),
+        })
     }
 
     /// Deletes parked items by handle, 25 to a `BatchWriteItem`, asking again for what DynamoDB leaves

@@ -7,7 +7,7 @@ use std::sync::PoisonError;
 use chrono::{DateTime, Utc};
 use meter_model::batch::{MARKER_TTL, MarkerSlot, buffer_digest, capacity, merge_days, split_parked};
 use meter_model::time::format_instant;
-use meter_model::{ApplyReport, BatchDelta, StoreError, UsageWriter};
+use meter_model::{ApplyReport, BatchDelta, StoreError, Tally, UsageWriter};
 use rusqlite::{TransactionBehavior, params};
 
 use super::SqliteStore;
@@ -104,6 +104,27 @@ impl UsageWriter for SqliteStore {
                 let [s, f, u] = tally_params(day.tally)?;
                 add_to_day.execute(params![key, day_text, s, f, u, at]).map_err(op)?;
                 report.day_items_written += 1;
+            }
+            // The key's lifetime totals move with its day items, one write per key (CONTRACTS.md §2).
+            let mut key_later =
+                tx.prepare_cached("SELECT 1 FROM api_keys WHERE id = ?1 AND last_used >= ?2").map_err(op)?;
+            let mut add_to_key = tx
+                .prepare_cached(
+                    "UPDATE api_keys SET successful_calls = successful_calls + ?2, \
+                     failed_calls = failed_calls + ?3, usage_count = usage_count + ?4, \
+                     last_used = MAX(COALESCE(last_used, ''), ?5) WHERE id = ?1",
+                )
+                .map_err(op)?;
+            for key_days in hot.chunk_by(|a, b| a.key_id == b.key_id) {
+                let key = key_days[0].key_id.as_str();
+                let tally: Tally = key_days.iter().map(|d| d.tally).sum();
+                let at = format_instant(key_days.iter().map(|d| d.last_used).max().unwrap_or_default());
+                if key_later.exists(params![key, at]).map_err(op)? {
+                    report.key_last_used_rewrites += 1;
+                }
+                let [s, f, u] = tally_params(tally)?;
+                add_to_key.execute(params![key, s, f, u, at]).map_err(op)?;
+                report.key_total_writes += 1;
             }
             let mut park = tx
                 .prepare_cached(

@@ -5,14 +5,14 @@ use chrono::{DateTime, Utc};
 use meter_model::batch::with_parked;
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
-    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, Month, ParkedUsage,
+    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, Month, ParkedRefresh, ParkedUsage,
     ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
 };
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::SqliteStore;
 use super::error::{corrupt, instant, sql_error};
-use super::item::{DAY_COLUMNS, day_usage_of, read_day_row, tally_of, tally_params};
+use super::item::{DAY_COLUMNS, day_usage_of, delta_params, read_day_row, tally_of, tally_params};
 
 impl UsageReader for SqliteStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
@@ -121,12 +121,22 @@ impl CounterCorrector for SqliteStore {
             ],
         )
         .map_err(op)?;
+        // The key's totals move by what the item moved (CONTRACTS.md §2), in the same transaction.
+        let [ds, df, du] = delta_params(correction.delta())?;
+        tx.execute(
+            "UPDATE api_keys SET successful_calls = MAX(0, successful_calls + ?2), \
+             failed_calls = MAX(0, failed_calls + ?3), usage_count = MAX(0, usage_count + ?4), \
+             last_used = CASE WHEN ?5 IS NULL THEN last_used ELSE MAX(COALESCE(last_used, ''), ?5) END \
+             WHERE id = ?1",
+            params![key, ds, df, du, correction.last_used.map(format_instant)],
+        )
+        .map_err(op)?;
         tx.commit().map_err(op)?;
         Ok(CorrectionOutcome::Applied)
     }
 
     async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
-        let op = |e| sql_error("refresh key totals", e);
+        let op = |e| sql_error("recount key totals", e);
         let row = self
             .conn()
             .query_row(
@@ -136,7 +146,10 @@ impl CounterCorrector for SqliteStore {
                  FROM usage_counters WHERE key_id = ?1 UNION ALL \
                  SELECT successful_calls, failed_calls, usage_count, last_used FROM parked_usage WHERE key_id = ?1 \
                  UNION ALL SELECT imported_successful_calls, imported_failed_calls, imported_usage_count, \
-                 imported_last_used FROM api_keys WHERE id = ?1)) \
+                 imported_last_used FROM api_keys WHERE id = ?1)), \
+                 (parked_successful_calls, parked_failed_calls, parked_usage_count) = \
+                 (SELECT COALESCE(SUM(successful_calls), 0), COALESCE(SUM(failed_calls), 0), \
+                 COALESCE(SUM(usage_count), 0) FROM parked_usage WHERE key_id = ?1) \
                  WHERE id = ?1 RETURNING successful_calls, failed_calls, usage_count, last_used",
                 [key_id.as_str()],
                 |r| {
@@ -154,6 +167,59 @@ impl CounterCorrector for SqliteStore {
             Ok(UsageTotals { tally: tally_of(s, f, u)?, last_used: instant(last_used, "lastUsed")? })
         })
         .transpose()
+    }
+
+    async fn refresh_parked_totals(&self) -> Result<ParkedRefresh, StoreError> {
+        let op = |e| sql_error("refresh parked usage in the key totals", e);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
+        let mut refresh = ParkedRefresh::default();
+        refresh.parked_items = tx
+            .query_row("SELECT COUNT(DISTINCT item) FROM parked_usage", [], |r| r.get::<_, i64>(0))
+            .map_err(op)?
+            .unsigned_abs();
+        // Every key whose snapshot or parked usage is not zero, the two side by side.
+        let rows: Vec<(String, [i64; 3], [i64; 3], Option<String>)> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "WITH parked AS (SELECT key_id, SUM(successful_calls) AS s, SUM(failed_calls) AS f, \
+                     SUM(usage_count) AS u, MAX(last_used) AS t FROM parked_usage GROUP BY key_id) \
+                     SELECT k.id, k.parked_successful_calls, k.parked_failed_calls, k.parked_usage_count, \
+                     COALESCE(p.s, 0), COALESCE(p.f, 0), COALESCE(p.u, 0), p.t \
+                     FROM api_keys k LEFT JOIN parked p ON p.key_id = k.id \
+                     WHERE p.key_id IS NOT NULL OR k.parked_usage_count > 0 \
+                     OR k.parked_successful_calls > 0 OR k.parked_failed_calls > 0",
+                )
+                .map_err(op)?;
+            stmt.query_map([], |r| {
+                Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?], [r.get(4)?, r.get(5)?, r.get(6)?], r.get(7)?))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(op)?
+        };
+        {
+            let mut set = tx
+                .prepare_cached(
+                    "UPDATE api_keys SET successful_calls = MAX(0, successful_calls + ?2 - parked_successful_calls), \
+                     failed_calls = MAX(0, failed_calls + ?3 - parked_failed_calls), \
+                     usage_count = MAX(0, usage_count + ?4 - parked_usage_count), \
+                     parked_successful_calls = ?2, parked_failed_calls = ?3, parked_usage_count = ?4, \
+                     last_used = CASE WHEN ?5 IS NULL THEN last_used ELSE MAX(COALESCE(last_used, ''), ?5) END \
+                     WHERE id = ?1",
+                )
+                .map_err(op)?;
+            for (key, snapshot, now, latest) in rows {
+                if now[2] > 0 {
+                    refresh.keys_parked += 1;
+                }
+                if snapshot != now {
+                    set.execute(params![key, now[0], now[1], now[2], latest]).map_err(op)?;
+                    refresh.keys_moved += 1;
+                }
+            }
+        }
+        tx.commit().map_err(op)?;
+        Ok(refresh)
     }
 
     async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {

@@ -156,3 +156,15 @@ pub(super) fn tally_params(tally: Tally) -> Result<[i64; 3], StoreError> {
         to_i64(tally.usage_count, "usageCount")?,
     ])
 }
+
+/// A signed difference as SQLite integers.
+pub(super) fn delta_params(delta: meter_model::TallyDelta) -> Result<[i64; 3], StoreError> {
+    let bound = |value: i128, name: &str| {
+        i64::try_from(value).map_err(|_| corrupt(format!("{name} moves by {value}, beyond SQLite's integers")))
+    };
+    Ok([
+        bound(delta.successful_calls, "successfulCalls")?,
+        bound(delta.failed_calls, "failedCalls")?,
+        bound(delta.usage_count, "usageCount")?,
+    ])
+}

@@ -2,6 +2,7 @@
 //! key's day items and deleted once reconcile has folded them.
 
 use meter_model::time::parse_instant;
+use meter_model::batch::ParkedAggregate;
 use meter_model::{Day, DayDelta, KeyId, ParkedUsage, StoreError};
 use rusqlite::{TransactionBehavior, params};
 
@@ -25,27 +26,29 @@ impl SqliteStore {
                  WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR key_id = ?3) ORDER BY id",
             )
             .map_err(op)?;
-        type Row = (String, String, String, i64, i64, i64, String);
-        let rows: Vec<Row> = stmt
-            .query_map(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-            })
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        let mut rows = stmt
+            .query(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str)])
             .map_err(op)?;
-        let mut parked = ParkedUsage::default();
-        let mut items = std::collections::BTreeSet::new();
-        for (item, key, day, s, f, u, last_used) in rows {
-            if items.insert(item.clone()) {
-                parked.handles.push(item);
+        // Summed per key and day as the rows stream by: memory follows the distinct key days.
+        let mut parked = ParkedAggregate::default();
+        let mut items = std::collections::HashSet::new();
+        while let Some(row) = rows.next().map_err(op)? {
+            let item: String = row.get(0).map_err(op)?;
+            if !items.contains(&item) {
+                items.insert(item.clone());
+                parked.add_handle(item);
             }
-            parked.entries.push(DayDelta {
+            let key: String = row.get(1).map_err(op)?;
+            let day: String = row.get(2).map_err(op)?;
+            let last_used: String = row.get(6).map_err(op)?;
+            parked.add_entry(DayDelta {
                 key_id: KeyId::parse(&key).map_err(|e| corrupt(e.to_string()))?,
                 day: day.parse().map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
-                tally: tally_of(s, f, u)?,
+                tally: tally_of(row.get(3).map_err(op)?, row.get(4).map_err(op)?, row.get(5).map_err(op)?)?,
                 last_used: parse_instant(&last_used).map_err(|e| corrupt(e.to_string()))?,
             });
         }
-        Ok(parked)
+        Ok(parked.finish())
     }
 
     /// Deletes the parked items `handles` names, in one transaction.

@@ -104,6 +104,25 @@ CREATE TABLE run_leases (
     until  TEXT NOT NULL
 ) WITHOUT ROWID;
 ",
+    // Key totals kept by the writes (CONTRACTS.md §2): the parked usage a key's totals include, as of the
+    // last refresh. The totals are recounted once here so that they and the snapshot agree.
+    r"
+ALTER TABLE api_keys ADD COLUMN parked_successful_calls INTEGER NOT NULL DEFAULT 0 CHECK (parked_successful_calls >= 0);
+ALTER TABLE api_keys ADD COLUMN parked_failed_calls INTEGER NOT NULL DEFAULT 0 CHECK (parked_failed_calls >= 0);
+ALTER TABLE api_keys ADD COLUMN parked_usage_count INTEGER NOT NULL DEFAULT 0 CHECK (parked_usage_count >= 0);
+UPDATE api_keys SET
+    (parked_successful_calls, parked_failed_calls, parked_usage_count) = (
+        SELECT COALESCE(SUM(successful_calls), 0), COALESCE(SUM(failed_calls), 0), COALESCE(SUM(usage_count), 0)
+        FROM parked_usage WHERE key_id = api_keys.id),
+    (successful_calls, failed_calls, usage_count, last_used) = (
+        SELECT COALESCE(SUM(s), 0), COALESCE(SUM(f), 0), COALESCE(SUM(u), 0), MAX(t) FROM (
+            SELECT successful_calls AS s, failed_calls AS f, usage_count AS u, last_used AS t
+            FROM usage_counters WHERE key_id = api_keys.id
+            UNION ALL SELECT successful_calls, failed_calls, usage_count, last_used
+            FROM parked_usage WHERE key_id = api_keys.id
+            UNION ALL SELECT api_keys.imported_successful_calls, api_keys.imported_failed_calls,
+                api_keys.imported_usage_count, api_keys.imported_last_used));
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

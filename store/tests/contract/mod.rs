@@ -227,8 +227,10 @@ pub(crate) async fn a_delivery_adds_to_its_days_exactly_once<S: KeyStore + Usage
     assert_eq!(november[0].last_used, Some(at("2026-11-30T23:59:59.999Z")));
     let december = store.month_usage(key, "2026-12".parse().unwrap()).await.unwrap();
     assert_eq!(december[0].tally, Tally { successful_calls: 0, failed_calls: 0, usage_count: 4 });
-    // The realtime path leaves the key's lifetime totals to reconcile.
-    assert_eq!(store.get_key(key).await.unwrap().unwrap().totals, Tally::default());
+    // The key's lifetime totals move with its day items, once per buffer.
+    let stored = store.get_key(key).await.unwrap().unwrap();
+    assert_eq!((stored.totals, stored.last_used), (totals, last_used));
+    assert_eq!((first.key_total_writes, again.key_total_writes), (1, 1));
 }
 
 pub(crate) async fn unknown_keys_get_no_items_and_revoked_keys_still_count<S>(store: &S)
@@ -297,7 +299,16 @@ where
     );
     assert!(first.parked_writes <= first.parked_entries, "parked key days share items");
     assert_eq!(first.keys_read, 130);
-    assert_eq!(first.write_units(), 4 + first.day_items_written as u64 + first.parked_write_units);
+    assert!(
+        first.key_total_writes > 0 && first.key_total_writes <= first.day_items_written.min(130),
+        "at most one key write per key written: {first:?}"
+    );
+    assert_eq!(
+        first.write_units(),
+        4 + first.day_items_written as u64
+            + first.parked_write_units
+            + (first.key_total_writes + first.key_last_used_rewrites) as u64
+    );
     let again = store.apply_deliveries(&deliveries, at("2026-11-08T00:03:00Z")).await.unwrap();
     assert_eq!(
         (again.deliveries_applied, again.deliveries_already_applied, again.day_items_written),
@@ -319,7 +330,10 @@ pub(crate) async fn last_used_never_moves_back<S: KeyStore + UsageWriter + Usage
     store.apply_deliveries(&[later], at("2026-11-09T12:00:10Z")).await.unwrap();
     let report = store.apply_deliveries(&[earlier], at("2026-11-09T12:00:20Z")).await.unwrap();
     assert_eq!(report.last_used_rewrites, 1, "the conditional write is repeated without lastUsed");
-    assert_eq!(report.write_units(), 1 + 2);
+    assert_eq!(report.key_last_used_rewrites, 1, "the key's too");
+    assert_eq!(report.write_units(), 1 + 2 + 2);
+    let key = store.get_key(&record.id).await.unwrap().unwrap();
+    assert_eq!((key.totals.usage_count, key.last_used), (4, Some(at("2026-11-09T12:00:00Z"))));
     let days = store.month_usage(&record.id, "2026-11".parse().unwrap()).await.unwrap();
     assert_eq!(days[0].tally.successful_calls, 4);
     assert_eq!(days[0].last_used, Some(at("2026-11-09T12:00:00Z")));
@@ -423,6 +437,73 @@ where
     store.refresh_key_totals(&record.id).await.unwrap();
     assert_eq!(store.get_key(&record.id).await.unwrap().unwrap().totals, expected);
     assert_eq!(store.refresh_key_totals(&KeyId::parse("unknown00000").unwrap()).await.unwrap(), None);
+}
+
+pub(crate) async fn key_totals_follow_every_write<S>(store: &S)
+where
+    S: KeyStore + UsageWriter + UsageReader + CounterCorrector,
+{
+    // Five keys of one bucket: `hot` calls three times in the buffer (written to its day item), the
+    // other four once each (parked).
+    let records = records_in_one_bucket(5);
+    for record in &records {
+        store.insert_key(record).await.unwrap();
+    }
+    let (hot, single) = (&records[0].id, &records[1].id);
+    let mut calls = vec![delta(hot, "2026-11-09T08:00:05Z", 200, true, 3)];
+    calls.extend(records[1..].iter().map(|r| delta(&r.id, "2026-11-09T08:00:00Z", 200, true, 1)));
+    let report = store.apply_deliveries(&[batch_of(40, calls)], at("2026-11-09T08:01:00Z")).await.unwrap();
+    assert_eq!((report.day_items_written, report.parked_entries, report.key_total_writes), (1, 4, 1));
+    let totals = |id: KeyId| async move {
+        let key = store.get_key(&id).await.unwrap().unwrap();
+        (key.totals.usage_count, key.last_used)
+    };
+    // Written directly: in the key's totals with the same write.
+    assert_eq!(totals(hot.clone()).await, (3, Some(at("2026-11-09T08:00:05Z"))));
+    // Parked: in them from the next refresh on, which repeated moves nothing.
+    assert_eq!(totals(single.clone()).await, (0, None));
+    let refresh = store.refresh_parked_totals().await.unwrap();
+    assert_eq!((refresh.parked_items, refresh.keys_parked, refresh.keys_moved), (1, 4, 4), "{refresh:?}");
+    assert_eq!(totals(single.clone()).await, (1, Some(at("2026-11-09T08:00:00Z"))));
+    assert_eq!(store.refresh_parked_totals().await.unwrap().keys_moved, 0);
+    // A change of the key's terms keeps what its totals hold.
+    let renamed = KeyChange { name: Some(Some("renamed".into())), ..KeyChange::default() };
+    store.update_key(single, &renamed).await.unwrap();
+    assert_eq!(store.refresh_parked_totals().await.unwrap().keys_moved, 0);
+    assert_eq!(totals(single.clone()).await.0, 1);
+
+    // Reconcile: a correction moves the key with its item; folding parked usage into the item and
+    // clearing it leaves the key's totals exact after the refresh that follows.
+    let day = "2026-11-09".parse().unwrap();
+    let correction = |key_id: &KeyId, expected: Option<Tally>, target: Tally| meter_model::DayCorrection {
+        key_id: key_id.clone(),
+        day,
+        expected,
+        target,
+        at: at("2026-11-10T03:00:00Z"),
+        last_used: None,
+    };
+    let three = Tally { successful_calls: 3, failed_calls: 0, usage_count: 3 };
+    let five = Tally { successful_calls: 5, failed_calls: 0, usage_count: 5 };
+    let one = Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 };
+    let applied = store.correct_day(&correction(hot, Some(three), five)).await.unwrap();
+    assert_eq!(applied, meter_model::CorrectionOutcome::Applied);
+    assert_eq!(totals(hot.clone()).await.0, 5);
+    let parked = store.parked_usage(day, day).await.unwrap();
+    for record in &records[1..] {
+        store.correct_day(&correction(&record.id, None, one)).await.unwrap();
+    }
+    store.clear_parked(&parked.handles).await.unwrap();
+    let refresh = store.refresh_parked_totals().await.unwrap();
+    assert_eq!((refresh.keys_parked, refresh.keys_moved), (0, 4), "{refresh:?}");
+    for record in &records[1..] {
+        assert_eq!(totals(record.id.clone()).await.0, 1, "folded once, counted once");
+    }
+    // The totals always equal what a recount finds.
+    for record in &records {
+        let kept = store.get_key(&record.id).await.unwrap().unwrap().totals;
+        assert_eq!(store.refresh_key_totals(&record.id).await.unwrap().unwrap().tally, kept);
+    }
 }
 
 pub(crate) async fn updates_set_only_what_they_name_and_keep_the_history<S: KeyStore>(store: &S) {
@@ -578,6 +659,10 @@ macro_rules! contract_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn key_totals_are_refreshed_from_the_day_items() {
             contract::key_totals_are_refreshed_from_the_day_items(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn key_totals_follow_every_write() {
+            contract::key_totals_follow_every_write(&$make().await).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn updates_set_only_what_they_name_and_keep_the_history() {
