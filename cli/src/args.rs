@@ -322,6 +322,12 @@ pub enum KeysCommand {
     /// Issue a new key for the same customer and plan (printed once); the old key works until the
     /// grace period ends, then is refused like a revoked key.
     Rotate(RotateKey),
+    /// Bring the usage parked since the last refresh into the keys' lifetime totals (every parked
+    /// item read once). The stack runs it every 10 minutes; `meter serve` every minute.
+    RefreshParked(JsonFlag),
+    /// Recount every key's lifetime totals from its day items: a repair after the transformer
+    /// reported KeyTotalsNotApplied. Reads each key's whole history.
+    Recount(JsonFlag),
 }
 
 /// `meter keys import` arguments.

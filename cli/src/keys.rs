@@ -6,7 +6,8 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use meter_model::time::format_instant;
 use meter_model::{
-    ApiKey, ApiKeyRecord, Clock, KeyId, KeyStore, NewKey, Revocation, RevocationNotifier, StoreError,
+    ApiKey, ApiKeyRecord, Clock, CounterCorrector, KeyId, KeyStore, NewKey, Revocation, RevocationNotifier,
+    StoreError,
 };
 use serde::Serialize;
 
@@ -223,4 +224,31 @@ pub(crate) async fn find(store: &impl KeyStore, id: &KeyId) -> anyhow::Result<Ap
 
 fn no_such_key(id: &KeyId) -> String {
     format!("no key with id {id} in this store; `meter keys list` shows the keys")
+}
+
+/// `meter keys refresh-parked`: the parked usage brought into the keys' totals.
+pub(crate) async fn refresh_parked(store: &impl CounterCorrector, flag: JsonFlag) -> anyhow::Result<String> {
+    let refresh = meter_reconcile::refresh_parked(store).await.context("cannot refresh the parked usage")?;
+    if flag.json {
+        return to_json(&refresh);
+    }
+    Ok(format!(
+        "read {} parked items: {} keys have parked usage; the totals of {} keys moved\n",
+        refresh.parked_items, refresh.keys_parked, refresh.keys_moved
+    ))
+}
+
+/// `meter keys recount`: every key's totals recounted from its day items.
+pub(crate) async fn recount(
+    store: &(impl CounterCorrector + KeyStore),
+    flag: JsonFlag,
+) -> anyhow::Result<String> {
+    let recount = meter_reconcile::recount_keys(store).await.context("cannot recount the key totals")?;
+    if flag.json {
+        return to_json(&recount);
+    }
+    Ok(format!(
+        "recounted the totals of {} keys from their day items; then the parked usage moved the totals of {} keys\n",
+        recount.keys_recounted, recount.parked.keys_moved
+    ))
 }

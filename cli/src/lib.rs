@@ -127,6 +127,10 @@ pub async fn run(cli: Cli, clock: &(impl Clock + Clone + 'static)) -> anyhow::Re
             };
             Box::pin(lifecycle::import(&store, clock, (&source, rows), notifier.as_ref(), options)).await?
         }
+        Command::Keys(KeysCommand::RefreshParked(flag)) => {
+            keys::refresh_parked(&open_store().await?, flag).await?
+        }
+        Command::Keys(KeysCommand::Recount(flag)) => keys::recount(&open_store().await?, flag).await?,
         Command::Keys(KeysCommand::Update(args)) => {
             let pricing = args.pricing.as_deref().map(report::load_pricing).transpose()?.map(|(p, _)| p);
             let edit = (args.email, args.plan, args.name);

@@ -20,6 +20,9 @@ import type { EnvironmentSettings } from './settings';
 
 /** Where the monthly report reads its pricing (scripts/deploy uploads the environment's file there). */
 export const PRICING_KEY = 'pricing/pricing.toml';
+/** How often parked usage is brought into the key totals: `PARKED_REFRESH_MINUTES` in
+ * reconcile/src/totals.rs, which states the freshness it gives (the infra tests hold the two equal). */
+export const PARKED_REFRESH_MINUTES = 10;
 /** The monthly report's prefix in the reports bucket. */
 export const REPORTS_PREFIX = 'reports';
 
@@ -245,6 +248,18 @@ export class MeterStack extends Stack {
         deadLetterQueue: reconcile.failures, retryAttempts: 3, maxEventAge: Duration.hours(6),
       })],
     });
+    // Parked usage (single calls gathered in shared items) reaches the keys' lifetime totals through
+    // this refresh: every parked item read once, one write per key whose parked usage moved. A failed
+    // run is not retried (the next one comes in minutes) but lands in the queue, which alarms.
+    new events.Rule(this, 'ParkedRefreshSchedule', {
+      ruleName: `meter-${settings.name}-parked-refresh`,
+      description: `Brings parked usage into the key totals every ${PARKED_REFRESH_MINUTES} minutes`,
+      schedule: events.Schedule.rate(Duration.minutes(PARKED_REFRESH_MINUTES)),
+      targets: [new targets.LambdaFunction(reconcile.function, {
+        event: events.RuleTargetInput.fromObject({ task: 'refresh-parked' }),
+        deadLetterQueue: reconcile.failures, retryAttempts: 0, maxEventAge: Duration.minutes(PARKED_REFRESH_MINUTES),
+      })],
+    });
     // The 2nd of the month, after that morning's reconcile has settled the month's last day with a full
     // day of CloudWatch Logs' redeliveries behind it: an issued invoice is never re-issued.
     new events.Rule(this, 'MonthlyReportSchedule', {
@@ -293,7 +308,7 @@ export class MeterStack extends Stack {
     output('Dashboard', `https://${this.region}.console.aws.amazon.com/cloudwatch/home?region=${this.region}#dashboards:name=meter-api-usage-${settings.name}`, 'CloudWatch dashboard');
     output('Functions', Object.values(this.functions).map((f) => f.function.functionName).join(','), 'The Lambda functions');
     output('FailureQueues', Object.values(this.functions).flatMap((f) => (f.failures ? [f.failures.queueName] : [])).join(','), 'Events the asynchronous functions gave up on');
-    output('Schedules', `meter-${settings.name}-nightly-reconcile,meter-${settings.name}-monthly-report`, 'EventBridge rules');
+    output('Schedules', `meter-${settings.name}-nightly-reconcile,meter-${settings.name}-parked-refresh,meter-${settings.name}-monthly-report`, 'EventBridge rules');
     output('Alarms', this.monitoring.alarmNames.join(','), 'CloudWatch alarms');
     output('FlushTargets', flushTargets.map((target) => target.spec).join(','), 'Stages whose authorizer cache a revocation flushes');
     if (this.exampleApi) {

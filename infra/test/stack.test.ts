@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
-import { MeterStack } from '../lib/meter-stack';
+import { MeterStack, PARKED_REFRESH_MINUTES } from '../lib/meter-stack';
 import { SQL_DIR } from '../lib/pipeline';
 import { newApp, settings, synth } from './helpers';
 
@@ -309,8 +309,22 @@ describe('schedules', () => {
     for (const rule of Object.values(rules) as any[]) {
       assert.equal(rule.Targets.length, 1);
       assert.ok(rule.Targets[0].DeadLetterConfig.Arn, rule.Name);
-      assert.equal(rule.Targets[0].RetryPolicy.MaximumEventAgeInSeconds, 6 * 3600);
+      if (rule.Name !== 'meter-prod-parked-refresh') {
+        assert.equal(rule.Targets[0].RetryPolicy.MaximumEventAgeInSeconds, 6 * 3600);
+      }
     }
+  });
+
+  it('brings parked usage into the key totals as often as the reconcile function says', () => {
+    const rules = Object.fromEntries(resources(prod.template, 'AWS::Events::Rule').map(([, r]) => [r.Properties.Name, r.Properties]));
+    const refresh = rules['meter-prod-parked-refresh'];
+    const rust = fs.readFileSync(path.join(__dirname, '..', '..', 'reconcile', 'src', 'totals.rs'), 'utf8');
+    const minutes = Number(/PARKED_REFRESH_MINUTES: u32 = (\d+);/.exec(rust)?.[1]);
+    assert.equal(minutes, PARKED_REFRESH_MINUTES);
+    assert.equal(refresh.ScheduleExpression, `rate(${minutes} minutes)`);
+    assert.deepEqual(JSON.parse(refresh.Targets[0].Input), { task: 'refresh-parked' });
+    assert.equal(refresh.Targets[0].RetryPolicy.MaximumRetryAttempts, 0);
+    assert.ok(refresh.Targets[0].Arn['Fn::GetAtt'][0].startsWith('ReconcileJob'), JSON.stringify(refresh.Targets[0].Arn));
   });
 });
 

@@ -236,6 +236,7 @@ pub struct ParkedUsage {
 pub struct ParkedAggregate {
     by_key_day: BTreeMap<(KeyId, Day), (Tally, DateTime<Utc>)>,
     handles: Vec<String>,
+    entries_read: u64,
 }
 
 impl ParkedAggregate {
@@ -249,6 +250,11 @@ impl ParkedAggregate {
 
     /// Adds one entry (of an item whose handle is added on its own, see [`Self::add_handle`]).
     pub fn add_entry(&mut self, entry: DayDelta) {
+        self.entries_read += 1;
+        self.sum(entry);
+    }
+
+    fn sum(&mut self, entry: DayDelta) {
         let slot =
             self.by_key_day.entry((entry.key_id, entry.day)).or_insert((Tally::default(), entry.last_used));
         slot.0.add(entry.tally);
@@ -263,9 +269,16 @@ impl ParkedAggregate {
     /// Merges another aggregate (another bucket's) into this one.
     pub fn merge(&mut self, other: Self) {
         self.handles.extend(other.handles);
+        self.entries_read += other.entries_read;
         for ((key_id, day), (tally, last_used)) in other.by_key_day {
-            self.add_entry(DayDelta { key_id, day, tally, last_used });
+            self.sum(DayDelta { key_id, day, tally, last_used });
         }
+    }
+
+    /// Entries read so far (one per key, day and item).
+    #[must_use]
+    pub fn entries_read(&self) -> u64 {
+        self.entries_read
     }
 
     /// The usage read, one entry per key and day.
@@ -433,6 +446,15 @@ pub mod capacity {
     /// `reconciledAt`, attribute names) is about 150 bytes.
     pub const DAY_ITEM_WRITE_UNITS: u64 = 1;
 
+    /// Bytes of an `ApiKeys` item as a Scan reads it whole (see [`KEY_ITEM_WRITE_UNITS`]).
+    pub const KEY_ITEM_BYTES: u64 = 600;
+
+    /// Read units of strongly consistent reads of `bytes` (a unit per 4 KB).
+    #[must_use]
+    pub fn read_units(bytes: u64) -> u64 {
+        bytes.div_ceil(4096)
+    }
+
     /// Write units of one key item update: an `ApiKeys` item (id, hash, customer, plan, name, times,
     /// lifetime, imported and parked counters) is 300–700 bytes, under one write unit's kilobyte.
     pub const KEY_ITEM_WRITE_UNITS: u64 = 1;
@@ -510,7 +532,10 @@ mod tests {
         );
         let per_key = parked.per_key();
         let a = &per_key[&KeyId::parse("aaaaaaaaaaaa").unwrap()];
-        assert_eq!((a.tally.usage_count, a.last_used), (3, Some(parse_instant("2026-12-01T00:00:01Z").unwrap())));
+        assert_eq!(
+            (a.tally.usage_count, a.last_used),
+            (3, Some(parse_instant("2026-12-01T00:00:01Z").unwrap()))
+        );
     }
 
     #[test]

@@ -157,10 +157,33 @@ pub struct RunLease {
 pub struct ParkedRefresh {
     /// Parked items read (every bucket once, every day).
     pub parked_items: u64,
+    /// The entries they held (one per key, day and item).
+    pub parked_entries: u64,
+    /// Key items read for their snapshots (one Scan of `ApiKeys`).
+    pub keys_scanned: u64,
     /// Distinct keys with parked usage.
     pub keys_parked: u64,
     /// Key items whose totals moved: their parked usage had changed since the last refresh.
     pub keys_moved: u64,
     /// Key item writes refused because the item changed under the refresh, and made again.
     pub conflicts_retried: u64,
+}
+
+impl ParkedRefresh {
+    /// DynamoDB read units: the parked items and the key Scan, read strongly consistent, and a
+    /// re-read per conflict.
+    #[must_use]
+    pub fn read_units(&self) -> u64 {
+        use crate::batch::capacity;
+        let parked_bytes = self.parked_items * 80 + self.parked_entries * 40;
+        capacity::read_units(parked_bytes)
+            + capacity::read_units(self.keys_scanned * capacity::KEY_ITEM_BYTES)
+            + self.conflicts_retried
+    }
+
+    /// DynamoDB write units: one key item write per key moved, and one per conflict.
+    #[must_use]
+    pub fn write_units(&self) -> u64 {
+        (self.keys_moved + self.conflicts_retried) * crate::batch::capacity::KEY_ITEM_WRITE_UNITS
+    }
 }

@@ -292,11 +292,12 @@ pub trait CounterCorrector: Send + Sync {
     fn refresh_parked_totals(&self) -> impl Future<Output = Result<crate::ParkedRefresh, StoreError>> + Send;
 
     /// Recounts a key's lifetime totals (`successfulCalls`, `failedCalls`, `usageCount`, `lastUsed` on
-    /// `ApiKeys`): sets them to the sum of all its day items and parked usage, read consistently, plus
-    /// the usage imported with the key (`imported*`), and its parked snapshot to its parked usage.
-    /// Returns the totals, or `None` for a key that does not exist. A repair, read in proportion to the
-    /// key's age: the totals are kept by the writes themselves (CONTRACTS.md §2), and this puts them
-    /// right after a write that moved a day item but not its key (`key_totals_not_applied`).
+    /// `ApiKeys`): sets them to the sum of all its day items, read consistently, the parked usage its
+    /// snapshot holds (`parked*`: the next [`refresh_parked_totals`](Self::refresh_parked_totals)
+    /// moves them by what that lacks) and the usage imported with the key (`imported*`). Returns the
+    /// totals, or `None` for a key that does not exist. A repair, reading in proportion to the key's
+    /// age: the writes keep the totals (CONTRACTS.md §2); this puts them right after a write that
+    /// moved a day item but not its key (`key_totals_not_applied`).
     fn refresh_key_totals(
         &self,
         key_id: &KeyId,

@@ -45,6 +45,8 @@ impl CounterReport {
             .with("DuplicateDeliveries", count(self.apply.deliveries_already_applied), Unit::Count)
             .with("UnknownKeyEvents", self.unknown_key_events(), Unit::Count)
             .with("CounterEventsNotApplied", self.apply.not_applied.usage_count, Unit::Count)
+            .with("KeyTotalsNotApplied", self.apply.key_totals_not_applied.usage_count, Unit::Count)
+            .with("KeyItemsWritten", count(self.apply.key_total_writes), Unit::Count)
             .with("DayItemsWritten", count(self.apply.day_items_written), Unit::Count)
             .with("CounterWriteUnits", self.apply.write_units(), Unit::Count)
             .with("CounterReadUnits", self.apply.read_units(), Unit::Count)

@@ -3,7 +3,10 @@
 //! EventBridge invokes it with a scheduled event (`{"detail-type": "Scheduled Event", "time": …}`);
 //! it reconciles yesterday and the `lookback_days` days before it, in UTC, relative to the event's
 //! time. A backfill passes explicit days instead: `{"from": "2026-10-01", "to": "2026-10-31"}`, at the
-//! top level or under `detail` (EventBridge's custom events).
+//! top level or under `detail` (EventBridge's custom events). Two other tasks share the function:
+//! `{"task": "refresh-parked"}` (the stack's schedule every
+//! [`PARKED_REFRESH_MINUTES`](crate::PARKED_REFRESH_MINUTES)) brings parked usage into the key totals,
+//! and `{"task": "recount-keys"}` recounts every key's totals (a repair).
 
 use chrono::{DateTime, Utc};
 use meter_model::Day;
@@ -18,6 +21,7 @@ pub const MAX_RANGE_DAYS: i64 = 62;
 struct Range {
     from: Option<String>,
     to: Option<String>,
+    task: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +30,45 @@ struct JobEvent {
     #[serde(flatten)]
     range: Range,
     detail: Option<Range>,
+}
+
+/// What one invocation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Reconcile these days.
+    Reconcile {
+        /// The first day.
+        from: Day,
+        /// The last day.
+        to: Day,
+    },
+    /// Bring the parked usage into the key totals.
+    RefreshParked,
+    /// Recount every key's totals.
+    RecountKeys,
+}
+
+/// The task an event names (`task`, at the top level or under `detail`); without one, a reconcile of
+/// the days [`days_to_reconcile`] finds.
+pub fn task_of(
+    event: &serde_json::Value,
+    now: DateTime<Utc>,
+    lookback_days: u32,
+) -> Result<Task, JobEventError> {
+    let parsed: JobEvent = serde_json::from_value(event.clone())
+        .map_err(|e| JobEventError(format!("not a scheduled event or a {{from, to}} backfill: {e}")))?;
+    let task = parsed.range.task.as_deref().or(parsed.detail.as_ref().and_then(|d| d.task.as_deref()));
+    match task {
+        None | Some("reconcile") => {
+            let (from, to) = days_to_reconcile(event, now, lookback_days)?;
+            Ok(Task::Reconcile { from, to })
+        }
+        Some("refresh-parked") => Ok(Task::RefreshParked),
+        Some("recount-keys") => Ok(Task::RecountKeys),
+        Some(other) => Err(JobEventError(format!(
+            "unknown task {other:?}; the tasks are reconcile, refresh-parked and recount-keys"
+        ))),
+    }
 }
 
 /// An event the job cannot act on.
@@ -43,9 +86,9 @@ pub fn days_to_reconcile(
     let parsed: JobEvent = serde_json::from_value(event.clone())
         .map_err(|e| JobEventError(format!("not a scheduled event or a {{from, to}} backfill: {e}")))?;
     let explicit = match (&parsed.range, &parsed.detail) {
-        (Range { from: Some(from), to: Some(to) }, _) => Some((from, to)),
-        (_, Some(Range { from: Some(from), to: Some(to) })) => Some((from, to)),
-        (Range { from: None, to: None }, None | Some(Range { from: None, to: None })) => None,
+        (Range { from: Some(from), to: Some(to), .. }, _) => Some((from, to)),
+        (_, Some(Range { from: Some(from), to: Some(to), .. })) => Some((from, to)),
+        (Range { from: None, to: None, .. }, None | Some(Range { from: None, to: None, .. })) => None,
         _ => return Err(JobEventError("a backfill needs both from and to".into())),
     };
     let (from, to) = match explicit {
@@ -104,6 +147,20 @@ mod tests {
         assert_eq!(days_to_reconcile(&top, now, 3).unwrap(), (day("2026-10-01"), day("2026-10-31")));
         let detail = json!({"detail-type": "backfill", "detail": {"from": "2026-10-05", "to": "2026-10-05"}});
         assert_eq!(days_to_reconcile(&detail, now, 3).unwrap(), (day("2026-10-05"), day("2026-10-05")));
+    }
+
+    #[test]
+    fn an_event_names_its_task_or_reconciles() {
+        let now = at("2026-12-01T06:30:00Z");
+        let task = |event| task_of(&event, now, 3);
+        assert_eq!(task(json!({"task": "refresh-parked"})).unwrap(), Task::RefreshParked);
+        assert_eq!(task(json!({"detail": {"task": "recount-keys"}})).unwrap(), Task::RecountKeys);
+        assert_eq!(
+            task(json!({"from": "2026-10-01", "to": "2026-10-02"})).unwrap(),
+            Task::Reconcile { from: day("2026-10-01"), to: day("2026-10-02") }
+        );
+        let err = task(json!({"task": "refresh"})).unwrap_err().to_string();
+        assert!(err.contains("unknown task \"refresh\"") && err.contains("refresh-parked"), "{err}");
     }
 
     #[test]

@@ -4,11 +4,11 @@
 use meter_lambda::env::{self, ConfigError};
 use meter_lambda::metrics::{MetricLine, Unit};
 use meter_lambda::runtime::Failure;
-use meter_model::{Clock, ReconcileRun, SystemClock};
+use meter_model::{Clock, ParkedRefresh, ReconcileRun, SystemClock};
 use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier};
 
-use crate::job::{DEFAULT_LOOKBACK_DAYS, days_to_reconcile};
-use crate::{ReconcileOptions, RollupEngine, reconcile_with};
+use crate::job::{DEFAULT_LOOKBACK_DAYS, Task, task_of};
+use crate::{ReconcileOptions, RollupEngine, reconcile_with, recount_keys, refresh_parked};
 
 /// The job: `METER_STORE`, `METER_ARCHIVE` (`s3://bucket/prefix`), `METER_RECONCILE_LOOKBACK_DAYS`
 /// (default 3), optionally `METER_ALERT_TOPIC` and `METER_DRIFT_ALERT_THRESHOLD`, and the rollup's
@@ -42,10 +42,37 @@ impl ReconcileFunction {
         Ok(Self { store, archive, engine, alerts, lookback_days, alert_threshold })
     }
 
-    /// One run over the days the event names; answers the run's record.
-    pub async fn handle(&self, event: serde_json::Value) -> Result<ReconcileRun, Failure> {
-        let (from, to) = days_to_reconcile(&event, SystemClock.now(), self.lookback_days)
-            .map_err(|err| Failure::permanent(&err))?;
+    /// The task the event names: a run over its days (answering the run's record), a refresh of the
+    /// parked usage in the key totals, or a recount of them.
+    pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, Failure> {
+        let task =
+            task_of(&event, SystemClock.now(), self.lookback_days).map_err(|err| Failure::permanent(&err))?;
+        let answer = match task {
+            Task::Reconcile { from, to } => serde_json::to_value(self.reconcile(from, to).await?),
+            Task::RefreshParked => {
+                let refresh = refresh_parked(&self.store)
+                    .await
+                    .map_err(|err| Failure::new(&err, err.is_retryable()))?;
+                tracing::info!(
+                    parked_items = refresh.parked_items,
+                    keys_parked = refresh.keys_parked,
+                    keys_moved = refresh.keys_moved,
+                    "parked usage refreshed in the key totals"
+                );
+                println!("{}", refresh_metrics(&refresh, SystemClock.now(), Self::NAME).render());
+                serde_json::to_value(refresh)
+            }
+            Task::RecountKeys => {
+                let recount =
+                    recount_keys(&self.store).await.map_err(|err| Failure::new(&err, err.is_retryable()))?;
+                tracing::info!(keys_recounted = recount.keys_recounted, "key totals recounted");
+                serde_json::to_value(recount)
+            }
+        };
+        answer.map_err(|err| Failure::permanent(&err))
+    }
+
+    async fn reconcile(&self, from: meter_model::Day, to: meter_model::Day) -> Result<ReconcileRun, Failure> {
         let options = ReconcileOptions { from, to, dry_run: false, alert_threshold: self.alert_threshold };
         let rollups = Box::pin(self.engine.rollup(&self.archive, from, to));
         let report =
@@ -65,6 +92,19 @@ impl ReconcileFunction {
         println!("{}", run_metrics(&report.run, Self::NAME).render());
         Ok(report.run)
     }
+}
+
+/// A parked refresh's figures as one EMF line.
+#[must_use]
+pub fn refresh_metrics(
+    refresh: &ParkedRefresh,
+    at: chrono::DateTime<chrono::Utc>,
+    function: &str,
+) -> MetricLine {
+    MetricLine::new(function, at)
+        .with("ParkedItemsRead", refresh.parked_items, Unit::Count)
+        .with("KeysParked", refresh.keys_parked, Unit::Count)
+        .with("KeyTotalsMoved", refresh.keys_moved, Unit::Count)
 }
 
 /// A run's figures as one EMF line: the dashboard's drift per run and the drift alarm read these.

@@ -6,9 +6,11 @@ pub mod engine;
 pub mod job;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod totals;
 
 pub use drift::{
     DriftAction, DriftLine, Orphan, ReconcileError, ReconcileOptions, ReconcileReport, reconcile,
     reconcile_with,
 };
 pub use engine::RollupEngine;
+pub use totals::{PARKED_REFRESH_MINUTES, Recount, recount_keys, refresh_parked};

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use meter_archive::Archive;
-use meter_model::{Clock, StoreError, UsageWriter};
+use meter_model::{Clock, CounterCorrector, StoreError, UsageWriter};
 use meter_realtime::archiver::Archiver;
 use meter_realtime::buffer::Buffering;
 use meter_realtime::local::LocalRealtime;
@@ -56,6 +56,9 @@ pub enum DeliveryError {
     /// The archive.
     #[error("the archive: {0}")]
     Archive(#[from] StoreError),
+    /// The counters (bringing parked usage into the key totals).
+    #[error("the counters: {0}")]
+    Counters(StoreError),
 }
 
 /// CloudWatch Logs' subscription payload, borrowing the events it carries.
@@ -113,9 +116,15 @@ pub struct Deliveries<S, C> {
     settled: Vec<u64>,
     opened: Option<DateTime<Utc>>,
     buffered_bytes: u64,
+    /// When the parked usage was last brought into the key totals.
+    parked_refreshed: Option<DateTime<Utc>>,
     /// Events delivered since start.
     pub events: u64,
 }
+
+/// How often `meter serve` brings parked usage into the key totals (the stack does it every
+/// 10 minutes; locally it costs next to nothing, so every minute).
+pub const PARKED_REFRESH_INTERVAL: chrono::Duration = chrono::Duration::minutes(1);
 
 impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
     /// Resumes each stream of `group` from its settled offset.
@@ -136,6 +145,7 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
             settled,
             opened: None,
             buffered_bytes: 0,
+            parked_refreshed: None,
             events: 0,
         })
     }
@@ -195,6 +205,19 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
     /// The realtime path's totals so far.
     pub fn realtime(&self) -> &LocalRealtime<S, C> {
         &self.realtime
+    }
+}
+
+impl<S: UsageWriter + CounterCorrector, C: Clock> Deliveries<S, C> {
+    /// Brings the parked usage into the key totals when [`PARKED_REFRESH_INTERVAL`] has passed since
+    /// the last time (or `force`).
+    pub async fn refresh_parked(&mut self, now: DateTime<Utc>, force: bool) -> Result<(), DeliveryError> {
+        if !force && self.parked_refreshed.is_some_and(|at| now < at + PARKED_REFRESH_INTERVAL) {
+            return Ok(());
+        }
+        self.realtime.counters().store().refresh_parked_totals().await.map_err(DeliveryError::Counters)?;
+        self.parked_refreshed = Some(now);
+        Ok(())
     }
 }
 

@@ -27,7 +27,7 @@ use meter_authorizer::invalidate::{FlushTarget, flush_now_and_after_epoch_window
 use meter_authorizer::{Authorizer, AuthorizerConfig};
 use meter_example_api::{Route, UsageLine};
 use meter_lambda::RetryPolicy;
-use meter_model::{Clock, KeyStore, SystemClock, UsageWriter};
+use meter_model::{Clock, CounterCorrector, KeyStore, SystemClock, UsageWriter};
 use meter_realtime::buffer::Buffering;
 use meter_realtime::counters::RealtimeCounters;
 use meter_realtime::local::LocalRealtime;
@@ -158,7 +158,7 @@ pub struct Server<K, W, C = SystemClock> {
 impl<K, W> Server<K, W>
 where
     K: KeyStore + Send + Sync + 'static,
-    W: UsageWriter + Send + Sync + 'static,
+    W: UsageWriter + CounterCorrector + Send + Sync + 'static,
 {
     /// Binds `config.address`, authorizing from `keys` and counting into `counters`; resumes each log
     /// stream where the last run settled it.
@@ -170,7 +170,7 @@ where
 impl<K, W, C> Server<K, W, C>
 where
     K: KeyStore + Send + Sync + 'static,
-    W: UsageWriter + Send + Sync + 'static,
+    W: UsageWriter + CounterCorrector + Send + Sync + 'static,
     C: Clock + Clone + 'static,
 {
     /// [`Server::bind`] on `clock` instead of the system's.
@@ -284,11 +284,17 @@ where
                         if let Err(err) = deliveries.tick(delivery_clock.now()).await {
                             tracing::warn!(error = %meter_model::error_chain(&err), "delivery failed; retrying");
                         }
+                        if let Err(err) = deliveries.refresh_parked(delivery_clock.now(), false).await {
+                            tracing::warn!(error = %meter_model::error_chain(&err), "cannot refresh the parked usage in the key totals; retrying");
+                        }
                     }
                     _ = delivery_stopped.changed() => break,
                 }
             }
-            let drained = deliveries.drain(delivery_clock.now()).await;
+            let mut drained = deliveries.drain(delivery_clock.now()).await;
+            if drained.is_ok() {
+                drained = deliveries.refresh_parked(delivery_clock.now(), true).await;
+            }
             drained.map(|()| deliveries.events)
         });
         let served = accept(listener, app, header_read_timeout, shutdown).await;

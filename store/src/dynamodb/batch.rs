@@ -158,7 +158,12 @@ impl DynamoStore {
     /// Adds a buffer's directly written usage of one key to its lifetime totals and moves its
     /// `lastUsed` forward, as [`Self::add_day`] does for a day item (and resent only as it is).
     /// Returns the writes made.
-    async fn add_to_key(&self, key_id: &KeyId, tally: Tally, last_used: DateTime<Utc>) -> Result<usize, StoreError> {
+    async fn add_to_key(
+        &self,
+        key_id: &KeyId,
+        tally: Tally,
+        last_used: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
         let table = &self.tables.api_keys;
         let update = |with_last_used: bool| {
             let mut request = self
@@ -191,10 +196,12 @@ impl DynamoStore {
         };
         match add(true).await.map_err(|failure| failure.err) {
             Ok(_) => Ok(1),
-            Err(StoreError::ConditionFailed { .. }) => match add(false).await.map_err(|failure| failure.err) {
-                Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(2),
-                Err(err) => Err(err),
-            },
+            Err(StoreError::ConditionFailed { .. }) => {
+                match add(false).await.map_err(|failure| failure.err) {
+                    Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(2),
+                    Err(err) => Err(err),
+                }
+            }
             Err(err) => Err(err),
         }
     }
@@ -212,7 +219,10 @@ impl DynamoStore {
     async fn write_day(&self, index: usize, delta: DayDelta) -> (DayDelta, Result<usize, StoreError>) {
         if let Some(limit) = self.write_limit.filter(|limit| index >= *limit) {
             let drill = format!("fault drill: stopped after {limit} counter write(s)");
-            return (delta, Err(StoreError::Retryable { operation: "add usage".into(), source: drill.into() }));
+            return (
+                delta,
+                Err(StoreError::Retryable { operation: "add usage".into(), source: drill.into() }),
+            );
         }
         let outcome = self.add_day(&delta).await;
         (delta, outcome)

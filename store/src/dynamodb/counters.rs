@@ -8,7 +8,7 @@ use meter_model::batch::{PENDING_BUCKETS, ParkedAggregate, pending_bucket, with_
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
     CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta, DayUsage, KeyId, KeyStore, Month,
-    ParkedRefresh, ParkedUsage, ReconcileRun, RunLease, StoreError, Tally, UsageReader, UsageTotals,
+    ParkedRefresh, ParkedUsage, ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
 };
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
@@ -204,7 +204,9 @@ impl CounterCorrector for DynamoStore {
                 .table_name(&self.tables.api_keys)
                 .set_key(Some(Self::key_of(&correction.key_id)))
                 .update_expression("SET lastUsed = :t")
-                .condition_expression("attribute_exists(id) AND (attribute_not_exists(lastUsed) OR lastUsed < :t)")
+                .condition_expression(
+                    "attribute_exists(id) AND (attribute_not_exists(lastUsed) OR lastUsed < :t)",
+                )
                 .expression_attribute_values(":t", s(&format_instant(last_used)))
                 .send()
                 .await
@@ -225,15 +227,27 @@ impl CounterCorrector for DynamoStore {
 
     async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
         let op = "recount key totals";
-        // Usage counted before meter (an imported key) is part of the lifetime totals.
-        let imported = match self.get_key(key_id).await? {
-            Some(record) => record.imported,
-            None => return Ok(None),
+        let Some(item) = self
+            .client
+            .get_item()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(key_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| table_missing(store_error(op, e), &self.tables.api_keys))?
+            .item
+        else {
+            return Ok(None);
         };
-        let items = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
-        let own = self.own_parked(key_id, Day::EARLIEST, Day::LATEST).await?;
-        let parked: Tally = own.iter().map(|e| e.tally).sum();
-        let totals = UsageTotals::of_days(&with_parked(items, &own)).plus(imported);
+        // The day items, the parked usage the totals hold (the snapshot: the next parked refresh
+        // moves them by whatever that lacks), and the usage counted before meter.
+        let record = super::item::record_from_item(&item)?;
+        let parked = Self::parked_snapshot_of(&item)?;
+        let days = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
+        let totals = UsageTotals::of_days(&days)
+            .plus(record.imported)
+            .plus(UsageTotals { tally: parked.parked, last_used: parked.last_used });
         let mut update = self
             .client
             .update_item()
@@ -242,17 +256,14 @@ impl CounterCorrector for DynamoStore {
             .expression_attribute_values(":s", n(totals.tally.successful_calls))
             .expression_attribute_values(":f", n(totals.tally.failed_calls))
             .expression_attribute_values(":u", n(totals.tally.usage_count))
-            .expression_attribute_values(":ps", n(parked.successful_calls))
-            .expression_attribute_values(":pf", n(parked.failed_calls))
-            .expression_attribute_values(":pu", n(parked.usage_count))
             .condition_expression("attribute_exists(id)");
-        let set = "SET successfulCalls = :s, failedCalls = :f, usageCount = :u, \
-                   parkedSuccessfulCalls = :ps, parkedFailedCalls = :pf, parkedUsageCount = :pu";
         update = match totals.last_used {
             Some(at) => update
-                .update_expression(format!("{set}, lastUsed = :t"))
+                .update_expression(
+                    "SET successfulCalls = :s, failedCalls = :f, usageCount = :u, lastUsed = :t",
+                )
                 .expression_attribute_values(":t", s(&format_instant(at))),
-            None => update.update_expression(set),
+            None => update.update_expression("SET successfulCalls = :s, failedCalls = :f, usageCount = :u"),
         };
         match update.send().await.map_err(|e| store_error(op, e)) {
             Ok(_) => Ok(Some(totals)),

@@ -50,9 +50,10 @@ pub(super) fn get_n(item: &Item, name: &str) -> Result<u64, StoreError> {
 /// It reads as 0 then rather than making the key unreadable (the authorizer reads this item).
 fn lifetime_n(item: &Item, name: &str) -> Result<u64, StoreError> {
     match item.get(name) {
-        Some(AttributeValue::N(value)) if value.starts_with('-') => {
-            value.parse::<i128>().map(|_| 0).map_err(|_| corrupt(format!("attribute {name} = {value} is not a count")))
-        }
+        Some(AttributeValue::N(value)) if value.starts_with('-') => value
+            .parse::<i128>()
+            .map(|_| 0)
+            .map_err(|_| corrupt(format!("attribute {name} = {value} is not a count"))),
         _ => get_n(item, name),
     }
 }

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
-use futures::StreamExt;
 use chrono::{DateTime, Utc};
-use meter_model::time::format_instant;
+use futures::StreamExt;
 use meter_model::batch::{PENDING_BUCKETS, ParkedAggregate};
+use meter_model::time::format_instant;
 use meter_model::{Day, DayDelta, KeyId, ParkedRefresh, StoreError, Tally, TallyDelta, UsageTotals};
 
 use super::error::{store_error, table_missing};
@@ -34,9 +34,9 @@ const SNAPSHOT_PROJECTION: &str = "id, parkedSuccessfulCalls, parkedFailedCalls,
 
 /// A key item's parked snapshot: the parked usage its totals include, and its `lastUsed`.
 #[derive(Debug, Clone)]
-struct Snapshot {
-    parked: Tally,
-    last_used: Option<DateTime<Utc>>,
+pub(super) struct Snapshot {
+    pub(super) parked: Tally,
+    pub(super) last_used: Option<DateTime<Utc>>,
 }
 
 impl Snapshot {
@@ -145,7 +145,10 @@ impl DynamoStore {
                 .unwrap_or_default()
                 .parse()
                 .map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?;
-            parked.add_item(format!("{}|{sort_key}", partition(bucket)), decode(day, req_s(&item, "entries")?)?);
+            parked.add_item(
+                format!("{}|{sort_key}", partition(bucket)),
+                decode(day, req_s(&item, "entries")?)?,
+            );
         }
         Ok(parked)
     }
@@ -161,14 +164,17 @@ impl DynamoStore {
         while let Some(bucket) = buckets.next().await {
             parked.merge(bucket?);
         }
+        let parked_entries = parked.entries_read();
         let parked = parked.finish();
         let now = parked.per_key();
+        let snapshots = self.parked_snapshots().await?;
         let mut refresh = ParkedRefresh {
             parked_items: parked.handles.len() as u64,
+            parked_entries,
+            keys_scanned: snapshots.len() as u64,
             keys_parked: now.len() as u64,
             ..ParkedRefresh::default()
         };
-        let snapshots = self.parked_snapshots().await?;
         let mut changed: Vec<(KeyId, Snapshot, UsageTotals)> = Vec::new();
         for (key, snapshot) in &snapshots {
             let parked_now = now.get(key).copied().unwrap_or_default();
@@ -192,6 +198,11 @@ impl DynamoStore {
         Ok(refresh)
     }
 
+    /// A key item's parked snapshot and `lastUsed`.
+    pub(super) fn parked_snapshot_of(item: &super::item::Item) -> Result<Snapshot, StoreError> {
+        Snapshot::of(item)
+    }
+
     /// Every key's parked snapshot and `lastUsed`, by id: one Scan of `ApiKeys`, projected.
     async fn parked_snapshots(&self) -> Result<BTreeMap<KeyId, Snapshot>, StoreError> {
         let mut snapshots = BTreeMap::new();
@@ -206,7 +217,9 @@ impl DynamoStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| table_missing(store_error("read the keys' parked snapshots", e), &self.tables.api_keys))?;
+                .map_err(|e| {
+                    table_missing(store_error("read the keys' parked snapshots", e), &self.tables.api_keys)
+                })?;
             for item in page.items() {
                 let key = KeyId::parse(req_s(item, "id")?).map_err(|e| corrupt(e.to_string()))?;
                 snapshots.insert(key, Snapshot::of(item)?);

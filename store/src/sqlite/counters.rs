@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use meter_model::batch::with_parked;
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
-    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, Month, ParkedRefresh, ParkedUsage,
-    ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
+    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayUsage, KeyId, Month, ParkedRefresh,
+    ParkedUsage, ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
 };
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -143,13 +143,11 @@ impl CounterCorrector for SqliteStore {
                 "UPDATE api_keys SET (successful_calls, failed_calls, usage_count, last_used) = \
                  (SELECT COALESCE(SUM(s), 0), COALESCE(SUM(f), 0), COALESCE(SUM(u), 0), MAX(t) FROM ( \
                  SELECT successful_calls AS s, failed_calls AS f, usage_count AS u, last_used AS t \
-                 FROM usage_counters WHERE key_id = ?1 UNION ALL \
-                 SELECT successful_calls, failed_calls, usage_count, last_used FROM parked_usage WHERE key_id = ?1 \
+                 FROM usage_counters WHERE key_id = ?1 \
+                 UNION ALL SELECT parked_successful_calls, parked_failed_calls, parked_usage_count, last_used \
+                 FROM api_keys WHERE id = ?1 \
                  UNION ALL SELECT imported_successful_calls, imported_failed_calls, imported_usage_count, \
-                 imported_last_used FROM api_keys WHERE id = ?1)), \
-                 (parked_successful_calls, parked_failed_calls, parked_usage_count) = \
-                 (SELECT COALESCE(SUM(successful_calls), 0), COALESCE(SUM(failed_calls), 0), \
-                 COALESCE(SUM(usage_count), 0) FROM parked_usage WHERE key_id = ?1) \
+                 imported_last_used FROM api_keys WHERE id = ?1)) \
                  WHERE id = ?1 RETURNING successful_calls, failed_calls, usage_count, last_used",
                 [key_id.as_str()],
                 |r| {
@@ -174,12 +172,14 @@ impl CounterCorrector for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
         let mut refresh = ParkedRefresh::default();
-        refresh.parked_items = tx
-            .query_row("SELECT COUNT(DISTINCT item) FROM parked_usage", [], |r| r.get::<_, i64>(0))
-            .map_err(op)?
-            .unsigned_abs();
+        let count = |sql: &str| tx.query_row(sql, [], |r| r.get::<_, i64>(0)).map(i64::unsigned_abs);
+        refresh.parked_items = count("SELECT COUNT(DISTINCT item) FROM parked_usage").map_err(op)?;
+        refresh.parked_entries = count("SELECT COUNT(*) FROM parked_usage").map_err(op)?;
+        refresh.keys_scanned = count("SELECT COUNT(*) FROM api_keys").map_err(op)?;
         // Every key whose snapshot or parked usage is not zero, the two side by side.
-        let rows: Vec<(String, [i64; 3], [i64; 3], Option<String>)> = {
+        // Per key: id, snapshot, parked usage now, its latest call.
+        type Row = (String, [i64; 3], [i64; 3], Option<String>);
+        let rows: Vec<Row> = {
             let mut stmt = tx
                 .prepare_cached(
                     "WITH parked AS (SELECT key_id, SUM(successful_calls) AS s, SUM(failed_calls) AS f, \
@@ -192,7 +192,12 @@ impl CounterCorrector for SqliteStore {
                 )
                 .map_err(op)?;
             stmt.query_map([], |r| {
-                Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?], [r.get(4)?, r.get(5)?, r.get(6)?], r.get(7)?))
+                Ok((
+                    r.get(0)?,
+                    [r.get(1)?, r.get(2)?, r.get(3)?],
+                    [r.get(4)?, r.get(5)?, r.get(6)?],
+                    r.get(7)?,
+                ))
             })
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(op)?

@@ -160,7 +160,8 @@ pub(super) fn tally_params(tally: Tally) -> Result<[i64; 3], StoreError> {
 /// A signed difference as SQLite integers.
 pub(super) fn delta_params(delta: meter_model::TallyDelta) -> Result<[i64; 3], StoreError> {
     let bound = |value: i128, name: &str| {
-        i64::try_from(value).map_err(|_| corrupt(format!("{name} moves by {value}, beyond SQLite's integers")))
+        i64::try_from(value)
+            .map_err(|_| corrupt(format!("{name} moves by {value}, beyond SQLite's integers")))
     };
     Ok([
         bound(delta.successful_calls, "successfulCalls")?,

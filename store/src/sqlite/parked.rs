@@ -1,8 +1,8 @@
 //! Parked usage: single calls of a buffer gathered per bucket and day (CONTRACTS.md §2), read with a
 //! key's day items and deleted once reconcile has folded them.
 
-use meter_model::time::parse_instant;
 use meter_model::batch::ParkedAggregate;
+use meter_model::time::parse_instant;
 use meter_model::{Day, DayDelta, KeyId, ParkedUsage, StoreError};
 use rusqlite::{TransactionBehavior, params};
 
@@ -26,9 +26,8 @@ impl SqliteStore {
                  WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR key_id = ?3) ORDER BY id",
             )
             .map_err(op)?;
-        let mut rows = stmt
-            .query(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str)])
-            .map_err(op)?;
+        let mut rows =
+            stmt.query(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str)]).map_err(op)?;
         // Summed per key and day as the rows stream by: memory follows the distinct key days.
         let mut parked = ParkedAggregate::default();
         let mut items = std::collections::HashSet::new();
