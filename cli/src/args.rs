@@ -72,6 +72,17 @@ pub enum Command {
     },
     /// Write the usage events of CloudWatch Logs subscription events into the Parquet archive.
     Archive(Inputs),
+    /// Feed what Firehose gave up on (its `processing-failed/` error output: a folder or an
+    /// s3://bucket/prefix) back through the transformer's path: archived and counted, each delivery
+    /// once however often it is replayed. Records that still cannot be decoded are listed and left.
+    ReplayFailed {
+        /// Where the error objects are, e.g. s3://meter-prod-archive/firehose-errors/processing-failed.
+        #[arg(value_name = "FROM")]
+        from: ArchiveLocation,
+        /// Print `{"objects", "records", "deliveriesCounted", "usageEvents", "archiveFiles", …}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Authoritative rollups from the archive: per key and UTC day, each request counted once. Needs no
     /// store. Prints CSV, or writes --out; the throughput and peak memory go to standard error.
     Rollup {

@@ -10,6 +10,7 @@ mod keys;
 mod lifecycle;
 mod pipeline;
 mod reconcile;
+mod replay;
 mod report;
 mod serve;
 pub mod simulate;
@@ -175,6 +176,12 @@ pub async fn run(cli: Cli, clock: &(impl Clock + Clone + 'static)) -> anyhow::Re
         Command::Archive(inputs) => {
             let archive = meter_archive::Archive::new(AnySink::open(&archive_location).await);
             pipeline::archive(archive, &archive_location.to_string(), &inputs.files).await?
+        }
+        Command::ReplayFailed { from, json } => {
+            let source = AnySink::open(&from).await;
+            let archive = meter_archive::Archive::new(AnySink::open(&archive_location).await);
+            let store = open_store().await?;
+            replay::replay_failed(&source, &from.to_string(), archive, store, clock, json).await?
         }
         Command::Rollup { from, to, out, engine } => {
             let archive = AnySink::open(&archive_location).await;

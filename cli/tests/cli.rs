@@ -846,3 +846,78 @@ fn a_bad_meter_now_is_bad_usage() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("METER_NOW=\"next tuesday\" is not an RFC 3339 instant"), "{stderr}");
 }
+
+/// What Firehose gave up on is fed back through the transformer's path: archived, counted once
+/// however often it is replayed (the key's totals included), and a record that still cannot be
+/// decoded is named and left.
+#[test]
+fn records_firehose_gave_up_on_are_replayed_once() {
+    use base64::Engine as _;
+    let home = tempfile::tempdir().unwrap();
+    let (id, _) = create(home.path(), "ada@example.com", &[]);
+    let line = |request: &str| {
+        format!(
+            r#"{{"type":"API_USAGE","requestId":"{request}","keyId":"{id}","timestamp":"2026-11-03T10:00:00.000Z","statusCode":200,"shouldCount":true}}"#
+        )
+    };
+    let millis = meter_model::time::parse_instant("2026-11-03T10:00:00.100Z").unwrap().timestamp_millis();
+    let log_events: Vec<Value> = ["r1", "r2", "r3"]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| serde_json::json!({"id": format!("{i:056}"), "timestamp": millis, "message": line(r)}))
+        .collect();
+    let payload = serde_json::json!({
+        "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/lambda/api",
+        "logStream": "2026/11/03/[$LATEST]abc", "subscriptionFilters": ["usage"], "logEvents": log_events,
+    });
+    let raw = meter_sim::cloudwatch::gzip(payload.to_string().as_bytes());
+    // The error output's shape for a failed transformation (Firehose's documented fields).
+    let record = |data: &[u8]| {
+        serde_json::json!({
+            "attemptsMade": 4, "arrivalTimestamp": millis, "errorCode": "Lambda.FunctionError",
+            "errorMessage": "The Lambda function was successfully invoked but it returned an error result.",
+            "attemptEndingTimestamp": millis + 300_000,
+            "rawData": base64::engine::general_purpose::STANDARD.encode(data),
+            "lambdaArn": "arn:aws:lambda:us-east-1:123456789012:function:meter-prod-archive-transformer:$LATEST"
+        })
+        .to_string()
+    };
+    let failed = home.path().join("processing-failed/2026/11/03/10");
+    std::fs::create_dir_all(&failed).unwrap();
+    std::fs::write(failed.join("meter-prod-usage-1-2026-11-03-10-05-00-abc"), record(&raw) + "\n").unwrap();
+    let from = home.path().join("processing-failed");
+    let replay = |extra: &[&str]| run(meter(home.path()).arg("replay-failed").arg(&from).args(extra));
+
+    let first: Value = serde_json::from_slice(&replay(&["--json"]).stdout).unwrap();
+    assert_eq!((first["records"].as_u64(), first["usageEvents"].as_u64()), (Some(1), Some(3)), "{first}");
+    assert_eq!(first["deliveriesCounted"], 1, "{first}");
+    let again = String::from_utf8(replay(&[]).stdout).unwrap();
+    assert!(again.contains("0 deliveries counted, 1 counted before"), "{again}");
+    let shown: Value = serde_json::from_str(&ok(
+        meter(home.path()).args(["usage", "show", &id, "--month", "2026-11", "--json"])
+    ))
+    .unwrap();
+    assert_eq!(shown["successfulCalls"], 3, "{shown}");
+    let key: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", &id, "--json"]))).unwrap();
+    assert_eq!(key["successfulCalls"], 3, "the key's own totals, live: {key}");
+    let reconciled = ok(meter(home.path()).args(["reconcile", "--from", "2026-11-03", "--to", "2026-11-03"]));
+    assert!(reconciled.contains("corrected 0 day items"), "archived exactly once: {reconciled}");
+
+    // A record that still cannot be decoded is named, and the replay says so with its exit code.
+    std::fs::write(failed.join("meter-prod-usage-1-2026-11-03-10-06-00-def"), record(b"not gzip") + "\n")
+        .unwrap();
+    let output = replay(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 records still cannot be decoded") && stderr.contains("10-06-00-def line 1"),
+        "{stderr}"
+    );
+    // An object that is not Firehose's error output stops the replay before anything is written.
+    std::fs::write(failed.join("stray.json"), "{\"hello\": 1}\n").unwrap();
+    let output = replay(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stray.json line 1 is not a Firehose error record"), "{stderr}");
+}
