@@ -14,6 +14,7 @@ import { EXAMPLE_STAGE, ExampleApi, ExistingApiAuthorizer, type FlushTarget, KEY
 import { ARCHIVE_PREFIX, HASHED_KEY_INDEX, MeterData } from './data';
 import { type Binary, MeterFunction } from './functions';
 import { Monitoring } from './monitoring';
+import { ATHENA_RECONCILE_MEMORY_MIB, localRollupMemoryMiB } from './sizing';
 import { acknowledge, arnToken } from './nag';
 import { ArchivePipeline, pipelineNames } from './pipeline';
 import type { EnvironmentSettings } from './settings';
@@ -66,8 +67,12 @@ export class MeterStack extends Stack {
 
     // --- the functions -------------------------------------------------------------------------------
     const storeAndArchive = { METER_STORE: store, METER_ARCHIVE: archive };
-    // The scheduled jobs: a Lambda's longest run, memory for a day's rollup, invoked asynchronously.
+    // The scheduled jobs: a Lambda's longest run, invoked asynchronously. The reconcile function's
+    // memory follows the busiest day's rollup (lib/sizing.ts); the report's reads a month's rollups.
     const job = { memoryMiB: 2048, timeout: Duration.minutes(15), asynchronous: true };
+    const reconcileMemoryMiB = settings.rollupEngine === 'athena'
+      ? ATHENA_RECONCILE_MEMORY_MIB
+      : localRollupMemoryMiB(settings.busiestDayEvents)!;
     const authorizer = fn('Authorizer', 'authorizer', 'Checks API keys for API Gateway (30 s cache, instant revocation)', {
       memoryMiB: 512,
       timeout: Duration.seconds(10),
@@ -84,6 +89,7 @@ export class MeterStack extends Stack {
     const names = pipelineNames(settings.name);
     const reconcile = fn('ReconcileJob', 'reconcile-job', 'Nightly: recomputes the counters from the archive and corrects drift', {
       ...job,
+      memoryMiB: reconcileMemoryMiB,
       environment: {
         ...storeAndArchive,
         METER_RECONCILE_LOOKBACK_DAYS: String(settings.reconcileLookbackDays),

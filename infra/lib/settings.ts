@@ -2,6 +2,7 @@
  * One environment's settings (`environments.json`), validated once when the app starts so that a typo
  * fails the synth with a message naming the field, not a half-built stack.
  */
+import { LAMBDA_MAX_MEMORY_MIB, largestLocalDay, localRollupMemoryMiB } from './sizing';
 import * as fs from 'node:fs';
 
 /** An API that already exists, to which the authorizer is attached instead of the example API. */
@@ -38,6 +39,12 @@ export interface EnvironmentSettings {
    * `athena` (the rollup SQL in the workgroup), for days beyond one Lambda (ARCHITECTURE.md, scale-out).
    */
   readonly rollupEngine: 'local' | 'athena';
+  /**
+   * Usage events of the busiest day you expect (a peak day, with growth). With `rollupEngine: "local"`
+   * it sizes the reconcile function (lib/sizing.ts); a day beyond one Lambda is refused with the advice
+   * to use Athena.
+   */
+  readonly busiestDayEvents: number;
   /** Hour (UTC) of the nightly reconcile; late enough for Lambda's asynchronous retries (6 h). */
   readonly reconcileHourUtc: number;
   /** Days before today each reconcile recomputes: covers CloudWatch Logs' 24 h of redelivery. */
@@ -60,6 +67,7 @@ const DEFAULTS: Omit<EnvironmentSettings, 'name' | 'exampleApi'> = {
   pricingFile: 'reports/pricing.example.toml',
   athenaBytesScannedCutoffGb: 10,
   rollupEngine: 'local',
+  busiestDayEvents: 4_000_000,
   reconcileHourUtc: 7,
   reconcileLookbackDays: 3,
   driftAlarmThreshold: 0,
@@ -178,6 +186,7 @@ export function validate(name: string, raw: unknown, where: string): Environment
     pricingFile: pricingFile as string,
     athenaBytesScannedCutoffGb: integer('athenaBytesScannedCutoffGb', 1, 100_000),
     rollupEngine: rollupEngine as 'local' | 'athena',
+    busiestDayEvents: integer('busiestDayEvents', 0, 100_000_000_000),
     reconcileHourUtc: integer('reconcileHourUtc', 6, 23),
     reconcileLookbackDays: integer('reconcileLookbackDays', 2, 31),
     driftAlarmThreshold: integer('driftAlarmThreshold', 0, 1_000_000_000),
@@ -185,6 +194,11 @@ export function validate(name: string, raw: unknown, where: string): Environment
     archiveInfrequentAccessDays: integer('archiveInfrequentAccessDays', 30, 3650),
     archiveGlacierDays: integer('archiveGlacierDays', 90, 36500),
   };
+  if (settings.rollupEngine === 'local' && localRollupMemoryMiB(settings.busiestDayEvents) === null) {
+    fail('busiestDayEvents', `at most ${largestLocalDay().toLocaleString('en-US')} events for a local rollup in one Lambda ` +
+      `(${settings.busiestDayEvents.toLocaleString('en-US')} would need more than ${LAMBDA_MAX_MEMORY_MIB} MiB); ` +
+      'set "rollupEngine": "athena" for a day this busy');
+  }
   if (settings.archiveGlacierDays < settings.archiveInfrequentAccessDays + 30) {
     fail('archiveGlacierDays', 'at least 30 days after archiveInfrequentAccessDays (S3 Standard-IA minimum)');
   }

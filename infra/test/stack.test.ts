@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { MeterStack, PARKED_REFRESH_MINUTES } from '../lib/meter-stack';
 import { SQL_DIR } from '../lib/pipeline';
+import { LAMBDA_MAX_MEMORY_MIB, ROLLUP_BASE_MIB, ROLLUP_BYTES_PER_ROW, ROLLUP_HEADROOM, largestLocalDay } from '../lib/sizing';
 import { newApp, settings, synth } from './helpers';
 
 const prod = synth(settings('prod', { protectData: true, logRetentionDays: 365 }));
@@ -297,6 +298,24 @@ describe('the rollup engine of the nightly reconcile', () => {
       assert.ok(actions.includes(action), action);
     }
     assert.throws(() => settings('big', { rollupEngine: 'spark' }), /rollupEngine must be "local" or "athena"/);
+  });
+
+  it('sizes the function from the busiest day by the figure reconcile measured, and refuses a day beyond one Lambda', () => {
+    const rust = fs.readFileSync(path.join(__dirname, '..', '..', 'reconcile', 'src', 'engine.rs'), 'utf8');
+    const constant = (name: string) => Number(new RegExp(`pub const ${name}: u64 = ([\\d_]+);`).exec(rust)?.[1].replaceAll('_', ''));
+    assert.deepEqual(
+      [ROLLUP_BYTES_PER_ROW, ROLLUP_BASE_MIB, ROLLUP_HEADROOM, LAMBDA_MAX_MEMORY_MIB],
+      ['ROLLUP_BYTES_PER_ROW', 'ROLLUP_BASE_MIB', 'ROLLUP_HEADROOM', 'LAMBDA_MAX_MEMORY_MIB'].map(constant),
+    );
+    const memory = (template: Template) => resources(template, 'AWS::Lambda::Function')
+      .find(([, f]) => String(f.Properties.FunctionName).endsWith('-reconcile-job'))![1].Properties.MemorySize;
+    // The default (4 M events) is the same sum as reconcile's own test: 2,048 MiB.
+    assert.equal(memory(prod.template), 2048);
+    assert.equal(memory(synth(settings('busy', { busiestDayEvents: 20_000_000 })).template), 9408);
+    assert.equal(memory(synth(settings('big', { rollupEngine: 'athena', busiestDayEvents: 99_000_000 })).template), 1024);
+    assert.equal(largestLocalDay(), 21_900_000);
+    assert.throws(() => settings('big', { busiestDayEvents: 99_000_000 }),
+      /busiestDayEvents must be at most 21,900,000 events for a local rollup in one Lambda.*"rollupEngine": "athena"/);
   });
 });
 

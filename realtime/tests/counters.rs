@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use common::*;
 use meter_model::{
-    ApplyReport, BatchDelta, Day, KeyId, KeyStore, ManualClock, Month, StoreError, Tally, UsageReader,
+    ApplyReport, BatchDelta, CounterCorrector, Day, KeyId, KeyStore, ManualClock, Month, StoreError, Tally,
+    UsageReader,
     UsageTotals, UsageWriter,
 };
 use meter_realtime::lines::LineStats;
@@ -213,6 +214,12 @@ proptest! {
             prop_assert!(totals.counters.apply.failure.is_none());
             for key in &keys[..3] {
                 prop_assert_eq!(lifetime(&store, key).await, expected.get(key).copied().unwrap_or_default(), "{}", key);
+            }
+            // The key items' own totals: what was written directly at once, parked usage after a refresh.
+            store.refresh_parked_totals().await.unwrap();
+            for key in &keys[..3] {
+                let item = store.get_key(&KeyId::parse(key).unwrap()).await.unwrap().unwrap();
+                prop_assert_eq!(item.totals, expected.get(key).copied().unwrap_or_default(), "{} key totals", key);
             }
             prop_assert_eq!(store.get_key(&KeyId::parse(UNKNOWN).unwrap()).await.unwrap(), None);
             Ok(())

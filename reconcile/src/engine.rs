@@ -10,6 +10,29 @@ use meter_lambda::env::{self, EnvError};
 use meter_model::{Day, ObjectSource, QueryEngine};
 use meter_store::{AthenaEngine, AthenaSettings};
 
+/// Memory a local rollup takes per event of the busiest day it reads, measured from S3 in a month's
+/// archive as the Lambda reads it (`scripts/bench-rollup` with `BENCH_S3=1`: ~190 bytes per row on
+/// top of ~100 MiB, or 240 counting everything as per row; ARCHITECTURE.md, scale-out). The one figure
+/// the deployed reconcile's memory and the `local`/`athena` switch follow from (infra/lib/sizing.ts
+/// reads it from here).
+pub const ROLLUP_BYTES_PER_ROW: u64 = 240;
+/// What a local run holds besides the rows: the runtime, the SDK, the key directory, the parked usage
+/// summed per key and day.
+pub const ROLLUP_BASE_MIB: u64 = 100;
+/// Headroom over the measured figure the deployed memory keeps.
+pub const ROLLUP_HEADROOM: u64 = 2;
+/// The most memory a Lambda function can have.
+pub const LAMBDA_MAX_MEMORY_MIB: u64 = 10_240;
+
+/// The memory a reconcile function needs for a local rollup whose busiest day holds `events` (with
+/// [`ROLLUP_HEADROOM`]), in MiB, rounded up to 64; `None` beyond one Lambda: use Athena.
+#[must_use]
+pub fn local_rollup_memory_mib(events: u64) -> Option<u64> {
+    let need = (ROLLUP_BASE_MIB + (events * ROLLUP_BYTES_PER_ROW).div_ceil(1 << 20)) * ROLLUP_HEADROOM;
+    let rounded = need.div_ceil(64) * 64;
+    (rounded <= LAMBDA_MAX_MEMORY_MIB).then_some(rounded)
+}
+
 /// How long an Athena rollup may take by default: within a Lambda's 15 minutes, with time left for the
 /// corrections.
 pub const DEFAULT_ATHENA_TIMEOUT: Duration = Duration::from_secs(600);
@@ -74,5 +97,19 @@ impl RollupEngine {
                 problem: "use local or athena".into(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_follows_the_busiest_day_and_one_lambda_ends_near_21_million_events() {
+        assert_eq!(local_rollup_memory_mib(4_000_000), Some(2048));
+        assert_eq!(local_rollup_memory_mib(0), Some(256));
+        let largest = (0..100_000_000u64).step_by(100_000).take_while(|e| local_rollup_memory_mib(*e).is_some()).last();
+        assert_eq!(largest, Some(21_900_000));
+        assert_eq!(local_rollup_memory_mib(99_000_000), None, "the large reference traffic's day needs Athena");
     }
 }
