@@ -146,6 +146,10 @@ pub enum Command {
         /// Hours of --traffic to simulate [default: small 24, medium 3, large 1].
         #[arg(long, requires = "traffic")]
         hours: Option<rust_decimal::Decimal>,
+        /// Print one JSON object of the run's figures (calls, costPerMillion, each stage's wall and CPU
+        /// time and peak memory, DynamoDB units, the deployed reconcile's memory) instead of the report.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve the request path locally: API Gateway (the key from --identity-header, its 30 s
     /// authorizer-result cache, its 401/403) in front of the example backend, which prints one usage

@@ -25,6 +25,7 @@ use rust_decimal::Decimal;
 
 use crate::cost;
 use crate::faults::FaultyCounters;
+use crate::probe::Probe;
 use meter_sim::traffic::{Faults, SimConfig, Simulator, Truth, Volume};
 
 /// The pricing the demo invoices with: the documented example.
@@ -38,6 +39,8 @@ pub(crate) struct DemoArgs {
     pub(crate) seed: u64,
     pub(crate) faults_name: String,
     pub(crate) faults: Faults,
+    /// Print one JSON object of the run's figures instead of the report.
+    pub(crate) json: bool,
 }
 
 /// How a stage went.
@@ -231,6 +234,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         Volume::Steady { minutes, .. } => u64::from(minutes).div_ceil(1440),
     };
     let mut progress = Progress::new("pipeline", days);
+    let pipeline_probe = Probe::start();
     let mut done = 0;
     // The stack's schedule brings parked usage into the key totals every few minutes: run here on the
     // traffic's own clock, so that its reads and writes are priced.
@@ -238,6 +242,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     let mut next_refresh = start_of(month.first_day()) + refresh_every;
     let mut refreshes = meter_model::ParkedRefresh::default();
     let (mut refresh_reads, mut refresh_writes, mut refresh_count) = (0u64, 0u64, 0u64);
+    let mut refresh_time = Duration::ZERO;
     loop {
         let started = Instant::now();
         let Some((day, batch)) = sim.next_slice() else { break };
@@ -254,7 +259,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
             if delivery.arrives_at >= next_refresh {
                 let started = Instant::now();
                 let refresh = store.refresh_parked_totals().await.context("refreshing parked usage")?;
-                realtime_time += started.elapsed();
+                refresh_time += started.elapsed();
                 refresh_reads += refresh.read_units();
                 refresh_writes += refresh.write_units();
                 refresh_count += 1;
@@ -283,6 +288,8 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     let started = Instant::now();
     let archived = archiver.finish().await?;
     archive_time += started.elapsed();
+    let pipeline_wall = pipeline_probe.elapsed();
+    let pipeline_figures = pipeline_probe.finish(pipeline_wall);
     let truth = sim.truth().clone();
     let expected = truth_items(&truth, &sim, month);
     let truth_total = sum(&expected);
@@ -298,11 +305,13 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     };
     let options = ReconcileOptions { from: first_day, to, dry_run: false, alert_threshold: None };
     let archive_dir = LocalDir::new(&archive_root);
+    let reconcile_probe = Probe::start();
     let report =
         reconcile(&store, &archive_dir, &None::<meter_store::SnsNotifier>, &clock, &options, |_, _| {})
             .await
             .context("reconcile failed")?;
     let reconcile_time = started.elapsed();
+    let reconcile_figures = reconcile_probe.finish(reconcile_time);
     let reconciled_items = counters(&store, month).await?;
     // The keys' lifetime totals, kept by the writes, against their day items and parked usage.
     let mut keys_off = Vec::new();
@@ -317,6 +326,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
 
     // The month's invoices.
     let started = Instant::now();
+    let report_probe = Probe::start();
     let reports = LocalDir::new(&reports_root);
     // A reference traffic covers hours, not the month: its invoices are a draft of the month so far.
     let draft = matches!(args.volume, Volume::Steady { .. });
@@ -333,6 +343,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     .await
     .context("issuing the invoices failed")?;
     let report_time = started.elapsed();
+    let report_figures = report_probe.finish(report_time);
     let manifest = outcome.manifest();
 
     // What AWS would bill for this traffic, from the operations the pipeline counted.
@@ -347,8 +358,9 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let usage = cost::Usage {
         log_bytes: log_bytes + (rt.invocations + retried) * cost::OWN_LOG_BYTES_PER_INVOCATION,
-        lambda_invocations: rt.invocations + retried + batch_share(days + 1).max(1),
-        lambda_ms: millis(realtime_time + archive_time) + batch_share(millis(reconcile_time + report_time)),
+        lambda_invocations: rt.invocations + retried + refresh_count + batch_share(days + 1).max(1),
+        lambda_ms: millis(realtime_time + archive_time + refresh_time)
+            + batch_share(millis(reconcile_time + report_time)),
         lambda_io_invocations: rt.invocations + retried,
         // A correction or a fold is a transaction of the day item and its key (4 units), a fold also
         // moves the key's lastUsed (1). Each parked item the traffic wrote is deleted (as many units
@@ -618,5 +630,77 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
             let _ = writeln!(out, "  {left_items} day items still differ after reconcile");
         }
     }
+    if args.json {
+        let night = NightUnits::of(&report.run, apply, sim.keys().len() as u64);
+        // The day the deployed function is sized for: a steady traffic's day, or the month's busiest.
+        let busiest_day_events = match args.volume {
+            Volume::Steady { minutes, .. } => requests * 1440 / u64::from(minutes.max(1)),
+            Volume::Month { .. } => {
+                let mut per_day: BTreeMap<Day, u64> = BTreeMap::new();
+                for ((_, day), tally) in &truth.per_key_day {
+                    *per_day.entry(*day).or_default() += tally.usage_count;
+                }
+                per_day.into_values().max().unwrap_or(0)
+            }
+        };
+        let deployed = meter_reconcile::engine::local_rollup_memory_mib(busiest_day_events);
+        let summary = serde_json::json!({
+            "traffic": traffic,
+            "calls": requests,
+            "exact": exact,
+            "costPerMillion": (total_cost / million_calls).round_dp(4).to_string(),
+            "cost": total_cost.round_dp(4).to_string(),
+            "pipeline": {
+                "figures": pipeline_figures,
+                "transformerSeconds": pipeline_seconds,
+                "generateSeconds": generate_time.as_secs_f64(),
+                "invocations": rt.invocations + retried,
+                "writeUnits": apply.write_units() + apply.parked_write_units + refresh_writes,
+                "readUnits": apply.read_units() + refresh_reads,
+                "parkedRefreshes": refresh_count,
+                "parkedRefreshSeconds": refresh_time.as_secs_f64(),
+            },
+            "reconcile": {
+                "wallSeconds": reconcile_figures.wall_seconds,
+                "userSeconds": reconcile_figures.user_seconds,
+                "peakMiB": reconcile_figures.peak_mib,
+                "readUnits": night.read_units,
+                "writeUnits": night.write_units,
+                "itemsChecked": report.run.items_checked,
+                "parkedCleared": report.run.parked_cleared,
+            },
+            "report": report_figures,
+            "dynamodb": { "writeUnits": usage.write_units, "readUnits": usage.read_units },
+            "s3Puts": usage.s3_puts,
+            "busiestDayEvents": busiest_day_events,
+            "reconcileEngine": if deployed.is_some() { "local" } else { "athena" },
+            "deployedReconcileMemoryMiB": deployed.unwrap_or(meter_reconcile::engine::ATHENA_RECONCILE_MEMORY_MIB),
+        });
+        return Ok((format!("{summary}\n"), exact));
+    }
     Ok((out, exact))
+}
+
+/// A night's reconcile in DynamoDB units: a correction or a fold is a transaction of the day item
+/// and its key (4 units), a fold also moves the key's `lastUsed` (1), and the parked refresh at its
+/// end writes the keys it moves; it reads each key's days (about 2 units), the keys' Scan, and the
+/// parked items, which it deletes (as many units as their writes).
+struct NightUnits {
+    read_units: u64,
+    write_units: u64,
+}
+
+impl NightUnits {
+    fn of(run: &meter_model::ReconcileRun, apply: &meter_model::ApplyReport, keys: u64) -> Self {
+        use meter_model::batch::capacity;
+        Self {
+            write_units: (run.items_corrected + run.items_folded) * 4
+                + run.items_folded
+                + run.key_totals_refreshed
+                + apply.parked_write_units,
+            read_units: run.keys_checked * 2
+                + capacity::read_units(keys * capacity::KEY_ITEM_BYTES)
+                + apply.parked_write_units.div_ceil(4).max(apply.parked_writes as u64),
+        }
+    }
 }

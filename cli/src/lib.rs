@@ -9,6 +9,7 @@ mod faults;
 mod keys;
 mod lifecycle;
 mod pipeline;
+mod probe;
 mod reconcile;
 mod replay;
 mod report;
@@ -225,11 +226,12 @@ pub async fn run(cli: Cli, clock: &(impl Clock + Clone + 'static)) -> anyhow::Re
                 report::report(&open_store().await?, archive, &reports, clock, args).await?
             }
         }
-        Command::Demo { events, keys, month, seed, faults, traffic, hours } => {
+        Command::Demo { events, keys, month, seed, faults, traffic, hours, json } => {
             let preset = meter_sim::traffic::Faults::preset(&faults).map_err(anyhow::Error::msg)?;
             let (volume, keys) =
                 simulate::volume(events, keys, traffic.as_deref(), hours).map_err(UsageError)?;
-            let args = demo::DemoArgs { volume, keys, month, seed, faults_name: faults, faults: preset };
+            let args =
+                demo::DemoArgs { volume, keys, month, seed, faults_name: faults, faults: preset, json };
             let (text, exact) = demo::demo(&home, args).await?;
             print(&text)?;
             return Ok(if exact { ExitCode::SUCCESS } else { ExitCode::FAILURE });

@@ -148,3 +148,42 @@ fn a_reference_traffic_is_priced_from_what_the_pipeline_did() {
     assert_eq!(number_after(&out, "drift before reconcile:"), 0, "no faults, no drift: {out}");
     assert!(out.contains("buffered through Firehose (adopted)") && out.contains("today: direct"), "{out}");
 }
+
+/// `--json` gives the figures `scripts/bench-day` prints: the day's cost against what was counted,
+/// each stage measured, and the reconcile memory the stack would deploy for such a day.
+#[test]
+fn a_day_s_figures_come_as_one_json_object() {
+    let home = tempfile::tempdir().unwrap();
+    let output = meter(home.path())
+        .args(["demo", "--traffic", "medium", "--hours", "0.1", "--faults", "none", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let day: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(day["exact"], true, "{day}");
+    let calls = day["calls"].as_u64().unwrap();
+    assert!(calls > 40_000, "{day}");
+    let cost: f64 = day["cost"].as_str().unwrap().parse().unwrap();
+    let per_million: f64 = day["costPerMillion"].as_str().unwrap().parse().unwrap();
+    assert!((cost / calls as f64 * 1e6 - per_million).abs() < 0.001, "{day}");
+    // 115 req/s is about 9.9 M events a day: (100 MiB + 240 B each) twice over, rounded up to 64 MiB.
+    let events = calls * 1440 / 6;
+    assert_eq!(day["busiestDayEvents"], events, "{day}");
+    let memory = ((100 + (events * 240).div_ceil(1 << 20)) * 2).div_ceil(64) * 64;
+    assert!((4_500..5_000).contains(&memory), "{memory}");
+    assert_eq!(
+        (day["reconcileEngine"].as_str(), day["deployedReconcileMemoryMiB"].as_u64()),
+        (Some("local"), Some(memory))
+    );
+    for stage in [&day["pipeline"]["figures"], &day["reconcile"], &day["report"]] {
+        assert!(stage["wallSeconds"].as_f64().unwrap() >= 0.0, "{day}");
+        if cfg!(target_os = "linux") {
+            assert!(stage["peakMiB"].as_u64().unwrap() > 1, "{day}");
+            assert!(stage["userSeconds"].as_f64().is_some(), "{day}");
+        }
+    }
+    assert!(
+        day["reconcile"]["readUnits"].as_u64().unwrap() > 0
+            && day["dynamodb"]["writeUnits"].as_u64().unwrap() > 0
+    );
+}

@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { MeterStack, PARKED_REFRESH_MINUTES } from '../lib/meter-stack';
 import { SQL_DIR } from '../lib/pipeline';
-import { LAMBDA_MAX_MEMORY_MIB, ROLLUP_BASE_MIB, ROLLUP_BYTES_PER_ROW, ROLLUP_HEADROOM, largestLocalDay } from '../lib/sizing';
+import { ATHENA_RECONCILE_MEMORY_MIB, LAMBDA_MAX_MEMORY_MIB, ROLLUP_BASE_MIB, ROLLUP_BYTES_PER_ROW, ROLLUP_HEADROOM, largestLocalDay } from '../lib/sizing';
 import { newApp, settings, synth } from './helpers';
 
 const prod = synth(settings('prod', { protectData: true, logRetentionDays: 365 }));
@@ -304,8 +304,8 @@ describe('the rollup engine of the nightly reconcile', () => {
     const rust = fs.readFileSync(path.join(__dirname, '..', '..', 'reconcile', 'src', 'engine.rs'), 'utf8');
     const constant = (name: string) => Number(new RegExp(`pub const ${name}: u64 = ([\\d_]+);`).exec(rust)?.[1].replaceAll('_', ''));
     assert.deepEqual(
-      [ROLLUP_BYTES_PER_ROW, ROLLUP_BASE_MIB, ROLLUP_HEADROOM, LAMBDA_MAX_MEMORY_MIB],
-      ['ROLLUP_BYTES_PER_ROW', 'ROLLUP_BASE_MIB', 'ROLLUP_HEADROOM', 'LAMBDA_MAX_MEMORY_MIB'].map(constant),
+      [ROLLUP_BYTES_PER_ROW, ROLLUP_BASE_MIB, ROLLUP_HEADROOM, LAMBDA_MAX_MEMORY_MIB, ATHENA_RECONCILE_MEMORY_MIB],
+      ['ROLLUP_BYTES_PER_ROW', 'ROLLUP_BASE_MIB', 'ROLLUP_HEADROOM', 'LAMBDA_MAX_MEMORY_MIB', 'ATHENA_RECONCILE_MEMORY_MIB'].map(constant),
     );
     const memory = (template: Template) => resources(template, 'AWS::Lambda::Function')
       .find(([, f]) => String(f.Properties.FunctionName).endsWith('-reconcile-job'))![1].Properties.MemorySize;

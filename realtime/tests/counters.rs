@@ -13,8 +13,7 @@ use chrono::{DateTime, Utc};
 use common::*;
 use meter_model::{
     ApplyReport, BatchDelta, CounterCorrector, Day, KeyId, KeyStore, ManualClock, Month, StoreError, Tally,
-    UsageReader,
-    UsageTotals, UsageWriter,
+    UsageReader, UsageTotals, UsageWriter,
 };
 use meter_realtime::lines::LineStats;
 use meter_realtime::{Buffering, LocalRealtime, RealtimeCounters, RetryPolicy};

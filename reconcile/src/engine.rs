@@ -21,6 +21,9 @@ pub const ROLLUP_BYTES_PER_ROW: u64 = 240;
 pub const ROLLUP_BASE_MIB: u64 = 100;
 /// Headroom over the measured figure the deployed memory keeps.
 pub const ROLLUP_HEADROOM: u64 = 2;
+/// The reconcile function's memory with Athena computing the rollup: it holds the day items and the
+/// parked usage only (infra/lib/sizing.ts's `ATHENA_RECONCILE_MEMORY_MIB`).
+pub const ATHENA_RECONCILE_MEMORY_MIB: u64 = 1024;
 /// The most memory a Lambda function can have.
 pub const LAMBDA_MAX_MEMORY_MIB: u64 = 10_240;
 
@@ -108,8 +111,13 @@ mod tests {
     fn the_memory_follows_the_busiest_day_and_one_lambda_ends_near_21_million_events() {
         assert_eq!(local_rollup_memory_mib(4_000_000), Some(2048));
         assert_eq!(local_rollup_memory_mib(0), Some(256));
-        let largest = (0..100_000_000u64).step_by(100_000).take_while(|e| local_rollup_memory_mib(*e).is_some()).last();
+        let largest =
+            (0..100_000_000u64).step_by(100_000).take_while(|e| local_rollup_memory_mib(*e).is_some()).last();
         assert_eq!(largest, Some(21_900_000));
-        assert_eq!(local_rollup_memory_mib(99_000_000), None, "the large reference traffic's day needs Athena");
+        assert_eq!(
+            local_rollup_memory_mib(99_000_000),
+            None,
+            "the large reference traffic's day needs Athena"
+        );
     }
 }
