@@ -227,17 +227,7 @@ impl CounterCorrector for DynamoStore {
 
     async fn refresh_key_totals(&self, key_id: &KeyId) -> Result<Option<UsageTotals>, StoreError> {
         let op = "recount key totals";
-        let Some(item) = self
-            .client
-            .get_item()
-            .table_name(&self.tables.api_keys)
-            .set_key(Some(Self::key_of(key_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| table_missing(store_error(op, e), &self.tables.api_keys))?
-            .item
-        else {
+        let Some(item) = self.key_item(key_id, None, op).await? else {
             return Ok(None);
         };
         // The day items, the parked usage the totals hold (the snapshot: the next parked refresh

@@ -6,8 +6,58 @@ use meter_model::time::format_instant;
 use meter_model::{ApiKeyRecord, HashedKey, KeyChange, KeyId, KeyStatus, KeyStore, Revocation, StoreError};
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
-use super::item::{corrupt, get_n, item_from_record, n, record_from_item, req_s, s};
+use super::item::{Item, corrupt, get_n, item_from_record, n, record_from_item, req_s, s};
 use super::{DynamoStore, HASHED_KEY_INDEX};
+
+impl DynamoStore {
+    /// A key item read consistently, whole or only `projection`'s attributes.
+    pub(super) async fn key_item(
+        &self,
+        id: &KeyId,
+        projection: Option<&str>,
+        operation: &str,
+    ) -> Result<Option<Item>, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(id)))
+            .set_projection_expression(projection.map(str::to_owned))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| table_missing(store_error(operation, e), &self.tables.api_keys))?;
+        Ok(got.item)
+    }
+
+    /// Every key item, read with one consistent Scan page by page, whole or only `projection`'s
+    /// attributes. An operator's or a job's read, never the request path's.
+    pub(super) async fn key_items(
+        &self,
+        projection: Option<&str>,
+        operation: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.tables.api_keys)
+                .set_projection_expression(projection.map(str::to_owned))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| table_missing(store_error(operation, e), &self.tables.api_keys))?;
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+}
 
 /// The key item's parked snapshot attributes (CONTRACTS.md §2).
 const PARKED_SNAPSHOT: [&str; 3] = ["parkedSuccessfulCalls", "parkedFailedCalls", "parkedUsageCount"];
@@ -32,16 +82,7 @@ impl KeyStore for DynamoStore {
     }
 
     async fn get_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let got = self
-            .client
-            .get_item()
-            .table_name(&self.tables.api_keys)
-            .set_key(Some(Self::key_of(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| table_missing(store_error("get key", e), &self.tables.api_keys))?;
-        got.item().map(record_from_item).transpose()
+        self.key_item(id, None, "get key").await?.as_ref().map(record_from_item).transpose()
     }
 
     async fn find_key_by_hash(&self, hashed_key: &HashedKey) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -67,26 +108,12 @@ impl KeyStore for DynamoStore {
     }
 
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let mut records = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.tables.api_keys)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| table_missing(store_error("list keys", e), &self.tables.api_keys))?;
-            for item in page.items() {
-                records.push(record_from_item(item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let mut records = self
+            .key_items(None, "list keys")
+            .await?
+            .iter()
+            .map(record_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
         records.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(records)
     }
@@ -162,15 +189,8 @@ impl KeyStore for DynamoStore {
         // revocation) is still what was read; otherwise it is read again.
         for _ in 0..UPDATE_ATTEMPTS {
             let raw = self
-                .client
-                .get_item()
-                .table_name(&self.tables.api_keys)
-                .set_key(Some(Self::key_of(id)))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| table_missing(store_error("update key", e), &self.tables.api_keys))?
-                .item
+                .key_item(id, None, "update key")
+                .await?
                 .ok_or_else(|| StoreError::NotFound { what: format!("key {id}") })?;
             let before = record_from_item(&raw)?;
             let after = change.applied_to(&before);

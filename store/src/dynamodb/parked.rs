@@ -206,29 +206,11 @@ impl DynamoStore {
     /// Every key's parked snapshot and `lastUsed`, by id: one Scan of `ApiKeys`, projected.
     async fn parked_snapshots(&self) -> Result<BTreeMap<KeyId, Snapshot>, StoreError> {
         let mut snapshots = BTreeMap::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.tables.api_keys)
-                .projection_expression(SNAPSHOT_PROJECTION)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| {
-                    table_missing(store_error("read the keys' parked snapshots", e), &self.tables.api_keys)
-                })?;
-            for item in page.items() {
-                let key = KeyId::parse(req_s(item, "id")?).map_err(|e| corrupt(e.to_string()))?;
-                snapshots.insert(key, Snapshot::of(item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(snapshots);
-            }
+        for item in self.key_items(Some(SNAPSHOT_PROJECTION), "read the keys' parked snapshots").await? {
+            let key = KeyId::parse(req_s(&item, "id")?).map_err(|e| corrupt(e.to_string()))?;
+            snapshots.insert(key, Snapshot::of(&item)?);
         }
+        Ok(snapshots)
     }
 
     /// Sets one key's parked snapshot to `parked_now` and moves its totals by the difference, on
@@ -289,18 +271,9 @@ impl DynamoStore {
             match sent {
                 Ok(_) => return Ok(Some(rereads)),
                 Err(StoreError::ConditionFailed { .. }) => {
-                    let item = self
-                        .client
-                        .get_item()
-                        .table_name(&self.tables.api_keys)
-                        .set_key(Some(Self::key_of(key)))
-                        .projection_expression(SNAPSHOT_PROJECTION)
-                        .consistent_read(true)
-                        .send()
-                        .await
-                        .map_err(|e| store_error(op, e))?;
-                    match item.item() {
-                        Some(item) => snapshot = Snapshot::of(item)?,
+                    let item = self.key_item(key, Some(SNAPSHOT_PROJECTION), op).await?;
+                    match item {
+                        Some(item) => snapshot = Snapshot::of(&item)?,
                         None => return Ok(None),
                     }
                 }
