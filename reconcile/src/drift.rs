@@ -418,7 +418,11 @@ where
         // The corrections moved their keys' totals with their items; what was parked and is now
         // folded leaves the totals' parked share here (CONTRACTS.md §2). Reads every parked item
         // once, whatever the keys' number or age.
-        key_totals_refreshed = crate::totals::refresh_parked(store).await?.keys_moved;
+        key_totals_refreshed = store
+            .refresh_parked_totals()
+            .await
+            .map_err(store_failed("refreshing the parked usage in the key totals"))?
+            .keys_moved;
     }
     let moved: Vec<&DriftLine> = drift.iter().filter(|l| l.action != DriftAction::AlreadyCorrect).collect();
     let run = ReconcileRun {
