@@ -16,8 +16,8 @@ pub use output::{
     EncodeError, RollupWriteError, encode_rollup_file, key_directory_parquet, key_directory_schema,
     rollup_csv, rollup_parquet, rollup_schema, write_rollups,
 };
-pub use read::{Rollup, rollup};
-pub use rollup::{ArchiveFile, Misplaced, RollupEngine, RollupError, RollupRow, RollupStats};
+pub use read::{Rollup, rollup, rollup_within};
+pub use rollup::{ArchiveFile, Misplaced, RollupBudget, RollupEngine, RollupError, RollupRow, RollupStats};
 pub use sql::{ROLLUP_SQL, range_parameters, rollup_on};
 
 /// The archive: the layout of CONTRACTS.md §5 over any [`ObjectSink`]. Files are named by their writers

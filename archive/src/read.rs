@@ -8,7 +8,8 @@ use meter_model::ObjectSource;
 use crate::format::{is_data_file, partition};
 
 use crate::rollup::{
-    ArchiveFile, Misplaced, RollupEngine, RollupError, RollupRow, RollupStats, sort_by_day_and_key,
+    ArchiveFile, Misplaced, RollupBudget, RollupEngine, RollupError, RollupRow, RollupStats,
+    sort_by_day_and_key,
 };
 
 /// How many files of a folder are fetched at once (S3 latency, not bandwidth, bounds a folder's fetch).
@@ -32,9 +33,21 @@ pub async fn rollup<S: ObjectSource>(
     archive: &S,
     from: Day,
     to: Day,
+    progress: impl FnMut(Day, RollupStats),
+) -> Result<Rollup, RollupError> {
+    rollup_within(archive, from, to, None, progress).await
+}
+
+/// [`rollup`], refusing a folder whose events do not fit `budget` ([`RollupError::TooLarge`]) as
+/// soon as its files' footers say so, before it is decoded.
+pub async fn rollup_within<S: ObjectSource>(
+    archive: &S,
+    from: Day,
+    to: Day,
+    budget: Option<RollupBudget>,
     mut progress: impl FnMut(Day, RollupStats),
 ) -> Result<Rollup, RollupError> {
-    let mut engine = RollupEngine::new(from, to);
+    let mut engine = RollupEngine::new(from, to).with_budget(budget);
     let mut rows = Vec::new();
     let folders = RollupEngine::folders(from, to);
     // The next folder is fetched while this one decodes: reading files (I/O, or page-cache copies on

@@ -379,3 +379,25 @@ async fn row_groups_decoded_apart_count_each_request_as_its_first_copy() {
         assert_eq!((result.stats.distinct, result.stats.duplicates), (2000, 250));
     }
 }
+
+/// A folder whose footers say it holds more events than the memory allows is refused before it is
+/// decoded, naming the folder and what to do; within the budget the rollup is the same as without.
+#[tokio::test]
+async fn a_day_beyond_the_memory_budget_is_refused_with_the_advice_to_use_athena() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = write_archive(dir.path(), &spec(TsUnit::Millis, false, 11)).unwrap();
+    let (from, to) = (day("2026-11-28"), day("2026-12-01"));
+    let archive = LocalDir::new(dir.path());
+    // 6,000 events over four days: at 1 MiB an event, no folder fits 100 MiB.
+    let tight = meter_archive::RollupBudget { memory_mib: 100, bytes_per_event: 1 << 20, base_mib: 10 };
+    let err = meter_archive::rollup_within(&archive, from, to, Some(tight), |_, _| {}).await.unwrap_err();
+    assert!(
+        matches!(err, RollupError::TooLarge { need_mib, memory_mib: 100, .. } if need_mib > 100),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("folder holds") && text.contains("METER_ROLLUP_ENGINE=athena"), "{text}");
+    let roomy = meter_archive::RollupBudget { memory_mib: 1024, bytes_per_event: 240, base_mib: 100 };
+    let within = meter_archive::rollup_within(&archive, from, to, Some(roomy), |_, _| {}).await.unwrap();
+    assert_eq!(as_map(&within.rows), truth_within(&generated, from, to));
+}

@@ -295,7 +295,7 @@ impl EngineArgs {
                 .await,
             ),
             // clap requires the workgroup and the database with `athena`.
-            _ => RollupEngine::Local,
+            _ => RollupEngine::Local { budget: None },
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use meter_archive::{Rollup, RollupError, rollup, rollup_on};
+use meter_archive::{Rollup, RollupBudget, RollupError, rollup_on, rollup_within};
 use meter_lambda::env::{self, EnvError};
 use meter_model::{Day, ObjectSource, QueryEngine};
 use meter_store::{AthenaEngine, AthenaSettings};
@@ -43,8 +43,12 @@ pub const DEFAULT_ATHENA_TIMEOUT: Duration = Duration::from_secs(600);
 /// The rollup's engine.
 #[derive(Debug, Clone)]
 pub enum RollupEngine<Q = AthenaEngine> {
-    /// This machine reads the archive's files (`meter_archive::rollup`).
-    Local,
+    /// This machine reads the archive's files (`meter_archive::rollup`), refusing a day that does not
+    /// fit `budget` (a Lambda's memory) before decoding it.
+    Local {
+        /// The memory it may use; `None` for none but the machine's.
+        budget: Option<RollupBudget>,
+    },
     /// A distributed engine runs `notebooks/sql/rollup.sql` over the archive's table.
     Query(Q),
 }
@@ -54,7 +58,7 @@ impl<Q: QueryEngine> RollupEngine<Q> {
     #[must_use]
     pub const fn name(&self) -> &'static str {
         match self {
-            Self::Local => "local",
+            Self::Local { .. } => "local",
             Self::Query(_) => "athena",
         }
     }
@@ -67,10 +71,21 @@ impl<Q: QueryEngine> RollupEngine<Q> {
         to: Day,
     ) -> Result<Rollup, RollupError> {
         match self {
-            Self::Local => rollup(archive, from, to, |_, _| {}).await,
+            Self::Local { budget } => rollup_within(archive, from, to, *budget, |_, _| {}).await,
             Self::Query(engine) => rollup_on(engine, from, to).await,
         }
     }
+}
+
+/// In a Lambda function, the memory it was given (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, set by the
+/// runtime) as a local rollup's budget at the measured figure, so that a day it cannot fit is refused
+/// with the advice to switch rather than ending the run out of memory.
+fn lambda_budget() -> Result<Option<RollupBudget>, EnvError> {
+    Ok(env::parsed::<u64>("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")?.map(|memory_mib| RollupBudget {
+        memory_mib,
+        bytes_per_event: ROLLUP_BYTES_PER_ROW,
+        base_mib: ROLLUP_BASE_MIB,
+    }))
 }
 
 impl RollupEngine {
@@ -80,7 +95,7 @@ impl RollupEngine {
     /// `METER_ATHENA_TIMEOUT_SECONDS` (default 600).
     pub async fn from_env() -> Result<Self, EnvError> {
         match env::optional("METER_ROLLUP_ENGINE").as_deref().map(str::trim) {
-            None | Some("local") => Ok(Self::Local),
+            None | Some("local") => Ok(Self::Local { budget: lambda_budget()? }),
             Some("athena") => {
                 let settings = AthenaSettings {
                     workgroup: env::required(
