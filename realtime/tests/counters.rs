@@ -129,6 +129,8 @@ async fn a_store_that_is_down_is_retried_then_reported_never_raised() {
     )
     .unwrap();
     assert_eq!(line["CounterEventsNotApplied"], 8);
+    // A store that refused the call wrote nothing: the key totals lag by nothing.
+    assert_eq!(line["KeyTotalsNotApplied"], 0);
 }
 
 #[tokio::test]
