@@ -132,22 +132,30 @@ impl UsageWriter for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(op)?;
+            let mut add_to_totals = tx
+                .prepare_cached(
+                    "INSERT INTO parked_totals (key_id, successful_calls, failed_calls, usage_count, last_used, entries) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1) ON CONFLICT (key_id) DO UPDATE SET \
+                     successful_calls = successful_calls + excluded.successful_calls, \
+                     failed_calls = failed_calls + excluded.failed_calls, \
+                     usage_count = usage_count + excluded.usage_count, \
+                     last_used = MAX(last_used, excluded.last_used), entries = entries + 1",
+                )
+                .map_err(op)?;
+            let mut add_item = tx
+                .prepare_cached("INSERT INTO parked_items (item) VALUES (?1) ON CONFLICT DO NOTHING")
+                .map_err(op)?;
             // Rows of one bucket, day and buffer make one parked item, as in DynamoDB.
             let buffer = buffer_digest(&fresh);
             for ((bucket, day), entries) in &parked {
                 let item = format!("{bucket:02}|{day}|{buffer:016x}");
+                add_item.execute([&item]).map_err(op)?;
                 for entry in entries {
                     let [s, f, u] = tally_params(entry.tally)?;
-                    park.execute(params![
-                        item,
-                        entry.key_id.as_str(),
-                        entry.day.to_string(),
-                        s,
-                        f,
-                        u,
-                        format_instant(entry.last_used)
-                    ])
-                    .map_err(op)?;
+                    let at = format_instant(entry.last_used);
+                    park.execute(params![item, entry.key_id.as_str(), entry.day.to_string(), s, f, u, at])
+                        .map_err(op)?;
+                    add_to_totals.execute(params![entry.key_id.as_str(), s, f, u, at]).map_err(op)?;
                 }
                 report.count_parked_item(entries.len());
             }

@@ -173,8 +173,8 @@ impl CounterCorrector for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
         let mut refresh = ParkedRefresh::default();
         let count = |sql: &str| tx.query_row(sql, [], |r| r.get::<_, i64>(0)).map(i64::unsigned_abs);
-        refresh.parked_items = count("SELECT COUNT(DISTINCT item) FROM parked_usage").map_err(op)?;
-        refresh.parked_entries = count("SELECT COUNT(*) FROM parked_usage").map_err(op)?;
+        refresh.parked_items = count("SELECT COUNT(*) FROM parked_items").map_err(op)?;
+        refresh.parked_entries = count("SELECT COALESCE(SUM(entries), 0) FROM parked_totals").map_err(op)?;
         refresh.keys_scanned = count("SELECT COUNT(*) FROM api_keys").map_err(op)?;
         // Every key whose snapshot or parked usage is not zero, the two side by side.
         // Per key: id, snapshot, parked usage now, its latest call.
@@ -182,11 +182,9 @@ impl CounterCorrector for SqliteStore {
         let rows: Vec<Row> = {
             let mut stmt = tx
                 .prepare_cached(
-                    "WITH parked AS (SELECT key_id, SUM(successful_calls) AS s, SUM(failed_calls) AS f, \
-                     SUM(usage_count) AS u, MAX(last_used) AS t FROM parked_usage GROUP BY key_id) \
-                     SELECT k.id, k.parked_successful_calls, k.parked_failed_calls, k.parked_usage_count, \
-                     COALESCE(p.s, 0), COALESCE(p.f, 0), COALESCE(p.u, 0), p.t \
-                     FROM api_keys k LEFT JOIN parked p ON p.key_id = k.id \
+                    "SELECT k.id, k.parked_successful_calls, k.parked_failed_calls, k.parked_usage_count, \
+                     COALESCE(p.successful_calls, 0), COALESCE(p.failed_calls, 0), COALESCE(p.usage_count, 0), \
+                     p.last_used FROM api_keys k LEFT JOIN parked_totals p ON p.key_id = k.id \
                      WHERE p.key_id IS NOT NULL OR k.parked_usage_count > 0 \
                      OR k.parked_successful_calls > 0 OR k.parked_failed_calls > 0",
                 )

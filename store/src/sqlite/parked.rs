@@ -56,10 +56,25 @@ impl SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(op)?;
         {
+            // The item's entries leave their keys' parked sums (the latest call stays: it happened).
+            let mut subtract = tx
+                .prepare_cached(
+                    "UPDATE parked_totals SET successful_calls = parked_totals.successful_calls - d.s, \
+                     failed_calls = parked_totals.failed_calls - d.f, usage_count = parked_totals.usage_count - d.u, \
+                     entries = parked_totals.entries - d.n \
+                     FROM (SELECT key_id, SUM(successful_calls) AS s, SUM(failed_calls) AS f, \
+                     SUM(usage_count) AS u, COUNT(*) AS n FROM parked_usage WHERE item = ?1 GROUP BY key_id) AS d \
+                     WHERE parked_totals.key_id = d.key_id",
+                )
+                .map_err(op)?;
             let mut delete = tx.prepare_cached("DELETE FROM parked_usage WHERE item = ?1").map_err(op)?;
+            let mut forget = tx.prepare_cached("DELETE FROM parked_items WHERE item = ?1").map_err(op)?;
             for handle in handles {
+                subtract.execute([handle]).map_err(op)?;
                 delete.execute([handle]).map_err(op)?;
+                forget.execute([handle]).map_err(op)?;
             }
+            tx.execute("DELETE FROM parked_totals WHERE entries <= 0", []).map_err(op)?;
         }
         tx.commit().map_err(op)
     }
