@@ -4,7 +4,7 @@
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use meter_model::batch::{PENDING_BUCKETS, ParkedAggregate, pending_bucket, with_parked};
+use meter_model::batch::{pending_bucket, with_parked};
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
     CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta, DayUsage, KeyId, KeyStore, Month,
@@ -233,7 +233,7 @@ impl CounterCorrector for DynamoStore {
         // The day items, the parked usage the totals hold (the snapshot: the next parked refresh
         // moves them by whatever that lacks), and the usage counted before meter.
         let record = super::item::record_from_item(&item)?;
-        let parked = Self::parked_snapshot_of(&item)?;
+        let parked = super::parked::Snapshot::of(&item)?;
         let days = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
         let totals = UsageTotals::of_days(&days)
             .plus(record.imported)
@@ -267,14 +267,7 @@ impl CounterCorrector for DynamoStore {
     }
 
     async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
-        let mut buckets = futures::stream::iter(0..PENDING_BUCKETS)
-            .map(|bucket| self.parked_in_bucket(bucket, from, to))
-            .buffer_unordered(QUERY_CONCURRENCY);
-        let mut all = ParkedAggregate::default();
-        while let Some(bucket) = buckets.next().await {
-            all.merge(bucket?);
-        }
-        Ok(all.finish())
+        Ok(self.parked_in_every_bucket(from, to).await?.finish())
     }
 
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {

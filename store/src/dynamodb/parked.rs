@@ -40,7 +40,8 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    fn of(item: &super::item::Item) -> Result<Self, StoreError> {
+    /// A key item's parked snapshot and `lastUsed`.
+    pub(super) fn of(item: &super::item::Item) -> Result<Self, StoreError> {
         Ok(Self {
             parked: Tally {
                 successful_calls: get_n(item, "parkedSuccessfulCalls")?,
@@ -157,13 +158,7 @@ impl DynamoStore {
     /// every bucket read once, the keys' snapshots read in one Scan, and one conditional write per key
     /// whose parked usage changed.
     pub(super) async fn refresh_parked(&self) -> Result<ParkedRefresh, StoreError> {
-        let mut buckets = futures::stream::iter(0..PENDING_BUCKETS)
-            .map(|bucket| self.parked_in_bucket(bucket, Day::EARLIEST, Day::LATEST))
-            .buffer_unordered(PARKED_READ_CONCURRENCY);
-        let mut parked = ParkedAggregate::default();
-        while let Some(bucket) = buckets.next().await {
-            parked.merge(bucket?);
-        }
+        let parked = self.parked_in_every_bucket(Day::EARLIEST, Day::LATEST).await?;
         let parked_entries = parked.entries_read();
         let parked = parked.finish();
         let now = parked.per_key();
@@ -198,9 +193,20 @@ impl DynamoStore {
         Ok(refresh)
     }
 
-    /// A key item's parked snapshot and `lastUsed`.
-    pub(super) fn parked_snapshot_of(item: &super::item::Item) -> Result<Snapshot, StoreError> {
-        Snapshot::of(item)
+    /// The parked usage of every bucket in `from..=to`, the buckets read concurrently.
+    pub(super) async fn parked_in_every_bucket(
+        &self,
+        from: Day,
+        to: Day,
+    ) -> Result<ParkedAggregate, StoreError> {
+        let mut buckets = futures::stream::iter(0..PENDING_BUCKETS)
+            .map(|bucket| self.parked_in_bucket(bucket, from, to))
+            .buffer_unordered(PARKED_READ_CONCURRENCY);
+        let mut parked = ParkedAggregate::default();
+        while let Some(bucket) = buckets.next().await {
+            parked.merge(bucket?);
+        }
+        Ok(parked)
     }
 
     /// Every key's parked snapshot and `lastUsed`, by id: one Scan of `ApiKeys`, projected.
