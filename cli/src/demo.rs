@@ -240,8 +240,8 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     // traffic's own clock, so that its reads and writes are priced.
     let refresh_every = chrono::Duration::minutes(i64::from(meter_reconcile::PARKED_REFRESH_MINUTES));
     let mut next_refresh = start_of(month.first_day()) + refresh_every;
-    let mut refreshes = meter_model::ParkedRefresh::default();
-    let (mut refresh_reads, mut refresh_writes, mut refresh_count) = (0u64, 0u64, 0u64);
+    let (mut refresh_reads, mut refresh_writes, mut refresh_count, mut refresh_keys_moved) =
+        (0u64, 0u64, 0u64, 0u64);
     let mut refresh_time = Duration::ZERO;
     loop {
         let started = Instant::now();
@@ -263,7 +263,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
                 refresh_reads += refresh.read_units();
                 refresh_writes += refresh.write_units();
                 refresh_count += 1;
-                refreshes.keys_moved += refresh.keys_moved;
+                refresh_keys_moved += refresh.keys_moved;
                 while next_refresh <= delivery.arrives_at {
                     next_refresh += refresh_every;
                 }
@@ -356,32 +356,22 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         Volume::Steady { minutes, .. } => units * u64::from(minutes.min(1440)) / 1440,
     };
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let night = NightUnits::of(&report.run, apply, sim.keys().len() as u64);
     let usage = cost::Usage {
         log_bytes: log_bytes + (rt.invocations + retried) * cost::OWN_LOG_BYTES_PER_INVOCATION,
         lambda_invocations: rt.invocations + retried + refresh_count + batch_share(days + 1).max(1),
         lambda_ms: millis(realtime_time + archive_time + refresh_time)
             + batch_share(millis(reconcile_time + report_time)),
         lambda_io_invocations: rt.invocations + retried,
-        // A correction or a fold is a transaction of the day item and its key (4 units), a fold also
-        // moves the key's lastUsed (1). Each parked item the traffic wrote is deleted (as many units
-        // as its write) and read (a unit per 4 KB) by reconcile later: that is the traffic's own
-        // cost, not a share of a day's run. The parked refreshes ran on the traffic's clock.
+        // The run's own units are a share of a day's run; clearing the parked items the traffic wrote
+        // is the traffic's own cost. The parked refreshes ran on the traffic's clock.
         write_units: apply.write_units()
-            + batch_share(
-                (report.run.items_corrected + report.run.items_folded) * 4
-                    + report.run.items_folded
-                    + report.run.key_totals_refreshed,
-            )
-            + apply.parked_write_units
+            + batch_share(night.run_write_units)
+            + night.parked_write_units
             + refresh_writes,
         read_units: apply.read_units()
-            + batch_share(
-                report.run.keys_checked * 2
-                    + meter_model::batch::capacity::read_units(
-                        sim.keys().len() as u64 * meter_model::batch::capacity::KEY_ITEM_BYTES,
-                    ),
-            )
-            + apply.parked_write_units.div_ceil(4).max(apply.parked_writes as u64)
+            + batch_share(night.run_read_units)
+            + night.parked_read_units
             + refresh_reads,
         firehose_billed_bytes: rt.billed_record_bytes,
         firehose_objects: objects.count(),
@@ -567,7 +557,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         out,
         "  key totals: kept by the writes, parked usage brought in by {refresh_count} refreshes ({} key writes) \
          and the run's ({}); {} keys differ from their day items",
-        refreshes.keys_moved, report.run.key_totals_refreshed, keys_off_count
+        refresh_keys_moved, report.run.key_totals_refreshed, keys_off_count
     );
     let _ = writeln!(
         out,
@@ -631,7 +621,6 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         }
     }
     if args.json {
-        let night = NightUnits::of(&report.run, apply, sim.keys().len() as u64);
         // The day the deployed function is sized for: a steady traffic's day, or the month's busiest.
         let busiest_day_events = match args.volume {
             Volume::Steady { minutes, .. } => requests * 1440 / u64::from(minutes.max(1)),
@@ -664,8 +653,8 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
                 "wallSeconds": reconcile_figures.wall_seconds,
                 "userSeconds": reconcile_figures.user_seconds,
                 "peakMiB": reconcile_figures.peak_mib,
-                "readUnits": night.read_units,
-                "writeUnits": night.write_units,
+                "readUnits": night.run_read_units + night.parked_read_units,
+                "writeUnits": night.run_write_units + night.parked_write_units,
                 "itemsChecked": report.run.items_checked,
                 "parkedCleared": report.run.parked_cleared,
             },
@@ -681,26 +670,27 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     Ok((out, exact))
 }
 
-/// A night's reconcile in DynamoDB units: a correction or a fold is a transaction of the day item
-/// and its key (4 units), a fold also moves the key's `lastUsed` (1), and the parked refresh at its
-/// end writes the keys it moves; it reads each key's days (about 2 units), the keys' Scan, and the
-/// parked items, which it deletes (as many units as their writes).
+/// A night's reconcile in DynamoDB units. The run's own: a correction or a fold is a transaction of
+/// the day item and its key (4 units), a fold also moves the key's `lastUsed` (1), the parked refresh
+/// at its end writes the keys it moves; it reads each key's days (about 2 units) and the keys' Scan.
+/// The parked items it clears: read (a unit per 4 KB) and deleted (as many units as their writes).
 struct NightUnits {
-    read_units: u64,
-    write_units: u64,
+    run_read_units: u64,
+    run_write_units: u64,
+    parked_read_units: u64,
+    parked_write_units: u64,
 }
 
 impl NightUnits {
     fn of(run: &meter_model::ReconcileRun, apply: &meter_model::ApplyReport, keys: u64) -> Self {
         use meter_model::batch::capacity;
         Self {
-            write_units: (run.items_corrected + run.items_folded) * 4
+            run_write_units: (run.items_corrected + run.items_folded) * 4
                 + run.items_folded
-                + run.key_totals_refreshed
-                + apply.parked_write_units,
-            read_units: run.keys_checked * 2
-                + capacity::read_units(keys * capacity::KEY_ITEM_BYTES)
-                + apply.parked_write_units.div_ceil(4).max(apply.parked_writes as u64),
+                + run.key_totals_refreshed,
+            run_read_units: run.keys_checked * 2 + capacity::read_units(keys * capacity::KEY_ITEM_BYTES),
+            parked_read_units: apply.parked_write_units.div_ceil(4).max(apply.parked_writes as u64),
+            parked_write_units: apply.parked_write_units,
         }
     }
 }

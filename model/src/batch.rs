@@ -477,7 +477,13 @@ pub mod capacity {
     /// about 40 bytes each) besides its key attributes and TTL.
     #[must_use]
     pub fn parked_item_bytes(entries: usize) -> u64 {
-        80 + 40 * entries as u64
+        parked_items_bytes(1, entries as u64)
+    }
+
+    /// Bytes of `items` parked items holding `entries` key days between them.
+    #[must_use]
+    pub fn parked_items_bytes(items: u64, entries: u64) -> u64 {
+        80 * items + 40 * entries
     }
 
     /// Write units of adding `added` digests to a marker set that held `before`.

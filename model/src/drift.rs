@@ -175,8 +175,7 @@ impl ParkedRefresh {
     #[must_use]
     pub fn read_units(&self) -> u64 {
         use crate::batch::capacity;
-        let parked_bytes = self.parked_items * 80 + self.parked_entries * 40;
-        capacity::read_units(parked_bytes)
+        capacity::read_units(capacity::parked_items_bytes(self.parked_items, self.parked_entries))
             + capacity::read_units(self.keys_scanned * capacity::KEY_ITEM_BYTES)
             + self.conflicts_retried
     }
