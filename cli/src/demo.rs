@@ -638,7 +638,9 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
             "calls": requests,
             "exact": exact,
             "costPerMillion": (total_cost / million_calls).round_dp(4).to_string(),
-            "cost": total_cost.round_dp(4).to_string(),
+            // Micro-dollars: a short run costs cents, and four places would leave its per-million
+            // figure unrecomputable from it.
+            "cost": total_cost.round_dp(6).to_string(),
             "pipeline": {
                 "figures": pipeline_figures,
                 "transformerSeconds": pipeline_seconds,
