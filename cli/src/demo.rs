@@ -687,10 +687,13 @@ impl NightUnits {
     fn of(run: &meter_model::ReconcileRun, apply: &meter_model::ApplyReport, keys: u64) -> Self {
         use meter_model::batch::capacity;
         Self {
-            run_write_units: (run.items_corrected + run.items_folded) * 4
+            // Each correction, fold or close is a 2-item transaction (2 units per item), a fold then
+            // moves the key's lastUsed; the run Scans the keys twice (the directory, the open days)
+            // and Queries each key's days.
+            run_write_units: (run.items_corrected + run.items_folded + run.items_closed) * 4
                 + run.items_folded
                 + run.key_totals_refreshed,
-            run_read_units: run.keys_checked * 2 + capacity::read_units(keys * capacity::KEY_ITEM_BYTES),
+            run_read_units: run.keys_checked * 2 + 2 * capacity::read_units(keys * capacity::KEY_ITEM_BYTES),
             parked_read_units: apply.parked_write_units.div_ceil(4).max(apply.parked_writes as u64),
             parked_write_units: apply.parked_write_units,
         }

@@ -309,8 +309,9 @@ impl ParkedUsage {
     }
 }
 
-/// Day items with the parked usage of their keys and days added in: what a reader of the counters
-/// sees. An entry whose day has no item becomes one. Sorted by key, then day.
+/// Days with the parked usage of their keys and days added in (to `tally`, and to `open`: it is
+/// provisional too): what a reader of the counters sees. An entry whose day has no item becomes one.
+/// Sorted by key, then day.
 #[must_use]
 pub fn with_parked(items: Vec<crate::DayUsage>, parked: &[DayDelta]) -> Vec<crate::DayUsage> {
     let mut merged: BTreeMap<(KeyId, Day), crate::DayUsage> =
@@ -320,10 +321,12 @@ pub fn with_parked(items: Vec<crate::DayUsage>, parked: &[DayDelta]) -> Vec<crat
             key_id: entry.key_id.clone(),
             day: entry.day,
             tally: Tally::default(),
+            open: Tally::default(),
             last_used: None,
             reconciled_at: None,
         });
         item.tally.add(entry.tally);
+        item.open.add(entry.tally);
         item.last_used = item.last_used.max(Some(entry.last_used));
     }
     merged.into_values().collect()
@@ -341,11 +344,8 @@ pub struct ApplyReport {
     pub marker_writes: usize,
     /// Write units of those marker writes (each by the larger of the set's size before and after).
     pub marker_write_units: u64,
-    /// Day items written (one update per key and day of the buffer).
-    pub day_items_written: usize,
-    /// Day item writes repeated without `lastUsed` because the item had seen a later event (a
-    /// conditional write that fails still consumes a write unit).
-    pub last_used_rewrites: usize,
+    /// Key days written directly: each into its key's open usage, by the key's one write.
+    pub key_days_written: usize,
     /// Keys read to learn whether they exist (keys known from earlier buffers are not read again).
     pub keys_read: usize,
     /// Key days parked (a single call in the buffer), and the parked items written for them.
@@ -357,17 +357,15 @@ pub struct ApplyReport {
     /// Keys that do not exist, with the usage that was therefore not counted. No item is created for
     /// them; the caller reports their usage as rejected.
     pub unknown_keys: BTreeMap<KeyId, Tally>,
-    /// Key items whose lifetime totals this call moved (one write per key with directly written
-    /// usage), and the writes repeated without `lastUsed` because the key had seen a later call.
-    pub key_total_writes: usize,
-    /// See `key_total_writes`.
+    /// Key items written: one update per key with directly written usage, adding it to the key's
+    /// open days and lifetime totals at once (CONTRACTS.md §2).
+    pub key_writes: usize,
+    /// Key writes repeated without `lastUsed` because the key had seen a later call (a conditional
+    /// write that fails still consumes a write unit).
     pub key_last_used_rewrites: usize,
     /// Usage of deliveries that were marked but whose counters could not be written (the store failed
     /// midway): realtime drift that the nightly reconcile heals.
     pub not_applied: Tally,
-    /// Usage written to the day items whose key totals could not be moved: the totals lag by it until
-    /// a recount (`meter reconcile --recount-keys`).
-    pub key_totals_not_applied: Tally,
     /// Why `not_applied` is not zero.
     pub failure: Option<String>,
 }
@@ -379,25 +377,18 @@ impl ApplyReport {
         self.deliveries_applied == 0 && self.deliveries_already_applied > 0
     }
 
-    /// Items written: marker sets and day items.
+    /// Items written: marker sets, key items and parked items.
     #[must_use]
     pub fn items_written(&self) -> usize {
-        self.marker_writes
-            + self.day_items_written
-            + self.last_used_rewrites
-            + self.parked_writes
-            + self.key_total_writes
-            + self.key_last_used_rewrites
+        self.marker_writes + self.parked_writes + self.key_writes + self.key_last_used_rewrites
     }
 
     /// DynamoDB write request units consumed.
     #[must_use]
     pub fn write_units(&self) -> u64 {
-        let day_items =
-            (self.day_items_written + self.last_used_rewrites) as u64 * capacity::DAY_ITEM_WRITE_UNITS;
         let key_items =
-            (self.key_total_writes + self.key_last_used_rewrites) as u64 * capacity::KEY_ITEM_WRITE_UNITS;
-        self.marker_write_units + day_items + self.parked_write_units + key_items
+            (self.key_writes + self.key_last_used_rewrites) as u64 * capacity::KEY_ITEM_WRITE_UNITS;
+        self.marker_write_units + self.parked_write_units + key_items
     }
 
     /// DynamoDB read request units consumed (strongly consistent reads of small items: one each).
@@ -419,15 +410,13 @@ impl ApplyReport {
         self.deliveries_already_applied += other.deliveries_already_applied;
         self.marker_writes += other.marker_writes;
         self.marker_write_units += other.marker_write_units;
-        self.day_items_written += other.day_items_written;
-        self.last_used_rewrites += other.last_used_rewrites;
+        self.key_days_written += other.key_days_written;
         self.keys_read += other.keys_read;
         self.parked_entries += other.parked_entries;
         self.parked_writes += other.parked_writes;
         self.parked_write_units += other.parked_write_units;
-        self.key_total_writes += other.key_total_writes;
+        self.key_writes += other.key_writes;
         self.key_last_used_rewrites += other.key_last_used_rewrites;
-        self.key_totals_not_applied.add(other.key_totals_not_applied);
         for (key, tally) in other.unknown_keys {
             self.unknown_keys.entry(key).or_default().add(tally);
         }
@@ -442,12 +431,9 @@ impl ApplyReport {
 /// of the item written, the larger of before and after for an update; a strongly consistent read unit
 /// per 4 KB read).
 pub mod capacity {
-    /// Write units of one day item update: the item (key id, day, three counters, `lastUsed`,
-    /// `reconciledAt`, attribute names) is about 150 bytes.
-    pub const DAY_ITEM_WRITE_UNITS: u64 = 1;
-
-    /// Bytes of an `ApiKeys` item as a Scan reads it whole (see [`KEY_ITEM_WRITE_UNITS`]).
-    pub const KEY_ITEM_BYTES: u64 = 600;
+    /// Bytes of an `ApiKeys` item as a Scan reads it whole (see [`KEY_ITEM_WRITE_UNITS`]): its
+    /// record, and today's and yesterday's open days.
+    pub const KEY_ITEM_BYTES: u64 = 600 + 2 * OPEN_DAY_BYTES;
 
     /// Read units of strongly consistent reads of `bytes` (a unit per 4 KB).
     #[must_use]
@@ -456,8 +442,14 @@ pub mod capacity {
     }
 
     /// Write units of one key item update: an `ApiKeys` item (id, hash, customer, plan, name, times,
-    /// lifetime, imported and parked counters) is 300–700 bytes, under one write unit's kilobyte.
+    /// lifetime, imported and parked counters) is 300–700 bytes, and each open day adds at most
+    /// [`OPEN_DAY_BYTES`]: with today's and yesterday's open (the nightly run closes them), under
+    /// one write unit's kilobyte.
     pub const KEY_ITEM_WRITE_UNITS: u64 = 1;
+
+    /// Bytes of one open day on a key item: four attributes named `<s|f|u|t>#YYYY-MM-DD` (12 bytes
+    /// each), three counts of up to 8 bytes and a 24-byte `lastUsed`.
+    pub const OPEN_DAY_BYTES: u64 = 4 * 12 + 3 * 8 + 24;
 
     /// Bytes of a marker set item holding `ids` delivery digests: the key attributes, the TTL, and a
     /// number set whose members take about 11 bytes each (a 64-bit number has up to 20 digits,

@@ -15,8 +15,11 @@ pub struct DayCorrection {
     pub key_id: KeyId,
     /// The UTC day.
     pub day: Day,
-    /// What the item held when it was read; `None` when there was no item.
+    /// What the day held when it was read (open usage included); `None` when there was nothing.
     pub expected: Option<Tally>,
+    /// Of `expected`, the open usage: the correction reconciles it (the day then holds `target`, none
+    /// of it open), and only if it is still what it was.
+    pub expected_open: Tally,
     /// The authoritative counts.
     pub target: Tally,
     /// When the correction is made (the item's `reconciledAt`).
@@ -133,6 +136,9 @@ pub struct ReconcileRun {
     pub key_totals_refreshed: u64,
     /// Day items set only to fold in usage parked beside them (the realtime view was already right).
     pub items_folded: u64,
+    /// Days whose open usage was only closed (no parked usage, the realtime view already right):
+    /// each a 2-item write, like a correction, and no drift.
+    pub items_closed: u64,
     /// Parked items cleared after the corrections.
     pub parked_cleared: u64,
     /// Usage events in the archive for keys that do not exist.

@@ -328,15 +328,19 @@ fn display_hash<S: serde::Serializer>(value: &HashedKey, s: S) -> Result<S::Ok, 
     s.serialize_str(value.as_str())
 }
 
-/// An item of `UsageCounters`: one key's counts on one UTC day.
+/// One key's counts on one UTC day: its `UsageCounters` item and the day's *open* usage (CONTRACTS.md
+/// §2), what the realtime path counted since reconcile last set the day.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayUsage {
     /// The key.
     pub key_id: KeyId,
     /// The UTC day.
     pub day: Day,
-    /// The day's counters.
+    /// The day's counters, open usage included.
     pub tally: Tally,
+    /// Of `tally`, the open usage: counted in realtime and not yet reconciled (provisional). The
+    /// rest is what the last reconcile run set from the archive.
+    pub open: Tally,
     /// Timestamp of the latest counted call that day.
     pub last_used: Option<DateTime<Utc>>,
     /// When reconciliation last set this item.
@@ -415,6 +419,7 @@ mod tests {
             key_id: key.clone(),
             day: d.parse().unwrap(),
             tally: Tally { successful_calls: n, failed_calls: 1, usage_count: n + 1 },
+            open: Tally::default(),
             last_used: Some(crate::time::parse_instant(used).unwrap()),
             reconciled_at: None,
         };

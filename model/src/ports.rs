@@ -254,12 +254,12 @@ impl<S: UsageWriter> UsageWriter for &S {
 /// What reconciliation needs of the counters (CONTRACTS.md §8): read the day items of a range, set one
 /// conditionally, and refresh a key's lifetime totals from its day items.
 pub trait CounterCorrector: Send + Sync {
-    /// Every day item whose day is in `from..=to`, of every key (bookkeeping and parked usage
-    /// excluded). A nightly job's read, never on the request path.
+    /// Every key's days in `from..=to`: the day items with the keys' open usage added in (bookkeeping
+    /// and parked usage excluded). A nightly job's read, never on the request path.
     fn day_items(&self, from: Day, to: Day)
     -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
 
-    /// One day item, read consistently.
+    /// One key's day (its item and open usage), read consistently; `None` when it has neither.
     fn day_item(
         &self,
         key_id: &KeyId,
@@ -267,9 +267,10 @@ pub trait CounterCorrector: Send + Sync {
     ) -> impl Future<Output = Result<Option<DayUsage>, StoreError>> + Send;
 
     /// Sets the day item to `correction.target` (and its `lastUsed` to `correction.last_used`, when
-    /// given) only if it still holds `correction.expected` (no item for `None`; then only if the key
-    /// exists), and moves the key's lifetime totals by the same difference (`lastUsed` forward), in
-    /// one atomic write.
+    /// given) and closes the day's open usage, only if the day still holds `correction.expected` of
+    /// which `correction.expected_open` open (nothing for `None`; then only if the key exists), and
+    /// moves the key's lifetime totals by the same difference (`lastUsed` forward), in one atomic
+    /// write.
     fn correct_day(
         &self,
         correction: &DayCorrection,

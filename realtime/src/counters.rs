@@ -45,9 +45,8 @@ impl CounterReport {
             .with("DuplicateDeliveries", count(self.apply.deliveries_already_applied), Unit::Count)
             .with("UnknownKeyEvents", self.unknown_key_events(), Unit::Count)
             .with("CounterEventsNotApplied", self.apply.not_applied.usage_count, Unit::Count)
-            .with("KeyTotalsNotApplied", self.apply.key_totals_not_applied.usage_count, Unit::Count)
-            .with("KeyItemsWritten", count(self.apply.key_total_writes), Unit::Count)
-            .with("DayItemsWritten", count(self.apply.day_items_written), Unit::Count)
+            .with("KeyItemsWritten", count(self.apply.key_writes), Unit::Count)
+            .with("KeyDaysWritten", count(self.apply.key_days_written), Unit::Count)
             .with("CounterWriteUnits", self.apply.write_units(), Unit::Count)
             .with("CounterReadUnits", self.apply.read_units(), Unit::Count)
             .with(
@@ -126,7 +125,6 @@ impl<S: UsageWriter, C: Clock> RealtimeCounters<S, C> {
             None => Ok(retried.await),
             Some(deadline) => tokio::time::timeout_at(deadline, retried).await,
         };
-        let timed_out = in_time.is_err();
         let applied = match in_time {
             Ok(applied) => applied.map_err(|err| meter_model::error_chain(&err)),
             Err(_) => Err(format!(
@@ -137,15 +135,9 @@ impl<S: UsageWriter, C: Clock> RealtimeCounters<S, C> {
         report.attempts = attempts;
         report.apply = applied.unwrap_or_else(|failure| {
             let total = deliveries.iter().map(BatchDelta::total).sum::<Tally>();
-            ApplyReport {
-                not_applied: total,
-                // A store that refused the call wrote nothing. One cut off by the deadline may have
-                // written day items whose keys' totals were not moved yet: reconcile finds such items
-                // right and leaves them, so the key totals' possible lag is reported for a recount.
-                key_totals_not_applied: if timed_out { total } else { Tally::default() },
-                failure: Some(failure),
-                ..ApplyReport::default()
-            }
+            // A call cut off by the deadline may have written some keys: each key write moves its
+            // open days and totals together, so reconcile finds those days right and closes them.
+            ApplyReport { not_applied: total, failure: Some(failure), ..ApplyReport::default() }
         });
         if let Some(failure) = &report.apply.failure {
             tracing::warn!(

@@ -43,7 +43,7 @@ async fn the_transformer_counts_a_delivery_once_on_dynamodb_however_often_it_arr
     assert_eq!(first.counters.unknown_key_events(), 1);
     let (_, retried) = transform(&event, &rejects, &counters).await.unwrap();
     assert_eq!(retried.counters.apply.deliveries_already_applied, 2);
-    assert_eq!(retried.counters.apply.day_items_written, 0);
+    assert_eq!(retried.counters.apply.key_days_written, 0);
 
     let days = |key: &'static str| {
         let store = &store;

@@ -233,6 +233,14 @@ where
 /// that a lease outlives only a run that died.
 pub const RUN_LEASE: chrono::Duration = chrono::Duration::minutes(20);
 
+/// What a day holds in the store, and how much of it is open (counted in realtime, not yet
+/// reconciled).
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    tally: Tally,
+    open: Tally,
+}
+
 /// How a run started: its id, its instant, and the monotonic clock its duration is measured on.
 struct RunStart {
     id: String,
@@ -289,16 +297,16 @@ where
         parked_by.entry(key).or_default().add(entry.tally);
     }
 
-    let mut realtime: BTreeMap<(KeyId, Day), Tally> = BTreeMap::new();
+    let mut realtime: BTreeMap<(KeyId, Day), Held> = BTreeMap::new();
     for item in items {
         let key = (item.key_id, item.day);
         if let (Some(at), Some(folded)) = (item.last_used, latest.get_mut(&key)) {
             *folded = (*folded).max(at);
         }
-        realtime.insert(key, item.tally);
+        realtime.insert(key, Held { tally: item.tally, open: item.open });
     }
     let mut orphans = Vec::new();
-    let mut pairs: BTreeMap<(KeyId, Day), (Option<Tally>, Tally)> = BTreeMap::new();
+    let mut pairs: BTreeMap<(KeyId, Day), (Option<Held>, Tally)> = BTreeMap::new();
     for row in &rollup.rows {
         match KeyId::parse(&row.key_id).ok().filter(|id| known.contains(id)) {
             Some(id) => {
@@ -309,8 +317,8 @@ where
         }
     }
     // Items the archive knows nothing of: phantoms, to be zeroed.
-    for ((id, day), tally) in realtime {
-        pairs.insert((id, day), (Some(tally), Tally::default()));
+    for ((id, day), current) in realtime {
+        pairs.insert((id, day), (Some(current), Tally::default()));
     }
     for key in parked_by.keys() {
         pairs.entry(key.clone()).or_insert((None, Tally::default()));
@@ -322,13 +330,17 @@ where
     };
     let keys_checked = pairs.keys().map(|(id, _)| id).collect::<BTreeSet<_>>().len() as u64;
     let items_checked = pairs.len() as u64;
-    // A day whose realtime view differs, or whose parked usage is to be folded into its item, has its
-    // item set. A day with nothing in the archive and only parked usage needs no item: clearing the
-    // parked usage corrects it.
+    // A day whose realtime view differs, whose parked usage is to be folded into its item, or whose
+    // open usage is to be closed, has its item set. A day with nothing in the archive and only
+    // parked usage needs no item: clearing the parked usage corrects it.
     let (mut parked_only, mut corrections) = (Vec::new(), Vec::new());
-    for ((key_id, day), (expected, target)) in pairs {
+    for ((key_id, day), (current, target)) in pairs {
         let key = (key_id, day);
         let parked = parked_by.contains_key(&key);
+        let (expected, expected_open) = match current {
+            Some(held) => (Some(held.tally), held.open),
+            None => (None, Tally::default()),
+        };
         if expected.is_none() && target.is_zero() {
             if parked {
                 parked_only.push(DriftLine {
@@ -339,9 +351,17 @@ where
                     action: if options.dry_run { DriftAction::WouldCorrect } else { DriftAction::Corrected },
                 });
             }
-        } else if parked || view(&key, expected) != target {
+        } else if parked || !expected_open.is_zero() || view(&key, expected) != target {
             let last_used = if parked { latest.get(&key).copied() } else { None };
-            corrections.push(DayCorrection { key_id: key.0, day, expected, target, at: start.at, last_used });
+            corrections.push(DayCorrection {
+                key_id: key.0,
+                day,
+                expected,
+                expected_open,
+                target,
+                at: start.at,
+                last_used,
+            });
         }
     }
 
@@ -366,6 +386,7 @@ where
     }
     let mut conflicts_retried = 0u64;
     let mut key_totals_refreshed = 0u64;
+    let mut items_closed = 0u64;
     let mut drift = Vec::new();
     if options.dry_run {
         drift.extend(
@@ -394,11 +415,17 @@ where
             .await?;
         for (mut line, retries, orphan) in results.into_iter().flatten() {
             conflicts_retried += u64::from(retries);
-            if let Some(parked) = parked_by.get(&(line.key_id.clone(), line.day)) {
+            let parked = parked_by.get(&(line.key_id.clone(), line.day));
+            if let Some(parked) = parked {
                 line.realtime.add(*parked);
-                if line.realtime == line.authoritative {
-                    // Only folded: the realtime view already held the authoritative counts.
-                    line.action = DriftAction::AlreadyCorrect;
+            }
+            if line.realtime == line.authoritative {
+                // Only folded or closed: the realtime view already held the authoritative counts.
+                line.action = DriftAction::AlreadyCorrect;
+                if parked.is_none() && !orphan {
+                    // Closing open usage is the night's routine, not drift: counted, not listed.
+                    items_closed += 1;
+                    continue;
                 }
             }
             if orphan {
@@ -452,6 +479,7 @@ where
                 l.action == DriftAction::AlreadyCorrect && parked_by.contains_key(&(l.key_id.clone(), l.day))
             })
             .count() as u64,
+        items_closed,
         parked_cleared: if options.dry_run { 0 } else { parked.handles.len() as u64 },
         orphan_events: orphans.iter().map(|o| o.tally.usage_count).sum(),
         conflicts_retried,
@@ -530,6 +558,7 @@ async fn apply<S: CounterCorrector>(
                 if let Some(at) = now.as_ref().and_then(|item| item.last_used) {
                     correction.last_used = correction.last_used.map(|folded| folded.max(at));
                 }
+                correction.expected_open = now.as_ref().map(|item| item.open).unwrap_or_default();
                 let fresh = now.map(|item| item.tally);
                 // The realtime writer added to the item after the archive was rolled up: what it
                 // added is newer than the rollup (its events may not be archived yet), so it is kept

@@ -118,6 +118,7 @@ pub fn run_metrics(run: &ReconcileRun, function: &str) -> MetricLine {
         .with("ExtraInRealtime", run.extra_in_realtime, Unit::Count)
         .with("OrphanEvents", run.orphan_events, Unit::Count)
         .with("ItemsFolded", run.items_folded, Unit::Count)
+        .with("ItemsClosed", run.items_closed, Unit::Count)
         .with("RunDuration", run.duration_ms, Unit::Milliseconds)
 }
 
@@ -144,6 +145,7 @@ mod tests {
             extra_in_realtime: 2,
             key_totals_refreshed: 2,
             items_folded: 1,
+            items_closed: 30,
             parked_cleared: 1,
             orphan_events: 3,
             conflicts_retried: 0,
@@ -151,9 +153,15 @@ mod tests {
         let line: serde_json::Value =
             serde_json::from_str(&run_metrics(&run, ReconcileFunction::NAME).render()).unwrap();
         assert_eq!(line["Function"], "reconcile-job");
-        let figures =
-            ["TotalAbsDrift", "ItemsCorrected", "MissingInRealtime", "ExtraInRealtime", "OrphanEvents"]
-                .map(|name| line[name].as_u64());
-        assert_eq!(figures, [Some(7), Some(2), Some(5), Some(2), Some(3)]);
+        let figures = [
+            "TotalAbsDrift",
+            "ItemsCorrected",
+            "MissingInRealtime",
+            "ExtraInRealtime",
+            "OrphanEvents",
+            "ItemsClosed",
+        ]
+        .map(|name| line[name].as_u64());
+        assert_eq!(figures, [Some(7), Some(2), Some(5), Some(2), Some(3), Some(30)]);
     }
 }

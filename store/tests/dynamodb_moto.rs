@@ -97,7 +97,7 @@ async fn a_buffer_cut_short_after_its_markers_reports_exactly_what_it_did_not_ap
     let failing = store.clone().with_write_limit(5);
     let report = failing.apply_deliveries(&deliveries, contract::at("2026-11-10T10:00:05Z")).await.unwrap();
     assert_eq!(report.deliveries_applied, 10, "every delivery was marked");
-    assert_eq!(report.day_items_written, 5);
+    assert_eq!(report.key_days_written, 5);
     assert_eq!(report.not_applied, Tally { successful_calls: 75, failed_calls: 0, usage_count: 75 });
     assert!(report.failure.as_deref().is_some_and(|f| f.contains("fault drill")), "{report:?}");
     let mut counted = 0;

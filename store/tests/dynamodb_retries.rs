@@ -109,6 +109,6 @@ async fn a_day_write_whose_answer_is_lost_is_not_sent_again() {
     let at = Utc.with_ymd_and_hms(2026, 11, 30, 14, 4, 0).unwrap();
     let report = store.apply_deliveries(std::slice::from_ref(&delivery), at).await.unwrap();
     assert_eq!(replay.sent(), 3, "mark, key lookup, one day write");
-    assert_eq!(report.day_items_written, 0);
+    assert_eq!(report.key_days_written, 0);
     assert_eq!(report.not_applied, delivery.total());
 }

@@ -1,5 +1,5 @@
 //! Applying a buffer of deliveries: each delivery marked once in its slot's set, then one plain update
-//! per key and day (CONTRACTS.md §8; the design and its measured cost are in ARCHITECTURE.md).
+//! per key (its open days and totals) (CONTRACTS.md §8; the design and its measured cost are in ARCHITECTURE.md).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,10 +12,15 @@ use meter_model::{ApplyReport, BatchDelta, Day, DayDelta, KeyId, StoreError, Tal
 
 use super::error::{WriteFailure, build_error, store_error, table_missing};
 use super::item::{corrupt, n, req_s, s};
+use super::open;
 use super::{
     COUNTER_WRITE_CONCURRENCY, DynamoStore, MARKER_PARTITION_PREFIX, MAX_BATCH_GET_KEYS, TTL_ATTRIBUTE,
     UNPROCESSED_RETRY, pause_for_unprocessed,
 };
+
+/// One key's days of a buffer and how their write went: the writes made, or `None` for a key that
+/// no longer exists.
+type KeyWrite = (Vec<DayDelta>, Result<Option<usize>, StoreError>);
 
 /// How a slot's marker write went.
 enum Marked {
@@ -114,57 +119,17 @@ impl DynamoStore {
             .collect()
     }
 
-    /// Adds one key's day to its item and moves `lastUsed` forward. When the item has seen a later
-    /// event, the conditional write fails and the counts are added alone. Returns the writes made.
+    /// Adds a buffer's directly written usage of one key to its open days and its lifetime totals,
+    /// and moves its `lastUsed` (and each day's) forward: one write (CONTRACTS.md §2). When the key
+    /// has seen a later call, the conditional write fails and the counts are added alone. Returns
+    /// the writes made, or `None` when the key no longer exists (nothing was added).
     /// Each write is resent only while DynamoDB refuses it unapplied (throttling): an `ADD` resent
     /// after a timeout or a 500 could add twice, so that is reported as not applied instead, and
     /// reconcile settles it.
-    async fn add_day(&self, delta: &DayDelta) -> Result<usize, StoreError> {
-        let table = &self.tables.usage_counters;
-        let update = |with_last_used: bool| {
-            let mut request = self
-                .single_shot
-                .update_item()
-                .table_name(table)
-                .set_key(Some(Self::day_key(&delta.key_id, &delta.day.to_string())))
-                .expression_attribute_values(":s", n(delta.tally.successful_calls))
-                .expression_attribute_values(":f", n(delta.tally.failed_calls))
-                .expression_attribute_values(":u", n(delta.tally.usage_count));
-            request = if with_last_used {
-                request
-                    .update_expression(
-                        "ADD successfulCalls :s, failedCalls :f, usageCount :u SET lastUsed = :t",
-                    )
-                    .condition_expression("attribute_not_exists(lastUsed) OR lastUsed < :t")
-                    .expression_attribute_values(":t", s(&format_instant(delta.last_used)))
-            } else {
-                request.update_expression("ADD successfulCalls :s, failedCalls :f, usageCount :u")
-            };
-            request.send().map_err(|e| WriteFailure::of("add usage", table, e))
-        };
-        let add = |with_last_used: bool| {
-            UNPROCESSED_RETRY.run(move || update(with_last_used), WriteFailure::worth_resending, |_, _| {})
-        };
-        match add(true).await.map_err(|failure| failure.err) {
-            Ok(_) => Ok(1),
-            Err(StoreError::ConditionFailed { .. }) => {
-                add(false).await.map_err(|failure| failure.err)?;
-                Ok(2)
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    /// Adds a buffer's directly written usage of one key to its lifetime totals and moves its
-    /// `lastUsed` forward, as [`Self::add_day`] does for a day item (and resent only as it is).
-    /// Returns the writes made.
-    async fn add_to_key(
-        &self,
-        key_id: &KeyId,
-        tally: Tally,
-        last_used: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
+    async fn add_to_key(&self, key_id: &KeyId, days: &[DayDelta]) -> Result<Option<usize>, StoreError> {
         let table = &self.tables.api_keys;
+        let tally: Tally = days.iter().map(|d| d.tally).sum();
+        let last_used = days.iter().map(|d| d.last_used).max().unwrap_or_default();
         let update = |with_last_used: bool| {
             let mut request = self
                 .single_shot
@@ -174,31 +139,64 @@ impl DynamoStore {
                 .expression_attribute_values(":s", n(tally.successful_calls))
                 .expression_attribute_values(":f", n(tally.failed_calls))
                 .expression_attribute_values(":u", n(tally.usage_count));
+            let mut adds = vec![
+                "successfulCalls :s".to_owned(),
+                "failedCalls :f".to_owned(),
+                "usageCount :u".to_owned(),
+            ];
+            let mut sets = Vec::new();
+            for (i, delta) in days.iter().enumerate() {
+                // A zero counter is left out: a missing attribute reads as 0, and bytes cost units.
+                for (kind, value) in [
+                    ('s', delta.tally.successful_calls),
+                    ('f', delta.tally.failed_calls),
+                    ('u', delta.tally.usage_count),
+                ] {
+                    if value > 0 {
+                        adds.push(format!("#{kind}{i} :{kind}{i}"));
+                        request = request
+                            .expression_attribute_names(
+                                format!("#{kind}{i}"),
+                                open::attribute(kind, delta.day),
+                            )
+                            .expression_attribute_values(format!(":{kind}{i}"), n(value));
+                    }
+                }
+                if with_last_used {
+                    sets.push(format!("#t{i} = :t{i}"));
+                    request = request
+                        .expression_attribute_names(format!("#t{i}"), open::attribute('t', delta.day))
+                        .expression_attribute_values(format!(":t{i}"), s(&format_instant(delta.last_used)));
+                }
+            }
             // A key that vanished gets no stub item.
             request = if with_last_used {
                 request
-                    .update_expression(
-                        "ADD successfulCalls :s, failedCalls :f, usageCount :u SET lastUsed = :t",
-                    )
+                    .update_expression(format!(
+                        "ADD {} SET lastUsed = :t, {}",
+                        adds.join(", "),
+                        sets.join(", ")
+                    ))
                     .condition_expression(
                         "attribute_exists(id) AND (attribute_not_exists(lastUsed) OR lastUsed < :t)",
                     )
                     .expression_attribute_values(":t", s(&format_instant(last_used)))
             } else {
                 request
-                    .update_expression("ADD successfulCalls :s, failedCalls :f, usageCount :u")
+                    .update_expression(format!("ADD {}", adds.join(", ")))
                     .condition_expression("attribute_exists(id)")
             };
-            request.send().map_err(|e| WriteFailure::of("add usage to the key totals", table, e))
+            request.send().map_err(|e| WriteFailure::of("add usage to the key", table, e))
         };
         let add = |with_last_used: bool| {
             UNPROCESSED_RETRY.run(move || update(with_last_used), WriteFailure::worth_resending, |_, _| {})
         };
         match add(true).await.map_err(|failure| failure.err) {
-            Ok(_) => Ok(1),
+            Ok(_) => Ok(Some(1)),
             Err(StoreError::ConditionFailed { .. }) => {
                 match add(false).await.map_err(|failure| failure.err) {
-                    Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(2),
+                    Ok(_) => Ok(Some(2)),
+                    Err(StoreError::ConditionFailed { .. }) => Ok(None),
                     Err(err) => Err(err),
                 }
             }
@@ -215,17 +213,22 @@ impl DynamoStore {
         (slot, self.mark(slot, &digests, applied_at).await)
     }
 
-    /// The `index`th day item write of a call (the fault drill stops after its limit).
-    async fn write_day(&self, index: usize, delta: DayDelta) -> (DayDelta, Result<usize, StoreError>) {
+    /// The `index`th key write of a call (the fault drill stops after its limit).
+    async fn write_key(
+        &self,
+        index: usize,
+        days: Vec<DayDelta>,
+    ) -> (Vec<DayDelta>, Result<Option<usize>, StoreError>) {
         if let Some(limit) = self.write_limit.filter(|limit| index >= *limit) {
             let drill = format!("fault drill: stopped after {limit} counter write(s)");
             return (
-                delta,
+                days,
                 Err(StoreError::Retryable { operation: "add usage".into(), source: drill.into() }),
             );
         }
-        let outcome = self.add_day(&delta).await;
-        (delta, outcome)
+        let key_id = days[0].key_id.clone();
+        let outcome = self.add_to_key(&key_id, &days).await;
+        (days, outcome)
     }
 
     pub(super) fn day_key(key: &KeyId, day: &str) -> HashMap<String, AttributeValue> {
@@ -365,44 +368,28 @@ impl UsageWriter for DynamoStore {
                 }
             }
         }
-        let writable: Vec<(usize, DayDelta)> = hot.into_iter().enumerate().collect();
-        let writes: Vec<(DayDelta, Result<usize, StoreError>)> = futures::stream::iter(writable)
-            .map(|(index, delta)| self.write_day(index, delta))
+        // One write per key: its days of the buffer into its open days, and its totals.
+        let per_key: Vec<(usize, Vec<DayDelta>)> =
+            hot.chunk_by(|a, b| a.key_id == b.key_id).map(<[DayDelta]>::to_vec).enumerate().collect();
+        let writes: Vec<KeyWrite> = futures::stream::iter(per_key)
+            .map(|(index, days)| self.write_key(index, days))
             .buffer_unordered(COUNTER_WRITE_CONCURRENCY)
             .collect()
             .await;
-        // What landed in the day items moves the keys' totals: one write per key (CONTRACTS.md §2).
-        let mut by_key: BTreeMap<KeyId, (Tally, DateTime<Utc>)> = BTreeMap::new();
-        for (delta, outcome) in writes {
+        for (days, outcome) in writes {
+            let tally: Tally = days.iter().map(|d| d.tally).sum();
             match outcome {
-                Ok(made) => {
-                    report.day_items_written += 1;
-                    report.last_used_rewrites += made - 1;
-                    let key = by_key.entry(delta.key_id).or_insert((Tally::default(), delta.last_used));
-                    key.0.add(delta.tally);
-                    key.1 = key.1.max(delta.last_used);
-                }
-                Err(err) => {
-                    report.not_applied.add(delta.tally);
-                    report.failure.get_or_insert_with(|| meter_model::error_chain(&err));
-                }
-            }
-        }
-        let key_writes: Vec<(Tally, Result<usize, StoreError>)> = futures::stream::iter(by_key)
-            .map(|(key_id, (tally, last_used))| async move {
-                (tally, self.add_to_key(&key_id, tally, last_used).await)
-            })
-            .buffer_unordered(COUNTER_WRITE_CONCURRENCY)
-            .collect()
-            .await;
-        for (tally, outcome) in key_writes {
-            match outcome {
-                Ok(made) => {
-                    report.key_total_writes += 1;
+                Ok(Some(made)) => {
+                    report.key_days_written += days.len();
+                    report.key_writes += 1;
                     report.key_last_used_rewrites += made - 1;
                 }
+                Ok(None) => {
+                    // Deleted since it was looked up: its usage is reported as a missing key's.
+                    report.unknown_keys.entry(days[0].key_id.clone()).or_default().add(tally);
+                }
                 Err(err) => {
-                    report.key_totals_not_applied.add(tally);
+                    report.not_applied.add(tally);
                     report.failure.get_or_insert_with(|| meter_model::error_chain(&err));
                 }
             }

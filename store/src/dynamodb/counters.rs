@@ -7,12 +7,13 @@ use futures::StreamExt;
 use meter_model::batch::{pending_bucket, with_parked};
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
-    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta, DayUsage, KeyId, KeyStore, Month,
-    ParkedRefresh, ParkedUsage, ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
+    CorrectionOutcome, CounterCorrector, Day, DayCorrection, DayDelta, DayUsage, KeyId, Month, ParkedRefresh,
+    ParkedUsage, ReconcileRun, RunLease, StoreError, UsageReader, UsageTotals,
 };
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
 use super::item::{Item, corrupt, get_instant, n, req_s, s, tally_of};
+use super::open;
 use super::{
     DynamoStore, LEASE_PARTITION, RECONCILE_LEASE, RECONCILE_PARTITION, RUN_RECORD_TTL_DAYS, TTL_ATTRIBUTE,
 };
@@ -46,8 +47,18 @@ impl DynamoStore {
         Ok(parked.entries.into_iter().filter(|e| &e.key_id == key_id).collect())
     }
 
-    /// The day items of `key` in `from..=to`, read consistently.
+    /// The days of `key` in `from..=to`, read consistently: its day items, and the open days its key
+    /// item holds (none for a key that does not exist).
     async fn key_days(&self, key: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
+        let open = match self.key_item(key, None, "read a key's open days").await? {
+            Some(item) => open::open_days(&item)?,
+            None => Default::default(),
+        };
+        Ok(open::with_open(key, self.day_items_of(key, from, to).await?, &open, from, to))
+    }
+
+    /// The day items of `key` in `from..=to` (its open days left out), read consistently.
+    async fn day_items_of(&self, key: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
         let mut items = self
             .sort_key_range(key.as_str(), &from.to_string(), &to.to_string())
             .into_paginator()
@@ -79,6 +90,32 @@ impl UsageReader for DynamoStore {
     }
 }
 
+/// A condition that the three counters `names` (attribute names or `#` placeholders) hold `tally`,
+/// and its values, named `:<prefix>s`, `:<prefix>f`, `:<prefix>u`. A counter the item lacks reads as
+/// 0, so "0" also accepts a missing attribute.
+fn counters_equal(
+    names: [&str; 3],
+    tally: meter_model::Tally,
+    prefix: &str,
+) -> (String, std::collections::HashMap<String, AttributeValue>) {
+    let mut clauses = Vec::new();
+    let mut values = std::collections::HashMap::new();
+    for ((name, kind), value) in names.into_iter().zip(['s', 'f', 'u']).zip([
+        tally.successful_calls,
+        tally.failed_calls,
+        tally.usage_count,
+    ]) {
+        let placeholder = format!(":{prefix}{kind}");
+        clauses.push(if value == 0 {
+            format!("(attribute_not_exists({name}) OR {name} = {placeholder})")
+        } else {
+            format!("{name} = {placeholder}")
+        });
+        values.insert(placeholder, n(value));
+    }
+    (clauses.join(" AND "), values)
+}
+
 fn day_usage_of(item: &Item) -> Result<DayUsage, StoreError> {
     Ok(DayUsage {
         key_id: KeyId::parse(req_s(item, "keyId")?).map_err(|e| corrupt(e.to_string()))?,
@@ -86,6 +123,7 @@ fn day_usage_of(item: &Item) -> Result<DayUsage, StoreError> {
             .parse()
             .map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
         tally: tally_of(item)?,
+        open: meter_model::Tally::default(),
         last_used: get_instant(item, "lastUsed")?,
         reconciled_at: get_instant(item, "reconciledAt")?,
     })
@@ -93,13 +131,21 @@ fn day_usage_of(item: &Item) -> Result<DayUsage, StoreError> {
 
 impl CounterCorrector for DynamoStore {
     async fn day_items(&self, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
-        // One Query of its own days per key: the nightly read cost follows the number of keys and the
-        // range's items, never the table's history, which a Scan would read whole every night. (Items
-        // exist only for keys: realtime and reconcile never create one for an unknown key.)
-        let keys: Vec<KeyId> = self.list_keys().await?.into_iter().map(|key| key.id).collect();
+        // One Scan of the key items (their open days) and one Query of its own days per key: the
+        // nightly read cost follows the number of keys and the range's items, never the table's
+        // history, which a Scan of the day items would read whole every night. (Items exist only for
+        // keys: realtime and reconcile never create one for an unknown key.)
+        let mut keys = Vec::new();
+        for item in self.key_items(None, "read the keys' open days").await? {
+            let id = KeyId::parse(req_s(&item, "id")?).map_err(|e| corrupt(e.to_string()))?;
+            keys.push((id, open::open_days(&item)?));
+        }
         let mut out = Vec::new();
         let mut per_key = futures::stream::iter(keys)
-            .map(|key| async move { self.key_days(&key, from, to).await })
+            .map(|(key, open)| async move {
+                let items = self.day_items_of(&key, from, to).await?;
+                Ok::<_, StoreError>(open::with_open(&key, items, &open, from, to))
+            })
             .buffer_unordered(QUERY_CONCURRENCY);
         while let Some(items) = per_key.next().await {
             out.extend(items?);
@@ -118,61 +164,72 @@ impl CounterCorrector for DynamoStore {
             .send()
             .await
             .map_err(|e| table_missing(store_error("read day item", e), &self.tables.usage_counters))?;
-        out.item().map(day_usage_of).transpose()
+        let item = out.item().map(day_usage_of).transpose()?;
+        let open = match self.key_item(key_id, None, "read a key's open days").await? {
+            Some(key_item) => open::open_days(&key_item)?,
+            None => Default::default(),
+        };
+        Ok(open::with_open(key_id, item.into_iter().collect(), &open, day, day).pop())
     }
 
     async fn correct_day(&self, correction: &DayCorrection) -> Result<CorrectionOutcome, StoreError> {
         let op = "correct day";
         let target = correction.target;
-        let mut day = Update::builder()
+        // The day is its item plus its open day on the key item: each must still hold its part. With
+        // only open usage read, the item is missing or holds zeros.
+        const DAY_COUNTERS: [&str; 3] = ["successfulCalls", "failedCalls", "usageCount"];
+        let expected_item = correction.expected.map(|whole| whole.saturating_sub(correction.expected_open));
+        let (condition, mut values) = match expected_item {
+            None => ("attribute_not_exists(keyId)".to_owned(), std::collections::HashMap::new()),
+            Some(expected) => {
+                let (clauses, values) = counters_equal(DAY_COUNTERS, expected, "e");
+                let presence = if expected.is_zero() {
+                    "attribute_not_exists(keyId) OR"
+                } else {
+                    "attribute_exists(keyId) AND"
+                };
+                (format!("{presence} ({clauses})"), values)
+            }
+        };
+        values.insert(":s".into(), n(target.successful_calls));
+        values.insert(":f".into(), n(target.failed_calls));
+        values.insert(":u".into(), n(target.usage_count));
+        values.insert(":r".into(), s(&format_instant(correction.at)));
+        if let Some(last_used) = correction.last_used {
+            values.insert(":lu".into(), s(&format_instant(last_used)));
+        }
+        let day = Update::builder()
             .table_name(&self.tables.usage_counters)
             .set_key(Some(Self::day_key(&correction.key_id, &correction.day.to_string())))
             .update_expression(format!(
                 "SET successfulCalls = :s, failedCalls = :f, usageCount = :u, reconciledAt = :r{}",
                 if correction.last_used.is_some() { ", lastUsed = :lu" } else { "" }
             ))
-            .expression_attribute_values(":s", n(target.successful_calls))
-            .expression_attribute_values(":f", n(target.failed_calls))
-            .expression_attribute_values(":u", n(target.usage_count))
-            .expression_attribute_values(":r", s(&format_instant(correction.at)));
-        if let Some(last_used) = correction.last_used {
-            day = day.expression_attribute_values(":lu", s(&format_instant(last_used)));
-        }
-        day = match correction.expected {
-            None => day.condition_expression("attribute_not_exists(keyId)"),
-            Some(expected) => {
-                // A counter the item lacks reads as 0, so "0" must also accept a missing attribute.
-                let mut clauses = Vec::new();
-                for (name, placeholder, value) in [
-                    ("successfulCalls", ":es", expected.successful_calls),
-                    ("failedCalls", ":ef", expected.failed_calls),
-                    ("usageCount", ":eu", expected.usage_count),
-                ] {
-                    clauses.push(if value == 0 {
-                        format!("(attribute_not_exists({name}) OR {name} = {placeholder})")
-                    } else {
-                        format!("{name} = {placeholder}")
-                    });
-                    day = day.expression_attribute_values(placeholder, n(value));
-                }
-                day.condition_expression(format!("attribute_exists(keyId) AND {}", clauses.join(" AND ")))
-            }
-        };
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values));
         let day = day.build().map_err(|e| build_error(op, e))?;
-        // The key's totals move by what the item moves, in the same transaction (CONTRACTS.md §2);
-        // its condition also keeps an item from being created for a key that does not exist.
+        // The key's totals move by what the day moves and its open day closes, in the same
+        // transaction (CONTRACTS.md §2); its condition also keeps an item from being created for a
+        // key that does not exist.
         let delta = correction.delta();
         let signed = |value: i128| AttributeValue::N(value.to_string());
-        let key = Update::builder()
+        let names = ['s', 'f', 'u', 't'].map(|kind| open::attribute(kind, correction.day));
+        let (open_clauses, mut values) = counters_equal(["#os", "#of", "#ou"], correction.expected_open, "o");
+        values.insert(":ds".into(), signed(delta.successful_calls));
+        values.insert(":df".into(), signed(delta.failed_calls));
+        values.insert(":du".into(), signed(delta.usage_count));
+        let mut key = Update::builder()
             .table_name(&self.tables.api_keys)
             .set_key(Some(Self::key_of(&correction.key_id)))
-            .update_expression("ADD successfulCalls :ds, failedCalls :df, usageCount :du")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":ds", signed(delta.successful_calls))
-            .expression_attribute_values(":df", signed(delta.failed_calls))
-            .expression_attribute_values(":du", signed(delta.usage_count))
-            .build()
-            .map_err(|e| build_error(op, e))?;
+            .update_expression(
+                "ADD successfulCalls :ds, failedCalls :df, usageCount :du REMOVE #os, #of, #ou, #ot",
+            )
+            .condition_expression(format!("attribute_exists(id) AND {open_clauses}"))
+            .set_expression_attribute_values(Some(values));
+        for (placeholder, name) in ["#os", "#of", "#ou", "#ot"].into_iter().zip(names) {
+            key = key.expression_attribute_names(placeholder, name);
+        }
+        let key = key.build().map_err(|e| build_error(op, e))?;
         let items = vec![
             TransactWriteItem::builder().update(day).build(),
             TransactWriteItem::builder().update(key).build(),
@@ -184,9 +241,13 @@ impl CounterCorrector for DynamoStore {
                     .map_err(|e| table_missing(e, &self.tables.usage_counters))?;
                 let failed =
                     |i: usize| reasons.get(i).and_then(Option::as_deref) == Some("ConditionalCheckFailed");
-                return if failed(1) {
+                // The key's condition fails when it is gone, or when its open day moved.
+                let key_gone = || async {
+                    Ok::<_, StoreError>(self.key_item(&correction.key_id, Some("id"), op).await?.is_none())
+                };
+                return if failed(1) && key_gone().await? {
                     Ok(CorrectionOutcome::UnknownKey)
-                } else if failed(0) {
+                } else if failed(0) || failed(1) {
                     Ok(CorrectionOutcome::Changed)
                 } else {
                     Err(StoreError::Other {
@@ -234,7 +295,8 @@ impl CounterCorrector for DynamoStore {
         // moves them by whatever that lacks), and the usage counted before meter.
         let record = super::item::record_from_item(&item)?;
         let parked = super::parked::Snapshot::of(&item)?;
-        let days = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
+        let items = self.day_items_of(key_id, Day::EARLIEST, Day::LATEST).await?;
+        let days = open::with_open(key_id, items, &open::open_days(&item)?, Day::EARLIEST, Day::LATEST);
         let totals = UsageTotals::of_days(&days)
             .plus(record.imported)
             .plus(UsageTotals { tally: parked.parked, last_used: parked.last_used });

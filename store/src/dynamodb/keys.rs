@@ -1,6 +1,6 @@
 //! `ApiKeys`: the [`KeyStore`] on DynamoDB, and the revocation epoch.
 
-use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use meter_model::time::format_instant;
 use meter_model::{ApiKeyRecord, HashedKey, KeyChange, KeyId, KeyStatus, KeyStore, Revocation, StoreError};
@@ -59,8 +59,8 @@ impl DynamoStore {
     }
 }
 
-/// The key item's parked snapshot attributes (CONTRACTS.md §2).
-const PARKED_SNAPSHOT: [&str; 3] = ["parkedSuccessfulCalls", "parkedFailedCalls", "parkedUsageCount"];
+/// The key's lifetime totals, which the counters' writers move with `ADD` (CONTRACTS.md §2).
+const TOTALS: [&str; 3] = ["successfulCalls", "failedCalls", "usageCount"];
 
 impl KeyStore for DynamoStore {
     async fn insert_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
@@ -185,8 +185,10 @@ impl KeyStore for DynamoStore {
     }
 
     async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<ApiKeyRecord, StoreError> {
-        // Optimistic: the item is replaced only if what others write meanwhile (reconcile's totals, a
-        // revocation) is still what was read; otherwise it is read again.
+        // Optimistic, and only the record's attributes that change: each is set (or removed) only if
+        // it still holds what was read, and the lifetime totals move by their difference with `ADD`.
+        // The counters' bookkeeping on the item (open days, parked snapshot) and the totals the
+        // writers move meanwhile are never rewritten from a stale read.
         for _ in 0..UPDATE_ATTEMPTS {
             let raw = self
                 .key_item(id, None, "update key")
@@ -197,31 +199,54 @@ impl KeyStore for DynamoStore {
             if after == before {
                 return Ok(after);
             }
-            // The parked snapshot is the counters' bookkeeping, not the record's: kept as it is (the
-            // condition on the totals below covers it, as a refresh moves them together).
-            let mut item = item_from_record(&after);
-            for name in PARKED_SNAPSHOT {
-                if let Some(value) = raw.get(name) {
-                    item.insert(name.to_owned(), value.clone());
+            let (old, new) = (item_from_record(&before), item_from_record(&after));
+            let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
+            names.sort();
+            names.dedup();
+            let mut update =
+                self.client.update_item().table_name(&self.tables.api_keys).set_key(Some(Self::key_of(id)));
+            let (mut sets, mut removes, mut adds, mut conditions) =
+                (Vec::new(), Vec::new(), Vec::new(), vec!["attribute_exists(id)".to_owned()]);
+            for (i, name) in names.into_iter().enumerate() {
+                let (was, will) = (old.get(name), new.get(name));
+                if was == will {
+                    continue;
+                }
+                update = update.expression_attribute_names(format!("#a{i}"), name);
+                if TOTALS.contains(&name.as_str()) {
+                    let delta = i128::from(get_n(&new, name)?) - i128::from(get_n(&old, name)?);
+                    adds.push(format!("#a{i} :d{i}"));
+                    update = update
+                        .expression_attribute_values(format!(":d{i}"), AttributeValue::N(delta.to_string()));
+                    continue;
+                }
+                match will {
+                    Some(value) => {
+                        sets.push(format!("#a{i} = :n{i}"));
+                        update = update.expression_attribute_values(format!(":n{i}"), value.clone());
+                    }
+                    None => removes.push(format!("#a{i}")),
+                }
+                match was {
+                    Some(value) => {
+                        conditions.push(format!("#a{i} = :o{i}"));
+                        update = update.expression_attribute_values(format!(":o{i}"), value.clone());
+                    }
+                    None => conditions.push(format!("attribute_not_exists(#a{i})")),
                 }
             }
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.tables.api_keys)
-                .set_item(Some(item))
-                .condition_expression(
-                    "attribute_exists(id) AND #status = :status AND usageCount = :u AND successfulCalls = :s \
-                     AND failedCalls = :f",
-                )
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":status", s(before.status.as_str()))
-                .expression_attribute_values(":u", n(before.totals.usage_count))
-                .expression_attribute_values(":s", n(before.totals.successful_calls))
-                .expression_attribute_values(":f", n(before.totals.failed_calls))
+            let mut expression = Vec::new();
+            for (verb, parts) in [("SET", sets), ("REMOVE", removes), ("ADD", adds)] {
+                if !parts.is_empty() {
+                    expression.push(format!("{verb} {}", parts.join(", ")));
+                }
+            }
+            let sent = update
+                .update_expression(expression.join(" "))
+                .condition_expression(conditions.join(" AND "))
                 .send()
                 .await;
-            match put.map_err(|e| store_error("update key", e)) {
+            match sent.map_err(|e| store_error("update key", e)) {
                 Ok(_) => return Ok(after),
                 Err(StoreError::ConditionFailed { .. }) => {}
                 Err(other) => return Err(table_missing(other, &self.tables.api_keys)),

@@ -20,6 +20,7 @@ mod error;
 pub mod export;
 mod item;
 mod keys;
+mod open;
 mod parked;
 pub mod schema;
 

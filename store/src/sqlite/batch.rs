@@ -65,18 +65,18 @@ impl UsageWriter for SqliteStore {
         {
             let mut known = self.known_keys.lock().unwrap_or_else(PoisonError::into_inner);
             let mut key_exists = tx.prepare_cached("SELECT 1 FROM api_keys WHERE id = ?1").map_err(op)?;
-            let mut later_use = tx
-                .prepare_cached(
-                    "SELECT 1 FROM usage_counters WHERE key_id = ?1 AND day = ?2 AND last_used >= ?3",
-                )
-                .map_err(op)?;
+            // A day's usage is open until reconcile sets the day (CONTRACTS.md §2).
             let mut add_to_day = tx
                 .prepare_cached(
-                    "INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, last_used) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key_id, day) DO UPDATE SET \
+                    "INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, \
+                     open_successful_calls, open_failed_calls, open_usage_count, last_used) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?4, ?5, ?6) ON CONFLICT (key_id, day) DO UPDATE SET \
                      successful_calls = successful_calls + excluded.successful_calls, \
                      failed_calls = failed_calls + excluded.failed_calls, \
                      usage_count = usage_count + excluded.usage_count, \
+                     open_successful_calls = open_successful_calls + excluded.successful_calls, \
+                     open_failed_calls = open_failed_calls + excluded.failed_calls, \
+                     open_usage_count = open_usage_count + excluded.usage_count, \
                      last_used = MAX(COALESCE(last_used, ''), excluded.last_used)",
                 )
                 .map_err(op)?;
@@ -98,14 +98,12 @@ impl UsageWriter for SqliteStore {
             for day in &hot {
                 let (key, day_text, at) =
                     (day.key_id.as_str(), day.day.to_string(), format_instant(day.last_used));
-                if later_use.exists(params![key, day_text, at]).map_err(op)? {
-                    report.last_used_rewrites += 1;
-                }
                 let [s, f, u] = tally_params(day.tally)?;
                 add_to_day.execute(params![key, day_text, s, f, u, at]).map_err(op)?;
-                report.day_items_written += 1;
+                report.key_days_written += 1;
             }
-            // The key's lifetime totals move with its day items, one write per key (CONTRACTS.md §2).
+            // On DynamoDB the key's open days and lifetime totals are one write per key (CONTRACTS.md
+            // §2): counted so, and the totals moved in the same transaction here.
             let mut key_later =
                 tx.prepare_cached("SELECT 1 FROM api_keys WHERE id = ?1 AND last_used >= ?2").map_err(op)?;
             let mut add_to_key = tx
@@ -124,7 +122,7 @@ impl UsageWriter for SqliteStore {
                 }
                 let [s, f, u] = tally_params(tally)?;
                 add_to_key.execute(params![key, s, f, u, at]).map_err(op)?;
-                report.key_total_writes += 1;
+                report.key_writes += 1;
             }
             let mut park = tx
                 .prepare_cached(

@@ -92,13 +92,22 @@ impl CounterCorrector for SqliteStore {
         }
         let current = tx
             .query_row(
-                "SELECT successful_calls, failed_calls, usage_count FROM usage_counters WHERE key_id = ?1 AND day = ?2",
+                "SELECT successful_calls, failed_calls, usage_count, open_successful_calls, open_failed_calls, \
+                 open_usage_count FROM usage_counters WHERE key_id = ?1 AND day = ?2",
                 params![key, day],
-                |r| Ok([r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?]),
+                |r| {
+                    Ok((
+                        [r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?],
+                        [r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?],
+                    ))
+                },
             )
             .optional()
             .map_err(op)?;
-        let expected = correction.expected.map(tally_params).transpose()?;
+        let expected = match correction.expected {
+            Some(tally) => Some((tally_params(tally)?, tally_params(correction.expected_open)?)),
+            None => None,
+        };
         if current != expected {
             return Ok(CorrectionOutcome::Changed);
         }
@@ -109,6 +118,7 @@ impl CounterCorrector for SqliteStore {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (key_id, day) DO UPDATE SET \
              successful_calls = excluded.successful_calls, failed_calls = excluded.failed_calls, \
              usage_count = excluded.usage_count, reconciled_at = excluded.reconciled_at, \
+             open_successful_calls = 0, open_failed_calls = 0, open_usage_count = 0, \
              last_used = COALESCE(excluded.last_used, usage_counters.last_used)",
             params![
                 key,

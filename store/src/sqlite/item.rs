@@ -120,7 +120,7 @@ pub(super) fn key_values(record: &ApiKeyRecord) -> Result<Vec<rusqlite::types::V
     ])
 }
 
-type DayRow = (String, String, i64, i64, i64, Option<String>, Option<String>);
+type DayRow = (String, String, [i64; 3], [i64; 3], Option<String>, Option<String>);
 
 /// The three counters as stored (SQLite integers are signed), checked.
 pub(super) fn tally_of(successful: i64, failed: i64, usage: i64) -> Result<Tally, StoreError> {
@@ -132,21 +132,36 @@ pub(super) fn tally_of(successful: i64, failed: i64, usage: i64) -> Result<Tally
 }
 
 pub(super) fn day_usage_of(row: DayRow) -> Result<DayUsage, StoreError> {
-    let (key_id, day, successful, failed, usage, last_used, reconciled_at) = row;
+    let (
+        key_id,
+        day,
+        [successful, failed, usage],
+        [open_successful, open_failed, open_usage],
+        last_used,
+        reconciled_at,
+    ) = row;
     Ok(DayUsage {
         key_id: KeyId::parse(&key_id).map_err(|e| corrupt(e.to_string()))?,
         day: day.parse().map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?,
         tally: tally_of(successful, failed, usage)?,
+        open: tally_of(open_successful, open_failed, open_usage)?,
         last_used: instant(last_used, "lastUsed")?,
         reconciled_at: instant(reconciled_at, "reconciledAt")?,
     })
 }
 
-pub(super) const DAY_COLUMNS: &str =
-    "key_id, day, successful_calls, failed_calls, usage_count, last_used, reconciled_at";
+pub(super) const DAY_COLUMNS: &str = "key_id, day, successful_calls, failed_calls, usage_count, \
+     open_successful_calls, open_failed_calls, open_usage_count, last_used, reconciled_at";
 
 pub(super) fn read_day_row(r: &Row<'_>) -> rusqlite::Result<DayRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        [r.get(2)?, r.get(3)?, r.get(4)?],
+        [r.get(5)?, r.get(6)?, r.get(7)?],
+        r.get(8)?,
+        r.get(9)?,
+    ))
 }
 
 pub(super) fn tally_params(tally: Tally) -> Result<[i64; 3], StoreError> {

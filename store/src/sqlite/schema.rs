@@ -141,6 +141,15 @@ INSERT INTO parked_totals
 CREATE TABLE parked_items (item TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
 INSERT INTO parked_items SELECT DISTINCT item FROM parked_usage;
 ",
+    // A day's open usage (CONTRACTS.md §2): what realtime counted since reconcile last set the day,
+    // which the next run closes. A day no run has set yet is open whole.
+    r"
+ALTER TABLE usage_counters ADD COLUMN open_successful_calls INTEGER NOT NULL DEFAULT 0 CHECK (open_successful_calls >= 0);
+ALTER TABLE usage_counters ADD COLUMN open_failed_calls INTEGER NOT NULL DEFAULT 0 CHECK (open_failed_calls >= 0);
+ALTER TABLE usage_counters ADD COLUMN open_usage_count INTEGER NOT NULL DEFAULT 0 CHECK (open_usage_count >= 0);
+UPDATE usage_counters SET open_successful_calls = successful_calls, open_failed_calls = failed_calls,
+    open_usage_count = usage_count WHERE reconciled_at IS NULL;
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -202,7 +211,10 @@ mod tests {
                 "INSERT INTO parked_usage (item, key_id, day, successful_calls, failed_calls, usage_count, last_used) VALUES \
                  ('01|2026-11-30|a', 'aaaaaaaaaaaa', '2026-11-30', 1, 0, 1, '2026-11-30T10:00:00.000Z'), \
                  ('01|2026-11-30|b', 'aaaaaaaaaaaa', '2026-11-30', 0, 1, 1, '2026-11-30T11:00:00.000Z'); \
-                 DROP TABLE parked_totals; DROP TABLE parked_items; PRAGMA user_version = 8;",
+                 DROP TABLE parked_totals; DROP TABLE parked_items; \
+                 ALTER TABLE usage_counters DROP COLUMN open_successful_calls; \
+                 ALTER TABLE usage_counters DROP COLUMN open_failed_calls; \
+                 ALTER TABLE usage_counters DROP COLUMN open_usage_count; PRAGMA user_version = 8;",
             )
             .unwrap();
         drop(store);
@@ -219,6 +231,35 @@ mod tests {
         let items: i64 =
             store.conn().query_row("SELECT COUNT(*) FROM parked_items", [], |r| r.get(0)).unwrap();
         assert_eq!(items, 2);
+    }
+
+    #[test]
+    fn days_no_run_has_set_are_open_when_the_schema_moves_to_open_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meter.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .conn()
+            .execute_batch(
+                "ALTER TABLE usage_counters DROP COLUMN open_successful_calls; \
+                 ALTER TABLE usage_counters DROP COLUMN open_failed_calls; \
+                 ALTER TABLE usage_counters DROP COLUMN open_usage_count; \
+                 INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, reconciled_at) VALUES \
+                 ('aaaaaaaaaaaa', '2026-11-29', 4, 1, 5, '2026-11-30T03:00:00.000Z'), \
+                 ('aaaaaaaaaaaa', '2026-11-30', 2, 1, 3, NULL); PRAGMA user_version = 9;",
+            )
+            .unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let open: Vec<(String, i64, i64, i64)> = store
+            .conn()
+            .prepare("SELECT day, open_successful_calls, open_failed_calls, open_usage_count FROM usage_counters ORDER BY day")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(open, [("2026-11-29".to_owned(), 0, 0, 0), ("2026-11-30".to_owned(), 2, 1, 3)]);
     }
 
     #[test]

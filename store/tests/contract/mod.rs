@@ -134,6 +134,7 @@ pub(crate) fn day_item(key: &KeyId, day: &str, n: u64) -> DayUsage {
         key_id: key.clone(),
         day: day.parse().unwrap(),
         tally: Tally { successful_calls: n, failed_calls: n / 2, usage_count: n * 2 },
+        open: Tally::default(),
         last_used: Some(
             at(&format!("{day}T12:00:00.000Z")) + Duration::milliseconds(i64::try_from(n).unwrap()),
         ),
@@ -206,7 +207,11 @@ pub(crate) async fn a_delivery_adds_to_its_days_exactly_once<S: KeyStore + Usage
     let first =
         store.apply_deliveries(std::slice::from_ref(&batch), at("2026-12-01T00:00:30Z")).await.unwrap();
     assert_eq!((first.deliveries_applied, first.deliveries_already_applied), (1, 0), "{first:?}");
-    assert_eq!((first.marker_writes, first.day_items_written, first.keys_read), (1, 2, 1), "{first:?}");
+    assert_eq!(
+        (first.marker_writes, first.key_days_written, first.key_writes, first.keys_read),
+        (1, 2, 1, 1),
+        "both days in one write of the key: {first:?}"
+    );
     assert!(first.unknown_keys.is_empty() && first.failure.is_none());
     // The same delivery again, alone or beside a new one in the same slot: counted once.
     let other = batch_of(2, vec![delta(key, "2026-11-30T23:59:59.500Z", 200, true, 1)]);
@@ -227,10 +232,12 @@ pub(crate) async fn a_delivery_adds_to_its_days_exactly_once<S: KeyStore + Usage
     assert_eq!(november[0].last_used, Some(at("2026-11-30T23:59:59.999Z")));
     let december = store.month_usage(key, "2026-12".parse().unwrap()).await.unwrap();
     assert_eq!(december[0].tally, Tally { successful_calls: 0, failed_calls: 0, usage_count: 4 });
-    // The key's lifetime totals move with its day items, once per buffer.
+    // The key's lifetime totals move with its days, in the same write.
     let stored = store.get_key(key).await.unwrap().unwrap();
     assert_eq!((stored.totals, stored.last_used), (totals, last_used));
-    assert_eq!((first.key_total_writes, again.key_total_writes), (1, 1));
+    assert_eq!((first.key_writes, again.key_writes), (1, 1));
+    // Nothing is reconciled yet: the days are open whole.
+    assert_eq!(november[0].open, november[0].tally);
 }
 
 pub(crate) async fn unknown_keys_get_no_items_and_revoked_keys_still_count<S>(store: &S)
@@ -293,25 +300,23 @@ where
     assert_eq!(first.marker_writes, 4, "one marker write per slot");
     assert_eq!(first.marker_write_units, 4, "a slot of ten digests fits one write unit");
     assert_eq!(
-        first.day_items_written + first.parked_entries,
+        first.key_days_written + first.parked_entries,
         key_days,
         "one write per key and day, or parked"
     );
     assert!(first.parked_writes <= first.parked_entries, "parked key days share items");
     assert_eq!(first.keys_read, 130);
     assert!(
-        first.key_total_writes > 0 && first.key_total_writes <= first.day_items_written.min(130),
-        "at most one key write per key written: {first:?}"
+        first.key_writes > 0 && first.key_writes <= first.key_days_written.min(130),
+        "at most one write per key, whatever its days: {first:?}"
     );
     assert_eq!(
         first.write_units(),
-        4 + first.day_items_written as u64
-            + first.parked_write_units
-            + (first.key_total_writes + first.key_last_used_rewrites) as u64
+        4 + first.parked_write_units + (first.key_writes + first.key_last_used_rewrites) as u64
     );
     let again = store.apply_deliveries(&deliveries, at("2026-11-08T00:03:00Z")).await.unwrap();
     assert_eq!(
-        (again.deliveries_applied, again.deliveries_already_applied, again.day_items_written),
+        (again.deliveries_applied, again.deliveries_already_applied, again.key_days_written),
         (0, 40, 0)
     );
     let mut counted = 0;
@@ -329,9 +334,8 @@ pub(crate) async fn last_used_never_moves_back<S: KeyStore + UsageWriter + Usage
     let earlier = batch_of(5, vec![delta(&record.id, "2026-11-09T08:00:00Z", 200, true, 2)]);
     store.apply_deliveries(&[later], at("2026-11-09T12:00:10Z")).await.unwrap();
     let report = store.apply_deliveries(&[earlier], at("2026-11-09T12:00:20Z")).await.unwrap();
-    assert_eq!(report.last_used_rewrites, 1, "the conditional write is repeated without lastUsed");
-    assert_eq!(report.key_last_used_rewrites, 1, "the key's too");
-    assert_eq!(report.write_units(), 1 + 2 + 2);
+    assert_eq!(report.key_last_used_rewrites, 1, "the conditional write is repeated without lastUsed");
+    assert_eq!(report.write_units(), 1 + 2);
     let key = store.get_key(&record.id).await.unwrap().unwrap();
     assert_eq!((key.totals.usage_count, key.last_used), (4, Some(at("2026-11-09T12:00:00Z"))));
     let days = store.month_usage(&record.id, "2026-11".parse().unwrap()).await.unwrap();
@@ -376,7 +380,7 @@ where
     // b's two calls on the 9th are written, as is a's lone call on the 10th (too few to park in its
     // bucket that day); the four single calls of the 9th share one parked item.
     assert_eq!(
-        (report.day_items_written, report.parked_entries, report.parked_writes),
+        (report.key_days_written, report.parked_entries, report.parked_writes),
         (2, 4, 1),
         "{report:?}"
     );
@@ -455,7 +459,7 @@ where
     let mut calls = vec![delta(hot, "2026-11-09T08:00:05Z", 200, true, 3)];
     calls.extend(records[1..].iter().map(|r| delta(&r.id, "2026-11-09T08:00:00Z", 200, true, 1)));
     let report = store.apply_deliveries(&[batch_of(40, calls)], at("2026-11-09T08:01:00Z")).await.unwrap();
-    assert_eq!((report.day_items_written, report.parked_entries, report.key_total_writes), (1, 4, 1));
+    assert_eq!((report.key_days_written, report.parked_entries, report.key_writes), (1, 4, 1));
     let totals = |id: KeyId| async move {
         let key = store.get_key(&id).await.unwrap().unwrap();
         (key.totals.usage_count, key.last_used)
@@ -476,27 +480,48 @@ where
     store.update_key(single, &renamed).await.unwrap();
     assert_eq!(store.refresh_parked_totals().await.unwrap().keys_moved, 0);
     assert_eq!(totals(single.clone()).await.0, 1);
-
-    // Reconcile: a correction moves the key with its item; folding parked usage into the item and
-    // clearing it leaves the key's totals exact after the refresh that follows.
+    // ... and its open days (on DynamoDB they live on the key item the change rewrites).
+    store.update_key(hot, &renamed).await.unwrap();
     let day = "2026-11-09".parse().unwrap();
-    let correction = |key_id: &KeyId, expected: Option<Tally>, target: Tally| meter_model::DayCorrection {
-        key_id: key_id.clone(),
-        day,
-        expected,
-        target,
-        at: at("2026-11-10T03:00:00Z"),
-        last_used: None,
-    };
+    let open = store.day_item(hot, day).await.unwrap().unwrap();
     let three = Tally { successful_calls: 3, failed_calls: 0, usage_count: 3 };
+    assert_eq!((open.tally, open.open, open.reconciled_at), (three, three, None));
+
+    // Reconcile: a correction moves the key with its item and closes the day's open usage; folding
+    // parked usage into the item and clearing it leaves the key's totals exact after the refresh
+    // that follows.
+    let correction =
+        |key_id: &KeyId, expected: Option<Tally>, open: Tally, target: Tally| meter_model::DayCorrection {
+            key_id: key_id.clone(),
+            day,
+            expected,
+            expected_open: open,
+            target,
+            at: at("2026-11-10T03:00:00Z"),
+            last_used: None,
+        };
     let five = Tally { successful_calls: 5, failed_calls: 0, usage_count: 5 };
     let one = Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 };
-    let applied = store.correct_day(&correction(hot, Some(three), five)).await.unwrap();
+    let none = Tally::default();
+    // A correction that read the day's open usage wrong is refused: the day moved since.
+    let stale = store.correct_day(&correction(hot, Some(three), none, five)).await.unwrap();
+    assert_eq!(stale, meter_model::CorrectionOutcome::Changed);
+    let applied = store.correct_day(&correction(hot, Some(three), three, five)).await.unwrap();
     assert_eq!(applied, meter_model::CorrectionOutcome::Applied);
     assert_eq!(totals(hot.clone()).await.0, 5);
+    let closed = store.day_item(hot, day).await.unwrap().unwrap();
+    assert_eq!((closed.tally, closed.open), (five, none), "set from the archive, nothing open");
+    assert!(closed.reconciled_at.is_some());
+    // Realtime usage after the run is open again, on top of the reconciled count.
+    let later = batch_of(41, vec![delta(hot, "2026-11-09T23:00:00Z", 200, true, 2)]);
+    store.apply_deliveries(&[later], at("2026-11-09T23:01:00Z")).await.unwrap();
+    let reopened = store.day_item(hot, day).await.unwrap().unwrap();
+    let two = Tally { successful_calls: 2, failed_calls: 0, usage_count: 2 };
+    assert_eq!((reopened.tally.usage_count, reopened.open), (7, two));
+    assert_eq!(totals(hot.clone()).await.0, 7);
     let parked = store.parked_usage(day, day).await.unwrap();
     for record in &records[1..] {
-        store.correct_day(&correction(&record.id, None, one)).await.unwrap();
+        store.correct_day(&correction(&record.id, None, none, one)).await.unwrap();
     }
     store.clear_parked(&parked.handles).await.unwrap();
     let refresh = store.refresh_parked_totals().await.unwrap();
