@@ -340,8 +340,8 @@ pub enum KeysCommand {
     /// Bring the usage parked since the last refresh into the keys' lifetime totals (every parked
     /// item read once). The stack runs it every 10 minutes; `meter serve` every minute.
     RefreshParked(JsonFlag),
-    /// Recount every key's lifetime totals from its day items: a repair after the transformer
-    /// reported KeyTotalsNotApplied. Reads each key's whole history.
+    /// Recount every key's lifetime totals from its days: a repair after the tables were changed by
+    /// other means (a restore of one table, an edit by hand). Reads each key's whole history.
     Recount(JsonFlag),
 }
 

@@ -120,9 +120,6 @@ export class Monitoring extends Construct {
     alarm('CounterEventsNotApplied',
       'usage events reached the archive but not the realtime counters (DynamoDB throttled or down); reconcile heals them',
       transformer('CounterEventsNotApplied'), 0, { evaluationPeriods: 3, datapointsToAlarm: 2 });
-    alarm('KeyTotalsNotApplied',
-      "usage reached the day items but not its key's lifetime totals (DynamoDB throttled or down): run the reconcile function with {\"task\": \"recount-keys\"} (or meter keys recount)",
-      transformer('KeyTotalsNotApplied'), 0, { evaluationPeriods: 3, datapointsToAlarm: 2 });
     alarm('UndecodableRecords', "Firehose records the transformer could not decode went to the error output, not the archive",
       transformer('RecordsFailed'), 0);
     alarm('Drift', `a reconcile run corrected more than ${settings.driftAlarmThreshold} requests of drift`,

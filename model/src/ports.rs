@@ -204,15 +204,15 @@ impl<S: KeyStore> KeyStore for &S {
 
 /// Reading the `UsageCounters` table.
 pub trait UsageReader: Send + Sync {
-    /// A key's day items in a month, ordered by day, with its parked usage added in.
+    /// A key's days in a month (day items, open days, parked usage added in), ordered by day.
     fn month_usage(
         &self,
         key_id: &KeyId,
         month: Month,
     ) -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
 
-    /// All of a key's day items, ordered by day, with its parked usage added in: its live lifetime
-    /// usage.
+    /// All of a key's days (day items, open days, parked usage added in), ordered by day: its live
+    /// lifetime usage.
     fn lifetime_usage(
         &self,
         key_id: &KeyId,
@@ -223,12 +223,11 @@ pub trait UsageReader: Send + Sync {
 pub trait UsageWriter: Send + Sync {
     /// Applies one buffer of deliveries: marks each delivery in its [`MarkerSlot`](crate::batch::MarkerSlot)
     /// (kept [`MARKER_TTL`](crate::batch::MARKER_TTL) after `applied_at`), skips those marked before,
-    /// and adds the rest, merged, to the day items with one write per key and day, moving each item's
-    /// `lastUsed` forward (never back); a key's day with a single call in the buffer is parked instead
-    /// ([`split_parked`](crate::batch::split_parked)), in a few shared items that readers add in and
-    /// reconcile clears. Keys that do not exist get no items; they are listed in the report. The usage
-    /// written to day items is added to its key's lifetime totals too (one write per key, `lastUsed`
-    /// moved forward); parked usage reaches them at the next
+    /// and adds the rest, merged, to each key's open days and lifetime totals with one write per key
+    /// (CONTRACTS.md §2), moving its `lastUsed` forward (never back); a key's day with a single call
+    /// in the buffer is parked instead ([`split_parked`](crate::batch::split_parked)), in a few shared
+    /// items that readers add in and reconcile clears. Keys that do not exist get nothing; they are
+    /// listed in the report. Parked usage reaches the key totals at the next
     /// [`refresh_parked_totals`](CounterCorrector::refresh_parked_totals).
     ///
     /// `Err` means nothing was marked or counted, so the call may be repeated. Once deliveries are
@@ -251,8 +250,8 @@ impl<S: UsageWriter> UsageWriter for &S {
     }
 }
 
-/// What reconciliation needs of the counters (CONTRACTS.md §8): read the day items of a range, set one
-/// conditionally, and refresh a key's lifetime totals from its day items.
+/// What reconciliation needs of the counters (CONTRACTS.md §8): read the keys' days of a range, set one
+/// conditionally (closing its open usage), and refresh a key's lifetime totals from its days.
 pub trait CounterCorrector: Send + Sync {
     /// Every key's days in `from..=to`: the day items with the keys' open usage added in (bookkeeping
     /// and parked usage excluded). A nightly job's read, never on the request path.
@@ -293,12 +292,12 @@ pub trait CounterCorrector: Send + Sync {
     fn refresh_parked_totals(&self) -> impl Future<Output = Result<crate::ParkedRefresh, StoreError>> + Send;
 
     /// Recounts a key's lifetime totals (`successfulCalls`, `failedCalls`, `usageCount`, `lastUsed` on
-    /// `ApiKeys`): sets them to the sum of all its day items, read consistently, the parked usage its
+    /// `ApiKeys`): sets them to the sum of all its days (day items and open days), read consistently, the parked usage its
     /// snapshot holds (`parked*`: the next [`refresh_parked_totals`](Self::refresh_parked_totals)
     /// moves them by what that lacks) and the usage imported with the key (`imported*`). Returns the
     /// totals, or `None` for a key that does not exist. A repair, reading in proportion to the key's
-    /// age: the writes keep the totals (CONTRACTS.md §2); this puts them right after a write that
-    /// moved a day item but not its key (`key_totals_not_applied`).
+    /// age: the writes keep the totals (CONTRACTS.md §2); this puts them right after the tables were
+    /// changed by other means (a restore of one table, an edit by hand).
     fn refresh_key_totals(
         &self,
         key_id: &KeyId,

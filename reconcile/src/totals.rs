@@ -1,6 +1,6 @@
 //! The keys' lifetime totals between nightly runs (CONTRACTS.md §2): the writes keep them, a frequent
-//! refresh brings the parked usage in, and a recount repairs them after a write that moved a day item
-//! but not its key.
+//! refresh brings the parked usage in, and a recount repairs them after the tables were changed by
+//! other means (a restore of one table, an edit by hand).
 
 use futures::{StreamExt, TryStreamExt};
 use meter_model::{CounterCorrector, KeyStore, ParkedRefresh};
@@ -26,14 +26,14 @@ pub async fn refresh_parked<S: CounterCorrector>(store: &S) -> Result<ParkedRefr
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Recount {
-    /// Keys whose totals were set from their day items.
+    /// Keys whose totals were set from their days.
     pub keys_recounted: u64,
     /// The parked refresh that followed.
     pub parked: ParkedRefresh,
 }
 
-/// Recounts every key's totals from its day items, then refreshes the parked usage in them. Reads
-/// each key's whole history: a repair for after `KeyTotalsNotApplied`, not a nightly step.
+/// Recounts every key's totals from its days, then refreshes the parked usage in them. Reads each
+/// key's whole history: a repair for after the tables were changed by other means, not a nightly step.
 pub async fn recount_keys<S: CounterCorrector + KeyStore>(store: &S) -> Result<Recount, ReconcileError> {
     let failed = |during: &str| {
         let during = during.to_owned();
