@@ -317,14 +317,9 @@ pub fn with_parked(items: Vec<crate::DayUsage>, parked: &[DayDelta]) -> Vec<crat
     let mut merged: BTreeMap<(KeyId, Day), crate::DayUsage> =
         items.into_iter().map(|item| ((item.key_id.clone(), item.day), item)).collect();
     for entry in parked {
-        let item = merged.entry((entry.key_id.clone(), entry.day)).or_insert_with(|| crate::DayUsage {
-            key_id: entry.key_id.clone(),
-            day: entry.day,
-            tally: Tally::default(),
-            open: Tally::default(),
-            last_used: None,
-            reconciled_at: None,
-        });
+        let item = merged
+            .entry((entry.key_id.clone(), entry.day))
+            .or_insert_with(|| crate::DayUsage::empty(entry.key_id.clone(), entry.day));
         item.tally.add(entry.tally);
         item.open.add(entry.tally);
         item.last_used = item.last_used.max(Some(entry.last_used));

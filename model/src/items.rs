@@ -347,6 +347,21 @@ pub struct DayUsage {
     pub reconciled_at: Option<DateTime<Utc>>,
 }
 
+impl DayUsage {
+    /// A key's day with nothing counted yet.
+    #[must_use]
+    pub fn empty(key_id: KeyId, day: Day) -> Self {
+        Self {
+            key_id,
+            day,
+            tally: Tally::default(),
+            open: Tally::default(),
+            last_used: None,
+            reconciled_at: None,
+        }
+    }
+}
+
 /// Counters over a period (lifetime or a month) with the latest use in it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

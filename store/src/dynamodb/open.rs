@@ -62,14 +62,7 @@ pub(super) fn with_open(
 ) -> Vec<DayUsage> {
     let mut merged: BTreeMap<Day, DayUsage> = items.into_iter().map(|item| (item.day, item)).collect();
     for (day, open_day) in open.range(from..=to) {
-        let usage = merged.entry(*day).or_insert_with(|| DayUsage {
-            key_id: key_id.clone(),
-            day: *day,
-            tally: Tally::default(),
-            open: Tally::default(),
-            last_used: None,
-            reconciled_at: None,
-        });
+        let usage = merged.entry(*day).or_insert_with(|| DayUsage::empty(key_id.clone(), *day));
         usage.tally.add(open_day.tally);
         usage.open.add(open_day.tally);
         usage.last_used = usage.last_used.max(open_day.last_used);

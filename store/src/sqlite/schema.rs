@@ -200,25 +200,29 @@ mod tests {
         assert!(err.to_string().contains("upgrade meter"), "{err}");
     }
 
-    #[test]
-    fn the_parked_sums_are_built_from_the_parked_rows_when_the_schema_moves_to_them() {
+    /// Undoes migration 10 (the open usage columns).
+    const BEFORE_OPEN_USAGE: &str = "ALTER TABLE usage_counters DROP COLUMN open_successful_calls; \
+         ALTER TABLE usage_counters DROP COLUMN open_failed_calls; \
+         ALTER TABLE usage_counters DROP COLUMN open_usage_count;";
+
+    /// A store of this schema, taken back by `sql` (which sets `user_version`), reopened: the
+    /// migrations after that version run again on the data `sql` left.
+    fn migrated_from(sql: &str) -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meter.db");
+        SqliteStore::open(&path).unwrap().conn().execute_batch(sql).unwrap();
         let store = SqliteStore::open(&path).unwrap();
-        store
-            .conn()
-            .execute_batch(
-                "INSERT INTO parked_usage (item, key_id, day, successful_calls, failed_calls, usage_count, last_used) VALUES \
-                 ('01|2026-11-30|a', 'aaaaaaaaaaaa', '2026-11-30', 1, 0, 1, '2026-11-30T10:00:00.000Z'), \
-                 ('01|2026-11-30|b', 'aaaaaaaaaaaa', '2026-11-30', 0, 1, 1, '2026-11-30T11:00:00.000Z'); \
-                 DROP TABLE parked_totals; DROP TABLE parked_items; \
-                 ALTER TABLE usage_counters DROP COLUMN open_successful_calls; \
-                 ALTER TABLE usage_counters DROP COLUMN open_failed_calls; \
-                 ALTER TABLE usage_counters DROP COLUMN open_usage_count; PRAGMA user_version = 8;",
-            )
-            .unwrap();
-        drop(store);
-        let store = SqliteStore::open(&path).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn the_parked_sums_are_built_from_the_parked_rows_when_the_schema_moves_to_them() {
+        let (_dir, store) = migrated_from(&format!(
+            "INSERT INTO parked_usage (item, key_id, day, successful_calls, failed_calls, usage_count, last_used) VALUES \
+             ('01|2026-11-30|a', 'aaaaaaaaaaaa', '2026-11-30', 1, 0, 1, '2026-11-30T10:00:00.000Z'), \
+             ('01|2026-11-30|b', 'aaaaaaaaaaaa', '2026-11-30', 0, 1, 1, '2026-11-30T11:00:00.000Z'); \
+             DROP TABLE parked_totals; DROP TABLE parked_items; {BEFORE_OPEN_USAGE} PRAGMA user_version = 8;"
+        ));
         let sums: (i64, i64, i64, String, i64) = store
             .conn()
             .query_row(
@@ -235,22 +239,12 @@ mod tests {
 
     #[test]
     fn days_no_run_has_set_are_open_when_the_schema_moves_to_open_usage() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("meter.db");
-        let store = SqliteStore::open(&path).unwrap();
-        store
-            .conn()
-            .execute_batch(
-                "ALTER TABLE usage_counters DROP COLUMN open_successful_calls; \
-                 ALTER TABLE usage_counters DROP COLUMN open_failed_calls; \
-                 ALTER TABLE usage_counters DROP COLUMN open_usage_count; \
-                 INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, reconciled_at) VALUES \
-                 ('aaaaaaaaaaaa', '2026-11-29', 4, 1, 5, '2026-11-30T03:00:00.000Z'), \
-                 ('aaaaaaaaaaaa', '2026-11-30', 2, 1, 3, NULL); PRAGMA user_version = 9;",
-            )
-            .unwrap();
-        drop(store);
-        let store = SqliteStore::open(&path).unwrap();
+        let (_dir, store) = migrated_from(&format!(
+            "{BEFORE_OPEN_USAGE} \
+             INSERT INTO usage_counters (key_id, day, successful_calls, failed_calls, usage_count, reconciled_at) VALUES \
+             ('aaaaaaaaaaaa', '2026-11-29', 4, 1, 5, '2026-11-30T03:00:00.000Z'), \
+             ('aaaaaaaaaaaa', '2026-11-30', 2, 1, 3, NULL); PRAGMA user_version = 9;"
+        ));
         let open: Vec<(String, i64, i64, i64)> = store
             .conn()
             .prepare("SELECT day, open_successful_calls, open_failed_calls, open_usage_count FROM usage_counters ORDER BY day")
