@@ -1,5 +1,6 @@
 //! Applying a buffer of deliveries: each delivery marked once in its slot's set, then one plain update
-//! per key (its open days and totals) (CONTRACTS.md §8; the design and its measured cost are in ARCHITECTURE.md).
+//! per key, its open days and totals together (CONTRACTS.md §8; the design and its measured cost are
+//! in ARCHITECTURE.md).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -162,12 +163,18 @@ impl DynamoStore {
                             .expression_attribute_values(format!(":{kind}{i}"), n(value));
                     }
                 }
-                if with_last_used {
-                    sets.push(format!("#t{i} = :t{i}"));
-                    request = request
-                        .expression_attribute_names(format!("#t{i}"), open::attribute('t', delta.day))
-                        .expression_attribute_values(format!(":t{i}"), s(&format_instant(delta.last_used)));
-                }
+                // The day of the buffer's latest call is set when the key's `lastUsed` condition holds,
+                // which makes it move forward; any other day's only where it has none yet, since
+                // setting it could move it back. So a day's latest call may lag, never go back.
+                let moves_forward = with_last_used && delta.last_used == last_used;
+                sets.push(if moves_forward {
+                    format!("#t{i} = :t{i}")
+                } else {
+                    format!("#t{i} = if_not_exists(#t{i}, :t{i})")
+                });
+                request = request
+                    .expression_attribute_names(format!("#t{i}"), open::attribute('t', delta.day))
+                    .expression_attribute_values(format!(":t{i}"), s(&format_instant(delta.last_used)));
             }
             // A key that vanished gets no stub item.
             request = if with_last_used {
@@ -183,7 +190,7 @@ impl DynamoStore {
                     .expression_attribute_values(":t", s(&format_instant(last_used)))
             } else {
                 request
-                    .update_expression(format!("ADD {}", adds.join(", ")))
+                    .update_expression(format!("ADD {} SET {}", adds.join(", "), sets.join(", ")))
                     .condition_expression("attribute_exists(id)")
             };
             request.send().map_err(|e| WriteFailure::of("add usage to the key", table, e))

@@ -341,6 +341,25 @@ pub(crate) async fn last_used_never_moves_back<S: KeyStore + UsageWriter + Usage
     let days = store.month_usage(&record.id, "2026-11".parse().unwrap()).await.unwrap();
     assert_eq!(days[0].tally.successful_calls, 4);
     assert_eq!(days[0].last_used, Some(at("2026-11-09T12:00:00Z")));
+    // A buffer with an earlier call of that day and a call of the next: the key's lastUsed moves,
+    // that day's stays.
+    let straddling = batch_of(
+        6,
+        vec![
+            delta(&record.id, "2026-11-09T09:00:00Z", 200, true, 2),
+            delta(&record.id, "2026-11-10T00:30:00Z", 200, true, 2),
+        ],
+    );
+    store.apply_deliveries(&[straddling], at("2026-11-10T00:31:00Z")).await.unwrap();
+    let days = store.month_usage(&record.id, "2026-11".parse().unwrap()).await.unwrap();
+    let last_used: Vec<_> = days.iter().map(|d| (d.day.to_string(), d.last_used)).collect();
+    assert_eq!(
+        last_used,
+        [
+            ("2026-11-09".to_owned(), Some(at("2026-11-09T12:00:00Z"))),
+            ("2026-11-10".to_owned(), Some(at("2026-11-10T00:30:00Z")))
+        ]
+    );
 }
 
 /// `n` new keys whose parked usage shares one bucket.
