@@ -8,6 +8,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use rust_decimal::Decimal;
+
 fn meter(home: &Path) -> Command {
     // The demo runs its month on a clock of its own; the instant says only when the run "is".
     let mut command = common::meter_at("2026-12-02T10:00:00Z");
@@ -163,12 +165,13 @@ fn a_day_s_figures_come_as_one_json_object() {
     assert_eq!(day["exact"], true, "{day}");
     let calls = day["calls"].as_u64().unwrap();
     assert!(calls > 40_000, "{day}");
-    let cost: f64 = day["cost"].as_str().unwrap().parse().unwrap();
-    let per_million: f64 = day["costPerMillion"].as_str().unwrap().parse().unwrap();
+    let money = |field: &str| day[field].as_str().unwrap().parse::<Decimal>().unwrap();
+    let (cost, per_million) = (money("cost"), money("costPerMillion"));
     // The cost comes to the micro-dollar and the figure per million to 4 places: both roundings bound
     // how far apart they may be.
-    let tolerance = 0.000_000_5 / calls as f64 * 1e6 + 0.000_05;
-    assert!((cost / calls as f64 * 1e6 - per_million).abs() <= tolerance, "{day}");
+    let millions_of_calls = Decimal::from(calls) / Decimal::from(1_000_000);
+    let tolerance = Decimal::new(5, 7) / millions_of_calls + Decimal::new(5, 5);
+    assert!((cost / millions_of_calls - per_million).abs() <= tolerance, "{day}");
     // 115 req/s is about 9.9 M events a day: (100 MiB + 240 B each) twice over, rounded up to 64 MiB.
     let events = calls * 1440 / 6;
     assert_eq!(day["busiestDayEvents"], events, "{day}");
