@@ -12,7 +12,7 @@ use meter_model::{
 };
 
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
-use super::item::{Item, corrupt, get_instant, n, req_s, s, tally_of};
+use super::item::{Item, corrupt, counters_equal, get_instant, n, req_s, s, tally_of};
 use super::open;
 use super::{
     DynamoStore, LEASE_PARTITION, RECONCILE_LEASE, RECONCILE_PARTITION, RUN_RECORD_TTL_DAYS, TTL_ATTRIBUTE,
@@ -88,32 +88,6 @@ impl UsageReader for DynamoStore {
         let own = self.own_parked(key_id, Day::EARLIEST, Day::LATEST).await?;
         Ok(with_parked(items, &own))
     }
-}
-
-/// A condition that the three counters `names` (attribute names or `#` placeholders) hold `tally`,
-/// and its values, named `:<prefix>s`, `:<prefix>f`, `:<prefix>u`. A counter the item lacks reads as
-/// 0, so "0" also accepts a missing attribute.
-fn counters_equal(
-    names: [&str; 3],
-    tally: meter_model::Tally,
-    prefix: &str,
-) -> (String, std::collections::HashMap<String, AttributeValue>) {
-    let mut clauses = Vec::new();
-    let mut values = std::collections::HashMap::new();
-    for ((name, kind), value) in names.into_iter().zip(['s', 'f', 'u']).zip([
-        tally.successful_calls,
-        tally.failed_calls,
-        tally.usage_count,
-    ]) {
-        let placeholder = format!(":{prefix}{kind}");
-        clauses.push(if value == 0 {
-            format!("(attribute_not_exists({name}) OR {name} = {placeholder})")
-        } else {
-            format!("{name} = {placeholder}")
-        });
-        values.insert(placeholder, n(value));
-    }
-    (clauses.join(" AND "), values)
 }
 
 fn day_usage_of(item: &Item) -> Result<DayUsage, StoreError> {

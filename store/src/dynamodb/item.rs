@@ -149,3 +149,29 @@ pub(super) fn item_from_record(record: &ApiKeyRecord) -> Item {
     }
     item
 }
+
+/// A condition that the three counters `names` (attribute names or `#` placeholders) hold `tally`,
+/// and its values, named `:<prefix>s`, `:<prefix>f`, `:<prefix>u`. A counter the item lacks reads as
+/// 0, so "0" also accepts a missing attribute.
+pub(super) fn counters_equal(
+    names: [&str; 3],
+    tally: Tally,
+    prefix: &str,
+) -> (String, HashMap<String, AttributeValue>) {
+    let mut clauses = Vec::new();
+    let mut values = HashMap::new();
+    for ((name, kind), value) in names.into_iter().zip(['s', 'f', 'u']).zip([
+        tally.successful_calls,
+        tally.failed_calls,
+        tally.usage_count,
+    ]) {
+        let placeholder = format!(":{prefix}{kind}");
+        clauses.push(if value == 0 {
+            format!("(attribute_not_exists({name}) OR {name} = {placeholder})")
+        } else {
+            format!("{name} = {placeholder}")
+        });
+        values.insert(placeholder, n(value));
+    }
+    (clauses.join(" AND "), values)
+}

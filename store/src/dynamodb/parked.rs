@@ -12,7 +12,7 @@ use meter_model::time::format_instant;
 use meter_model::{Day, DayDelta, KeyId, ParkedRefresh, StoreError, Tally, TallyDelta, UsageTotals};
 
 use super::error::{store_error, table_missing};
-use super::item::{corrupt, get_instant, get_n, n, req_s, s};
+use super::item::{corrupt, counters_equal, get_instant, get_n, n, req_s, s};
 use super::{DynamoStore, TTL_ATTRIBUTE, UNPROCESSED_RETRY, pause_for_unprocessed};
 
 /// Partition prefix of parked usage in `UsageCounters`; `#` cannot start a key id.
@@ -250,18 +250,15 @@ impl DynamoStore {
                 .expression_attribute_values(":ds", signed(delta.successful_calls))
                 .expression_attribute_values(":df", signed(delta.failed_calls))
                 .expression_attribute_values(":du", signed(delta.usage_count));
-            for (name, placeholder, value) in [
-                ("parkedSuccessfulCalls", ":os", snapshot.parked.successful_calls),
-                ("parkedFailedCalls", ":of", snapshot.parked.failed_calls),
-                ("parkedUsageCount", ":ou", snapshot.parked.usage_count),
-            ] {
-                // A snapshot never written reads as 0.
-                condition.push(if value == 0 {
-                    format!("(attribute_not_exists({name}) OR {name} = {placeholder})")
-                } else {
-                    format!("{name} = {placeholder}")
-                });
-                update = update.expression_attribute_values(placeholder, n(value));
+            // A snapshot never written reads as 0.
+            let (unchanged, values) = counters_equal(
+                ["parkedSuccessfulCalls", "parkedFailedCalls", "parkedUsageCount"],
+                snapshot.parked,
+                "o",
+            );
+            condition.push(unchanged);
+            for (placeholder, value) in values {
+                update = update.expression_attribute_values(placeholder, value);
             }
             if let Some(latest) = parked_now.last_used.filter(|at| Some(*at) > snapshot.last_used) {
                 set.push_str(", lastUsed = :t");
