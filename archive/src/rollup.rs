@@ -300,11 +300,10 @@ pub struct RollupEngine {
     misplaced: Vec<Misplaced>,
     last_folder: Option<i32>,
     stats: RollupStats,
-    budget: Option<RollupBudget>,
 }
 
 /// The memory a rollup may take, and what it takes per event: a folder whose files' footers say it
-/// holds more events than fit is refused before it is decoded ([`RollupError::TooLarge`]).
+/// holds more events than fit is refused before it is fetched ([`RollupError::TooLarge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollupBudget {
     /// The memory this process may use, in MiB.
@@ -344,15 +343,7 @@ impl RollupEngine {
             misplaced: Vec::new(),
             last_folder: None,
             stats: RollupStats::default(),
-            budget: None,
         }
-    }
-
-    /// Refuses a folder that holds more events than `budget` allows, before decoding it.
-    #[must_use]
-    pub fn with_budget(mut self, budget: Option<RollupBudget>) -> Self {
-        self.budget = budget;
-        self
     }
 
     /// The folders to read, in order: the range and one day either side.
@@ -378,7 +369,7 @@ impl RollupEngine {
             debug_assert!(folder_day > last, "folders must come in order");
         }
         self.last_folder = Some(folder_day);
-        let decoding = start_decoding(folder_day, files, self.from, self.to, self.budget)?;
+        let decoding = start_decoding(folder_day, files, self.from, self.to)?;
         match self.decoding.replace(decoding) {
             Some(previous) => self.absorb(previous),
             None => Ok(Vec::new()),
@@ -520,7 +511,7 @@ impl RollupEngine {
     /// and is then fed the folders of `day - 1 ..= day + 1` like any other.
     #[must_use]
     pub fn recount(&self, day: Day) -> Self {
-        let mut engine = Self::new(day, day).with_budget(self.budget);
+        let mut engine = Self::new(day, day);
         let day = epoch_day(day);
         let late = self.late.iter().filter_map(|piece| {
             let days: Vec<_> = piece.days.iter().filter(|(d, _)| *d == day).cloned().collect();
@@ -621,7 +612,6 @@ fn start_decoding(
     files: Vec<ArchiveFile>,
     from: i32,
     to: i32,
-    budget: Option<RollupBudget>,
 ) -> Result<Decoding, RollupError> {
     let names = files.iter().map(|f| f.name.clone()).collect();
     let bytes = files.iter().map(|f| f.bytes.len() as u64).sum();
@@ -636,21 +626,6 @@ fn start_decoding(
                 .map_err(|source| RollupError::Unreadable { file: file.name.clone(), source })
         })
         .collect::<Result<_, _>>()?;
-    if let Some(budget) = budget {
-        let events: u64 = metadata
-            .iter()
-            .map(|meta| u64::try_from(meta.metadata().file_metadata().num_rows()).unwrap_or(0))
-            .sum();
-        let need_mib = budget.need_mib(events);
-        if need_mib > budget.memory_mib {
-            return Err(RollupError::TooLarge {
-                folder: day_of_epoch(folder_day),
-                events,
-                need_mib,
-                memory_mib: budget.memory_mib,
-            });
-        }
-    }
     let (sender, result) = mpsc::channel();
     let mut jobs = 0;
     for (index, (file, meta)) in files.into_iter().zip(metadata).enumerate() {

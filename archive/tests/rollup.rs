@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use meter_archive::partition;
 use meter_archive::{RollupError, rollup};
-use meter_model::{Day, Tally};
+use meter_model::{Day, ObjectSource, Tally};
 use meter_sim::archive::{ArchiveSpec, Generated, TsUnit, write_archive};
 use meter_store::LocalDir;
 use parquet::file::properties::WriterProperties;
@@ -400,4 +401,56 @@ async fn a_day_beyond_the_memory_budget_is_refused_with_the_advice_to_use_athena
     let roomy = meter_archive::RollupBudget { memory_mib: 1024, bytes_per_event: 240, base_mib: 100 };
     let within = meter_archive::rollup_within(&archive, from, to, Some(roomy), |_, _| {}).await.unwrap();
     assert_eq!(as_map(&within.rows), truth_within(&generated, from, to));
+
+    // The refusal reads the footers alone: not one file is fetched whole, so a folder far beyond the
+    // memory cannot exhaust it while it is fetched.
+    let counting = CountingReads { inner: archive, whole: AtomicUsize::new(0), tails: AtomicUsize::new(0) };
+    let err = meter_archive::rollup_within(&counting, from, to, Some(tight), |_, _| {}).await.unwrap_err();
+    assert!(matches!(err, RollupError::TooLarge { .. }), "{err:?}");
+    assert_eq!(counting.whole.load(Ordering::Relaxed), 0, "no file fetched whole");
+    assert!(counting.tails.load(Ordering::Relaxed) > 0, "the footers were read");
+}
+
+/// An archive that counts how its files are read: whole, or only their ends.
+struct CountingReads {
+    inner: LocalDir,
+    whole: AtomicUsize,
+    tails: AtomicUsize,
+}
+
+impl ObjectSource for CountingReads {
+    async fn list(&self, relative: &str) -> Result<Vec<String>, meter_model::StoreError> {
+        self.inner.list(relative).await
+    }
+
+    async fn get(&self, relative: &str) -> Result<bytes::Bytes, meter_model::StoreError> {
+        self.whole.fetch_add(1, Ordering::Relaxed);
+        self.inner.get(relative).await
+    }
+
+    async fn get_tail(&self, relative: &str, len: u64) -> Result<bytes::Bytes, meter_model::StoreError> {
+        self.tails.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_tail(relative, len).await
+    }
+
+    async fn put_new(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<String, meter_model::StoreError> {
+        self.inner.put_new(relative, bytes, content_type).await
+    }
+
+    fn location(&self, relative: &str) -> String {
+        self.inner.location(relative)
+    }
+
+    async fn download_link(
+        &self,
+        relative: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<String, meter_model::StoreError> {
+        self.inner.download_link(relative, expires_in).await
+    }
 }

@@ -412,6 +412,14 @@ pub trait ObjectSource: Send + Sync {
     /// The bytes of the file at `relative`; [`StoreError::NotFound`] when there is none.
     fn get(&self, relative: &str) -> impl Future<Output = Result<bytes::Bytes, StoreError>> + Send;
 
+    /// The last `len` bytes of the file at `relative` (all of it when it is shorter): a Parquet
+    /// footer read without the file (one ranged GET on S3).
+    fn get_tail(
+        &self,
+        relative: &str,
+        len: u64,
+    ) -> impl Future<Output = Result<bytes::Bytes, StoreError>> + Send;
+
     /// Writes `bytes` at `relative` only if nothing is there yet; [`StoreError::AlreadyExists`] if
     /// something is (an S3 conditional put, `If-None-Match: *`, or an exclusive link on a local disk).
     fn put_new(

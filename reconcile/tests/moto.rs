@@ -42,7 +42,30 @@ async fn drift_in_dynamodb_is_corrected_from_an_s3_archive_and_a_second_run_chan
     assert!(archive.list("year=2026/month=11/day=29").await.unwrap().len() >= 3);
     let store = meter_testkit::fresh_dynamo_store().await;
     create_keys(&store, &spec()).await;
-    drift_is_corrected_exactly(&store, &archive, &generated).await;
+    Box::pin(drift_is_corrected_exactly(&store, &archive, &generated)).await;
+}
+
+/// A local rollup's memory check reads the S3 files' footers with ranged GETs: a folder beyond the
+/// budget is refused, and within it the rollup is the one without a budget.
+#[tokio::test]
+async fn the_memory_check_reads_s3_footers_alone() {
+    let (archive, _) = archive_in_s3().await;
+    let file = archive.list("year=2026/month=11/day=29").await.unwrap().remove(0);
+    let whole = archive.get(&file).await.unwrap();
+    assert_eq!(archive.get_tail(&file, 8).await.unwrap(), whole.slice(whole.len() - 8..));
+    assert_eq!(
+        archive.get_tail(&file, 1 << 30).await.unwrap(),
+        whole,
+        "a file shorter than asked: all of it"
+    );
+    let (from, to) = ("2026-11-29".parse().unwrap(), "2026-11-29".parse().unwrap());
+    let tight = meter_archive::RollupBudget { memory_mib: 100, bytes_per_event: 1 << 20, base_mib: 10 };
+    let err = meter_archive::rollup_within(&archive, from, to, Some(tight), |_, _| {}).await.unwrap_err();
+    assert!(matches!(err, meter_archive::RollupError::TooLarge { .. }), "{err:?}");
+    let roomy = meter_archive::RollupBudget { memory_mib: 1024, bytes_per_event: 240, base_mib: 100 };
+    let within = meter_archive::rollup_within(&archive, from, to, Some(roomy), |_, _| {}).await.unwrap();
+    let without = meter_archive::rollup(&archive, from, to, |_, _| {}).await.unwrap();
+    assert_eq!(within.rows, without.rows);
 }
 
 #[tokio::test]

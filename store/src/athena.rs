@@ -134,7 +134,7 @@ impl AthenaEngine {
             location.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).ok_or_else(|| {
                 StoreError::Corrupt { detail: format!("Athena's result location {location} is not s3://") }
             })?;
-        let body = crate::s3::get_object(&self.s3, bucket, key, "read the query result").await?;
+        let body = crate::s3::get_object(&self.s3, bucket, key, None, "read the query result").await?;
         parse_result(&body, location)
     }
 }

@@ -13,15 +13,16 @@ pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
-/// An object's whole body. `operation` names the read in errors; a missing object is
-/// [`StoreError::NotFound`] with its `s3://` location.
+/// An object's body, whole or the HTTP `range` of it. `operation` names the read in errors; a missing
+/// object is [`StoreError::NotFound`] with its `s3://` location.
 pub(crate) async fn get_object(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
+    range: Option<String>,
     operation: &str,
 ) -> Result<bytes::Bytes, StoreError> {
-    let object = client.get_object().bucket(bucket).key(key).send().await.map_err(|e| {
+    let object = client.get_object().bucket(bucket).key(key).set_range(range).send().await.map_err(|e| {
         match store_error(operation, bucket, e) {
             StoreError::NotFound { .. } => StoreError::NotFound { what: format!("s3://{bucket}/{key}") },
             other => other,

@@ -142,6 +142,13 @@ impl ObjectSource for LocalDir {
         }
     }
 
+    async fn get_tail(&self, relative: &str, len: u64) -> Result<bytes::Bytes, StoreError> {
+        // The file is mapped, not read: its tail is a slice of the mapping.
+        let whole = self.get(relative).await?;
+        let start = whole.len().saturating_sub(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(whole.slice(start..))
+    }
+
     async fn put_new(
         &self,
         relative: &str,

@@ -120,6 +120,10 @@ impl ObjectSource for AnySink {
         either!(self, get(relative).await)
     }
 
+    async fn get_tail(&self, relative: &str, len: u64) -> Result<bytes::Bytes, StoreError> {
+        either!(self, get_tail(relative, len).await)
+    }
+
     async fn put_new(
         &self,
         relative: &str,

@@ -71,7 +71,14 @@ impl ObjectSource for S3Prefix {
     }
 
     async fn get(&self, relative: &str) -> Result<bytes::Bytes, StoreError> {
-        crate::s3::get_object(&self.client, &self.bucket, &self.key(relative), "read archive").await
+        crate::s3::get_object(&self.client, &self.bucket, &self.key(relative), None, "read archive").await
+    }
+
+    async fn get_tail(&self, relative: &str, len: u64) -> Result<bytes::Bytes, StoreError> {
+        // A suffix range: S3 answers the whole object when it is shorter.
+        let range = format!("bytes=-{len}");
+        crate::s3::get_object(&self.client, &self.bucket, &self.key(relative), Some(range), "read archive")
+            .await
     }
 
     async fn put_new(
