@@ -2,7 +2,7 @@
  * What holds the system's data and messages: the two tables, the buckets, the topics. Data is retained
  * when the stack is deleted (scripts/destroy removes it only when told).
  */
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { ArnFormat, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
@@ -125,6 +125,20 @@ export class MeterData extends Construct {
     this.revocationTopic = topic('Revocation', 'meter: a key was revoked');
     this.financeTopic = topic('Finance', 'meter: monthly invoices are ready');
     this.alertsTopic = topic('Alerts', 'meter: an operator must look');
+    // The topic policy `enforceSSL` creates replaces SNS's default one, which let the account's
+    // services publish: CloudWatch alarms need their own statement, scoped to this account's alarms.
+    this.alertsTopic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'AllowThisAccountsAlarms',
+        actions: ['sns:Publish'],
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        resources: [this.alertsTopic.topicArn],
+        conditions: {
+          StringEquals: { 'aws:SourceAccount': Stack.of(this).account },
+          ArnLike: { 'aws:SourceArn': Stack.of(this).formatArn({ service: 'cloudwatch', resource: 'alarm', resourceName: '*', arnFormat: ArnFormat.COLON_RESOURCE_NAME }) },
+        },
+      }),
+    );
     if (settings.alarmEmail) {
       this.alertsTopic.addSubscription(new subscriptions.EmailSubscription(settings.alarmEmail));
     }

@@ -1,7 +1,7 @@
 /**
  * One environment of meter in one region: everything the manual's "Deploy to AWS" (docs/src/deploy.md) promises.
  */
-import { CfnOutput, Duration, Stack, type StackProps } from 'aws-cdk-lib';
+import { Aspects, CfnDeletionPolicy, CfnOutput, CfnResource, Duration, type IAspect, Stack, type StackProps } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -27,6 +27,20 @@ export const PARKED_REFRESH_MINUTES = 10;
 /** The monthly report's prefix in the reports bucket. */
 export const REPORTS_PREFIX = 'reports';
 
+/**
+ * Every resource the stack retains (tables, buckets, the topic key, log groups, whatever a construct
+ * retains by default) is retained on delete and on replacement, but not after a failed first create:
+ * CloudFormation's `RetainExceptOnCreate`. A retained, named resource left by a failed create would
+ * make every retry fail with "already exists" until someone deleted it by hand.
+ */
+export class RetainExceptOnCreate implements IAspect {
+  visit(node: import('constructs').IConstruct): void {
+    if (node instanceof CfnResource && node.cfnOptions.deletionPolicy === CfnDeletionPolicy.RETAIN) {
+      node.cfnOptions.deletionPolicy = CfnDeletionPolicy.RETAIN_EXCEPT_ON_CREATE;
+    }
+  }
+}
+
 export interface MeterStackProps extends StackProps {
   readonly settings: EnvironmentSettings;
   /** The folder of cargo-lambda's zips (`<binary>/bootstrap.zip`). */
@@ -42,6 +56,7 @@ export class MeterStack extends Stack {
 
   constructor(scope: Construct, id: string, props: MeterStackProps) {
     super(scope, id, props);
+    Aspects.of(this).add(new RetainExceptOnCreate());
     const { settings } = props;
     const data = (this.data = new MeterData(this, 'Data', settings));
     const store = `dynamodb:keys=${data.apiKeys.tableName},counters=${data.usageCounters.tableName}`;
@@ -232,6 +247,12 @@ export class MeterStack extends Stack {
       logs: { destination: graceEndLogs, level: sfn.LogLevel.ALL },
       tracingEnabled: true,
     });
+    // The topic is encrypted: publishing takes its key too, which the task's own grant leaves out.
+    data.topicKey.grant(graceEnd, 'kms:GenerateDataKey*', 'kms:Decrypt');
+    acknowledge(graceEnd.role, {
+      id: 'AwsSolutions-IAM5[Action::kms:GenerateDataKey*]',
+      reason: "SNS encrypts each message with a fresh data key of the topic's key: the action is a family, scoped to that one key",
+    });
     acknowledge(graceEnd.role, {
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason: "Step Functions' log delivery and X-Ray trace segments have no resource scope (CloudWatch Logs and X-Ray APIs)",
@@ -286,6 +307,7 @@ export class MeterStack extends Stack {
       pipeline: this.pipeline,
       usageLogGroupName: usageLogGroup.logGroupName,
       alerts: data.alertsTopic,
+      stateMachines: [graceEnd],
       api: this.exampleApi ? { name: `meter-${settings.name}-example`, stage: EXAMPLE_STAGE } : undefined,
     });
 

@@ -7,6 +7,7 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as sns from 'aws-cdk-lib/aws-sns';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import type { MeterFunction } from './functions';
 import type { ArchivePipeline } from './pipeline';
@@ -34,6 +35,8 @@ export interface MonitoringProps {
   readonly pipeline: ArchivePipeline;
   readonly usageLogGroupName: string;
   readonly alerts: sns.ITopic;
+  /** State machines whose failed executions page (the grace-end cache flush). */
+  readonly stateMachines: sfn.StateMachine[];
   readonly api?: { name: string; stage: string };
 }
 
@@ -113,6 +116,11 @@ export class Monitoring extends Construct {
           `${fn.function.functionName} gave up on events (kept in ${fn.failures.queueName}): fix the cause, then redrive`,
           fn.failures.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5), statistic: 'Maximum' }), 0);
       }
+    }
+    for (const machine of props.stateMachines) {
+      alarm(`${machine.node.id}ExecutionsFailed`,
+        `${machine.node.id} executions failed: a rotated key's API Gateway cache flush did not happen (the gateway may serve its cached Allow until the cache expires); read the state machine's log group`,
+        machine.metricFailed({ period: Duration.minutes(5), statistic: 'Sum' }), 0);
     }
     const lag = transformer('RealtimeLagMs', 'Average');
     alarm('RealtimeLag', `usage reaches the counters more than ${REALTIME_LAG_BOUND.toSeconds()} s after the request`,

@@ -224,6 +224,9 @@ export class ArchivePipeline extends Construct {
       },
     });
     this.keysTable.addDependency(this.database);
+    // The tables name their database by string: without the dependency CloudFormation may create a
+    // table first and fail (aws-cdk#26262).
+    this.table.addDependency(this.database);
 
     // The analysts' queries and the scale-out rollup, in the workgroup, over these tables.
     this.namedQueries = namedQueries().map(({ name, description, sql }) => {

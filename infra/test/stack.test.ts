@@ -27,7 +27,7 @@ const policiesOf = (roleLogicalIdPrefix: string) =>
 describe('data', () => {
   it('keeps keys in ApiKeys with the hashed-key index, encrypted, recoverable and retained', () => {
     prod.template.hasResource('AWS::DynamoDB::Table', {
-      DeletionPolicy: 'Retain',
+      DeletionPolicy: 'RetainExceptOnCreate',
       Properties: {
         TableName: 'ApiKeys-prod',
         BillingMode: 'PAY_PER_REQUEST',
@@ -60,7 +60,7 @@ describe('data', () => {
     const buckets = resources(prod.template, 'AWS::S3::Bucket');
     assert.equal(buckets.length, 4, 'archive, reports, Athena results, access logs');
     for (const [id, bucket] of buckets) {
-      assert.equal(bucket.DeletionPolicy, 'Retain', id);
+      assert.equal(bucket.DeletionPolicy, 'RetainExceptOnCreate', id);
       assert.deepEqual(bucket.Properties.PublicAccessBlockConfiguration, {
         BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true,
       }, id);
