@@ -2,8 +2,9 @@
 //! and the revocation cache invalidator (subscribed to the revocation topic).
 
 use meter_lambda::env::{self, ConfigError};
+use meter_lambda::metrics::{MetricLine, Unit};
 use meter_lambda::runtime::Failure;
-use meter_model::SystemClock;
+use meter_model::{Clock, SystemClock};
 use meter_store::AnyStore;
 use serde_json::Value;
 
@@ -19,7 +20,20 @@ pub struct AuthorizerFunction {
     identity: IdentitySource,
 }
 
+/// The metric counting the answers API Gateway turns into 401 (no key, a malformed key): Lambda
+/// counts each as an error, so the errors alarm subtracts them (infra/lib/monitoring.ts).
+pub const UNAUTHORIZED_ANSWERS: &str = "UnauthorizedAnswers";
+
+/// One 401 answer as an EMF line.
+#[must_use]
+pub fn unauthorized_metrics(at: chrono::DateTime<chrono::Utc>) -> MetricLine {
+    MetricLine::new(AuthorizerFunction::NAME, at).with(UNAUTHORIZED_ANSWERS, 1, Unit::Count)
+}
+
 impl AuthorizerFunction {
+    /// The function's name in metrics.
+    pub const NAME: &str = "authorizer";
+
     /// Reads the configuration and opens the key store.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let store = AnyStore::from_env().await?;
@@ -32,7 +46,10 @@ impl AuthorizerFunction {
     /// the message `Unauthorized`) or 500.
     pub async fn handle(&self, event: Value) -> Result<Value, Failure> {
         handle(&self.authorizer, &self.identity, &event).await.map_err(|err| match &err {
-            InvocationError::Unauthorized => Failure { error_type: "Unauthorized", message: err.to_string() },
+            InvocationError::Unauthorized => {
+                println!("{}", unauthorized_metrics(SystemClock.now()).render());
+                Failure { error_type: "Unauthorized", message: err.to_string() }
+            }
             InvocationError::Internal(_) => Failure::retryable(&err),
             InvocationError::BadEvent(_) => Failure::permanent(&err),
         })
@@ -68,5 +85,20 @@ impl CacheInvalidatorFunction {
             .await
             .map(drop)
             .map_err(|err| Failure::new(&err, matches!(err, FlushError::Transient { .. })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_401_answer_is_counted_apart_from_errors() {
+        let at = meter_model::time::parse_instant("2026-12-07T10:00:00Z").unwrap();
+        let line: Value = serde_json::from_str(&unauthorized_metrics(at).render()).unwrap();
+        assert_eq!(
+            (line["Function"].as_str(), line[UNAUTHORIZED_ANSWERS].as_u64()),
+            (Some("authorizer"), Some(1))
+        );
     }
 }

@@ -10,7 +10,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import type { MeterFunction } from './functions';
-import type { ArchivePipeline } from './pipeline';
+import { type ArchivePipeline, DESTINATION_BUFFER } from './pipeline';
 import type { EnvironmentSettings } from './settings';
 
 /** The namespace of the functions' EMF metrics (realtime/src/metrics.rs). */
@@ -27,6 +27,20 @@ function throttles(table: dynamodb.Table): cloudwatch.MathExpression {
     period: Duration.minutes(5),
   });
 }
+
+/**
+ * Per function, the metric of its errors that are answers, not failures: the authorizer fails with
+ * `Unauthorized` to make API Gateway answer 401 (no key, a malformed key: scanner traffic), and
+ * Lambda counts each as an error. `UNAUTHORIZED_ANSWERS` in authorizer/src/lambda.rs (the infra
+ * tests hold the two equal).
+ */
+export const EXPECTED_ERRORS: Record<string, { function: string; metric: string }> = {
+  authorizer: { function: 'authorizer', metric: 'UnauthorizedAnswers' },
+};
+
+/** Firehose's freshness with dynamic partitioning may reach 1.5 times its buffer (AWS: "Buffer data
+ * for dynamic partitioning"); five minutes on top. */
+export const ARCHIVE_STALE_SECONDS = DESTINATION_BUFFER.interval.toSeconds() * 1.5 + 300;
 
 export interface MonitoringProps {
   readonly settings: EnvironmentSettings;
@@ -109,8 +123,19 @@ export class Monitoring extends Construct {
     };
 
     for (const [name, fn] of Object.entries(props.functions)) {
-      alarm(`${name}Errors`, `${fn.function.functionName} failed invocations: read its log group`,
-        fn.function.metricErrors({ period: Duration.minutes(5), statistic: 'Sum' }), 0);
+      const errors = fn.function.metricErrors({ period: Duration.minutes(5), statistic: 'Sum' });
+      const answers = EXPECTED_ERRORS[name];
+      // Errors that are answers (the authorizer's 401s to scanners) would page on normal traffic.
+      const failures = answers
+        ? new cloudwatch.MathExpression({
+          expression: 'errors - FILL(answers, 0)',
+          usingMetrics: { errors, answers: meter(answers.function, answers.metric) },
+          period: Duration.minutes(5),
+          label: `${name} failures`,
+        })
+        : errors;
+      alarm(`${name}Errors`, `${fn.function.functionName} failed invocations${answers ? ` (not counting ${answers.metric})` : ''}: read its log group`,
+        failures, 0);
       if (fn.failures) {
         alarm(`${name}FailedEvents`,
           `${fn.function.functionName} gave up on events (kept in ${fn.failures.queueName}): fix the cause, then redrive`,
@@ -132,12 +157,16 @@ export class Monitoring extends Construct {
       transformer('RecordsFailed'), 0);
     alarm('Drift', `a reconcile run corrected more than ${settings.driftAlarmThreshold} requests of drift`,
       reconcile('TotalAbsDrift'), settings.driftAlarmThreshold);
-    alarm('NoUsage', `no usage event for ${settings.noUsageAlarmHours} h: is the API or the subscription down?`,
-      meter('archive-transformer', 'UsageEvents', 'Sum', Duration.hours(1)), 1, {
-        comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-        evaluationPeriods: settings.noUsageAlarmHours,
-        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-      });
+    // No data is the symptom (a stopped pipeline invokes nothing), so it breaches; an environment that
+    // may sit idle turns the alarm off (noUsageAlarmHours: 0) rather than page for quiet.
+    if (settings.noUsageAlarmHours > 0) {
+      alarm('NoUsage', `no usage event for ${settings.noUsageAlarmHours} h: is the API or the subscription down?`,
+        meter('archive-transformer', 'UsageEvents', 'Sum', Duration.hours(1)), 1, {
+          comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+          evaluationPeriods: settings.noUsageAlarmHours,
+          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        });
+    }
     alarm('FirehoseDeliveryFailed', 'Firehose could not write to the archive bucket',
       firehoseMetric('DeliveryToS3.Success', 'Minimum'), 1, {
         comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
@@ -146,8 +175,9 @@ export class Monitoring extends Construct {
       firehoseMetric('ExecuteProcessing.Success', 'Minimum'), 1, {
         comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
       });
-    alarm('ArchiveStale', 'the newest archived record is more than 20 minutes old (destination buffer is 15)',
-      firehoseMetric('DeliveryToS3.DataFreshness', 'Maximum'), 1200);
+    alarm('ArchiveStale',
+      `the newest archived record is more than ${ARCHIVE_STALE_SECONDS / 60} minutes old (Firehose may take 1.5 times its ${DESTINATION_BUFFER.interval.toMinutes()}-minute buffer with dynamic partitioning)`,
+      firehoseMetric('DeliveryToS3.DataFreshness', 'Maximum'), ARCHIVE_STALE_SECONDS);
     // On a non-retryable error CloudWatch Logs disables the subscription for up to 10 minutes and skips
     // the logs meanwhile: those events reach neither the counters nor the archive.
     alarm('SubscriptionDeliveryErrors',

@@ -51,7 +51,8 @@ export interface EnvironmentSettings {
   readonly reconcileLookbackDays: number;
   /** Requests of drift in one run above which the drift alarm fires (0: any drift). */
   readonly driftAlarmThreshold: number;
-  /** Hours without a single usage event after which the "no usage" alarm fires. */
+  /** Hours without a single usage event after which the "no usage" alarm fires; 0 turns it off (an
+   * environment that may sit idle). */
   readonly noUsageAlarmHours: number;
   /** Days after which archive files move to S3 Standard-IA, then to Glacier Instant Retrieval. */
   readonly archiveInfrequentAccessDays: number;
@@ -190,7 +191,7 @@ export function validate(name: string, raw: unknown, where: string): Environment
     reconcileHourUtc: integer('reconcileHourUtc', 6, 23),
     reconcileLookbackDays: integer('reconcileLookbackDays', 2, 31),
     driftAlarmThreshold: integer('driftAlarmThreshold', 0, 1_000_000_000),
-    noUsageAlarmHours: integer('noUsageAlarmHours', 1, 168),
+    noUsageAlarmHours: integer('noUsageAlarmHours', 0, 168),
     archiveInfrequentAccessDays: integer('archiveInfrequentAccessDays', 30, 3650),
     archiveGlacierDays: integer('archiveGlacierDays', 90, 36500),
   };

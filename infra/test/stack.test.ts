@@ -377,6 +377,27 @@ describe('monitoring', () => {
       assert.match(JSON.stringify(alarm.AlarmActions[0]), /DataAlerts/, name);
     }
   });
+
+  it('stays quiet on normal traffic: 401 answers, Firehose freshness, an idle environment', () => {
+    const alarms = (t: Template) =>
+      Object.fromEntries(resources(t, 'AWS::CloudWatch::Alarm').map(([, a]) => [a.Properties.AlarmName, a.Properties]));
+    const prodAlarms = alarms(prod.template);
+    // The authorizer's errors less its 401 answers, by the metric the Rust code prints.
+    const authorizer = prodAlarms['meter-prod-authorizer-errors'];
+    const expression = authorizer.Metrics.find((m: any) => m.Expression);
+    assert.equal(expression.Expression, 'errors - FILL(answers, 0)');
+    const answers = authorizer.Metrics.find((m: any) => m.Id === 'answers').MetricStat.Metric;
+    const rust = fs.readFileSync(path.join(__dirname, '..', '..', 'authorizer', 'src', 'lambda.rs'), 'utf8');
+    assert.ok(rust.includes(`pub const UNAUTHORIZED_ANSWERS: &str = "${answers.MetricName}";`), answers.MetricName);
+    assert.deepEqual(answers.Dimensions, [{ Name: 'Function', Value: 'authorizer' }]);
+    assert.ok(rust.includes('pub const NAME: &str = "authorizer";'));
+    // 1.5 times the 15-minute buffer, and five minutes on top.
+    assert.equal(prodAlarms['meter-prod-archive-stale'].Threshold, 1650);
+    // An environment that may sit idle turns the "no usage" alarm off.
+    const idle = synth(settings('idle', { noUsageAlarmHours: 0 })).template;
+    assert.equal(alarms(idle)['meter-idle-no-usage'], undefined);
+    assert.ok(prodAlarms['meter-prod-no-usage']);
+  });
 });
 
 describe('the example API', () => {
