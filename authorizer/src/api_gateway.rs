@@ -37,8 +37,14 @@ where
     };
     match code.as_deref() {
         Some("NotFoundException") => FlushError::NotFound(target),
+        // A limit or a conflict (the stage being updated meanwhile) passes: worth trying again.
         Some(
-            "TooManyRequestsException" | "ServiceUnavailableException" | "Timeout" | "InternalServerError",
+            "TooManyRequestsException"
+            | "LimitExceededException"
+            | "ConflictException"
+            | "ServiceUnavailableException"
+            | "Timeout"
+            | "InternalServerError",
         ) => FlushError::Transient { target, source: err.into() },
         _ => FlushError::Failed { target, source: err.into() },
     }

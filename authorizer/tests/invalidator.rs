@@ -97,6 +97,15 @@ async fn throttling_is_retried() {
 }
 
 #[tokio::test]
+async fn a_limit_or_a_conflict_with_a_stage_update_is_retried() {
+    let (endpoint, seen) =
+        recording_endpoint(vec![(409, "ConflictException"), (429, "LimitExceededException")]).await;
+    let targets = parse_targets("rest:a1b2c3d4e5/prod").unwrap();
+    assert_eq!(flush_all(&flusher(&endpoint), &targets).await.unwrap(), 1);
+    assert!(seen.lock().unwrap().len() >= 3, "{:?}", seen.lock().unwrap());
+}
+
+#[tokio::test]
 async fn a_missing_stage_is_a_clear_error_and_the_other_targets_are_still_flushed() {
     let (endpoint, seen) = recording_endpoint(vec![(404, "NotFoundException")]).await;
     let targets = parse_targets("rest:nope/prod,http:x9y8z7w6v5/live").unwrap();

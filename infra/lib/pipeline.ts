@@ -223,10 +223,10 @@ export class ArchivePipeline extends Construct {
         }),
       },
     });
-    this.keysTable.addDependency(this.database);
+    this.keysTable.addResourceDependency(this.database);
     // The tables name their database by string: without the dependency CloudFormation may create a
     // table first and fail (aws-cdk#26262).
-    this.table.addDependency(this.database);
+    this.table.addResourceDependency(this.database);
 
     // The analysts' queries and the scale-out rollup, in the workgroup, over these tables.
     this.namedQueries = namedQueries().map(({ name, description, sql }) => {
@@ -237,8 +237,8 @@ export class ArchivePipeline extends Construct {
         workGroup: names.workgroup,
         queryString: sql,
       });
-      query.addDependency(this.workgroup);
-      query.addDependency(this.database);
+      query.addResourceDependency(this.workgroup);
+      query.addResourceDependency(this.database);
       return query;
     });
   }
