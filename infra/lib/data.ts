@@ -18,6 +18,9 @@ export const HASHED_KEY_INDEX = 'hashedKey-index';
 export const ARCHIVE_PREFIX = 'usage';
 /** Firehose's error output, beside the archive but outside its prefix. */
 export const FIREHOSE_ERRORS_PREFIX = 'firehose-errors';
+/** The archive bucket's request metrics filter on the Firehose error output: a PUT there is usage that
+ * reached neither the archive nor an invoice, and it alarms. */
+export const FIREHOSE_ERRORS_METRICS = 'firehose-errors';
 
 export class MeterData extends Construct {
   readonly apiKeys: dynamodb.Table;
@@ -81,6 +84,7 @@ export class MeterData extends Construct {
     this.archive = bucket('Archive', {
       // The source of truth: an overwritten or deleted file stays recoverable for 30 days.
       versioned: true,
+      metrics: [{ id: FIREHOSE_ERRORS_METRICS, prefix: `${FIREHOSE_ERRORS_PREFIX}/` }],
       lifecycleRules: [
         {
           id: 'archive-to-cheaper-classes',

@@ -306,6 +306,7 @@ export class MeterStack extends Stack {
       tables: [data.apiKeys, data.usageCounters],
       pipeline: this.pipeline,
       usageLogGroupName: usageLogGroup.logGroupName,
+      archiveBucketName: data.archive.bucketName,
       alerts: data.alertsTopic,
       stateMachines: [graceEnd],
       api: this.exampleApi ? { name: `meter-${settings.name}-example`, stage: EXAMPLE_STAGE } : undefined,

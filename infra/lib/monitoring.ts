@@ -10,6 +10,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import type { MeterFunction } from './functions';
+import { FIREHOSE_ERRORS_METRICS } from './data';
 import { type ArchivePipeline, DESTINATION_BUFFER } from './pipeline';
 import type { EnvironmentSettings } from './settings';
 
@@ -48,6 +49,8 @@ export interface MonitoringProps {
   readonly tables: dynamodb.Table[];
   readonly pipeline: ArchivePipeline;
   readonly usageLogGroupName: string;
+  /** The archive bucket, whose request metrics watch the Firehose error output. */
+  readonly archiveBucketName: string;
   readonly alerts: sns.ITopic;
   /** State machines whose failed executions page (the grace-end cache flush). */
   readonly stateMachines: sfn.StateMachine[];
@@ -175,6 +178,21 @@ export class Monitoring extends Construct {
       firehoseMetric('ExecuteProcessing.Success', 'Minimum'), 1, {
         comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
       });
+    // The two ways usage misses the archive inside Firehose: rows its Parquet conversion refuses, and
+    // records whose processing failed. Both land under the error prefix, which its request metrics watch.
+    alarm('FirehoseConversionFailed',
+      "Firehose's Parquet conversion refused rows (firehose-errors/format-conversion-failed/): they are in neither the archive nor an invoice; its log group says why",
+      firehoseMetric('FailedConversion.Records', 'Sum'), 0);
+    alarm('FirehoseErrorObjects',
+      'Firehose wrote records to firehose-errors/ instead of the archive: replay processing-failed/ with meter replay-failed once the cause is fixed (deploy.md, Troubleshooting)',
+      new cloudwatch.Metric({
+        namespace: 'AWS/S3',
+        metricName: 'PutRequests',
+        dimensionsMap: { BucketName: props.archiveBucketName, FilterId: FIREHOSE_ERRORS_METRICS },
+        statistic: 'Sum',
+        period: Duration.minutes(5),
+        label: 'error output PUTs',
+      }), 0);
     alarm('ArchiveStale',
       `the newest archived record is more than ${ARCHIVE_STALE_SECONDS / 60} minutes old (Firehose may take 1.5 times its ${DESTINATION_BUFFER.interval.toMinutes()}-minute buffer with dynamic partitioning)`,
       firehoseMetric('DeliveryToS3.DataFreshness', 'Maximum'), ARCHIVE_STALE_SECONDS);

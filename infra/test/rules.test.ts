@@ -94,6 +94,17 @@ describe('each rule fails on a template that breaks it', () => {
     failsOn('every Glue table depends on its database', t, 'ArchiveUsageTable');
   });
 
+  it('Firehose error output nobody hears of', () => {
+    const withoutConversionAlarm = broken((t) => {
+      delete t.Resources[find(t, 'AWS::CloudWatch::Alarm', 'MonitoringFirehoseConversionFailed')[0]];
+    });
+    failsOn('every Firehose error path is alarmed', withoutConversionAlarm, 'FailedConversion.Records');
+    const withoutRequestMetrics = broken((t) => {
+      delete find(t, 'AWS::S3::Bucket', 'DataArchive')[1].Properties.MetricsConfigurations;
+    });
+    failsOn('every Firehose error path is alarmed', withoutRequestMetrics, 'firehose-errors/');
+  });
+
   it('a state machine nobody hears fail', () => {
     const t = broken((t) => {
       const [id] = find(t, 'AWS::CloudWatch::Alarm', 'MonitoringGraceEndExecutionsFailed');

@@ -25,6 +25,20 @@ const allows = (statement: any, action: string): boolean =>
   asList<string>(statement.Action).some((a) => a === action || a === '*' || (a.endsWith('*') && action.startsWith(a.slice(0, -1))));
 const servicePrincipal = (statement: any): string[] => asList<string>(statement.Principal?.Service);
 
+/** The metrics an alarm watches, whether it names one metric or a list of them (labelled or math). */
+function alarmMetrics(alarm: Resource): { Namespace: string; MetricName: string; Dimensions: any[] }[] {
+  const p = alarm.Properties;
+  if (p.MetricName) return [{ Namespace: p.Namespace, MetricName: p.MetricName, Dimensions: asList(p.Dimensions) }];
+  return asList<any>(p.Metrics)
+    .filter((m) => m.MetricStat)
+    .map((m) => ({ ...m.MetricStat.Metric, Dimensions: asList(m.MetricStat.Metric.Dimensions) }));
+}
+const watched = (t: TemplateJson, namespace: string, metricName: string) =>
+  ofType(t, 'AWS::CloudWatch::Alarm')
+    .flatMap(([, a]) => alarmMetrics(a))
+    .filter((m) => m.Namespace === namespace && m.MetricName === metricName);
+const dimension = (metric: { Dimensions: any[] }, name: string) => metric.Dimensions.find((d: any) => d.Name === name)?.Value;
+
 /** Every statement of every IAM policy attached to `role` (a logical id). */
 function roleStatements(t: TemplateJson, role: string): any[] {
   return ofType(t, 'AWS::IAM::Policy')
@@ -124,14 +138,40 @@ export const RULES: Rule[] = [
     name: 'every state machine alarms on failed executions',
     source: 'Step Functions reports failures only as the ExecutionsFailed metric (AWS/States); nothing else tells anyone',
     check(t) {
-      const alarmed = new Set(
-        ofType(t, 'AWS::CloudWatch::Alarm')
-          .filter(([, a]) => a.Properties.Namespace === 'AWS/States' && a.Properties.MetricName === 'ExecutionsFailed')
-          .flatMap(([, a]) => asList(a.Properties.Dimensions).filter((d: any) => d.Name === 'StateMachineArn').map((d: any) => refTo(d.Value))),
-      );
+      const alarmed = new Set(watched(t, 'AWS/States', 'ExecutionsFailed').map((m) => refTo(dimension(m, 'StateMachineArn'))));
       return ofType(t, 'AWS::StepFunctions::StateMachine')
         .filter(([id]) => !alarmed.has(id))
         .map(([id]) => `state machine ${id} has no ExecutionsFailed alarm`);
+    },
+  },
+  {
+    name: 'every Firehose error path is alarmed',
+    source:
+      'Firehose writes records whose processing failed and rows its format conversion refused under the error output prefix, ' +
+      'reaching neither the archive nor an invoice; FailedConversion.Records counts the latter (AWS docs: "Monitoring with CloudWatch metrics")',
+    check(t) {
+      const violations: string[] = [];
+      for (const [id, stream] of ofType(t, 'AWS::KinesisFirehose::DeliveryStream')) {
+        const destination = stream.Properties.ExtendedS3DestinationConfiguration;
+        if (!destination?.ErrorOutputPrefix) continue;
+        const name = stream.Properties.DeliveryStreamName;
+        if (
+          destination.DataFormatConversionConfiguration?.Enabled &&
+          !watched(t, 'AWS/Firehose', 'FailedConversion.Records').some((m) => dimension(m, 'DeliveryStreamName') === name)
+        ) {
+          violations.push(`delivery stream ${id}: no alarm on FailedConversion.Records`);
+        }
+        const bucket = arnOf(destination.BucketARN);
+        const staticPrefix = String(destination.ErrorOutputPrefix).split('!{')[0];
+        const filters = asList<any>(bucket && t.Resources[bucket]?.Properties?.MetricsConfigurations)
+          .filter((m) => m.Prefix && staticPrefix.startsWith(m.Prefix))
+          .map((m) => m.Id);
+        const alarmed = watched(t, 'AWS/S3', 'PutRequests').some(
+          (m) => refTo(dimension(m, 'BucketName')) === bucket && filters.includes(dimension(m, 'FilterId')),
+        );
+        if (!alarmed) violations.push(`delivery stream ${id}: nothing alarms on objects under its error prefix ${staticPrefix}`);
+      }
+      return violations;
     },
   },
 ];
