@@ -165,7 +165,8 @@ export class MeterStack extends Stack {
     allow(authorizer, ['dynamodb:GetItem'], [...keys, ...counters]);
     allow(authorizer, ['dynamodb:Query'], keysIndex);
     allow(invalidator, ['apigateway:DELETE'], flushTargets.map((target) => target.cacheArn));
-    allow(transformer, ['dynamodb:BatchGetItem'], keys);
+    // Reads which keys exist; writes each key's open days and totals (one UpdateItem per key and buffer).
+    allow(transformer, ['dynamodb:BatchGetItem', 'dynamodb:UpdateItem'], keys);
     allow(transformer, ['dynamodb:UpdateItem', 'dynamodb:PutItem'], counters);
     allow(transformer, ['s3:PutObject'], [data.archive.arnForObjects(`${ARCHIVE_PREFIX}/*`)]);
     allow(reconcile, ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan', 'dynamodb:UpdateItem', 'dynamodb:BatchGetItem', 'dynamodb:ConditionCheckItem'], keys);

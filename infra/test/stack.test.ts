@@ -160,6 +160,14 @@ describe('functions', () => {
     ]);
     const query = authorizer.find((s: any) => s.Action === 'dynamodb:Query');
     assert.match(JSON.stringify(query.Resource), /index\/hashedKey-index/);
+    // The transformer writes each key's open days and totals on ApiKeys, and its counters beside them.
+    const onTable = (role: string, table: RegExp) =>
+      policiesOf(role)
+        .filter((s: any) => table.test(JSON.stringify(s.Resource)))
+        .flatMap((s: any) => [s.Action].flat())
+        .sort();
+    assert.deepEqual(onTable('ArchiveTransformerRole', /DataApiKeys/), ['dynamodb:BatchGetItem', 'dynamodb:UpdateItem']);
+    assert.deepEqual(onTable('ArchiveTransformerRole', /DataUsageCounters/), ['dynamodb:PutItem', 'dynamodb:UpdateItem']);
     const transformerWrites = policiesOf('ArchiveTransformerRole').find((s: any) => s.Action === 's3:PutObject');
     assert.match(JSON.stringify(transformerWrites.Resource), /\/usage\/\*/);
     const invalidator = policiesOf('CacheInvalidatorRole').find((s: any) => s.Action === 'apigateway:DELETE');
