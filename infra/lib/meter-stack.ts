@@ -313,6 +313,36 @@ export class MeterStack extends Stack {
       api: this.exampleApi ? { name: `meter-${settings.name}-example`, stage: EXAMPLE_STAGE } : undefined,
     });
 
+    // --- what an operator running `meter` against this deployment may do -------------------------------
+    // `meter keys …`, `meter usage show` and `meter report --resend-links`: attach this policy to the
+    // operators' role or group. `keys import --from-dynamodb` also needs Scan on the source table.
+    const operator = new iam.ManagedPolicy(this, 'OperatorPolicy', {
+      managedPolicyName: `meter-${settings.name}-operator`,
+      description: `meter-${settings.name}: what the meter command line needs for keys, usage and resending report links`,
+      statements: [
+        new iam.PolicyStatement({
+          sid: 'Keys',
+          actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Scan', 'dynamodb:ConditionCheckItem'],
+          resources: keys,
+        }),
+        new iam.PolicyStatement({ sid: 'KeysByHash', actions: ['dynamodb:Query'], resources: keysIndex }),
+        new iam.PolicyStatement({
+          sid: 'Counters',
+          actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:ConditionCheckItem'],
+          resources: counters,
+        }),
+        new iam.PolicyStatement({ sid: 'Notices', actions: ['sns:Publish'], resources: [data.revocationTopic.topicArn, data.financeTopic.topicArn] }),
+        new iam.PolicyStatement({ sid: 'NoticesKey', actions: ['kms:GenerateDataKey*', 'kms:Decrypt'], resources: [data.topicKey.keyArn] }),
+        new iam.PolicyStatement({ sid: 'GraceEnd', actions: ['states:StartExecution'], resources: [graceEnd.stateMachineArn] }),
+        new iam.PolicyStatement({ sid: 'Reports', actions: ['s3:ListBucket'], resources: [data.reports.bucketArn] }),
+        new iam.PolicyStatement({ sid: 'ReportFiles', actions: ['s3:GetObject'], resources: [data.reports.arnForObjects(`${REPORTS_PREFIX}/*`)] }),
+      ],
+    });
+    acknowledge(operator,
+      { id: 'AwsSolutions-IAM5[Action::kms:GenerateDataKey*]', reason: "SNS encrypts each notice with a fresh data key of the topics' key: a family of actions on that one key" },
+      { id: `AwsSolutions-IAM5[Resource::${arnToken(data.reports)}/${REPORTS_PREFIX}/*]`, reason: 'Report files are named by month and customer under this prefix; links are signed for any of them' },
+    );
+
     // --- what scripts/deploy prints and scripts/verify-deployment checks ---------------------------------
     const output = (id: string, value: string, description: string) =>
       new CfnOutput(this, id, { value, description });
@@ -324,6 +354,7 @@ export class MeterStack extends Stack {
     output('GraceEndStateMachine', graceEnd.stateMachineArn, 'METER_GRACE_END_STATE_MACHINE for meter keys rotate');
     output('FinanceTopicArn', data.financeTopic.topicArn, 'Finance subscribes here');
     output('AlertsTopicArn', data.alertsTopic.topicArn, 'Operators subscribe here');
+    output('OperatorPolicyArn', operator.managedPolicyArn, "Attach to the operators' role or group to run meter keys, usage and report --resend-links");
     output('ApiKeysTable', data.apiKeys.tableName, 'Keys');
     output('UsageCountersTable', data.usageCounters.tableName, 'Counters');
     output('ArchiveBucket', data.archive.bucketName, 'The usage archive (source of truth)');

@@ -175,6 +175,26 @@ describe('functions', () => {
   });
 });
 
+describe('operators', () => {
+  it("gives operators one managed policy with what meter keys, usage and report --resend-links call, on this environment's resources", () => {
+    const [[, policy]] = resources(prod.template, 'AWS::IAM::ManagedPolicy');
+    assert.equal(policy.Properties.ManagedPolicyName, 'meter-prod-operator');
+    const statements = Object.fromEntries(policy.Properties.PolicyDocument.Statement.map((s: any) => [s.Sid, s]));
+    assert.deepEqual(Object.keys(statements).sort(), ['Counters', 'GraceEnd', 'Keys', 'KeysByHash', 'Notices', 'NoticesKey', 'ReportFiles', 'Reports']);
+    assert.match(JSON.stringify(statements.Keys.Resource), /DataApiKeys/);
+    assert.match(JSON.stringify(statements.KeysByHash.Resource), /index\/hashedKey-index/);
+    assert.match(JSON.stringify(statements.Counters.Resource), /DataUsageCounters/);
+    for (const topic of [/DataRevocation/, /DataFinance/]) assert.match(JSON.stringify(statements.Notices.Resource), topic);
+    assert.match(JSON.stringify(statements.GraceEnd.Resource), /GraceEnd/);
+    assert.match(JSON.stringify(statements.ReportFiles.Resource), /\/reports\/\*/);
+    for (const statement of Object.values(statements) as any[]) {
+      assert.ok(![statement.Action].flat().some((a: string) => a === '*' || a.endsWith(':*')), statement.Sid);
+      assert.ok(![statement.Resource].flat().includes('*'), statement.Sid);
+    }
+    prod.template.hasOutput('OperatorPolicyArn', {});
+  });
+});
+
 describe('the realtime and archive path', () => {
   it('subscribes the usage log group to Firehose with a filter that matches all three line formats', () => {
     const filters = resources(prod.template, 'AWS::Logs::SubscriptionFilter');
