@@ -78,6 +78,19 @@ def test_verify_fails_and_names_a_resource_that_is_gone():
     assert len(failures) == 1 and "meter-staging-finance" in failures[0], gone.stdout
 
 
+def test_preflight_names_the_missing_api_gateway_logging_role_and_how_to_set_it():
+    def preflight():
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "aws" / "deployment.py"), "preflight", "staging"],
+                              capture_output=True, text=True, timeout=120)
+    apigateway = boto3.client("apigateway")
+    apigateway.update_account(patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": ""}])
+    fails_with(preflight(), "no CloudWatch Logs role", "AmazonAPIGatewayPushToCloudWatchLogs", "update-account")
+    role = "arn:aws:iam::123456789012:role/apigateway-cloudwatch"
+    apigateway.update_account(patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role}])
+    ready = preflight()
+    assert ready.returncode == 0 and "ready to deploy" in ready.stdout, ready.stdout + ready.stderr
+
+
 def test_a_key_that_is_not_a_meter_key_is_refused():
     assert deployment.key_id_of("mk_0123456789ab_s3cr3tS3cr3t") == "0123456789ab"
     for bad in ("", "0123456789ab", "mk_0123456789AB_x", "mk_0123456789ab", "sk_0123456789ab_x"):

@@ -433,6 +433,51 @@ def destroy(args: argparse.Namespace) -> int:
     return 0
 
 
+# Below this, the account's Lambda concurrency (a new account's may be 10) is shared so thinly by the
+# authorizer, the backend and the transformer that a burst throttles the transformer, whose retries
+# end in Firehose's error output.
+LAMBDA_CONCURRENCY_FLOOR = 100
+
+
+def preflight(args: argparse.Namespace) -> int:
+    """What a first deploy would trip over, checked before anything changes; each problem says what to do."""
+    known_environment(args.env)
+    aws = session(args.region)
+    settings = json.loads(ENVIRONMENTS.read_text())[args.env]
+    region = aws.region_name
+    problems, notes = [], []
+    if not settings.get("existingApi"):
+        # The example API logs its stage, which API Gateway refuses to create without the account's role.
+        role = aws.client("apigateway").get_account().get("cloudwatchRoleArn")
+        if not role:
+            problems.append(
+                f"API Gateway in {region} has no CloudWatch Logs role in its account settings, and the example API "
+                "logs its stage (stage creation would fail: \"CloudWatch Logs role ARN must be set in account settings\"). "
+                "Set it once per account and region: create a role API Gateway may assume with the managed policy "
+                "AmazonAPIGatewayPushToCloudWatchLogs, then `aws apigateway update-account --patch-operations "
+                f"op=replace,path=/cloudwatchRoleArn,value=ROLE_ARN --region {region}`; or point the environment at "
+                "your own API (existingApi in infra/environments.json)"
+            )
+    try:
+        limit = aws.client("lambda").get_account_settings()["AccountLimit"]["ConcurrentExecutions"]
+    except (ClientError, BotoCoreError) as err:
+        limit = None
+        notes.append(f"cannot read Lambda's concurrency quota in {region} ({describe(err)}): check it is at least "
+                     f"{LAMBDA_CONCURRENCY_FLOOR} (Service Quotas → AWS Lambda → Concurrent executions)")
+    if limit is not None and limit < LAMBDA_CONCURRENCY_FLOOR:
+        notes.append(
+            f"Lambda's concurrency quota in {region} is {limit}: the authorizer, the backend and the archive transformer "
+            f"share it, and a throttled transformer sends usage to firehose-errors/. Ask for at least "
+            f"{LAMBDA_CONCURRENCY_FLOOR} (Service Quotas → AWS Lambda → Concurrent executions)"
+        )
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if problems:
+        raise Failure("; and ".join(problems))
+    print(f"preflight of meter-{args.env} in {region}: ready to deploy")
+    return 0
+
+
 def upload_pricing(args: argparse.Namespace) -> int:
     """Puts the environment's pricing file where the monthly report reads it."""
     aws = session(args.region)
@@ -472,6 +517,10 @@ def main() -> int:
     outputs.add_argument("file")
     outputs.add_argument("--region")
     outputs.set_defaults(run=save_outputs)
+    ready = commands.add_parser("preflight", help="check what a first deploy would trip over, before changing anything")
+    ready.add_argument("env")
+    ready.add_argument("--region")
+    ready.set_defaults(run=preflight)
     pricing = commands.add_parser("upload-pricing", help="put the pricing file where the monthly report reads it")
     pricing.add_argument("env")
     pricing.add_argument("file")
