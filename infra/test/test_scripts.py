@@ -102,6 +102,27 @@ def test_a_key_that_is_not_a_meter_key_is_refused():
             raise AssertionError(f"{bad!r} accepted")
 
 
+def test_the_meter_already_built_is_used_before_building_one():
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        bare = {"PATH": str(root / "bin")}
+        assert deployment.meter_binary(root, bare) is None, "nothing built: build"
+        built = root / "target" / "release" / "meter"
+        built.parent.mkdir(parents=True)
+        built.write_text("#!/bin/sh\n")
+        built.chmod(0o755)
+        assert deployment.meter_binary(root, bare) == str(built), "the checkout's release build"
+        own = root / "elsewhere" / "release" / "meter"
+        own.parent.mkdir(parents=True)
+        own.write_text("#!/bin/sh\n")
+        own.chmod(0o755)
+        assert deployment.meter_binary(root, {**bare, "CARGO_TARGET_DIR": str(root / "elsewhere")}) == str(own)
+        (root / "bin").mkdir()
+        (root / "bin" / "meter").symlink_to(built)
+        assert deployment.meter_binary(root, bare) == str(root / "bin" / "meter"), "PATH first"
+        assert deployment.meter_binary(root, {**bare, "METER_BIN": "/opt/meter"}) == "/opt/meter", "METER_BIN first"
+
+
 def test_local_without_a_server_says_to_start_one():
     env = dict(os.environ, METER_SERVE_URL="http://127.0.0.1:9")
     fails_with(script("test-api-usage", "local", "mk_0123456789ab_x", env=env), "nothing answers at http://127.0.0.1:9", "meter serve")

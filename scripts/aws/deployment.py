@@ -314,8 +314,24 @@ def call(url: str, key: str | None) -> tuple[int, str]:
         return err.code, err.read().decode(errors="replace")
 
 
+def meter_binary(root: Path = ROOT, environ: dict[str, str] | None = None) -> str | None:
+    """The `meter` already built: METER_BIN, then `meter` on PATH, then the checkout's own release build
+    (where the README's `cargo run --release -p meter -- demo` puts it: the user's CARGO_TARGET_DIR,
+    or target/ of the checkout). None when there is none yet."""
+    environ = os.environ if environ is None else environ
+    if environ.get("METER_BIN"):
+        return environ["METER_BIN"]
+    on_path = shutil.which("meter", path=environ.get("PATH"))
+    if on_path:
+        return on_path
+    target = Path(environ["CARGO_TARGET_DIR"]) if environ.get("CARGO_TARGET_DIR") else root / "target"
+    built = target / "release" / "meter"
+    return str(built) if built.is_file() and os.access(built, os.X_OK) else None
+
+
 def meter(args: list[str], env: dict[str, str], *, json_out: bool = True) -> dict:
-    binary = os.environ.get("METER_BIN") or shutil.which("meter")
+    binary = meter_binary()
+    # None built yet: build it where the user's own builds go (never a second cache of ours).
     command = [binary] if binary else ["cargo", "run", "--quiet", "--release", "-p", "meter", "--"]
     done = subprocess.run(command + args, env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:

@@ -1,14 +1,21 @@
-# Sourced by the scripts: the Python venv with the pinned tools (boto3 and moto, cfn-lint, cargo-lambda),
-# the notebooks' tools (notebooks/requirements.txt), installed on first use and whenever a requirements
-# file changes.
+# Sourced by the scripts: the pinned Python tools, in three sets each a venv of its own and each only
+# as large as its scripts need, installed on first use and whenever a requirements file changes:
+#   aws     boto3: verify-deployment, destroy, test-api-usage         (scripts/requirements-aws.txt)
+#   deploy  and cargo-lambda: deploy, build-lambdas                   (scripts/requirements-deploy.txt)
+#   test    and moto, cfn-lint, the notebooks' tools, lychee: test     (scripts/requirements-test.txt)
+# An up-to-date venv of a larger set serves a smaller one.
 #
-#   METER_VENV        the venv (default ~/.cache/meter-venv)
-#   CARGO_TARGET_DIR  the build cache (default ~/.cache/meter-target); the Lambda zips go to its lambda/
+#   METER_VENV        the test venv (default ~/.cache/meter-venv); the others beside it
+#   CARGO_TARGET_DIR  the build cache of the scripts that build (default ~/.cache/meter-target; the
+#                     Lambda zips go to its lambda/); the scripts that only talk to AWS leave it alone
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 venv=${METER_VENV:-$HOME/.cache/meter-venv}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/meter-target}
-lambda_dir="$CARGO_TARGET_DIR/lambda"
+build_cache=${CARGO_TARGET_DIR:-$HOME/.cache/meter-target}
+lambda_dir="$build_cache/lambda"
+
+# For the scripts that build: cargo's target directory outside the clone, reused from run to run.
+use_build_cache() { export CARGO_TARGET_DIR=$build_cache; }
 
 die() { echo "error: $*" >&2; exit 1; }
 
@@ -28,18 +35,38 @@ wait_for_port() {
 }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"; }
 
-ensure_venv() {
+# The venv of a tool set (see the top of this file).
+venv_of() { if [[ $1 == test ]]; then echo "$venv"; else echo "$venv-$1"; fi; }
+
+# `ensure_tools aws|deploy|test`: puts a venv holding the set on PATH, installing it if none is current.
+ensure_tools() {
   need python3 "install Python 3.11 or later (the tools run in a venv)"
-  local requirements="$root/scripts/requirements-test.txt" stamp="$venv/.requirements.sha256" want
-  want=$(cat "$requirements" "$root/notebooks/requirements.txt" | sha256sum | cut -d' ' -f1)
-  if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    echo "installing the pinned tools into $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-    echo "$want" > "$stamp"
-  fi
-  export PATH="$venv/bin:$PATH"
+  local set=$1 want candidate larger=() dir
+  # Every requirements file in the stamp: a change to any reinstalls each set on its next use.
+  want=$(cat "$root"/scripts/requirements-{aws,deploy,test}.txt "$root/notebooks/requirements.txt" | sha256sum | cut -d' ' -f1)
+  case $set in
+    aws) larger=(test deploy aws) ;;
+    deploy) larger=(test deploy) ;;
+    test) larger=(test) ;;
+    *) die "unknown tool set $set" ;;
+  esac
+  for candidate in "${larger[@]}"; do
+    dir=$(venv_of "$candidate")
+    if [[ -x "$dir/bin/python" && "$(cat "$dir/.requirements.sha256" 2>/dev/null)" == "$want" ]]; then
+      export PATH="$dir/bin:$PATH"
+      return
+    fi
+  done
+  dir=$(venv_of "$set")
+  echo "installing the pinned $set tools into $dir" >&2
+  python3 -m venv "$dir"
+  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/scripts/requirements-$set.txt"
+  echo "$want" > "$dir/.requirements.sha256"
+  export PATH="$dir/bin:$PATH"
 }
+
+# The test tools (scripts/test, the benchmarks that use the emulator).
+ensure_venv() { ensure_tools test; }
 
 ensure_infra_packages() {
   need node "install Node.js 20 or later (the CDK app)"

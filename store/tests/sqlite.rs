@@ -59,3 +59,8 @@ async fn an_unusable_path_is_unavailable_not_a_panic() {
     let err = SqliteStore::open(&garbage).unwrap_err();
     assert!(matches!(err, meter_model::StoreError::Unavailable { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_parked_refreshes_move_each_key_once() {
+    contract::concurrent_parked_refreshes_move_each_key_once(&make().await).await;
+}
