@@ -66,7 +66,13 @@ export class MeterStack extends Stack {
       id: string,
       binary: Binary,
       description: string,
-      options: { memoryMiB: number; timeout: Duration; environment?: Record<string, string>; asynchronous?: boolean },
+      options: {
+        memoryMiB: number;
+        timeout: Duration;
+        environment?: Record<string, string>;
+        asynchronous?: boolean;
+        reservedConcurrency?: number;
+      },
     ) =>
       new MeterFunction(this, id, {
         binary,
@@ -78,6 +84,7 @@ export class MeterStack extends Stack {
         memoryMiB: options.memoryMiB,
         timeout: options.timeout,
         asynchronous: options.asynchronous,
+        reservedConcurrency: options.reservedConcurrency,
       });
 
     // --- the functions -------------------------------------------------------------------------------
@@ -99,6 +106,7 @@ export class MeterStack extends Stack {
         // Firehose waits at most 5 minutes for a transformation.
         timeout: Duration.minutes(5),
         environment: storeAndArchive,
+        reservedConcurrency: settings.transformerReservedConcurrency || undefined,
       });
     // The pipeline's names, known before it exists: the reconcile job's Athena settings and grants use them.
     const names = pipelineNames(settings.name);

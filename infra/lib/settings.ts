@@ -45,6 +45,13 @@ export interface EnvironmentSettings {
    * to use Athena.
    */
   readonly busiestDayEvents: number;
+  /**
+   * Lambda concurrency reserved for the archive transformer (0: none), so that the authorizer and the
+   * backend cannot take all of it (a throttled transformer sends usage to Firehose's error output).
+   * AWS keeps 100 of the account's quota unreserved: the quota must be at least this plus 100, which
+   * `scripts/deploy`'s preflight checks (a new account's quota may be 10: leave it 0 there).
+   */
+  readonly transformerReservedConcurrency: number;
   /** Hour (UTC) of the nightly reconcile; late enough for Lambda's asynchronous retries (6 h). */
   readonly reconcileHourUtc: number;
   /** Days before today each reconcile recomputes: covers CloudWatch Logs' 24 h of redelivery. */
@@ -69,6 +76,7 @@ const DEFAULTS: Omit<EnvironmentSettings, 'name' | 'exampleApi'> = {
   athenaBytesScannedCutoffGb: 10,
   rollupEngine: 'local',
   busiestDayEvents: 4_000_000,
+  transformerReservedConcurrency: 0,
   reconcileHourUtc: 7,
   reconcileLookbackDays: 3,
   driftAlarmThreshold: 0,
@@ -188,6 +196,7 @@ export function validate(name: string, raw: unknown, where: string): Environment
     athenaBytesScannedCutoffGb: integer('athenaBytesScannedCutoffGb', 1, 100_000),
     rollupEngine: rollupEngine as 'local' | 'athena',
     busiestDayEvents: integer('busiestDayEvents', 0, 100_000_000_000),
+    transformerReservedConcurrency: integer('transformerReservedConcurrency', 0, 1_000),
     reconcileHourUtc: integer('reconcileHourUtc', 6, 23),
     reconcileLookbackDays: integer('reconcileLookbackDays', 2, 31),
     driftAlarmThreshold: integer('driftAlarmThreshold', 0, 1_000_000_000),

@@ -175,6 +175,18 @@ describe('functions', () => {
   });
 });
 
+describe('concurrency', () => {
+  it("reserves the archive transformer's concurrency only where the environment says so", () => {
+    const reserved = (t: Template) =>
+      resources(t, 'AWS::Lambda::Function')
+        .filter(([, f]) => f.Properties.ReservedConcurrentExecutions !== undefined)
+        .map(([, f]) => [f.Properties.FunctionName, f.Properties.ReservedConcurrentExecutions]);
+    assert.deepEqual(reserved(prod.template), []);
+    const floor = synth(settings('floor', { transformerReservedConcurrency: 10 })).template;
+    assert.deepEqual(reserved(floor), [['meter-floor-archive-transformer', 10]]);
+  });
+});
+
 describe('operators', () => {
   it("gives operators one managed policy with what meter keys, usage and report --resend-links call, on this environment's resources", () => {
     const [[, policy]] = resources(prod.template, 'AWS::IAM::ManagedPolicy');

@@ -91,6 +91,15 @@ def test_preflight_names_the_missing_api_gateway_logging_role_and_how_to_set_it(
     assert ready.returncode == 0 and "ready to deploy" in ready.stdout, ready.stdout + ready.stderr
 
 
+def test_preflight_weighs_the_concurrency_quota_against_what_the_stack_reserves():
+    assert deployment.concurrency_findings(1000, 10, "eu-west-1") == ([], [])
+    problems, _ = deployment.concurrency_findings(100, 10, "eu-west-1")
+    assert len(problems) == 1 and "ask for at least 110" in problems[0] and "transformerReservedConcurrency" in problems[0]
+    problems, notes = deployment.concurrency_findings(10, 0, "eu-west-1")
+    assert problems == [] and len(notes) == 1 and "quota in eu-west-1 is 10" in notes[0]
+    assert deployment.concurrency_findings(None, 10, "eu-west-1") == ([], [])
+
+
 def test_a_key_that_is_not_a_meter_key_is_refused():
     assert deployment.key_id_of("mk_0123456789ab_s3cr3tS3cr3t") == "0123456789ab"
     for bad in ("", "0123456789ab", "mk_0123456789AB_x", "mk_0123456789ab", "sk_0123456789ab_x"):

@@ -453,6 +453,29 @@ def destroy(args: argparse.Namespace) -> int:
 # authorizer, the backend and the transformer that a burst throttles the transformer, whose retries
 # end in Firehose's error output.
 LAMBDA_CONCURRENCY_FLOOR = 100
+# What Lambda keeps unreserved whatever the functions reserve (a deploy that would go below fails).
+LAMBDA_UNRESERVED_MINIMUM = 100
+
+
+def concurrency_findings(limit: int | None, reserved: int, region: str) -> tuple[list[str], list[str]]:
+    """What Lambda's concurrency quota `limit` means for a stack reserving `reserved` for the transformer:
+    problems that would fail the deploy, and notes."""
+    if limit is None:
+        return [], []
+    if reserved and limit - reserved < LAMBDA_UNRESERVED_MINIMUM:
+        return [
+            f"the environment reserves {reserved} of Lambda's concurrency for the archive transformer, but the quota in "
+            f"{region} is {limit} and AWS keeps {LAMBDA_UNRESERVED_MINIMUM} unreserved (the deploy would fail): ask for at "
+            f"least {reserved + LAMBDA_UNRESERVED_MINIMUM} (Service Quotas → AWS Lambda → Concurrent executions), or set "
+            "transformerReservedConcurrency to 0 in infra/environments.json"
+        ], []
+    if limit < LAMBDA_CONCURRENCY_FLOOR:
+        return [], [
+            f"Lambda's concurrency quota in {region} is {limit}: the authorizer, the backend and the archive transformer "
+            f"share it, and a throttled transformer sends usage to firehose-errors/. Ask for at least "
+            f"{LAMBDA_CONCURRENCY_FLOOR} (Service Quotas → AWS Lambda → Concurrent executions)"
+        ]
+    return [], []
 
 
 def preflight(args: argparse.Namespace) -> int:
@@ -480,12 +503,11 @@ def preflight(args: argparse.Namespace) -> int:
         limit = None
         notes.append(f"cannot read Lambda's concurrency quota in {region} ({describe(err)}): check it is at least "
                      f"{LAMBDA_CONCURRENCY_FLOOR} (Service Quotas → AWS Lambda → Concurrent executions)")
-    if limit is not None and limit < LAMBDA_CONCURRENCY_FLOOR:
-        notes.append(
-            f"Lambda's concurrency quota in {region} is {limit}: the authorizer, the backend and the archive transformer "
-            f"share it, and a throttled transformer sends usage to firehose-errors/. Ask for at least "
-            f"{LAMBDA_CONCURRENCY_FLOOR} (Service Quotas → AWS Lambda → Concurrent executions)"
-        )
+    # infra/lib/settings.ts: absent means none reserved.
+    reserved = int(settings.get("transformerReservedConcurrency") or 0)
+    blocking, advice = concurrency_findings(limit, reserved, region)
+    problems += blocking
+    notes += advice
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     if problems:
