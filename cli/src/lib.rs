@@ -66,8 +66,12 @@ fn clock_from(value: Option<&std::ffi::OsStr>) -> Result<ShiftedClock, UsageErro
 /// and its summary reports them.
 pub fn init_logging(cli: &Cli) {
     let default = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter =
+        meter_lambda::QUIET_LOG_TARGETS.into_iter().filter_map(|directive| directive.parse().ok()).fold(
+            tracing_subscriber::EnvFilter::try_from_env("METER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+            tracing_subscriber::EnvFilter::add_directive,
+        );
     // Colours only for a person at a terminal, never in files or CI logs.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()

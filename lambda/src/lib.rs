@@ -9,6 +9,11 @@
 
 pub mod env;
 pub mod metrics;
+
+/// Log targets held to `error` whatever the filter says, in the Lambda binaries and in `meter`
+/// alike: the S3 SDK warns on every GET of an object Firehose uploaded in parts ("a part-level
+/// checksum which can't be validated"), which nobody can act on; the object is read all the same.
+pub const QUIET_LOG_TARGETS: [&str; 1] = ["aws_sdk_s3::http_response_checksum=error"];
 pub mod retry;
 #[cfg(feature = "runtime")]
 pub mod runtime;

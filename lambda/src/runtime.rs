@@ -41,6 +41,7 @@ fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     ["lambda_runtime=info", "lambda_runtime_api_client=info"]
         .into_iter()
+        .chain(crate::QUIET_LOG_TARGETS)
         .filter_map(|directive| directive.parse().ok())
         .fold(filter, tracing_subscriber::EnvFilter::add_directive)
 }
@@ -174,9 +175,11 @@ mod tests {
             tracing::subscriber::with_default(subscriber, || {
                 tracing::trace!(target: "lambda_runtime", "event payload mk_secret");
                 tracing::trace!(target: "meter_authorizer", "own trace");
+                tracing::warn!(target: "aws_sdk_s3::http_response_checksum", "part-level checksum");
             });
             let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
             assert!(!logged.contains("mk_secret"), "{spec}: {logged}");
+            assert!(!logged.contains("part-level checksum"), "{spec}: {logged}");
             if spec == "trace" {
                 assert!(logged.contains("own trace"), "{spec}: {logged}");
             }
