@@ -418,6 +418,16 @@ describe('monitoring', () => {
     }
   });
 
+  it('every alarm is in the manual, with what it means and what to do', () => {
+    const manual = fs.readFileSync(path.join(__dirname, '..', '..', 'docs', 'src', 'deploy.md'), 'utf8');
+    for (const t of [prod.template, synth(settings('x', { existingApi: { kind: 'rest', apiId: 'a1b2c3d4e5', stage: 'live' }, usageLogGroup: '/aws/lambda/x' })).template]) {
+      for (const [, alarm] of resources(t, 'AWS::CloudWatch::Alarm')) {
+        const generic = String(alarm.Properties.AlarmName).replace(/^meter-[a-z]+-/, 'meter-<env>-');
+        assert.ok(manual.includes(`\`${generic}\``), `${generic} is not in docs/src/deploy.md`);
+      }
+    }
+  });
+
   it('stays quiet on normal traffic: 401 answers, Firehose freshness, an idle environment', () => {
     const alarms = (t: Template) =>
       Object.fromEntries(resources(t, 'AWS::CloudWatch::Alarm').map(([, a]) => [a.Properties.AlarmName, a.Properties]));
