@@ -501,7 +501,8 @@ def preflight(args: argparse.Namespace) -> int:
         limit = aws.client("lambda").get_account_settings()["AccountLimit"]["ConcurrentExecutions"]
     except (ClientError, BotoCoreError) as err:
         limit = None
-        notes.append(f"cannot read Lambda's concurrency quota in {region} ({describe(err)}): check it is at least "
+        first_line = describe(err).splitlines()[0]
+        notes.append(f"cannot read Lambda's concurrency quota in {region} ({first_line}): check it is at least "
                      f"{LAMBDA_CONCURRENCY_FLOOR} (Service Quotas → AWS Lambda → Concurrent executions)")
     # infra/lib/settings.ts: absent means none reserved.
     reserved = int(settings.get("transformerReservedConcurrency") or 0)
