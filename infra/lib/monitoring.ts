@@ -87,16 +87,14 @@ export class Monitoring extends Construct {
         period: Duration.minutes(5),
         label: name,
       });
+    // A Metrics Insights query rather than one metric: CloudWatch Logs also sets a DestinationType
+    // dimension, whose value for Firehose it does not document; the query sums over it.
     const subscriptionMetric = (name: string) =>
-      new cloudwatch.Metric({
-        namespace: 'AWS/Logs',
-        metricName: name,
-        dimensionsMap: {
-          LogGroupName: props.usageLogGroupName,
-          DestinationType: 'Firehose',
-          FilterName: props.pipeline.names.subscriptionFilter,
-        },
-        statistic: 'Sum',
+      new cloudwatch.MathExpression({
+        expression:
+          `SELECT SUM(${name}) FROM SCHEMA("AWS/Logs", DestinationType, FilterName, LogGroupName) ` +
+          `WHERE FilterName = '${props.pipeline.names.subscriptionFilter}' AND LogGroupName = '${props.usageLogGroupName}'`,
+        usingMetrics: {},
         period: Duration.minutes(5),
         label: name,
       });
