@@ -10,6 +10,7 @@ import { Duration, Size, Stack } from 'aws-cdk-lib';
 import * as athena from 'aws-cdk-lib/aws-athena';
 import * as firehose from 'aws-cdk-lib/aws-kinesisfirehose';
 import * as glue from 'aws-cdk-lib/aws-glue';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as logsDestinations from 'aws-cdk-lib/aws-logs-destinations';
@@ -184,12 +185,37 @@ export class ArchivePipeline extends Construct {
       },
     );
 
+    // CloudWatch Logs sends a test record when the filter is created and fails the create ("Could not
+    // deliver test message") while the role's permission has not propagated through IAM. The L2's role
+    // gets its permission from a separate policy created right before the filter; this one holds it
+    // inline and names the stream by its known ARN, so CloudFormation creates it at the start of the
+    // deploy, minutes before the stream is active and the filter is made.
+    const logsRole = new iam.Role(this, 'LogsToFirehoseRole', {
+      description: 'CloudWatch Logs delivers the usage subscription to Firehose',
+      assumedBy: new iam.ServicePrincipal('logs.amazonaws.com', {
+        conditions: { StringLike: { 'aws:SourceArn': Stack.of(this).formatArn({ service: 'logs', resource: '*' }) } },
+      }),
+      inlinePolicies: {
+        deliver: new iam.PolicyDocument({
+          statements: [
+            new iam.PolicyStatement({
+              actions: ['firehose:PutRecord', 'firehose:PutRecordBatch'],
+              resources: [
+                Stack.of(this).formatArn({ service: 'firehose', resource: 'deliverystream', resourceName: names.deliveryStream }),
+              ],
+            }),
+          ],
+        }),
+      },
+    });
     this.subscription = new logs.SubscriptionFilter(this, 'Subscription', {
       logGroup: props.usageLogGroup,
       filterName: names.subscriptionFilter,
       filterPattern: logs.FilterPattern.literal(USAGE_FILTER_PATTERN),
-      destination: new logsDestinations.FirehoseDestination(this.deliveryStream),
+      // Immutable: the L2 would otherwise add the late, separate policy this role avoids.
+      destination: new logsDestinations.FirehoseDestination(this.deliveryStream, { role: logsRole.withoutPolicyUpdates() }),
     });
+    this.subscription.node.addDependency(logsRole);
 
     this.workgroup = new athena.CfnWorkGroup(this, 'Workgroup', {
       name: names.workgroup,

@@ -112,4 +112,25 @@ describe('each rule fails on a template that breaks it', () => {
     });
     failsOn('every state machine alarms on failed executions', t, 'GraceEnd');
   });
+  it("a subscription filter whose role gets its permission from a separate, late policy (the L2's default)", () => {
+    const t = broken((t) => {
+      const [roleId, role] = find(t, 'AWS::IAM::Role', 'ArchiveLogsToFirehoseRole');
+      const statements = role.Properties.Policies.flatMap((p: any) => p.PolicyDocument.Statement);
+      delete role.Properties.Policies;
+      t.Resources.LatePolicy = {
+        Type: 'AWS::IAM::Policy',
+        Properties: { PolicyName: 'late', Roles: [{ Ref: roleId }], PolicyDocument: { Statement: statements } },
+      };
+    });
+    failsOn("every subscription filter's role holds its permission from the start", t, 'ArchiveLogsToFirehoseRole');
+  });
+
+  it('a subscription filter whose role names its stream by reference', () => {
+    const t = broken((t) => {
+      const [, role] = find(t, 'AWS::IAM::Role', 'ArchiveLogsToFirehoseRole');
+      const [streamId] = find(t, 'AWS::KinesisFirehose::DeliveryStream', 'Archive');
+      role.Properties.Policies[0].PolicyDocument.Statement[0].Resource = { 'Fn::GetAtt': [streamId, 'Arn'] };
+    });
+    failsOn("every subscription filter's role holds its permission from the start", t, 'waits for the destination');
+  });
 });

@@ -174,6 +174,29 @@ export const RULES: Rule[] = [
       return violations;
     },
   },
+  {
+    name: "every subscription filter's role holds its permission from the start",
+    source:
+      'CloudWatch Logs sends a test record when a subscription filter is created and fails the create ("Could not deliver ' +
+      'test message") until the role\'s permission has propagated through IAM, which is eventually consistent ' +
+      '(IAM docs: "Changes that I make are not always immediately visible")',
+    check(t) {
+      const violations: string[] = [];
+      for (const [id, filter] of ofType(t, 'AWS::Logs::SubscriptionFilter')) {
+        const role = arnOf(filter.Properties.RoleArn);
+        if (!role) continue;
+        const inline = asList<any>(t.Resources[role]?.Properties?.Policies).flatMap((p) => asList(p.PolicyDocument.Statement));
+        if (!inline.some((s) => allows(s, 'firehose:PutRecordBatch') || allows(s, 'kinesis:PutRecords'))) {
+          violations.push(`subscription filter ${id}: its role ${role} does not hold the permission to deliver inline`);
+        }
+        const destination = arnOf(filter.Properties.DestinationArn);
+        if (destination && JSON.stringify(t.Resources[role]).includes(`"${destination}"`)) {
+          violations.push(`subscription filter ${id}: its role ${role} waits for the destination ${destination}, so it is created just before the filter`);
+        }
+      }
+      return violations;
+    },
+  },
 ];
 
 /** Every rule's violations on `template`, each prefixed with its rule. */
