@@ -209,14 +209,22 @@ pub enum Command {
         /// SNS topic ARN finance subscribes to (with --resend-links).
         #[arg(long, env = "METER_FINANCE_TOPIC", value_name = "ARN", requires = "resend_links")]
         finance_topic: Option<String>,
-        /// How long resent links work, in hours (1 to 168).
+        /// How long resent links work, in hours (1 to 744 for signed links, 1 to 168 for presigned ones).
         #[arg(
             long,
             env = "METER_LINK_EXPIRY_HOURS",
             default_value_t = 72,
-            value_parser = clap::value_parser!(u64).range(1..=168)
+            value_parser = clap::value_parser!(u64).range(1..=744)
         )]
         link_expiry_hours: u64,
+        /// The deployment's `report-links` function URL (`LinksUrl` in the stack's outputs): resent
+        /// links point there, signed with --links-key, and outlive your credentials. Without it links
+        /// are presigned with your credentials.
+        #[arg(long, env = "METER_LINKS_URL", value_name = "URL", requires_all = ["resend_links", "links_key"])]
+        links_url: Option<String>,
+        /// The KMS HMAC key that signs links (`LinksKeyArn` in the stack's outputs).
+        #[arg(long, env = "METER_LINKS_KEY", value_name = "KEY", requires = "links_url")]
+        links_key: Option<String>,
         /// Write a draft under draft/month=YYYY-MM/ instead of issuing.
         #[arg(long)]
         draft: bool,

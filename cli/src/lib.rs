@@ -211,6 +211,8 @@ pub async fn run(cli: Cli, clock: &(impl Clock + Clone + 'static)) -> anyhow::Re
             resend_links,
             finance_topic,
             link_expiry_hours,
+            links_url,
+            links_key,
         } => {
             let location = out
                 .or_else(|| cli.reports.clone())
@@ -222,7 +224,18 @@ pub async fn run(cli: Cli, clock: &(impl Clock + Clone + 'static)) -> anyhow::Re
                     None => None,
                 };
                 let expiry = std::time::Duration::from_secs(link_expiry_hours * 3600);
-                report::resend_links(&reports, month, finance.as_ref(), expiry).await?
+                let now = clock.now();
+                match (links_url, links_key) {
+                    (Some(url), Some(key)) => {
+                        let links =
+                            meter_reports::SignedLinks::new(url, meter_store::KmsMacKey::for_key(key).await);
+                        report::resend_links(&reports, &links, month, finance.as_ref(), expiry, now).await?
+                    }
+                    _ => {
+                        let links = meter_reports::PresignedLinks(&reports);
+                        report::resend_links(&reports, &links, month, finance.as_ref(), expiry, now).await?
+                    }
+                }
             } else {
                 let archive = AnySink::open(&archive_location).await;
                 let pricing = pricing.context("--pricing is required")?;

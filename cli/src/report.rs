@@ -8,7 +8,8 @@ use meter_model::Publisher;
 use meter_model::{Clock, KeyStore, Month};
 use meter_model::{ObjectSink, ObjectSource};
 use meter_reports::{
-    ArchiveUsage, Pricing, ReportOutcome, ReportRequest, deliver, issued_report, produce_report,
+    ArchiveUsage, DownloadLinks, Pricing, ReportOutcome, ReportRequest, deliver, issued_report,
+    produce_report,
 };
 
 /// Options of `meter report`.
@@ -108,30 +109,36 @@ impl Publisher for Printed {
 }
 
 /// `meter report --resend-links`: the issued month's files checked against their manifest, their links
-/// signed afresh, and sent to `finance` (or printed).
-pub(crate) async fn resend_links<R: ObjectSource, P: Publisher>(
+/// made afresh with `links`, and sent to `finance` (or printed).
+pub(crate) async fn resend_links<R: ObjectSource, L: DownloadLinks, P: Publisher>(
     reports: &R,
+    links: &L,
     month: Month,
     finance: Option<&P>,
     expiry: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<String> {
     let issued = issued_report(reports, month).await.with_context(|| format!("no links for {month}"))?;
     let hours = expiry.as_secs() / 3600;
-    let caveat = "or until the credentials that signed them expire, if sooner";
+    let caveat = if links.outlives_credentials() {
+        "signed links: they outlive the credentials that made them"
+    } else {
+        "or until the credentials that signed them expire, if sooner"
+    };
     match finance {
         Some(finance) => {
             let message =
-                deliver(reports, &issued, finance, expiry).await.context("the links were not sent")?;
+                deliver(links, &issued, finance, expiry, now).await.context("the links were not sent")?;
             Ok(format!(
-                "{month}: {} links signed afresh and sent to finance; they work for {hours} hours ({caveat})\n",
+                "{month}: {} links made afresh and sent to finance; they work for {hours} hours ({caveat})\n",
                 message.files.len()
             ))
         }
         None => {
             let printed = Printed::default();
-            deliver(reports, &issued, &printed, expiry).await.context("the links were not signed")?;
+            deliver(links, &issued, &printed, expiry, now).await.context("the links were not made")?;
             let body = printed.0.into_inner().unwrap_or_default();
-            Ok(format!("{month}: links signed afresh; they work for {hours} hours ({caveat})\n{body}\n"))
+            Ok(format!("{month}: links made afresh; they work for {hours} hours ({caveat})\n{body}\n"))
         }
     }
 }

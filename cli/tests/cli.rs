@@ -556,8 +556,34 @@ fn a_skewed_line_blocks_nothing_and_every_good_call_is_billed_on_its_own_day() {
     // Presigned links die with the credentials that signed them: an issued month's links can be
     // signed again (here printed; with --finance-topic, sent).
     let links = ok(meter(home.path()).args(["report", "--month", "2026-10", "--resend-links"]));
-    assert!(links.contains("links signed afresh") && links.contains("invoices.csv"), "{links}");
+    assert!(links.contains("links made afresh") && links.contains("invoices.csv"), "{links}");
     assert!(links.contains("file://") && links.contains("\"sha256\""), "{links}");
+    // Signed links need both the function URL and the key; the key is asked of KMS, and a KMS that
+    // cannot be reached is said plainly.
+    let half = run(meter(home.path()).args([
+        "report",
+        "--month",
+        "2026-10",
+        "--resend-links",
+        "--links-url",
+        "https://x.example",
+    ]));
+    assert_eq!(half.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&half.stderr).contains("--links-key"),
+        "{}",
+        String::from_utf8_lossy(&half.stderr)
+    );
+    let unreachable = run(meter(home.path())
+        .args(["report", "--month", "2026-10", "--resend-links", "--links-url", "https://x.example"])
+        .args(["--links-key", "alias/meter-links"])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test"));
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sign a link") && stderr.contains("cannot reach KMS"), "{stderr}");
     let never = run(meter(home.path()).args(["report", "--month", "2026-09", "--resend-links"]));
     assert_eq!(never.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&never.stderr).contains("has not been issued"));

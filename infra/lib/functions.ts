@@ -20,6 +20,7 @@ export const BINARIES = [
   'archive-transformer',
   'reconcile-job',
   'monthly-report',
+  'report-links',
   'example-backend',
 ] as const;
 export type Binary = (typeof BINARIES)[number];

@@ -5,6 +5,8 @@ import { Aspects, CfnDeletionPolicy, CfnOutput, CfnResource, Duration, type IAsp
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
@@ -127,13 +129,33 @@ export class MeterStack extends Stack {
           : {}),
       },
     });
+    // Finance links that live as long as the message says (reports/src/links.rs): each names its file
+    // and expiry with an HMAC by this key, which never leaves KMS, and points at the report-links
+    // function URL, which checks it and redirects to a presigned link it signs that moment. Presigned
+    // links alone die with the report function's role credentials, within hours.
+    const linksKey = new kms.Key(this, 'LinksKey', {
+      description: `meter-${settings.name}: signs the report links in the finance message (HMAC)`,
+      keySpec: kms.KeySpec.HMAC_256,
+      keyUsage: kms.KeyUsage.GENERATE_VERIFY_MAC,
+    });
+    const reportsLocation = `s3://${data.reports.bucketName}/${REPORTS_PREFIX}`;
+    const links = fn('ReportLinks', 'report-links', "Finance links: checks a signed link's signature and expiry, redirects to the report file", {
+      memoryMiB: 256,
+      timeout: Duration.seconds(10),
+      environment: { METER_REPORTS: reportsLocation, METER_LINKS_KEY: linksKey.keyArn },
+    });
+    // Public: the link's HMAC is its authentication (checked before anything is read), as a
+    // presigned link's signature is.
+    const linksUrl = links.function.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.NONE });
     const report = fn('MonthlyReport', 'monthly-report', "Monthly: issues last month's invoices and tells finance", {
       ...job,
       environment: {
         ...storeAndArchive,
-        METER_REPORTS: `s3://${data.reports.bucketName}/${REPORTS_PREFIX}`,
+        METER_REPORTS: reportsLocation,
         METER_PRICING: `s3://${data.reports.bucketName}/${PRICING_KEY}`,
         METER_FINANCE_TOPIC: data.financeTopic.topicArn,
+        METER_LINKS_URL: linksUrl.url,
+        METER_LINKS_KEY: linksKey.keyArn,
         METER_LINK_EXPIRY_HOURS: '72',
       },
     });
@@ -213,6 +235,11 @@ export class MeterStack extends Stack {
     allow(report, ['s3:GetObject', 's3:PutObject'], [data.reports.arnForObjects(`${REPORTS_PREFIX}/*`)]);
     allow(report, ['s3:GetObject'], [data.reports.arnForObjects(PRICING_KEY)]);
     data.financeTopic.grantPublish(report.function);
+    linksKey.grant(report.function, 'kms:GenerateMac');
+    linksKey.grant(links.function, 'kms:VerifyMac');
+    // ListBucket: without it S3 answers a missing file with 403, and the function could not say 404.
+    allow(links, ['s3:ListBucket'], [data.reports.bucketArn]);
+    allow(links, ['s3:GetObject'], [data.reports.arnForObjects(`${REPORTS_PREFIX}/*`)]);
     const prefixReason = (bucket: string) =>
       `Objects under the ${bucket} prefix are named by day and file as they are written: the prefix is the narrowest scope`;
     for (const target of [transformer, reconcile, report]) {
@@ -221,10 +248,12 @@ export class MeterStack extends Stack {
         reason: prefixReason('archive'),
       });
     }
-    acknowledge(report.function.role!, {
-      id: `AwsSolutions-IAM5[Resource::${arnToken(data.reports)}/${REPORTS_PREFIX}/*]`,
-      reason: prefixReason('reports'),
-    });
+    for (const target of [report, links]) {
+      acknowledge(target.function.role!, {
+        id: `AwsSolutions-IAM5[Resource::${arnToken(data.reports)}/${REPORTS_PREFIX}/*]`,
+        reason: prefixReason('reports'),
+      });
+    }
     for (const target of [reconcile, report]) {
       acknowledge(target.function.role!, {
         id: 'AwsSolutions-IAM5[Action::kms:GenerateDataKey*]',
@@ -307,7 +336,10 @@ export class MeterStack extends Stack {
       })],
     });
 
-    this.functions = { authorizer, cacheInvalidator: invalidator, archiveTransformer: transformer, reconcileJob: reconcile, monthlyReport: report };
+    this.functions = {
+      authorizer, cacheInvalidator: invalidator, archiveTransformer: transformer, reconcileJob: reconcile, monthlyReport: report,
+      reportLinks: links,
+    };
     if (backend) this.functions.exampleBackend = backend;
     this.monitoring = new Monitoring(this, 'Monitoring', {
       settings,
@@ -344,6 +376,7 @@ export class MeterStack extends Stack {
         new iam.PolicyStatement({ sid: 'GraceEnd', actions: ['states:StartExecution'], resources: [graceEnd.stateMachineArn] }),
         new iam.PolicyStatement({ sid: 'Reports', actions: ['s3:ListBucket'], resources: [data.reports.bucketArn] }),
         new iam.PolicyStatement({ sid: 'ReportFiles', actions: ['s3:GetObject'], resources: [data.reports.arnForObjects(`${REPORTS_PREFIX}/*`)] }),
+        new iam.PolicyStatement({ sid: 'ReportLinks', actions: ['kms:GenerateMac'], resources: [linksKey.keyArn] }),
       ],
     });
     acknowledge(operator,
@@ -363,6 +396,8 @@ export class MeterStack extends Stack {
     output('FinanceTopicArn', data.financeTopic.topicArn, 'Finance subscribes here');
     output('AlertsTopicArn', data.alertsTopic.topicArn, 'Operators subscribe here');
     output('OperatorPolicyArn', operator.managedPolicyArn, "Attach to the operators' role or group to run meter keys, usage and report --resend-links");
+    output('LinksUrl', linksUrl.url, 'METER_LINKS_URL for meter report --resend-links: the report-links function URL');
+    output('LinksKeyArn', linksKey.keyArn, 'METER_LINKS_KEY for meter report --resend-links: the HMAC key that signs links');
     output('ApiKeysTable', data.apiKeys.tableName, 'Keys');
     output('UsageCountersTable', data.usageCounters.tableName, 'Counters');
     output('ArchiveBucket', data.archive.bucketName, 'The usage archive (source of truth)');

@@ -45,6 +45,23 @@ def for_the_emulator(template: dict) -> tuple[dict, list[str]]:
 
     modelled = get_model_map()
     resources = template.get("Resources", {})
+    # moto 5.2.5 does not model function URLs (AWS::Lambda::Url): the URL is left out, and what only
+    # reads its address (the report function's METER_LINKS_URL, an output) gets a stand-in address
+    # instead of being left out with it.
+    urls = {name for name, resource in resources.items() if resource["Type"] == "AWS::Lambda::Url"}
+
+    def stand_in(node):
+        if isinstance(node, dict):
+            target = node.get("Fn::GetAtt")
+            if isinstance(target, list) and target[0] in urls and target[1] == "FunctionUrl":
+                return f"https://{target[0].lower()}.lambda-url.emulator.on.aws/"
+            return {key: stand_in(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [stand_in(value) for value in node]
+        return node
+
+    template["Resources"] = resources = stand_in(resources)
+    template["Outputs"] = stand_in(template.get("Outputs", {}))
     left_out = {name for name, resource in resources.items() if resource["Type"] not in modelled}
     changed = True
     while changed:

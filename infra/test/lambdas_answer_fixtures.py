@@ -55,12 +55,18 @@ def main() -> int:
     run([meter, "store", "init"], cli_env)
     key = json.loads(run([meter, "keys", "create", "--email", "fixtures@example.com", "--json"], cli_env))
     session = boto3.session.Session(region_name=aws_env["AWS_REGION"])
-    s3, sns = session.client("s3"), session.client("sns")
+    s3, sns, sqs, kms = (session.client(name) for name in ("s3", "sns", "sqs", "kms"))
     for bucket in ("meter-fixtures-archive", "meter-fixtures-reports"):
         s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket="meter-fixtures-reports", Key="pricing/pricing.toml",
                   Body=(ROOT / "reports" / "pricing.example.toml").read_bytes())
     finance = sns.create_topic(Name="meter-fixtures-finance")["TopicArn"]
+    # Finance's inbox: the monthly report's message, whose signed links the report-links zip answers.
+    inbox = sqs.create_queue(QueueName="meter-fixtures-finance-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=finance, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
+    links_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["Arn"]
+    links_url = "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws/"
     alerts = sns.create_topic(Name="meter-fixtures-alerts")["TopicArn"]
     archive = "s3://meter-fixtures-archive/usage"
 
@@ -73,7 +79,9 @@ def main() -> int:
         "monthly-report": {"METER_STORE": STORE, "METER_ARCHIVE": archive,
                            "METER_REPORTS": "s3://meter-fixtures-reports/reports",
                            "METER_PRICING": "s3://meter-fixtures-reports/pricing/pricing.toml",
-                           "METER_FINANCE_TOPIC": finance},
+                           "METER_FINANCE_TOPIC": finance, "METER_LINKS_URL": links_url,
+                           "METER_LINKS_KEY": links_key},
+        "report-links": {"METER_REPORTS": "s3://meter-fixtures-reports/reports", "METER_LINKS_KEY": links_key},
         "example-backend": {},
     }
 
@@ -119,6 +127,37 @@ def main() -> int:
         assert any("2026-10" in name for name in names), names
         return f"issued 2026-10 ({len(names)} files), totals {json.dumps(answer)[:80]}"
 
+    def finance_link(name: str) -> str:
+        received = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=1, WaitTimeSeconds=1).get("Messages", [])
+        assert received, "finance got no message"
+        message = json.loads(received[0]["Body"])
+        assert message["links_outlive_credentials"] is True, message
+        return next(f["url"] for f in message["files"] if f["name"] == name)
+
+    def link_request(tamper: bool = False):
+        """The function URL's event for the manifest's link in the finance message (made when run)."""
+        def make() -> Path:
+            link = finance_link("manifest.json")
+            assert link.startswith(links_url), link
+            path, query = link[len(links_url):].split("?")
+            params = dict(pair.split("=") for pair in query.split("&"))
+            signature = params["signature"][::-1] if tamper else params["signature"]
+            return fixture(FIXTURES / "function-url-link.json", PATH=path, EXPIRES=params["expires"], SIGNATURE=signature)
+        return make
+
+    link_answers = {}
+
+    def redirected(answer, _):
+        assert answer["statusCode"] == 302, answer
+        location = answer["headers"]["location"]
+        assert "manifest.json" in location and "X-Amz-Signature=" in location, location
+        link_answers["redirect"] = location
+        return "302 to a presigned link signed now"
+
+    def refused(answer, _):
+        assert answer["statusCode"] == 403 and "location" not in answer["headers"], answer
+        return f"403: {answer['body']}"
+
     def responded(answer, output):
         assert answer["statusCode"] == 200, answer
         line = json.loads(next(l for l in output.splitlines() if '"API_USAGE"' in l))
@@ -141,6 +180,8 @@ def main() -> int:
         # A month is issued only once its last day is reconciled: a backfill of that day first.
         ("reconcile-job", FIXTURES / "backfill-reconcile.json", backfilled, True),
         ("monthly-report", FIXTURES / "scheduled-report.json", issued, True),
+        ("report-links", link_request(), redirected, True),
+        ("report-links", link_request(tamper=True), refused, True),
         ("example-backend", ROOT / "example-api/tests/fixtures/rest-proxy-event.json", responded, True),
     ]
 
@@ -174,6 +215,13 @@ def main() -> int:
             running[name] = subprocess.Popen([str(binary)], env=env, stdout=logs[name], stderr=subprocess.STDOUT)
             processes.append(running[name])
         for name, event, check, succeeds in cases:
+            if callable(event):
+                try:
+                    event = event()
+                except (AssertionError, KeyError, StopIteration) as err:
+                    failed += 1
+                    print(f"FAIL  {name}: its event could not be made: {err}", flush=True)
+                    continue
             logs[name].seek(0, os.SEEK_END)
             start = logs[name].tell()
             if running[name].poll() is not None:

@@ -104,10 +104,10 @@ describe('data', () => {
 describe('functions', () => {
   const functions = resources(prod.template, 'AWS::Lambda::Function');
 
-  it('runs six pre-built functions on provided.al2023, x86_64, each logging to its own group with retention', () => {
+  it('runs seven pre-built functions on provided.al2023, x86_64, each logging to its own group with retention', () => {
     assert.deepEqual(functions.map(([, f]) => f.Properties.FunctionName).sort(), [
       'meter-prod-archive-transformer', 'meter-prod-authorizer', 'meter-prod-cache-invalidator',
-      'meter-prod-example-backend', 'meter-prod-monthly-report', 'meter-prod-reconcile-job',
+      'meter-prod-example-backend', 'meter-prod-monthly-report', 'meter-prod-reconcile-job', 'meter-prod-report-links',
     ]);
     for (const [id, fn] of functions) {
       assert.equal(fn.Properties.Runtime, 'provided.al2023', id);
@@ -131,8 +131,10 @@ describe('functions', () => {
       'METER_ALERT_TOPIC', 'METER_ARCHIVE', 'METER_DRIFT_ALERT_THRESHOLD', 'METER_LOG', 'METER_RECONCILE_LOOKBACK_DAYS', 'METER_STORE',
     ]);
     assert.deepEqual(Object.keys(env('monthly-report')).sort(), [
-      'METER_ARCHIVE', 'METER_FINANCE_TOPIC', 'METER_LINK_EXPIRY_HOURS', 'METER_LOG', 'METER_PRICING', 'METER_REPORTS', 'METER_STORE',
+      'METER_ARCHIVE', 'METER_FINANCE_TOPIC', 'METER_LINKS_KEY', 'METER_LINKS_URL', 'METER_LINK_EXPIRY_HOURS', 'METER_LOG',
+      'METER_PRICING', 'METER_REPORTS', 'METER_STORE',
     ]);
+    assert.deepEqual(Object.keys(env('report-links')).sort(), ['METER_LINKS_KEY', 'METER_LOG', 'METER_REPORTS']);
     assert.ok(JSON.stringify(env('cache-invalidator').METER_FLUSH_TARGETS).includes('rest:'));
   });
 
@@ -192,7 +194,11 @@ describe('operators', () => {
     const [[, policy]] = resources(prod.template, 'AWS::IAM::ManagedPolicy');
     assert.equal(policy.Properties.ManagedPolicyName, 'meter-prod-operator');
     const statements = Object.fromEntries(policy.Properties.PolicyDocument.Statement.map((s: any) => [s.Sid, s]));
-    assert.deepEqual(Object.keys(statements).sort(), ['Counters', 'GraceEnd', 'Keys', 'KeysByHash', 'Notices', 'NoticesKey', 'ReportFiles', 'Reports']);
+    assert.deepEqual(Object.keys(statements).sort(), [
+      'Counters', 'GraceEnd', 'Keys', 'KeysByHash', 'Notices', 'NoticesKey', 'ReportFiles', 'ReportLinks', 'Reports',
+    ]);
+    assert.deepEqual(statements.ReportLinks.Action, 'kms:GenerateMac');
+    assert.match(JSON.stringify(statements.ReportLinks.Resource), /LinksKey/);
     assert.match(JSON.stringify(statements.Keys.Resource), /DataApiKeys/);
     assert.match(JSON.stringify(statements.KeysByHash.Resource), /index\/hashedKey-index/);
     assert.match(JSON.stringify(statements.Counters.Resource), /DataUsageCounters/);
@@ -204,6 +210,46 @@ describe('operators', () => {
       assert.ok(![statement.Resource].flat().includes('*'), statement.Sid);
     }
     prod.template.hasOutput('OperatorPolicyArn', {});
+  });
+});
+
+describe('finance links', () => {
+  const json = prod.template.toJSON();
+  const byName = (name: string) =>
+    Object.entries<any>(json.Resources).find(([, r]) => r.Type === 'AWS::Lambda::Function' && r.Properties.FunctionName === name)!;
+  const statementsOf = (fnId: string) => {
+    const role = json.Resources[fnId].Properties.Role['Fn::GetAtt'][0];
+    return Object.values<any>(json.Resources)
+      .filter((r) => r.Type === 'AWS::IAM::Policy' && r.Properties.Roles.some((x: any) => x.Ref === role))
+      .flatMap((p) => p.Properties.PolicyDocument.Statement);
+  };
+
+  it('signs them with an HMAC key in KMS and serves them from a function URL that only the link authenticates', () => {
+    const [[keyId, key]] = resources(prod.template, 'AWS::KMS::Key').filter(([id]) => id.startsWith('LinksKey'));
+    assert.equal(key.Properties.KeySpec, 'HMAC_256');
+    assert.equal(key.Properties.KeyUsage, 'GENERATE_VERIFY_MAC');
+    const [linksId] = byName('meter-prod-report-links');
+    const [reportId, report] = byName('meter-prod-monthly-report');
+    const [[, url]] = resources(prod.template, 'AWS::Lambda::Url');
+    assert.equal(url.Properties.AuthType, 'NONE');
+    assert.deepEqual(url.Properties.TargetFunctionArn, { 'Fn::GetAtt': [linksId, 'Arn'] });
+    assert.deepEqual(report.Properties.Environment.Variables.METER_LINKS_URL, { 'Fn::GetAtt': [resources(prod.template, 'AWS::Lambda::Url')[0][0], 'FunctionUrl'] });
+    assert.deepEqual(report.Properties.Environment.Variables.METER_LINKS_KEY, { 'Fn::GetAtt': [keyId, 'Arn'] });
+    // Lambda wants both permissions for a public function URL made since October 2025.
+    const permissions = resources(prod.template, 'AWS::Lambda::Permission').filter(
+      ([, p]) => JSON.stringify(p.Properties.FunctionName).includes(linksId),
+    );
+    assert.deepEqual(permissions.map(([, p]) => p.Properties.Action).sort(), ['lambda:InvokeFunction', 'lambda:InvokeFunctionUrl']);
+    // The report signs and the function checks, each with that one action on that one key; the
+    // function reads the report files and nothing else.
+    const onKey = (fnId: string) =>
+      statementsOf(fnId).filter((s) => JSON.stringify(s.Resource).includes(keyId)).map((s) => s.Action);
+    assert.deepEqual(onKey(reportId), ['kms:GenerateMac']);
+    assert.deepEqual(onKey(linksId), ['kms:VerifyMac']);
+    const reads = statementsOf(linksId).filter((s) => !JSON.stringify(s.Action).includes('logs:'));
+    assert.deepEqual(reads.map((s) => s.Action).sort(), ['kms:VerifyMac', 's3:GetObject', 's3:ListBucket']);
+    prod.template.hasOutput('LinksUrl', {});
+    prod.template.hasOutput('LinksKeyArn', {});
   });
 });
 
@@ -476,7 +522,7 @@ describe('an existing API instead of the example', () => {
       }));
       assert.deepEqual(nagErrors, []);
       assert.equal(resources(template, 'AWS::ApiGateway::RestApi').length, 0);
-      assert.equal(resources(template, 'AWS::Lambda::Function').length, 5);
+      assert.equal(resources(template, 'AWS::Lambda::Function').length, 6);
       const type = kind === 'rest' ? 'AWS::ApiGateway::Authorizer' : 'AWS::ApiGatewayV2::Authorizer';
       template.hasResourceProperties(type, kind === 'rest'
         ? { RestApiId: 'a1b2c3d4e5', AuthorizerResultTtlInSeconds: 30 }

@@ -38,7 +38,7 @@ pub use items::{
 };
 pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
 pub use ports::{
-    ArchiveWriter, CounterCorrector, GraceEndNotifier, KeyStore, ObjectSink, ObjectSource, Publisher,
+    ArchiveWriter, CounterCorrector, GraceEndNotifier, KeyStore, MacKey, ObjectSink, ObjectSource, Publisher,
     QueryEngine, QueryRows, RejectedLine, Revocation, RevocationNotifier, StoreError, UsageReader,
     UsageWriter,
 };

@@ -483,6 +483,22 @@ pub trait RevocationNotifier: Send + Sync {
     fn notify_revoked(&self, revocation: &Revocation) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// A secret key that signs short messages and checks their signatures (HMAC-SHA-256), held where it
+/// cannot be read out: a KMS HMAC key on AWS. Finance links carry such a signature instead of
+/// credentials, so they live as long as they promise.
+pub trait MacKey: Send + Sync {
+    /// The signature of `message`.
+    fn sign(&self, message: &[u8]) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+
+    /// Whether `signature` is `message`'s; `Ok(false)` for a wrong one, an error only when the key
+    /// could not be asked.
+    fn verify(
+        &self,
+        message: &[u8],
+        signature: &[u8],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
 /// Publishing a message to the people who act on it (the drift alert, the finance notice): an SNS
 /// topic on AWS.
 pub trait Publisher: Send + Sync {

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use meter_model::ObjectSource;
+use chrono::{DateTime, Utc};
 use meter_model::{Publisher, StoreError};
 use serde::Serialize;
 
 use crate::files::ManifestTotals;
 use crate::issue::{MANIFEST, ReportOutcome};
+use crate::links::DownloadLinks;
 
 /// The longest a presigned S3 link can live (SigV4).
 pub const MAX_LINK_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -16,9 +17,18 @@ pub const MAX_LINK_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Why delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    /// The expiry is zero or longer than S3 allows.
-    #[error("link expiry of {0:?} is not between 1 second and 7 days")]
-    Expiry(Duration),
+    /// The expiry is zero or longer than the links allow.
+    #[error(
+        "link expiry of {} seconds is not between 1 second and {} hours (these links' limit)",
+        asked.as_secs(),
+        allowed.as_secs() / 3600
+    )]
+    Expiry {
+        /// The expiry asked for.
+        asked: Duration,
+        /// The longest these links may live.
+        allowed: Duration,
+    },
     /// Signing a link or publishing failed.
     #[error("{during}")]
     Store {
@@ -63,29 +73,40 @@ pub struct DeliveryMessage {
     pub totals: ManifestTotals,
     /// How long the links work, in seconds.
     pub links_expire_in_seconds: u64,
+    /// When they stop working.
+    pub links_expire_at: String,
+    /// Whether they work that long whatever happens to the credentials of whoever made them (signed
+    /// links); presigned links stop when those credentials expire, if sooner.
+    pub links_outlive_credentials: bool,
     /// Every file of the report, the manifest last.
     pub files: Vec<Link>,
 }
 
 /// Publishes the report's totals and links to `publisher`; returns the message sent.
-pub async fn deliver<R: ObjectSource, P: Publisher>(
-    reports: &R,
+pub async fn deliver<L: DownloadLinks, P: Publisher>(
+    links: &L,
     outcome: &ReportOutcome,
     publisher: &P,
     expires_in: Duration,
+    now: DateTime<Utc>,
 ) -> Result<DeliveryMessage, DeliveryError> {
-    if expires_in.is_zero() || expires_in > MAX_LINK_EXPIRY {
-        return Err(DeliveryError::Expiry(expires_in));
+    let allowed = links.max_expiry();
+    if expires_in.is_zero() || expires_in > allowed {
+        return Err(DeliveryError::Expiry { asked: expires_in, allowed });
     }
+    let expires_at = chrono::Duration::from_std(expires_in)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or(DeliveryError::Expiry { asked: expires_in, allowed })?;
     let manifest = outcome.manifest();
     let mut files = Vec::with_capacity(manifest.files.len() + 1);
     let entries = manifest.files.iter().map(|f| (f.name.as_str(), Some(f.sha256.clone())));
     for (name, sha256) in entries.chain([(MANIFEST, None)]) {
         let path = format!("{}/{name}", outcome.folder());
-        let url = reports.download_link(&path, expires_in).await.map_err(|source| DeliveryError::Store {
-            during: format!("signing a link to {}", reports.location(&path)),
-            source,
-        })?;
+        let url = links
+            .link(&path, expires_in, now)
+            .await
+            .map_err(|source| DeliveryError::Store { during: format!("signing a link to {path}"), source })?;
         files.push(Link { name: name.to_owned(), sha256, url });
     }
     let message = DeliveryMessage {
@@ -94,6 +115,8 @@ pub async fn deliver<R: ObjectSource, P: Publisher>(
         currency: manifest.currency.clone(),
         totals: manifest.totals.clone(),
         links_expire_in_seconds: expires_in.as_secs(),
+        links_expire_at: meter_model::time::format_instant(expires_at),
+        links_outlive_credentials: links.outlives_credentials(),
         files,
     };
     let subject = format!(

@@ -10,6 +10,7 @@ pub mod issue;
 pub mod job;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod links;
 pub mod pricing;
 
 pub use deliver::{DeliveryError, DeliveryMessage, MAX_LINK_EXPIRY, deliver};
@@ -18,5 +19,8 @@ pub use invoice::{
 };
 pub use issue::{
     ArchiveUsage, ReportError, ReportOutcome, ReportRequest, UsageSource, issued_report, produce_report,
+};
+pub use links::{
+    DownloadLinks, LinkAnswer, LinkRequest, MAX_SIGNED_LINK_EXPIRY, PresignedLinks, SignedLinks, open_link,
 };
 pub use pricing::{Plan, PricedLine, Pricing, PricingError, Tier};

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use meter_model::{ObjectSink, ObjectSource};
-use meter_reports::{ReportError, ReportOutcome, deliver};
+use meter_reports::lambda::{FunctionUrlRequest, answer_function_url};
+use meter_reports::{PresignedLinks, ReportError, ReportOutcome, SignedLinks, deliver};
 use meter_store::S3Prefix;
 use meter_store::SnsNotifier;
 
@@ -79,9 +80,11 @@ async fn issued_invoices_land_in_s3_once_and_finance_gets_links_that_download_th
     let (topic, queue) = meter_testkit::topic_with_queue().await;
     let sns = meter_store::sns_client(&meter_testkit::sdk_config_for(&meter_testkit::endpoint()));
     let finance = SnsNotifier::new(sns, topic);
-    let too_long = deliver(&reports, &issued, &finance, Duration::from_secs(8 * 24 * 3600)).await;
-    assert!(too_long.unwrap_err().to_string().contains("7 days"));
-    deliver(&reports, &issued, &finance, Duration::from_secs(3600)).await.unwrap();
+    let now = at(2026, 12, 2, 10);
+    let presigned = PresignedLinks(&reports);
+    let too_long = deliver(&presigned, &issued, &finance, Duration::from_secs(8 * 24 * 3600), now).await;
+    assert!(too_long.unwrap_err().to_string().contains("and 168 hours"));
+    deliver(&presigned, &issued, &finance, Duration::from_secs(3600), now).await.unwrap();
     let received = meter_testkit::receive_all(&queue).await;
     assert_eq!(received.len(), 1);
     let envelope: serde_json::Value = serde_json::from_str(&received[0]).unwrap();
@@ -100,4 +103,106 @@ async fn issued_invoices_land_in_s3_once_and_finance_gets_links_that_download_th
             None => assert_eq!(file["name"], "manifest.json"),
         }
     }
+}
+
+/// The function URL's request for `link` (under `base`), as Lambda hands it over.
+fn function_url_request(base: &str, link: &str) -> FunctionUrlRequest {
+    let (path, query) = link.strip_prefix(base).unwrap().split_once('?').unwrap();
+    let params =
+        query.split('&').map(|pair| pair.split_once('=').unwrap()).map(|(k, v)| (k.into(), v.into()));
+    serde_json::from_value(serde_json::json!({
+        "rawPath": path,
+        "queryStringParameters": params.collect::<std::collections::BTreeMap<String, String>>(),
+        "requestContext": {"http": {"method": "GET"}},
+    }))
+    .unwrap()
+}
+
+/// Clients as a Lambda has them after its role's credentials were renewed: other keys altogether.
+fn renewed_config() -> aws_config::SdkConfig {
+    meter_testkit::sdk_config_for(&meter_testkit::endpoint())
+        .into_builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new("RENEWEDKEY", "renewed", None, None, "renewed"),
+        ))
+        .build()
+}
+
+#[tokio::test]
+async fn signed_finance_links_work_for_their_72_hours_after_the_signing_credentials_are_gone() {
+    let bucket = meter_testkit::fresh_bucket().await;
+    let s3 = meter_testkit::s3_client();
+    let archive_dir = S3Prefix::new(s3.clone(), &bucket, "archive");
+    november(&meter_archive::Archive::new(S3Prefix::new(s3.clone(), &bucket, "archive"))).await;
+    let store = meter_testkit::fresh_dynamo_store().await;
+    create_keys(&store).await;
+    close_month(&archive_dir, month("2026-11")).await;
+    let reports = S3Prefix::new(s3.clone(), &bucket, "reports");
+    let issued =
+        issue(&store, archive_dir, &reports, month("2026-11"), at(2026, 12, 2, 8), false).await.unwrap();
+
+    // The monthly job signs with the KMS HMAC key; finance gets the links on the topic.
+    let key_id = meter_testkit::fresh_mac_key().await;
+    let config = meter_testkit::sdk_config_for(&meter_testkit::endpoint());
+    let base = "https://abc.lambda-url.us-east-1.on.aws";
+    let links =
+        SignedLinks::new(base, meter_store::KmsMacKey::new(meter_store::kms::client(&config), &key_id));
+    let (topic, queue) = meter_testkit::topic_with_queue().await;
+    let finance = SnsNotifier::new(meter_store::sns_client(&config), topic);
+    let issued_at = at(2026, 12, 2, 10);
+    let too_long = deliver(&links, &issued, &finance, Duration::from_secs(32 * 24 * 3600), issued_at).await;
+    assert!(too_long.unwrap_err().to_string().contains("and 744 hours"));
+    let sent = deliver(&links, &issued, &finance, Duration::from_secs(72 * 3600), issued_at).await.unwrap();
+    assert!(sent.links_outlive_credentials);
+    assert_eq!(sent.links_expire_at, "2026-12-05T10:00:00.000Z");
+    let received = meter_testkit::receive_all(&queue).await;
+    let envelope: serde_json::Value = serde_json::from_str(&received[0]).unwrap();
+    let message: serde_json::Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    let files = message["files"].as_array().unwrap();
+    assert_eq!(files.len(), 6);
+
+    // 71 hours later, the report-links function runs with renewed credentials: the signing ones are
+    // long expired. Each link still opens its file, through a link signed now with the new keys.
+    let renewed = renewed_config();
+    let function_reports = S3Prefix::new(meter_store::s3::client(&renewed), &bucket, "reports");
+    let function_key = meter_store::KmsMacKey::new(meter_store::kms::client(&renewed), &key_id);
+    let later = issued_at + chrono::Duration::hours(71);
+    for file in files {
+        let link = file["url"].as_str().unwrap();
+        assert!(!link.contains("X-Amz-"), "a signed link carries no credential: {link}");
+        let request = function_url_request(base, link);
+        let answer = answer_function_url(&function_key, &function_reports, &request, later).await;
+        assert_eq!(answer.status_code, 302, "{answer:?}");
+        let location = &answer.headers["location"];
+        assert!(location.contains("X-Amz-Credential=RENEWEDKEY"), "{location}");
+        let body = download(location);
+        match file["sha256"].as_str() {
+            Some(sha) => assert_eq!(meter_reports::files::sha256_hex(&body), sha, "{}", file["name"]),
+            None => assert_eq!(file["name"], "manifest.json"),
+        }
+    }
+
+    // Refused: at its expiry, without its signature, with the signature of another file.
+    let link = files[0]["url"].as_str().unwrap();
+    let request = function_url_request(base, link);
+    let expired = answer_function_url(
+        &function_key,
+        &function_reports,
+        &request,
+        issued_at + chrono::Duration::hours(72),
+    )
+    .await;
+    assert_eq!(expired.status_code, 410, "{expired:?}");
+    assert!(expired.body.contains("--resend-links"), "{}", expired.body);
+    let mut unsigned = request.clone();
+    unsigned.query_string_parameters.as_mut().unwrap().remove("signature");
+    assert_eq!(
+        answer_function_url(&function_key, &function_reports, &unsigned, later).await.status_code,
+        403
+    );
+    let mut swapped = function_url_request(base, files[1]["url"].as_str().unwrap());
+    swapped.query_string_parameters = request.query_string_parameters.clone();
+    let refused = answer_function_url(&function_key, &function_reports, &swapped, later).await;
+    assert_eq!(refused.status_code, 403, "{refused:?}");
+    assert!(!refused.headers.contains_key("location"));
 }

@@ -92,12 +92,12 @@ ensure_mdbook() {
   export PATH="$tools/bin:$PATH"
 }
 
-# `build_lambdas PROFILE [DIR]`: the six Lambda zips, `DIR/<binary>/bootstrap.zip` (default
+# `build_lambdas PROFILE [DIR]`: the seven Lambda zips, `DIR/<binary>/bootstrap.zip` (default
 # `$lambda_dir`), for x86_64 Linux (glibc as on provided.al2023, through cargo-lambda's zig).
 build_lambdas() {
   local profile=$1 out=${2:-$lambda_dir} bins=()
   need cargo "install Rust (https://rustup.rs)"
-  for bin in authorizer cache-invalidator archive-transformer reconcile-job monthly-report example-backend; do
+  for bin in authorizer cache-invalidator archive-transformer reconcile-job monthly-report report-links example-backend; do
     bins+=(--bin "$bin")
   done
   # --disable-optimizations: cargo-lambda would otherwise force its own release settings, among them

@@ -177,3 +177,54 @@ pub async fn queue_athena_results(results: serde_json::Value) {
         .expect("the emulator answers");
     assert_eq!(answer.status().as_u16(), 201, "moto refused the canned Athena results");
 }
+
+/// A signing key held in memory (HMAC-SHA-256), for tests of what KMS's HMAC key does on AWS.
+#[derive(Clone)]
+pub struct HmacKey(Vec<u8>);
+
+impl HmacKey {
+    /// The key with this secret.
+    #[must_use]
+    pub fn new(secret: &[u8]) -> Self {
+        Self(secret.to_vec())
+    }
+
+    fn mac(&self) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac as _;
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    }
+}
+
+impl meter_model::MacKey for HmacKey {
+    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, meter_model::StoreError> {
+        use hmac::Mac as _;
+        let mut mac = self.mac();
+        mac.update(message);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    async fn verify(&self, message: &[u8], signature: &[u8]) -> Result<bool, meter_model::StoreError> {
+        use hmac::Mac as _;
+        let mut mac = self.mac();
+        mac.update(message);
+        Ok(mac.verify_slice(signature).is_ok())
+    }
+}
+
+/// A fresh KMS HMAC key (`HMAC_256`, `GENERATE_VERIFY_MAC`) in the emulator: its id.
+///
+/// # Panics
+/// When the emulator cannot be reached.
+pub async fn fresh_mac_key() -> String {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    let kms = aws_sdk_kms::Client::new(&sdk_config_for(&endpoint()));
+    let key = kms
+        .create_key()
+        .key_spec(KeySpec::Hmac256)
+        .key_usage(KeyUsageType::GenerateVerifyMac)
+        .send()
+        .await
+        .expect("the emulator must be reachable");
+    key.key_metadata.expect("CreateKey answers the key").key_id
+}
