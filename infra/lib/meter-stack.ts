@@ -143,6 +143,7 @@ export class MeterStack extends Stack {
       memoryMiB: 256,
       timeout: Duration.seconds(10),
       environment: { METER_REPORTS: reportsLocation, METER_LINKS_KEY: linksKey.keyArn },
+      reservedConcurrency: settings.linksReservedConcurrency || undefined,
     });
     // Public: the link's HMAC is its authentication (checked before anything is read), as a
     // presigned link's signature is.

@@ -52,6 +52,13 @@ export interface EnvironmentSettings {
    * `scripts/deploy`'s preflight checks (a new account's quota may be 10: leave it 0 there).
    */
   readonly transformerReservedConcurrency: number;
+  /**
+   * Lambda concurrency reserved for the report-links function (0: none), which is also the most it
+   * may use: its function URL is public (each link's signature is checked inside), so this bounds what
+   * a flood of requests can take from the authorizer and the backend, and what it costs. Counted
+   * against the quota with `transformerReservedConcurrency` by the preflight.
+   */
+  readonly linksReservedConcurrency: number;
   /** Hour (UTC) of the nightly reconcile; late enough for Lambda's asynchronous retries (6 h). */
   readonly reconcileHourUtc: number;
   /** Days before today each reconcile recomputes: covers CloudWatch Logs' 24 h of redelivery. */
@@ -77,6 +84,7 @@ const DEFAULTS: Omit<EnvironmentSettings, 'name' | 'exampleApi'> = {
   rollupEngine: 'local',
   busiestDayEvents: 4_000_000,
   transformerReservedConcurrency: 0,
+  linksReservedConcurrency: 0,
   reconcileHourUtc: 7,
   reconcileLookbackDays: 3,
   driftAlarmThreshold: 0,
@@ -197,6 +205,7 @@ export function validate(name: string, raw: unknown, where: string): Environment
     rollupEngine: rollupEngine as 'local' | 'athena',
     busiestDayEvents: integer('busiestDayEvents', 0, 100_000_000_000),
     transformerReservedConcurrency: integer('transformerReservedConcurrency', 0, 1_000),
+    linksReservedConcurrency: integer('linksReservedConcurrency', 0, 100),
     reconcileHourUtc: integer('reconcileHourUtc', 6, 23),
     reconcileLookbackDays: integer('reconcileLookbackDays', 2, 31),
     driftAlarmThreshold: integer('driftAlarmThreshold', 0, 1_000_000_000),

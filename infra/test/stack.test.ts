@@ -184,8 +184,8 @@ describe('concurrency', () => {
         .filter(([, f]) => f.Properties.ReservedConcurrentExecutions !== undefined)
         .map(([, f]) => [f.Properties.FunctionName, f.Properties.ReservedConcurrentExecutions]);
     assert.deepEqual(reserved(prod.template), []);
-    const floor = synth(settings('floor', { transformerReservedConcurrency: 10 })).template;
-    assert.deepEqual(reserved(floor), [['meter-floor-archive-transformer', 10]]);
+    const floor = synth(settings('floor', { transformerReservedConcurrency: 10, linksReservedConcurrency: 2 })).template;
+    assert.deepEqual(reserved(floor).sort(), [['meter-floor-archive-transformer', 10], ['meter-floor-report-links', 2]]);
   });
 });
 

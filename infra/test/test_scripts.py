@@ -92,12 +92,17 @@ def test_preflight_names_the_missing_api_gateway_logging_role_and_how_to_set_it(
 
 
 def test_preflight_weighs_the_concurrency_quota_against_what_the_stack_reserves():
-    assert deployment.concurrency_findings(1000, 10, "eu-west-1") == ([], [])
-    problems, _ = deployment.concurrency_findings(100, 10, "eu-west-1")
-    assert len(problems) == 1 and "ask for at least 110" in problems[0] and "transformerReservedConcurrency" in problems[0]
-    problems, notes = deployment.concurrency_findings(10, 0, "eu-west-1")
+    prod = {"transformerReservedConcurrency": 10, "linksReservedConcurrency": 2}
+    assert deployment.concurrency_findings(1000, prod, "eu-west-1") == ([], [])
+    problems, _ = deployment.concurrency_findings(100, prod, "eu-west-1")
+    assert len(problems) == 1 and "ask for at least 112" in problems[0], problems
+    assert "transformerReservedConcurrency 10, linksReservedConcurrency 2" in problems[0], problems
+    problems, _ = deployment.concurrency_findings(110, prod, "eu-west-1")
+    assert len(problems) == 1, "the links' reservation counts too"
+    none = {"transformerReservedConcurrency": 0, "linksReservedConcurrency": 0}
+    problems, notes = deployment.concurrency_findings(10, none, "eu-west-1")
     assert problems == [] and len(notes) == 1 and "quota in eu-west-1 is 10" in notes[0]
-    assert deployment.concurrency_findings(None, 10, "eu-west-1") == ([], [])
+    assert deployment.concurrency_findings(None, prod, "eu-west-1") == ([], [])
 
 
 def test_a_key_that_is_not_a_meter_key_is_refused():

@@ -186,6 +186,22 @@ def verify(args: argparse.Namespace) -> int:
 
     checks.check("revocation reaches the cache invalidator", subscribed, modelled=False)
 
+    def links_answer():
+        # Unsigned, so it must be the function's own refusal: a missing invoke permission would be
+        # Lambda's bare `{"Message":"Forbidden"}` instead.
+        url = out["LinksUrl"].rstrip("/") + "/issued/month=2000-01/manifest.json"
+        try:
+            urllib.request.urlopen(url, timeout=15)
+            raise Failure(f"{url} answered an unsigned link")
+        except urllib.error.HTTPError as err:
+            body = err.read().decode(errors="replace")
+            expect(err.code == 403 and "not signed" in body, f"{err.code} {body[:120]!r}: the function URL does not reach report-links")
+        except urllib.error.URLError as err:
+            raise Failure(f"{url}: {err.reason}") from err
+        return "the function URL refuses an unsigned link itself (403)"
+
+    checks.check("finance links' function URL", links_answer, modelled=False)
+
     for name in out["Functions"].split(","):
         def probe(name=name):
             config = lam.get_function(FunctionName=name)["Configuration"]
@@ -457,17 +473,19 @@ LAMBDA_CONCURRENCY_FLOOR = 100
 LAMBDA_UNRESERVED_MINIMUM = 100
 
 
-def concurrency_findings(limit: int | None, reserved: int, region: str) -> tuple[list[str], list[str]]:
-    """What Lambda's concurrency quota `limit` means for a stack reserving `reserved` for the transformer:
+def concurrency_findings(limit: int | None, reserved: dict[str, int], region: str) -> tuple[list[str], list[str]]:
+    """What Lambda's concurrency quota `limit` means for a stack reserving `reserved` (setting → amount):
     problems that would fail the deploy, and notes."""
     if limit is None:
         return [], []
-    if reserved and limit - reserved < LAMBDA_UNRESERVED_MINIMUM:
+    total = sum(reserved.values())
+    if total and limit - total < LAMBDA_UNRESERVED_MINIMUM:
+        settings = ", ".join(f"{name} {amount}" for name, amount in reserved.items() if amount)
         return [
-            f"the environment reserves {reserved} of Lambda's concurrency for the archive transformer, but the quota in "
+            f"the environment reserves {total} of Lambda's concurrency ({settings}), but the quota in "
             f"{region} is {limit} and AWS keeps {LAMBDA_UNRESERVED_MINIMUM} unreserved (the deploy would fail): ask for at "
-            f"least {reserved + LAMBDA_UNRESERVED_MINIMUM} (Service Quotas → AWS Lambda → Concurrent executions), or set "
-            "transformerReservedConcurrency to 0 in infra/environments.json"
+            f"least {total + LAMBDA_UNRESERVED_MINIMUM} (Service Quotas → AWS Lambda → Concurrent executions), or set "
+            "those to 0 in infra/environments.json"
         ], []
     if limit < LAMBDA_CONCURRENCY_FLOOR:
         return [], [
@@ -505,7 +523,7 @@ def preflight(args: argparse.Namespace) -> int:
         notes.append(f"cannot read Lambda's concurrency quota in {region} ({first_line}): check it is at least "
                      f"{LAMBDA_CONCURRENCY_FLOOR} (Service Quotas → AWS Lambda → Concurrent executions)")
     # infra/lib/settings.ts: absent means none reserved.
-    reserved = int(settings.get("transformerReservedConcurrency") or 0)
+    reserved = {name: int(settings.get(name) or 0) for name in ("transformerReservedConcurrency", "linksReservedConcurrency")}
     blocking, advice = concurrency_findings(limit, reserved, region)
     problems += blocking
     notes += advice
