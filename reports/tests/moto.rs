@@ -43,8 +43,8 @@ fn download(url: &str) -> Vec<u8> {
     body.to_vec()
 }
 
-#[tokio::test]
-async fn issued_invoices_land_in_s3_once_and_finance_gets_links_that_download_them() {
+/// A fresh bucket with November 2026 archived under `archive/` and closed, and its keys in DynamoDB.
+async fn closed_november() -> (String, S3Prefix, meter_store::DynamoStore) {
     let bucket = meter_testkit::fresh_bucket().await;
     let s3 = meter_testkit::s3_client();
     let archive_dir = S3Prefix::new(s3.clone(), &bucket, "archive");
@@ -52,6 +52,13 @@ async fn issued_invoices_land_in_s3_once_and_finance_gets_links_that_download_th
     let store = meter_testkit::fresh_dynamo_store().await;
     create_keys(&store).await;
     close_month(&archive_dir, month("2026-11")).await;
+    (bucket, archive_dir, store)
+}
+
+#[tokio::test]
+async fn issued_invoices_land_in_s3_once_and_finance_gets_links_that_download_them() {
+    let (bucket, archive_dir, store) = closed_november().await;
+    let s3 = meter_testkit::s3_client();
 
     // A reports location where a file of the month already exists: it is never overwritten.
     let poisoned = S3Prefix::new(s3.clone(), &bucket, "poisoned");
@@ -130,13 +137,8 @@ fn renewed_config() -> aws_config::SdkConfig {
 
 #[tokio::test]
 async fn signed_finance_links_work_for_their_72_hours_after_the_signing_credentials_are_gone() {
-    let bucket = meter_testkit::fresh_bucket().await;
+    let (bucket, archive_dir, store) = closed_november().await;
     let s3 = meter_testkit::s3_client();
-    let archive_dir = S3Prefix::new(s3.clone(), &bucket, "archive");
-    november(&meter_archive::Archive::new(S3Prefix::new(s3.clone(), &bucket, "archive"))).await;
-    let store = meter_testkit::fresh_dynamo_store().await;
-    create_keys(&store).await;
-    close_month(&archive_dir, month("2026-11")).await;
     let reports = S3Prefix::new(s3.clone(), &bucket, "reports");
     let issued =
         issue(&store, archive_dir, &reports, month("2026-11"), at(2026, 12, 2, 8), false).await.unwrap();
