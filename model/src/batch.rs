@@ -461,7 +461,7 @@ pub mod capacity {
     }
 
     /// Bytes of a parked item holding `entries` key days (key id, three counts and `lastUsed` as text,
-    /// about 40 bytes each) besides its key attributes and TTL.
+    /// about 40 bytes each) besides its key attributes, `parkedAt` and TTL (about 112 bytes).
     #[must_use]
     pub fn parked_item_bytes(entries: usize) -> u64 {
         parked_items_bytes(1, entries as u64)
@@ -470,7 +470,7 @@ pub mod capacity {
     /// Bytes of `items` parked items holding `entries` key days between them.
     #[must_use]
     pub fn parked_items_bytes(items: u64, entries: u64) -> u64 {
-        80 * items + 40 * entries
+        112 * items + 40 * entries
     }
 
     /// Write units of adding `added` digests to a marker set that held `before`.

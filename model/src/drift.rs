@@ -28,6 +28,10 @@ pub struct DayCorrection {
     /// of the item's own and the parked entries' (reconcile computes it from what it read, and the
     /// condition on `expected` makes sure nothing moved since). `None` leaves `lastUsed` as it is.
     pub last_used: Option<DateTime<Utc>>,
+    /// When parked calls are folded into `target`: the instant up to which every parked entry of
+    /// this key and day was read into it (the run's start). The correction marks them folded in the same write, so
+    /// that readers never count them twice while (or if, after a failure) they wait to be cleared.
+    pub folded_until: Option<DateTime<Utc>>,
 }
 
 impl DayCorrection {

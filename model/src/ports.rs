@@ -269,7 +269,8 @@ pub trait CounterCorrector: Send + Sync {
     /// given) and closes the day's open usage, only if the day still holds `correction.expected` of
     /// which `correction.expected_open` open (nothing for `None`; then only if the key exists), and
     /// moves the key's lifetime totals by the same difference (`lastUsed` forward), in one atomic
-    /// write.
+    /// write. With `correction.folded_until`, the same write marks the key's parked entries of that
+    /// day parked at or before it as folded: no reader counts them again, cleared or not.
     fn correct_day(
         &self,
         correction: &DayCorrection,
@@ -280,6 +281,17 @@ pub trait CounterCorrector: Send + Sync {
         &self,
         from: Day,
         to: Day,
+    ) -> impl Future<Output = Result<ParkedUsage, StoreError>> + Send {
+        self.parked_usage_until(from, to, None)
+    }
+
+    /// [`parked_usage`](Self::parked_usage) of the items parked at or before `until` only (all,
+    /// without): what a reconcile that started at `until` folds.
+    fn parked_usage_until(
+        &self,
+        from: Day,
+        to: Day,
+        until: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<ParkedUsage, StoreError>> + Send;
 
     /// Deletes the parked items of `handles` (once the day items hold the authoritative counts).

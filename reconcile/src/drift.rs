@@ -266,8 +266,14 @@ where
     // calls whose rows the rollup does not see yet (the transformer parks before Firehose writes the
     // rows), so it stays parked for the next run instead of being folded into a count that lacks it
     // and deleted.
-    let parked =
-        store.parked_usage(options.from, options.to).await.map_err(store_failed("reading parked usage"))?;
+    // What is folded is named by the instant it was parked before, and the corrections mark it so on
+    // each key in their own write: readers stop counting it there, even if the run dies before it
+    // clears the parked items (they are cleared by the next run).
+    let folded_until = start.at;
+    let parked = store
+        .parked_usage_until(options.from, options.to, Some(folded_until))
+        .await
+        .map_err(store_failed("reading parked usage"))?;
     let rollup = rollups.await?;
     for file in &rollup.misplaced {
         tracing::warn!(
@@ -361,6 +367,7 @@ where
                 target,
                 at: start.at,
                 last_used,
+                folded_until: parked.then_some(folded_until),
             });
         }
     }

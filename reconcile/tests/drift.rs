@@ -26,6 +26,13 @@ async fn lost_doubled_and_phantom_counts_are_corrected_exactly_and_a_second_run_
 }
 
 #[tokio::test]
+async fn a_run_that_dies_before_clearing_counts_each_parked_call_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in_memory().unwrap();
+    a_run_that_dies_before_clearing_counts_each_parked_call_once(&store, &LocalDir::new(dir.path())).await;
+}
+
+#[tokio::test]
 async fn folded_parked_calls_keep_their_last_used_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_in_memory().unwrap();
@@ -131,9 +138,14 @@ impl CounterCorrector for Logged<'_> {
         self.inner.refresh_key_totals(key_id).await
     }
 
-    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
+    async fn parked_usage_until(
+        &self,
+        from: Day,
+        to: Day,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<ParkedUsage, StoreError> {
         let _order = self.log.lock().await;
-        self.inner.parked_usage(from, to).await
+        self.inner.parked_usage_until(from, to, until).await
     }
 
     async fn refresh_parked_totals(&self) -> Result<meter_model::ParkedRefresh, StoreError> {

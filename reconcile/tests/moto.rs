@@ -84,6 +84,13 @@ async fn folded_parked_calls_keep_their_last_used_on_dynamodb() {
 }
 
 #[tokio::test]
+async fn a_run_that_dies_before_clearing_counts_each_parked_call_once_on_dynamodb() {
+    let store = meter_testkit::fresh_dynamo_store().await;
+    let archive = S3Prefix::new(meter_testkit::s3_client(), meter_testkit::fresh_bucket().await, "usage");
+    a_run_that_dies_before_clearing_counts_each_parked_call_once(&store, &archive).await;
+}
+
+#[tokio::test]
 async fn dynamodb_corrections_are_conditional_on_what_was_read() {
     let (archive, generated) = archive_in_s3().await;
     let store = meter_testkit::fresh_dynamo_store().await;

@@ -234,8 +234,13 @@ impl CounterCorrector for AnyStore {
         forward!(self, refresh_key_totals(key_id))
     }
 
-    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
-        forward!(self, parked_usage(from, to))
+    async fn parked_usage_until(
+        &self,
+        from: Day,
+        to: Day,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<ParkedUsage, StoreError> {
+        forward!(self, parked_usage_until(from, to, until))
     }
 
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {

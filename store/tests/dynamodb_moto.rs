@@ -221,3 +221,45 @@ async fn day_items_query_each_key_for_the_range_and_never_scan_the_history() {
         "{calls:?}"
     );
 }
+
+/// A key item keeps its folds (`p#<day>`, CONTRACTS.md §2) only while a parked entry may still need
+/// them: the parked refresh removes those older than the parked items' lifetime, measured from the
+/// newest fold any key holds.
+#[tokio::test]
+async fn the_parked_refresh_removes_folds_no_parked_entry_can_need() {
+    let store = make().await;
+    let record = contract::new_record("ada@example.com", None);
+    store.insert_key(&record).await.unwrap();
+    let fold = |day: &str, until: &str| (format!("p#{day}"), AttributeValue::S(until.to_owned()));
+    let (old, recent) =
+        (fold("2026-10-01", "2026-10-02T07:00:00.000Z"), fold("2026-11-29", "2026-11-30T07:00:00.000Z"));
+    client()
+        .update_item()
+        .table_name(&store.tables().api_keys)
+        .key("id", AttributeValue::S(record.id.to_string()))
+        .update_expression("SET #old = :old, #recent = :recent")
+        .expression_attribute_names("#old", &old.0)
+        .expression_attribute_names("#recent", &recent.0)
+        .expression_attribute_values(":old", old.1)
+        .expression_attribute_values(":recent", recent.1)
+        .send()
+        .await
+        .unwrap();
+    meter_model::CounterCorrector::refresh_parked_totals(&store).await.unwrap();
+    let item = client()
+        .get_item()
+        .table_name(&store.tables().api_keys)
+        .key("id", AttributeValue::S(record.id.to_string()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(!item.contains_key(&old.0), "58 days older than the newest fold: removed");
+    assert!(item.contains_key(&recent.0), "the newest fold stays");
+    assert_eq!(
+        store.get_key(&record.id).await.unwrap().unwrap().id,
+        record.id,
+        "the key is otherwise intact"
+    );
+}

@@ -203,8 +203,24 @@ where
 /// transaction), and this test cancels a transaction on purpose for every item it races.
 pub(crate) struct RacingRealtime<'s, S> {
     pub(crate) inner: &'s S,
+    /// Whether the realtime writer races the corrections at all.
+    pub(crate) race: bool,
     pub(crate) raced: Mutex<Vec<(KeyId, Day)>>,
     pub(crate) one_write_at_a_time: tokio::sync::Mutex<()>,
+    /// Clearing parked usage fails, as when the run dies right after its corrections.
+    pub(crate) dies_before_clearing: bool,
+}
+
+impl<'s, S> RacingRealtime<'s, S> {
+    pub(crate) fn new(inner: &'s S) -> Self {
+        Self {
+            inner,
+            race: true,
+            raced: Mutex::new(Vec::new()),
+            one_write_at_a_time: tokio::sync::Mutex::new(()),
+            dies_before_clearing: false,
+        }
+    }
 }
 
 /// Two calls, so that the realtime path writes them to the day item (a single call would be parked).
@@ -221,7 +237,7 @@ impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, 
 
     async fn correct_day(&self, correction: &DayCorrection) -> Result<CorrectionOutcome, StoreError> {
         let _turn = self.one_write_at_a_time.lock().await;
-        let first = {
+        let first = self.race && {
             let mut raced = self.raced.lock().unwrap();
             let pair = (correction.key_id.clone(), correction.day);
             !raced.contains(&pair) && {
@@ -244,8 +260,13 @@ impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, 
         self.inner.refresh_key_totals(key_id).await
     }
 
-    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
-        self.inner.parked_usage(from, to).await
+    async fn parked_usage_until(
+        &self,
+        from: Day,
+        to: Day,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<ParkedUsage, StoreError> {
+        self.inner.parked_usage_until(from, to, until).await
     }
 
     async fn refresh_parked_totals(&self) -> Result<meter_model::ParkedRefresh, StoreError> {
@@ -253,6 +274,13 @@ impl<S: CounterCorrector + UsageWriter> CounterCorrector for RacingRealtime<'_, 
     }
 
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {
+        if self.dies_before_clearing {
+            return Err(StoreError::Unavailable {
+                operation: "clear parked usage".into(),
+                hint: "the run died here (a test)".into(),
+                source: None,
+            });
+        }
         self.inner.clear_parked(handles).await
     }
 
@@ -336,11 +364,7 @@ pub(crate) async fn racing_realtime_writes_leave_totals_consistent<S, A>(
     A: ObjectSource + ObjectSink,
 {
     damaged_realtime(store, generated).await;
-    let racing = RacingRealtime {
-        inner: store,
-        raced: Mutex::new(Vec::new()),
-        one_write_at_a_time: tokio::sync::Mutex::new(()),
-    };
+    let racing = RacingRealtime::new(store);
     let report = run(&racing, archive, &Recorded::default(), false).await;
     let raced = racing.raced.lock().unwrap().len() as u64;
     assert!(raced > 0);
@@ -383,6 +407,59 @@ where
         let key = store.get_key(&delta.key_id).await.unwrap().unwrap();
         assert_eq!(key.last_used, Some(delta.last_used), "the key's totals: {}", delta.key_id);
     }
+}
+
+/// What readers see of each key: its month's usage, its lifetime totals and its latest call.
+async fn seen<S: KeyStore + meter_model::UsageReader>(
+    store: &S,
+    deltas: &[DayDelta],
+) -> Vec<(Tally, Tally, Option<DateTime<Utc>>)> {
+    let mut seen = Vec::new();
+    for delta in deltas {
+        let month = store.month_usage(&delta.key_id, "2026-11".parse().unwrap()).await.unwrap();
+        let key = store.get_key(&delta.key_id).await.unwrap().unwrap();
+        seen.push((month.iter().map(|d| d.tally).sum::<Tally>(), key.totals, key.last_used));
+    }
+    seen
+}
+
+/// A run that dies after its corrections and before it clears the parked usage it folded: every
+/// reader still counts each parked call once (the corrections marked them folded in their own
+/// writes), the key totals are exact after the next parked refresh, and the next run clears what is
+/// left, exact too.
+pub(crate) async fn a_run_that_dies_before_clearing_counts_each_parked_call_once<S, A>(store: &S, archive: &A)
+where
+    S: CounterCorrector + KeyStore + UsageWriter + meter_model::UsageReader,
+    A: ObjectSource + ObjectSink,
+{
+    let on = day("2026-11-29");
+    let (deltas, parquet) = park_single_calls(store, "dies", 7, on).await;
+    archive
+        .put("year=2026/month=11/day=29/dies.parquet", parquet, "application/vnd.apache.parquet")
+        .await
+        .unwrap();
+    store.refresh_parked_totals().await.unwrap();
+    let exact: Vec<_> = deltas.iter().map(|d| (d.tally, d.tally, Some(d.last_used))).collect();
+    assert_eq!(seen(store, &deltas).await, exact, "parked, before any run");
+
+    let mut dying = RacingRealtime::new(store);
+    dying.race = false;
+    dying.dies_before_clearing = true;
+    let clock = ManualClock::new(now());
+    let died = reconcile(&dying, archive, &Recorded::default(), &clock, &options(false), |_, _| {}).await;
+    assert!(died.is_err(), "the run died");
+    // The day items hold the calls now; the parked entries they folded are not counted again.
+    for delta in &deltas {
+        assert_eq!(store.day_item(&delta.key_id, on).await.unwrap().unwrap().tally, delta.tally);
+    }
+    store.refresh_parked_totals().await.unwrap();
+    assert_eq!(seen(store, &deltas).await, exact, "after the run died, once the parked refresh ran");
+
+    clock.advance(chrono::Duration::hours(1));
+    reconcile(store, archive, &Recorded::default(), &clock, &options(false), |_, _| {}).await.unwrap();
+    assert!(store.parked_usage(on, on).await.unwrap().handles.is_empty(), "the next run clears the rest");
+    assert_eq!(seen(store, &deltas).await, exact, "after the next run");
+    assert_totals_match_days(store).await;
 }
 
 /// Creates the first keys named `<prefix>NNNN` that fall in parked bucket `bucket` (as many as make a

@@ -14,6 +14,7 @@ use meter_model::{
 use super::error::{build_error, cancellation_reasons, store_error, table_missing};
 use super::item::{Item, corrupt, counters_equal, get_instant, n, req_s, s, tally_of};
 use super::open;
+use super::parked::{Folds, ParkedFilter};
 use super::{
     DynamoStore, LEASE_PARTITION, RECONCILE_LEASE, RECONCILE_PARTITION, RUN_RECORD_TTL_DAYS, TTL_ATTRIBUTE,
 };
@@ -41,20 +42,35 @@ impl DynamoStore {
             .consistent_read(true)
     }
 
-    /// A key's parked usage in `from..=to`, per day: its bucket read, the other keys' entries left out.
-    async fn own_parked(&self, key_id: &KeyId, from: Day, to: Day) -> Result<Vec<DayDelta>, StoreError> {
-        let parked = self.parked_in_bucket(pending_bucket(key_id), from, to).await?.finish();
+    /// A key's parked usage in `from..=to` that its `folds` leave out, per day: its bucket read, the
+    /// other keys' entries left out.
+    async fn own_parked(
+        &self,
+        key_id: &KeyId,
+        from: Day,
+        to: Day,
+        folds: Folds,
+    ) -> Result<Vec<DayDelta>, StoreError> {
+        let folds = std::collections::HashMap::from([(key_id.clone(), folds)]);
+        let filter = ParkedFilter { until: None, folds: Some(&folds) };
+        let parked = self.parked_in_bucket(pending_bucket(key_id), from, to, filter).await?.finish();
         Ok(parked.entries.into_iter().filter(|e| &e.key_id == key_id).collect())
     }
 
-    /// The days of `key` in `from..=to`, read consistently: its day items, and the open days its key
-    /// item holds (none for a key that does not exist).
-    async fn key_days(&self, key: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
-        let open = match self.key_item(key, None, "read a key's open days").await? {
-            Some(item) => open::open_days(&item)?,
+    /// The days of `key` in `from..=to`, read consistently: its day items, the open days its key item
+    /// holds (none for a key that does not exist) and the parked usage not folded into them.
+    async fn key_days_with_parked(
+        &self,
+        key: &KeyId,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<DayUsage>, StoreError> {
+        let (open, folds) = match self.key_item(key, None, "read a key's open days").await? {
+            Some(item) => (open::open_days(&item)?, open::folds(&item)?),
             None => Default::default(),
         };
-        Ok(open::with_open(key, self.day_items_of(key, from, to).await?, &open, from, to))
+        let items = open::with_open(key, self.day_items_of(key, from, to).await?, &open, from, to);
+        Ok(with_parked(items, &self.own_parked(key, from, to, folds).await?))
     }
 
     /// The day items of `key` in `from..=to` (its open days left out), read consistently.
@@ -77,16 +93,11 @@ impl DynamoStore {
 impl UsageReader for DynamoStore {
     async fn month_usage(&self, key_id: &KeyId, month: Month) -> Result<Vec<DayUsage>, StoreError> {
         // Day items sort by `YYYY-MM-DD`: the month is the range of its first to its last day.
-        let (from, to) = (month.first_day(), month.last_day());
-        let items = self.key_days(key_id, from, to).await?;
-        let own = self.own_parked(key_id, from, to).await?;
-        Ok(with_parked(items, &own))
+        self.key_days_with_parked(key_id, month.first_day(), month.last_day()).await
     }
 
     async fn lifetime_usage(&self, key_id: &KeyId) -> Result<Vec<DayUsage>, StoreError> {
-        let items = self.key_days(key_id, Day::EARLIEST, Day::LATEST).await?;
-        let own = self.own_parked(key_id, Day::EARLIEST, Day::LATEST).await?;
-        Ok(with_parked(items, &own))
+        self.key_days_with_parked(key_id, Day::EARLIEST, Day::LATEST).await
     }
 }
 
@@ -192,14 +203,23 @@ impl CounterCorrector for DynamoStore {
         values.insert(":ds".into(), signed(delta.successful_calls));
         values.insert(":df".into(), signed(delta.failed_calls));
         values.insert(":du".into(), signed(delta.usage_count));
+        // Folding parked calls marks them on the key in the same write (CONTRACTS.md §2).
+        let fold = correction.folded_until.map(|until| {
+            values.insert(":pf".into(), s(&format_instant(until)));
+            "SET #pf = :pf "
+        });
         let mut key = Update::builder()
             .table_name(&self.tables.api_keys)
             .set_key(Some(Self::key_of(&correction.key_id)))
-            .update_expression(
-                "ADD successfulCalls :ds, failedCalls :df, usageCount :du REMOVE #os, #of, #ou, #ot",
-            )
+            .update_expression(format!(
+                "{}ADD successfulCalls :ds, failedCalls :df, usageCount :du REMOVE #os, #of, #ou, #ot",
+                fold.unwrap_or_default()
+            ))
             .condition_expression(format!("attribute_exists(id) AND {open_clauses}"))
             .set_expression_attribute_values(Some(values));
+        if fold.is_some() {
+            key = key.expression_attribute_names("#pf", open::fold_attribute(correction.day));
+        }
         for (placeholder, name) in ["#os", "#of", "#ou", "#ot"].into_iter().zip(names) {
             key = key.expression_attribute_names(placeholder, name);
         }
@@ -302,8 +322,14 @@ impl CounterCorrector for DynamoStore {
         self.refresh_parked().await
     }
 
-    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
-        Ok(self.parked_in_every_bucket(from, to).await?.finish())
+    async fn parked_usage_until(
+        &self,
+        from: Day,
+        to: Day,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<ParkedUsage, StoreError> {
+        let filter = ParkedFilter { until, folds: None };
+        Ok(self.parked_in_every_bucket(from, to, filter).await?.finish())
     }
 
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {

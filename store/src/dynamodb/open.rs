@@ -23,11 +23,34 @@ pub(super) struct OpenDay {
     pub last_used: Option<DateTime<Utc>>,
 }
 
+/// The attribute that marks a key's parked entries of `day` folded into its day item: `p#<day>`, the
+/// instant before which they were parked (CONTRACTS.md §2).
+pub(super) fn fold_attribute(day: Day) -> String {
+    format!("p#{day}")
+}
+
+/// The folds a key item holds: per day, the instant before which its parked entries of that day are
+/// folded into the day item (readers leave them out).
+pub(super) fn folds(item: &Item) -> Result<BTreeMap<Day, DateTime<Utc>>, StoreError> {
+    let mut folds = BTreeMap::new();
+    for (name, value) in item {
+        let Some(day) = name.strip_prefix("p#") else { continue };
+        let Ok(day) = day.parse::<Day>() else { continue };
+        let bad = || corrupt(format!("{name} is not a timestamp"));
+        let text = value.as_s().map_err(|_| bad())?;
+        folds.insert(day, parse_instant(text).map_err(|_| bad())?);
+    }
+    Ok(folds)
+}
+
 /// The open days a key item holds, by day.
 pub(super) fn open_days(item: &Item) -> Result<BTreeMap<Day, OpenDay>, StoreError> {
     let mut days: BTreeMap<Day, OpenDay> = BTreeMap::new();
     for (name, value) in item {
         let Some((kind, day)) = name.split_once('#') else { continue };
+        if !matches!(kind, "s" | "f" | "u" | "t") {
+            continue;
+        }
         let Ok(day) = day.parse::<Day>() else { continue };
         let open = days.entry(day).or_default();
         let number = || -> Result<u64, StoreError> {
@@ -85,6 +108,8 @@ mod tests {
             ("u#2026-12-07", AttributeValue::N("4".into())),
             ("t#2026-12-07", AttributeValue::S("2026-12-07T10:00:00.000Z".into())),
             ("u#2026-12-06", AttributeValue::N("1".into())),
+            // A fold is not an open day.
+            ("p#2026-12-05", AttributeValue::S("2026-12-07T06:30:00.000Z".into())),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -92,6 +117,12 @@ mod tests {
         let days = open_days(&item).unwrap();
         let today: Day = "2026-12-07".parse().unwrap();
         assert_eq!(days.len(), 2);
+        let folds = folds(&item).unwrap();
+        assert_eq!(folds.len(), 1);
+        assert_eq!(
+            folds[&"2026-12-05".parse::<Day>().unwrap()],
+            parse_instant("2026-12-07T06:30:00Z").unwrap()
+        );
         assert_eq!(days[&today].tally, Tally { successful_calls: 3, failed_calls: 0, usage_count: 4 });
         assert_eq!(days[&today].last_used, Some(parse_instant("2026-12-07T10:00:00Z").unwrap()));
 

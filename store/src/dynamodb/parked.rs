@@ -32,6 +32,31 @@ const SNAPSHOT_ATTEMPTS: u64 = 10;
 /// What a refresh reads of a key item.
 const SNAPSHOT_PROJECTION: &str = "id, parkedSuccessfulCalls, parkedFailedCalls, parkedUsageCount, lastUsed";
 
+/// A key's folds, by day: the instant up to which its parked entries of that day are folded into
+/// the day item (`p#<day>` on its item, [`super::open::folds`]).
+pub(super) type Folds = BTreeMap<Day, DateTime<Utc>>;
+
+/// How long a fold matters: every entry it covers was parked by then and is gone by its TTL (plus
+/// the two days DynamoDB may take to delete an expired item). Older folds are removed.
+const FOLD_LIFETIME: chrono::Duration = chrono::Duration::days(40 + 2);
+
+/// Which parked usage a read takes: the items parked at or before `until` (all, without), and of
+/// their entries those no fold of `folds` covers (all, without).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ParkedFilter<'a> {
+    pub(super) until: Option<DateTime<Utc>>,
+    pub(super) folds: Option<&'a HashMap<KeyId, Folds>>,
+}
+
+impl ParkedFilter<'_> {
+    /// Whether an entry of `key` on `day` in an item parked at `parked_at` (unknown for items parked
+    /// before `parkedAt` was written: as old as can be) is folded already.
+    fn folded(&self, key: &KeyId, day: Day, parked_at: Option<DateTime<Utc>>) -> bool {
+        let folded_until = self.folds.and_then(|folds| folds.get(key)).and_then(|days| days.get(&day));
+        folded_until.is_some_and(|until| parked_at.is_none_or(|at| at <= *until))
+    }
+}
+
 /// A key item's parked snapshot: the parked usage its totals include, and its `lastUsed`.
 #[derive(Debug, Clone)]
 pub(super) struct Snapshot {
@@ -113,6 +138,7 @@ impl DynamoStore {
             .item("keyId", s(&partition(bucket)))
             .item("day", s(&format!("{day}#{digest:016x}")))
             .item("entries", s(&encode(entries)))
+            .item("parkedAt", s(&format_instant(applied_at)))
             .item(TTL_ATTRIBUTE, n((applied_at + PARKED_TTL).timestamp().unsigned_abs()))
             .send()
             .await
@@ -120,13 +146,15 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// The parked usage of one bucket in `from..=to`, read consistently and summed per key and day as
-    /// it is read; handles are `partition|sort key`.
+    /// The parked usage of one bucket in `from..=to` that `filter` takes, read consistently and summed
+    /// per key and day as it is read; handles are `partition|sort key` (an item whose entries are all
+    /// folded keeps its handle: it is still to be cleared).
     pub(super) async fn parked_in_bucket(
         &self,
         bucket: u64,
         from: Day,
         to: Day,
+        filter: ParkedFilter<'_>,
     ) -> Result<ParkedAggregate, StoreError> {
         // `$` sorts right after `#`: every sort key of the last day.
         let mut items = self
@@ -146,9 +174,14 @@ impl DynamoStore {
                 .unwrap_or_default()
                 .parse()
                 .map_err(|e: meter_model::time::BucketParseError| corrupt(e.to_string()))?;
+            let parked_at = get_instant(&item, "parkedAt")?;
+            if filter.until.is_some_and(|until| parked_at.is_some_and(|at| at > until)) {
+                continue;
+            }
+            let entries = decode(day, req_s(&item, "entries")?)?;
             parked.add_item(
                 format!("{}|{sort_key}", partition(bucket)),
-                decode(day, req_s(&item, "entries")?)?,
+                entries.into_iter().filter(|e| !filter.folded(&e.key_id, e.day, parked_at)),
             );
         }
         Ok(parked)
@@ -158,11 +191,14 @@ impl DynamoStore {
     /// every bucket read once, the keys' snapshots read in one Scan, and one conditional write per key
     /// whose parked usage changed.
     pub(super) async fn refresh_parked(&self) -> Result<ParkedRefresh, StoreError> {
-        let parked = self.parked_in_every_bucket(Day::EARLIEST, Day::LATEST).await?;
+        // The keys first: their folds say which parked entries their day items hold already.
+        let (snapshots, folds) = self.parked_snapshots().await?;
+        let filter = ParkedFilter { until: None, folds: Some(&folds) };
+        let parked = self.parked_in_every_bucket(Day::EARLIEST, Day::LATEST, filter).await?;
         let parked_entries = parked.entries_read();
         let parked = parked.finish();
         let now = parked.per_key();
-        let snapshots = self.parked_snapshots().await?;
+        self.remove_expired_folds(&folds).await?;
         let mut refresh = ParkedRefresh {
             parked_items: parked.handles.len() as u64,
             parked_entries,
@@ -193,14 +229,16 @@ impl DynamoStore {
         Ok(refresh)
     }
 
-    /// The parked usage of every bucket in `from..=to`, the buckets read concurrently.
+    /// The parked usage of every bucket in `from..=to` that `filter` takes, the buckets read
+    /// concurrently.
     pub(super) async fn parked_in_every_bucket(
         &self,
         from: Day,
         to: Day,
+        filter: ParkedFilter<'_>,
     ) -> Result<ParkedAggregate, StoreError> {
         let mut buckets = futures::stream::iter(0..PENDING_BUCKETS)
-            .map(|bucket| self.parked_in_bucket(bucket, from, to))
+            .map(|bucket| self.parked_in_bucket(bucket, from, to, filter))
             .buffer_unordered(PARKED_READ_CONCURRENCY);
         let mut parked = ParkedAggregate::default();
         while let Some(bucket) = buckets.next().await {
@@ -209,14 +247,67 @@ impl DynamoStore {
         Ok(parked)
     }
 
-    /// Every key's parked snapshot and `lastUsed`, by id: one Scan of `ApiKeys`, projected.
-    async fn parked_snapshots(&self) -> Result<BTreeMap<KeyId, Snapshot>, StoreError> {
+    /// Every key's parked snapshot and `lastUsed`, and its folds, by id: one Scan of `ApiKeys` (whole
+    /// items: a fold's attribute is named by its day, and a Scan costs the items' size regardless).
+    async fn parked_snapshots(
+        &self,
+    ) -> Result<(BTreeMap<KeyId, Snapshot>, HashMap<KeyId, Folds>), StoreError> {
         let mut snapshots = BTreeMap::new();
-        for item in self.key_items(Some(SNAPSHOT_PROJECTION), "read the keys' parked snapshots").await? {
+        let mut folds = HashMap::new();
+        for item in self.key_items(None, "read the keys' parked snapshots").await? {
             let key = KeyId::parse(req_s(&item, "id")?).map_err(|e| corrupt(e.to_string()))?;
+            let key_folds = super::open::folds(&item)?;
+            if !key_folds.is_empty() {
+                folds.insert(key.clone(), key_folds);
+            }
             snapshots.insert(key, Snapshot::of(&item)?);
         }
-        Ok(snapshots)
+        Ok((snapshots, folds))
+    }
+
+    /// Removes the folds no parked entry can need any more, so that key items do not grow by one a
+    /// day: those [`FOLD_LIFETIME`] older than the newest fold any key holds (the last reconcile's;
+    /// the store keeps no clock). Unconditional: a fold that old is never written again.
+    async fn remove_expired_folds(&self, folds: &HashMap<KeyId, Folds>) -> Result<(), StoreError> {
+        let Some(now) = folds.values().flat_map(|days| days.values()).max().copied() else {
+            return Ok(());
+        };
+        let mut expired: Vec<(KeyId, Vec<Day>)> = Vec::new();
+        for (key, days) in folds {
+            let old: Vec<Day> =
+                days.iter().filter(|(_, until)| **until + FOLD_LIFETIME < now).map(|(day, _)| *day).collect();
+            if !old.is_empty() {
+                expired.push((key.clone(), old));
+            }
+        }
+        let removals: Vec<Result<(), StoreError>> = futures::stream::iter(expired)
+            .map(|(key, days)| async move {
+                let mut update = self
+                    .client
+                    .update_item()
+                    .table_name(&self.tables.api_keys)
+                    .set_key(Some(Self::key_of(&key)))
+                    .condition_expression("attribute_exists(id)");
+                let mut names = Vec::with_capacity(days.len());
+                for (i, day) in days.iter().enumerate() {
+                    names.push(format!("#p{i}"));
+                    update = update
+                        .expression_attribute_names(format!("#p{i}"), super::open::fold_attribute(*day));
+                }
+                let removed = update
+                    .update_expression(format!("REMOVE {}", names.join(", ")))
+                    .send()
+                    .await
+                    .map_err(|e| store_error("remove expired folds", e));
+                match removed {
+                    Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+                    Err(err) => Err(table_missing(err, &self.tables.api_keys)),
+                }
+            })
+            .buffer_unordered(PARKED_READ_CONCURRENCY)
+            .collect()
+            .await;
+        removals.into_iter().collect()
     }
 
     /// Sets one key's parked snapshot to `parked_now` and moves its totals by the difference, on

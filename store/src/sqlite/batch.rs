@@ -126,8 +126,8 @@ impl UsageWriter for SqliteStore {
             }
             let mut park = tx
                 .prepare_cached(
-                    "INSERT INTO parked_usage (item, key_id, day, successful_calls, failed_calls, usage_count, last_used) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO parked_usage (item, key_id, day, successful_calls, failed_calls, usage_count, last_used, \
+                     parked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(op)?;
             let mut add_to_totals = tx
@@ -151,8 +151,17 @@ impl UsageWriter for SqliteStore {
                 for entry in entries {
                     let [s, f, u] = tally_params(entry.tally)?;
                     let at = format_instant(entry.last_used);
-                    park.execute(params![item, entry.key_id.as_str(), entry.day.to_string(), s, f, u, at])
-                        .map_err(op)?;
+                    park.execute(params![
+                        item,
+                        entry.key_id.as_str(),
+                        entry.day.to_string(),
+                        s,
+                        f,
+                        u,
+                        at,
+                        now
+                    ])
+                    .map_err(op)?;
                     add_to_totals.execute(params![entry.key_id.as_str(), s, f, u, at]).map_err(op)?;
                 }
                 report.count_parked_item(entries.len());

@@ -27,7 +27,7 @@ impl UsageReader for SqliteStore {
 impl SqliteStore {
     /// A key's day items in `from..=to` with its parked usage added in.
     fn key_usage(&self, key_id: &KeyId, from: Day, to: Day) -> Result<Vec<DayUsage>, StoreError> {
-        let parked = self.parked_of(Some(key_id), from, to)?;
+        let parked = self.parked_of(Some(key_id), from, to, None)?;
         Ok(with_parked(self.key_items(key_id, from, to)?, &parked.entries))
     }
 
@@ -141,6 +141,9 @@ impl CounterCorrector for SqliteStore {
             params![key, ds, df, du, correction.last_used.map(format_instant)],
         )
         .map_err(op)?;
+        if let Some(until) = correction.folded_until {
+            SqliteStore::fold_parked(&tx, key, &day, until)?;
+        }
         tx.commit().map_err(op)?;
         Ok(CorrectionOutcome::Applied)
     }
@@ -235,8 +238,13 @@ impl CounterCorrector for SqliteStore {
         Ok(refresh)
     }
 
-    async fn parked_usage(&self, from: Day, to: Day) -> Result<ParkedUsage, StoreError> {
-        self.parked_of(None, from, to)
+    async fn parked_usage_until(
+        &self,
+        from: Day,
+        to: Day,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<ParkedUsage, StoreError> {
+        self.parked_of(None, from, to, until)
     }
 
     async fn clear_parked(&self, handles: &[String]) -> Result<(), StoreError> {

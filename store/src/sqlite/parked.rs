@@ -1,8 +1,9 @@
 //! Parked usage: single calls of a buffer gathered per bucket and day (CONTRACTS.md §2), read with a
 //! key's day items and deleted once reconcile has folded them.
 
+use chrono::{DateTime, Utc};
 use meter_model::batch::ParkedAggregate;
-use meter_model::time::parse_instant;
+use meter_model::time::{format_instant, parse_instant};
 use meter_model::{Day, DayDelta, KeyId, ParkedUsage, StoreError};
 use rusqlite::{TransactionBehavior, params};
 
@@ -11,23 +12,28 @@ use super::error::{corrupt, sql_error};
 use super::item::tally_of;
 
 impl SqliteStore {
-    /// Parked usage of one key (or every key) in `from..=to`; the handles are the parked items.
+    /// Parked usage of one key (or every key) in `from..=to`, parked at or before `until` (all,
+    /// without); the handles are the parked items.
     pub(super) fn parked_of(
         &self,
         key_id: Option<&KeyId>,
         from: Day,
         to: Day,
+        until: Option<DateTime<Utc>>,
     ) -> Result<ParkedUsage, StoreError> {
         let op = |e| sql_error("read parked usage", e);
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT item, key_id, day, successful_calls, failed_calls, usage_count, last_used FROM parked_usage \
-                 WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR key_id = ?3) ORDER BY id",
+                 WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR key_id = ?3) \
+                 AND (?4 IS NULL OR parked_at IS NULL OR parked_at <= ?4) ORDER BY id",
             )
             .map_err(op)?;
-        let mut rows =
-            stmt.query(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str)]).map_err(op)?;
+        let until = until.map(format_instant);
+        let mut rows = stmt
+            .query(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str), until])
+            .map_err(op)?;
         // Summed per key and day as the rows stream by: memory follows the distinct key days.
         let mut parked = ParkedAggregate::default();
         let mut items = std::collections::HashSet::new();
@@ -48,6 +54,50 @@ impl SqliteStore {
             });
         }
         Ok(parked.finish())
+    }
+
+    /// Folds a key's parked rows of `day` parked at or before `until` into its day item, inside the
+    /// correction's transaction `tx`: they leave the parked rows and the key's parked sum at once,
+    /// and an item left with no row leaves the parked items.
+    pub(super) fn fold_parked(
+        tx: &rusqlite::Transaction<'_>,
+        key_id: &str,
+        day: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let op = |e| sql_error("fold parked usage", e);
+        let until = format_instant(until);
+        let folded = "key_id = ?1 AND day = ?2 AND (parked_at IS NULL OR parked_at <= ?3)";
+        let items: Vec<String> = tx
+            .prepare(&format!("SELECT DISTINCT item FROM parked_usage WHERE {folded}"))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![key_id, day, until], |r| r.get(0))?.collect::<Result<_, _>>()
+            })
+            .map_err(op)?;
+        tx.execute(
+            &format!(
+                "UPDATE parked_totals SET successful_calls = parked_totals.successful_calls - d.s, \
+                 failed_calls = parked_totals.failed_calls - d.f, usage_count = parked_totals.usage_count - d.u, \
+                 entries = parked_totals.entries - d.n \
+                 FROM (SELECT SUM(successful_calls) AS s, SUM(failed_calls) AS f, SUM(usage_count) AS u, \
+                 COUNT(*) AS n FROM parked_usage WHERE {folded}) AS d \
+                 WHERE parked_totals.key_id = ?1 AND d.n > 0"
+            ),
+            params![key_id, day, until],
+        )
+        .map_err(op)?;
+        tx.execute(&format!("DELETE FROM parked_usage WHERE {folded}"), params![key_id, day, until])
+            .map_err(op)?;
+        tx.execute("DELETE FROM parked_totals WHERE key_id = ?1 AND entries <= 0", [key_id]).map_err(op)?;
+        let mut forget = tx
+            .prepare_cached(
+                "DELETE FROM parked_items WHERE item = ?1 AND NOT EXISTS (SELECT 1 FROM parked_usage WHERE item = ?1)",
+            )
+            .map_err(op)?;
+        for item in items {
+            forget.execute([item]).map_err(op)?;
+        }
+        Ok(())
     }
 
     /// Deletes the parked items `handles` names, in one transaction.

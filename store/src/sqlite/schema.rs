@@ -150,6 +150,11 @@ ALTER TABLE usage_counters ADD COLUMN open_usage_count INTEGER NOT NULL DEFAULT 
 UPDATE usage_counters SET open_successful_calls = successful_calls, open_failed_calls = failed_calls,
     open_usage_count = usage_count WHERE reconciled_at IS NULL;
 ",
+    // When each parked row was parked: a reconcile folds only what was parked before its cutoff, and
+    // folds it in the correction's own transaction. Rows parked before this column read as oldest.
+    r"
+ALTER TABLE parked_usage ADD COLUMN parked_at TEXT;
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -200,8 +205,12 @@ mod tests {
         assert!(err.to_string().contains("upgrade meter"), "{err}");
     }
 
-    /// Undoes migration 10 (the open usage columns).
-    const BEFORE_OPEN_USAGE: &str = "ALTER TABLE usage_counters DROP COLUMN open_successful_calls; \
+    /// Undoes migration 11 (when each parked row was parked).
+    const BEFORE_PARKED_AT: &str = "ALTER TABLE parked_usage DROP COLUMN parked_at;";
+
+    /// Undoes migrations 11 and 10 (the open usage columns).
+    const BEFORE_OPEN_USAGE: &str = "ALTER TABLE parked_usage DROP COLUMN parked_at; \
+         ALTER TABLE usage_counters DROP COLUMN open_successful_calls; \
          ALTER TABLE usage_counters DROP COLUMN open_failed_calls; \
          ALTER TABLE usage_counters DROP COLUMN open_usage_count;";
 
@@ -254,6 +263,20 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(open, [("2026-11-29".to_owned(), 0, 0, 0), ("2026-11-30".to_owned(), 2, 1, 3)]);
+    }
+
+    #[test]
+    fn rows_parked_before_their_time_was_kept_are_the_oldest() {
+        let (_dir, store) = migrated_from(&format!(
+            "{BEFORE_PARKED_AT} \
+             INSERT INTO parked_usage (item, key_id, day, successful_calls, failed_calls, usage_count, last_used) VALUES \
+             ('01|2026-11-30|a', 'aaaaaaaaaaaa', '2026-11-30', 1, 0, 1, '2026-11-30T10:00:00.000Z'); \
+             PRAGMA user_version = 10;"
+        ));
+        let day: meter_model::Day = "2026-11-30".parse().unwrap();
+        let until = meter_model::time::parse_instant("2000-01-01T00:00:00Z").unwrap();
+        let parked = store.parked_of(None, day, day, Some(until)).unwrap();
+        assert_eq!(parked.handles, ["01|2026-11-30|a"], "any reconcile takes them");
     }
 
     #[test]

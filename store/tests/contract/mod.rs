@@ -414,6 +414,10 @@ where
     let (from, to) = ("2026-11-09".parse().unwrap(), "2026-11-10".parse().unwrap());
     let parked = store.parked_usage(from, to).await.unwrap();
     assert_eq!((parked.entries.len(), parked.handles.len()), (4, 1));
+    // A reconcile takes what was parked by its start: the item was parked when the buffer was applied.
+    let until = |text: &str| store.parked_usage_until(from, to, Some(at(text)));
+    assert_eq!(until("2026-11-10T08:01:00Z").await.unwrap().handles.len(), 1, "parked at the instant");
+    assert!(until("2026-11-10T08:00:59Z").await.unwrap().handles.is_empty(), "parked after it");
     assert_eq!(store.day_items(from, to).await.unwrap().len(), 2, "parked usage is not an item");
     assert_eq!(
         store.refresh_key_totals(a).await.unwrap().unwrap().tally.usage_count,
@@ -517,6 +521,7 @@ where
             target,
             at: at("2026-11-10T03:00:00Z"),
             last_used: None,
+            folded_until: None,
         };
     let five = Tally { successful_calls: 5, failed_calls: 0, usage_count: 5 };
     let one = Tally { successful_calls: 1, failed_calls: 0, usage_count: 1 };
