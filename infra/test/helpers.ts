@@ -8,9 +8,22 @@ import { BINARIES } from '../lib/functions';
 import { MeterStack } from '../lib/meter-stack';
 import { type EnvironmentSettings, validate } from '../lib/settings';
 
+/** The temporary folders the tests made, removed when the test process ends. */
+const made: string[] = [];
+process.on('exit', () => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh temporary folder named `<prefix>…`, removed when the test process ends. */
+export function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+
 /** A folder with a tiny placeholder zip per binary: the template does not depend on the code. */
 export function placeholderZips(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meter-zips-'));
+  const dir = tempDir('meter-zips-');
   for (const binary of BINARIES) {
     fs.mkdirSync(path.join(dir, binary));
     // An empty zip archive: the end-of-central-directory record alone.
@@ -26,7 +39,7 @@ export function settings(name: string, overrides: Record<string, unknown> = {}):
 /** An app with cdk.json's context (feature flags), as `cdk synth` makes it. */
 export function newApp(): App {
   const { context } = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8'));
-  return new App({ context, outdir: fs.mkdtempSync(path.join(os.tmpdir(), 'meter-cdk-out-')) });
+  return new App({ context, outdir: tempDir('meter-cdk-out-') });
 }
 
 export interface Synthesized {

@@ -1,12 +1,12 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { environmentNames, loadSettings, SettingsError, validate } from '../lib/settings';
+import { tempDir } from './helpers';
 
 const file = (content: unknown) => {
-  const at = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'meter-env-')), 'environments.json');
+  const at = path.join(tempDir('meter-env-'), 'environments.json');
   fs.writeFileSync(at, JSON.stringify(content));
   return at;
 };

@@ -4,14 +4,13 @@
  */
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { MeterStack, PARKED_REFRESH_MINUTES } from '../lib/meter-stack';
 import { SQL_DIR } from '../lib/pipeline';
 import { ATHENA_RECONCILE_MEMORY_MIB, LAMBDA_MAX_MEMORY_MIB, ROLLUP_BASE_MIB, ROLLUP_BYTES_PER_ROW, ROLLUP_HEADROOM, largestLocalDay } from '../lib/sizing';
-import { newApp, settings, synth } from './helpers';
+import { newApp, settings, synth, tempDir } from './helpers';
 
 const prod = synth(settings('prod', { protectData: true, logRetentionDays: 365 }));
 const staging = synth(settings('staging', { protectData: false, logRetentionDays: 30, alarmEmail: 'ops@example.com' }));
@@ -549,7 +548,7 @@ describe('building the app', () => {
   it('says how to build the Lambdas when their zips are missing', () => {
     const app = newApp();
     assert.throws(
-      () => new MeterStack(app, 'meter-x', { settings: settings('x'), lambdaDir: fs.mkdtempSync(path.join(os.tmpdir(), 'none-')) }),
+      () => new MeterStack(app, 'meter-x', { settings: settings('x'), lambdaDir: tempDir('none-') }),
       /bootstrap\.zip is missing: build the Lambdas first \(scripts\/build-lambdas\)/,
     );
   });
