@@ -11,7 +11,7 @@
 //!
 //! Trade-off, against CloudFront signed URLs with a key group: no distribution to deploy and no
 //! private key to generate, store and rotate by hand; each download costs one Lambda invocation and
-//! one KMS `VerifyMac` (fractions of a cent) and is logged; rotating the HMAC key revokes every link.
+//! one KMS `VerifyMac` (fractions of a cent) and is logged; disabling the HMAC key stops every link.
 
 use std::future::Future;
 use std::time::Duration;
