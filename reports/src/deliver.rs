@@ -11,9 +11,6 @@ use crate::files::ManifestTotals;
 use crate::issue::{MANIFEST, ReportOutcome};
 use crate::links::DownloadLinks;
 
-/// The longest a presigned S3 link can live (SigV4).
-pub const MAX_LINK_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// Why delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {

@@ -13,7 +13,7 @@ pub mod lambda;
 pub mod links;
 pub mod pricing;
 
-pub use deliver::{DeliveryError, DeliveryMessage, MAX_LINK_EXPIRY, deliver};
+pub use deliver::{DeliveryError, DeliveryMessage, deliver};
 pub use invoice::{
     Invoice, InvoiceLine, KeyDayUsage, MonthInvoices, Unattributed, invoice_id, invoices_for_month,
 };
@@ -21,6 +21,7 @@ pub use issue::{
     ArchiveUsage, ReportError, ReportOutcome, ReportRequest, UsageSource, issued_report, produce_report,
 };
 pub use links::{
-    DownloadLinks, LinkAnswer, LinkRequest, MAX_SIGNED_LINK_EXPIRY, PresignedLinks, SignedLinks, open_link,
+    DownloadLinks, LinkAnswer, LinkRequest, MAX_LINK_EXPIRY, MAX_SIGNED_LINK_EXPIRY, PresignedLinks,
+    SignedLinks, open_link,
 };
 pub use pricing::{Plan, PricedLine, Pricing, PricingError, Tier};

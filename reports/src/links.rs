@@ -21,7 +21,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use meter_model::{MacKey, ObjectSource, StoreError};
 
-use crate::deliver::MAX_LINK_EXPIRY;
+/// The longest a presigned S3 link can live (SigV4).
+pub const MAX_LINK_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The longest a signed link may live: a month, long enough for any approval round; `--resend-links`
 /// issues fresh ones after that.
