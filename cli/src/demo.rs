@@ -243,10 +243,21 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     let (mut refresh_reads, mut refresh_writes, mut refresh_count, mut refresh_keys_moved) =
         (0u64, 0u64, 0u64, 0u64);
     let mut refresh_time = Duration::ZERO;
-    loop {
-        let started = Instant::now();
-        let Some((day, batch)) = sim.next_slice() else { break };
-        generate_time += started.elapsed();
+    // The traffic is generated on a thread of its own, the machine's other core, a few simulated
+    // minutes ahead of the transformer path that consumes it; the simulator comes back for the truth.
+    let (slices, mut generated) = tokio::sync::mpsc::channel(1);
+    let generator = std::thread::spawn(move || {
+        loop {
+            let started = Instant::now();
+            let Some((day, batch)) = sim.next_slice() else { break };
+            if slices.blocking_send((day, batch, started.elapsed())).is_err() {
+                break;
+            }
+        }
+        sim
+    });
+    while let Some((day, batch, took)) = generated.recv().await {
+        generate_time += took;
         if day != last_day {
             let started = Instant::now();
             archiver.flush_before(day).await?;
@@ -282,6 +293,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         }
     }
     progress.finish();
+    let sim = generator.join().map_err(|_| anyhow::anyhow!("the traffic generator panicked"))?;
     let started = Instant::now();
     let rt = realtime.finish().await;
     realtime_time += started.elapsed();
