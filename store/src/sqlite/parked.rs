@@ -57,46 +57,39 @@ impl SqliteStore {
     }
 
     /// Folds a key's parked rows of `day` parked at or before `until` into its day item, inside the
-    /// correction's transaction `tx`: they leave the parked rows and the key's parked sum at once,
-    /// and an item left with no row leaves the parked items.
+    /// correction's transaction `tx`: they leave the parked rows and the key's parked sum at once.
+    /// (Items left with no row leave the parked items when the run clears: one sweep, not a
+    /// statement per item on every correction.)
     pub(super) fn fold_parked(
         tx: &rusqlite::Transaction<'_>,
         key_id: &str,
         day: &str,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let op = |e| sql_error("fold parked usage", e);
-        let until = format_instant(until);
-        let folded = "key_id = ?1 AND day = ?2 AND (parked_at IS NULL OR parked_at <= ?3)";
-        let items: Vec<String> = tx
-            .prepare(&format!("SELECT DISTINCT item FROM parked_usage WHERE {folded}"))
-            .and_then(|mut stmt| {
-                stmt.query_map(params![key_id, day, until], |r| r.get(0))?.collect::<Result<_, _>>()
-            })
-            .map_err(op)?;
-        tx.execute(
-            &format!(
-                "UPDATE parked_totals SET successful_calls = parked_totals.successful_calls - d.s, \
-                 failed_calls = parked_totals.failed_calls - d.f, usage_count = parked_totals.usage_count - d.u, \
-                 entries = parked_totals.entries - d.n \
-                 FROM (SELECT SUM(successful_calls) AS s, SUM(failed_calls) AS f, SUM(usage_count) AS u, \
-                 COUNT(*) AS n FROM parked_usage WHERE {folded}) AS d \
-                 WHERE parked_totals.key_id = ?1 AND d.n > 0"
-            ),
-            params![key_id, day, until],
-        )
-        .map_err(op)?;
-        tx.execute(&format!("DELETE FROM parked_usage WHERE {folded}"), params![key_id, day, until])
-            .map_err(op)?;
-        tx.execute("DELETE FROM parked_totals WHERE key_id = ?1 AND entries <= 0", [key_id]).map_err(op)?;
-        let mut forget = tx
-            .prepare_cached(
-                "DELETE FROM parked_items WHERE item = ?1 AND NOT EXISTS (SELECT 1 FROM parked_usage WHERE item = ?1)",
-            )
-            .map_err(op)?;
-        for item in items {
-            forget.execute([item]).map_err(op)?;
+        macro_rules! folded {
+            () => {
+                "key_id = ?1 AND day = ?2 AND (parked_at IS NULL OR parked_at <= ?3)"
+            };
         }
+        let op = |e| sql_error("fold parked usage", e);
+        let folding = params![key_id, day, format_instant(until)];
+        tx.prepare_cached(concat!(
+            "UPDATE parked_totals SET successful_calls = parked_totals.successful_calls - d.s, \
+             failed_calls = parked_totals.failed_calls - d.f, usage_count = parked_totals.usage_count - d.u, \
+             entries = parked_totals.entries - d.n \
+             FROM (SELECT SUM(successful_calls) AS s, SUM(failed_calls) AS f, SUM(usage_count) AS u, \
+             COUNT(*) AS n FROM parked_usage WHERE ",
+            folded!(),
+            ") AS d WHERE parked_totals.key_id = ?1 AND d.n > 0"
+        ))
+        .and_then(|mut subtract| subtract.execute(folding))
+        .map_err(op)?;
+        tx.prepare_cached(concat!("DELETE FROM parked_usage WHERE ", folded!()))
+            .and_then(|mut delete| delete.execute(folding))
+            .map_err(op)?;
+        tx.prepare_cached("DELETE FROM parked_totals WHERE key_id = ?1 AND entries <= 0")
+            .and_then(|mut forget| forget.execute([key_id]))
+            .map_err(op)?;
         Ok(())
     }
 
@@ -125,6 +118,13 @@ impl SqliteStore {
                 forget.execute([handle]).map_err(op)?;
             }
             tx.execute("DELETE FROM parked_totals WHERE entries <= 0", []).map_err(op)?;
+            // Items whose rows the corrections folded away (SQLite folds in each correction).
+            tx.execute(
+                "DELETE FROM parked_items WHERE NOT EXISTS \
+                 (SELECT 1 FROM parked_usage WHERE parked_usage.item = parked_items.item)",
+                [],
+            )
+            .map_err(op)?;
         }
         tx.commit().map_err(op)
     }
