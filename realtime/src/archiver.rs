@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use meter_model::{ArchiveWriter, Day, StoreError, UsageEvent};
+use meter_model::{ArchiveWriter, BatchId, Day, StoreError, UsageEvent};
 use sha2::{Digest, Sha256};
 
 use crate::decode::{self, DecodeError, MessageType};
-use crate::lines::{self, LineStats};
+use crate::lines::{self, Classified, LineStats};
+use crate::local::ReadRecord;
 
 /// Rows buffered per day before a file is written; bounds memory for any input size.
 pub const DEFAULT_ROWS_PER_FILE: usize = 250_000;
@@ -94,8 +95,27 @@ impl<A: ArchiveWriter> Archiver<A> {
             self.summary.control_messages += 1;
             return Ok(());
         }
-        let batch = lines::batch_id(&payload);
-        let classified = lines::classify(&payload);
+        self.archive(lines::batch_id(&payload), lines::classify(&payload)).await
+    }
+
+    /// Adds one delivery [read](ReadRecord::read) already (the counters read the same one).
+    pub async fn add_read(&mut self, record: ReadRecord, origin: &str) -> Result<(), StoreError> {
+        self.summary.deliveries += 1;
+        match record.content {
+            Ok(Some(content)) => self.archive(content.batch, content.classified).await,
+            Ok(None) => {
+                self.summary.control_messages += 1;
+                Ok(())
+            }
+            Err(err) => {
+                self.summary.undecodable.push(format!("{origin}: {err}"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Keeps a delivery's rejects and buffers its events per day.
+    async fn archive(&mut self, batch: BatchId, classified: Classified) -> Result<(), StoreError> {
         self.summary.lines.add(classified.stats);
         let mut rejects_by_day: BTreeMap<Day, Vec<_>> = BTreeMap::new();
         for reject in classified.rejects {

@@ -19,7 +19,7 @@ pub use archiver::{ArchiveSummary, Archiver};
 pub use buffer::{BufferCutter, Buffering};
 pub use counters::{CounterReport, RealtimeCounters};
 pub use decode::DecodeError;
-pub use local::{LocalRealtime, RealtimeTotals};
+pub use local::{LocalRealtime, ReadRecord, RealtimeTotals};
 pub use meter_lambda::RetryPolicy;
 
 /// Splits a file of Lambda events into its events: one JSON document, or several one after another

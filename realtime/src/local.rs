@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use meter_model::{BatchDelta, Clock, UsageWriter};
+use meter_model::{BatchDelta, BatchId, Clock, UsageWriter};
 
 use crate::buffer::{BufferCutter, Buffering};
 use crate::counters::{CounterReport, RealtimeCounters};
@@ -45,6 +45,52 @@ pub struct RealtimeTotals {
     pub first_seen_keys: u64,
     /// What the counters did, over all invocations.
     pub counters: CounterReport,
+}
+
+/// One Firehose record read once, for a local run's counters and archive alike: the deployed
+/// transformer, too, reads each record once for both.
+#[derive(Debug)]
+pub struct ReadRecord {
+    /// Bytes of the record (its gzip payload).
+    pub bytes: u64,
+    /// Its usage; `Ok(None)` for a control message; why it cannot be read.
+    pub content: Result<Option<RecordContent>, String>,
+}
+
+/// What a data message holds.
+#[derive(Debug)]
+pub struct RecordContent {
+    /// Its batch id (what names its archive files).
+    pub batch: BatchId,
+    /// Its lines: usage events, each request once, and rejects.
+    pub classified: lines::Classified,
+    /// Its counts per key and day.
+    pub delta: BatchDelta,
+    /// Its latest valid log event time.
+    pub latest: Option<DateTime<Utc>>,
+}
+
+impl ReadRecord {
+    /// Decodes and classifies a gzip CloudWatch Logs payload.
+    #[must_use]
+    pub fn read(compressed: &[u8]) -> Self {
+        let content = decode::gunzip(compressed).map_err(|e| e.to_string()).and_then(|inflated| {
+            let mut repaired = None;
+            let payload =
+                decode::parse_payload_repairing(&inflated, &mut repaired).map_err(|e| e.to_string())?;
+            if payload.message_type == MessageType::Control {
+                return Ok(None);
+            }
+            let classified = lines::classify(&payload);
+            Ok(Some(RecordContent {
+                batch: lines::batch_id(&payload),
+                delta: lines::delta_of(&payload, &classified.events),
+                latest: lines::latest_log_time(&payload),
+                classified,
+            }))
+        });
+        Self { bytes: compressed.len() as u64, content }
+    }
 }
 
 /// Firehose bills each record in 5 KB increments.
@@ -95,10 +141,6 @@ impl<S: UsageWriter, C: Clock> LocalRealtime<S, C> {
     /// Takes one Firehose record: a gzip CloudWatch Logs payload.
     pub async fn add_record(&mut self, compressed: &[u8], arrives_at: Option<DateTime<Utc>>, origin: &str) {
         let bytes = compressed.len() as u64;
-        self.totals.deliveries += 1;
-        self.totals.record_bytes += bytes;
-        self.totals.billed_record_bytes +=
-            bytes.div_ceil(FIREHOSE_RECORD_INCREMENT) * FIREHOSE_RECORD_INCREMENT;
         let decoded = decode::gunzip(compressed).map_err(|e| e.to_string()).and_then(|inflated| {
             let mut repaired = None;
             let payload =
@@ -120,24 +162,61 @@ impl<S: UsageWriter, C: Clock> LocalRealtime<S, C> {
             }
         };
         let at = arrives_at.or(latest).unwrap_or_default();
+        for (reason, n) in aggregated.rejected_by_reason {
+            *self.totals.rejected_by_reason.entry(reason).or_insert(0) += n;
+        }
+        self.take(bytes, at, aggregated.stats, aggregated.delta).await;
+    }
+
+    /// Takes one Firehose record [read](ReadRecord::read) already (the archive reads the same one),
+    /// its counts moved out of `record`.
+    pub async fn add_read(
+        &mut self,
+        record: &mut ReadRecord,
+        arrives_at: Option<DateTime<Utc>>,
+        origin: &str,
+    ) {
+        let (stats, delta, latest) = match &mut record.content {
+            Ok(Some(content)) => {
+                for reject in &content.classified.rejects {
+                    *self.totals.rejected_by_reason.entry(reject.reason.clone()).or_insert(0) += 1;
+                }
+                (content.classified.stats, std::mem::take(&mut content.delta), content.latest)
+            }
+            Ok(None) => {
+                self.totals.control_messages += 1;
+                (LineStats::default(), BatchDelta::default(), None)
+            }
+            Err(err) => {
+                self.totals.undecodable.push(format!("{origin}: {err}"));
+                (LineStats::default(), BatchDelta::default(), None)
+            }
+        };
+        self.take(record.bytes, arrives_at.or(latest).unwrap_or_default(), stats, delta).await;
+    }
+
+    /// A record of `bytes` arriving at `at`, whose lines were `stats` and counts `delta`: into the
+    /// buffer, which is handed to the transformer first if Firehose would have cut it before.
+    async fn take(&mut self, bytes: u64, at: DateTime<Utc>, stats: LineStats, delta: BatchDelta) {
+        self.totals.deliveries += 1;
+        self.totals.record_bytes += bytes;
+        self.totals.billed_record_bytes +=
+            bytes.div_ceil(FIREHOSE_RECORD_INCREMENT) * FIREHOSE_RECORD_INCREMENT;
         if self.cutter.arrives(at, bytes) {
             self.invoke().await;
         }
         self.pending_bytes += bytes;
-        self.pending_events += aggregated.stats.usage_events;
-        self.totals.lines.add(aggregated.stats);
-        for (reason, n) in aggregated.rejected_by_reason {
-            *self.totals.rejected_by_reason.entry(reason).or_insert(0) += n;
-        }
-        self.totals.delivery_keys += aggregated.delta.by_key().count() as u64;
-        self.totals.delivery_key_days += aggregated.delta.days().len() as u64;
-        for (key, _) in aggregated.delta.by_key() {
+        self.pending_events += stats.usage_events;
+        self.totals.lines.add(stats);
+        self.totals.delivery_keys += delta.by_key().count() as u64;
+        self.totals.delivery_key_days += delta.days().len() as u64;
+        for (key, _) in delta.by_key() {
             if self.seen_keys.insert(key.clone()) {
                 self.totals.first_seen_keys += 1;
             }
         }
-        if !aggregated.delta.is_empty() {
-            self.pending.push(aggregated.delta);
+        if !delta.is_empty() {
+            self.pending.push(delta);
         }
     }
 

@@ -230,3 +230,89 @@ proptest! {
         })?;
     }
 }
+
+/// Feeds `deliveries` to a counters run and an archive run; each record is read once for both when
+/// `read_once`, as the demo does, or by each consumer itself. Returns what both did, and where.
+async fn both_runs(
+    sim: &meter_sim::traffic::Simulator,
+    deliveries: &[meter_sim::traffic::Delivery],
+    read_once: bool,
+) -> (meter_realtime::RealtimeTotals, meter_realtime::ArchiveSummary, BTreeMap<(String, Day), Tally>) {
+    let store = SqliteStore::open_in_memory().unwrap();
+    for key in sim.keys() {
+        store.insert_key(&record(&key.id)).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut archiver = meter_realtime::Archiver::new(
+        meter_archive::Archive::new(meter_store::LocalDir::new(dir.path())),
+        1000,
+    );
+    let mut run = local(&store, Buffering::DEPLOYED);
+    // A control message and a record that is not gzip go through both ways too.
+    let control = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        serde_json::from_str::<serde_json::Value>(&read_fixture("subscription-control.json")).unwrap()["awslogs"]
+            ["data"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let records = deliveries
+        .iter()
+        .map(|d| (d.record.clone(), Some(d.arrives_at)))
+        .chain([(control, None), (b"not gzip".to_vec(), None)]);
+    for (record, arrives_at) in records {
+        if read_once {
+            let mut read = meter_realtime::ReadRecord::read(&record);
+            run.add_read(&mut read, arrives_at, "test").await;
+            archiver.add_read(read, "test").await.unwrap();
+        } else {
+            run.add_record(&record, arrives_at, "test").await;
+            archiver.add_compressed(&record, "test").await.unwrap();
+        }
+    }
+    let mut totals = run.finish().await;
+    // How long the store took is not what is compared.
+    totals.counters.duration = std::time::Duration::ZERO;
+    let mut summary = archiver.finish().await.unwrap();
+    // The files are named alike either way; only the directory differs.
+    summary.files = summary.files.iter().map(|f| f.replace(&dir.path().display().to_string(), "")).collect();
+    let items = store
+        .day_items("2026-10-01".parse::<Day>().unwrap(), "2026-12-31".parse::<Day>().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|item| ((item.key_id.to_string(), item.day), item.tally))
+        .collect();
+    (totals, summary, items)
+}
+
+#[tokio::test]
+async fn a_record_read_once_for_counters_and_archive_counts_and_archives_as_read_by_each() {
+    use meter_sim::traffic::{Faults, Profile, SimConfig, Simulator};
+    // Ten minutes of the small reference traffic with the heavy faults: malformed lines, unknown keys,
+    // redeliveries, late calls.
+    let profile = Profile::named("small").unwrap();
+    let config = SimConfig::steady(
+        profile,
+        1,
+        "2026-11".parse::<Month>().unwrap(),
+        7,
+        Faults::preset("heavy").unwrap(),
+    );
+    let mut sim = Simulator::new(config);
+    let mut deliveries = Vec::new();
+    while let Some((_, slice)) = sim.next_slice() {
+        deliveries.extend(slice);
+    }
+    let (totals_twice, archive_twice, items_twice) = both_runs(&sim, &deliveries, false).await;
+    let (totals_once, archive_once, items_once) = both_runs(&sim, &deliveries, true).await;
+    assert!(
+        archive_twice.lines.rejected > 0 && deliveries.iter().any(|d| d.is_redelivery),
+        "the faults reach both paths: {:?}",
+        archive_twice.lines
+    );
+    assert_eq!(items_once, items_twice);
+    assert_eq!(format!("{totals_once:?}"), format!("{totals_twice:?}"));
+    assert_eq!(format!("{archive_once:?}"), format!("{archive_twice:?}"));
+}

@@ -128,8 +128,8 @@ async fn a_full_buffer_fits_the_response_or_is_archived_directly() {
             }
             bytes += delivery.record_bytes;
             events += delivery.log_events;
-            let event: serde_json::Value = serde_json::from_str(&delivery.event).unwrap();
-            records.push(serde_json::json!({ "recordId": format!("r{}", records.len()), "data": event["awslogs"]["data"] }));
+            let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &delivery.record);
+            records.push(serde_json::json!({ "recordId": format!("r{}", records.len()), "data": data }));
         }
     }
     let event: FirehoseEvent = serde_json::from_value(serde_json::json!({ "records": records })).unwrap();

@@ -261,8 +261,10 @@ pub struct SimKey {
 /// One delivery of the log group's subscription: one log stream's events of one window.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// The Lambda event JSON (`{"awslogs":{"data":…}}`); Firehose's record is the `data` inside.
-    pub event: String,
+    /// The gzip CloudWatch Logs payload: Firehose's record, what the transformer reads. Kept as
+    /// bytes: the base64 and JSON around it ([`Delivery::event`]) are what a Lambda subscription
+    /// receives, and only files need them.
+    pub record: Vec<u8>,
     /// Bytes of the gzip payload: what Firehose receives and bills as the record.
     pub record_bytes: u64,
     /// Log events in it.
@@ -274,6 +276,14 @@ pub struct Delivery {
     pub arrives_at: DateTime<Utc>,
     /// A second arrival of a delivery that had landed already.
     pub is_redelivery: bool,
+}
+
+impl Delivery {
+    /// The Lambda event a subscription delivers it as (`{"awslogs":{"data":…}}`).
+    #[must_use]
+    pub fn event(&self) -> String {
+        crate::cloudwatch::subscription_event_of(&self.record)
+    }
 }
 
 /// The ground truth: distinct requests per key and day by the counting rules.
@@ -641,8 +651,8 @@ impl Simulator {
         payload.push_str("]}");
         let compressed = self.gzipper.gzip(payload.as_bytes());
         Delivery {
-            event: crate::cloudwatch::subscription_event_of(&compressed),
             record_bytes: compressed.len() as u64,
+            record: compressed,
             log_events: lines.len() as u64,
             log_bytes,
             arrives_at,
@@ -696,7 +706,7 @@ pub fn write_files(out: &std::path::Path, config: SimConfig) -> Result<String, S
                 current = Some((day, path, std::io::BufWriter::new(file)));
             }
             if let Some((_, path, file)) = current.as_mut() {
-                writeln!(file, "{}", delivery.event).map_err(|e| SimWriteError::new(path, e))?;
+                writeln!(file, "{}", delivery.event()).map_err(|e| SimWriteError::new(path, e))?;
             }
             deliveries += 1;
             log_events += delivery.log_events;
@@ -775,7 +785,7 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_traffic() {
-        let events = |config| run(config).0.into_iter().map(|d| (d.event, d.arrives_at)).collect::<Vec<_>>();
+        let events = |config| run(config).0.into_iter().map(|d| (d.record, d.arrives_at)).collect::<Vec<_>>();
         let small =
             |faults| SimConfig { volume: Volume::Month { events: 4_000, streams: 2 }, ..config(faults) };
         assert_eq!(events(small("heavy")), events(small("heavy")));
@@ -818,7 +828,7 @@ mod tests {
         let again: Vec<&Delivery> = deliveries.iter().filter(|d| d.is_redelivery).collect();
         assert!(!again.is_empty());
         for copy in again {
-            let first = deliveries.iter().find(|d| !d.is_redelivery && d.event == copy.event).unwrap();
+            let first = deliveries.iter().find(|d| !d.is_redelivery && d.record == copy.record).unwrap();
             assert!(first.arrives_at < copy.arrives_at);
         }
     }
