@@ -10,7 +10,7 @@ use meter_model::{BatchDelta, BatchId, Clock, UsageWriter};
 
 use crate::buffer::{BufferCutter, Buffering};
 use crate::counters::{CounterReport, RealtimeCounters};
-use crate::decode::{self, MessageType};
+use crate::decode::{self, LogsPayload, MessageType};
 use crate::lines::{self, LineStats};
 
 /// What a local run did, in the deployed design's terms.
@@ -74,23 +74,26 @@ impl ReadRecord {
     /// Decodes and classifies a gzip CloudWatch Logs payload.
     #[must_use]
     pub fn read(compressed: &[u8]) -> Self {
-        let content = decode::gunzip(compressed).map_err(|e| e.to_string()).and_then(|inflated| {
-            let mut repaired = None;
-            let payload =
-                decode::parse_payload_repairing(&inflated, &mut repaired).map_err(|e| e.to_string())?;
-            if payload.message_type == MessageType::Control {
-                return Ok(None);
-            }
-            let classified = lines::classify(&payload);
-            Ok(Some(RecordContent {
-                batch: lines::batch_id(&payload),
-                delta: lines::delta_of(&payload, &classified.events),
-                latest: lines::latest_log_time(&payload),
+        let content = data_message(compressed, |payload| {
+            let classified = lines::classify(payload);
+            RecordContent {
+                batch: lines::batch_id(payload),
+                delta: lines::delta_of(payload, &classified.events),
+                latest: lines::latest_log_time(payload),
                 classified,
-            }))
+            }
         });
         Self { bytes: compressed.len() as u64, content }
     }
+}
+
+/// Decodes a gzip CloudWatch Logs payload and reads a data message with `read`: `Ok(None)` for a
+/// control message, or why the payload cannot be decoded.
+fn data_message<T>(compressed: &[u8], read: impl FnOnce(&LogsPayload<'_>) -> T) -> Result<Option<T>, String> {
+    let inflated = decode::gunzip(compressed).map_err(|e| e.to_string())?;
+    let mut repaired = None;
+    let payload = decode::parse_payload_repairing(&inflated, &mut repaired).map_err(|e| e.to_string())?;
+    Ok((payload.message_type != MessageType::Control).then(|| read(&payload)))
 }
 
 /// Firehose bills each record in 5 KB increments.
@@ -141,15 +144,8 @@ impl<S: UsageWriter, C: Clock> LocalRealtime<S, C> {
     /// Takes one Firehose record: a gzip CloudWatch Logs payload.
     pub async fn add_record(&mut self, compressed: &[u8], arrives_at: Option<DateTime<Utc>>, origin: &str) {
         let bytes = compressed.len() as u64;
-        let decoded = decode::gunzip(compressed).map_err(|e| e.to_string()).and_then(|inflated| {
-            let mut repaired = None;
-            let payload =
-                decode::parse_payload_repairing(&inflated, &mut repaired).map_err(|e| e.to_string())?;
-            if payload.message_type == MessageType::Control {
-                return Ok(None);
-            }
-            Ok(Some((lines::aggregate(&payload), lines::latest_log_time(&payload))))
-        });
+        let decoded =
+            data_message(compressed, |payload| (lines::aggregate(payload), lines::latest_log_time(payload)));
         let (aggregated, latest) = match decoded {
             Ok(Some(found)) => found,
             Ok(None) => {
