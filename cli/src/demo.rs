@@ -283,7 +283,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
             redelivered += u64::from(delivery.is_redelivery);
             log_events += delivery.log_events;
             log_bytes += delivery.log_bytes + CLOUDWATCH_EVENT_OVERHEAD_BYTES * delivery.log_events;
-            objects.record(delivery.arrives_at, delivery.record_bytes);
+            objects.record(delivery.arrives_at, delivery.record_bytes());
             // Read once for the counters and the archive, as the deployed transformer reads it.
             let started = Instant::now();
             let mut record = ReadRecord::read(&delivery.record);
@@ -324,41 +324,39 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
     let archive_dir = LocalDir::scratch(&archive_root);
     let busiest_day_events = busiest_day_events(args.volume, &truth, requests);
     let deployed_memory = meter_reconcile::engine::local_rollup_memory_mib(busiest_day_events);
-    let (report, reconcile_time, reconcile_figures, athena_rollup) = if deployed_memory.is_some() {
-        let started = Instant::now();
-        let probe = Probe::start();
-        let report =
-            reconcile(&store, &archive_dir, &None::<meter_store::SnsNotifier>, &clock, &options, |_, _| {})
-                .await
-                .context("reconcile failed")?;
-        let took = started.elapsed();
-        (report, took, probe.finish(took), None)
-    } else {
-        // A day beyond the local engine: the deployed job takes its rollup from Athena. Here the local
-        // engine stands in for Athena, in a step of its own, so that the reconcile's figures are what
-        // the deployed job holds and spends (its wall time includes waiting for the query).
+    // A day beyond the local engine: the deployed job takes its rollup from Athena. Here the local
+    // engine stands in for Athena, in a step of its own, so that the reconcile's figures are what the
+    // deployed job holds and spends (its wall time includes waiting for the query).
+    let (athena_rollup, athena_rollup_figures) = if deployed_memory.is_none() {
         let started = Instant::now();
         let probe = Probe::start();
         let rollup = meter_archive::rollup(&archive_dir, first_day, to, |_, _| {})
             .await
             .context("rolling up the archive")?;
-        let took = started.elapsed();
-        let rollup_figures = probe.finish(took);
-        let started = Instant::now();
-        let probe = Probe::start();
-        let report = meter_reconcile::reconcile_with(
-            &store,
-            &archive_dir,
-            std::future::ready(Ok(rollup)),
-            &None::<meter_store::SnsNotifier>,
-            &clock,
-            &options,
-        )
-        .await
-        .context("reconcile failed")?;
-        let reconcile_took = started.elapsed();
-        (report, reconcile_took, probe.finish(reconcile_took), Some(rollup_figures))
+        (Some(rollup), Some(probe.finish(started.elapsed())))
+    } else {
+        (None, None)
     };
+    let started = Instant::now();
+    let reconcile_probe = Probe::start();
+    let alerts = None::<meter_store::SnsNotifier>;
+    let report = match athena_rollup {
+        Some(rollup) => {
+            meter_reconcile::reconcile_with(
+                &store,
+                &archive_dir,
+                std::future::ready(Ok(rollup)),
+                &alerts,
+                &clock,
+                &options,
+            )
+            .await
+        }
+        None => reconcile(&store, &archive_dir, &alerts, &clock, &options, |_, _| {}).await,
+    }
+    .context("reconcile failed")?;
+    let reconcile_time = started.elapsed();
+    let reconcile_figures = reconcile_probe.finish(reconcile_time);
     let reconciled_items = counters(&store, month).await?;
     // The keys' lifetime totals, kept by the writes, against their day items and parked usage.
     let mut keys_off = Vec::new();
@@ -596,7 +594,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
         report.run.extra_in_realtime,
         report.run.orphan_events,
     );
-    if let Some(rollup) = &athena_rollup {
+    if let Some(rollup) = &athena_rollup_figures {
         let _ = writeln!(
             out,
             "  the busiest day ({busiest_day_events} events) is beyond the local engine: the deployed job \
@@ -702,7 +700,7 @@ pub(crate) async fn demo(home: &Path, args: DemoArgs) -> anyhow::Result<(String,
                 "parkedCleared": report.run.parked_cleared,
             },
             // Where the deployed job takes its rollup from Athena: the rollup's own step, apart.
-            "athenaRollup": athena_rollup,
+            "athenaRollup": athena_rollup_figures,
             "report": report_figures,
             "dynamodb": { "writeUnits": usage.write_units, "readUnits": usage.read_units },
             "s3Puts": usage.s3_puts,

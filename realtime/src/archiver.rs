@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use meter_model::{ArchiveWriter, BatchId, Day, StoreError, UsageEvent};
 use sha2::{Digest, Sha256};
 
-use crate::decode::{self, DecodeError, MessageType};
+use crate::decode;
 use crate::lines::{self, Classified, LineStats};
-use crate::local::ReadRecord;
+use crate::local::{ReadRecord, data_message};
 
 /// Rows buffered per day before a file is written; bounds memory for any input size.
 pub const DEFAULT_ROWS_PER_FILE: usize = 250_000;
@@ -76,39 +76,31 @@ impl<A: ArchiveWriter> Archiver<A> {
     }
 
     async fn ingest(&mut self, compressed: &[u8], origin: &str) -> Result<(), StoreError> {
-        let inflated = match decode::gunzip(compressed) {
-            Ok(inflated) => inflated,
-            Err(err) => {
-                self.undecodable(origin, &err);
-                return Ok(());
-            }
-        };
-        let mut repaired = None;
-        let payload = match decode::parse_payload_repairing(&inflated, &mut repaired) {
-            Ok(payload) => payload,
-            Err(err) => {
-                self.undecodable(origin, &err);
-                return Ok(());
-            }
-        };
-        if payload.message_type == MessageType::Control {
-            self.summary.control_messages += 1;
-            return Ok(());
-        }
-        self.archive(lines::batch_id(&payload), lines::classify(&payload)).await
+        let read = data_message(compressed, |payload| (lines::batch_id(payload), lines::classify(payload)));
+        self.take(read, origin).await
     }
 
     /// Adds one delivery [read](ReadRecord::read) already (the counters read the same one).
     pub async fn add_read(&mut self, record: ReadRecord, origin: &str) -> Result<(), StoreError> {
         self.summary.deliveries += 1;
-        match record.content {
-            Ok(Some(content)) => self.archive(content.batch, content.classified).await,
+        let read = record.content.map(|content| content.map(|c| (c.batch, c.classified)));
+        self.take(read, origin).await
+    }
+
+    /// A delivery as read: archived, counted as a control message, or recorded as undecodable.
+    async fn take(
+        &mut self,
+        read: Result<Option<(BatchId, Classified)>, String>,
+        origin: &str,
+    ) -> Result<(), StoreError> {
+        match read {
+            Ok(Some((batch, classified))) => self.archive(batch, classified).await,
             Ok(None) => {
                 self.summary.control_messages += 1;
                 Ok(())
             }
             Err(err) => {
-                self.summary.undecodable.push(format!("{origin}: {err}"));
+                self.undecodable(origin, &err);
                 Ok(())
             }
         }
@@ -149,7 +141,7 @@ impl<A: ArchiveWriter> Archiver<A> {
         Ok(())
     }
 
-    fn undecodable(&mut self, origin: &str, err: &DecodeError) {
+    fn undecodable(&mut self, origin: &str, err: &dyn std::fmt::Display) {
         self.summary.undecodable.push(format!("{origin}: {err}"));
     }
 

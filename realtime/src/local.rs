@@ -89,7 +89,10 @@ impl ReadRecord {
 
 /// Decodes a gzip CloudWatch Logs payload and reads a data message with `read`: `Ok(None)` for a
 /// control message, or why the payload cannot be decoded.
-fn data_message<T>(compressed: &[u8], read: impl FnOnce(&LogsPayload<'_>) -> T) -> Result<Option<T>, String> {
+pub(crate) fn data_message<T>(
+    compressed: &[u8],
+    read: impl FnOnce(&LogsPayload<'_>) -> T,
+) -> Result<Option<T>, String> {
     let inflated = decode::gunzip(compressed).map_err(|e| e.to_string())?;
     let mut repaired = None;
     let payload = decode::parse_payload_repairing(&inflated, &mut repaired).map_err(|e| e.to_string())?;

@@ -123,10 +123,10 @@ async fn a_full_buffer_fits_the_response_or_is_archived_directly() {
     let (mut records, mut bytes, mut events) = (Vec::new(), 0u64, 0u64);
     'fill: while let Some((_, deliveries)) = sim.next_slice() {
         for delivery in deliveries {
-            if bytes + delivery.record_bytes > Buffering::DEPLOYED.max_bytes {
+            if bytes + delivery.record_bytes() > Buffering::DEPLOYED.max_bytes {
                 break 'fill;
             }
-            bytes += delivery.record_bytes;
+            bytes += delivery.record_bytes();
             events += delivery.log_events;
             let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &delivery.record);
             records.push(serde_json::json!({ "recordId": format!("r{}", records.len()), "data": data }));

@@ -266,8 +266,6 @@ pub struct Delivery {
     /// bytes: the base64 and JSON around it ([`Delivery::event`]) are what a Lambda subscription
     /// receives, and only files need them.
     pub record: Vec<u8>,
-    /// Bytes of the gzip payload: what Firehose receives and bills as the record.
-    pub record_bytes: u64,
     /// Log events in it.
     pub log_events: u64,
     /// Bytes of its log messages (what CloudWatch Logs bills as ingested, before its own per-event
@@ -280,6 +278,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Bytes of the gzip payload: what Firehose receives and bills as the record.
+    #[must_use]
+    pub fn record_bytes(&self) -> u64 {
+        self.record.len() as u64
+    }
+
     /// The Lambda event a subscription delivers it as (`{"awslogs":{"data":…}}`).
     #[must_use]
     pub fn event(&self) -> String {
@@ -662,7 +666,6 @@ impl Simulator {
         payload.extend_from_slice(b"]}");
         let compressed = self.gzipper.gzip(&payload);
         Delivery {
-            record_bytes: compressed.len() as u64,
             record: compressed,
             log_events: lines.len() as u64,
             log_bytes,
