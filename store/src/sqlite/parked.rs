@@ -11,6 +11,16 @@ use super::SqliteStore;
 use super::error::{corrupt, sql_error};
 use super::item::tally_of;
 
+// One statement per shape: with `(?3 IS NULL OR key_id = ?3)` in one, SQLite plans for the range of
+// days and reads every key's rows of those days to find one key's (a reconcile's corrections then cost
+// keys × the day's parked rows).
+const PARKED_OF_KEY: &str = "SELECT item, key_id, day, successful_calls, failed_calls, usage_count, last_used \
+     FROM parked_usage WHERE key_id = ?3 AND day >= ?1 AND day <= ?2 \
+     AND (?4 IS NULL OR parked_at IS NULL OR parked_at <= ?4) ORDER BY id";
+const PARKED_OF_EVERY_KEY: &str = "SELECT item, key_id, day, successful_calls, failed_calls, usage_count, \
+     last_used FROM parked_usage WHERE day >= ?1 AND day <= ?2 AND ?3 IS NULL \
+     AND (?4 IS NULL OR parked_at IS NULL OR parked_at <= ?4) ORDER BY id";
+
 impl SqliteStore {
     /// Parked usage of one key (or every key) in `from..=to`, parked at or before `until` (all,
     /// without); the handles are the parked items.
@@ -23,13 +33,8 @@ impl SqliteStore {
     ) -> Result<ParkedUsage, StoreError> {
         let op = |e| sql_error("read parked usage", e);
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT item, key_id, day, successful_calls, failed_calls, usage_count, last_used FROM parked_usage \
-                 WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR key_id = ?3) \
-                 AND (?4 IS NULL OR parked_at IS NULL OR parked_at <= ?4) ORDER BY id",
-            )
-            .map_err(op)?;
+        let sql = if key_id.is_some() { PARKED_OF_KEY } else { PARKED_OF_EVERY_KEY };
+        let mut stmt = conn.prepare_cached(sql).map_err(op)?;
         let until = until.map(format_instant);
         let mut rows = stmt
             .query(params![from.to_string(), to.to_string(), key_id.map(KeyId::as_str), until])
@@ -127,5 +132,29 @@ impl SqliteStore {
             .map_err(op)?;
         }
         tx.commit().map_err(op)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_keys_parked_usage_is_read_through_the_key_index_not_the_days_rows() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let plan: Vec<String> = {
+            let conn = store.conn();
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {PARKED_OF_KEY}")).unwrap();
+            stmt.query_map(params!["2026-11-01", "2026-11-30", "k", None::<String>], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        assert!(
+            plan.iter().any(|step| step.contains("USING INDEX parked_usage_key (key_id=?")),
+            "plan: {plan:?}"
+        );
     }
 }
