@@ -9,10 +9,16 @@
 //! monthly_fee = "0.00"
 //! included_calls = 1000
 //! tiers = [ { up_to = 1_000_000, price_per_1000 = "0.50" }, { price_per_1000 = "0.25" } ]
+//! [plans.free]
+//! monthly_fee = "0.00"
+//! tiers = [ { price_per_1000 = "0.00" } ]
+//! quota = { calls = 10000, mode = "hard" }   # billable calls per UTC month; "soft" serves beyond it
+//! alerts = [50, 80, 100]                     # percent of the quota, each announced once a month
 //! ```
 
 use std::collections::BTreeMap;
 
+use meter_model::quota::{QuotaMode, QuotaTerms};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
 
@@ -55,6 +61,16 @@ struct PlanFile {
     included_calls: u64,
     #[serde(default)]
     tiers: Vec<TierFile>,
+    quota: Option<QuotaFile>,
+    #[serde(default)]
+    alerts: Vec<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaFile {
+    calls: u64,
+    mode: QuotaMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +101,8 @@ pub struct Plan {
     pub included_calls: u64,
     /// The tiers, bounds increasing, the last unbounded.
     pub tiers: Vec<Tier>,
+    /// The monthly quota of billable calls and its alert thresholds, if the plan has one.
+    pub quota: Option<QuotaTerms>,
 }
 
 /// A validated pricing.
@@ -191,6 +209,18 @@ impl Pricing {
                     (None, true) => {}
                 }
             }
+            let quota = match (plan.quota, plan.alerts) {
+                (None, alerts) if alerts.is_empty() => None,
+                (None, _) => {
+                    return invalid(format!(
+                        "{where_}: alerts are percentages of a quota; add quota = {{ calls = N, mode = \"hard\" }}"
+                    ));
+                }
+                (Some(quota), alerts) => match QuotaTerms::new(quota.calls, quota.mode, alerts) {
+                    Ok(terms) => Some(terms),
+                    Err(err) => return invalid(format!("{where_}: {err}")),
+                },
+            };
             let tiers = plan
                 .tiers
                 .into_iter()
@@ -198,7 +228,13 @@ impl Pricing {
                 .collect();
             plans.insert(
                 name.clone(),
-                Plan { name, monthly_fee: plan.monthly_fee, included_calls: plan.included_calls, tiers },
+                Plan {
+                    name,
+                    monthly_fee: plan.monthly_fee,
+                    included_calls: plan.included_calls,
+                    tiers,
+                    quota,
+                },
             );
         }
         Ok(Self { currency: file.currency, minor_units, default_plan: file.default_plan, plans })
@@ -358,6 +394,33 @@ mod tests {
         assert!(
             p.plan(Some("gold")).unwrap_err().to_string().contains("plan \"gold\" is not in the pricing")
         );
+    }
+
+    #[test]
+    fn a_plan_may_carry_a_monthly_quota_and_alert_thresholds() {
+        let text = "currency = \"USD\"\ndefault_plan = \"free\"\n[plans.free]\nmonthly_fee = \"0.00\"\n\
+                    tiers = [{price_per_1000 = \"0\"}]\nquota = { calls = 10000, mode = \"hard\" }\nalerts = [100, 50, 80]\n\
+                    [plans.payg]\nmonthly_fee = \"0.00\"\ntiers = [{price_per_1000 = \"1\"}]";
+        let p = Pricing::parse(text).unwrap();
+        let free = p.plan(None).unwrap().quota.clone().unwrap();
+        assert_eq!((free.calls, free.mode, free.alerts), (10_000, QuotaMode::Hard, vec![50, 80, 100]));
+        assert_eq!(p.plan(Some("payg")).unwrap().quota, None);
+        let base = |plan: &str| {
+            format!(
+                "currency = \"USD\"\ndefault_plan = \"a\"\n[plans.a]\nmonthly_fee = \"1\"\ntiers = [{{price_per_1000 = \"1\"}}]\n{plan}"
+            )
+        };
+        for (plan, says) in [
+            ("alerts = [50]", "alerts are percentages of a quota"),
+            ("quota = { calls = 0, mode = \"hard\" }", "plan \"a\": a quota of 0 calls"),
+            ("quota = { calls = 10, mode = \"firm\" }", "neither \"hard\" nor \"soft\""),
+            ("quota = { calls = 10 }", "missing field `mode`"),
+            ("quota = { calls = 10, mode = \"soft\" }\nalerts = [0]", "between 1 and 1000"),
+            ("quota = { calls = 10, mode = \"soft\" }\nalerts = [50, 50]", "listed twice"),
+        ] {
+            let err = Pricing::parse(&base(plan)).unwrap_err().to_string();
+            assert!(err.contains(says), "{plan}\n→ {err}");
+        }
     }
 
     #[test]
