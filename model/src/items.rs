@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::counting::Tally;
 use crate::key::{HashedKey, KeyId};
-use crate::time::Day;
+use crate::quota::QuotaTerms;
+use crate::time::{Day, Month};
 
 /// A customer's e-mail address: who a key's usage is billed to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -207,6 +208,15 @@ pub struct ApiKeyRecord {
     /// terms in force at its end ([`ApiKeyRecord::terms_at`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub previous_terms: Vec<KeyTerms>,
+    /// The plan's monthly quota and alert thresholds, carried by the key (written from the pricing
+    /// file by `meter keys create|update`) so that the key look-up the transformer already makes
+    /// brings them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaTerms>,
+    /// The month in which the customer's hard quota refuses this key: set when the customer's total
+    /// crosses it. A mark naming another month refuses nothing, so a new month needs no reset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_refused_in: Option<Month>,
 }
 
 /// Who a key billed to and on which plan, until a change.
@@ -239,6 +249,10 @@ pub struct KeyChange {
     pub previous_terms: Option<Vec<KeyTerms>>,
     /// Usage counted before meter, replaced whole.
     pub imported: Option<UsageTotals>,
+    /// New quota terms (`Some(None)`: no quota).
+    pub quota: Option<Option<QuotaTerms>>,
+    /// A new quota refusal mark (`Some(None)`: cleared).
+    pub quota_refused_in: Option<Option<Month>>,
 }
 
 impl KeyChange {
@@ -271,6 +285,12 @@ impl KeyChange {
         if let Some(terms) = &self.previous_terms {
             out.previous_terms.clone_from(terms);
         }
+        if let Some(quota) = &self.quota {
+            out.quota.clone_from(quota);
+        }
+        if let Some(month) = self.quota_refused_in {
+            out.quota_refused_in = month;
+        }
         if let Some(imported) = self.imported {
             // The lifetime totals move with the imported usage: they are its sum with the day items'.
             out.totals = out.totals.saturating_sub(out.imported.tally);
@@ -299,6 +319,12 @@ impl ApiKeyRecord {
         self.status == KeyStatus::Revoked || self.grace_ends_at.is_some_and(|end| end <= now)
     }
 
+    /// Whether the customer's hard quota refuses the key at `now`: marked for the month `now` is in.
+    #[must_use]
+    pub fn is_quota_refused_at(&self, now: DateTime<Utc>) -> bool {
+        self.quota_refused_in == Some(Month::of(now))
+    }
+
     /// A fresh, active key item with zero counters.
     #[must_use]
     pub fn new(key: NewKey) -> Self {
@@ -316,6 +342,8 @@ impl ApiKeyRecord {
             imported: UsageTotals::default(),
             grace_ends_at: None,
             previous_terms: Vec::new(),
+            quota: None,
+            quota_refused_in: None,
         }
     }
 }

@@ -51,13 +51,14 @@ serde_as_text!(QuotaMode);
 pub struct QuotaError(String);
 
 /// A plan's quota and alerts, as its keys carry them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct QuotaTerms {
     /// Billable calls per UTC month.
     pub calls: u64,
     /// Beyond it: refused or priced.
     pub mode: QuotaMode,
     /// Thresholds in percent of `calls`, ascending, each announced once per customer and month.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<u16>,
 }
 
@@ -96,6 +97,24 @@ impl QuotaTerms {
             // A hard quota refuses from the call after the quota'th: the quota's calls are all served.
             refuses: self.mode == QuotaMode::Hard && before <= self.calls && after > self.calls,
         }
+    }
+
+    /// The thresholds as stored: `50,80,100` (empty: none).
+    #[must_use]
+    pub fn alerts_text(&self) -> String {
+        self.alerts.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+    }
+
+    /// Terms read back from their stored parts, checked like new ones.
+    pub fn from_stored(calls: u64, mode: &str, alerts: &str) -> Result<Self, QuotaError> {
+        let alerts = alerts
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse().map_err(|_| QuotaError(format!("alert threshold {t:?} is not a whole percent")))
+            })
+            .collect::<Result<_, _>>()?;
+        Self::new(calls, mode.parse()?, alerts)
     }
 
     /// Whether a month's total of `used` calls is refused under these terms.
@@ -162,6 +181,15 @@ mod tests {
         assert_eq!(terms(10, QuotaMode::Hard, &[100, 50]).alerts, vec![50, 100]);
         assert!("firm".parse::<QuotaMode>().unwrap_err().0.contains("neither"));
         assert_eq!("soft".parse::<QuotaMode>().unwrap(), QuotaMode::Soft);
+    }
+
+    #[test]
+    fn terms_survive_their_stored_form_and_bad_stored_forms_are_named() {
+        let t = terms(10_000, QuotaMode::Soft, &[50, 80, 100]);
+        assert_eq!(t.alerts_text(), "50,80,100");
+        assert_eq!(QuotaTerms::from_stored(10_000, "soft", &t.alerts_text()).unwrap(), t);
+        assert_eq!(QuotaTerms::from_stored(5, "hard", "").unwrap().alerts, Vec::<u16>::new());
+        assert!(QuotaTerms::from_stored(5, "hard", "50,x").unwrap_err().0.contains("\"x\""));
     }
 
     #[test]

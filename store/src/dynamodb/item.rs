@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
-use meter_model::time::{format_instant, parse_instant};
+use meter_model::quota::QuotaTerms;
+use meter_model::time::{Month, format_instant, parse_instant};
 use meter_model::{
     ApiKeyRecord, Email, HashedKey, KeyId, KeyStatus, PlanName, StoreError, Tally, UsageTotals,
 };
@@ -104,6 +105,21 @@ pub(super) fn record_from_item(item: &Item) -> Result<ApiKeyRecord, StoreError> 
             None => Vec::new(),
             Some(json) => serde_json::from_str(json).map_err(|e| context(&e))?,
         },
+        quota: match get_s(item, "quotaMode")? {
+            None => None,
+            Some(mode) => Some(
+                QuotaTerms::from_stored(
+                    get_n(item, "quotaCalls")?,
+                    mode,
+                    get_s(item, "quotaAlerts")?.unwrap_or(""),
+                )
+                .map_err(|e| context(&e))?,
+            ),
+        },
+        quota_refused_in: get_s(item, "quotaRefusedIn")?
+            .map(str::parse::<Month>)
+            .transpose()
+            .map_err(|e| context(&e))?,
         id,
     })
 }
@@ -141,7 +157,13 @@ pub(super) fn item_from_record(record: &ApiKeyRecord) -> Item {
         // Not `expiresAt`: that name is the counters table's TTL attribute, which deletes items.
         ("graceEndsAt", record.grace_ends_at.map(format_instant)),
         ("previousTerms", terms),
+        ("quotaMode", record.quota.as_ref().map(|q| q.mode.to_string())),
+        ("quotaAlerts", record.quota.as_ref().map(QuotaTerms::alerts_text).filter(|t| !t.is_empty())),
+        ("quotaRefusedIn", record.quota_refused_in.map(|m| m.to_string())),
     ];
+    if let Some(quota) = &record.quota {
+        item.insert("quotaCalls".to_owned(), n(quota.calls));
+    }
     for (name, value) in optional {
         if let Some(value) = value {
             item.insert(name.to_owned(), AttributeValue::S(value));

@@ -1,6 +1,7 @@
 //! Rows and their conversions: key rows, day rows and the counters as SQLite stores them.
 
-use meter_model::time::format_instant;
+use meter_model::quota::QuotaTerms;
+use meter_model::time::{Month, format_instant};
 use meter_model::{
     ApiKeyRecord, DayUsage, Email, HashedKey, KeyId, KeyStatus, PlanName, StoreError, Tally, UsageTotals,
 };
@@ -10,7 +11,8 @@ use super::error::{corrupt, counter, instant, to_i64};
 
 pub(super) const KEY_COLUMNS: &str = "id, hashed_key, user_email, status, plan, name, created_at, revoked_at, last_used, \
      usage_count, successful_calls, failed_calls, imported_usage_count, imported_successful_calls, \
-     imported_failed_calls, imported_last_used, grace_ends_at, previous_terms";
+     imported_failed_calls, imported_last_used, grace_ends_at, previous_terms, quota_calls, quota_mode, \
+     quota_alerts, quota_refused_in";
 
 /// Columns of a key row, read raw so that conversion errors become `Corrupt`, not SQL errors.
 pub(super) struct KeyRow {
@@ -32,6 +34,10 @@ pub(super) struct KeyRow {
     imported_last_used: Option<String>,
     grace_ends_at: Option<String>,
     previous_terms: Option<String>,
+    quota_calls: Option<i64>,
+    quota_mode: Option<String>,
+    quota_alerts: Option<String>,
+    quota_refused_in: Option<String>,
 }
 
 impl KeyRow {
@@ -55,6 +61,10 @@ impl KeyRow {
             imported_last_used: row.get(15)?,
             grace_ends_at: row.get(16)?,
             previous_terms: row.get(17)?,
+            quota_calls: row.get(18)?,
+            quota_mode: row.get(19)?,
+            quota_alerts: row.get(20)?,
+            quota_refused_in: row.get(21)?,
         })
     }
 
@@ -84,6 +94,23 @@ impl KeyRow {
                 None | Some("") => Vec::new(),
                 Some(json) => serde_json::from_str(json).map_err(|e| context(&e))?,
             },
+            quota: match (self.quota_calls, self.quota_mode) {
+                (Some(calls), Some(mode)) => Some(
+                    QuotaTerms::from_stored(
+                        counter(calls, "quotaCalls")?,
+                        &mode,
+                        self.quota_alerts.as_deref().unwrap_or(""),
+                    )
+                    .map_err(|e| context(&e))?,
+                ),
+                _ => None,
+            },
+            quota_refused_in: self
+                .quota_refused_in
+                .as_deref()
+                .map(str::parse::<Month>)
+                .transpose()
+                .map_err(|e| context(&e))?,
             id,
         })
     }
@@ -117,6 +144,13 @@ pub(super) fn key_values(record: &ApiKeyRecord) -> Result<Vec<rusqlite::types::V
         text(record.imported.last_used.map(format_instant)),
         text(record.grace_ends_at.map(format_instant)),
         text(terms),
+        match &record.quota {
+            Some(quota) => Value::Integer(to_i64(quota.calls, "quotaCalls")?),
+            None => Value::Null,
+        },
+        text(record.quota.as_ref().map(|q| q.mode.to_string())),
+        text(record.quota.as_ref().map(QuotaTerms::alerts_text)),
+        text(record.quota_refused_in.map(|m| m.to_string())),
     ])
 }
 

@@ -155,6 +155,14 @@ UPDATE usage_counters SET open_successful_calls = successful_calls, open_failed_
     r"
 ALTER TABLE parked_usage ADD COLUMN parked_at TEXT;
 ",
+    // Plan quotas (ARCHITECTURE.md): the terms a key carries, and the month its customer's hard quota
+    // refuses it in.
+    r"
+ALTER TABLE api_keys ADD COLUMN quota_calls INTEGER CHECK (quota_calls > 0);
+ALTER TABLE api_keys ADD COLUMN quota_mode TEXT CHECK (quota_mode IN ('hard', 'soft'));
+ALTER TABLE api_keys ADD COLUMN quota_alerts TEXT;
+ALTER TABLE api_keys ADD COLUMN quota_refused_in TEXT;
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -205,14 +213,27 @@ mod tests {
         assert!(err.to_string().contains("upgrade meter"), "{err}");
     }
 
-    /// Undoes migration 11 (when each parked row was parked).
-    const BEFORE_PARKED_AT: &str = "ALTER TABLE parked_usage DROP COLUMN parked_at;";
+    /// Undoes migration 12 (plan quotas on the key rows).
+    macro_rules! before_quotas {
+        () => {
+            "ALTER TABLE api_keys DROP COLUMN quota_calls; ALTER TABLE api_keys DROP COLUMN quota_mode; \
+             ALTER TABLE api_keys DROP COLUMN quota_alerts; ALTER TABLE api_keys DROP COLUMN quota_refused_in; "
+        };
+    }
+    const BEFORE_QUOTAS: &str = before_quotas!();
 
-    /// Undoes migrations 11 and 10 (the open usage columns).
-    const BEFORE_OPEN_USAGE: &str = "ALTER TABLE parked_usage DROP COLUMN parked_at; \
+    /// Undoes migrations 12 and 11 (when each parked row was parked).
+    const BEFORE_PARKED_AT: &str =
+        concat!(before_quotas!(), "ALTER TABLE parked_usage DROP COLUMN parked_at;");
+
+    /// Undoes migrations 12, 11 and 10 (the open usage columns).
+    const BEFORE_OPEN_USAGE: &str = concat!(
+        before_quotas!(),
+        "ALTER TABLE parked_usage DROP COLUMN parked_at; \
          ALTER TABLE usage_counters DROP COLUMN open_successful_calls; \
          ALTER TABLE usage_counters DROP COLUMN open_failed_calls; \
-         ALTER TABLE usage_counters DROP COLUMN open_usage_count;";
+         ALTER TABLE usage_counters DROP COLUMN open_usage_count;"
+    );
 
     /// A store of this schema, taken back by `sql` (which sets `user_version`), reopened: the
     /// migrations after that version run again on the data `sql` left.
@@ -277,6 +298,25 @@ mod tests {
         let until = meter_model::time::parse_instant("2000-01-01T00:00:00Z").unwrap();
         let parked = store.parked_of(None, day, day, Some(until)).unwrap();
         assert_eq!(parked.handles, ["01|2026-11-30|a"], "any reconcile takes them");
+    }
+
+    #[test]
+    fn keys_from_before_quotas_read_with_none() {
+        let key = meter_model::ApiKey::generate().unwrap();
+        let (_dir, store) = migrated_from(&format!(
+            "{BEFORE_QUOTAS} \
+             INSERT INTO api_keys (id, hashed_key, user_email, status, created_at) VALUES \
+             ('{}', '{}', 'ada@example.com', 'active', '2026-11-01T00:00:00.000Z'); \
+             PRAGMA user_version = 11;",
+            key.id(),
+            key.hashed().as_str()
+        ));
+        let record = tokio_test_block_on(meter_model::KeyStore::get_key(&store, key.id())).unwrap().unwrap();
+        assert_eq!((record.quota, record.quota_refused_in), (None, None));
+    }
+
+    fn tokio_test_block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
     }
 
     #[test]

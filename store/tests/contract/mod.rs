@@ -5,7 +5,8 @@
 //! realtime and reconcile stages; the read side is checked here).
 
 use chrono::{DateTime, Duration, Utc};
-use meter_model::time::parse_instant;
+use meter_model::quota::{QuotaMode, QuotaTerms};
+use meter_model::time::{Month, parse_instant};
 use meter_model::{
     ApiKey, ApiKeyRecord, BatchDelta, BatchId, CounterCorrector, DayDelta, DayUsage, Email, HashedKey,
     KeyChange, KeyId, KeyStatus, KeyStore, KeyTerms, MarkerSlot, NewKey, PlanName, StoreError, Tally,
@@ -608,6 +609,35 @@ pub(crate) async fn updates_set_only_what_they_name_and_keep_the_history<S: KeyS
     assert!(matches!(unknown, StoreError::NotFound { .. }), "{unknown:?}");
 }
 
+pub(crate) async fn quota_terms_and_refusal_marks_round_trip_and_clear<S: KeyStore>(store: &S) {
+    let record = new_record("ada@example.com", Some("free"));
+    store.insert_key(&record).await.unwrap();
+    let terms = QuotaTerms::new(10_000, QuotaMode::Hard, vec![50, 80, 100]).unwrap();
+    let december = Month::new(2026, 12).unwrap();
+    let marked = KeyChange {
+        quota: Some(Some(terms.clone())),
+        quota_refused_in: Some(Some(december)),
+        ..KeyChange::default()
+    };
+    let updated = store.update_key(&record.id, &marked).await.unwrap();
+    assert_eq!((updated.quota.as_ref(), updated.quota_refused_in), (Some(&terms), Some(december)));
+    let read = store.get_key(&record.id).await.unwrap().unwrap();
+    assert_eq!(read, updated);
+    assert!(read.is_quota_refused_at(at("2026-12-31T23:59:59.999Z")));
+    assert!(!read.is_quota_refused_at(at("2027-01-01T00:00:00Z")), "a new month refuses nothing");
+    // A soft quota without alerts, then none: each stored form reads back as written.
+    let soft = QuotaTerms::new(5, QuotaMode::Soft, Vec::new()).unwrap();
+    let cleared =
+        KeyChange { quota: Some(Some(soft.clone())), quota_refused_in: Some(None), ..KeyChange::default() };
+    let updated = store.update_key(&record.id, &cleared).await.unwrap();
+    assert_eq!((updated.quota.as_ref(), updated.quota_refused_in), (Some(&soft), None));
+    assert_eq!(store.get_key(&record.id).await.unwrap(), Some(updated));
+    let none =
+        store.update_key(&record.id, &KeyChange { quota: Some(None), ..KeyChange::default() }).await.unwrap();
+    assert_eq!(none.quota, None);
+    assert_eq!(store.get_key(&record.id).await.unwrap(), Some(none));
+}
+
 pub(crate) async fn imported_usage_is_part_of_the_lifetime_totals<S>(store: &S)
 where
     S: KeyStore + UsageWriter + UsageReader + CounterCorrector,
@@ -743,6 +773,10 @@ macro_rules! contract_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn updates_set_only_what_they_name_and_keep_the_history() {
             contract::updates_set_only_what_they_name_and_keep_the_history(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn quota_terms_and_refusal_marks_round_trip_and_clear() {
+            contract::quota_terms_and_refusal_marks_round_trip_and_clear(&$make().await).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn imported_usage_is_part_of_the_lifetime_totals() {
