@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
 use meter_model::key::{KeyId, could_be_key, digest_of};
-use meter_model::{Clock, Email, KeyStatus, KeyStore, PlanName, PresentedKey, StoreError};
+use meter_model::{Clock, Email, KeyStatus, KeyStore, Month, PlanName, PresentedKey, StoreError};
 use rustc_hash::FxHashMap;
 
 /// Tuning of the cache.
@@ -69,6 +69,19 @@ pub enum DenyReason {
     Expired,
 }
 
+/// A key refused for its customer's hard quota: 429 until the month ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaRefusal {
+    /// The key's id.
+    pub key_id: KeyId,
+    /// The customer.
+    pub user_email: Email,
+    /// The quota that was reached (billable calls per UTC month), when the key still carries it.
+    pub quota_calls: Option<u64>,
+    /// When the month's quota resets: 00:00 UTC of the next month.
+    pub resets_at: DateTime<Utc>,
+}
+
 /// Why a request is refused with 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissingReason {
@@ -87,6 +100,8 @@ pub enum Decision {
     Deny(DenyReason),
     /// Refused: 401.
     Unauthorized(MissingReason),
+    /// Refused for the customer's hard quota: 429.
+    OverQuota(Arc<QuotaRefusal>),
 }
 
 impl Decision {
@@ -100,6 +115,7 @@ impl Decision {
             Self::Deny(DenyReason::Expired) => "rotated key past its grace period",
             Self::Unauthorized(MissingReason::Missing) => "no key sent",
             Self::Unauthorized(MissingReason::Malformed) => "malformed key",
+            Self::OverQuota(_) => "monthly quota reached",
         }
     }
 }
@@ -112,7 +128,7 @@ pub struct AuthorizeError(#[source] pub StoreError);
 #[derive(Default)]
 struct State {
     allowed: FxHashMap<[u8; 32], (Arc<Grant>, DateTime<Utc>)>,
-    refused: FxHashMap<[u8; 32], (DenyReason, DateTime<Utc>)>,
+    refused: FxHashMap<[u8; 32], (Decision, DateTime<Utc>)>,
     epoch: Option<u64>,
     epoch_checked_at: Option<DateTime<Utc>>,
 }
@@ -184,10 +200,10 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
             {
                 return Ok(Decision::Allow(Arc::clone(grant)));
             }
-            if let Some((reason, expires)) = state.refused.get(&digest)
+            if let Some((refusal, expires)) = state.refused.get(&digest)
                 && *expires > now
             {
-                return Ok(Decision::Deny(*reason));
+                return Ok(refusal.clone());
             }
         }
         let key = PresentedKey::new(text);
@@ -221,9 +237,15 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
                     .allowed
                     .insert(digest, (Arc::clone(grant), grant.cache_until(now, self.config.positive_ttl)));
             }
-            Decision::Deny(reason) => {
+            Decision::Deny(_) => {
                 make_room(&mut state.refused, self.config.max_negative, now);
-                state.refused.insert(digest, (*reason, now + self.config.negative_ttl));
+                state.refused.insert(digest, (decision.clone(), now + self.config.negative_ttl));
+            }
+            Decision::OverQuota(refusal) => {
+                // A quota refusal never outlives its month: at 00:00 UTC the key is read again.
+                make_room(&mut state.refused, self.config.max_negative, now);
+                let until = (now + self.config.negative_ttl).min(refusal.resets_at);
+                state.refused.insert(digest, (decision.clone(), until));
             }
             Decision::Unauthorized(_) => {}
         }
@@ -261,6 +283,14 @@ impl<S: KeyStore, C: Clock> Authorizer<S, C> {
         Ok(match record.status {
             KeyStatus::Revoked => Decision::Deny(DenyReason::Revoked),
             KeyStatus::Active if record.is_refused_at(now) => Decision::Deny(DenyReason::Expired),
+            KeyStatus::Active if record.is_quota_refused_at(now) => {
+                Decision::OverQuota(Arc::new(QuotaRefusal {
+                    resets_at: meter_model::quota::resets_at(Month::of(now)),
+                    quota_calls: record.quota.map(|q| q.calls),
+                    key_id: record.id,
+                    user_email: record.user_email,
+                }))
+            }
             KeyStatus::Active => Decision::Allow(Arc::new(Grant {
                 key_id: record.id,
                 user_email: record.user_email,

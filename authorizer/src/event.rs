@@ -1,9 +1,12 @@
 //! API Gateway's authorizer events (REST `TOKEN`, REST `REQUEST`, HTTP API payload 2.0) and the
 //! responses each expects.
 
+use chrono::{DateTime, Utc};
+use meter_model::Month;
+use meter_model::time::format_instant;
 use serde_json::{Map, Value, json};
 
-use crate::decide::{Decision, Grant};
+use crate::decide::{Decision, Grant, QuotaRefusal};
 
 /// An authorizer invocation, reduced to what the decision needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +146,39 @@ fn context(grant: &Grant) -> Map<String, Value> {
     context
 }
 
+/// The body of a quota refusal (429), as `meter serve` answers it and the REST stage's gateway response
+/// renders it from the deny's context (CONTRACTS.md §9).
+#[must_use]
+pub fn quota_body(refusal: &QuotaRefusal) -> Value {
+    json!({
+        "message": "Monthly quota reached",
+        "quota": {
+            "calls": refusal.quota_calls,
+            "period": Month::of(refusal.resets_at - chrono::Duration::milliseconds(1)).to_string(),
+            "resetsAt": format_instant(refusal.resets_at),
+        },
+    })
+}
+
+/// Seconds from `now` until a quota refusal ends, for `Retry-After` (at least 1).
+#[must_use]
+pub fn retry_after_seconds(refusal: &QuotaRefusal, now: DateTime<Utc>) -> i64 {
+    let millis = (refusal.resets_at - now).num_milliseconds();
+    (millis + 999).div_euclid(1000).max(1)
+}
+
+/// The deny's context of a quota refusal: what the gateway response's template reads.
+fn quota_context(refusal: &QuotaRefusal) -> Map<String, Value> {
+    let body = quota_body(refusal);
+    let mut context = Map::new();
+    context.insert("quotaExceeded".into(), "true".into());
+    context.insert("keyId".into(), refusal.key_id.as_str().into());
+    context.insert("quotaCalls".into(), refusal.quota_calls.map_or(String::new(), |c| c.to_string()).into());
+    context.insert("quotaPeriod".into(), body["quota"]["period"].clone());
+    context.insert("quotaResetsAt".into(), body["quota"]["resetsAt"].clone());
+    context
+}
+
 /// What to answer API Gateway; `None` means "fail with `Unauthorized`" (REST's 401).
 #[must_use]
 pub fn response(event: &AuthEvent, decision: &Decision) -> Option<Value> {
@@ -151,13 +187,16 @@ pub fn response(event: &AuthEvent, decision: &Decision) -> Option<Value> {
             Some(json!({"isAuthorized": true, "context": context(grant)}))
         }
         // HTTP APIs answer 401 themselves when the identity source is missing; otherwise 403.
-        (AuthEvent::HttpV2 { .. }, Decision::Deny(_) | Decision::Unauthorized(_)) => {
-            Some(json!({"isAuthorized": false}))
-        }
+        // An HTTP API's simple response cannot set the status: a quota refusal is its 403 too.
+        (
+            AuthEvent::HttpV2 { .. },
+            Decision::Deny(_) | Decision::Unauthorized(_) | Decision::OverQuota(_),
+        ) => Some(json!({"isAuthorized": false})),
         (_, Decision::Unauthorized(_)) => None,
         (AuthEvent::RestToken { method_arn, .. } | AuthEvent::RestRequest { method_arn, .. }, decision) => {
             let (principal, effect, context) = match decision {
                 Decision::Allow(grant) => (grant.key_id.as_str(), "Allow", context(grant)),
+                Decision::OverQuota(refusal) => (refusal.key_id.as_str(), "Deny", quota_context(refusal)),
                 _ => ("anonymous", "Deny", Map::new()),
             };
             Some(json!({

@@ -10,8 +10,10 @@ pub mod invalidate;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 
-pub use decide::{AuthorizeError, Authorizer, AuthorizerConfig, Decision, DenyReason, Grant, MissingReason};
-pub use event::{AuthEvent, EventError, IdentitySource, response};
+pub use decide::{
+    AuthorizeError, Authorizer, AuthorizerConfig, Decision, DenyReason, Grant, MissingReason, QuotaRefusal,
+};
+pub use event::{AuthEvent, EventError, IdentitySource, quota_body, response, retry_after_seconds};
 
 /// Why an invocation fails instead of answering; API Gateway turns these into status codes.
 #[derive(Debug, thiserror::Error)]

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 use meter_authorizer::{
     AuthEvent, Authorizer, AuthorizerConfig, Decision, DenyReason, IdentitySource, InvocationError,
-    MissingReason, handle, response,
+    MissingReason, handle, quota_body, response, retry_after_seconds,
 };
+use meter_model::quota::{QuotaMode, QuotaTerms};
 use meter_model::time::parse_instant;
 use meter_model::{
-    ApiKey, ApiKeyRecord, Clock, Email, HashedKey, KeyId, KeyStore, ManualClock, NewKey, PlanName,
-    Revocation, StoreError,
+    ApiKey, ApiKeyRecord, Clock, Email, HashedKey, KeyChange, KeyId, KeyStore, ManualClock, Month, NewKey,
+    PlanName, Revocation, StoreError,
 };
 use meter_store::SqliteStore;
 use serde_json::{Value, json};
@@ -434,4 +435,47 @@ async fn no_allow_read_under_an_older_epoch_is_served_or_cached() {
     assert_eq!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Deny(DenyReason::Revoked));
     clock.advance(Duration::seconds(1));
     assert_eq!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Deny(DenyReason::Revoked));
+}
+
+#[tokio::test]
+async fn a_key_over_its_customers_hard_quota_is_refused_with_the_quota_until_the_month_ends() {
+    let store = Counting::new();
+    let key = issue(&store, Some("free")).await;
+    let marked = KeyChange {
+        quota: Some(Some(QuotaTerms::new(10_000, QuotaMode::Hard, vec![80]).unwrap())),
+        quota_refused_in: Some(Some(Month::new(2026, 11).unwrap())),
+        ..KeyChange::default()
+    };
+    store.update_key(key.id(), &marked).await.unwrap();
+    let (authorizer, clock) = authorizer(store);
+    clock.set(at("2026-11-30T23:59:58Z"));
+    let request = AuthEvent::parse(&event("rest-token.json", key.reveal())).unwrap();
+    let decision = authorizer.decide(request.key()).await.unwrap();
+    let Decision::OverQuota(refusal) = &decision else { panic!("{decision:?}") };
+    assert_eq!((refusal.quota_calls, refusal.resets_at), (Some(10_000), at("2026-12-01T00:00:00Z")));
+    assert_eq!(decision.reason(), "monthly quota reached");
+    assert_eq!(retry_after_seconds(refusal, clock.now()), 2);
+    assert_eq!(
+        quota_body(refusal),
+        json!({"message": "Monthly quota reached",
+               "quota": {"calls": 10_000, "period": "2026-11", "resetsAt": "2026-12-01T00:00:00.000Z"}})
+    );
+    // REST: a deny whose context the stage's gateway response turns into the 429 body.
+    let answer = response(&request, &decision).unwrap();
+    assert_eq!(answer["policyDocument"]["Statement"][0]["Effect"], "Deny");
+    assert_eq!(
+        answer["context"],
+        json!({"quotaExceeded": "true", "keyId": key.id().as_str(), "quotaCalls": "10000",
+               "quotaPeriod": "2026-11", "quotaResetsAt": "2026-12-01T00:00:00.000Z"})
+    );
+    // HTTP APIs: the simple response has no status of its own.
+    let http = AuthEvent::parse(&event("http-v2.json", key.reveal())).unwrap();
+    assert_eq!(response(&http, &decision).unwrap(), json!({"isAuthorized": false}));
+    // Cached like a refusal, never past the month: at 00:00 UTC the key is read again and allowed.
+    let reads = authorizer.store().key_reads.load(Ordering::SeqCst);
+    clock.set(at("2026-11-30T23:59:59.999Z"));
+    assert!(matches!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::OverQuota(_)));
+    assert_eq!(authorizer.store().key_reads.load(Ordering::SeqCst), reads, "served from the cache");
+    clock.set(at("2026-12-01T00:00:00Z"));
+    assert!(matches!(authorizer.decide(Some(key.reveal())).await.unwrap(), Decision::Allow(_)));
 }

@@ -296,6 +296,15 @@ async fn authorize<S: meter_model::KeyStore>(
         ),
         Decision::Deny(_) => (format!("deny (403): {}\n", decision.reason()), false),
         Decision::Unauthorized(_) => (format!("deny (401): {}\n", decision.reason()), false),
+        Decision::OverQuota(ref refusal) => (
+            format!(
+                "deny (429): {} for {} until {}\n",
+                decision.reason(),
+                refusal.user_email,
+                meter_model::time::format_instant(refusal.resets_at)
+            ),
+            false,
+        ),
     })
 }
 

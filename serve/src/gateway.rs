@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
 use meter_authorizer::invalidate::{CacheFlusher, FlushError, FlushTarget};
-use meter_authorizer::{Authorizer, Decision, Grant};
+use meter_authorizer::{Authorizer, Decision, Grant, QuotaRefusal};
 use meter_model::key::digest_of;
 use meter_model::{Clock, KeyStore};
 use rustc_hash::FxHashMap;
@@ -27,6 +27,8 @@ pub enum Admission {
     Unauthorized,
     /// 403 `{"message":"User is not authorized to access this resource"}`: refused.
     Forbidden,
+    /// 429 with the quota's body and `Retry-After`: the customer's hard quota is reached for the month.
+    OverQuota(Arc<QuotaRefusal>),
     /// 500 `{"message":null}`: the authorizer failed (API Gateway's `AuthorizerConfigurationException`).
     AuthorizerFailed,
 }
@@ -69,6 +71,7 @@ impl<S: KeyStore, C: Clock + Clone> Gateway<S, C> {
         let admission = match self.authorizer.decide(Some(key)).await {
             Ok(Decision::Allow(grant)) => Admission::Allowed(grant),
             Ok(Decision::Deny(_)) => Admission::Forbidden,
+            Ok(Decision::OverQuota(refusal)) => Admission::OverQuota(refusal),
             Ok(Decision::Unauthorized(_)) => Admission::Unauthorized,
             Err(err) => {
                 tracing::warn!(error = %meter_model::error_chain(&err), "the authorizer failed");
@@ -85,6 +88,7 @@ impl<S: KeyStore, C: Clock + Clone> Gateway<S, C> {
             // schedule publishes the revocation notice then); here the entry simply ends there.
             let expires = match &admission {
                 Admission::Allowed(grant) => grant.cache_until(now, RESULT_TTL),
+                Admission::OverQuota(refusal) => (now + RESULT_TTL).min(refusal.resets_at),
                 _ => now + RESULT_TTL,
             };
             cache.insert(digest, Cached { admission: admission.clone(), expires });

@@ -24,7 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use meter_authorizer::invalidate::{FlushTarget, flush_now_and_after_epoch_window};
-use meter_authorizer::{Authorizer, AuthorizerConfig};
+use meter_authorizer::{Authorizer, AuthorizerConfig, quota_body, retry_after_seconds};
 use meter_example_api::{Route, UsageLine};
 use meter_lambda::RetryPolicy;
 use meter_model::{Clock, CounterCorrector, KeyStore, SystemClock, UsageWriter};
@@ -394,6 +394,12 @@ async fn handle<K: KeyStore + Send + Sync + 'static, C: Clock + Clone + 'static>
         ),
         Admission::AuthorizerFailed => {
             json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": null}))
+        }
+        Admission::OverQuota(refusal) => {
+            let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &quota_body(&refusal));
+            let wait = retry_after_seconds(&refusal, state.clock.now());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            response
         }
         Admission::Allowed(grant) => {
             if cached {

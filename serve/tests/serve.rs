@@ -5,10 +5,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use meter_model::{ApiKey, ApiKeyRecord, Email, KeyStore, NewKey, UsageReader};
+use meter_model::quota::{QuotaMode, QuotaTerms};
+use meter_model::time::parse_instant;
+use meter_model::{
+    ApiKey, ApiKeyRecord, Email, KeyChange, KeyStore, ManualClock, Month, NewKey, UsageReader,
+};
 use meter_realtime::buffer::Buffering;
 use meter_serve::load::{self, LoadPlan};
 use meter_serve::{ServeConfig, ServeSummary, Server};
@@ -193,6 +198,53 @@ async fn a_revoked_key_is_refused_within_the_revocation_bound_despite_the_cache(
     }
     run.stop.send(()).unwrap();
     run.done.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_refused_for_its_quota_is_answered_429_with_the_quota_and_never_billed_until_the_month_ends() {
+    let (home, store, key) = with_a_key().await;
+    let marked = KeyChange {
+        quota: Some(Some(QuotaTerms::new(3, QuotaMode::Hard, Vec::new()).unwrap())),
+        quota_refused_in: Some(Some(Month::new(2026, 11).unwrap())),
+        ..KeyChange::default()
+    };
+    store.update_key(key.id(), &marked).await.unwrap();
+    let clock = Arc::new(ManualClock::new(parse_instant("2026-11-30T23:59:50Z").unwrap()));
+    let db = home.path().join("meter.db");
+    let server = Server::bind_with_clock(
+        &config_with(home.path(), None),
+        SqliteStore::open(&db).unwrap(),
+        SqliteStore::open(&db).unwrap(),
+        Arc::clone(&clock),
+    )
+    .await
+    .unwrap();
+    let address = server.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..2 {
+        let (status, head, body) = send(address, "GET", "/v1/items/1", Some(key.reveal()), "", "").await;
+        assert_eq!(status, 429);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"message": "Monthly quota reached",
+                "quota": {"calls": 3, "period": "2026-11", "resetsAt": "2026-12-01T00:00:00.000Z"}})
+        );
+        assert!(head.lines().any(|line| line == "retry-after: 10"), "{head}");
+    }
+    // The month's end lifts it (API Gateway's cache never keeps the refusal past it).
+    clock.set(parse_instant("2026-12-01T00:00:00Z").unwrap());
+    assert_eq!(get(address, "/v1/items/1", Some(key.reveal())).await.0, 200);
+    stop.send(()).unwrap();
+    done.await.unwrap().unwrap();
+    let billed = store.lifetime_usage(key.id()).await.unwrap();
+    assert_eq!(
+        billed.iter().map(|d| d.tally.usage_count).sum::<u64>(),
+        1,
+        "only the allowed call is billed: the refused ones never reached the backend"
+    );
 }
 
 /// Load, bounded and local: many connections at a fixed rate for a fixed time; every billable call is
