@@ -363,6 +363,13 @@ pub struct ApplyReport {
     pub not_applied: Tally,
     /// Why `not_applied` is not zero.
     pub failure: Option<String>,
+    /// Alert thresholds this buffer's usage reached, each claimed once per customer and month: the
+    /// caller announces them.
+    pub alerts: Vec<crate::quota::UsageAlert>,
+    /// Customers whose hard quota this buffer's usage took past its last call: already marked.
+    pub quota_refusals: Vec<crate::quota::QuotaRefusalMark>,
+    /// Quota ledger items written (one per customer with a quota and usage in the buffer).
+    pub quota_writes: usize,
 }
 
 impl ApplyReport {
@@ -375,7 +382,11 @@ impl ApplyReport {
     /// Items written: marker sets, key items and parked items.
     #[must_use]
     pub fn items_written(&self) -> usize {
-        self.marker_writes + self.parked_writes + self.key_writes + self.key_last_used_rewrites
+        self.marker_writes
+            + self.parked_writes
+            + self.key_writes
+            + self.key_last_used_rewrites
+            + self.quota_writes
     }
 
     /// DynamoDB write request units consumed.
@@ -383,7 +394,8 @@ impl ApplyReport {
     pub fn write_units(&self) -> u64 {
         let key_items =
             (self.key_writes + self.key_last_used_rewrites) as u64 * capacity::KEY_ITEM_WRITE_UNITS;
-        self.marker_write_units + self.parked_write_units + key_items
+        // A ledger item (customer, month, total, thresholds sent) is well under 1 KB: one unit each.
+        self.marker_write_units + self.parked_write_units + key_items + self.quota_writes as u64
     }
 
     /// DynamoDB read request units consumed (strongly consistent reads of small items: one each).

@@ -166,6 +166,10 @@ impl UsageWriter for SqliteStore {
                 }
                 report.count_parked_item(entries.len());
             }
+            if super::quota::any_quota(&tx)? {
+                let parked_days = parked.values().flatten();
+                super::quota::settle(&tx, hot.iter().chain(parked_days), applied_at, &mut report)?;
+            }
         }
         tx.commit().map_err(op)?;
         Ok(report)

@@ -22,6 +22,7 @@ mod error;
 mod item;
 mod keys;
 mod parked;
+mod quota;
 mod schema;
 
 pub use schema::schema_version;

@@ -163,6 +163,18 @@ ALTER TABLE api_keys ADD COLUMN quota_mode TEXT CHECK (quota_mode IN ('hard', 's
 ALTER TABLE api_keys ADD COLUMN quota_alerts TEXT;
 ALTER TABLE api_keys ADD COLUMN quota_refused_in TEXT;
 ",
+    // Each customer's month total against its quota, and the alert thresholds already announced
+    // (comma-separated percentages).
+    r"
+CREATE TABLE quota_usage (
+    customer TEXT NOT NULL,
+    month    TEXT NOT NULL,
+    used     INTEGER NOT NULL CHECK (used >= 0),
+    sent     TEXT NOT NULL,
+    PRIMARY KEY (customer, month)
+) WITHOUT ROWID;
+CREATE INDEX api_keys_user_email ON api_keys (user_email);
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -213,20 +225,20 @@ mod tests {
         assert!(err.to_string().contains("upgrade meter"), "{err}");
     }
 
-    /// Undoes migration 12 (plan quotas on the key rows).
+    /// Undoes migrations 13 and 12 (plan quotas: the month totals, and the terms on the key rows).
     macro_rules! before_quotas {
         () => {
-            "ALTER TABLE api_keys DROP COLUMN quota_calls; ALTER TABLE api_keys DROP COLUMN quota_mode; \
+            "DROP TABLE quota_usage; DROP INDEX api_keys_user_email; ALTER TABLE api_keys DROP COLUMN quota_calls; ALTER TABLE api_keys DROP COLUMN quota_mode; \
              ALTER TABLE api_keys DROP COLUMN quota_alerts; ALTER TABLE api_keys DROP COLUMN quota_refused_in; "
         };
     }
     const BEFORE_QUOTAS: &str = before_quotas!();
 
-    /// Undoes migrations 12 and 11 (when each parked row was parked).
+    /// Undoes migrations 13 to 11 (when each parked row was parked).
     const BEFORE_PARKED_AT: &str =
         concat!(before_quotas!(), "ALTER TABLE parked_usage DROP COLUMN parked_at;");
 
-    /// Undoes migrations 12, 11 and 10 (the open usage columns).
+    /// Undoes migrations 13 to 10 (the open usage columns).
     const BEFORE_OPEN_USAGE: &str = concat!(
         before_quotas!(),
         "ALTER TABLE parked_usage DROP COLUMN parked_at; \
