@@ -34,6 +34,7 @@ pub(crate) async fn serve(
         },
         upstream: args.upstream.clone(),
         header_read_timeout: meter_serve::HEADER_READ_TIMEOUT,
+        alerts_file: home.join("events").join("usage-alerts.jsonl"),
     };
     let open =
         || async { AnyStore::open(store).await.with_context(|| format!("cannot open the store {store}")) };

@@ -428,6 +428,9 @@ impl ApplyReport {
             self.unknown_keys.entry(key).or_default().add(tally);
         }
         self.not_applied.add(other.not_applied);
+        self.alerts.extend(other.alerts);
+        self.quota_refusals.extend(other.quota_refusals);
+        self.quota_writes += other.quota_writes;
         if self.failure.is_none() {
             self.failure = other.failure;
         }

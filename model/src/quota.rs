@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use crate::items::Email;
+use crate::items::{Email, PlanName};
 use crate::key::KeyId;
 use crate::time::Month;
 
@@ -145,6 +145,8 @@ pub struct UsageAlert {
     /// The customer's keys that carry the quota.
     #[serde(serialize_with = "key_ids")]
     pub keys: Vec<KeyId>,
+    /// The plan whose quota it is (`None`: the pricing's default plan).
+    pub plan: Option<PlanName>,
     /// Billable calls of the month so far, as counted in realtime.
     pub used: u64,
     /// The quota (billable calls per month).
@@ -182,6 +184,20 @@ pub struct QuotaRefusalMark {
     pub quota: u64,
     /// The keys marked.
     pub keys: Vec<KeyId>,
+}
+
+impl UsageAlert {
+    /// The alert as the EventBridge event the stack puts on its bus (and `meter serve` writes, one a
+    /// line): `source` `meter`, `detail-type` `meter.usage.threshold`.
+    #[must_use]
+    pub fn event(&self) -> serde_json::Value {
+        serde_json::json!({
+            "source": "meter",
+            "detail-type": "meter.usage.threshold",
+            "time": crate::time::format_instant(self.as_of),
+            "detail": self,
+        })
+    }
 }
 
 /// When a month's quota resets: 00:00 UTC of the next month.

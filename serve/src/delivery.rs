@@ -59,6 +59,14 @@ pub enum DeliveryError {
     /// The counters (bringing parked usage into the key totals).
     #[error("the counters: {0}")]
     Counters(StoreError),
+    /// Usage alerts claimed in the store could not be written out.
+    #[error("writing usage alerts to {path}: {source}")]
+    Alerts {
+        /// The alerts file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
 }
 
 /// CloudWatch Logs' subscription payload, borrowing the events it carries.
@@ -118,6 +126,9 @@ pub struct Deliveries<S, C> {
     buffered_bytes: u64,
     /// When the parked usage was last brought into the key totals.
     parked_refreshed: Option<DateTime<Utc>>,
+    /// Where usage alerts go, and how many of the run's are there.
+    alerts_file: Option<std::path::PathBuf>,
+    alerts_written: usize,
     /// Events delivered since start.
     pub events: u64,
 }
@@ -146,8 +157,46 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
             opened: None,
             buffered_bytes: 0,
             parked_refreshed: None,
+            alerts_file: None,
+            alerts_written: 0,
             events: 0,
         })
+    }
+
+    /// Writes the usage alerts the counters claim to `path`, one EventBridge-shaped event a line.
+    #[must_use]
+    pub fn with_alerts_file(mut self, path: std::path::PathBuf) -> Self {
+        self.alerts_file = Some(path);
+        self
+    }
+
+    /// Appends the alerts claimed since the last call, and says so.
+    fn write_alerts(&mut self) -> Result<(), DeliveryError> {
+        let alerts = &self.realtime.totals().counters.apply.alerts;
+        let (Some(path), true) = (&self.alerts_file, alerts.len() > self.alerts_written) else {
+            return Ok(());
+        };
+        let failed = |source| DeliveryError::Alerts { path: path.clone(), source };
+        let mut lines = String::new();
+        for alert in &alerts[self.alerts_written..] {
+            tracing::info!(
+                customer = %alert.customer,
+                period = %alert.period,
+                threshold = alert.threshold,
+                used = alert.used,
+                quota = alert.quota,
+                "usage alert"
+            );
+            lines.push_str(&alert.event().to_string());
+            lines.push('\n');
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+        }
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(failed)?;
+        std::io::Write::write_all(&mut file, lines.as_bytes()).map_err(failed)?;
+        self.alerts_written = alerts.len();
+        Ok(())
     }
 
     /// One tick at `now`: each stream's new events delivered; the buffer settled if it is due.
@@ -184,6 +233,7 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
     /// Applies and archives what is buffered, then settles the streams' offsets.
     pub async fn settle(&mut self) -> Result<(), DeliveryError> {
         self.realtime.invoke().await;
+        self.write_alerts()?;
         self.archiver.flush_all().await?;
         for index in 0..self.read.len() {
             if self.read[index] != self.settled[index] {

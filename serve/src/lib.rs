@@ -79,6 +79,9 @@ pub struct ServeConfig {
     pub upstream: Option<String>,
     /// How long a client may take to send its request's headers ([`HEADER_READ_TIMEOUT`]).
     pub header_read_timeout: Duration,
+    /// Where usage alerts are written, one EventBridge-shaped event a line (`METER_HOME/events/
+    /// usage-alerts.jsonl`).
+    pub alerts_file: PathBuf,
 }
 
 /// Why serving failed.
@@ -196,7 +199,8 @@ where
         let deliveries =
             Deliveries::resume(group.clone(), realtime, config.archive.clone(), config.buffering)
                 .await
-                .map_err(logs_error)?;
+                .map_err(logs_error)?
+                .with_alerts_file(config.alerts_file.clone());
         let mut prefix = [0u8; 6];
         getrandom::fill(&mut prefix).map_err(|e| ServeError::Server(std::io::Error::other(e.to_string())))?;
         let state = Arc::new(AppState {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use meter_model::quota::{QuotaRefusalMark, QuotaTerms, UsageAlert};
-use meter_model::{ApplyReport, DayDelta, Email, KeyId, Month, StoreError};
+use meter_model::{ApplyReport, DayDelta, Email, KeyId, Month, PlanName, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::{corrupt, counter, sql_error, to_i64};
@@ -39,26 +39,26 @@ pub(super) fn settle<'a>(
     }
     let mut terms_of = tx
         .prepare_cached(
-            "SELECT user_email, quota_calls, quota_mode, COALESCE(quota_alerts, '') FROM api_keys \
+            "SELECT user_email, quota_calls, quota_mode, COALESCE(quota_alerts, ''), plan FROM api_keys \
              WHERE id = ?1 AND quota_mode IS NOT NULL",
         )
         .map_err(op)?;
     // Per customer and month: the terms (a customer holding keys of several quotas is held to the
     // smallest) and the calls to add.
-    let mut totals: BTreeMap<(String, Month), (QuotaTerms, u64)> = BTreeMap::new();
+    let mut totals: BTreeMap<(String, Month), (QuotaTerms, Option<String>, u64)> = BTreeMap::new();
     for ((key, month), calls) in billable {
-        let row: Option<(String, i64, String, String)> = terms_of
-            .query_row([key.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        let row: Option<(String, i64, String, String, Option<String>)> = terms_of
+            .query_row([key.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .optional()
             .map_err(op)?;
-        let Some((customer, quota, mode, alerts)) = row else { continue };
+        let Some((customer, quota, mode, alerts, plan)) = row else { continue };
         let terms = QuotaTerms::from_stored(counter(quota, "quotaCalls")?, &mode, &alerts)
             .map_err(|e| corrupt(format!("key {key}: {e}")))?;
-        let entry = totals.entry((customer, month)).or_insert_with(|| (terms.clone(), 0));
+        let entry = totals.entry((customer, month)).or_insert_with(|| (terms.clone(), plan.clone(), 0));
         if terms.calls < entry.0.calls {
-            entry.0 = terms;
+            (entry.0, entry.1) = (terms, plan);
         }
-        entry.1 += calls;
+        entry.2 += calls;
     }
     let mut add = tx
         .prepare_cached(
@@ -66,7 +66,7 @@ pub(super) fn settle<'a>(
              ON CONFLICT (customer, month) DO UPDATE SET used = used + excluded.used RETURNING used, sent",
         )
         .map_err(op)?;
-    for ((customer, month), (terms, calls)) in totals {
+    for ((customer, month), (terms, plan, calls)) in totals {
         let (after, sent): (i64, String) = add
             .query_row(params![customer, month.to_string(), to_i64(calls, "quota usage")?], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -81,6 +81,7 @@ pub(super) fn settle<'a>(
         let email =
             Email::parse(&customer).map_err(|e| corrupt(format!("quota usage of {customer:?}: {e}")))?;
         let keys = quota_keys(tx, &customer)?;
+        let plan = plan.map(|p| PlanName::parse(&p)).transpose().map_err(|e| corrupt(e.to_string()))?;
         let mut claimed: BTreeSet<u16> = sent.split(',').filter_map(|t| t.parse().ok()).collect();
         for threshold in crossed.thresholds {
             // A threshold already claimed (a quota lowered and raised again) is not announced twice.
@@ -88,6 +89,7 @@ pub(super) fn settle<'a>(
                 report.alerts.push(UsageAlert {
                     customer: email.clone(),
                     keys: keys.clone(),
+                    plan: plan.clone(),
                     used: after,
                     quota: terms.calls,
                     mode: terms.mode,
