@@ -21,18 +21,21 @@ pub(crate) async fn create(
     clock: &impl Clock,
     args: CreateKey,
 ) -> anyhow::Result<String> {
-    // A plan the pricing lacks would stop the month's invoices later: refuse it now.
+    // A plan the pricing lacks would stop the month's invoices later: refuse it now. The plan's quota
+    // travels with the key (ARCHITECTURE.md, "Plan quotas and usage alerts").
+    let mut quota = None;
     if let Some(path) = &args.pricing {
         let (pricing, _) = crate::report::load_pricing(path)?;
-        if let Err(err) = pricing.plan(args.plan.as_ref().map(|p| p.as_str())) {
-            return Err(UsageError(format!("{err} ({})", path.display())).into());
+        match pricing.plan(args.plan.as_ref().map(|p| p.as_str())) {
+            Ok(plan) => quota.clone_from(&plan.quota),
+            Err(err) => return Err(UsageError(format!("{err} ({})", path.display())).into()),
         }
     }
     let mut attempts = 0;
     let (key, record) = loop {
         attempts += 1;
         let key = ApiKey::generate().context("cannot generate a key")?;
-        let record = ApiKeyRecord::new(NewKey {
+        let mut record = ApiKeyRecord::new(NewKey {
             id: key.id().clone(),
             hashed_key: key.hashed(),
             user_email: args.email.clone(),
@@ -40,6 +43,7 @@ pub(crate) async fn create(
             name: args.name.clone(),
             created_at: clock.now(),
         });
+        record.quota.clone_from(&quota);
         match store.insert_key(&record).await {
             Ok(()) => break (key, record),
             Err(StoreError::AlreadyExists { .. }) if attempts < CREATE_ATTEMPTS => continue,

@@ -499,6 +499,25 @@ pub(crate) async fn update<S: KeyStore>(
     if let Some(plan) = &new_plan {
         said.push(format!("plan {} → {plan}", plan_text(before.plan.as_ref())));
     }
+    if let Some(plan) = &new_plan {
+        // The new plan's quota travels with the key from now on (ARCHITECTURE.md, "Plan quotas").
+        match pricing {
+            Some(pricing) => {
+                let quota =
+                    pricing.plan(Some(plan.as_str())).map_err(|e| UsageError(e.to_string()))?.quota.clone();
+                if quota != before.quota {
+                    change.quota = Some(quota);
+                }
+            }
+            None if before.quota.is_some() => {
+                return Err(UsageError(format!(
+                    "key {id} carries its plan's quota: give --pricing FILE so that plan {plan}'s quota replaces it"
+                ))
+                .into());
+            }
+            None => {}
+        }
+    }
     change_terms(&mut change, &before, new_email, new_plan.map(Some), now);
     if let Some(name) = name.filter(|n| before.name.as_ref() != Some(n)) {
         said.push(format!("name {name:?}"));
@@ -570,7 +589,7 @@ pub(crate) async fn rotate<S: KeyStore>(
     // for the very same one.
     let ends = (now + grace).duration_round_up(Duration::seconds(1)).unwrap_or(now + grace);
     let key = ApiKey::generate().context("cannot generate a key")?;
-    let record = ApiKeyRecord::new(NewKey {
+    let mut record = ApiKeyRecord::new(NewKey {
         id: key.id().clone(),
         hashed_key: key.hashed(),
         user_email: old.user_email.clone(),
@@ -578,6 +597,9 @@ pub(crate) async fn rotate<S: KeyStore>(
         name: old.name.clone(),
         created_at: now,
     });
+    // The new key counts against the same quota, and a customer refused for the month stays refused.
+    record.quota.clone_from(&old.quota);
+    record.quota_refused_in = old.quota_refused_in;
     // The flush is arranged before anything is written: one left by a failed rotation only flushes a
     // cache once more, while a rotation without one would leave the old key in API Gateway's cache up
     // to 30 s past its end.

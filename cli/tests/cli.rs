@@ -947,3 +947,35 @@ fn records_firehose_gave_up_on_are_replayed_once() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("stray.json line 1 is not a Firehose error record"), "{stderr}");
 }
+
+#[test]
+fn a_plans_quota_travels_with_its_keys_through_create_update_and_rotate() {
+    let home = tempfile::tempdir().unwrap();
+    let pricing = home.path().join("pricing.toml");
+    std::fs::write(
+        &pricing,
+        "currency = \"USD\"\ndefault_plan = \"payg\"\n\
+         [plans.payg]\nmonthly_fee = \"0.00\"\ntiers = [{ price_per_1000 = \"0.50\" }]\n\
+         [plans.free]\nmonthly_fee = \"0.00\"\ntiers = [{ price_per_1000 = \"0\" }]\n\
+         quota = { calls = 2, mode = \"hard\" }\nalerts = [50]\n",
+    )
+    .unwrap();
+    let pricing = pricing.to_str().unwrap();
+    let (id, _) = create(home.path(), "ada@example.com", &["--plan", "free", "--pricing", pricing]);
+    let show = |id: &str| -> Value {
+        serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", id, "--json"]))).unwrap()
+    };
+    assert_eq!(show(&id)["quota"], serde_json::json!({"calls": 2, "mode": "hard", "alerts": [50]}));
+    let rotated: Value = serde_json::from_str(&ok(
+        meter(home.path()).args(["keys", "rotate", &id, "--grace", "1h", "--json"])
+    ))
+    .unwrap();
+    let new_id = rotated["id"].as_str().unwrap();
+    assert_eq!(show(new_id)["quota"], show(&id)["quota"], "the new key counts against the same quota");
+    // A plan change must bring the new plan's quota: without the pricing it is refused, not guessed.
+    let blind = run(meter(home.path()).args(["keys", "update", new_id, "--plan", "payg"]));
+    assert_eq!(blind.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&blind.stderr).contains("give --pricing FILE"));
+    ok(meter(home.path()).args(["keys", "update", new_id, "--plan", "payg", "--pricing", pricing]));
+    assert_eq!(show(new_id).get("quota"), None, "payg has no quota");
+}
