@@ -132,10 +132,20 @@ async fn a_customers_billable_calls_cross_its_quota_once_across_keys_and_redeliv
     let report = store.apply_deliveries(&[late], at).await.unwrap();
     assert!(report.alerts.is_empty() && report.quota_refusals.is_empty(), "{report:?}");
     assert_eq!(store.revocation_epoch().await.unwrap(), epoch + 1);
+    // A key the customer creates afterwards is refused after its first calls, counted.
+    let fresh = contract::new_record("ada@example.com", None);
+    store.insert_key(&fresh).await.unwrap();
+    store.update_key(&fresh.id, &quota).await.unwrap();
+    let first_calls =
+        contract::batch_of(6, vec![contract::delta(&fresh.id, "2026-12-07T10:03:00Z", 200, true, 1)]);
+    let report = store.apply_deliveries(&[first_calls], at).await.unwrap();
+    assert_eq!(report.quota_refusals.len(), 1, "{report:?}");
+    assert_eq!(store.get_key(&fresh.id).await.unwrap().unwrap().quota_refused_in, Some(december));
+    assert_eq!(store.revocation_epoch().await.unwrap(), epoch + 2);
     // A late call of November never takes December's mark back.
     let november =
         contract::batch_of(5, vec![contract::delta(&first.id, "2026-11-30T23:59:59Z", 200, true, 11)]);
     let report = store.apply_deliveries(&[november], at).await.unwrap();
-    assert_eq!(report.quota_refusals.len(), 1, "November's own crossing");
+    assert!(report.quota_refusals.is_empty(), "nothing to mark: {report:?}");
     assert_eq!(store.get_key(&first.id).await.unwrap().unwrap().quota_refused_in, Some(december));
 }

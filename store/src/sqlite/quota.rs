@@ -75,7 +75,10 @@ pub(super) fn settle<'a>(
         report.quota_writes += 1;
         let after = counter(after, "quota usage")?;
         let crossed = terms.crossings(after.saturating_sub(calls), after);
-        if crossed.thresholds.is_empty() && !crossed.refuses {
+        // Past a hard quota, every key of the customer not yet marked for the month is marked: the
+        // keys of the crossing, and any created since (a new key's first calls are its last).
+        let over = terms.refuses_at(after);
+        if crossed.thresholds.is_empty() && !over {
             continue;
         }
         let email =
@@ -83,9 +86,11 @@ pub(super) fn settle<'a>(
         let keys = quota_keys(tx, &customer)?;
         let plan = plan.map(|p| PlanName::parse(&p)).transpose().map_err(|e| corrupt(e.to_string()))?;
         let mut claimed: BTreeSet<u16> = sent.split(',').filter_map(|t| t.parse().ok()).collect();
+        let mut announced = false;
         for threshold in crossed.thresholds {
             // A threshold already claimed (a quota lowered and raised again) is not announced twice.
             if claimed.insert(threshold) {
+                announced = true;
                 report.alerts.push(UsageAlert {
                     customer: email.clone(),
                     keys: keys.clone(),
@@ -99,20 +104,26 @@ pub(super) fn settle<'a>(
                 });
             }
         }
-        let sent = claimed.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-        tx.execute(
-            "UPDATE quota_usage SET sent = ?3 WHERE customer = ?1 AND month = ?2",
-            params![customer, month.to_string(), sent],
-        )
-        .map_err(op)?;
-        if crossed.refuses {
-            // A late call of an earlier month never takes back a later month's mark.
+        if announced {
+            let sent = claimed.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
             tx.execute(
-                "UPDATE api_keys SET quota_refused_in = ?2 WHERE user_email = ?1 AND quota_mode = 'hard' \
-                 AND (quota_refused_in IS NULL OR quota_refused_in < ?2)",
-                params![customer, month.to_string()],
+                "UPDATE quota_usage SET sent = ?3 WHERE customer = ?1 AND month = ?2",
+                params![customer, month.to_string(), sent],
             )
             .map_err(op)?;
+        }
+        if over {
+            // A late call of an earlier month never takes back a later month's mark.
+            let marked = tx
+                .execute(
+                    "UPDATE api_keys SET quota_refused_in = ?2 WHERE user_email = ?1 AND quota_mode = 'hard' \
+                     AND (quota_refused_in IS NULL OR quota_refused_in < ?2)",
+                    params![customer, month.to_string()],
+                )
+                .map_err(op)?;
+            if marked == 0 {
+                continue;
+            }
             tx.execute(
                 "INSERT INTO meta (name, value) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1",
                 [REVOCATION_EPOCH],
