@@ -3,6 +3,7 @@
 //! in ARCHITECTURE.md).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use chrono::{DateTime, Utc};
@@ -14,6 +15,7 @@ use meter_model::{ApplyReport, BatchDelta, Day, DayDelta, KeyId, StoreError, Tal
 use super::error::{WriteFailure, build_error, store_error, table_missing};
 use super::item::{corrupt, n, req_s, s};
 use super::open;
+use super::quota::{KEY_LOOKUP_PROJECTION, KeyQuota, key_quota};
 use super::{
     COUNTER_WRITE_CONCURRENCY, DynamoStore, MARKER_PARTITION_PREFIX, MAX_BATCH_GET_KEYS, TTL_ATTRIBUTE,
     UNPROCESSED_RETRY, pause_for_unprocessed,
@@ -35,13 +37,17 @@ enum Marked {
 }
 
 impl DynamoStore {
-    /// Which of `ids` exist, read consistently in batches of 100.
-    async fn existing_keys(&self, ids: &[&KeyId]) -> Result<HashSet<KeyId>, StoreError> {
-        let mut existing = HashSet::new();
+    /// Which of `ids` exist, with the quota each carries, read consistently in batches of 100.
+    async fn existing_keys(
+        &self,
+        ids: &[&KeyId],
+    ) -> Result<HashMap<KeyId, Option<Arc<KeyQuota>>>, StoreError> {
+        let mut existing = HashMap::new();
         for group in ids.chunks(MAX_BATCH_GET_KEYS) {
             let mut request = KeysAndAttributes::builder()
                 .set_keys(Some(group.iter().map(|id| Self::key_of(id)).collect()))
-                .projection_expression("id")
+                .projection_expression(KEY_LOOKUP_PROJECTION)
+                .expression_attribute_names("#plan", "plan")
                 .consistent_read(true)
                 .build()
                 .map_err(|e| build_error("look up keys", e))?;
@@ -55,7 +61,8 @@ impl DynamoStore {
                     .await
                     .map_err(|e| table_missing(store_error("look up keys", e), &self.tables.api_keys))?;
                 for item in out.responses().and_then(|r| r.get(&self.tables.api_keys)).into_iter().flatten() {
-                    existing.insert(KeyId::parse(req_s(item, "id")?).map_err(|e| corrupt(e.to_string()))?);
+                    let id = KeyId::parse(req_s(item, "id")?).map_err(|e| corrupt(e.to_string()))?;
+                    existing.insert(id, key_quota(item)?);
                 }
                 match out.unprocessed_keys.and_then(|mut u| u.remove(&self.tables.api_keys)) {
                     Some(rest) if !rest.keys().is_empty() => {
@@ -325,7 +332,7 @@ impl UsageWriter for DynamoStore {
         let unknown: Vec<&KeyId> = {
             let known = self.known_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut ids: Vec<&KeyId> =
-                days.iter().map(|d| &d.key_id).filter(|k| !known.contains(*k)).collect();
+                days.iter().map(|d| &d.key_id).filter(|k| !known.contains_key(*k)).collect();
             ids.dedup();
             ids
         };
@@ -338,20 +345,23 @@ impl UsageWriter for DynamoStore {
                 return Ok(report);
             }
         };
-        let writable: Vec<&DayDelta> = {
+        // Each existing key's day, with the quota it counts against (if any).
+        let writable: Vec<(DayDelta, Option<Arc<KeyQuota>>)> = {
             let mut known = self.known_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             known.extend(found);
             days.iter()
-                .filter(|d| {
-                    let exists = known.contains(&d.key_id);
-                    if !exists {
+                .filter_map(|d| match known.get(&d.key_id) {
+                    Some(quota) => Some((d.clone(), quota.clone())),
+                    None => {
                         report.unknown_keys.entry(d.key_id.clone()).or_default().add(d.tally);
+                        None
                     }
-                    exists
                 })
                 .collect()
         };
-        let (hot, parked) = split_parked(writable.into_iter().cloned().collect());
+        let quota_days: Vec<(DayDelta, Option<Arc<KeyQuota>>)> =
+            writable.iter().filter(|(_, quota)| quota.is_some()).cloned().collect();
+        let (hot, parked) = split_parked(writable.into_iter().map(|(day, _)| day).collect());
         // Parked items are named after the buffer's fresh deliveries: the same buffer writes the same items.
         let buffer = buffer_digest(&fresh);
         let parks: Vec<((u64, Day), Vec<DayDelta>)> = parked.into_iter().collect();
@@ -400,6 +410,9 @@ impl UsageWriter for DynamoStore {
                     report.failure.get_or_insert_with(|| meter_model::error_chain(&err));
                 }
             }
+        }
+        if !quota_days.is_empty() {
+            self.settle_quotas(&quota_days, applied_at, &mut report).await;
         }
         Ok(report)
     }

@@ -24,7 +24,7 @@ pub(super) fn corrupt(detail: impl Into<String>) -> StoreError {
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
-fn get_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, StoreError> {
+pub(super) fn get_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, StoreError> {
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
         Some(AttributeValue::S(value)) => Ok(Some(value)),

@@ -4,7 +4,7 @@
 //! converts items, `keys` is the [`KeyStore`](meter_model::KeyStore), `counters` reads and corrects the
 //! day items, and `batch` applies the realtime path's buffers of deliveries, each delivery once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ mod item;
 mod keys;
 mod open;
 mod parked;
+mod quota;
 pub mod schema;
 
 use item::s;
@@ -94,7 +95,9 @@ pub struct DynamoStore {
     tables: TableNames,
     write_limit: Option<usize>,
     /// Keys seen to exist: keys are never deleted, so a warm function reads each key once.
-    known_keys: Arc<Mutex<HashSet<KeyId>>>,
+    /// Keys known to exist, with what their look-up said of their quota (kept for the instance's life:
+    /// a changed quota reaches a warm transformer when it starts again).
+    known_keys: Arc<Mutex<HashMap<KeyId, Option<Arc<quota::KeyQuota>>>>>,
 }
 
 impl DynamoStore {

@@ -638,6 +638,86 @@ pub(crate) async fn quota_terms_and_refusal_marks_round_trip_and_clear<S: KeySto
     assert_eq!(store.get_key(&record.id).await.unwrap(), Some(none));
 }
 
+/// Plan quotas: a customer's keys count together, each threshold is claimed
+/// once, a hard quota marks every key of the customer and moves the revocation epoch once, and a
+/// redelivered buffer moves nothing.
+pub(crate) async fn a_customers_billable_calls_cross_its_quota_once_across_keys_and_redeliveries<S>(store: &S)
+where
+    S: KeyStore + UsageWriter,
+{
+    let terms = QuotaTerms::new(10, QuotaMode::Hard, vec![50, 100]).unwrap();
+    let quota = KeyChange { quota: Some(Some(terms)), ..KeyChange::default() };
+    let (first, second) = (new_record("ada@example.com", None), new_record("ada@example.com", None));
+    let other = new_record("bob@example.com", None);
+    for record in [&first, &second, &other] {
+        store.insert_key(record).await.unwrap();
+    }
+    for record in [&first, &second] {
+        store.update_key(&record.id, &quota).await.unwrap();
+    }
+    let epoch = store.revocation_epoch().await.unwrap();
+    let at = at("2026-12-07T10:00:30Z");
+    // 4 billable on one key, 2 on the other (and a failed call, never billable): 6 of 10.
+    let buffer = batch_of(
+        1,
+        vec![
+            delta(&first.id, "2026-12-07T10:00:00Z", 200, true, 4),
+            delta(&second.id, "2026-12-07T10:00:01Z", 200, true, 2),
+            delta(&second.id, "2026-12-07T10:00:02Z", 500, true, 1),
+            delta(&other.id, "2026-12-07T10:00:03Z", 200, true, 50),
+        ],
+    );
+    let report = store.apply_deliveries(std::slice::from_ref(&buffer), at).await.unwrap();
+    assert!(report.quota_writes >= 1, "the one customer with a quota: {report:?}");
+    let thresholds: Vec<(u16, u64)> = report.alerts.iter().map(|a| (a.threshold, a.used)).collect();
+    assert_eq!(thresholds, [(50, 6)]);
+    assert_eq!(report.alerts[0].keys, {
+        let mut ids = vec![first.id.clone(), second.id.clone()];
+        ids.sort();
+        ids
+    });
+    assert!(report.quota_refusals.is_empty());
+    // Redelivered: nothing moves, nothing is announced again.
+    let again = store.apply_deliveries(std::slice::from_ref(&buffer), at).await.unwrap();
+    assert_eq!((again.quota_writes, again.alerts.len()), (0, 0), "{again:?}");
+    // 4 more: exactly the quota, every call served; 100% reached, nothing refused yet.
+    let full = batch_of(2, vec![delta(&first.id, "2026-12-07T10:01:00Z", 200, true, 4)]);
+    let report = store.apply_deliveries(&[full], at).await.unwrap();
+    assert_eq!(report.alerts.iter().map(|a| a.threshold).collect::<Vec<_>>(), [100]);
+    assert!(report.quota_refusals.is_empty(), "the quota's own calls are all served");
+    assert_eq!(store.revocation_epoch().await.unwrap(), epoch);
+    // One more: past the quota; both keys refused for December, the epoch moved once.
+    let past = batch_of(3, vec![delta(&second.id, "2026-12-07T10:02:00Z", 200, true, 1)]);
+    let report = store.apply_deliveries(&[past], at).await.unwrap();
+    assert_eq!(report.quota_refusals.len(), 1);
+    assert_eq!((report.quota_refusals[0].used, report.quota_refusals[0].quota), (11, 10));
+    assert_eq!(store.revocation_epoch().await.unwrap(), epoch + 1);
+    let december = Month::new(2026, 12).unwrap();
+    for record in [&first, &second] {
+        assert_eq!(store.get_key(&record.id).await.unwrap().unwrap().quota_refused_in, Some(december));
+    }
+    assert_eq!(store.get_key(&other.id).await.unwrap().unwrap().quota_refused_in, None);
+    // Calls already in flight count, but nothing is marked or announced twice.
+    let late = batch_of(4, vec![delta(&first.id, "2026-12-07T10:02:30Z", 200, true, 3)]);
+    let report = store.apply_deliveries(&[late], at).await.unwrap();
+    assert!(report.alerts.is_empty() && report.quota_refusals.is_empty(), "{report:?}");
+    assert_eq!(store.revocation_epoch().await.unwrap(), epoch + 1);
+    // A key the customer creates afterwards is refused after its first calls, counted.
+    let fresh = new_record("ada@example.com", None);
+    store.insert_key(&fresh).await.unwrap();
+    store.update_key(&fresh.id, &quota).await.unwrap();
+    let first_calls = batch_of(6, vec![delta(&fresh.id, "2026-12-07T10:03:00Z", 200, true, 1)]);
+    let report = store.apply_deliveries(&[first_calls], at).await.unwrap();
+    assert_eq!(report.quota_refusals.len(), 1, "{report:?}");
+    assert_eq!(store.get_key(&fresh.id).await.unwrap().unwrap().quota_refused_in, Some(december));
+    assert_eq!(store.revocation_epoch().await.unwrap(), epoch + 2);
+    // A late call of November never takes December's mark back.
+    let november = batch_of(5, vec![delta(&first.id, "2026-11-30T23:59:59Z", 200, true, 11)]);
+    let report = store.apply_deliveries(&[november], at).await.unwrap();
+    assert!(report.quota_refusals.is_empty(), "nothing to mark: {report:?}");
+    assert_eq!(store.get_key(&first.id).await.unwrap().unwrap().quota_refused_in, Some(december));
+}
+
 pub(crate) async fn imported_usage_is_part_of_the_lifetime_totals<S>(store: &S)
 where
     S: KeyStore + UsageWriter + UsageReader + CounterCorrector,
@@ -777,6 +857,13 @@ macro_rules! contract_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn quota_terms_and_refusal_marks_round_trip_and_clear() {
             contract::quota_terms_and_refusal_marks_round_trip_and_clear(&$make().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_customers_billable_calls_cross_its_quota_once_across_keys_and_redeliveries() {
+            contract::a_customers_billable_calls_cross_its_quota_once_across_keys_and_redeliveries(
+                &$make().await,
+            )
+            .await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn imported_usage_is_part_of_the_lifetime_totals() {
