@@ -46,6 +46,8 @@ impl CounterReport {
             .with("UnknownKeyEvents", self.unknown_key_events(), Unit::Count)
             .with("CounterEventsNotApplied", self.apply.not_applied.usage_count, Unit::Count)
             .with("KeyItemsWritten", count(self.apply.key_writes), Unit::Count)
+            .with("UsageAlertsClaimed", count(self.apply.alerts.len()), Unit::Count)
+            .with("QuotaRefusals", count(self.apply.quota_refusals.len()), Unit::Count)
             .with("KeyDaysWritten", count(self.apply.key_days_written), Unit::Count)
             .with("CounterWriteUnits", self.apply.write_units(), Unit::Count)
             .with("CounterReadUnits", self.apply.read_units(), Unit::Count)

@@ -5,7 +5,7 @@ use meter_lambda::RetryPolicy;
 use meter_lambda::env::{self, ConfigError};
 use meter_lambda::runtime::Failure;
 use meter_model::{Clock, SystemClock};
-use meter_store::{AnySink, AnyStore, ArchiveLocation};
+use meter_store::{AnySink, AnyStore, ArchiveLocation, SnsNotifier};
 
 use crate::RealtimeCounters;
 use crate::transform::{FirehoseEvent, FirehoseResponse, transform_before};
@@ -16,10 +16,13 @@ pub const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_secs(5
 
 /// The archive transformer, which also keeps the realtime counters: `METER_ARCHIVE`
 /// (`s3://bucket/prefix`, where `rejects/` is written) and `METER_STORE` (e.g.
-/// `dynamodb:keys=ApiKeys,counters=UsageCounters`).
+/// `dynamodb:keys=ApiKeys,counters=UsageCounters`), and optionally `METER_USAGE_ALERT_TOPIC` (the SNS
+/// topic usage alerts are published on).
 pub struct ArchiveTransformerFunction {
     rejects: meter_archive::Archive<AnySink>,
     counters: RealtimeCounters<AnyStore, SystemClock>,
+    /// Where usage alerts go (`METER_USAGE_ALERT_TOPIC`); without it each is logged only.
+    usage_alerts: Option<SnsNotifier>,
 }
 
 impl ArchiveTransformerFunction {
@@ -31,9 +34,14 @@ impl ArchiveTransformerFunction {
         let location: ArchiveLocation =
             env::required("METER_ARCHIVE", "the archive, e.g. s3://bucket/usage")?.parse()?;
         let store = AnyStore::from_env().await?;
+        let usage_alerts = match env::optional("METER_USAGE_ALERT_TOPIC") {
+            Some(topic) => Some(SnsNotifier::for_topic(topic).await),
+            None => None,
+        };
         Ok(Self {
             rejects: meter_archive::Archive::new(AnySink::open(&location).await),
             counters: RealtimeCounters::new(store, SystemClock, RetryPolicy::default()),
+            usage_alerts,
         })
     }
 
@@ -50,6 +58,7 @@ impl ArchiveTransformerFunction {
             .await
             .map_err(|err| Failure::new(&err, err.is_transient()))?;
         println!("{}", stats.metrics(Self::NAME, SystemClock.now()).render());
+        crate::alerts::announce(&stats.counters.apply.alerts, &self.usage_alerts).await;
         Ok(response)
     }
 }

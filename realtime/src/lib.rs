@@ -3,6 +3,7 @@
 //! delivery counted once), Firehose's buffering for local runs, and the local archiver behind
 //! `meter archive`.
 
+pub mod alerts;
 pub mod archiver;
 pub mod buffer;
 pub mod counters;
