@@ -33,6 +33,7 @@ export class MeterData extends Construct {
   readonly revocationTopic: sns.Topic;
   readonly financeTopic: sns.Topic;
   readonly alertsTopic: sns.Topic;
+  readonly usageAlertsTopic: sns.Topic;
 
   constructor(scope: Construct, id: string, settings: EnvironmentSettings) {
     super(scope, id);
@@ -129,6 +130,8 @@ export class MeterData extends Construct {
     this.revocationTopic = topic('Revocation', 'meter: a key was revoked');
     this.financeTopic = topic('Finance', 'meter: monthly invoices are ready');
     this.alertsTopic = topic('Alerts', 'meter: an operator must look');
+    // Customers' usage thresholds (plan quotas): API owners route them to e-mail, chat or webhooks.
+    this.usageAlertsTopic = topic('UsageAlerts', 'meter: a customer reached a usage threshold');
     // The topic policy `enforceSSL` creates replaces SNS's default one, which let the account's
     // services publish: CloudWatch alarms need their own statement, scoped to this account's alarms.
     this.alertsTopic.addToResourcePolicy(

@@ -107,7 +107,7 @@ export class MeterStack extends Stack {
         memoryMiB: 1024,
         // Firehose waits at most 5 minutes for a transformation.
         timeout: Duration.minutes(5),
-        environment: storeAndArchive,
+        environment: { ...storeAndArchive, METER_USAGE_ALERT_TOPIC: data.usageAlertsTopic.topicArn },
         reservedConcurrency: settings.transformerReservedConcurrency || undefined,
       });
     // The pipeline's names, known before it exists: the reconcile job's Athena settings and grants use them.
@@ -197,7 +197,9 @@ export class MeterStack extends Stack {
     allow(authorizer, ['dynamodb:Query'], keysIndex);
     allow(invalidator, ['apigateway:DELETE'], flushTargets.map((target) => target.cacheArn));
     // Reads which keys exist; writes each key's open days and totals (one UpdateItem per key and buffer).
-    allow(transformer, ['dynamodb:BatchGetItem', 'dynamodb:UpdateItem'], keys);
+    // Scan: a customer's keys, looked for once per customer and month when a hard quota is passed.
+    allow(transformer, ['dynamodb:BatchGetItem', 'dynamodb:Scan', 'dynamodb:UpdateItem'], keys);
+    data.usageAlertsTopic.grantPublish(transformer.function);
     allow(transformer, ['dynamodb:UpdateItem', 'dynamodb:PutItem'], counters);
     allow(transformer, ['s3:PutObject'], [data.archive.arnForObjects(`${ARCHIVE_PREFIX}/*`)]);
     allow(reconcile, ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan', 'dynamodb:UpdateItem', 'dynamodb:BatchGetItem', 'dynamodb:ConditionCheckItem'], keys);
@@ -255,7 +257,7 @@ export class MeterStack extends Stack {
         reason: prefixReason('reports'),
       });
     }
-    for (const target of [reconcile, report]) {
+    for (const target of [transformer, reconcile, report]) {
       acknowledge(target.function.role!, {
         id: 'AwsSolutions-IAM5[Action::kms:GenerateDataKey*]',
         reason: 'Publishing to an encrypted topic needs a data key from its KMS key (granted on that key only)',
@@ -396,6 +398,7 @@ export class MeterStack extends Stack {
     output('GraceEndStateMachine', graceEnd.stateMachineArn, 'METER_GRACE_END_STATE_MACHINE for meter keys rotate');
     output('FinanceTopicArn', data.financeTopic.topicArn, 'Finance subscribes here');
     output('AlertsTopicArn', data.alertsTopic.topicArn, 'Operators subscribe here');
+    output('UsageAlertsTopicArn', data.usageAlertsTopic.topicArn, "Customers' usage thresholds (meter.usage.threshold events): route them to e-mail, chat or webhooks");
     output('OperatorPolicyArn', operator.managedPolicyArn, "Attach to the operators' role or group to run meter keys, usage and report --resend-links");
     output('LinksUrl', linksUrl.url, 'METER_LINKS_URL for meter report --resend-links: the report-links function URL');
     output('LinksKeyArn', linksKey.keyArn, 'METER_LINKS_KEY for meter report --resend-links: the HMAC key that signs links');

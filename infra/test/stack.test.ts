@@ -88,9 +88,11 @@ describe('data', () => {
     assert.deepEqual(versioned.map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort(), ['DataArchive', 'DataReports']);
   });
 
-  it('encrypts the three topics with a rotated key that CloudWatch alarms may use', () => {
+  it('encrypts the four topics with a rotated key that CloudWatch alarms may use', () => {
     const topics = resources(prod.template, 'AWS::SNS::Topic');
-    assert.deepEqual(topics.map(([, t]) => t.Properties.TopicName).sort(), ['meter-prod-alerts', 'meter-prod-finance', 'meter-prod-revocation']);
+    assert.deepEqual(topics.map(([, t]) => t.Properties.TopicName).sort(), [
+      'meter-prod-alerts', 'meter-prod-finance', 'meter-prod-revocation', 'meter-prod-usagealerts',
+    ]);
     for (const [, topic] of topics) assert.ok(topic.Properties.KmsMasterKeyId, topic.Properties.TopicName);
     prod.template.hasResourceProperties('AWS::KMS::Key', {
       EnableKeyRotation: true,
@@ -125,7 +127,7 @@ describe('functions', () => {
     assert.deepEqual(prod.stack.resolve(env('authorizer').METER_STORE), {
       'Fn::Join': ['', ['dynamodb:keys=', { Ref: 'DataApiKeys9F300A5F' }, ',counters=', { Ref: 'DataUsageCounters2C19E926' }]],
     });
-    assert.deepEqual(Object.keys(env('archive-transformer')).sort(), ['METER_ARCHIVE', 'METER_LOG', 'METER_STORE']);
+    assert.deepEqual(Object.keys(env('archive-transformer')).sort(), ['METER_ARCHIVE', 'METER_LOG', 'METER_STORE', 'METER_USAGE_ALERT_TOPIC']);
     assert.deepEqual(Object.keys(env('reconcile-job')).sort(), [
       'METER_ALERT_TOPIC', 'METER_ARCHIVE', 'METER_DRIFT_ALERT_THRESHOLD', 'METER_LOG', 'METER_RECONCILE_LOOKBACK_DAYS', 'METER_STORE',
     ]);
@@ -167,7 +169,10 @@ describe('functions', () => {
         .filter((s: any) => table.test(JSON.stringify(s.Resource)))
         .flatMap((s: any) => [s.Action].flat())
         .sort();
-    assert.deepEqual(onTable('ArchiveTransformerRole', /DataApiKeys/), ['dynamodb:BatchGetItem', 'dynamodb:UpdateItem']);
+    assert.deepEqual(onTable('ArchiveTransformerRole', /DataApiKeys/), ['dynamodb:BatchGetItem', 'dynamodb:Scan', 'dynamodb:UpdateItem']);
+    // Usage alerts: the transformer publishes them on their own topic, named in its environment.
+    const publishes = policiesOf('ArchiveTransformerRole').find((s: any) => s.Action === 'sns:Publish');
+    assert.match(JSON.stringify(publishes.Resource), /DataUsageAlerts/);
     assert.deepEqual(onTable('ArchiveTransformerRole', /DataUsageCounters/), ['dynamodb:PutItem', 'dynamodb:UpdateItem']);
     const transformerWrites = policiesOf('ArchiveTransformerRole').find((s: any) => s.Action === 's3:PutObject');
     assert.match(JSON.stringify(transformerWrites.Resource), /\/usage\/\*/);

@@ -2,7 +2,8 @@
 //!
 //! Configuration (environment): `METER_ARCHIVE` (`s3://bucket/prefix`, where `rejects/` and rows that
 //! do not fit the response are written), `METER_STORE` (the realtime counters, e.g.
-//! `dynamodb:keys=ApiKeys,counters=UsageCounters`), the standard AWS settings, `METER_LOG`.
+//! `dynamodb:keys=ApiKeys,counters=UsageCounters`), `METER_USAGE_ALERT_TOPIC` (optional: the SNS topic
+//! customers' usage alerts are published on), the standard AWS settings, `METER_LOG`.
 
 use meter_lambda::runtime as lambda;
 use meter_realtime::lambda::ArchiveTransformerFunction;
