@@ -135,6 +135,29 @@ pub(crate) async fn show(
             record.imported.tally.failed_calls
         );
     }
+    if let Some(quota) = &record.quota {
+        let alerts = if quota.alerts.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", alerts at {}%",
+                quota.alerts.iter().map(u16::to_string).collect::<Vec<_>>().join("%, ")
+            )
+        };
+        let _ = writeln!(
+            extra,
+            "quota            {} billable calls a month, {}{alerts}",
+            quota.calls, quota.mode
+        );
+    }
+    if record.is_quota_refused_at(clock.now()) {
+        let resets = meter_model::quota::resets_at(meter_model::Month::of(clock.now()));
+        let _ = writeln!(
+            extra,
+            "refused          the customer's quota is reached; refused until {}",
+            format_instant(resets)
+        );
+    }
     for terms in &record.previous_terms {
         let _ = writeln!(
             extra,

@@ -966,6 +966,8 @@ fn a_plans_quota_travels_with_its_keys_through_create_update_and_rotate() {
         serde_json::from_str(&ok(meter(home.path()).args(["keys", "show", id, "--json"]))).unwrap()
     };
     assert_eq!(show(&id)["quota"], serde_json::json!({"calls": 2, "mode": "hard", "alerts": [50]}));
+    let text = ok(meter(home.path()).args(["keys", "show", &id]));
+    assert!(text.contains("quota            2 billable calls a month, hard, alerts at 50%"), "{text}");
     let rotated: Value = serde_json::from_str(&ok(
         meter(home.path()).args(["keys", "rotate", &id, "--grace", "1h", "--json"])
     ))
