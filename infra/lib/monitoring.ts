@@ -229,6 +229,7 @@ export class Monitoring extends Construct {
     );
     this.dashboard.addWidgets(
       graph('Counters', [transformer('CounterEventsNotApplied'), transformer('CounterWriteUnits'), transformer('CounterReadUnits')]),
+      graph('Quotas', [transformer('QuotaRefusals'), transformer('UsageAlertsClaimed')]),
       graph('DynamoDB throttles', props.tables.flatMap((table) => [
         table.metric('ReadThrottleEvents', { statistic: 'Sum', period: Duration.minutes(5), label: `${table.node.id} reads` }),
         table.metric('WriteThrottleEvents', { statistic: 'Sum', period: Duration.minutes(5), label: `${table.node.id} writes` }),

@@ -442,10 +442,10 @@ describe('monitoring', () => {
     const dashboard = resources(prod.template, 'AWS::CloudWatch::Dashboard')[0][1];
     assert.equal(dashboard.Properties.DashboardName, 'meter-api-usage-prod');
     const body = JSON.stringify(dashboard.Properties.DashboardBody);
-    for (const title of ['Usage events', 'Rejects by reason', 'Realtime lag', 'DynamoDB throttles', 'Drift per reconcile run', 'Firehose delivery freshness', 'Log subscription']) {
+    for (const title of ['Usage events', 'Rejects by reason', 'Realtime lag', 'Quotas', 'DynamoDB throttles', 'Drift per reconcile run', 'Firehose delivery freshness', 'Log subscription']) {
       assert.ok(body.includes(title), title);
     }
-    for (const metric of ['UsageEvents', 'RejectedLines', 'RealtimeLagMs', 'TotalAbsDrift', 'DeliveryToS3.DataFreshness', 'DeliveryErrors']) {
+    for (const metric of ['UsageEvents', 'RejectedLines', 'RealtimeLagMs', 'QuotaRefusals', 'UsageAlertsClaimed', 'TotalAbsDrift', 'DeliveryToS3.DataFreshness', 'DeliveryErrors']) {
       assert.ok(body.includes(metric), metric);
     }
   });
