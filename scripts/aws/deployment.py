@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.error
@@ -372,7 +373,8 @@ def test_api_usage(args: argparse.Namespace) -> int:
             call(base + "/v1/ping", None)
         except (urllib.error.URLError, OSError) as err:
             raise Failure(f"nothing answers at {base} ({err}): start `meter serve` (or set METER_SERVE_URL)") from err
-        return exercise(base, env, args)
+        exercise(base, env, args)
+        return quota_check(base, env, args)
     aws = session(args.region)
     out = stack_outputs(aws, args.env)
     if "ApiUrl" not in out:
@@ -424,6 +426,46 @@ def exercise(base: str, env: dict[str, str], args: argparse.Namespace) -> int:
         if time.monotonic() - revoked > args.timeout:
             raise Failure(f"the revoked key still answers {status} after {args.timeout} s")
         time.sleep(0.5)
+
+
+QUOTA_CHECK_CALLS = 3
+
+
+def quota_check(base: str, env: dict[str, str], args: argparse.Namespace) -> int:
+    """A throwaway key under a tiny hard quota: its calls are served up to the quota, then refused with
+    429 within the bound (local only: on AWS the key would put a test customer on the month's invoices,
+    and a REST API's refusal is its 403 until the gateway response maps it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pricing = Path(tmp) / "pricing.toml"
+        # The default plan, so that the key bills under the real pricing's default plan like any other.
+        pricing.write_text(
+            'currency = "USD"\ndefault_plan = "quota-check"\n[plans.quota-check]\nmonthly_fee = "0.00"\n'
+            f'tiers = [{{ price_per_1000 = "0.00" }}]\nquota = {{ calls = {QUOTA_CHECK_CALLS}, mode = "hard" }}\n'
+        )
+        key = meter(["keys", "create", "--email", f"test-api-usage+quota-{uuid.uuid4().hex[:8]}@example.com",
+                     "--pricing", str(pricing), "--json"], env)
+    served, crossed = 0, None
+    try:
+        while True:
+            status, body = call(base + "/v1/items/1", key["key"])
+            if status == 200:
+                served += 1
+                if served == QUOTA_CHECK_CALLS + 1:
+                    crossed = time.monotonic()
+            elif status == 429:
+                if served < QUOTA_CHECK_CALLS:
+                    raise Failure(f"refused after {served} calls, before its quota of {QUOTA_CHECK_CALLS}: {body[:200]}")
+                waited = time.monotonic() - crossed if crossed else 0.0
+                print(f"quota of {QUOTA_CHECK_CALLS} calls: refused with 429 {waited:.1f} s after the crossing call "
+                      f"({served - QUOTA_CHECK_CALLS} served beyond it)")
+                return 0
+            else:
+                raise Failure(f"GET /v1/items/1 answered {status} under a quota: {body[:200]}")
+            if crossed and time.monotonic() - crossed > args.timeout:
+                raise Failure(f"still served {args.timeout} s after passing a quota of {QUOTA_CHECK_CALLS} calls")
+            time.sleep(0.2)
+    finally:
+        meter(["keys", "revoke", key["id"]], env, json_out=False)
 
 
 # --- destroy ------------------------------------------------------------------------------------------
