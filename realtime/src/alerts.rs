@@ -13,14 +13,7 @@ pub const SUBJECT: &str = "meter: usage threshold reached";
 pub async fn announce(alerts: &[UsageAlert], publisher: &impl Publisher) {
     for alert in alerts {
         let event = alert.event().to_string();
-        tracing::info!(
-            customer = %alert.customer,
-            period = %alert.period,
-            threshold = alert.threshold,
-            used = alert.used,
-            quota = alert.quota,
-            "usage alert"
-        );
+        log(alert);
         if let Err(err) = publisher.publish_message(SUBJECT, &event).await {
             tracing::error!(
                 error = %meter_model::error_chain(&err),
@@ -29,6 +22,18 @@ pub async fn announce(alerts: &[UsageAlert], publisher: &impl Publisher) {
             );
         }
     }
+}
+
+/// The log line of a usage alert: who, which month, which threshold, the figures (never a key).
+pub fn log(alert: &UsageAlert) {
+    tracing::info!(
+        customer = %alert.customer,
+        period = %alert.period,
+        threshold = alert.threshold,
+        used = alert.used,
+        quota = alert.quota,
+        "usage alert"
+    );
 }
 
 #[cfg(test)]

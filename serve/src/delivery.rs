@@ -179,14 +179,7 @@ impl<S: UsageWriter, C: Clock> Deliveries<S, C> {
         let failed = |source| DeliveryError::Alerts { path: path.clone(), source };
         let mut lines = String::new();
         for alert in &alerts[self.alerts_written..] {
-            tracing::info!(
-                customer = %alert.customer,
-                period = %alert.period,
-                threshold = alert.threshold,
-                used = alert.used,
-                quota = alert.quota,
-                "usage alert"
-            );
+            meter_realtime::alerts::log(alert);
             lines.push_str(&alert.event().to_string());
             lines.push('\n');
         }

@@ -1,5 +1,7 @@
 //! `ApiKeys`: the [`KeyStore`] on DynamoDB, and the revocation epoch.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use meter_model::time::format_instant;
@@ -37,6 +39,17 @@ impl DynamoStore {
         projection: Option<&str>,
         operation: &str,
     ) -> Result<Vec<Item>, StoreError> {
+        self.key_items_where(projection, None, operation).await
+    }
+
+    /// [`key_items`](Self::key_items) that `filter` (an expression and its values) holds for.
+    pub(super) async fn key_items_where(
+        &self,
+        projection: Option<&str>,
+        filter: Option<(&str, HashMap<String, AttributeValue>)>,
+        operation: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let (expression, values) = filter.map_or((None, None), |(e, v)| (Some(e.to_owned()), Some(v)));
         let mut items = Vec::new();
         let mut start = None;
         loop {
@@ -45,6 +58,8 @@ impl DynamoStore {
                 .scan()
                 .table_name(&self.tables.api_keys)
                 .set_projection_expression(projection.map(str::to_owned))
+                .set_filter_expression(expression.clone())
+                .set_expression_attribute_values(values.clone())
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()

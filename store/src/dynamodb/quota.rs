@@ -268,35 +268,23 @@ impl DynamoStore {
     /// order. A Scan of `ApiKeys` (no index by customer): made once per customer and month, at a
     /// crossing.
     async fn quota_keys_of(&self, customer: &Email) -> Result<Vec<(KeyId, Option<Month>)>, StoreError> {
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.tables.api_keys)
-                .filter_expression("userEmail = :c AND attribute_exists(quotaMode)")
-                .projection_expression("id, quotaRefusedIn")
-                .expression_attribute_values(":c", s(customer.as_str()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| {
-                    table_missing(store_error("list a customer's keys", e), &self.tables.api_keys)
-                })?;
-            for item in page.items() {
+        let filter = (
+            "userEmail = :c AND attribute_exists(quotaMode)",
+            HashMap::from([(":c".to_owned(), s(customer.as_str()))]),
+        );
+        let items =
+            self.key_items_where(Some("id, quotaRefusedIn"), Some(filter), "list a customer's keys").await?;
+        let mut keys = items
+            .iter()
+            .map(|item| {
                 let id = KeyId::parse(req_s(item, "id")?).map_err(|e| corrupt(e.to_string()))?;
                 let mark = get_s(item, "quotaRefusedIn")?
                     .map(str::parse::<Month>)
                     .transpose()
                     .map_err(|e| corrupt(format!("key {id}: {e}")))?;
-                keys.push((id, mark));
-            }
-            match page.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => break,
-            }
-        }
+                Ok((id, mark))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         keys.sort();
         Ok(keys)
     }
