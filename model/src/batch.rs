@@ -365,9 +365,9 @@ pub struct ApplyReport {
     pub failure: Option<String>,
     /// Alert thresholds this buffer's usage reached, each claimed once per customer and month: the
     /// caller announces them.
-    pub alerts: Vec<crate::quota::UsageAlert>,
+    pub alerts: Vec<crate::alerts::UsageAlert>,
     /// Customers whose hard quota this buffer's usage took past its last call: already marked.
-    pub quota_refusals: Vec<crate::quota::QuotaRefusalMark>,
+    pub quota_refusals: Vec<crate::alerts::QuotaRefusalMark>,
     /// Quota ledger items written (one per customer with a quota and usage in the buffer).
     pub quota_writes: usize,
 }

@@ -21,6 +21,7 @@ macro_rules! serde_as_text {
     };
 }
 
+pub mod alerts;
 pub mod batch;
 pub mod counting;
 pub mod drift;

@@ -2,7 +2,7 @@
 //! the store): published as the EventBridge-shaped event, one message each, and logged.
 
 use meter_model::Publisher;
-use meter_model::quota::UsageAlert;
+use meter_model::alerts::UsageAlert;
 
 /// The subject of a usage alert's message.
 pub const SUBJECT: &str = "meter: usage threshold reached";

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Utc};
 use futures::TryFutureExt;
-use meter_model::quota::{QuotaRefusalMark, QuotaTerms, UsageAlert};
+use meter_model::alerts::{QuotaRefusalMark, UsageAlert};
+use meter_model::quota::QuotaTerms;
 use meter_model::{ApplyReport, DayDelta, Email, KeyId, Month, PlanName, StoreError};
 
 use super::error::{WriteFailure, store_error, table_missing};

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use meter_model::quota::{QuotaRefusalMark, QuotaTerms, UsageAlert};
+use meter_model::alerts::{QuotaRefusalMark, UsageAlert};
+use meter_model::quota::QuotaTerms;
 use meter_model::{ApplyReport, DayDelta, Email, KeyId, Month, PlanName, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
