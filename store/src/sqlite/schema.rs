@@ -175,6 +175,11 @@ CREATE TABLE quota_usage (
 ) WITHOUT ROWID;
 CREATE INDEX api_keys_user_email ON api_keys (user_email);
 ",
+    // Whether any key carries a quota is asked once per buffer: answered from this index, not by
+    // reading every key row.
+    r"
+CREATE INDEX api_keys_with_quota ON api_keys (quota_mode) WHERE quota_mode IS NOT NULL;
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -225,20 +230,20 @@ mod tests {
         assert!(err.to_string().contains("upgrade meter"), "{err}");
     }
 
-    /// Undoes migrations 13 and 12 (plan quotas: the month totals, and the terms on the key rows).
+    /// Undoes migrations 14 to 12 (plan quotas: the month totals, and the terms on the key rows).
     macro_rules! before_quotas {
         () => {
-            "DROP TABLE quota_usage; DROP INDEX api_keys_user_email; ALTER TABLE api_keys DROP COLUMN quota_calls; ALTER TABLE api_keys DROP COLUMN quota_mode; \
+            "DROP INDEX api_keys_with_quota; DROP TABLE quota_usage; DROP INDEX api_keys_user_email; ALTER TABLE api_keys DROP COLUMN quota_calls; ALTER TABLE api_keys DROP COLUMN quota_mode; \
              ALTER TABLE api_keys DROP COLUMN quota_alerts; ALTER TABLE api_keys DROP COLUMN quota_refused_in; "
         };
     }
     const BEFORE_QUOTAS: &str = before_quotas!();
 
-    /// Undoes migrations 13 to 11 (when each parked row was parked).
+    /// Undoes migrations 14 to 11 (when each parked row was parked).
     const BEFORE_PARKED_AT: &str =
         concat!(before_quotas!(), "ALTER TABLE parked_usage DROP COLUMN parked_at;");
 
-    /// Undoes migrations 13 to 10 (the open usage columns).
+    /// Undoes migrations 14 to 10 (the open usage columns).
     const BEFORE_OPEN_USAGE: &str = concat!(
         before_quotas!(),
         "ALTER TABLE parked_usage DROP COLUMN parked_at; \
