@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, DurationRound, SubsecRound, Utc};
 use meter_model::time::{format_instant, parse_instant};
 use meter_model::{
     ApiKey, ApiKeyRecord, Clock, Email, GraceEndNotifier, HashedKey, KeyChange, KeyId, KeyStatus, KeyStore,
-    KeyTerms, NewKey, PlanName, RevocationNotifier, Tally, UsageTotals,
+    KeyTerms, NewKey, PlanName, QuotaLedger, RevocationNotifier, Tally, UsageTotals,
 };
 use meter_reports::Pricing;
 use serde::Serialize;
@@ -472,7 +472,7 @@ fn plan_text(plan: Option<&PlanName>) -> &str {
 }
 
 /// `meter keys update ID [--plan P] [--email E] [--name N]`.
-pub(crate) async fn update<S: KeyStore>(
+pub(crate) async fn update<S: KeyStore + QuotaLedger>(
     store: &S,
     clock: &impl Clock,
     id: &KeyId,
@@ -523,11 +523,40 @@ pub(crate) async fn update<S: KeyStore>(
         said.push(format!("name {name:?}"));
         change.name = Some(Some(name));
     }
+    let quota_changed = change.quota.is_some();
     let after = if change.is_empty() {
         before
     } else {
         store.update_key(id, &change).await.with_context(|| format!("cannot update key {id}"))?
     };
+    if quota_changed {
+        // The new quota applies at once: the month's refusal is set or lifted against it.
+        let month = meter_model::Month::of(now);
+        let customer = &after.user_email;
+        let used = store.quota_used(customer, month).await.context("cannot read the month's quota usage")?;
+        // A customer is held to the smallest quota among its keys (an operator's Scan, not the
+        // request path's).
+        let keys = store.list_keys().await.context("cannot list the customer's keys")?;
+        let smallest = keys
+            .iter()
+            .filter(|key| key.user_email == *customer)
+            .filter_map(|key| key.quota.as_ref())
+            .min_by_key(|terms| terms.calls);
+        let refused = smallest.is_some_and(|terms| terms.refuses_at(used));
+        let moved = store
+            .set_quota_refusal(customer, month, refused)
+            .await
+            .context("cannot apply the new quota to the customer's keys")?;
+        let quota =
+            after.quota.as_ref().map_or_else(|| "none".to_owned(), |t| format!("{} ({})", t.calls, t.mode));
+        said.push(format!("quota {quota}, {used} billable calls used this month"));
+        if moved > 0 {
+            said.push(format!(
+                "{} for {moved} key(s) of {customer}",
+                if refused { "refused from now on" } else { "refusal lifted" }
+            ));
+        }
+    }
     tracing::info!(key_id = %id, changes = said.len(), "key updated");
     if json {
         return to_json(&after);
@@ -655,4 +684,70 @@ pub(crate) async fn rotate<S: KeyStore>(
         let _ = writeln!(out, "API Gateway's authorizer cache is flushed then ({schedule}).");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use meter_model::quota::{QuotaMode, QuotaTerms};
+    use meter_model::time::parse_instant;
+    use meter_model::{BatchDelta, BatchId, Day, DayDelta, ManualClock, MarkerSlot, Month, UsageWriter};
+    use meter_store::SqliteStore;
+
+    use super::*;
+
+    fn pricing(free_calls: u64) -> Pricing {
+        Pricing::parse(&format!(
+            "currency = \"USD\"\ndefault_plan = \"payg\"\n\
+             [plans.payg]\nmonthly_fee = \"0.00\"\ntiers = [{{ price_per_1000 = \"0.50\" }}]\n\
+             [plans.free]\nmonthly_fee = \"0.00\"\ntiers = [{{ price_per_1000 = \"0\" }}]\n\
+             quota = {{ calls = {free_calls}, mode = \"hard\" }}\n\
+             [plans.bigger]\nmonthly_fee = \"0.00\"\ntiers = [{{ price_per_1000 = \"0\" }}]\n\
+             quota = {{ calls = 100, mode = \"hard\" }}\n"
+        ))
+        .unwrap()
+    }
+
+    /// A plan change applies the new quota to the month at once: a refusal is lifted when the new
+    /// quota is above what was used, and set when it is below.
+    #[tokio::test]
+    async fn a_plan_change_sets_or_lifts_the_months_refusal_against_the_new_quota() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let now = parse_instant("2026-12-07T12:00:00Z").unwrap();
+        let clock = ManualClock::new(now);
+        let key = ApiKey::generate().unwrap();
+        let mut record = ApiKeyRecord::new(NewKey {
+            id: key.id().clone(),
+            hashed_key: key.hashed(),
+            user_email: Email::parse("ada@example.com").unwrap(),
+            plan: Some(PlanName::parse("free").unwrap()),
+            name: None,
+            created_at: now,
+        });
+        record.quota = Some(QuotaTerms::new(5, QuotaMode::Hard, Vec::new()).unwrap());
+        store.insert_key(&record).await.unwrap();
+        let mut tally = Tally::default();
+        for _ in 0..8 {
+            tally.add(Tally::of_call(200, true));
+        }
+        let day = DayDelta { key_id: key.id().clone(), day: Day::of(now), tally, last_used: now };
+        let buffer = BatchDelta::new(BatchId::from_digest(&[7; 32]), MarkerSlot::of(now, 0), vec![day]);
+        let applied = store.apply_deliveries(&[buffer], now).await.unwrap();
+        assert_eq!(applied.quota_refusals.len(), 1, "8 calls against a quota of 5");
+        let december = Month::of(now);
+        assert_eq!(store.get_key(key.id()).await.unwrap().unwrap().quota_refused_in, Some(december));
+
+        let plan = |name: &str| (None, Some(PlanName::parse(name).unwrap()), None);
+        let said = update(&store, &clock, key.id(), plan("bigger"), Some(&pricing(5)), false).await.unwrap();
+        assert!(said.contains("quota 100 (hard), 8 billable calls used this month"), "{said}");
+        assert!(said.contains("refusal lifted for 1 key(s)"), "{said}");
+        assert_eq!(store.get_key(key.id()).await.unwrap().unwrap().quota_refused_in, None);
+        // Back to a quota below the month's use: refused at once.
+        let said = update(&store, &clock, key.id(), plan("free"), Some(&pricing(6)), false).await.unwrap();
+        assert!(said.contains("refused from now on for 1 key(s)"), "{said}");
+        assert_eq!(store.get_key(key.id()).await.unwrap().unwrap().quota_refused_in, Some(december));
+        // To a plan without a quota: nothing refuses it.
+        let said = update(&store, &clock, key.id(), plan("payg"), Some(&pricing(6)), false).await.unwrap();
+        assert!(said.contains("quota none") && said.contains("refusal lifted"), "{said}");
+        assert_eq!(store.get_key(key.id()).await.unwrap().unwrap().quota_refused_in, None);
+    }
 }

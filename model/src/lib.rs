@@ -41,8 +41,8 @@ pub use items::{
 pub use key::{ApiKey, HashedKey, KeyError, KeyId, PresentedKey};
 pub use ports::{
     ArchiveWriter, CounterCorrector, GraceEndNotifier, KeyStore, MacKey, ObjectSink, ObjectSource, Publisher,
-    QueryEngine, QueryRows, RejectedLine, Revocation, RevocationNotifier, StoreError, UsageReader,
-    UsageWriter,
+    QueryEngine, QueryRows, QuotaLedger, RejectedLine, Revocation, RevocationNotifier, StoreError,
+    UsageReader, UsageWriter,
 };
 pub use time::{Clock, Day, ManualClock, Month, ShiftedClock, SystemClock};
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::batch::{ApplyReport, BatchDelta, ParkedUsage};
 use crate::drift::{CorrectionOutcome, DayCorrection, ReconcileRun};
-use crate::items::{ApiKeyRecord, DayUsage, KeyChange, UsageTotals};
+use crate::items::{ApiKeyRecord, DayUsage, Email, KeyChange, UsageTotals};
 use crate::key::{HashedKey, KeyId};
 use crate::time::Day;
 use crate::time::Month;
@@ -217,6 +217,27 @@ pub trait UsageReader: Send + Sync {
         &self,
         key_id: &KeyId,
     ) -> impl Future<Output = Result<Vec<DayUsage>, StoreError>> + Send;
+}
+
+/// Plan quotas' month totals and refusals (ARCHITECTURE.md, "Plan quotas and usage alerts"), for the
+/// commands that change a key's quota.
+pub trait QuotaLedger: Send + Sync {
+    /// Billable calls of `customer`'s keys with a quota in `month`, as counted in realtime.
+    fn quota_used(
+        &self,
+        customer: &Email,
+        month: Month,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Marks (`refused`) or clears `month`'s refusal on each of `customer`'s keys with a hard quota
+    /// (clearing only marks of that month), and moves the revocation epoch when any changed, so that
+    /// every authorizer reads them again. Answers how many keys changed.
+    fn set_quota_refusal(
+        &self,
+        customer: &Email,
+        month: Month,
+        refused: bool,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 }
 
 /// Applying delivered batches to the counters (CONTRACTS.md §8).

@@ -269,6 +269,21 @@ impl CounterCorrector for AnyStore {
     }
 }
 
+impl meter_model::QuotaLedger for AnyStore {
+    async fn quota_used(&self, customer: &meter_model::Email, month: Month) -> Result<u64, StoreError> {
+        forward!(self, quota_used(customer, month))
+    }
+
+    async fn set_quota_refusal(
+        &self,
+        customer: &meter_model::Email,
+        month: Month,
+        refused: bool,
+    ) -> Result<usize, StoreError> {
+        forward!(self, set_quota_refusal(customer, month, refused))
+    }
+}
+
 impl UsageWriter for AnyStore {
     async fn apply_deliveries(
         &self,

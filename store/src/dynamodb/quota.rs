@@ -297,3 +297,84 @@ fn ledger_key(customer: &Email, month: Month) -> HashMap<String, AttributeValue>
         ("day".to_owned(), s(&month.to_string())),
     ])
 }
+
+impl meter_model::QuotaLedger for DynamoStore {
+    async fn quota_used(&self, customer: &Email, month: Month) -> Result<u64, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.tables.usage_counters)
+            .set_key(Some(ledger_key(customer, month)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                table_missing(store_error("read a quota's month", e), &self.tables.usage_counters)
+            })?;
+        got.item().map_or(Ok(0), |item| get_n(item, "used"))
+    }
+
+    async fn set_quota_refusal(
+        &self,
+        customer: &Email,
+        month: Month,
+        refused: bool,
+    ) -> Result<usize, StoreError> {
+        let mut changed = Vec::new();
+        for (id, mark) in self.quota_keys_of(customer).await? {
+            if refused && mark.is_none_or(|m| m < month) {
+                if self.mark_refused(&id, month).await? {
+                    changed.push(id);
+                }
+            } else if !refused && mark == Some(month) && self.clear_refusal(&id, month).await? {
+                changed.push(id);
+            }
+        }
+        // The ledger's set of marked keys follows, so that a later crossing looks for them all again.
+        let ids = AttributeValue::Ss(changed.iter().map(|k| k.as_str().to_owned()).collect());
+        if !changed.is_empty() {
+            self.client
+                .update_item()
+                .table_name(&self.tables.usage_counters)
+                .set_key(Some(ledger_key(customer, month)))
+                .update_expression(if refused { "ADD refusedKeys :ids" } else { "DELETE refusedKeys :ids" })
+                .expression_attribute_values(":ids", ids)
+                .send()
+                .await
+                .map_err(|e| store_error("record refused keys", e))?;
+            self.client
+                .update_item()
+                .table_name(&self.tables.usage_counters)
+                .set_key(Some(Self::epoch_key()))
+                .update_expression("ADD epoch :one")
+                .expression_attribute_values(":one", n(1))
+                .send()
+                .await
+                .map_err(|e| {
+                    table_missing(store_error("bump revocation epoch", e), &self.tables.usage_counters)
+                })?;
+        }
+        Ok(changed.len())
+    }
+}
+
+impl DynamoStore {
+    /// Clears key `id`'s refusal if it still names `month`: true if this call cleared it.
+    async fn clear_refusal(&self, id: &KeyId, month: Month) -> Result<bool, StoreError> {
+        let cleared = self
+            .client
+            .update_item()
+            .table_name(&self.tables.api_keys)
+            .set_key(Some(Self::key_of(id)))
+            .update_expression("REMOVE quotaRefusedIn")
+            .condition_expression("attribute_exists(id) AND quotaRefusedIn = :m")
+            .expression_attribute_values(":m", s(&month.to_string()))
+            .send()
+            .await;
+        match cleared.map_err(|e| store_error("clear a key's quota refusal", e)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+}

@@ -154,3 +154,51 @@ fn quota_keys(tx: &Connection, customer: &str) -> Result<Vec<KeyId>, StoreError>
         stmt.query_map([customer], |r| r.get(0)).map_err(op)?.collect::<Result<_, _>>().map_err(op)?;
     ids.iter().map(|id| KeyId::parse(id).map_err(|e| corrupt(e.to_string()))).collect()
 }
+
+impl meter_model::QuotaLedger for super::SqliteStore {
+    async fn quota_used(&self, customer: &Email, month: Month) -> Result<u64, StoreError> {
+        let used: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT used FROM quota_usage WHERE customer = ?1 AND month = ?2",
+                params![customer.as_str(), month.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql_error("read a quota's month", e))?;
+        counter(used.unwrap_or(0), "quota usage")
+    }
+
+    async fn set_quota_refusal(
+        &self,
+        customer: &Email,
+        month: Month,
+        refused: bool,
+    ) -> Result<usize, StoreError> {
+        let op = |e| sql_error("set a quota refusal", e);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(op)?;
+        let changed = if refused {
+            tx.execute(
+                "UPDATE api_keys SET quota_refused_in = ?2 WHERE user_email = ?1 AND quota_mode = 'hard' \
+                 AND (quota_refused_in IS NULL OR quota_refused_in < ?2)",
+                params![customer.as_str(), month.to_string()],
+            )
+        } else {
+            tx.execute(
+                "UPDATE api_keys SET quota_refused_in = NULL WHERE user_email = ?1 AND quota_refused_in = ?2",
+                params![customer.as_str(), month.to_string()],
+            )
+        }
+        .map_err(op)?;
+        if changed > 0 {
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1",
+                [REVOCATION_EPOCH],
+            )
+            .map_err(op)?;
+        }
+        tx.commit().map_err(op)?;
+        Ok(changed)
+    }
+}

@@ -9,8 +9,8 @@ use meter_model::quota::{QuotaMode, QuotaTerms};
 use meter_model::time::{Month, parse_instant};
 use meter_model::{
     ApiKey, ApiKeyRecord, BatchDelta, BatchId, CounterCorrector, DayDelta, DayUsage, Email, HashedKey,
-    KeyChange, KeyId, KeyStatus, KeyStore, KeyTerms, MarkerSlot, NewKey, PlanName, StoreError, Tally,
-    UsageReader, UsageTotals, UsageWriter,
+    KeyChange, KeyId, KeyStatus, KeyStore, KeyTerms, MarkerSlot, NewKey, PlanName, QuotaLedger, StoreError,
+    Tally, UsageReader, UsageTotals, UsageWriter,
 };
 
 pub(crate) fn at(text: &str) -> DateTime<Utc> {
@@ -643,7 +643,7 @@ pub(crate) async fn quota_terms_and_refusal_marks_round_trip_and_clear<S: KeySto
 /// redelivered buffer moves nothing.
 pub(crate) async fn a_customers_billable_calls_cross_its_quota_once_across_keys_and_redeliveries<S>(store: &S)
 where
-    S: KeyStore + UsageWriter,
+    S: KeyStore + UsageWriter + QuotaLedger,
 {
     let terms = QuotaTerms::new(10, QuotaMode::Hard, vec![50, 100]).unwrap();
     let quota = KeyChange { quota: Some(Some(terms)), ..KeyChange::default() };
@@ -716,6 +716,22 @@ where
     let report = store.apply_deliveries(&[november], at).await.unwrap();
     assert!(report.quota_refusals.is_empty(), "nothing to mark: {report:?}");
     assert_eq!(store.get_key(&first.id).await.unwrap().unwrap().quota_refused_in, Some(december));
+
+    // What a plan change reads and sets: the month's total, and the refusal lifted or put back.
+    let ada = Email::parse("ada@example.com").unwrap();
+    let november = Month::new(2026, 11).unwrap();
+    assert_eq!(store.quota_used(&ada, december).await.unwrap(), 15);
+    assert_eq!(store.quota_used(&ada, november).await.unwrap(), 11);
+    assert_eq!(store.quota_used(&Email::parse("bob@example.com").unwrap(), december).await.unwrap(), 0);
+    let epoch = store.revocation_epoch().await.unwrap();
+    assert_eq!(store.set_quota_refusal(&ada, december, false).await.unwrap(), 3);
+    assert_eq!(store.revocation_epoch().await.unwrap(), epoch + 1);
+    assert_eq!(store.get_key(&fresh.id).await.unwrap().unwrap().quota_refused_in, None);
+    assert_eq!(store.set_quota_refusal(&ada, december, false).await.unwrap(), 0, "nothing left to lift");
+    assert_eq!(store.revocation_epoch().await.unwrap(), epoch + 1, "no move when nothing changed");
+    assert_eq!(store.set_quota_refusal(&ada, december, true).await.unwrap(), 3);
+    assert_eq!(store.get_key(&second.id).await.unwrap().unwrap().quota_refused_in, Some(december));
+    assert_eq!(store.get_key(&other.id).await.unwrap().unwrap().quota_refused_in, None);
 }
 
 pub(crate) async fn imported_usage_is_part_of_the_lifetime_totals<S>(store: &S)
