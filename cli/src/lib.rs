@@ -172,7 +172,7 @@ pub async fn run(cli: Cli, clock: &(impl Clock + Clone + 'static)) -> anyhow::Re
             return Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         Command::Usage(UsageCommand::Show { id, month, json }) => {
-            usage::show(&open_store().await?, &id, month, json).await?
+            usage::show(&open_store().await?, clock, &id, month, json).await?
         }
         Command::Store(StoreCommand::Init) => store_init(&open_store().await?, &config).await?,
         Command::Realtime { inputs, json } => {

@@ -968,6 +968,14 @@ fn a_plans_quota_travels_with_its_keys_through_create_update_and_rotate() {
     assert_eq!(show(&id)["quota"], serde_json::json!({"calls": 2, "mode": "hard", "alerts": [50]}));
     let text = ok(meter(home.path()).args(["keys", "show", &id]));
     assert!(text.contains("quota            2 billable calls a month, hard, alerts at 50%"), "{text}");
+    let usage: Value =
+        serde_json::from_str(&ok(meter(home.path()).args(["usage", "show", &id, "--json"]))).unwrap();
+    assert_eq!(
+        usage["quota"],
+        serde_json::json!({"calls": 2, "mode": "hard", "period": &NOW[..7], "used": 0, "remaining": 2, "refused": false})
+    );
+    let text = ok(meter(home.path()).args(["usage", "show", &id]));
+    assert!(text.contains("quota            0 of 2 billable calls used by ada@example.com"), "{text}");
     let rotated: Value = serde_json::from_str(&ok(
         meter(home.path()).args(["keys", "rotate", &id, "--grace", "1h", "--json"])
     ))
