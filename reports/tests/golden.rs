@@ -142,3 +142,66 @@ fn a_change_of_plan_and_customer_prices_each_month_under_the_terms_at_its_end() 
     changed.previous_terms[0].until = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
     assert_eq!(invoices_of("2026-11", &changed), [("ann@example.com".into(), "payg".into(), 7_000)]);
 }
+
+/// A soft quota serves beyond it and the plan's tiers price the overage; a hard quota's over-run (the
+/// calls served before the refusal reached every authorizer) is priced like any served call. The quota
+/// itself never changes an amount: the invoice prices what was served.
+#[test]
+fn a_quotas_overage_is_priced_by_the_plans_tiers() {
+    let pricing = Pricing::parse(
+        "currency = \"USD\"\ndefault_plan = \"starter\"\n\
+         [plans.starter]\nmonthly_fee = \"5.00\"\nincluded_calls = 10000\n\
+         tiers = [{ price_per_1000 = \"1.00\" }]\nquota = { calls = 10000, mode = \"soft\" }\nalerts = [80, 100]\n\
+         [plans.free]\nmonthly_fee = \"0.00\"\nincluded_calls = 1000\n\
+         tiers = [{ price_per_1000 = \"2.00\" }]\nquota = { calls = 1000, mode = \"hard\" }\n",
+    )
+    .unwrap();
+    let month: Month = "2026-12".parse().unwrap();
+    let keys = vec![
+        key("aaaa00000001", "ann@example.com", None),
+        key("bbbb00000001", "bob@example.com", Some("free")),
+    ];
+    let usage = vec![
+        billable("aaaa00000001", "2026-12-07", 12_500), // 2,500 beyond the soft quota: 2.50
+        billable("bbbb00000001", "2026-12-07", 1_013),  // 13 served before the refusal landed: 0.026 → 0.03
+    ];
+    let invoices = invoices_for_month(month, &usage, &keys, &pricing).unwrap();
+    type Row<'a> = (&'a str, &'a str, Vec<(&'a str, i64, Decimal)>, Decimal);
+    let rows: Vec<Row<'_>> = invoices
+        .invoices
+        .iter()
+        .map(|i| {
+            let lines = i
+                .lines
+                .iter()
+                .filter(|l| l.kind != "key_usage")
+                .map(|l| (l.kind.as_str(), l.calls, l.amount));
+            (i.customer_email.as_str(), i.plan.as_str(), lines.collect(), i.amount)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "ann@example.com",
+                "starter",
+                vec![
+                    ("monthly_fee", 0, d("5.00")),
+                    ("included", 10_000, d("0.00")),
+                    ("tier_1", 2_500, d("2.50"))
+                ],
+                d("7.50"),
+            ),
+            (
+                "bob@example.com",
+                "free",
+                vec![
+                    ("monthly_fee", 0, d("0.00")),
+                    ("included", 1_000, d("0.00")),
+                    ("tier_1", 13, d("0.03"))
+                ],
+                d("0.03"),
+            ),
+        ]
+    );
+}
