@@ -82,6 +82,14 @@ pub struct QuotaRefusal {
     pub resets_at: DateTime<Utc>,
 }
 
+impl QuotaRefusal {
+    /// The month refused: the one that ends at `resets_at`.
+    #[must_use]
+    pub fn period(&self) -> Month {
+        Month::of(self.resets_at - Duration::milliseconds(1))
+    }
+}
+
 /// Why a request is refused with 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissingReason {

@@ -2,7 +2,6 @@
 //! responses each expects.
 
 use chrono::{DateTime, Utc};
-use meter_model::Month;
 use meter_model::time::format_instant;
 use serde_json::{Map, Value, json};
 
@@ -154,7 +153,7 @@ pub fn quota_body(refusal: &QuotaRefusal) -> Value {
         "message": "Monthly quota reached",
         "quota": {
             "calls": refusal.quota_calls,
-            "period": Month::of(refusal.resets_at - chrono::Duration::milliseconds(1)).to_string(),
+            "period": refusal.period().to_string(),
             "resetsAt": format_instant(refusal.resets_at),
         },
     })
@@ -169,13 +168,12 @@ pub fn retry_after_seconds(refusal: &QuotaRefusal, now: DateTime<Utc>) -> i64 {
 
 /// The deny's context of a quota refusal: what the gateway response's template reads.
 fn quota_context(refusal: &QuotaRefusal) -> Map<String, Value> {
-    let body = quota_body(refusal);
     let mut context = Map::new();
     context.insert("quotaExceeded".into(), "true".into());
     context.insert("keyId".into(), refusal.key_id.as_str().into());
     context.insert("quotaCalls".into(), refusal.quota_calls.map_or(String::new(), |c| c.to_string()).into());
-    context.insert("quotaPeriod".into(), body["quota"]["period"].clone());
-    context.insert("quotaResetsAt".into(), body["quota"]["resetsAt"].clone());
+    context.insert("quotaPeriod".into(), refusal.period().to_string().into());
+    context.insert("quotaResetsAt".into(), format_instant(refusal.resets_at).into());
     context
 }
 

@@ -534,15 +534,13 @@ pub(crate) async fn update<S: KeyStore + QuotaLedger>(
         let month = meter_model::Month::of(now);
         let customer = &after.user_email;
         let used = store.quota_used(customer, month).await.context("cannot read the month's quota usage")?;
-        // A customer is held to the smallest quota among its keys (an operator's Scan, not the
+        // A customer is held to the strictest quota among its keys (an operator's Scan, not the
         // request path's).
         let keys = store.list_keys().await.context("cannot list the customer's keys")?;
-        let smallest = keys
-            .iter()
-            .filter(|key| key.user_email == *customer)
-            .filter_map(|key| key.quota.as_ref())
-            .min_by_key(|terms| terms.calls);
-        let refused = smallest.is_some_and(|terms| terms.refuses_at(used));
+        let strictest = meter_model::quota::QuotaTerms::strictest(
+            keys.iter().filter(|key| key.user_email == *customer).filter_map(|key| key.quota.as_ref()),
+        );
+        let refused = strictest.is_some_and(|terms| terms.refuses_at(used));
         let moved = store
             .set_quota_refusal(customer, month, refused)
             .await

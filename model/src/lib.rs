@@ -27,6 +27,7 @@ pub mod counting;
 pub mod drift;
 pub mod items;
 pub mod key;
+pub mod ledger;
 pub mod ports;
 pub mod quota;
 pub mod time;

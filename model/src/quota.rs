@@ -99,6 +99,11 @@ impl QuotaTerms {
         }
     }
 
+    /// The terms a customer holding keys of several quotas is held to: the fewest calls.
+    pub fn strictest<'a>(terms: impl IntoIterator<Item = &'a Self>) -> Option<&'a Self> {
+        terms.into_iter().min_by_key(|terms| terms.calls)
+    }
+
     /// The thresholds as stored: `50,80,100` (empty: none).
     #[must_use]
     pub fn alerts_text(&self) -> String {

@@ -9,13 +9,14 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryFutureExt};
 use meter_model::batch::{MARKER_TTL, MarkerSlot, buffer_digest, capacity, merge_days, split_parked};
+use meter_model::ledger::CustomerQuota;
 use meter_model::time::format_instant;
 use meter_model::{ApplyReport, BatchDelta, Day, DayDelta, KeyId, StoreError, Tally, UsageWriter};
 
 use super::error::{WriteFailure, build_error, store_error, table_missing};
 use super::item::{corrupt, n, req_s, s};
 use super::open;
-use super::quota::{KEY_LOOKUP_PROJECTION, KeyQuota, key_quota};
+use super::quota::{KEY_LOOKUP_PROJECTION, key_quota};
 use super::{
     COUNTER_WRITE_CONCURRENCY, DynamoStore, MARKER_PARTITION_PREFIX, MAX_BATCH_GET_KEYS, TTL_ATTRIBUTE,
     UNPROCESSED_RETRY, pause_for_unprocessed,
@@ -41,7 +42,7 @@ impl DynamoStore {
     async fn existing_keys(
         &self,
         ids: &[&KeyId],
-    ) -> Result<HashMap<KeyId, Option<Arc<KeyQuota>>>, StoreError> {
+    ) -> Result<HashMap<KeyId, Option<Arc<CustomerQuota>>>, StoreError> {
         let mut existing = HashMap::new();
         for group in ids.chunks(MAX_BATCH_GET_KEYS) {
             let mut request = KeysAndAttributes::builder()
@@ -346,7 +347,7 @@ impl UsageWriter for DynamoStore {
             }
         };
         // Each existing key's day, with the quota it counts against (if any).
-        let writable: Vec<(DayDelta, Option<Arc<KeyQuota>>)> = {
+        let writable: Vec<(DayDelta, Option<Arc<CustomerQuota>>)> = {
             let mut known = self.known_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             known.extend(found);
             days.iter()
@@ -359,7 +360,7 @@ impl UsageWriter for DynamoStore {
                 })
                 .collect()
         };
-        let quota_days: Vec<(DayDelta, Option<Arc<KeyQuota>>)> =
+        let quota_days: Vec<(DayDelta, Option<Arc<CustomerQuota>>)> =
             writable.iter().filter(|(_, quota)| quota.is_some()).cloned().collect();
         let (hot, parked) = split_parked(writable.into_iter().map(|(day, _)| day).collect());
         // Parked items are named after the buffer's fresh deliveries: the same buffer writes the same items.

@@ -135,3 +135,13 @@ pub(super) fn table_missing(err: StoreError, table: &str) -> StoreError {
 pub(super) fn build_error(operation: &str, err: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Other { operation: operation.into(), source: err.into() }
 }
+
+/// A conditional write's outcome as whether it applied: its condition failing is an answer (false),
+/// not an error.
+pub(super) fn applied<T>(outcome: Result<T, StoreError>) -> Result<bool, StoreError> {
+    match outcome {
+        Ok(_) => Ok(true),
+        Err(StoreError::ConditionFailed { .. }) => Ok(false),
+        Err(err) => Err(err),
+    }
+}

@@ -32,6 +32,25 @@ impl DynamoStore {
         Ok(got.item)
     }
 
+    /// Moves the revocation epoch by one; answers the new epoch. Every warm authorizer drops its
+    /// cache when it sees the move.
+    pub(super) async fn bump_revocation_epoch(&self) -> Result<u64, StoreError> {
+        let bumped = self
+            .client
+            .update_item()
+            .table_name(&self.tables.usage_counters)
+            .set_key(Some(Self::epoch_key()))
+            .update_expression("ADD epoch :one")
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| {
+                table_missing(store_error("bump revocation epoch", e), &self.tables.usage_counters)
+            })?;
+        bumped.attributes().map_or(Ok(0), |item| get_n(item, "epoch"))
+    }
+
     /// Every key item, read with one consistent Scan page by page, whole or only `projection`'s
     /// attributes. An operator's or a job's read, never the request path's.
     pub(super) async fn key_items(
@@ -167,20 +186,7 @@ impl KeyStore for DynamoStore {
         if was_already_revoked {
             return Ok(Revocation { record, was_already_revoked, epoch: self.revocation_epoch().await? });
         }
-        let bumped = self
-            .client
-            .update_item()
-            .table_name(&self.tables.usage_counters)
-            .set_key(Some(Self::epoch_key()))
-            .update_expression("ADD epoch :one")
-            .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(|e| {
-                table_missing(store_error("bump revocation epoch", e), &self.tables.usage_counters)
-            })?;
-        let epoch = bumped.attributes().map_or(Ok(0), |item| get_n(item, "epoch"))?;
+        let epoch = self.bump_revocation_epoch().await?;
         Ok(Revocation { record, was_already_revoked, epoch })
     }
 

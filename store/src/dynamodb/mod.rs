@@ -97,7 +97,7 @@ pub struct DynamoStore {
     /// Keys seen to exist: keys are never deleted, so a warm function reads each key once.
     /// Keys known to exist, with what their look-up said of their quota (kept for the instance's life:
     /// a changed quota reaches a warm transformer when it starts again).
-    known_keys: Arc<Mutex<HashMap<KeyId, Option<Arc<quota::KeyQuota>>>>>,
+    known_keys: Arc<Mutex<HashMap<KeyId, Option<Arc<meter_model::ledger::CustomerQuota>>>>>,
 }
 
 impl DynamoStore {

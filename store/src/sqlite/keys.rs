@@ -78,12 +78,7 @@ impl KeyStore for SqliteStore {
                 |r| r.get(0),
             )
         } else {
-            tx.query_row(
-                "INSERT INTO meta (name, value) VALUES (?1, 1) \
-                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
-                [REVOCATION_EPOCH],
-                |r| r.get(0),
-            )
+            bump_revocation_epoch(&tx)
         }
         .map_err(|e| sql_error("revoke", e))?;
         let record =
@@ -169,4 +164,15 @@ fn write_key(tx: &Connection, record: &ApiKeyRecord) -> Result<(), StoreError> {
     )
     .map_err(|e| sql_error("update key", e))?;
     Ok(())
+}
+
+/// Moves the revocation epoch by one inside the caller's transaction; answers the new epoch. Every
+/// warm authorizer drops its cache when it sees the move.
+pub(super) fn bump_revocation_epoch(tx: &Connection) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "INSERT INTO meta (name, value) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1 \
+         RETURNING value",
+        [REVOCATION_EPOCH],
+        |r| r.get(0),
+    )
 }
